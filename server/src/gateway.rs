@@ -24,7 +24,7 @@ use crate::upstream::{Upstream, parse_upstream_url};
 
 /// gateway: the front that clients call.
 #[derive(clap::Parser, Clone, Debug)]
-#[command(name = "gateway", version, about)]
+#[command(name = "gateway", version, about, args_override_self = true)]
 pub struct Args {
     /// Address to listen on; port 0 picks a free port (the bound one is printed on stdout).
     #[arg(
