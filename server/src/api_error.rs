@@ -108,13 +108,18 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();
         let message = self.to_string();
-        match self.internal_reason() {
-            Some(reason) if status == StatusCode::INTERNAL_SERVER_ERROR => {
-                tracing::error!(%status, %message, reason, "request failed");
-            }
-            Some(reason) => tracing::warn!(%status, %message, reason, "request failed"),
-            None if status.is_server_error() => tracing::warn!(%status, %message, "request failed"),
-            None => tracing::debug!(%status, %message, "request refused"),
+        // Losing and regaining users-service is logged once by `Upstream`, not per request.
+        let logged_elsewhere = matches!(
+            self,
+            ApiError::UpstreamUnavailable { .. } | ApiError::UpstreamDeadline { .. }
+        );
+        let reason = self.internal_reason().unwrap_or("");
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(%status, %message, reason, "request failed");
+        } else if status.is_server_error() && !logged_elsewhere {
+            tracing::warn!(%status, %message, reason, "request failed");
+        } else {
+            tracing::debug!(%status, %message, reason, "request refused or failed");
         }
         let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {

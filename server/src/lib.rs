@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod payload;
 pub mod query;
 pub mod serve;
+pub mod shm_consumer;
 pub mod shm_producer;
 pub mod telemetry;
 pub mod upstream;
