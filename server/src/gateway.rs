@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use reqwest::Url;
-use tower_http::trace::TraceLayer;
 
 use crate::api_error::ApiError;
 use crate::payload::{Payload, PayloadCache, Transport};
@@ -100,7 +99,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(telemetry::metrics_endpoint))
         .route_layer(axum::middleware::from_fn(telemetry::track_requests))
-        .layer(TraceLayer::new_for_http().make_span_with(telemetry::request_span))
+        .layer(telemetry::trace_layer())
         .with_state(state)
 }
 
@@ -178,7 +177,7 @@ async fn attempt_via_shm(shared: &Shared, query: UsersQuery) -> Result<Payload, 
     let upstream = &shared.upstream;
     shared
         .shm
-        .attachment(upstream, None, "not attached")
+        .attachment(upstream, None, "not_attached")
         .await?;
     let handle = upstream.publish_users(query).await?;
     let span = tracing::Span::current();
@@ -186,7 +185,7 @@ async fn attempt_via_shm(shared: &Shared, query: UsersQuery) -> Result<Payload, 
     span.record("generation", handle.generation);
     let attachment = shared
         .shm
-        .attachment(upstream, Some(handle.epoch), "producer epoch changed")
+        .attachment(upstream, Some(handle.epoch), "epoch_changed")
         .await?;
     let bytes = attachment.redeem(&handle)?;
     Ok(Payload {

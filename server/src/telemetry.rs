@@ -10,6 +10,8 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Span;
 use tracing_subscriber::EnvFilter;
 
@@ -101,6 +103,15 @@ pub async fn track_requests(request: Request, next: Next) -> Response {
     metrics::histogram!("http_request_duration_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The request tracing layer both services use: one span per request ([`request_span`]).
+/// Failed responses are logged where their cause is known (`ApiError`), so the layer's own
+/// failure events stay at debug instead of an ERROR line per 503.
+pub fn trace_layer() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, fn(&Request) -> Span> {
+    TraceLayer::new_for_http()
+        .make_span_with(request_span as fn(&Request) -> Span)
+        .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG))
 }
 
 /// The span `TraceLayer` opens per request. `transport`, `slot` and `generation` start empty and

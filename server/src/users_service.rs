@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tower_http::trace::TraceLayer;
 
 use crate::api_error::ApiError;
 use crate::payload::{CRC_HEADER, Payload, PayloadCache, Transport, format_crc};
@@ -92,7 +91,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(telemetry::metrics_endpoint))
         .route_layer(axum::middleware::from_fn(telemetry::track_requests))
-        .layer(TraceLayer::new_for_http().make_span_with(telemetry::request_span))
+        .layer(telemetry::trace_layer())
         .with_state(state)
 }
 
