@@ -16,8 +16,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use reqwest::Url;
 
 use crate::api_error::ApiError;
-use crate::payload::{Payload, PayloadCache, Transport};
+use crate::payload::{Payload, Transport};
 use crate::query::UsersQuery;
+use crate::query_cache::QueryCache;
 use crate::serve::{CommonArgs, ShutdownSignal, announce, bind, serve_until_signal};
 use crate::shm_consumer::ShmClient;
 use crate::telemetry;
@@ -65,7 +66,7 @@ struct Shared {
     upstream: Upstream,
     shm: ShmClient,
     fallback_to_api: bool,
-    cached: PayloadCache,
+    cached: QueryCache<Payload>,
     metrics: PrometheusHandle,
 }
 
@@ -76,7 +77,7 @@ impl AppState {
                 upstream: Upstream::new(args.upstream.clone(), args.deadline, args.pool_max_idle)?,
                 shm: ShmClient::new(args.shm_socket.clone()),
                 fallback_to_api: args.shm_fallback_to_api,
-                cached: PayloadCache::default(),
+                cached: QueryCache::default(),
                 metrics: telemetry::metrics_handle(),
             }),
         })
@@ -201,7 +202,10 @@ async fn users_cached(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = UsersQuery::parse(raw.as_deref())?;
-    let payload = state.inner.cached.get_or_generate(query);
+    let payload = state
+        .inner
+        .cached
+        .get_or_insert_with(query, || Payload::generate(query));
     telemetry::record_transport(Transport::Cached);
     metrics::counter!("payload_bytes_total", "transport" => Transport::Cached.as_str())
         .increment(payload.bytes.len() as u64);

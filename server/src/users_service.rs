@@ -16,8 +16,10 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::api_error::ApiError;
-use crate::payload::{CRC_HEADER, Payload, PayloadCache, Transport, format_crc};
+use crate::dataset::{User, users};
+use crate::payload::{CRC_HEADER, Payload, Transport, format_crc};
 use crate::query::UsersQuery;
+use crate::query_cache::QueryCache;
 use crate::serve::{CommonArgs, ShutdownSignal, announce, bind, serve_until_signal};
 use crate::shm_producer::{SegmentInfo, ShmArgs, ShmProducer};
 use crate::telemetry;
@@ -30,7 +32,8 @@ pub struct Args {
     #[arg(long, env = "SHMBRIDGE_USERS_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
     /// Serve bodies serialized once per (count, seed) instead of serializing per request, on
-    /// every path alike.
+    /// every path alike. (Without it, users are generated once per (count, seed) and serialized
+    /// per request, as in the seed system.)
     #[arg(long, env = "SHMBRIDGE_USERS_CACHE")]
     pub cache: bool,
     #[command(flatten)]
@@ -49,7 +52,8 @@ pub struct AppState {
 }
 
 struct Shared {
-    cache: Option<PayloadCache>,
+    datasets: QueryCache<Arc<[User]>>,
+    bodies: Option<QueryCache<Payload>>,
     shm: Arc<ShmProducer>,
     metrics: PrometheusHandle,
 }
@@ -59,7 +63,8 @@ impl AppState {
     pub fn new(args: &Args) -> anyhow::Result<AppState> {
         Ok(AppState {
             inner: Arc::new(Shared {
-                cache: args.cache.then(PayloadCache::default),
+                datasets: QueryCache::default(),
+                bodies: args.cache.then(QueryCache::default),
                 shm: Arc::new(ShmProducer::start(&args.shm)?),
                 metrics: telemetry::metrics_handle(),
             }),
@@ -68,10 +73,17 @@ impl AppState {
 
     /// The body for `query`: serialized now, or taken from the cache under `--cache`.
     fn payload(&self, query: UsersQuery) -> Payload {
-        match &self.inner.cache {
-            Some(cache) => cache.get_or_generate(query),
-            None => Payload::generate(query),
+        let serialize = || Payload::serialize(&self.users(query));
+        match &self.inner.bodies {
+            Some(bodies) => bodies.get_or_insert_with(query, serialize),
+            None => serialize(),
         }
+    }
+
+    fn users(&self, query: UsersQuery) -> Arc<[User]> {
+        self.inner
+            .datasets
+            .get_or_insert_with(query, || users(query.count, query.seed).into())
     }
 }
 
