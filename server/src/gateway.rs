@@ -26,7 +26,12 @@ use crate::upstream::{Upstream, parse_upstream_url};
 
 /// gateway: the front that clients call.
 #[derive(clap::Parser, Clone, Debug)]
-#[command(name = "gateway", version, about, args_override_self = true)]
+#[command(
+    name = "gateway",
+    version,
+    about = "The front: serves the users JSON over REST, shared memory, or a cached body",
+    args_override_self = true
+)]
 pub struct Args {
     /// Address to listen on; port 0 picks a free port (the bound one is printed on stdout).
     #[arg(

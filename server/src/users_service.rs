@@ -26,7 +26,12 @@ use crate::telemetry;
 
 /// users-service: the producer of the users dataset.
 #[derive(clap::Parser, Clone, Debug)]
-#[command(name = "users-service", version, about, args_override_self = true)]
+#[command(
+    name = "users-service",
+    version,
+    about = "The producer: serves the users dataset over HTTP and through shared memory",
+    args_override_self = true
+)]
 pub struct Args {
     /// Address to listen on; port 0 picks a free port (the bound one is printed on stdout).
     #[arg(long, env = "SHMBRIDGE_USERS_LISTEN", default_value = "127.0.0.1:8081")]
