@@ -224,11 +224,20 @@ async fn healthz() -> impl IntoResponse {
 
 /// `GET /readyz`: 200 when users-service answers its health check and the gateway is attached
 /// to its current segment (attaching if needed); 503 naming what is wrong otherwise, e.g. a
-/// segment of another layout version.
+/// segment of another layout version. Answers within twice the deadline.
 async fn readyz(State(state): State<AppState>) -> Response {
     let shared = &state.inner;
     let upstream = shared.upstream.is_healthy().await;
-    let shm = shared.shm.readiness(&shared.upstream).await;
+    // Each exchange inside is bounded already; this bounds the sum (discovery + attach).
+    let deadline = shared.upstream.deadline();
+    let shm = tokio::time::timeout(deadline, shared.shm.readiness(&shared.upstream))
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "shared-memory check took longer than {}",
+                humantime::format_duration(deadline)
+            ))
+        });
     let ready = upstream.is_ok() && shm.is_ok();
     let status = if ready {
         StatusCode::OK

@@ -32,7 +32,11 @@ impl Payload {
 
     /// Serializes already generated users (the per-request work users-service does).
     pub fn serialize(users: &[User]) -> Payload {
-        let bytes = serde_json::to_vec(users).expect("users always serialize");
+        // Records average ~363 bytes; reserving 512 each means one
+        // allocation instead of a dozen grow-and-copy steps, and untouched capacity costs no
+        // memory pages.
+        let mut bytes = Vec::with_capacity(2 + users.len() * 512);
+        serde_json::to_writer(&mut bytes, users).expect("users always serialize");
         Payload::from_bytes(bytes.into())
     }
 
