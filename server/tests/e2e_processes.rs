@@ -1,6 +1,6 @@
 //! End to end over real processes on ephemeral ports: identical verified bodies on both
-//! transports, 503 within the deadline when users-service dies and recovery after its restart
-//! without touching the gateway, SIGTERM draining in-flight requests, and `/metrics` as valid
+//! transports, 503 within the deadline when users-service dies or hangs and recovery after its
+//! restart or resumption without touching the gateway, SIGTERM draining in-flight requests, and `/metrics` as valid
 //! Prometheus text whose counters move.
 
 mod process;
@@ -131,6 +131,43 @@ async fn dead_users_service_gives_503_within_the_deadline_then_recovers_after_re
         metrics.contains(r#"shm_reattaches_total{reason="epoch_changed"}"#),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_users_service_gives_503_within_the_deadline_then_recovers() {
+    let (users, gateway) = start_pair(&["--deadline", "500ms"]);
+    let http = client();
+    let expected = users_json(DEFAULT_COUNT, DEFAULT_SEED);
+    for route in ["/api/users-via-api", "/api/users-via-shm"] {
+        fetch_verified(&http, &format!("{}{route}", gateway.url()), &expected).await;
+    }
+    users.signal(Signal::SIGSTOP);
+    for route in ["/api/users-via-api", "/api/users-via-shm"] {
+        let started = Instant::now();
+        let response = http
+            .get(format!("{}{route}", gateway.url()))
+            .send()
+            .await
+            .unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(
+            response.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{route}"
+        );
+        assert!(
+            elapsed >= Duration::from_millis(500),
+            "{route} took {elapsed:?}"
+        );
+        assert!(
+            elapsed < Duration::from_millis(1500),
+            "{route} took {elapsed:?}"
+        );
+    }
+    users.signal(Signal::SIGCONT);
+    for route in ["/api/users-via-api", "/api/users-via-shm"] {
+        fetch_verified(&http, &format!("{}{route}", gateway.url()), &expected).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
