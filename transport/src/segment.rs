@@ -444,14 +444,16 @@ impl Segment {
     }
 }
 
-impl Drop for Segment {
+/// Removing the file belongs to the backing, not the segment, so a creation that fails after the
+/// file exists removes it too.
+impl Drop for Backing {
     fn drop(&mut self) {
         if let Backing::NamedFile {
             path,
             remove_on_drop: true,
             ..
-        } = &self.backing
-            && let Err(error) = std::fs::remove_file(path)
+        } = self
+            && let Err(error) = std::fs::remove_file(&*path)
         {
             tracing::warn!(path = %path.display(), %error, "could not remove segment file");
         }
