@@ -68,7 +68,9 @@ fn criterion_groups(c: &mut Criterion) {
     for len in SIZES {
         let mut bench = Bench::new(len);
         group.throughput(Throughput::Bytes(len as u64));
-        group.bench_function(BenchmarkId::new("handoff", len), |b| b.iter(|| bench.handoff()));
+        group.bench_function(BenchmarkId::new("handoff", len), |b| {
+            b.iter(|| bench.handoff())
+        });
         group.bench_function(BenchmarkId::new("inherent", len), |b| {
             b.iter(|| bench.inherent())
         });
@@ -104,7 +106,10 @@ fn main() {
     criterion.final_summary();
 
     println!("\nhand-off / inherent work (2 memcpy + 2 crc32), medians of interleaved batches:");
-    println!("{:>10} {:>14} {:>14} {:>7}", "bytes", "handoff µs", "inherent µs", "ratio");
+    println!(
+        "{:>10} {:>14} {:>14} {:>7}",
+        "bytes", "handoff µs", "inherent µs", "ratio"
+    );
     for len in SIZES {
         let mut bench = Bench::new(len);
         let batch = (4_000_000 / len).clamp(4, 1000) as u32;

@@ -333,3 +333,36 @@ fn claim_reaps_when_no_slot_is_free() {
         1
     );
 }
+
+#[test]
+fn the_periodic_reaper_reclaims_without_being_asked() {
+    let segment = Arc::new(
+        Segment::create(&SegmentConfig {
+            slot_count: 1,
+            slot_size: 64,
+        })
+        .unwrap(),
+    );
+    let producer = Arc::new(
+        Producer::new(
+            Arc::clone(&segment),
+            ProducerOptions {
+                lease: Duration::from_millis(1),
+                ready_ttl: Duration::from_millis(1),
+            },
+        )
+        .unwrap(),
+    );
+    let reaper = producer.spawn_reaper(Duration::from_millis(5)).unwrap();
+    publish(&producer, b"expires");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while state_of(&segment, 0) != Some(SlotState::Free) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not reclaimed in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(reaper);
+    assert_eq!(producer.stats().reclaims.get(ReclaimReason::TtlExpired), 1);
+}

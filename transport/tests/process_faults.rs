@@ -1,6 +1,8 @@
-//! Real processes die holding slots: a child (this test binary, re-executed) is SIGKILLed
-//! mid-write and mid-read; the producer's reaper takes its slots back, every slot ends FREE, and
+//! Faults from real processes (this test binary, re-executed as a child). A child is SIGKILLed
+//! mid-write and mid-read: the producer's reaper takes its slots back, every slot ends FREE, and
 //! stale handles are refused. A live process that merely reuses a dead owner's pid keeps nothing.
+//! A child scribbles random bytes anywhere in a segment in use: every read is then the exact
+//! published bytes or a typed error.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -32,7 +34,7 @@ fn child_process() {
             let producer = Producer::new(segment, ProducerOptions::default()).unwrap();
             let mut slot = producer.claim(1000, Duration::from_secs(1)).unwrap();
             slot.write_all(&[7; 500]).unwrap();
-            writeln!(stdout, "holding slot {}", slot.slot()).unwrap();
+            writeln!(stdout, "child ready: holding slot {}", slot.slot()).unwrap();
             stdout.flush().unwrap();
             std::thread::sleep(Duration::from_secs(60));
         }
@@ -40,11 +42,31 @@ fn child_process() {
             let consumer = Consumer::new(segment, ConsumerOptions::default()).unwrap();
             let handle: Handle = std::env::var(CHILD_HANDLE).unwrap().parse().unwrap();
             let _reading = consumer.acquire(&handle).unwrap();
-            writeln!(stdout, "holding slot {}", handle.slot).unwrap();
+            writeln!(stdout, "child ready: holding slot {}", handle.slot).unwrap();
             stdout.flush().unwrap();
             std::thread::sleep(Duration::from_secs(60));
         }
+        "scribble" => scribble(&path),
         other => panic!("unknown child role {other}"),
+    }
+}
+
+/// Writes random bytes at random offsets of the segment file's mapping until killed.
+fn scribble(path: &str) {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let map = memmap2::MmapRaw::map_raw(&file).unwrap();
+    println!("child ready: scribbling");
+    std::io::stdout().flush().unwrap();
+    let mut random = fastrand::Rng::with_seed(u64::from(std::process::id()));
+    loop {
+        let offset = random.usize(..map.len());
+        // SAFETY: offset < map.len(), inside the mapping.
+        unsafe { map.as_mut_ptr().add(offset).write_volatile(random.u8(..)) };
+        std::thread::sleep(Duration::from_micros(20));
     }
 }
 
@@ -58,8 +80,8 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Starts a child in `role` and waits (at most 30 s) until it says it holds a slot.
-fn spawn_holder(role: &str, segment: &Path, handle: Option<Handle>) -> ChildGuard {
+/// Starts a child in `role` and waits (at most 30 s) until it says it is ready.
+fn spawn_child(role: &str, segment: &Path, handle: Option<Handle>) -> ChildGuard {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args([
@@ -89,8 +111,8 @@ fn spawn_holder(role: &str, segment: &Path, handle: Option<Handle>) -> ChildGuar
     loop {
         let line = received
             .recv_timeout(Duration::from_secs(30))
-            .expect("child did not report holding a slot within 30 s");
-        if line.contains("holding slot") {
+            .expect("child did not report ready within 30 s");
+        if line.contains("child ready") {
             return child;
         }
     }
@@ -124,7 +146,7 @@ fn a_writer_killed_mid_write_loses_its_slot_to_the_reaper() {
     let dir = tempfile::tempdir().unwrap();
     let segment = new_segment(dir.path());
     let producer = Producer::new(Arc::clone(&segment), ProducerOptions::default()).unwrap();
-    let child = spawn_holder("write", segment.path().unwrap(), None);
+    let child = spawn_child("write", segment.path().unwrap(), None);
     let held = (0..4)
         .map(|slot| segment.inspect(slot).unwrap())
         .find(|view| view.state == Some(SlotState::Writing))
@@ -158,7 +180,7 @@ fn a_reader_killed_mid_read_loses_its_slot_and_the_handle_stays_spent() {
     slot.write_all(b"bytes").unwrap();
     let handle = slot.publish().unwrap();
 
-    let child = spawn_holder("read", segment.path().unwrap(), Some(handle));
+    let child = spawn_child("read", segment.path().unwrap(), Some(handle));
     assert_eq!(
         segment.inspect(handle.slot).unwrap().state,
         Some(SlotState::Reading)
@@ -200,6 +222,49 @@ fn a_reused_pid_does_not_keep_a_dead_owners_slot_alive() {
     assert_eq!(reaper.reap().get(ReclaimReason::DeadOwner), 1);
     assert!(all_free(&segment));
     stranger.0.kill().unwrap();
+}
+
+#[test]
+fn a_scribbling_process_never_makes_a_read_return_wrong_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = new_segment(dir.path());
+    let producer = Producer::new(Arc::clone(&segment), ProducerOptions::default()).unwrap();
+    let consumer = Consumer::new(Arc::clone(&segment), ConsumerOptions::default()).unwrap();
+    let scribbler = spawn_child("scribble", segment.path().unwrap(), None);
+    let mut random = fastrand::Rng::with_seed(7);
+    let (mut exact, mut refused, mut wrong) = (0u32, 0u32, 0u32);
+    let stop = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < stop {
+        let payload: Vec<u8> = (0..random.usize(1..=4096)).map(|_| random.u8(..)).collect();
+        let Ok(mut slot) = producer.claim(payload.len(), Duration::from_millis(20)) else {
+            refused += 1;
+            continue;
+        };
+        let published = slot
+            .write_all(&payload)
+            .map_err(drop)
+            .and_then(|()| slot.publish().map_err(drop));
+        let read = published.and_then(|handle| {
+            consumer
+                .acquire(&handle)
+                .map_err(drop)?
+                .copy_out()
+                .map_err(drop)
+        });
+        match read {
+            Ok(bytes) if bytes == payload => exact += 1,
+            Ok(_) => wrong += 1,
+            Err(()) => refused += 1,
+        }
+    }
+    kill_and_wait(scribbler);
+    eprintln!("exact {exact}, refused {refused}, wrong {wrong}");
+    assert_eq!(wrong, 0);
+    assert!(exact > 0, "no hand-off got through");
+    assert!(
+        refused > 0,
+        "the scribbler never hit anything: the test proves nothing"
+    );
 }
 
 fn read_start_time(pid: u32) -> u64 {
