@@ -69,7 +69,8 @@ impl ApiError {
         }
     }
 
-    fn internal_reason(&self) -> Option<&str> {
+    /// The detail behind the client-facing message, for logs only.
+    pub fn internal_reason(&self) -> Option<&str> {
         match self {
             ApiError::UpstreamUnavailable { reason }
             | ApiError::BadUpstream { reason }

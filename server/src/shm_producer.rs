@@ -1,13 +1,15 @@
 //! users-service's side of shared memory: the sealed-memfd segment it creates at start-up, the
 //! descriptor server that hands it to gateways over an abstract socket, publishing one payload
-//! into a slot, and the reaper that takes back slots whose handle was never redeemed.
+//! into a slot, the transport's reaper thread that takes back slots whose handle was never
+//! redeemed, and the slot metrics.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
 use shmbridge::{
-    ClaimError, FdServer, Handle, Producer, ProducerOptions, ReclaimReason, Segment, SegmentConfig,
+    ClaimError, FdServer, Handle, Producer, ProducerOptions, ReaperThread, ReclaimReason, Reclaims,
+    Segment, SegmentConfig, Stats,
 };
 
 use crate::api_error::ApiError;
@@ -46,12 +48,20 @@ pub struct SegmentInfo {
     pub slot_size: u32,
 }
 
-/// The segment, its descriptor server and the producer writing into it. Dropping it stops the
-/// descriptor server; the memfd disappears with the last mapping, so nothing is left on disk.
+/// How often the reaper looks for slots whose holder died, overran its lease, or whose handle
+/// was never redeemed within the TTL.
+const REAP_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The segment, its descriptor server, the producer writing into it and its reaper. Dropping it
+/// stops the reaper and the descriptor server; the memfd disappears with the last mapping, so
+/// nothing is left on disk.
 pub struct ShmProducer {
-    producer: Producer,
+    producer: Arc<Producer>,
     info: SegmentInfo,
     claim_timeout: Duration,
+    /// Reclaims already logged, so each report logs only the new ones.
+    reported_reclaims: Mutex<Reclaims>,
+    _reaper: ReaperThread,
     _fd_server: FdServer,
 }
 
@@ -74,7 +84,8 @@ impl ShmProducer {
             ready_ttl: args.ready_ttl,
             ..ProducerOptions::default()
         };
-        let producer = Producer::new(segment, options)?;
+        let producer = Arc::new(Producer::new(segment, options)?);
+        let reaper = producer.spawn_reaper(REAP_INTERVAL)?;
         let info = SegmentInfo {
             socket,
             epoch: format!("{epoch:016x}"),
@@ -93,6 +104,8 @@ impl ShmProducer {
             producer,
             info,
             claim_timeout: args.claim_timeout,
+            reported_reclaims: Mutex::new(Reclaims::default()),
+            _reaper: reaper,
             _fd_server: fd_server,
         })
     }
@@ -134,17 +147,12 @@ impl ShmProducer {
         Ok(handle)
     }
 
-    /// Runs one reaper pass and exports slot and reclaim metrics.
-    pub fn reap_and_report(&self) {
-        let reclaimed = self.producer.reap();
-        if reclaimed.total() > 0 {
-            tracing::info!(
-                total = reclaimed.total(),
-                ttl_expired = reclaimed.get(ReclaimReason::TtlExpired),
-                dead_owner = reclaimed.get(ReclaimReason::DeadOwner),
-                "reclaimed slots"
-            );
-        }
+    pub fn stats(&self) -> Stats {
+        self.producer.stats()
+    }
+
+    /// Exports slot and reclaim metrics, and logs reclaims since the last report.
+    pub fn report(&self) {
         let stats = self.producer.stats();
         let slots = stats.slots;
         for (state, count) in [
@@ -156,27 +164,30 @@ impl ShmProducer {
         ] {
             metrics::gauge!("shm_slots", "state" => state).set(f64::from(count));
         }
+        let mut reported = self
+            .reported_reclaims
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for reason in ReclaimReason::ALL {
-            metrics::counter!("shm_reclaims_total", "reason" => reason.as_str())
-                .absolute(stats.reclaims.get(reason));
+            let total = stats.reclaims.get(reason);
+            metrics::counter!("shm_reclaims_total", "reason" => reason.as_str()).absolute(total);
+            let new = total.saturating_sub(reported.get(reason));
+            if new > 0 {
+                tracing::info!(reason = reason.as_str(), slots = new, "reclaimed slots");
+            }
         }
+        *reported = stats.reclaims;
         metrics::counter!("shm_claims_exhausted_total").absolute(stats.claims_exhausted);
     }
 
-    /// Reaps every `interval` until the runtime stops; this is what makes unredeemed slots
-    /// come back after their TTL even when no claim is waiting for them.
-    pub fn spawn_reaper(self: Arc<Self>, interval: Duration) {
+    /// Reports every `interval` until the runtime stops.
+    pub fn spawn_reporter(self: Arc<Self>, interval: Duration) {
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                let producer = Arc::clone(&self);
-                if let Err(error) =
-                    tokio::task::spawn_blocking(move || producer.reap_and_report()).await
-                {
-                    tracing::error!(%error, "reaper pass failed");
-                }
+                self.report();
             }
         });
     }
@@ -239,14 +250,20 @@ mod tests {
     }
 
     #[test]
-    fn unredeemed_slots_come_back_after_the_ttl() {
+    fn reaper_frees_unredeemed_slots_after_the_ttl() {
         let producer = small_producer(&["--ready-ttl", "10ms"]);
         let small = Payload::generate(UsersQuery { count: 1, seed: 1 });
         producer.publish(&small).unwrap();
         producer.publish(&small).unwrap();
-        std::thread::sleep(Duration::from_millis(30));
-        producer.reap_and_report();
-        producer.publish(&small).unwrap();
+        assert_eq!(producer.stats().slots.ready, 2);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while producer.stats().slots.free < 2 {
+            assert!(std::time::Instant::now() < deadline, "reaper did not run");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let reclaimed = producer.stats().reclaims.get(ReclaimReason::TtlExpired);
+        assert_eq!(reclaimed, 2);
+        producer.report();
     }
 
     #[test]

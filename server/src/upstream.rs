@@ -153,7 +153,8 @@ impl Upstream {
                 error @ (ApiError::UpstreamUnavailable { .. } | ApiError::UpstreamDeadline { .. }),
             ) => {
                 if self.reachable.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(upstream = %self.base, problem = ?error, "users-service became unreachable");
+                    let reason = error.internal_reason().unwrap_or_default();
+                    tracing::warn!(upstream = %self.base, %error, reason, "users-service became unreachable");
                 }
             }
             _ => {
@@ -244,8 +245,9 @@ async fn read_body(mut response: reqwest::Response) -> Result<Bytes, ApiError> {
 
 fn unreachable(error: reqwest::Error) -> ApiError {
     metrics::counter!("upstream_errors_total", "kind" => "unreachable").increment(1);
+    // anyhow's alternate form prints the whole source chain (e.g. "... : Connection refused").
     ApiError::UpstreamUnavailable {
-        reason: format!("{error:#}"),
+        reason: format!("{:#}", anyhow::Error::new(error)),
     }
 }
 

@@ -47,8 +47,8 @@ pub struct Args {
     pub common: CommonArgs,
 }
 
-/// How often the reaper looks for slots whose handle was never redeemed.
-const REAP_INTERVAL: Duration = Duration::from_millis(250);
+/// How often slot and reclaim metrics are refreshed.
+const SHM_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -117,7 +117,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     telemetry::init_tracing(args.common.log_format);
     let state = AppState::new(&args)?;
     telemetry::spawn_metrics_upkeep(state.inner.metrics.clone());
-    Arc::clone(&state.inner.shm).spawn_reaper(REAP_INTERVAL);
+    Arc::clone(&state.inner.shm).spawn_reporter(SHM_REPORT_INTERVAL);
     let (listener, bound) = bind(args.listen).await?;
     let shutdown = ShutdownSignal::install()?;
     announce(bound)?;
