@@ -196,12 +196,12 @@ impl ShmClient {
     /// The shared-memory part of `/readyz`: attaches (or re-attaches to a restarted producer)
     /// if needed, and says why not when it cannot.
     pub async fn readiness(&self, upstream: &Upstream) -> Result<String, String> {
-        let wanted_epoch = match &self.configured_socket {
-            Some(_) => None,
-            None => match upstream.segment_info().await {
-                Ok(info) => u64::from_str_radix(&info.epoch, 16).ok(),
-                Err(error) => return Err(describe(&error)),
-            },
+        // The epoch users-service serves now, so a restarted producer is noticed here too. With
+        // `--shm-socket` the segment can still be checked when users-service cannot say.
+        let wanted_epoch = match upstream.segment_info().await {
+            Ok(info) => u64::from_str_radix(&info.epoch, 16).ok(),
+            Err(error) if self.configured_socket.is_none() => return Err(describe(&error)),
+            Err(_) => None,
         };
         match self
             .attachment(upstream, wanted_epoch, "readiness_check")

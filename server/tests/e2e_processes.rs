@@ -98,7 +98,7 @@ async fn dead_users_service_gives_503_within_the_deadline_then_recovers_after_re
     }
 
     let listen = format!("127.0.0.1:{port}");
-    let _restarted = users_service(&["--listen", &listen, "--slot-count", "16"]);
+    let restarted = users_service(&["--listen", &listen, "--slot-count", "16"]);
     // The new producer has a new segment epoch: the shm route must re-attach by itself.
     for route in ["/api/users-via-shm", "/api/users-via-api"] {
         let url = format!("{}{route}", gateway.url());
