@@ -131,6 +131,23 @@ async fn dead_users_service_gives_503_within_the_deadline_then_recovers_after_re
         metrics.contains(r#"shm_reattaches_total{reason="epoch_changed"}"#),
         "{metrics}"
     );
+    let segment = http
+        .get(format!("{}/shm/segment", restarted.url()))
+        .send()
+        .await
+        .unwrap();
+    let segment: serde_json::Value =
+        serde_json::from_slice(&segment.bytes().await.unwrap()).unwrap();
+    let readiness = http
+        .get(format!("{}/readyz", gateway.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(readiness.status(), StatusCode::OK);
+    let readiness: serde_json::Value =
+        serde_json::from_slice(&readiness.bytes().await.unwrap()).unwrap();
+    let epoch = segment["epoch"].as_str().unwrap();
+    assert_eq!(readiness["shm"], format!("attached to epoch {epoch}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
