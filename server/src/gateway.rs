@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{FromRef, RawQuery, State};
@@ -128,9 +128,6 @@ async fn users_via_api(
 ) -> Result<Response, ApiError> {
     let query = UsersQuery::parse(raw.as_deref())?;
     let payload = state.inner.upstream.fetch_users(query).await?;
-    telemetry::record_transport(Transport::Api);
-    metrics::counter!("payload_bytes_total", "transport" => Transport::Api.as_str())
-        .increment(payload.bytes.len() as u64);
     Ok(payload.into_response(Transport::Api))
 }
 
@@ -144,23 +141,20 @@ async fn users_via_shm(
     let query = UsersQuery::parse(raw.as_deref())?;
     let shared = &state.inner;
     let deadline = shared.upstream.deadline();
+    let started = Instant::now();
     let outcome = tokio::time::timeout(deadline, fetch_via_shm(shared, query))
         .await
         .unwrap_or(Err(ApiError::UpstreamDeadline { deadline }));
     match outcome {
-        Ok(payload) => {
-            telemetry::record_transport(Transport::Shm);
-            metrics::counter!("payload_bytes_total", "transport" => Transport::Shm.as_str())
-                .increment(payload.bytes.len() as u64);
-            Ok(payload.into_response(Transport::Shm))
-        }
+        Ok(payload) => Ok(payload.into_response(Transport::Shm)),
         Err(error) if shared.fallback_to_api && error.is_shm_failure() => {
             metrics::counter!("shm_fallbacks_total").increment(1);
             tracing::debug!(%error, "shared memory failed; serving over the REST path");
-            let payload = shared.upstream.fetch_users(query).await?;
-            telemetry::record_transport(Transport::ApiFallback);
-            metrics::counter!("payload_bytes_total", "transport" => Transport::ApiFallback.as_str())
-                .increment(payload.bytes.len() as u64);
+            // The fallback shares the request's deadline rather than starting a new one.
+            let remaining = deadline.saturating_sub(started.elapsed());
+            let payload = tokio::time::timeout(remaining, shared.upstream.fetch_users(query))
+                .await
+                .unwrap_or(Err(ApiError::UpstreamDeadline { deadline }))?;
             Ok(payload.into_response(Transport::ApiFallback))
         }
         Err(error) => Err(error),
@@ -211,9 +205,6 @@ async fn users_cached(
         .inner
         .cached
         .get_or_insert_with(query, || Payload::generate(query));
-    telemetry::record_transport(Transport::Cached);
-    metrics::counter!("payload_bytes_total", "transport" => Transport::Cached.as_str())
-        .increment(payload.bytes.len() as u64);
     Ok(payload.into_response(Transport::Cached))
 }
 

@@ -47,8 +47,12 @@ impl Payload {
     }
 
     /// The response every users endpoint sends for a payload: content-type, content-length,
-    /// [`CRC_HEADER`] and [`TRANSPORT_HEADER`].
+    /// [`CRC_HEADER`] and [`TRANSPORT_HEADER`]. Also notes the transport in the request span and
+    /// counts the bytes in `payload_bytes_total{transport}`.
     pub fn into_response(self, transport: Transport) -> Response {
+        crate::telemetry::record_transport(transport);
+        metrics::counter!("payload_bytes_total", "transport" => transport.as_str())
+            .increment(self.bytes.len() as u64);
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONTENT_TYPE,

@@ -131,11 +131,7 @@ async fn get_users(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = UsersQuery::parse(raw.as_deref())?;
-    let payload = state.payload(query);
-    telemetry::record_transport(Transport::Api);
-    metrics::counter!("payload_bytes_total", "transport" => Transport::Api.as_str())
-        .increment(payload.bytes.len() as u64);
-    Ok(payload.into_response(Transport::Api))
+    Ok(state.payload(query).into_response(Transport::Api))
 }
 
 /// `POST /shm/users?count=N&seed=S`: serializes into a claimed slot, publishes it, and answers
