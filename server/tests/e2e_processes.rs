@@ -187,6 +187,47 @@ async fn hung_users_service_gives_503_within_the_deadline_then_recovers() {
     }
 }
 
+/// A descriptor server speaking another layout version: its greeting says version 2.
+fn serve_wrong_layout_version(name: &str, connections: usize) {
+    use std::io::Write;
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+    let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(name).unwrap()).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(connections) {
+            let mut greeting = b"SHMB".to_vec();
+            greeting.extend_from_slice(&2_u32.to_le_bytes());
+            let _ = stream.unwrap().write_all(&greeting);
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segment_of_another_layout_version_is_refused_with_a_clear_log_line() {
+    let socket = format!("shmbridge-e2e-v2-{}", std::process::id());
+    serve_wrong_layout_version(&socket, 2);
+    let (_users, gateway) = start_pair(&["--shm-socket", &socket]);
+    let http = client();
+    let response = http
+        .get(format!("{}/api/users-via-shm", gateway.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let line = gateway.log_line_containing("layout version 2, expected 1", Duration::from_secs(5));
+    let line = line.expect("the gateway logs why it refused the segment");
+    assert!(line.contains("WARN") && line.contains(&socket), "{line}");
+    let readiness = http
+        .get(format!("{}/readyz", gateway.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(readiness.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // The same problem again is not logged again.
+    let repeated = gateway.log_line_containing("layout version 2", Duration::from_millis(300));
+    assert_eq!(repeated, None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests() {
     let (users, mut gateway) = start_pair(&["--deadline", "5s"]);

@@ -20,6 +20,8 @@ pub struct ServiceProcess {
     pub address: SocketAddr,
     /// Lines the process printed on stdout after its `listening on` line.
     later_stdout: Receiver<String>,
+    /// Its log lines (stderr), kept for tests that check what was logged.
+    log: Receiver<String>,
 }
 
 impl ServiceProcess {
@@ -28,24 +30,19 @@ impl ServiceProcess {
         let mut child = Command::new(binary)
             .args(args)
             .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
         let stdout = child.stdout.take().expect("stdout is piped");
-        let (lines_tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines_tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let stderr = child.stderr.take().expect("stderr is piped");
         let mut process = ServiceProcess {
             child,
             address: "0.0.0.0:0".parse().expect("valid placeholder"),
-            later_stdout: lines,
+            later_stdout: forward_lines(stdout),
+            log: forward_lines(stderr),
         };
         let first = match process.later_stdout.recv_timeout(STARTUP_TIMEOUT) {
             Ok(line) => line,
@@ -88,6 +85,31 @@ impl ServiceProcess {
     pub fn extra_stdout_line(&self, timeout: Duration) -> Option<String> {
         self.later_stdout.recv_timeout(timeout).ok()
     }
+
+    /// The first log line containing `needle`, waiting at most `timeout` for it.
+    pub fn log_line_containing(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.log.recv_timeout(left).ok()?;
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
+    }
+}
+
+/// Reads `source` line by line on a thread, echoing nothing, until it closes.
+fn forward_lines(source: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (lines_tx, lines) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(source).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    lines
 }
 
 impl Drop for ServiceProcess {
