@@ -101,7 +101,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/users-via-api", get(users_via_api))
         .route("/api/users-via-shm", get(users_via_shm))
         .route("/api/users-cached", get(users_cached))
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(telemetry::healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(telemetry::metrics_endpoint))
         .route_layer(axum::middleware::from_fn(telemetry::track_requests))
@@ -206,11 +206,6 @@ async fn users_cached(
         .cached
         .get_or_insert_with(query, || Payload::generate(query));
     Ok(payload.into_response(Transport::Cached))
-}
-
-/// `GET /healthz`: the process is alive.
-async fn healthz() -> impl IntoResponse {
-    axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
 /// `GET /readyz`: 200 when users-service answers its health check and the gateway is attached

@@ -1,6 +1,7 @@
-//! Logs and metrics shared by both services: the `tracing` subscriber (filter from `RUST_LOG`,
-//! text or JSON), the process-wide Prometheus recorder, the per-request HTTP metrics middleware,
-//! the request span that `TraceLayer` opens, and the `/metrics` handler.
+//! Logs, metrics and liveness shared by both services: the `tracing` subscriber (filter from
+//! `RUST_LOG`, text or JSON), the process-wide Prometheus recorder, the per-request HTTP metrics
+//! middleware, the request span that `TraceLayer` opens, and the `/metrics` and `/healthz`
+//! handlers.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
@@ -148,6 +149,11 @@ pub fn spawn_metrics_upkeep(handle: PrometheusHandle) {
             handle.run_upkeep();
         }
     });
+}
+
+/// `GET /healthz`: the process is alive and serving HTTP (readiness is each service's own).
+pub async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
 /// `GET /metrics`: the Prometheus text exposition.

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use axum::extract::{FromRef, RawQuery, State};
@@ -104,7 +103,7 @@ pub fn app(state: AppState) -> Router {
         .route("/users", get(get_users))
         .route("/shm/users", post(publish_users))
         .route("/shm/segment", get(segment_info))
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(telemetry::healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(telemetry::metrics_endpoint))
         .route_layer(axum::middleware::from_fn(telemetry::track_requests))
@@ -168,11 +167,6 @@ async fn publish_users(
 /// `GET /shm/segment`: where and what the segment is, for gateways to attach.
 async fn segment_info(State(state): State<AppState>) -> Json<SegmentInfo> {
     Json(state.inner.shm.info().clone())
-}
-
-/// `GET /healthz`: the process is alive.
-async fn healthz() -> impl IntoResponse {
-    Json(serde_json::json!({ "status": "ok" }))
 }
 
 /// `GET /readyz`: ready to serve users; the segment exists from start-up on.
