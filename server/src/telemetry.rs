@@ -84,6 +84,11 @@ fn describe_metrics() {
         Unit::Seconds,
         "Time from receiving a request to its response headers, by route template"
     );
+    describe_gauge!(
+        "http_requests_in_flight",
+        Unit::Count,
+        "Requests being handled now, by route template"
+    );
     describe_counter!(
         "payload_bytes_total",
         Unit::Bytes,
@@ -166,21 +171,42 @@ pub async fn metrics_endpoint(State(handle): State<PrometheusHandle>) -> Respons
     response
 }
 
-/// Middleware: counts requests by route template and status, and records their latency.
-/// Labels are route templates (not raw paths) and status codes, so cardinality stays fixed.
+/// Middleware: counts requests by route template and status, records their latency, and keeps
+/// `http_requests_in_flight` by route. Labels are route templates (not raw paths) and status
+/// codes, so cardinality stays fixed.
 pub async fn track_requests(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
     let started = Instant::now();
+    let in_flight = InFlight::enter(&route);
     let response = next.run(request).await;
+    drop(in_flight);
     let status = response.status().as_u16().to_string();
     metrics::counter!("http_requests_total", "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("http_request_duration_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// One request counted in `http_requests_in_flight`; the count drops again when this is dropped,
+/// also when the client goes away and the request future is cancelled.
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn enter(route: &str) -> InFlight {
+        let gauge = metrics::gauge!("http_requests_in_flight", "route" => route.to_owned());
+        gauge.increment(1.0);
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// The request tracing layer both services use: one span per request ([`request_span`]).

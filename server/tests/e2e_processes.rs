@@ -228,6 +228,23 @@ async fn segment_of_another_layout_version_is_refused_with_a_clear_log_line() {
     assert_eq!(repeated, None);
 }
 
+/// Polls `/metrics` until a request to `route` is being handled (at most 5 s).
+async fn wait_until_in_flight(http: &reqwest::Client, base: &str, route: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = http.get(format!("{base}/metrics")).send().await.unwrap();
+        let scrape = parse_metrics(&text.text().await.unwrap());
+        if gauge(&scrape, "http_requests_in_flight", &[("route", route)]) >= 1.0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no request to {route} in flight after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests() {
     let (users, mut gateway) = start_pair(&["--deadline", "5s"]);
@@ -242,7 +259,7 @@ async fn sigterm_drains_in_flight_requests() {
             (response.status(), response.bytes().await.unwrap())
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until_in_flight(&http, &gateway.url(), "/api/users-via-api").await;
     gateway.signal(Signal::SIGTERM);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
@@ -324,6 +341,25 @@ fn counter(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)
                 value
             }
             ref other => panic!("{name} is not a counter: {other:?}"),
+        })
+        .sum()
+}
+
+fn gauge(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == name)
+        .filter(|sample| {
+            labels
+                .iter()
+                .all(|(key, value)| sample.labels.get(key) == Some(*value))
+        })
+        .map(|sample| match sample.value {
+            prometheus_parse::Value::Gauge(value) | prometheus_parse::Value::Untyped(value) => {
+                value
+            }
+            ref other => panic!("{name} is not a gauge: {other:?}"),
         })
         .sum()
 }
