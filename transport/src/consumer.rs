@@ -12,7 +12,8 @@ use crate::producer::nanos;
 use crate::segment::Segment;
 use crate::stats::{Counters, Stats};
 
-/// How long a consumer may hold a slot it reads.
+/// How long a consumer may hold a slot it reads; at most
+/// [`MAX_DEADLINE_AHEAD`](crate::MAX_DEADLINE_AHEAD) (one hour).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConsumerOptions {
     /// How long an acquired slot may stay READING before the reaper takes it back.
@@ -147,6 +148,11 @@ pub struct ReadGuard<'a> {
 impl ReadGuard<'_> {
     pub fn handle(&self) -> &Handle {
         &self.handle
+    }
+
+    /// Whether this reader still holds its slot (the reaper has not taken it back).
+    pub fn is_held(&self) -> bool {
+        self.consumer.segment.descriptor(self.handle.slot).word() == self.held
     }
 
     /// Copies the payload into a new buffer and verifies it.

@@ -69,6 +69,12 @@
 //!    READING and then release with an exchange: if that exchange fails, the slot was reclaimed and
 //!    the bytes read must be discarded. Readers check the crc32 against the handle, not the descriptor.
 //! 4. Treat every byte of the segment as untrusted: bounds-check whatever you read from it.
+//!
+//! What the protocol promises against a process that writes garbage into the segment: every read
+//! is the exact published bytes or an error (the crc32 comes from the handle, not the segment).
+//! Exclusive ownership is promised only for descriptors nobody scribbled on: a scribbler can write
+//! any state word, including one a live holder already held, and generations cannot prevent that.
+//! crc32 catches accidents and random scribbles, not a forger who computes checksums.
 
 use crate::sync::{AtomicU32, AtomicU64};
 

@@ -49,7 +49,7 @@ mod segment;
 mod slot;
 mod stats;
 mod sync;
-#[cfg(any(test, loom, feature = "testing"))]
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use consumer::{Consumer, ConsumerOptions, ReadGuard};
@@ -59,5 +59,6 @@ pub use handle::{Handle, HandleParseError};
 pub use host::{Host, Owner, SystemHost, monotonic_now_ns};
 pub use layout::SlotState;
 pub use producer::{Producer, ProducerOptions, ReaperThread, WriteGuard};
+pub use reaper::MAX_DEADLINE_AHEAD;
 pub use segment::{Segment, SegmentConfig, SlotView};
 pub use stats::{ReclaimReason, Reclaims, SlotCounts, Stats};

@@ -17,7 +17,9 @@ use crate::segment::Segment;
 use crate::stats::{Counters, Reclaims, Stats};
 use crate::sync::Ordering;
 
-/// How long a producer may hold what it claims.
+/// How long a producer may hold what it claims. Both durations must stay within
+/// [`MAX_DEADLINE_AHEAD`](crate::MAX_DEADLINE_AHEAD) (one hour): the reaper treats deadlines further
+/// out as scribbled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProducerOptions {
     /// How long a claimed slot may stay WRITING before the reaper takes it back.
@@ -225,7 +227,8 @@ impl WriteGuard<'_> {
         self.written
     }
 
-    fn still_held(&self) -> bool {
+    /// Whether this writer still holds its slot (the reaper has not taken it back).
+    pub fn is_held(&self) -> bool {
         self.producer.segment.descriptor(self.slot).word() == self.held
     }
 
@@ -281,7 +284,7 @@ impl io::Write for WriteGuard<'_> {
         if buf.is_empty() {
             return Ok(0);
         }
-        if !self.still_held() {
+        if !self.is_held() {
             return Err(io::Error::other(self.reclaimed()));
         }
         let room = self.capacity - self.written;

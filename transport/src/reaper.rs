@@ -4,7 +4,8 @@
 //! A non-free slot is reclaimed when
 //! - it is WRITING or READING and its stamped owner no longer exists (or its pid was reused),
 //! - it is WRITING or READING past its stamped lease, or READY past its stamped TTL,
-//! - its state byte holds no known state, or
+//! - its state byte holds no known state, or its stamped deadline lies further ahead than any
+//!   lease or TTL is ever set ([`MAX_DEADLINE_AHEAD`]), or
 //! - it stays unstamped (a holder won the exchange but died before stamping, or a stale holder
 //!   overwrote the stamp) for one whole lease, measured from when this reaper first saw it so.
 //!
@@ -17,9 +18,14 @@ use std::time::Duration;
 
 use crate::host::{Host, Owner};
 use crate::layout::{SlotState, Word};
+use crate::producer::nanos;
 use crate::segment::Segment;
 use crate::stats::{ReclaimReason, Reclaims};
 use crate::sync::Ordering;
+
+/// No holder sets a deadline further ahead than this; a stamped deadline beyond it was scribbled
+/// and would otherwise keep the slot forever.
+pub const MAX_DEADLINE_AHEAD: Duration = Duration::from_secs(3600);
 
 /// A reaper's memory between passes: when it first saw each slot unstamped.
 #[derive(Debug)]
@@ -37,7 +43,7 @@ impl Reaper {
     /// One pass over every slot.
     pub(crate) fn reap(&mut self, segment: &Segment, host: &dyn Host, lease: Duration) -> Reclaims {
         let now = host.now_ns();
-        let grace = u64::try_from(lease.as_nanos()).unwrap_or(u64::MAX);
+        let grace = nanos(lease);
         let mut alive: HashMap<Owner, bool> = HashMap::new();
         let mut reclaims = Reclaims::default();
         for slot in 0..segment.slot_count() {
@@ -45,7 +51,7 @@ impl Reaper {
             let word = descriptor.word();
             let reason = match word.state() {
                 Some(SlotState::Free) => None,
-                None => Some(ReclaimReason::UnknownState),
+                None => Some(ReclaimReason::Corrupt),
                 Some(state) => {
                     if descriptor.stamp.load(Ordering::Acquire) == word.generation() {
                         let owner = Owner {
@@ -56,6 +62,8 @@ impl Reaper {
                         let held = matches!(state, SlotState::Writing | SlotState::Reading);
                         if held && !*alive.entry(owner).or_insert_with(|| host.is_alive(owner)) {
                             Some(ReclaimReason::DeadOwner)
+                        } else if deadline.saturating_sub(now) > nanos(MAX_DEADLINE_AHEAD) {
+                            Some(ReclaimReason::Corrupt)
                         } else if now > deadline {
                             Some(if held {
                                 ReclaimReason::LeaseExpired

@@ -17,8 +17,9 @@ pub enum ReclaimReason {
     LeaseExpired = 1,
     /// Published but not redeemed within the TTL: the consumer never came.
     TtlExpired = 2,
-    /// The state byte held no known state: something scribbled on the descriptor.
-    UnknownState = 3,
+    /// The descriptor holds what no honest holder writes (an unknown state byte, a deadline more
+    /// than an hour ahead): something scribbled on it.
+    Corrupt = 3,
 }
 
 impl ReclaimReason {
@@ -26,7 +27,7 @@ impl ReclaimReason {
         Self::DeadOwner,
         Self::LeaseExpired,
         Self::TtlExpired,
-        Self::UnknownState,
+        Self::Corrupt,
     ];
 
     /// A stable label for logs and metrics.
@@ -35,7 +36,7 @@ impl ReclaimReason {
             Self::DeadOwner => "dead_owner",
             Self::LeaseExpired => "lease_expired",
             Self::TtlExpired => "ttl_expired",
-            Self::UnknownState => "unknown_state",
+            Self::Corrupt => "corrupt",
         }
     }
 }

@@ -222,3 +222,32 @@ fn descriptor_passing_hands_over_a_working_segment() {
         "a dropped server stops answering"
     );
 }
+
+/// The segment_attach fuzz seed was built from the layout spec alone (by a Python script, as a
+/// peer in another language would): it must attach and its READY slot must read back.
+#[test]
+fn an_image_built_from_the_spec_alone_attaches_and_reads() {
+    let image = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/seeds/segment_attach/two_slots_one_ready"
+    ))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("image");
+    fs::write(&path, &image).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    let segment = Arc::new(Segment::attach_file(&path).unwrap());
+    let view = segment.inspect(0).unwrap();
+    let handle = shmbridge::Handle {
+        epoch: segment.epoch(),
+        slot: 0,
+        generation: view.generation,
+        len: view.len,
+        crc: view.crc,
+    };
+    let consumer = Consumer::new(segment, ConsumerOptions::default()).unwrap();
+    assert_eq!(
+        consumer.acquire(&handle).unwrap().copy_out().unwrap(),
+        br#"{"users":[]}"#
+    );
+}

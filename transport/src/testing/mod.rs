@@ -1,12 +1,20 @@
-//! A manual clock and simulated processes, for loom models, fuzz targets and tests that need to
-//! pause time, kill a holder or reuse a pid without real processes.
+//! Test support shared by the crate's tests, the loom models and the fuzz targets (feature
+//! `testing`): a manual clock with simulated processes, and the checkers the fuzz targets call,
+//! so that every fuzz input can also be replayed by plain `cargo test`.
+
+mod segment_image;
+mod slot_ops;
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
+use crate::handle::Handle;
 use crate::host::{Host, Owner};
+
+pub use segment_image::check_segment_image;
+pub use slot_ops::{Op, check_slot_ops};
 
 /// A [`Host`] whose clock moves only when told to and whose processes die only when killed.
 /// Not part of the protocol, so it uses std types directly, also under loom.
@@ -62,5 +70,15 @@ impl Host for ManualHost {
 
     fn sleep(&self, duration: Duration) {
         self.advance(duration);
+    }
+}
+
+/// Parses `text` as a handle; a valid handle must format back to exactly `text`.
+///
+/// # Panics
+/// When a parsed handle does not round-trip.
+pub fn check_handle_text(text: &str) {
+    if let Ok(handle) = text.parse::<Handle>() {
+        assert_eq!(handle.to_string(), text, "handle did not round-trip");
     }
 }

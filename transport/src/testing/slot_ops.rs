@@ -1,0 +1,415 @@
+//! Operations by a few simulated processes on one real segment, checked against a reference
+//! model: the engine behind the `slot_ops` fuzz target and its regression tests.
+//!
+//! Invariants checked after every operation: every successful read returns exactly the bytes
+//! published for its handle; a holder that still holds its slot can always publish, and a genuine
+//! handle whose slot nobody scribbled on reads successfully unless its slot was reclaimed; on
+//! descriptors nobody scribbled on, no slot has two holders and generations only move forward.
+//! At the end, once every crashed holder's slot has been reaped, no slot is leaked.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arbitrary::Arbitrary;
+
+use crate::consumer::{Consumer, ConsumerOptions, ReadGuard};
+use crate::handle::Handle;
+use crate::host::Owner;
+use crate::layout::{DESCRIPTOR_SIZE, HEADER_SIZE, SlotState};
+use crate::producer::{Producer, ProducerOptions, WriteGuard};
+use crate::reaper::MAX_DEADLINE_AHEAD;
+use crate::segment::{Segment, SegmentConfig};
+use crate::testing::ManualHost;
+
+const PROCESSES: usize = 3;
+/// How often each simulated process may restart (as a new identity) in one run.
+const INCARNATIONS: usize = 3;
+const SLOTS: u32 = 4;
+const SLOT_SIZE: u32 = 256;
+const LEASE: Duration = Duration::from_secs(1);
+const TTL: Duration = Duration::from_secs(3);
+
+/// One step of one simulated process, or of the world around them. Indexes pick among what
+/// exists at that moment (modulo its count), so every byte string is a meaningful run.
+#[derive(Arbitrary, Clone, Copy, Debug)]
+pub enum Op {
+    Claim {
+        process: u8,
+        len: u16,
+    },
+    Write {
+        writer: u8,
+        len: u8,
+        seed: u8,
+    },
+    Publish {
+        writer: u8,
+    },
+    Abandon {
+        writer: u8,
+    },
+    Acquire {
+        process: u8,
+        handle: u8,
+    },
+    /// Redeems a published handle with one field changed.
+    AcquireForged {
+        process: u8,
+        handle: u8,
+        field: u8,
+        delta: u8,
+    },
+    CopyOut {
+        reader: u8,
+    },
+    ReadInPlace {
+        reader: u8,
+    },
+    DropReader {
+        reader: u8,
+    },
+    /// The process dies holding whatever it holds.
+    Crash {
+        process: u8,
+    },
+    /// A crashed process comes back as a new process (new identity).
+    Restart {
+        process: u8,
+    },
+    /// Time passes: with guards held, this is a pause past the lease.
+    Advance {
+        millis: u16,
+    },
+    Reap,
+    FlipPayload {
+        slot: u8,
+        offset: u16,
+        bit: u8,
+    },
+    FlipDescriptor {
+        slot: u8,
+        offset: u8,
+        bit: u8,
+    },
+}
+
+struct Process {
+    producer: Producer,
+    consumer: Consumer,
+    owner: Owner,
+}
+
+struct Writer<'a> {
+    process: usize,
+    guard: WriteGuard<'a>,
+    written: Vec<u8>,
+}
+
+struct Reader<'a> {
+    process: usize,
+    guard: ReadGuard<'a>,
+}
+
+/// Runs `ops` and panics on the first broken invariant.
+pub fn check_slot_ops(ops: &[Op]) {
+    let host = Arc::new(ManualHost::new());
+    let segment = Arc::new(
+        Segment::create(&SegmentConfig {
+            slot_count: SLOTS,
+            slot_size: SLOT_SIZE,
+        })
+        .expect("create segment"),
+    );
+    let file = File::from(
+        segment
+            .fd()
+            .expect("memfd segment")
+            .try_clone_to_owned()
+            .expect("dup segment fd"),
+    );
+    let options = ProducerOptions {
+        lease: LEASE,
+        ready_ttl: TTL,
+    };
+    // Every identity a process can have, made up front so that guards can borrow them.
+    let processes: Vec<Process> = (0..PROCESSES * INCARNATIONS)
+        .map(|n| {
+            let owner = ManualHost::process(n as u32);
+            Process {
+                producer: Producer::with_host(Arc::clone(&segment), options, owner, host.clone()),
+                consumer: Consumer::with_host(
+                    Arc::clone(&segment),
+                    ConsumerOptions { lease: LEASE },
+                    owner,
+                    host.clone(),
+                ),
+                owner,
+            }
+        })
+        .collect();
+    let reaper = Producer::with_host(
+        Arc::clone(&segment),
+        options,
+        ManualHost::process(99),
+        host.clone(),
+    );
+
+    let mut incarnation = [0usize; PROCESSES];
+    let mut alive = [true; PROCESSES];
+    let mut writers: Vec<Writer<'_>> = Vec::new();
+    let mut readers: Vec<Reader<'_>> = Vec::new();
+    let mut published: Vec<(Handle, Vec<u8>)> = Vec::new();
+    let mut payload_scribbled = [false; SLOTS as usize];
+    let mut descriptor_scribbled = [false; SLOTS as usize];
+    let mut last_generation = [0u64; SLOTS as usize];
+    let identity =
+        |p: usize, incarnation: &[usize; PROCESSES]| &processes[p * INCARNATIONS + incarnation[p]];
+
+    for &op in ops {
+        match op {
+            Op::Claim { process, len } => {
+                let p = usize::from(process) % PROCESSES;
+                if !alive[p] {
+                    continue;
+                }
+                let len = usize::from(len) % (SLOT_SIZE as usize + 32);
+                match identity(p, &incarnation)
+                    .producer
+                    .claim(len, Duration::ZERO)
+                {
+                    Ok(guard) => {
+                        // A scribble from before this claim is overwritten or beyond the new
+                        // payload; one from after it may corrupt it.
+                        payload_scribbled[guard.slot() as usize] = false;
+                        writers.push(Writer {
+                            process: p,
+                            guard,
+                            written: Vec::new(),
+                        });
+                    }
+                    Err(crate::ClaimError::TooLarge { .. }) => assert!(len > SLOT_SIZE as usize),
+                    Err(crate::ClaimError::Exhausted { .. }) => {}
+                }
+            }
+            Op::Write { writer, len, seed } => {
+                let Some(writer) = pick(&mut writers, writer) else {
+                    continue;
+                };
+                let bytes: Vec<u8> = (0..len)
+                    .map(|i| seed.wrapping_add(i.wrapping_mul(7)))
+                    .collect();
+                if let Ok(n) = writer.guard.write(&bytes) {
+                    writer.written.extend_from_slice(&bytes[..n]);
+                }
+            }
+            Op::Publish { writer } => {
+                let Some(index) = index(writers.len(), writer) else {
+                    continue;
+                };
+                let Writer { guard, written, .. } = writers.swap_remove(index);
+                let held = guard.is_held();
+                match guard.publish() {
+                    Ok(handle) => {
+                        assert!(held, "published a slot it no longer held");
+                        assert_eq!(handle.len as usize, written.len());
+                        assert_eq!(handle.crc, crc32fast::hash(&written));
+                        published.push((handle, written));
+                    }
+                    Err(_) => assert!(!held, "a holder could not publish"),
+                }
+            }
+            Op::Abandon { writer } => {
+                if let Some(index) = index(writers.len(), writer) {
+                    writers.swap_remove(index);
+                }
+            }
+            Op::Acquire { process, handle }
+            | Op::AcquireForged {
+                process, handle, ..
+            } => {
+                let p = usize::from(process) % PROCESSES;
+                let Some(index) = index(published.len(), handle) else {
+                    continue;
+                };
+                if !alive[p] {
+                    continue;
+                }
+                let mut handle = published[index].0;
+                if let Op::AcquireForged { field, delta, .. } = op {
+                    forge(&mut handle, field, delta);
+                }
+                let view = segment.inspect(handle.slot % SLOTS).expect("slot in range");
+                let redeemable = handle.epoch == segment.epoch()
+                    && handle.slot < SLOTS
+                    && handle.len <= SLOT_SIZE
+                    && view.state == Some(SlotState::Ready)
+                    && view.generation == handle.generation;
+                match identity(p, &incarnation).consumer.acquire(&handle) {
+                    Ok(guard) => {
+                        assert!(redeemable, "acquired a handle that was not ready");
+                        readers.push(Reader { process: p, guard });
+                    }
+                    Err(_) => assert!(!redeemable, "refused a ready handle"),
+                }
+            }
+            Op::CopyOut { reader } | Op::ReadInPlace { reader } => {
+                let Some(index) = index(readers.len(), reader) else {
+                    continue;
+                };
+                let Reader { guard, .. } = readers.swap_remove(index);
+                let handle = *guard.handle();
+                let held = guard.is_held();
+                let result = if matches!(op, Op::CopyOut { .. }) {
+                    guard.copy_out()
+                } else {
+                    guard.read_with(<[u8]>::to_vec)
+                };
+                let original = published.iter().find(|(h, _)| *h == handle);
+                match result {
+                    Ok(bytes) => {
+                        let (_, expected) = original.expect("read succeeded on a forged handle");
+                        assert_eq!(&bytes, expected, "read returned other bytes than published");
+                    }
+                    Err(_) => assert!(
+                        !held
+                            || original.is_none()
+                            || payload_scribbled[handle.slot as usize]
+                            || descriptor_scribbled[handle.slot as usize],
+                        "a genuine, intact, held read failed"
+                    ),
+                }
+            }
+            Op::DropReader { reader } => {
+                if let Some(index) = index(readers.len(), reader) {
+                    readers.swap_remove(index);
+                }
+            }
+            Op::Crash { process } => {
+                let p = usize::from(process) % PROCESSES;
+                if !alive[p] {
+                    continue;
+                }
+                alive[p] = false;
+                host.kill(identity(p, &incarnation).owner);
+                // A dead process releases nothing: its guards vanish without running Drop.
+                for writer in extract(&mut writers, |w| w.process == p) {
+                    std::mem::forget(writer.guard);
+                }
+                for reader in extract(&mut readers, |r| r.process == p) {
+                    std::mem::forget(reader.guard);
+                }
+            }
+            Op::Restart { process } => {
+                let p = usize::from(process) % PROCESSES;
+                if !alive[p] && incarnation[p] + 1 < INCARNATIONS {
+                    incarnation[p] += 1;
+                    alive[p] = true;
+                }
+            }
+            Op::Advance { millis } => host.advance(Duration::from_millis(u64::from(millis))),
+            Op::Reap => {
+                reaper.reap();
+            }
+            Op::FlipPayload { slot, offset, bit } => {
+                let slot = u32::from(slot) % SLOTS;
+                let offset = segment.header().payload_offset
+                    + u64::from(slot * SLOT_SIZE)
+                    + u64::from(offset) % u64::from(SLOT_SIZE);
+                flip(&file, offset, bit);
+                payload_scribbled[slot as usize] = true;
+            }
+            Op::FlipDescriptor { slot, offset, bit } => {
+                let slot = u32::from(slot) % SLOTS;
+                let offset = HEADER_SIZE
+                    + u64::from(slot) * DESCRIPTOR_SIZE
+                    + u64::from(offset) % DESCRIPTOR_SIZE;
+                flip(&file, offset, bit);
+                descriptor_scribbled[slot as usize] = true;
+            }
+        }
+
+        let holders = |slot: u32| {
+            writers
+                .iter()
+                .filter(|w| w.guard.slot() == slot && w.guard.is_held())
+                .count()
+                + readers
+                    .iter()
+                    .filter(|r| r.guard.handle().slot == slot && r.guard.is_held())
+                    .count()
+        };
+        for slot in 0..SLOTS {
+            let generation = segment.inspect(slot).expect("slot in range").generation;
+            // A scribbler can write any state word, including one a holder already held (an
+            // ABA the generation cannot prevent): exclusivity and monotonic generations are
+            // promised only for descriptors nobody scribbled on. Byte-exact reads are promised
+            // for all, and checked above.
+            if !descriptor_scribbled[slot as usize] {
+                assert!(holders(slot) <= 1, "slot {slot} has two holders");
+                assert!(
+                    generation >= last_generation[slot as usize],
+                    "generation of slot {slot} went back"
+                );
+            }
+            last_generation[slot as usize] = generation;
+        }
+    }
+
+    // Everyone alive finishes. The first pass reclaims what is dead or scribbled and notes what
+    // is unstamped; by the second, every lease, TTL and unstamped grace has run out.
+    drop(writers);
+    drop(readers);
+    reaper.reap();
+    host.advance(MAX_DEADLINE_AHEAD + TTL + LEASE * 2);
+    reaper.reap();
+    assert_eq!(
+        reaper.stats().slots.free,
+        SLOTS,
+        "slots leaked: {:?}",
+        reaper.stats().slots
+    );
+}
+
+fn index(len: usize, pick: u8) -> Option<usize> {
+    (len > 0).then(|| usize::from(pick) % len)
+}
+
+fn pick<T>(items: &mut [T], pick: u8) -> Option<&mut T> {
+    let len = items.len();
+    index(len, pick).map(|i| &mut items[i])
+}
+
+fn extract<T>(items: &mut Vec<T>, matches: impl Fn(&T) -> bool) -> Vec<T> {
+    let (taken, kept) = std::mem::take(items)
+        .into_iter()
+        .partition(|item| matches(item));
+    *items = kept;
+    taken
+}
+
+fn forge(handle: &mut Handle, field: u8, delta: u8) {
+    let delta = u64::from(delta) + 1;
+    match field % 5 {
+        0 => handle.epoch ^= delta,
+        1 => handle.slot = handle.slot.wrapping_add(delta as u32),
+        2 => {
+            handle.generation =
+                handle.generation.wrapping_add(delta) & crate::layout::MAX_GENERATION
+        }
+        3 => handle.len ^= delta as u32,
+        _ => handle.crc ^= delta as u32,
+    }
+}
+
+/// Flips one bit of the segment through its file descriptor, as another process would.
+fn flip(file: &File, offset: u64, bit: u8) {
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, offset)
+        .expect("read segment byte");
+    byte[0] ^= 1 << (bit % 8);
+    file.write_all_at(&byte, offset)
+        .expect("write segment byte");
+}
