@@ -1,0 +1,4 @@
+//! shmbridge-chaos: the load generator that reproduces the seed's load test against the
+//! shmbridge gateway, verifies every body it receives, and writes the seed's report beside ours.
+
+pub mod load;
