@@ -2,3 +2,4 @@
 //! shmbridge gateway, verifies every body it receives, and writes the seed's report beside ours.
 
 pub mod load;
+pub mod report;
