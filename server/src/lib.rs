@@ -1,5 +1,13 @@
 //! shmbridge-server: the users-service (producer) and the gateway (front), as library modules so
-//! that other crates (the chaos harness) can run them in-process or as re-executed children.
+//! that other crates (the chaos harness) can run them in-process or as re-executed children:
+//! each service has a clap `Args`, `app(state) -> Router` and `run(args)`.
 
+pub mod api_error;
 pub mod dataset;
+pub mod gateway;
+pub mod payload;
 pub mod query;
+pub mod serve;
+pub mod telemetry;
+pub mod upstream;
+pub mod users_service;

@@ -6,7 +6,7 @@ use std::fmt;
 use crate::dataset::{DEFAULT_COUNT, DEFAULT_SEED, MAX_COUNT};
 
 /// Which users to return: the parameters of [`crate::dataset::users_json`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct UsersQuery {
     pub count: u32,
     pub seed: u64,

@@ -1,0 +1,122 @@
+//! The one error type every handler returns: each variant knows its HTTP status, renders as
+//! `{"error": "..."}` with a client-safe message, and logs its internal reason instead of
+//! sending it.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::query::QueryError;
+
+/// Seconds a client is told to wait before retrying a 503.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    BadQuery(#[from] QueryError),
+    /// users-service could not be reached (refused, reset, DNS...).
+    #[error("users-service is unavailable")]
+    UpstreamUnavailable { reason: String },
+    /// users-service did not answer in full within the deadline.
+    #[error("users-service did not answer within {}", humantime::format_duration(*deadline))]
+    UpstreamDeadline { deadline: Duration },
+    /// users-service answered something the gateway cannot trust.
+    #[error("users-service sent an invalid answer")]
+    BadUpstream { reason: String },
+    /// users-service refused the request with a client error of its own, forwarded as is.
+    #[error("{message}")]
+    UpstreamRejected { status: StatusCode, message: String },
+    /// users-service is up but shedding load or shutting down: it answered 503 itself.
+    #[error("users-service is temporarily unable to serve: {message}")]
+    UpstreamBusy { message: String },
+}
+
+impl ApiError {
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::UpstreamUnavailable { .. }
+            | ApiError::UpstreamDeadline { .. }
+            | ApiError::UpstreamBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadUpstream { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::UpstreamRejected { status, .. } => *status,
+        }
+    }
+
+    fn internal_reason(&self) -> Option<&str> {
+        match self {
+            ApiError::UpstreamUnavailable { reason } | ApiError::BadUpstream { reason } => {
+                Some(reason)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let message = self.to_string();
+        match self.internal_reason() {
+            Some(reason) => tracing::warn!(%status, %message, reason, "request failed"),
+            None if status.is_server_error() => tracing::warn!(%status, %message, "request failed"),
+            None => tracing::debug!(%status, %message, "request refused"),
+        }
+        let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn unavailable_is_503_with_retry_after_and_hides_the_reason() {
+        let error = ApiError::UpstreamUnavailable {
+            reason: "connect ECONNREFUSED 127.0.0.1:4711".into(),
+        };
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let body = body_of(response).await;
+        assert_eq!(body["error"], "users-service is unavailable");
+    }
+
+    #[tokio::test]
+    async fn bad_upstream_is_502_without_retry_after() {
+        let response = ApiError::BadUpstream {
+            reason: "crc mismatch".into(),
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+    }
+
+    #[tokio::test]
+    async fn deadline_message_names_the_deadline() {
+        let error = ApiError::UpstreamDeadline {
+            deadline: Duration::from_millis(2500),
+        };
+        let body = body_of(error.into_response()).await;
+        assert_eq!(
+            body["error"],
+            "users-service did not answer within 2s 500ms"
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! The gateway, the front: serves the users body to clients, fetched from users-service over
+//! pooled HTTP (`/api/users-via-api`) or served from a body it serialized once
+//! (`/api/users-cached`, the ceiling for benchmarks). `run` is callable from other crates.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{FromRef, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use reqwest::Url;
+use tower_http::trace::TraceLayer;
+
+use crate::api_error::ApiError;
+use crate::payload::{PayloadCache, Transport};
+use crate::query::UsersQuery;
+use crate::serve::{CommonArgs, ShutdownSignal, announce, bind, serve_until_signal};
+use crate::telemetry;
+use crate::upstream::{Upstream, parse_upstream_url};
+
+/// gateway: the front that clients call.
+#[derive(clap::Parser, Clone, Debug)]
+#[command(name = "gateway", version, about)]
+pub struct Args {
+    /// Address to listen on; port 0 picks a free port (the bound one is printed on stdout).
+    #[arg(
+        long,
+        env = "SHMBRIDGE_GATEWAY_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: SocketAddr,
+    /// Base URL of users-service.
+    #[arg(long, env = "SHMBRIDGE_UPSTREAM", default_value = "http://127.0.0.1:8081", value_parser = parse_upstream_url)]
+    pub upstream: Url,
+    /// Deadline for everything one request asks of users-service; past it the client gets a 503.
+    #[arg(long, env = "SHMBRIDGE_DEADLINE", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub deadline: Duration,
+    /// Idle keep-alive connections kept open to users-service.
+    #[arg(long, env = "SHMBRIDGE_POOL_MAX_IDLE", default_value_t = 64)]
+    pub pool_max_idle: usize,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    upstream: Upstream,
+    cached: PayloadCache,
+    metrics: PrometheusHandle,
+}
+
+impl AppState {
+    pub fn new(args: &Args) -> anyhow::Result<AppState> {
+        Ok(AppState {
+            inner: Arc::new(Shared {
+                upstream: Upstream::new(args.upstream.clone(), args.deadline, args.pool_max_idle)?,
+                cached: PayloadCache::default(),
+                metrics: telemetry::metrics_handle(),
+            }),
+        })
+    }
+}
+
+impl FromRef<AppState> for PrometheusHandle {
+    fn from_ref(state: &AppState) -> PrometheusHandle {
+        state.inner.metrics.clone()
+    }
+}
+
+/// The gateway routes, ready for `oneshot` in tests or for serving.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/api/users-via-api", get(users_via_api))
+        .route("/api/users-cached", get(users_cached))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(telemetry::metrics_endpoint))
+        .route_layer(axum::middleware::from_fn(telemetry::track_requests))
+        .layer(TraceLayer::new_for_http().make_span_with(telemetry::request_span))
+        .with_state(state)
+}
+
+/// Runs the gateway until SIGTERM/Ctrl-C.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    telemetry::init_tracing(args.common.log_format);
+    let state = AppState::new(&args)?;
+    telemetry::spawn_metrics_upkeep(state.inner.metrics.clone());
+    let (listener, bound) = bind(args.listen).await?;
+    let shutdown = ShutdownSignal::install()?;
+    announce(bound)?;
+    tracing::info!(%bound, upstream = %args.upstream, deadline = ?args.deadline, "gateway listening");
+    serve_until_signal(listener, app(state), shutdown, args.common.shutdown_timeout).await
+}
+
+/// `GET /api/users-via-api`: the body fetched from users-service over HTTP, verified.
+async fn users_via_api(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = UsersQuery::parse(raw.as_deref())?;
+    let payload = state.inner.upstream.fetch_users(query).await?;
+    telemetry::record_transport(Transport::Api);
+    metrics::counter!("payload_bytes_total", "transport" => Transport::Api.as_str())
+        .increment(payload.bytes.len() as u64);
+    Ok(payload.into_response(Transport::Api))
+}
+
+/// `GET /api/users-cached`: the same body, serialized once per query by the gateway itself; no
+/// users-service involved. The upper bound any transport can reach.
+async fn users_cached(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = UsersQuery::parse(raw.as_deref())?;
+    let payload = state.inner.cached.get_or_generate(query);
+    telemetry::record_transport(Transport::Cached);
+    metrics::counter!("payload_bytes_total", "transport" => Transport::Cached.as_str())
+        .increment(payload.bytes.len() as u64);
+    Ok(payload.into_response(Transport::Cached))
+}
+
+/// `GET /healthz`: the process is alive.
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 when users-service answers its health check within the deadline,
+/// 503 with the reason otherwise.
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.inner.upstream.is_healthy().await {
+        Ok(()) => axum::Json(serde_json::json!({ "ready": true, "upstream": "reachable" }))
+            .into_response(),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "ready": false, "upstream": error.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::{MAX_COUNT, users_json};
+    use crate::payload::{CRC_HEADER, TRANSPORT_HEADER, format_crc};
+    use axum::body::Body;
+    use axum::http::{Request, header};
+    use clap::Parser;
+    use tower::ServiceExt;
+
+    /// A gateway whose upstream is a port nothing listens on (bound, then released).
+    async fn gateway_without_upstream() -> Router {
+        let vacant = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = format!("http://{}", vacant.local_addr().unwrap());
+        drop(vacant);
+        let args =
+            Args::try_parse_from(["gateway", "--upstream", &upstream, "--deadline", "1s"]).unwrap();
+        app(AppState::new(&args).unwrap())
+    }
+
+    async fn get(app: Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, bytes::Bytes) {
+        let request = Request::get(uri).body(Body::empty()).unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), 16 << 20)
+            .await
+            .unwrap();
+        (status, headers, body)
+    }
+
+    #[tokio::test]
+    async fn cached_route_serves_the_dataset_with_headers() {
+        let (status, headers, body) = get(
+            gateway_without_upstream().await,
+            "/api/users-cached?count=9&seed=3",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, users_json(9, 3));
+        assert_eq!(headers[CRC_HEADER], format_crc(crc32fast::hash(&body)));
+        assert_eq!(headers[TRANSPORT_HEADER], "cached");
+        assert_eq!(headers[header::CONTENT_LENGTH], body.len().to_string());
+    }
+
+    #[tokio::test]
+    async fn every_bad_query_is_a_400_on_every_users_route() {
+        let over_cap = format!("count={}", MAX_COUNT + 1);
+        let queries = [
+            "x=1",
+            "count=abc",
+            "count=",
+            "seed=-4",
+            over_cap.as_str(),
+            "seed=1&seed=2",
+        ];
+        for route in ["/api/users-via-api", "/api/users-cached"] {
+            for query in queries {
+                let uri = format!("{route}?{query}");
+                let (status, _, body) = get(gateway_without_upstream().await, &uri).await;
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+                let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert!(error["error"].is_string(), "{uri}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn unreachable_upstream_is_503_with_retry_after_and_not_ready() {
+        let (status, headers, body) =
+            get(gateway_without_upstream().await, "/api/users-via-api").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(error["error"], "users-service is unavailable");
+
+        let (status, _, _) = get(gateway_without_upstream().await, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let (status, _, _) = get(gateway_without_upstream().await, "/healthz").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}

@@ -1,0 +1,183 @@
+//! A users body together with its producer-computed crc32, how it is turned into an HTTP response
+//! (the headers every users endpoint sets), and the small cache behind `--cache` and
+//! `/api/users-cached`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use crate::dataset::users_json;
+use crate::query::UsersQuery;
+
+/// Header carrying the producer's crc32 (IEEE, as `crc32fast` computes it) of the body, written
+/// as exactly 8 lowercase hex digits, e.g. `x-payload-crc32: 5c2a5546`.
+pub const CRC_HEADER: &str = "x-payload-crc32";
+
+/// Header naming the path the body took: see [`Transport`].
+pub const TRANSPORT_HEADER: &str = "x-transport";
+
+/// The JSON body of a users response and the crc32 its producer computed over it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payload {
+    pub bytes: Bytes,
+    pub crc32: u32,
+}
+
+impl Payload {
+    /// Serializes the users for `query` and checksums the result.
+    pub fn generate(query: UsersQuery) -> Payload {
+        Payload::from_bytes(users_json(query.count, query.seed).into())
+    }
+
+    /// Wraps bytes this process produced, computing their crc32.
+    pub fn from_bytes(bytes: Bytes) -> Payload {
+        let crc32 = crc32fast::hash(&bytes);
+        Payload { bytes, crc32 }
+    }
+
+    /// The response every users endpoint sends for a payload: content-type, content-length,
+    /// [`CRC_HEADER`] and [`TRANSPORT_HEADER`].
+    pub fn into_response(self, transport: Transport) -> Response {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.bytes.len()));
+        headers.insert(
+            CRC_HEADER,
+            HeaderValue::from_str(&format_crc(self.crc32)).expect("hex digits are a valid header"),
+        );
+        headers.insert(
+            TRANSPORT_HEADER,
+            HeaderValue::from_static(transport.as_str()),
+        );
+        (headers, self.bytes).into_response()
+    }
+}
+
+/// The wire form of a crc32 in [`CRC_HEADER`].
+pub fn format_crc(crc32: u32) -> String {
+    format!("{crc32:08x}")
+}
+
+/// Reads [`CRC_HEADER`]'s value back; anything but 8 hex digits is `None`.
+pub fn parse_crc(text: &str) -> Option<u32> {
+    if text.len() != 8 {
+        return None;
+    }
+    u32::from_str_radix(text, 16).ok()
+}
+
+/// How a body reached the client, sent as [`TRANSPORT_HEADER`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Fetched from users-service over HTTP/JSON.
+    Api,
+    /// Passed through shared memory; HTTP carried only the handle.
+    Shm,
+    /// Asked for shared memory, served over HTTP because shared memory was unavailable and
+    /// `--shm-fallback-to-api` is on.
+    ApiFallback,
+    /// Served from a body serialized once and kept (benchmark ceiling).
+    Cached,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Api => "api",
+            Transport::Shm => "shm",
+            Transport::ApiFallback => "api-fallback",
+            Transport::Cached => "cached",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// Bodies serialized once per query and then served as shared `Bytes`.
+///
+/// Bounded to [`PayloadCache::MAX_ENTRIES`] queries; when full it is emptied, which keeps it
+/// simple and its memory bounded (benchmarks use one query, so they never hit the bound).
+#[derive(Debug, Default)]
+pub struct PayloadCache {
+    entries: Mutex<HashMap<UsersQuery, Payload>>,
+}
+
+impl PayloadCache {
+    pub const MAX_ENTRIES: usize = 32;
+
+    pub fn get_or_generate(&self, query: UsersQuery) -> Payload {
+        if let Some(payload) = self.lock().get(&query) {
+            return payload.clone();
+        }
+        // Serialize outside the lock: two first requests may both do it, and that is harmless.
+        let payload = Payload::generate(query);
+        let mut entries = self.lock();
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(query, payload.clone());
+        payload
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UsersQuery, Payload>> {
+        // The map is valid after any panic in a holder (inserts are single calls), so a
+        // poisoned lock is still usable.
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc_header_round_trips_and_is_strict() {
+        assert_eq!(format_crc(0x5c2a_5546), "5c2a5546");
+        assert_eq!(format_crc(7), "00000007");
+        assert_eq!(parse_crc("00000007"), Some(7));
+        assert_eq!(parse_crc("7"), None);
+        assert_eq!(parse_crc("5c2a55460"), None);
+        assert_eq!(parse_crc("zzzzzzzz"), None);
+    }
+
+    #[test]
+    fn response_carries_every_header() {
+        let payload = Payload::generate(UsersQuery { count: 3, seed: 1 });
+        let response = payload.clone().into_response(Transport::Shm);
+        let headers = response.headers();
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(
+            headers[header::CONTENT_LENGTH],
+            payload.bytes.len().to_string()
+        );
+        assert_eq!(
+            headers[CRC_HEADER],
+            format_crc(crc32fast::hash(&payload.bytes))
+        );
+        assert_eq!(headers[TRANSPORT_HEADER], "shm");
+    }
+
+    #[test]
+    fn cache_returns_the_generated_body_and_stays_bounded() {
+        let cache = PayloadCache::default();
+        let query = UsersQuery { count: 4, seed: 2 };
+        assert_eq!(cache.get_or_generate(query), Payload::generate(query));
+        for seed in 0..(PayloadCache::MAX_ENTRIES as u64 * 2) {
+            cache.get_or_generate(UsersQuery { count: 1, seed });
+        }
+        assert!(cache.lock().len() <= PayloadCache::MAX_ENTRIES);
+    }
+}

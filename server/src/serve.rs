@@ -1,0 +1,102 @@
+//! Running a router the way both services do: bind (port 0 allowed), print the one
+//! machine-readable `listening on ADDR` line on stdout, serve until SIGTERM or Ctrl-C, then drain
+//! in-flight requests for at most the shutdown deadline.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+/// Options every service shares, flattened into each service's `Args`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CommonArgs {
+    /// Log format on stderr; the filter comes from RUST_LOG (default "info").
+    #[arg(long, env = "SHMBRIDGE_LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: crate::telemetry::LogFormat,
+    /// How long in-flight requests may run after SIGTERM/Ctrl-C before the process exits anyway.
+    #[arg(long, env = "SHMBRIDGE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// Binds `listen`, returning the listener and the address actually bound.
+pub async fn bind(listen: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = listener
+        .local_addr()
+        .context("bound socket has no address")?;
+    Ok((listener, bound))
+}
+
+/// Prints `listening on ADDR` as one flushed line: the contract tests and the load harness read.
+pub fn announce(bound: SocketAddr) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {bound}").context("cannot write to stdout")?;
+    stdout.flush().context("cannot flush stdout")
+}
+
+/// SIGTERM and SIGINT (Ctrl-C) handlers, installed before the service announces itself so a
+/// signal sent right after the `listening on` line is never the default (fatal) action.
+pub struct ShutdownSignal {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl ShutdownSignal {
+    pub fn install() -> anyhow::Result<ShutdownSignal> {
+        Ok(ShutdownSignal {
+            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT.
+    pub async fn received(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = self.interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` fires, then lets in-flight requests finish
+/// for at most `drain_timeout`. Returns once the server has stopped.
+pub async fn serve_until_signal(
+    listener: TcpListener,
+    router: Router,
+    shutdown: ShutdownSignal,
+    drain_timeout: Duration,
+) -> anyhow::Result<()> {
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.received().await;
+            tracing::info!("draining in-flight requests");
+            // The receiver lives until this function returns, so the send cannot fail.
+            let _ = signalled_tx.send(());
+        })
+        .into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result.context("server failed"),
+        _ = signalled_rx => {}
+    }
+    match tokio::time::timeout(drain_timeout, server).await {
+        Ok(result) => {
+            tracing::info!("drained; exiting");
+            result.context("server failed while draining")
+        }
+        Err(_) => {
+            tracing::warn!(
+                timeout = %humantime::format_duration(drain_timeout),
+                "in-flight requests did not finish within the shutdown timeout; exiting anyway"
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Logs and metrics shared by both services: the `tracing` subscriber (filter from `RUST_LOG`,
+//! text or JSON), the process-wide Prometheus recorder, the per-request HTTP metrics middleware,
+//! the request span that `TraceLayer` opens, and the `/metrics` handler.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing::Span;
+use tracing_subscriber::EnvFilter;
+
+/// Log output format, `--log-format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Installs the global subscriber writing to stderr (stdout is reserved for the
+/// `listening on` line). `RUST_LOG` overrides the default filter `info`. A second call in the
+/// same process (tests, an embedding crate that installed its own) leaves the first in place.
+pub fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    if installed.is_err() {
+        tracing::debug!("a tracing subscriber was already installed; keeping it");
+    }
+}
+
+/// Latency buckets in seconds: 100 µs to 5 s, dense around the 1 ms the services aim for.
+const LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The handle of this process's Prometheus recorder, installing it on first use.
+///
+/// If another recorder was installed first (an embedding crate's), metrics go there and this
+/// handle renders an empty exposition; that is logged once.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_SECONDS)
+                .expect("the bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if let Err(error) = metrics::set_global_recorder(recorder) {
+                tracing::warn!(%error, "could not install the Prometheus recorder; /metrics will be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Runs the recorder's periodic upkeep (drains histogram buffers so memory stays bounded) until
+/// the runtime shuts down.
+pub fn spawn_metrics_upkeep(handle: PrometheusHandle) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            interval.tick().await;
+            handle.run_upkeep();
+        }
+    });
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+pub async fn metrics_endpoint(State(handle): State<PrometheusHandle>) -> Response {
+    let mut response = handle.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// Middleware: counts requests by route template and status, and records their latency.
+/// Labels are route templates (not raw paths) and status codes, so cardinality stays fixed.
+pub async fn track_requests(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The span `TraceLayer` opens per request. `transport`, `slot` and `generation` start empty and
+/// are filled by the handlers that know them (see [`record_transport`]).
+pub fn request_span(request: &Request) -> Span {
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        uri = %request.uri(),
+        transport = tracing::field::Empty,
+        slot = tracing::field::Empty,
+        generation = tracing::field::Empty,
+    )
+}
+
+/// Notes in the current request span which transport served it.
+pub fn record_transport(transport: crate::payload::Transport) {
+    Span::current().record("transport", transport.as_str());
+}

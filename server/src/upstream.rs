@@ -1,0 +1,227 @@
+//! The gateway's view of users-service over HTTP: a pooled keep-alive client, every exchange
+//! bounded by one deadline, and every answer checked (status, content-length, crc32 header)
+//! before its bytes are trusted.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use bytes::{Bytes, BytesMut};
+use reqwest::Url;
+
+use crate::api_error::ApiError;
+use crate::payload::{CRC_HEADER, Payload, parse_crc};
+use crate::query::UsersQuery;
+
+/// Largest body accepted from users-service: the `MAX_COUNT` body is ~3.6 MB, so anything past
+/// this is garbage, not data.
+pub const MAX_UPSTREAM_BODY_BYTES: usize = 8 << 20;
+
+/// A users-service reachable over HTTP.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    client: reqwest::Client,
+    base: Url,
+    deadline: Duration,
+}
+
+impl Upstream {
+    /// A client for `base` (e.g. `http://127.0.0.1:8081`) keeping up to `max_idle` idle
+    /// keep-alive connections, so steady traffic never pays a TCP handshake.
+    pub fn new(base: Url, deadline: Duration, max_idle: usize) -> anyhow::Result<Upstream> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(max_idle)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .connect_timeout(deadline)
+            .build()?;
+        Ok(Upstream {
+            client,
+            base,
+            deadline,
+        })
+    }
+
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// `GET /users` for `query`, verified: a 200 whose body length and crc32 match its headers.
+    pub async fn fetch_users(&self, query: UsersQuery) -> Result<Payload, ApiError> {
+        let url = self.url("/users", Some(query));
+        self.bounded(async {
+            let response = self.client.get(url).send().await.map_err(unreachable)?;
+            let response = accept_ok(response).await?;
+            let claimed_crc = response
+                .headers()
+                .get(CRC_HEADER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(parse_crc)
+                .ok_or_else(|| bad_upstream(format!("missing or malformed {CRC_HEADER} header")))?;
+            let body = read_body(response).await?;
+            let payload = Payload::from_bytes(body);
+            if payload.crc32 != claimed_crc {
+                metrics::counter!("checksum_failures_total", "transport" => "api").increment(1);
+                return Err(bad_upstream(format!(
+                    "body crc32 {:08x} differs from the {CRC_HEADER} header {claimed_crc:08x}",
+                    payload.crc32
+                )));
+            }
+            Ok(payload)
+        })
+        .await
+    }
+
+    /// Whether users-service answers `GET /healthz` with 200 within the deadline.
+    pub async fn is_healthy(&self) -> Result<(), ApiError> {
+        let url = self.url("/healthz", None);
+        self.bounded(async {
+            let response = self.client.get(url).send().await.map_err(unreachable)?;
+            accept_ok(response).await.map(drop)
+        })
+        .await
+    }
+
+    fn url(&self, path: &str, query: Option<UsersQuery>) -> Url {
+        let mut url = self.base.clone();
+        url.set_path(path);
+        url.set_query(query.map(UsersQuery::to_query_string).as_deref());
+        url
+    }
+
+    /// Runs one whole exchange (connect, send, read the body) under the deadline.
+    async fn bounded<T>(
+        &self,
+        exchange: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        tokio::time::timeout(self.deadline, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                metrics::counter!("upstream_errors_total", "kind" => "deadline").increment(1);
+                Err(ApiError::UpstreamDeadline {
+                    deadline: self.deadline,
+                })
+            })
+    }
+}
+
+/// Passes a 200 through; turns any other status into the matching gateway error.
+async fn accept_ok(response: reqwest::Response) -> Result<reqwest::Response, ApiError> {
+    let status = response.status();
+    if status == StatusCode::OK {
+        return Ok(response);
+    }
+    let body = read_body(response).await.unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|value| value["error"].as_str().map(str::to_owned));
+    Err(match (status, message) {
+        (StatusCode::SERVICE_UNAVAILABLE, message) => {
+            metrics::counter!("upstream_errors_total", "kind" => "busy").increment(1);
+            ApiError::UpstreamBusy {
+                message: message.unwrap_or_else(|| "no reason given".to_owned()),
+            }
+        }
+        // The gateway validates queries itself, so a 400 here means the two disagree: only
+        // client errors users-service explains (e.g. a payload too large for a slot) go back.
+        (status, Some(message))
+            if status.is_client_error() && status != StatusCode::BAD_REQUEST =>
+        {
+            ApiError::UpstreamRejected { status, message }
+        }
+        (status, Some(message)) if status == StatusCode::INSUFFICIENT_STORAGE => {
+            ApiError::UpstreamRejected { status, message }
+        }
+        (status, message) => bad_upstream(format!(
+            "unexpected status {status}: {}",
+            message.unwrap_or_else(|| "no JSON error body".to_owned())
+        )),
+    })
+}
+
+/// Reads the whole body, refusing one that disagrees with its content-length or exceeds
+/// [`MAX_UPSTREAM_BODY_BYTES`].
+async fn read_body(mut response: reqwest::Response) -> Result<Bytes, ApiError> {
+    let declared = response.content_length();
+    if declared.is_some_and(|len| len > MAX_UPSTREAM_BODY_BYTES as u64) {
+        return Err(bad_upstream(format!(
+            "declared body of {} bytes exceeds {MAX_UPSTREAM_BODY_BYTES}",
+            declared.unwrap_or_default()
+        )));
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(chunk) = response.chunk().await.map_err(|error| {
+        bad_upstream(format!(
+            "body read failed after {} bytes: {error}",
+            body.len()
+        ))
+    })? {
+        if body.len() + chunk.len() > MAX_UPSTREAM_BODY_BYTES {
+            return Err(bad_upstream(format!(
+                "body exceeds {MAX_UPSTREAM_BODY_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if declared.is_some_and(|len| len != body.len() as u64) {
+        return Err(bad_upstream(format!(
+            "body of {} bytes, content-length said {}",
+            body.len(),
+            declared.unwrap_or_default()
+        )));
+    }
+    Ok(body.freeze())
+}
+
+fn unreachable(error: reqwest::Error) -> ApiError {
+    metrics::counter!("upstream_errors_total", "kind" => "unreachable").increment(1);
+    ApiError::UpstreamUnavailable {
+        reason: format!("{error:#}"),
+    }
+}
+
+fn bad_upstream(reason: String) -> ApiError {
+    metrics::counter!("upstream_errors_total", "kind" => "bad_answer").increment(1);
+    ApiError::BadUpstream { reason }
+}
+
+/// Parses `--upstream`: an `http://` URL with a host (no TLS in this build; loopback only).
+pub fn parse_upstream_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|error| format!("not a URL: {error}"))?;
+    if url.scheme() != "http" {
+        return Err(format!("scheme must be http, got {}", url.scheme()));
+    }
+    if url.host().is_none() {
+        return Err("URL has no host".to_owned());
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_url_must_be_plain_http_with_a_host() {
+        assert!(parse_upstream_url("http://127.0.0.1:8081").is_ok());
+        assert!(parse_upstream_url("https://127.0.0.1:8081").is_err());
+        assert!(parse_upstream_url("127.0.0.1:8081").is_err());
+        assert!(parse_upstream_url("not a url").is_err());
+    }
+
+    #[test]
+    fn request_urls_carry_the_query() {
+        let upstream = Upstream::new(
+            parse_upstream_url("http://127.0.0.1:9").unwrap(),
+            Duration::from_secs(1),
+            4,
+        )
+        .unwrap();
+        let url = upstream.url("/users", Some(UsersQuery { count: 3, seed: 4 }));
+        assert_eq!(url.as_str(), "http://127.0.0.1:9/users?count=3&seed=4");
+        assert_eq!(
+            upstream.url("/healthz", None).as_str(),
+            "http://127.0.0.1:9/healthz"
+        );
+    }
+}

@@ -1,0 +1,256 @@
+//! The consumer side: redeem a [`Handle`], read the bytes, verify them, release the slot.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{AcquireError, ReadError};
+use crate::handle::Handle;
+use crate::host::{Host, Owner, SystemHost};
+use crate::layout::{SlotState, Word};
+use crate::producer::nanos;
+use crate::segment::Segment;
+use crate::stats::{Counters, Stats};
+
+/// How long a consumer may hold a slot it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsumerOptions {
+    /// How long an acquired slot may stay READING before the reaper takes it back.
+    pub lease: Duration,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Redeems handles against one attached segment.
+pub struct Consumer {
+    segment: Arc<Segment>,
+    options: ConsumerOptions,
+    owner: Owner,
+    host: Arc<dyn Host>,
+    counters: Counters,
+}
+
+impl Consumer {
+    /// A consumer for this process on the real machine.
+    pub fn new(segment: Arc<Segment>, options: ConsumerOptions) -> io::Result<Self> {
+        Ok(Self::with_host(
+            segment,
+            options,
+            Owner::current()?,
+            Arc::new(SystemHost),
+        ))
+    }
+
+    /// A consumer that names itself `owner` and asks `host` for time.
+    pub fn with_host(
+        segment: Arc<Segment>,
+        options: ConsumerOptions,
+        owner: Owner,
+        host: Arc<dyn Host>,
+    ) -> Self {
+        Self {
+            segment,
+            options,
+            owner,
+            host,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.segment
+    }
+
+    /// Takes the slot `handle` names, if it is READY at exactly the handle's generation. A handle
+    /// is redeemable once: the first acquire moves the generation on.
+    pub fn acquire(&self, handle: &Handle) -> Result<ReadGuard<'_>, AcquireError> {
+        let segment = &self.segment;
+        if handle.epoch != segment.epoch() {
+            Counters::bump(&self.counters.stale_handles);
+            return Err(AcquireError::WrongEpoch {
+                expected: segment.epoch(),
+                found: handle.epoch,
+            });
+        }
+        if handle.slot >= segment.slot_count() {
+            return Err(AcquireError::SlotOutOfRange {
+                slot: handle.slot,
+                slots: segment.slot_count(),
+            });
+        }
+        if handle.len > segment.slot_size() {
+            return Err(AcquireError::TooLarge {
+                len: handle.len,
+                max: segment.slot_size(),
+            });
+        }
+        let descriptor = segment.descriptor(handle.slot);
+        let ready = Word::new(handle.generation, SlotState::Ready);
+        let held = descriptor
+            .transition(ready, SlotState::Reading)
+            .map_err(|found| {
+                Counters::bump(&self.counters.stale_handles);
+                AcquireError::Stale {
+                    slot: handle.slot,
+                    expected: handle.generation,
+                    found: found.generation(),
+                    found_state: found.state(),
+                }
+            })?;
+        let lease_end = self.host.now_ns().saturating_add(nanos(self.options.lease));
+        descriptor.stamp_holder(held, self.owner, lease_end);
+        tracing::debug!(
+            slot = handle.slot,
+            generation = held.generation(),
+            "slot acquired"
+        );
+        Ok(ReadGuard {
+            consumer: self,
+            handle: *handle,
+            held,
+            released: false,
+        })
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.counters.snapshot(&self.segment)
+    }
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("segment", &self.segment)
+            .field("owner", &self.owner)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An acquired slot. Every way of reading it verifies the crc32 against the handle and that the
+/// slot was not reclaimed before the read finished, then releases the slot; dropping it unread
+/// releases it too.
+pub struct ReadGuard<'a> {
+    consumer: &'a Consumer,
+    handle: Handle,
+    /// The READING word this guard won.
+    held: Word,
+    released: bool,
+}
+
+impl ReadGuard<'_> {
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Copies the payload into a new buffer and verifies it.
+    pub fn copy_out(self) -> Result<Vec<u8>, ReadError> {
+        let mut bytes = Vec::new();
+        self.copy_into(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Copies the payload into `dst` (replacing its contents, reusing its allocation) and verifies
+    /// the copy: the crc is computed over the private copy, so bytes that change in shared memory
+    /// after the copy cannot slip through. On error `dst` is left empty.
+    pub fn copy_into(mut self, dst: &mut Vec<u8>) -> Result<(), ReadError> {
+        let len = self.handle.len as usize;
+        dst.clear();
+        dst.reserve(len);
+        // SAFETY: acquire checked `len <= slot_size`, so the source lies inside this slot's
+        // payload; `dst` has room for `len` bytes and is process memory, so the ranges do not
+        // overlap, and all `len` bytes are initialized by the copy before `set_len`. Holding
+        // READING forbids honest writers; if the reaper took the slot meanwhile, `release` below
+        // fails and the copy is discarded.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.consumer.segment.payload(self.handle.slot),
+                dst.as_mut_ptr(),
+                len,
+            );
+            dst.set_len(len);
+        }
+        let found = crc32fast::hash(dst);
+        let result = self.release().and_then(|()| self.verify(found));
+        if result.is_err() {
+            dst.clear();
+        }
+        result
+    }
+
+    /// Verifies the payload in place and lends it to `f` without copying it.
+    ///
+    /// The view is valid while this guard holds the slot. Should the lease run out while `f`
+    /// runs, the slot may be reclaimed and rewritten under `f`: the release afterwards notices and
+    /// the result of `f` is discarded as [`ReadError::Reclaimed`]. Whatever `f` sent elsewhere
+    /// before that cannot be recalled, so use [`ReadGuard::copy_out`] when the bytes leave the
+    /// process before the check can speak.
+    pub fn read_with<R>(mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R, ReadError> {
+        // SAFETY: as in `copy_into`, the range lies inside the slot. The slice is only lent while
+        // this guard holds READING, the state that forbids writers.
+        let view = unsafe {
+            std::slice::from_raw_parts(
+                self.consumer.segment.payload(self.handle.slot),
+                self.handle.len as usize,
+            )
+        };
+        let verified = self.verify(crc32fast::hash(view));
+        let output = verified.map(|()| f(view));
+        self.release()?;
+        output
+    }
+
+    fn verify(&self, found: u32) -> Result<(), ReadError> {
+        if found == self.handle.crc {
+            return Ok(());
+        }
+        Counters::bump(&self.consumer.counters.checksum_failures);
+        tracing::warn!(
+            slot = self.handle.slot,
+            expected = self.handle.crc,
+            found,
+            "payload checksum mismatch"
+        );
+        Err(ReadError::ChecksumMismatch {
+            expected: self.handle.crc,
+            found,
+        })
+    }
+
+    /// Gives the slot back. Fails when the reaper took it during the read: the bytes read may then
+    /// belong to a later publication.
+    fn release(&mut self) -> Result<(), ReadError> {
+        self.released = true;
+        let descriptor = self.consumer.segment.descriptor(self.handle.slot);
+        match descriptor.transition(self.held, SlotState::Free) {
+            Ok(_) => Ok(()),
+            Err(found) => {
+                Counters::bump(&self.consumer.counters.reads_reclaimed);
+                tracing::warn!(
+                    slot = self.handle.slot,
+                    held = self.held.generation(),
+                    found = found.generation(),
+                    "slot reclaimed during read"
+                );
+                Err(ReadError::Reclaimed {
+                    slot: self.handle.slot,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for ReadGuard<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            // Unread: nothing was returned from the slot, so a failed release has nothing to undo.
+            let _ = self.release();
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! One small error enum per operation: create, attach, claim, publish, acquire, read.
+//!
+//! Each variant names what was found and what was expected, so a log line is enough to tell a
+//! restarted producer from a scribbled segment from a full filesystem.
+
+use std::io;
+
+use thiserror::Error;
+
+use crate::layout::SlotState;
+
+/// Creating a segment failed; nothing is left behind.
+#[derive(Debug, Error)]
+pub enum CreateError {
+    #[error("invalid segment configuration: {0}")]
+    InvalidConfig(&'static str),
+    #[error("no space for a {requested}-byte segment (ENOSPC)")]
+    NoSpace { requested: u64 },
+    #[error("{op} failed: {source}")]
+    Io {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Attaching to a segment failed; the segment was not mapped, or was unmapped again.
+#[derive(Debug, Error)]
+pub enum AttachError {
+    #[error("{op} failed: {source}")]
+    Io {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("segment descriptor is not sealed against shrinking and growing (seals {found:#x})")]
+    NotSealed { found: u32 },
+    #[error("segment file is owned by uid {found}, expected {expected}")]
+    WrongOwner { found: u32, expected: u32 },
+    #[error("segment file mode {found:o} lets other users in, expected 600")]
+    InsecureMode { found: u32 },
+    #[error("segment file is not a regular file")]
+    NotRegularFile,
+    #[error("segment is {found} bytes, expected {expected}")]
+    SizeMismatch { found: u64, expected: u64 },
+    #[error("bad magic {found:02x?}, expected {expected:02x?}")]
+    BadMagic { found: [u8; 8], expected: [u8; 8] },
+    #[error("layout version {found}, expected {expected}")]
+    VersionMismatch { found: u32, expected: u32 },
+    #[error("header crc32 {found:08x}, expected {expected:08x}")]
+    HeaderCorrupt { found: u32, expected: u32 },
+    #[error("header field {field} is {found}, expected {expected}")]
+    LayoutMismatch {
+        field: &'static str,
+        found: u64,
+        expected: u64,
+    },
+    #[error("descriptor server answered with an unexpected message: {0}")]
+    Protocol(&'static str),
+}
+
+/// `claim` found no slot.
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum ClaimError {
+    #[error("payload of {len} bytes is larger than a slot ({max} bytes)")]
+    TooLarge { len: usize, max: usize },
+    #[error("all {slots} slots stayed busy until the deadline")]
+    Exhausted { slots: u32 },
+}
+
+/// `publish` found the slot no longer held by this writer.
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum PublishError {
+    #[error("slot {slot} was reclaimed while writing generation {generation}")]
+    Reclaimed { slot: u32, generation: u64 },
+}
+
+/// `acquire` refused a handle.
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum AcquireError {
+    #[error("handle is for segment epoch {found:016x}, attached segment is {expected:016x}")]
+    WrongEpoch { expected: u64, found: u64 },
+    #[error("handle names slot {slot}, segment has {slots}")]
+    SlotOutOfRange { slot: u32, slots: u32 },
+    #[error("handle length {len} exceeds the slot size {max}")]
+    TooLarge { len: u32, max: u32 },
+    #[error(
+        "stale handle for slot {slot}: expected ready generation {expected}, found {found_state:?} generation {found}"
+    )]
+    Stale {
+        slot: u32,
+        expected: u64,
+        found: u64,
+        found_state: Option<SlotState>,
+    },
+}
+
+/// Reading an acquired slot did not give the published bytes.
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum ReadError {
+    #[error("slot {slot} was reclaimed during the read; the bytes may have been overwritten")]
+    Reclaimed { slot: u32 },
+    #[error("payload crc32 {found:08x}, handle says {expected:08x}")]
+    ChecksumMismatch { expected: u32, found: u32 },
+}

@@ -1,0 +1,141 @@
+//! What the slot protocol needs from the machine: a clock shared by all processes, and a way to
+//! tell whether the process holding a slot still exists.
+//!
+//! The protocol code takes these through the [`Host`] trait so that loom models, fuzz targets and
+//! tests can run it on a manual clock with simulated processes (`crate::testing`).
+
+use std::fs;
+use std::io;
+use std::time::Duration;
+
+/// A process, named so that a reused pid is not mistaken for it: the pid plus the process start
+/// time in clock ticks since boot (`/proc/PID/stat` field 22), which differs between two
+/// processes that got the same pid one after the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Owner {
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+impl Owner {
+    /// The calling process.
+    pub fn current() -> io::Result<Self> {
+        let pid = std::process::id();
+        let stat = read_stat(pid)?;
+        Ok(Self {
+            pid,
+            start_time: stat.start_time,
+        })
+    }
+}
+
+/// The clock and process table the protocol consults.
+pub trait Host: Send + Sync {
+    /// Monotonic nanoseconds, comparable between processes on this machine.
+    fn now_ns(&self) -> u64;
+    /// Whether `owner` still exists (and is not a zombie).
+    fn is_alive(&self, owner: Owner) -> bool;
+    /// Waits `duration` (a manual clock advances instead).
+    fn sleep(&self, duration: Duration);
+}
+
+/// The real machine: CLOCK_MONOTONIC and `/proc`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemHost;
+
+impl Host for SystemHost {
+    fn now_ns(&self) -> u64 {
+        monotonic_now_ns()
+    }
+
+    fn is_alive(&self, owner: Owner) -> bool {
+        match read_stat(owner.pid) {
+            Ok(stat) => !stat.is_zombie && stat.start_time == owner.start_time,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => false,
+            // Unreadable but present (permissions, a malformed line): do not reclaim on a guess;
+            // the lease still bounds how long the slot can be held.
+            Err(_) => true,
+        }
+    }
+
+    fn sleep(&self, duration: Duration) {
+        std::thread::sleep(duration);
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the one clock whose values every process on the machine shares.
+pub fn monotonic_now_ns() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always available on Linux");
+    (now.tv_sec() as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec() as u64)
+}
+
+struct ProcStat {
+    is_zombie: bool,
+    start_time: u64,
+}
+
+fn read_stat(pid: u32) -> io::Result<ProcStat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_stat(&text)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc stat"))
+}
+
+/// Parses `/proc/PID/stat`. The command name (field 2) may hold spaces and parentheses, so the
+/// fields are counted from the last `)`.
+fn parse_stat(text: &str) -> Option<ProcStat> {
+    let after_name = &text[text.rfind(')')? + 1..];
+    let mut fields = after_name.split_ascii_whitespace();
+    let state = fields.next()?;
+    // Field 3 is the state; field 22 (starttime) is 19 fields further on.
+    let start_time = fields.nth(18)?.parse().ok()?;
+    Some(ProcStat {
+        is_zombie: matches!(state, "Z" | "X" | "x"),
+        start_time,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_command_name_with_spaces_and_parentheses() {
+        let line = "1234 (a (weird) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        let stat = parse_stat(line).unwrap();
+        assert_eq!(stat.start_time, 987654);
+        assert!(!stat.is_zombie);
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        let line = "99 (x) Z 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0";
+        assert!(parse_stat(line).unwrap().is_zombie);
+    }
+
+    #[test]
+    fn truncated_stat_is_rejected() {
+        assert!(parse_stat("1 (x) S 1 2").is_none());
+        assert!(parse_stat("no parenthesis").is_none());
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_different_start_time_is_not() {
+        let me = Owner::current().unwrap();
+        assert!(SystemHost.is_alive(me));
+        let reused = Owner {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert!(!SystemHost.is_alive(reused));
+    }
+
+    #[test]
+    fn monotonic_clock_moves_forward() {
+        let a = monotonic_now_ns();
+        let b = monotonic_now_ns();
+        assert!(b >= a && a > 0);
+    }
+}

@@ -1,0 +1,298 @@
+//! The bytes of a segment: every structure that lives in shared memory, and the state word.
+//!
+//! This module is the layout specification a peer in another language implements. All integers
+//! are little-endian; the crate refuses to build on a big-endian target.
+//!
+//! ```text
+//! offset 0                   128                 128 + 64*N        payload_offset (4 KiB aligned)
+//! +-------------------------+-------------------+----------------+--------------------------------+
+//! | Header (128 B)          | SlotDescriptor 0  | ... slot N-1   | pad | slot 0 payload | slot 1 ...|
+//! +-------------------------+-------------------+----------------+--------------------------------+
+//!                                                                      <- slot_size -> each
+//! ```
+//!
+//! # Header (written once by the creator before the segment is shared; read-only afterwards)
+//!
+//! | offset | size | field                | meaning                                              |
+//! |-------:|-----:|----------------------|------------------------------------------------------|
+//! | 0      | 8    | `magic`              | `b"SHMBRDG\0"`                                        |
+//! | 8      | 4    | `layout_version`     | [`LAYOUT_VERSION`]; any other value is refused        |
+//! | 12     | 4    | `header_size`        | 128                                                  |
+//! | 16     | 8    | `epoch`              | random, non-zero; new for every created segment      |
+//! | 24     | 8    | `created_unix_ns`    | creation time, CLOCK_REALTIME nanoseconds            |
+//! | 32     | 4    | `slot_count`         | 1 ..= [`MAX_SLOT_COUNT`]                             |
+//! | 36     | 4    | `slot_size`          | payload bytes per slot, a multiple of 64, ≤ [`MAX_SLOT_SIZE`] |
+//! | 40     | 8    | `descriptors_offset` | 128                                                  |
+//! | 48     | 8    | `payload_offset`     | `align_up(128 + 64 * slot_count, 4096)`              |
+//! | 56     | 8    | `total_size`         | `payload_offset + slot_count * slot_size`            |
+//! | 64     | 4    | `creator_pid`        | process that created the segment                     |
+//! | 68     | 4    | `creator_uid`        | its effective uid                                    |
+//! | 72     | 8    | `creator_start_time` | its start time (`/proc/PID/stat` field 22)           |
+//! | 80     | 4    | `header_crc`         | crc32 (IEEE) of bytes 0..80                          |
+//! | 84     | 44   | reserved             | zero                                                 |
+//!
+//! # Slot descriptor (64 bytes, one cache line; all fields are accessed atomically)
+//!
+//! | offset | size | field              | meaning                                                 |
+//! |-------:|-----:|--------------------|---------------------------------------------------------|
+//! | 0      | 8    | `state`            | the state word: `generation << 8 \| state`              |
+//! | 8      | 8    | `stamp`            | the generation the four fields below were written for   |
+//! | 16     | 8    | `deadline_ns`      | CLOCK_MONOTONIC ns: lease end (writing, reading) or TTL end (ready) |
+//! | 24     | 8    | `owner_start_time` | holder's start time, so a reused pid is not mistaken for it |
+//! | 32     | 4    | `owner_pid`        | holder's pid                                            |
+//! | 36     | 4    | `len`              | published payload length (informational)                |
+//! | 40     | 4    | `crc`              | published crc32 (informational; readers check the handle's) |
+//! | 44     | 20   | reserved           | zero                                                    |
+//!
+//! # States and transitions
+//!
+//! The low 8 bits of the state word are the state, the high 56 bits the generation. Every
+//! transition is one compare-exchange that sets the new state and adds 1 to the generation, so a
+//! word value never repeats (2^56 transitions per slot) and a handle names exactly one publication.
+//!
+//! | from          | to                | by                         | condition                      |
+//! |---------------|-------------------|----------------------------|--------------------------------|
+//! | FREE (g)      | WRITING (g+1)     | producer `claim`           | -                              |
+//! | WRITING (g)   | READY (g+1)       | producer `publish`         | it still holds WRITING (g)     |
+//! | WRITING (g)   | FREE (g+1)        | producer abandons the write | it still holds WRITING (g)    |
+//! | READY (g)     | READING (g+1)     | consumer `acquire`         | handle names generation g      |
+//! | READING (g)   | FREE (g+1)        | consumer release           | it still holds READING (g)     |
+//! | any but FREE  | FREE (g+1)        | reaper                     | dead holder, lease or TTL past, unknown state |
+//!
+//! # Rules for a peer
+//!
+//! 1. Change the state word only with compare-exchange, from the value you last read.
+//! 2. A holder of WRITING or READING writes `owner_*` and `deadline_ns` right after winning the
+//!    exchange, then `stamp` = its generation (release). A publisher writes `len`, `crc`,
+//!    `deadline_ns` and `stamp` = the READY generation *before* its exchange (release).
+//! 3. Payload bytes may be written only while holding WRITING; readers copy them while holding
+//!    READING and then release with an exchange: if that exchange fails, the slot was reclaimed and
+//!    the bytes read must be discarded. Readers check the crc32 against the handle, not the descriptor.
+//! 4. Treat every byte of the segment as untrusted: bounds-check whatever you read from it.
+
+use crate::sync::{AtomicU32, AtomicU64};
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("the shmbridge layout is little-endian");
+
+/// First eight bytes of every segment.
+pub const MAGIC: [u8; 8] = *b"SHMBRDG\0";
+/// Version of this layout; a segment with any other version is refused at attach.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Size of [`Header`].
+pub const HEADER_SIZE: u64 = 128;
+/// Number of header bytes covered by `header_crc`.
+pub const HEADER_CRC_COVERS: usize = 80;
+/// Size of [`SlotDescriptor`].
+pub const DESCRIPTOR_SIZE: u64 = 64;
+/// Alignment of the payload area: whole pages, so payload never shares a page with descriptors.
+pub const PAYLOAD_ALIGN: u64 = 4096;
+/// Slot sizes are multiples of this, so every slot starts on a cache line.
+pub const SLOT_ALIGN: u32 = 64;
+/// Upper bound on slots per segment.
+pub const MAX_SLOT_COUNT: u32 = 1 << 16;
+/// Upper bound on one slot's payload (1 GiB), so every length fits a u32 and a `usize`.
+pub const MAX_SLOT_SIZE: u32 = 1 << 30;
+
+/// The segment header, exactly as it lies in shared memory.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub magic: [u8; 8],
+    pub layout_version: u32,
+    pub header_size: u32,
+    pub epoch: u64,
+    pub created_unix_ns: u64,
+    pub slot_count: u32,
+    pub slot_size: u32,
+    pub descriptors_offset: u64,
+    pub payload_offset: u64,
+    pub total_size: u64,
+    pub creator_pid: u32,
+    pub creator_uid: u32,
+    pub creator_start_time: u64,
+    pub header_crc: u32,
+    pub reserved: [u8; 44],
+}
+
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<Header>() == HEADER_SIZE as usize);
+    assert!(offset_of!(Header, layout_version) == 8);
+    assert!(offset_of!(Header, epoch) == 16);
+    assert!(offset_of!(Header, slot_count) == 32);
+    assert!(offset_of!(Header, descriptors_offset) == 40);
+    assert!(offset_of!(Header, total_size) == 56);
+    assert!(offset_of!(Header, creator_start_time) == 72);
+    assert!(offset_of!(Header, header_crc) == HEADER_CRC_COVERS);
+};
+
+impl Header {
+    /// The header's bytes, as they are stored.
+    pub fn to_bytes(&self) -> [u8; HEADER_SIZE as usize] {
+        // SAFETY: Header is repr(C), made only of integers and byte arrays, with no padding
+        // (the offset asserts above pin every field), so all 128 bytes are initialized.
+        unsafe { std::mem::transmute_copy(self) }
+    }
+
+    /// crc32 of the bytes `header_crc` covers.
+    pub fn compute_crc(&self) -> u32 {
+        crc32fast::hash(&self.to_bytes()[..HEADER_CRC_COVERS])
+    }
+}
+
+/// One slot's control block in shared memory. All-zero bytes are a valid FREE slot at generation 0.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct SlotDescriptor {
+    pub state: AtomicU64,
+    pub stamp: AtomicU64,
+    pub deadline_ns: AtomicU64,
+    pub owner_start_time: AtomicU64,
+    pub owner_pid: AtomicU32,
+    pub len: AtomicU32,
+    pub crc: AtomicU32,
+    reserved: [AtomicU32; 5],
+}
+
+#[cfg(not(loom))]
+const _: () = {
+    use std::mem::{align_of, offset_of, size_of};
+    assert!(size_of::<SlotDescriptor>() == DESCRIPTOR_SIZE as usize);
+    assert!(align_of::<SlotDescriptor>() == 64);
+    assert!(offset_of!(SlotDescriptor, stamp) == 8);
+    assert!(offset_of!(SlotDescriptor, deadline_ns) == 16);
+    assert!(offset_of!(SlotDescriptor, owner_start_time) == 24);
+    assert!(offset_of!(SlotDescriptor, owner_pid) == 32);
+    assert!(offset_of!(SlotDescriptor, len) == 36);
+    assert!(offset_of!(SlotDescriptor, crc) == 40);
+};
+
+impl SlotDescriptor {
+    /// A FREE descriptor at generation 0, for memory the crate allocates itself (loom models).
+    #[cfg(loom)]
+    pub(crate) fn new() -> Self {
+        Self {
+            state: AtomicU64::new(0),
+            stamp: AtomicU64::new(0),
+            deadline_ns: AtomicU64::new(0),
+            owner_start_time: AtomicU64::new(0),
+            owner_pid: AtomicU32::new(0),
+            len: AtomicU32::new(0),
+            crc: AtomicU32::new(0),
+            reserved: std::array::from_fn(|_| AtomicU32::new(0)),
+        }
+    }
+}
+
+/// The state half of a slot's state word.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SlotState {
+    /// Nobody holds the slot; a producer may claim it.
+    Free = 0,
+    /// A producer holds it and is writing the payload.
+    Writing = 1,
+    /// Published: the payload is complete and waits for the consumer holding its handle.
+    Ready = 2,
+    /// A consumer holds it and is reading the payload.
+    Reading = 3,
+}
+
+impl SlotState {
+    fn from_bits(bits: u8) -> Option<Self> {
+        match bits {
+            0 => Some(Self::Free),
+            1 => Some(Self::Writing),
+            2 => Some(Self::Ready),
+            3 => Some(Self::Reading),
+            _ => None,
+        }
+    }
+}
+
+const STATE_BITS: u32 = 8;
+const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
+/// Largest generation a state word can hold (56 bits).
+pub const MAX_GENERATION: u64 = u64::MAX >> STATE_BITS;
+
+/// A decoded state word: `generation << 8 | state`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Word(pub u64);
+
+impl Word {
+    /// The word for `state` at `generation` (generations wrap at 2^56).
+    pub fn new(generation: u64, state: SlotState) -> Self {
+        Self(((generation & MAX_GENERATION) << STATE_BITS) | state as u64)
+    }
+
+    /// The state, or `None` when the byte holds no known state (the segment was scribbled on).
+    pub fn state(self) -> Option<SlotState> {
+        SlotState::from_bits((self.0 & STATE_MASK) as u8)
+    }
+
+    pub fn generation(self) -> u64 {
+        self.0 >> STATE_BITS
+    }
+
+    /// The word every transition out of `self` writes: the next generation, in `state`.
+    pub fn next(self, state: SlotState) -> Self {
+        Self::new(self.generation().wrapping_add(1), state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeroed_descriptor_word_is_free_at_generation_zero() {
+        assert_eq!(Word(0).state(), Some(SlotState::Free));
+        assert_eq!(Word(0).generation(), 0);
+    }
+
+    #[test]
+    fn every_transition_moves_the_generation() {
+        let word = Word::new(41, SlotState::Ready);
+        let next = word.next(SlotState::Reading);
+        assert_eq!(next.generation(), 42);
+        assert_eq!(next.state(), Some(SlotState::Reading));
+        assert_ne!(word, next);
+    }
+
+    #[test]
+    fn generation_wraps_within_56_bits() {
+        let last = Word::new(MAX_GENERATION, SlotState::Free);
+        assert_eq!(last.generation(), MAX_GENERATION);
+        assert_eq!(last.next(SlotState::Writing).generation(), 0);
+    }
+
+    #[test]
+    fn unknown_state_bits_decode_to_none() {
+        assert_eq!(Word(0x1_47).state(), None);
+    }
+
+    #[test]
+    fn header_crc_changes_with_any_covered_byte() {
+        let header = Header {
+            magic: MAGIC,
+            layout_version: LAYOUT_VERSION,
+            header_size: HEADER_SIZE as u32,
+            epoch: 7,
+            created_unix_ns: 1,
+            slot_count: 2,
+            slot_size: 64,
+            descriptors_offset: HEADER_SIZE,
+            payload_offset: PAYLOAD_ALIGN,
+            total_size: PAYLOAD_ALIGN + 128,
+            creator_pid: 1,
+            creator_uid: 0,
+            creator_start_time: 3,
+            header_crc: 0,
+            reserved: [0; 44],
+        };
+        let mut changed = header;
+        changed.slot_size = 128;
+        assert_ne!(header.compute_crc(), changed.compute_crc());
+    }
+}

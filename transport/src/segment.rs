@@ -1,0 +1,649 @@
+//! A segment: creating it, attaching to it, and validating everything read from its header.
+//!
+//! Two backings:
+//! - **Sealed memfd** (default, [`Segment::create`]). Anonymous: nothing in `/dev/shm` outlives a
+//!   `kill -9`. Sealed against shrink and grow, so no process can truncate the mapping under a
+//!   reader (no SIGBUS). Memory is reserved with `fallocate` at creation, so a memory limit fails
+//!   there and not later on a page fault. Consumers receive the descriptor over a Unix socket
+//!   (`crate::fdpass`). Does not defend against a same-uid process that receives the descriptor
+//!   (or ptraces a peer) and writes garbage into the mapping: readers detect that through the
+//!   crc32 and the state words.
+//! - **Named file** ([`Segment::create_file`]), for inspection tools and peers in other languages.
+//!   Created with `O_EXCL` and mode 0600; space reserved with `posix_fallocate`, so a full tmpfs
+//!   fails at creation with ENOSPC, never later with SIGBUS. Attach checks owner, mode and size
+//!   against the header. Does not defend against a same-uid process truncating the file (a reader
+//!   would take SIGBUS) or leaving a stale file after `kill -9` (the creator removes it on drop;
+//!   a re-created segment gets a new epoch, so consumers notice).
+//!
+//! After attach, the validated header is copied into process memory and all geometry comes from
+//! that copy; the shared header is never re-read for bounds.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use memmap2::MmapRaw;
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+
+use crate::error::{AttachError, CreateError};
+use crate::host::Owner;
+use crate::layout::{
+    DESCRIPTOR_SIZE, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC, MAX_SLOT_COUNT, MAX_SLOT_SIZE,
+    PAYLOAD_ALIGN, SLOT_ALIGN, SlotDescriptor, SlotState, Word,
+};
+use crate::sync::Ordering;
+
+/// How many slots a segment has and how large each one is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentConfig {
+    pub slot_count: u32,
+    /// Payload capacity of one slot in bytes; a multiple of 64.
+    pub slot_size: u32,
+}
+
+impl Default for SegmentConfig {
+    /// 64 slots of 512 KiB (32 MiB): the seed's 256,873-byte payload with 2x headroom, and more
+    /// slots than the seed's 50 concurrent users can hold at once.
+    fn default() -> Self {
+        Self {
+            slot_count: 64,
+            slot_size: 512 * 1024,
+        }
+    }
+}
+
+/// Where each part of a segment lies, derived from slot count and size with checked arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Geometry {
+    slot_count: u32,
+    slot_size: u32,
+    payload_offset: u64,
+    total_size: u64,
+}
+
+impl Geometry {
+    fn for_slots(slot_count: u32, slot_size: u32) -> Result<Self, &'static str> {
+        if slot_count == 0 || slot_count > MAX_SLOT_COUNT {
+            return Err("slot count must be between 1 and 65536");
+        }
+        if slot_size == 0 || slot_size > MAX_SLOT_SIZE || slot_size % SLOT_ALIGN != 0 {
+            return Err("slot size must be a positive multiple of 64, at most 1 GiB");
+        }
+        // Both factors are bounded above, so none of this can overflow a u64; checked anyway so
+        // that a future change to the bounds cannot silently wrap.
+        let descriptors_end = u64::from(slot_count)
+            .checked_mul(DESCRIPTOR_SIZE)
+            .and_then(|bytes| bytes.checked_add(HEADER_SIZE))
+            .ok_or("descriptor table size overflows")?;
+        let payload_offset = descriptors_end.next_multiple_of(PAYLOAD_ALIGN);
+        let total_size = u64::from(slot_count)
+            .checked_mul(u64::from(slot_size))
+            .and_then(|bytes| bytes.checked_add(payload_offset))
+            .filter(|&size| usize::try_from(size).is_ok())
+            .ok_or("segment size overflows")?;
+        Ok(Self {
+            slot_count,
+            slot_size,
+            payload_offset,
+            total_size,
+        })
+    }
+}
+
+/// A point-in-time copy of one slot descriptor, for operators and leak checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotView {
+    pub slot: u32,
+    /// `None` when the state byte holds no known state.
+    pub state: Option<SlotState>,
+    pub generation: u64,
+    pub stamp: u64,
+    pub owner: Owner,
+    pub deadline_ns: u64,
+    pub len: u32,
+    pub crc: u32,
+}
+
+enum Memory {
+    Mapped(MmapRaw),
+    /// Loom atomics cannot live in mapped bytes, so loom models run on crate-allocated memory.
+    #[cfg(loom)]
+    Heap {
+        descriptors: Box<[SlotDescriptor]>,
+        payload: Box<[std::cell::UnsafeCell<u8>]>,
+    },
+}
+
+enum Backing {
+    Memfd(File),
+    NamedFile {
+        file: File,
+        path: PathBuf,
+        remove_on_drop: bool,
+    },
+    #[cfg(loom)]
+    Heap,
+}
+
+/// A mapped, validated segment.
+pub struct Segment {
+    memory: Memory,
+    header: Header,
+    geometry: Geometry,
+    backing: Backing,
+}
+
+// SAFETY: only the loom-only heap variant is not Sync by itself (UnsafeCell payload). Its bytes
+// are reached through raw pointers under the slot protocol, exactly like mapped shared memory,
+// which other processes mutate concurrently anyway.
+#[cfg(loom)]
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// Creates a segment in a sealed memfd.
+    pub fn create(config: &SegmentConfig) -> Result<Self, CreateError> {
+        let geometry = Geometry::for_slots(config.slot_count, config.slot_size)
+            .map_err(CreateError::InvalidConfig)?;
+        let fd = nix::sys::memfd::memfd_create(
+            c"shmbridge",
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
+        )
+        .map_err(|errno| create_io("memfd_create", errno))?;
+        let file = File::from(fd);
+        reserve(&file, geometry.total_size)?;
+        fcntl(
+            &file,
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL,
+            ),
+        )
+        .map_err(|errno| create_io("seal memfd", errno))?;
+        Self::initialize(geometry, Backing::Memfd(file))
+    }
+
+    /// Creates a segment in a new file at `path` (mode 0600, `O_EXCL`), removed again on drop.
+    pub fn create_file(path: &Path, config: &SegmentConfig) -> Result<Self, CreateError> {
+        let geometry = Geometry::for_slots(config.slot_count, config.slot_size)
+            .map_err(CreateError::InvalidConfig)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| CreateError::Io {
+                op: "create segment file",
+                source,
+            })?;
+        let backing = Backing::NamedFile {
+            file,
+            path: path.to_owned(),
+            remove_on_drop: true,
+        };
+        // From here on, dropping `backing` (on any error below) removes the file again.
+        if let Backing::NamedFile { file, .. } = &backing {
+            reserve(file, geometry.total_size)?;
+        }
+        Self::initialize(geometry, backing)
+    }
+
+    /// A segment on crate-allocated memory, for loom models of the slot protocol.
+    #[cfg(loom)]
+    pub fn in_memory(config: &SegmentConfig) -> Self {
+        let geometry = Geometry::for_slots(config.slot_count, config.slot_size)
+            .expect("loom models use a valid configuration");
+        let descriptors = (0..geometry.slot_count)
+            .map(|_| SlotDescriptor::new())
+            .collect();
+        let payload_len = geometry.slot_count as usize * geometry.slot_size as usize;
+        let payload = (0..payload_len)
+            .map(|_| std::cell::UnsafeCell::new(0))
+            .collect();
+        Self {
+            memory: Memory::Heap {
+                descriptors,
+                payload,
+            },
+            header: new_header(
+                &geometry,
+                1,
+                Owner {
+                    pid: 0,
+                    start_time: 0,
+                },
+            ),
+            geometry,
+            backing: Backing::Heap,
+        }
+    }
+
+    fn initialize(geometry: Geometry, backing: Backing) -> Result<Self, CreateError> {
+        let creator = Owner::current().map_err(|source| CreateError::Io {
+            op: "read /proc/self/stat",
+            source,
+        })?;
+        let epoch = getrandom::u64()
+            .map_err(|error| CreateError::Io {
+                op: "getrandom",
+                source: error.into(),
+            })?
+            .max(1);
+        let header = new_header(&geometry, epoch, creator);
+        let map = MmapRaw::map_raw(backing_file(&backing))
+            .map_err(|source| CreateError::Io { op: "mmap", source })?;
+        // SAFETY: the mapping is `total_size` >= 128 bytes long and page-aligned; no other process
+        // can have it yet (the memfd is unshared, the file was just created 0600 with O_EXCL, and
+        // attach refuses it until the header crc matches).
+        unsafe { std::ptr::write_volatile(map.as_mut_ptr().cast::<Header>(), header) };
+        tracing::debug!(
+            epoch = format_args!("{epoch:016x}"),
+            slots = geometry.slot_count,
+            "segment created"
+        );
+        Ok(Self {
+            memory: Memory::Mapped(map),
+            header,
+            geometry,
+            backing,
+        })
+    }
+
+    /// Attaches to a segment file created by [`Segment::create_file`].
+    pub fn attach_file(path: &Path) -> Result<Self, AttachError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|source| AttachError::Io {
+                op: "open segment file",
+                source,
+            })?;
+        let meta = file.metadata().map_err(|source| AttachError::Io {
+            op: "stat segment file",
+            source,
+        })?;
+        if !meta.file_type().is_file() || meta.file_type().is_fifo() {
+            return Err(AttachError::NotRegularFile);
+        }
+        let euid = nix::unistd::geteuid().as_raw();
+        if meta.uid() != euid {
+            return Err(AttachError::WrongOwner {
+                found: meta.uid(),
+                expected: euid,
+            });
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(AttachError::InsecureMode {
+                found: meta.mode() & 0o7777,
+            });
+        }
+        Self::map_and_validate(Backing::NamedFile {
+            file,
+            path: path.to_owned(),
+            remove_on_drop: false,
+        })
+    }
+
+    /// Attaches to a sealed memfd received from the producer.
+    pub fn attach_fd(fd: OwnedFd) -> Result<Self, AttachError> {
+        let file = File::from(fd);
+        let seals = fcntl(&file, FcntlArg::F_GET_SEALS).map_err(|errno| AttachError::Io {
+            op: "read memfd seals",
+            source: errno.into(),
+        })?;
+        let required = (SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW).bits();
+        if seals & required != required {
+            return Err(AttachError::NotSealed {
+                found: seals as u32,
+            });
+        }
+        Self::map_and_validate(Backing::Memfd(file))
+    }
+
+    fn map_and_validate(backing: Backing) -> Result<Self, AttachError> {
+        let file = backing_file(&backing);
+        let len = file
+            .metadata()
+            .map_err(|source| AttachError::Io {
+                op: "stat segment",
+                source,
+            })?
+            .len();
+        if len < HEADER_SIZE {
+            return Err(AttachError::SizeMismatch {
+                found: len,
+                expected: HEADER_SIZE,
+            });
+        }
+        let map =
+            MmapRaw::map_raw(file).map_err(|source| AttachError::Io { op: "mmap", source })?;
+        // SAFETY: the mapping is at least HEADER_SIZE bytes and page-aligned. The header is
+        // copied out by value (a volatile read, no reference into shared memory is kept), so a
+        // concurrent writer can at worst make the copy fail validation.
+        let header = unsafe { std::ptr::read_volatile(map.as_ptr().cast::<Header>()) };
+        let geometry = validate_header(&header, map.len() as u64)?;
+        tracing::debug!(
+            epoch = format_args!("{:016x}", header.epoch),
+            slots = geometry.slot_count,
+            "segment attached"
+        );
+        Ok(Self {
+            memory: Memory::Mapped(map),
+            header,
+            geometry,
+            backing,
+        })
+    }
+
+    /// The validated header, as copied at create or attach time.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Random identity of this segment instance; a re-created segment has a new one.
+    pub fn epoch(&self) -> u64 {
+        self.header.epoch
+    }
+
+    pub fn slot_count(&self) -> u32 {
+        self.geometry.slot_count
+    }
+
+    pub fn slot_size(&self) -> u32 {
+        self.geometry.slot_size
+    }
+
+    /// The file descriptor to hand to consumers (memfd or segment file).
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.backing {
+            Backing::Memfd(file) | Backing::NamedFile { file, .. } => Some(file.as_fd()),
+            #[cfg(loom)]
+            Backing::Heap => None,
+        }
+    }
+
+    /// The segment file's path, for the named-file backing.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.backing {
+            Backing::NamedFile { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// The descriptor of `slot`.
+    ///
+    /// # Panics
+    /// If `slot` is out of range: callers check indexes that come from outside the process.
+    pub(crate) fn descriptor(&self, slot: u32) -> &SlotDescriptor {
+        assert!(
+            slot < self.geometry.slot_count,
+            "slot index checked by caller"
+        );
+        match &self.memory {
+            Memory::Mapped(map) => {
+                let offset = HEADER_SIZE as usize + slot as usize * DESCRIPTOR_SIZE as usize;
+                // SAFETY: the geometry was validated against the mapping length, so the 64 bytes
+                // at `offset` lie inside the mapping; the mapping is page-aligned and `offset` is
+                // a multiple of 64, matching SlotDescriptor's alignment. SlotDescriptor is made of
+                // atomics only, so any bit pattern is valid and concurrent writes from other
+                // processes are atomic accesses, not data races. The reference lives no longer
+                // than `self`, which keeps the mapping alive.
+                unsafe { &*map.as_ptr().add(offset).cast::<SlotDescriptor>() }
+            }
+            #[cfg(loom)]
+            Memory::Heap { descriptors, .. } => &descriptors[slot as usize],
+        }
+    }
+
+    /// Start of `slot`'s payload bytes; `slot_size` bytes are valid from there.
+    ///
+    /// Only a raw pointer is handed out: the bytes may be written by other processes, so callers
+    /// copy through it while holding a slot state that forbids honest writers, and re-check the
+    /// state word afterwards.
+    pub(crate) fn payload(&self, slot: u32) -> *mut u8 {
+        assert!(
+            slot < self.geometry.slot_count,
+            "slot index checked by caller"
+        );
+        let offset = slot as usize * self.geometry.slot_size as usize;
+        match &self.memory {
+            // SAFETY: payload_offset + slot_count * slot_size == total_size == mapping length
+            // (validated), so the slot's bytes lie inside the mapping.
+            Memory::Mapped(map) => unsafe {
+                map.as_mut_ptr()
+                    .add(self.geometry.payload_offset as usize + offset)
+            },
+            #[cfg(loom)]
+            Memory::Heap { payload, .. } => payload[offset].get(),
+        }
+    }
+
+    /// Reads one slot's descriptor without taking part in the protocol.
+    pub fn inspect(&self, slot: u32) -> Option<SlotView> {
+        if slot >= self.geometry.slot_count {
+            return None;
+        }
+        let descriptor = self.descriptor(slot);
+        let word = Word(descriptor.state.load(Ordering::Acquire));
+        Some(SlotView {
+            slot,
+            state: word.state(),
+            generation: word.generation(),
+            stamp: descriptor.stamp.load(Ordering::Acquire),
+            owner: Owner {
+                pid: descriptor.owner_pid.load(Ordering::Relaxed),
+                start_time: descriptor.owner_start_time.load(Ordering::Relaxed),
+            },
+            deadline_ns: descriptor.deadline_ns.load(Ordering::Relaxed),
+            len: descriptor.len.load(Ordering::Relaxed),
+            crc: descriptor.crc.load(Ordering::Relaxed),
+        })
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if let Backing::NamedFile {
+            path,
+            remove_on_drop: true,
+            ..
+        } = &self.backing
+            && let Err(error) = std::fs::remove_file(path)
+        {
+            tracing::warn!(path = %path.display(), %error, "could not remove segment file");
+        }
+    }
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("epoch", &format_args!("{:016x}", self.header.epoch))
+            .field("slot_count", &self.geometry.slot_count)
+            .field("slot_size", &self.geometry.slot_size)
+            .field("path", &self.path())
+            .finish_non_exhaustive()
+    }
+}
+
+fn backing_file(backing: &Backing) -> &File {
+    match backing {
+        Backing::Memfd(file) | Backing::NamedFile { file, .. } => file,
+        #[cfg(loom)]
+        Backing::Heap => unreachable!("heap segments are never mapped"),
+    }
+}
+
+fn new_header(geometry: &Geometry, epoch: u64, creator: Owner) -> Header {
+    let created_unix_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64);
+    let mut header = Header {
+        magic: MAGIC,
+        layout_version: LAYOUT_VERSION,
+        header_size: HEADER_SIZE as u32,
+        epoch,
+        created_unix_ns,
+        slot_count: geometry.slot_count,
+        slot_size: geometry.slot_size,
+        descriptors_offset: HEADER_SIZE,
+        payload_offset: geometry.payload_offset,
+        total_size: geometry.total_size,
+        creator_pid: creator.pid,
+        creator_uid: nix::unistd::geteuid().as_raw(),
+        creator_start_time: creator.start_time,
+        header_crc: 0,
+        reserved: [0; 44],
+    };
+    header.header_crc = header.compute_crc();
+    header
+}
+
+/// Checks every header field and all size arithmetic against what the segment really is.
+fn validate_header(header: &Header, mapped_len: u64) -> Result<Geometry, AttachError> {
+    if header.magic != MAGIC {
+        return Err(AttachError::BadMagic {
+            found: header.magic,
+            expected: MAGIC,
+        });
+    }
+    if header.layout_version != LAYOUT_VERSION {
+        return Err(AttachError::VersionMismatch {
+            found: header.layout_version,
+            expected: LAYOUT_VERSION,
+        });
+    }
+    let crc = header.compute_crc();
+    if header.header_crc != crc {
+        return Err(AttachError::HeaderCorrupt {
+            found: header.header_crc,
+            expected: crc,
+        });
+    }
+    let mismatch = |field, found: u64, expected: u64| AttachError::LayoutMismatch {
+        field,
+        found,
+        expected,
+    };
+    if u64::from(header.header_size) != HEADER_SIZE {
+        return Err(mismatch(
+            "header_size",
+            header.header_size.into(),
+            HEADER_SIZE,
+        ));
+    }
+    if header.epoch == 0 {
+        return Err(mismatch("epoch", 0, 1));
+    }
+    let geometry = Geometry::for_slots(header.slot_count, header.slot_size).map_err(|_| {
+        if header.slot_count == 0 || header.slot_count > MAX_SLOT_COUNT {
+            mismatch(
+                "slot_count",
+                header.slot_count.into(),
+                MAX_SLOT_COUNT.into(),
+            )
+        } else {
+            mismatch("slot_size", header.slot_size.into(), MAX_SLOT_SIZE.into())
+        }
+    })?;
+    for (field, found, expected) in [
+        ("descriptors_offset", header.descriptors_offset, HEADER_SIZE),
+        (
+            "payload_offset",
+            header.payload_offset,
+            geometry.payload_offset,
+        ),
+        ("total_size", header.total_size, geometry.total_size),
+    ] {
+        if found != expected {
+            return Err(mismatch(field, found, expected));
+        }
+    }
+    if mapped_len != geometry.total_size {
+        return Err(AttachError::SizeMismatch {
+            found: mapped_len,
+            expected: geometry.total_size,
+        });
+    }
+    Ok(geometry)
+}
+
+/// Reserves the segment's bytes up front, so running out of space fails here with ENOSPC
+/// instead of later with SIGBUS on a page fault.
+fn reserve(file: &File, size: u64) -> Result<(), CreateError> {
+    let len = i64::try_from(size).map_err(|_| CreateError::InvalidConfig("segment too large"))?;
+    match nix::fcntl::posix_fallocate(file, 0, len) {
+        Ok(()) => Ok(()),
+        Err(Errno::ENOSPC) => Err(CreateError::NoSpace { requested: size }),
+        Err(errno) => Err(create_io("posix_fallocate", errno)),
+    }
+}
+
+fn create_io(op: &'static str, errno: Errno) -> CreateError {
+    CreateError::Io {
+        op,
+        source: errno.into(),
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_fits_the_seed_payload_twice() {
+        let config = SegmentConfig::default();
+        assert!(config.slot_size as usize >= 2 * 256_873);
+        assert!(config.slot_count >= 50);
+    }
+
+    #[test]
+    fn geometry_rejects_bad_configs() {
+        assert!(Geometry::for_slots(0, 64).is_err());
+        assert!(Geometry::for_slots(MAX_SLOT_COUNT + 1, 64).is_err());
+        assert!(Geometry::for_slots(1, 0).is_err());
+        assert!(Geometry::for_slots(1, 100).is_err());
+        assert!(Geometry::for_slots(1, MAX_SLOT_SIZE + 64).is_err());
+    }
+
+    #[test]
+    fn geometry_aligns_payload_to_a_page() {
+        let geometry = Geometry::for_slots(3, 128).unwrap();
+        assert_eq!(geometry.payload_offset, 4096);
+        assert_eq!(geometry.total_size, 4096 + 3 * 128);
+        let geometry = Geometry::for_slots(64, 512 * 1024).unwrap();
+        assert_eq!(geometry.payload_offset, 8192);
+    }
+
+    #[test]
+    fn memfd_segment_is_sealed_and_attachable() {
+        let segment = Segment::create(&SegmentConfig {
+            slot_count: 2,
+            slot_size: 4096,
+        })
+        .unwrap();
+        let fd = segment.fd().unwrap().try_clone_to_owned().unwrap();
+        let file = File::from(fd.try_clone().unwrap());
+        assert!(
+            file.set_len(1).is_err(),
+            "shrinking a sealed memfd must fail"
+        );
+        let attached = Segment::attach_fd(fd).unwrap();
+        assert_eq!(attached.epoch(), segment.epoch());
+        assert_eq!(attached.header(), segment.header());
+    }
+
+    #[test]
+    fn two_segments_get_different_epochs() {
+        let config = SegmentConfig {
+            slot_count: 1,
+            slot_size: 64,
+        };
+        let a = Segment::create(&config).unwrap();
+        let b = Segment::create(&config).unwrap();
+        assert_ne!(a.epoch(), b.epoch());
+    }
+}

@@ -1,0 +1,66 @@
+//! A manual clock and simulated processes, for loom models, fuzz targets and tests that need to
+//! pause time, kill a holder or reuse a pid without real processes.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::time::Duration;
+
+use crate::host::{Host, Owner};
+
+/// A [`Host`] whose clock moves only when told to and whose processes die only when killed.
+/// Not part of the protocol, so it uses std types directly, also under loom.
+#[derive(Debug, Default)]
+pub struct ManualHost {
+    now_ns: AtomicU64,
+    dead: Mutex<HashSet<Owner>>,
+}
+
+impl ManualHost {
+    /// Starts the clock at one second, so deadlines computed from it are never zero.
+    pub fn new() -> Self {
+        Self {
+            now_ns: AtomicU64::new(1_000_000_000),
+            dead: Mutex::default(),
+        }
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        self.now_ns.fetch_add(by, SeqCst);
+    }
+
+    /// Marks `owner` dead, as if its process had exited.
+    pub fn kill(&self, owner: Owner) {
+        self.dead
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(owner);
+    }
+
+    /// A simulated process identity; `n` distinguishes processes.
+    pub fn process(n: u32) -> Owner {
+        Owner {
+            pid: 4_000_000 + n,
+            start_time: u64::from(n) + 1,
+        }
+    }
+}
+
+impl Host for ManualHost {
+    fn now_ns(&self) -> u64 {
+        self.now_ns.load(SeqCst)
+    }
+
+    fn is_alive(&self, owner: Owner) -> bool {
+        !self
+            .dead
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&owner)
+    }
+
+    fn sleep(&self, duration: Duration) {
+        self.advance(duration);
+    }
+}
