@@ -65,7 +65,7 @@ impl FromStr for Endpoint {
 }
 
 /// Which endpoints a run hits and how often, e.g. `api,shm` (50/50) or `api=3,shm=1`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointMix {
     weights: Vec<(Endpoint, u32)>,
     total: u32,
@@ -147,6 +147,13 @@ impl FromStr for EndpointMix {
             })
             .collect::<Result<Vec<_>, String>>()?;
         EndpointMix::new(weights)
+    }
+}
+
+/// Serialized in its command-line form, e.g. `"api=1,shm=1"`.
+impl Serialize for EndpointMix {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 

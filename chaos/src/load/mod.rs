@@ -44,9 +44,11 @@ pub struct LoadConfig {
     /// The gateway's base URL, e.g. `http://127.0.0.1:8080`.
     pub target: Url,
     pub model: LoadModel,
+    #[serde(serialize_with = "serialize_seconds")]
     pub duration: Duration,
     pub mix: EndpointMix,
     /// Per request; a request past it is a timeout failure.
+    #[serde(serialize_with = "serialize_seconds")]
     pub timeout: Duration,
     /// The `count` and `seed` query parameters every request carries.
     pub count: u32,
@@ -67,6 +69,14 @@ pub enum LoadError {
     InvalidProfile(String),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+}
+
+/// Durations appear in JSON as seconds, not as serde's `{secs, nanos}` pair.
+pub fn serialize_seconds<S: serde::Serializer>(
+    duration: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(duration.as_secs_f64())
 }
 
 /// Refuses targets outside this machine unless `allow_remote`: a load test aimed at the wrong

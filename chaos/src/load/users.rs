@@ -27,7 +27,9 @@ use super::request::RequestContext;
 /// The pause between a user's requests, drawn uniformly from `min..=max`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct ThinkTime {
+    #[serde(serialize_with = "super::serialize_seconds")]
     pub min: Duration,
+    #[serde(serialize_with = "super::serialize_seconds")]
     pub max: Duration,
 }
 

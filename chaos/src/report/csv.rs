@@ -39,20 +39,36 @@ fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-pub fn write_stats<W: io::Write>(report: &RunReport<'_>, mut out: csv::Writer<W>) -> io::Result<()> {
-    let mut header: Vec<String> = STATS_HEADER.iter().map(|&column| column.to_owned()).collect();
+pub fn write_stats<W: io::Write>(
+    report: &RunReport<'_>,
+    mut out: csv::Writer<W>,
+) -> io::Result<()> {
+    let mut header: Vec<String> = STATS_HEADER
+        .iter()
+        .map(|&column| column.to_owned())
+        .collect();
     header.extend(REPORTED_PERCENTILES.iter().map(|p| format!("{p}%")));
     out.write_record(&header)?;
     let elapsed = report.stats.elapsed;
     for (endpoint, stats) in &report.stats.endpoints {
-        out.write_record(stats_row("GET", endpoint.path(), stats, &stats.summary(elapsed)))?;
+        out.write_record(stats_row(
+            "GET",
+            endpoint.path(),
+            stats,
+            &stats.summary(elapsed),
+        ))?;
     }
     let total = report.stats.total();
     out.write_record(stats_row("", "Aggregated", &total, &total.summary(elapsed)))?;
     out.flush()
 }
 
-fn stats_row(kind: &str, name: &str, stats: &EndpointStats, summary: &LatencySummary) -> Vec<String> {
+fn stats_row(
+    kind: &str,
+    name: &str,
+    stats: &EndpointStats,
+    summary: &LatencySummary,
+) -> Vec<String> {
     let average_size = if stats.requests == 0 {
         0.0
     } else {
@@ -84,7 +100,12 @@ pub fn write_failures<W: io::Write>(
     out.write_record(FAILURES_HEADER)?;
     for (endpoint, stats) in &report.stats.endpoints {
         for (failure, count) in &stats.failures {
-            out.write_record(["GET", endpoint.path(), &failure.to_string(), &count.to_string()])?;
+            out.write_record([
+                "GET",
+                endpoint.path(),
+                &failure.to_string(),
+                &count.to_string(),
+            ])?;
         }
         if stats.corrupt > 0 {
             out.write_record([

@@ -37,11 +37,18 @@ pub fn render(report: &RunReport<'_>) -> Result<String, ChartError> {
                 .enumerate()
                 .filter(|(_, bucket)| bucket.requests > 0)
                 .map(|(second, bucket)| {
-                    (second as f64, ms(bucket.latency.value_at_percentile(percentile)))
+                    (
+                        second as f64,
+                        ms(bucket.latency.value_at_percentile(percentile)),
+                    )
                 })
                 .collect()
         };
-        latency_series.push((format!("{} p50", endpoint.label()), color, percentile_line(50.0)));
+        latency_series.push((
+            format!("{} p50", endpoint.label()),
+            color,
+            percentile_line(50.0),
+        ));
         latency_series.push((
             format!("{} p99", endpoint.label()),
             lighter(color),
@@ -120,7 +127,8 @@ fn line_chart(
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, CHART_SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(|error| failed(error.to_string()))?;
+        root.fill(&WHITE)
+            .map_err(|error| failed(error.to_string()))?;
         let mut context = ChartBuilder::on(&root)
             .caption(caption, ("sans-serif", 20))
             .margin(12)
@@ -137,10 +145,15 @@ fn line_chart(
         for (name, color, points) in series {
             let color = *color;
             context
-                .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    color.stroke_width(2),
+                ))
                 .map_err(|error| failed(error.to_string()))?
                 .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
         }
         context
             .configure_series_labels()

@@ -72,7 +72,9 @@ pub fn render(report: &RunReport<'_>) -> serde_json::Result<String> {
             .stats
             .endpoints
             .iter()
-            .map(|(&endpoint, stats)| endpoint_json(Some(endpoint), endpoint.path(), stats, elapsed))
+            .map(|(&endpoint, stats)| {
+                endpoint_json(Some(endpoint), endpoint.path(), stats, elapsed)
+            })
             .collect(),
         total: endpoint_json(None, "Aggregated", &total, elapsed),
     };

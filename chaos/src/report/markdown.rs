@@ -89,6 +89,11 @@ fn configuration(out: &mut String, report: &RunReport<'_>) {
         "- **Request Timeout**: {}",
         humantime::format_duration(config.timeout)
     );
+    let _ = writeln!(
+        out,
+        "- **Random Seed**: {} (`--rng-seed {}` replays the same think times and endpoint picks)",
+        config.rng_seed, config.rng_seed
+    );
     let _ = writeln!(out, "- **Test Environment**: {}", report.environment);
     let _ = writeln!(out, "- **Machine**: {}", report.machine.describe());
     let _ = writeln!(out, "- **Test Date**: {}", report.date);
@@ -104,8 +109,12 @@ fn throughput(
     total: &LatencySummary,
 ) {
     out.push_str("### Throughput\n\n");
-    out.push_str("| Endpoint | Requests/sec | Total Requests | Seed Requests/sec | Seed Total Requests |\n");
-    out.push_str("|----------|--------------|----------------|-------------------|---------------------|\n");
+    out.push_str(
+        "| Endpoint | Requests/sec | Total Requests | Seed Requests/sec | Seed Total Requests |\n",
+    );
+    out.push_str(
+        "|----------|--------------|----------------|-------------------|---------------------|\n",
+    );
     for (endpoint, _, summary) in rows {
         let seed = seed::seed_figures(*endpoint);
         let _ = writeln!(
@@ -150,9 +159,21 @@ fn response_times(out: &mut String, rows: &[(Endpoint, &EndpointStats, LatencySu
     let metrics: [(&str, Ours, Theirs); 7] = [
         ("Average", |s| s.mean_ms, |s| Some(s.average_ms)),
         ("Median", |s| s.median_ms(), |s| Some(s.median_ms)),
-        ("90th percentile", |s| s.percentile_ms(90.0), |s| Some(s.p90_ms)),
-        ("95th percentile", |s| s.percentile_ms(95.0), |s| Some(s.p95_ms)),
-        ("99th percentile", |s| s.percentile_ms(99.0), |s| s.percentile_ms(99.0)),
+        (
+            "90th percentile",
+            |s| s.percentile_ms(90.0),
+            |s| Some(s.p90_ms),
+        ),
+        (
+            "95th percentile",
+            |s| s.percentile_ms(95.0),
+            |s| Some(s.p95_ms),
+        ),
+        (
+            "99th percentile",
+            |s| s.percentile_ms(99.0),
+            |s| s.percentile_ms(99.0),
+        ),
         ("99.9th percentile", |s| s.percentile_ms(99.9), |_| None),
         ("Maximum", |s| s.max_ms, |s| Some(s.max_ms)),
     ];
@@ -209,7 +230,9 @@ fn failures(out: &mut String, rows: &[(Endpoint, &EndpointStats, LatencySummary)
     if rows.iter().all(|(_, stats, _)| stats.failures.is_empty()) {
         return;
     }
-    out.push_str("### Failures\n\n| Endpoint | Error | Occurrences |\n|----------|-------|-------------|\n");
+    out.push_str(
+        "### Failures\n\n| Endpoint | Error | Occurrences |\n|----------|-------|-------------|\n",
+    );
     for (endpoint, stats, _) in rows {
         for (failure, count) in &stats.failures {
             let _ = writeln!(

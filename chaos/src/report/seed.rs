@@ -36,7 +36,13 @@ pub const SEED_REST: SeedFigures = SeedFigures {
     p90_ms: 18.0,
     p95_ms: 26.0,
     max_ms: 163.0,
-    distribution_ms: [(50.0, 10.0), (75.0, 13.0), (90.0, 18.0), (95.0, 26.0), (99.0, 78.0)],
+    distribution_ms: [
+        (50.0, 10.0),
+        (75.0, 13.0),
+        (90.0, 18.0),
+        (95.0, 26.0),
+        (99.0, 78.0),
+    ],
 };
 
 pub const SEED_SHM: SeedFigures = SeedFigures {
@@ -49,7 +55,13 @@ pub const SEED_SHM: SeedFigures = SeedFigures {
     p90_ms: 19.0,
     p95_ms: 27.0,
     max_ms: 202.0,
-    distribution_ms: [(50.0, 11.0), (75.0, 14.0), (90.0, 19.0), (95.0, 27.0), (99.0, 82.0)],
+    distribution_ms: [
+        (50.0, 11.0),
+        (75.0, 14.0),
+        (90.0, 19.0),
+        (95.0, 27.0),
+        (99.0, 82.0),
+    ],
 };
 
 /// The seed's total row: only throughput and failures are given.
