@@ -32,6 +32,24 @@ pub enum ApiError {
     /// users-service is up but shedding load or shutting down: it answered 503 itself.
     #[error("users-service is temporarily unable to serve: {message}")]
     UpstreamBusy { message: String },
+    /// The payload does not fit in one shared-memory slot.
+    #[error("payload of {len} bytes is larger than a shared-memory slot ({max} bytes)")]
+    TooLargeForSlot { len: usize, max: usize },
+    /// Every slot stayed busy for the claim timeout.
+    #[error("no free shared-memory slot")]
+    SlotsExhausted,
+    /// The gateway has no usable segment (not attachable, wrong layout version...).
+    #[error("shared memory is unavailable")]
+    ShmUnavailable { reason: String },
+    /// The handle no longer names a ready publication (redeemed, reclaimed, other epoch).
+    #[error("shared-memory handle is stale")]
+    ShmStale { reason: String },
+    /// The bytes read did not match the producer's checksum.
+    #[error("shared-memory payload failed verification")]
+    ShmCorrupt { reason: String },
+    /// A failure inside this service that the client cannot act on.
+    #[error("internal error")]
+    Internal { reason: String },
 }
 
 impl ApiError {
@@ -40,19 +58,49 @@ impl ApiError {
             ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::UpstreamUnavailable { .. }
             | ApiError::UpstreamDeadline { .. }
-            | ApiError::UpstreamBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::BadUpstream { .. } => StatusCode::BAD_GATEWAY,
+            | ApiError::UpstreamBusy { .. }
+            | ApiError::SlotsExhausted
+            | ApiError::ShmUnavailable { .. }
+            | ApiError::ShmStale { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadUpstream { .. } | ApiError::ShmCorrupt { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::TooLargeForSlot { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::UpstreamRejected { status, .. } => *status,
         }
     }
 
     fn internal_reason(&self) -> Option<&str> {
         match self {
-            ApiError::UpstreamUnavailable { reason } | ApiError::BadUpstream { reason } => {
-                Some(reason)
-            }
+            ApiError::UpstreamUnavailable { reason }
+            | ApiError::BadUpstream { reason }
+            | ApiError::ShmUnavailable { reason }
+            | ApiError::ShmStale { reason }
+            | ApiError::ShmCorrupt { reason }
+            | ApiError::Internal { reason } => Some(reason),
             _ => None,
         }
+    }
+
+    /// Transient shared-memory failures that one fresh publication may cure.
+    pub fn is_retryable_shm(&self) -> bool {
+        matches!(
+            self,
+            ApiError::ShmStale { .. } | ApiError::ShmCorrupt { .. } | ApiError::UpstreamBusy { .. }
+        )
+    }
+
+    /// Failures of the shared-memory path itself, which `--shm-fallback-to-api` may route around
+    /// (users-service being down is not one: the REST path would fail the same way).
+    pub fn is_shm_failure(&self) -> bool {
+        matches!(
+            self,
+            ApiError::ShmUnavailable { .. }
+                | ApiError::ShmStale { .. }
+                | ApiError::ShmCorrupt { .. }
+                | ApiError::SlotsExhausted
+                | ApiError::TooLargeForSlot { .. }
+                | ApiError::UpstreamBusy { .. }
+        ) || self.status_code() == StatusCode::INSUFFICIENT_STORAGE
     }
 }
 
@@ -60,10 +108,18 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();
         let message = self.to_string();
-        match self.internal_reason() {
-            Some(reason) => tracing::warn!(%status, %message, reason, "request failed"),
-            None if status.is_server_error() => tracing::warn!(%status, %message, "request failed"),
-            None => tracing::debug!(%status, %message, "request refused"),
+        // Losing and regaining users-service is logged once by `Upstream`, not per request.
+        let logged_elsewhere = matches!(
+            self,
+            ApiError::UpstreamUnavailable { .. } | ApiError::UpstreamDeadline { .. }
+        );
+        let reason = self.internal_reason().unwrap_or("");
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(%status, %message, reason, "request failed");
+        } else if status.is_server_error() && !logged_elsewhere {
+            tracing::warn!(%status, %message, reason, "request failed");
+        } else {
+            tracing::debug!(%status, %message, reason, "request refused or failed");
         }
         let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {

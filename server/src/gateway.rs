@@ -1,6 +1,7 @@
 //! The gateway, the front: serves the users body to clients, fetched from users-service over
-//! pooled HTTP (`/api/users-via-api`) or served from a body it serialized once
-//! (`/api/users-cached`, the ceiling for benchmarks). `run` is callable from other crates.
+//! pooled HTTP (`/api/users-via-api`), passed through shared memory with HTTP carrying only the
+//! handle (`/api/users-via-shm`), or served from a body it serialized once (`/api/users-cached`,
+//! the ceiling for benchmarks). `run` is callable from other crates.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,15 +17,16 @@ use reqwest::Url;
 use tower_http::trace::TraceLayer;
 
 use crate::api_error::ApiError;
-use crate::payload::{PayloadCache, Transport};
+use crate::payload::{Payload, PayloadCache, Transport};
 use crate::query::UsersQuery;
 use crate::serve::{CommonArgs, ShutdownSignal, announce, bind, serve_until_signal};
+use crate::shm_consumer::ShmClient;
 use crate::telemetry;
 use crate::upstream::{Upstream, parse_upstream_url};
 
 /// gateway: the front that clients call.
 #[derive(clap::Parser, Clone, Debug)]
-#[command(name = "gateway", version, about)]
+#[command(name = "gateway", version, about, args_override_self = true)]
 pub struct Args {
     /// Address to listen on; port 0 picks a free port (the bound one is printed on stdout).
     #[arg(
@@ -42,6 +44,14 @@ pub struct Args {
     /// Idle keep-alive connections kept open to users-service.
     #[arg(long, env = "SHMBRIDGE_POOL_MAX_IDLE", default_value_t = 64)]
     pub pool_max_idle: usize,
+    /// Abstract socket serving users-service's segment descriptor. Default: ask users-service
+    /// (`GET /shm/segment`) at every attach.
+    #[arg(long, env = "SHMBRIDGE_SHM_SOCKET")]
+    pub shm_socket: Option<String>,
+    /// Serve /api/users-via-shm over the REST path when shared memory fails (marked
+    /// `x-transport: api-fallback` and counted). Off by default so shm failures stay visible.
+    #[arg(long, env = "SHMBRIDGE_SHM_FALLBACK_TO_API")]
+    pub shm_fallback_to_api: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -54,6 +64,8 @@ pub struct AppState {
 
 struct Shared {
     upstream: Upstream,
+    shm: ShmClient,
+    fallback_to_api: bool,
     cached: PayloadCache,
     metrics: PrometheusHandle,
 }
@@ -63,6 +75,8 @@ impl AppState {
         Ok(AppState {
             inner: Arc::new(Shared {
                 upstream: Upstream::new(args.upstream.clone(), args.deadline, args.pool_max_idle)?,
+                shm: ShmClient::new(args.shm_socket.clone()),
+                fallback_to_api: args.shm_fallback_to_api,
                 cached: PayloadCache::default(),
                 metrics: telemetry::metrics_handle(),
             }),
@@ -80,6 +94,7 @@ impl FromRef<AppState> for PrometheusHandle {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/api/users-via-api", get(users_via_api))
+        .route("/api/users-via-shm", get(users_via_shm))
         .route("/api/users-cached", get(users_cached))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -114,6 +129,72 @@ async fn users_via_api(
     Ok(payload.into_response(Transport::Api))
 }
 
+/// `GET /api/users-via-shm`: asks users-service to publish into shared memory, redeems the
+/// handle and verifies the bytes. Stale, corrupt and exhausted slots get one retry; the whole
+/// exchange, retry included, is bounded by the deadline.
+async fn users_via_shm(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = UsersQuery::parse(raw.as_deref())?;
+    let shared = &state.inner;
+    let deadline = shared.upstream.deadline();
+    let outcome = tokio::time::timeout(deadline, fetch_via_shm(shared, query))
+        .await
+        .unwrap_or(Err(ApiError::UpstreamDeadline { deadline }));
+    match outcome {
+        Ok(payload) => {
+            telemetry::record_transport(Transport::Shm);
+            metrics::counter!("payload_bytes_total", "transport" => Transport::Shm.as_str())
+                .increment(payload.bytes.len() as u64);
+            Ok(payload.into_response(Transport::Shm))
+        }
+        Err(error) if shared.fallback_to_api && error.is_shm_failure() => {
+            metrics::counter!("shm_fallbacks_total").increment(1);
+            tracing::debug!(%error, "shared memory failed; serving over the REST path");
+            let payload = shared.upstream.fetch_users(query).await?;
+            telemetry::record_transport(Transport::ApiFallback);
+            metrics::counter!("payload_bytes_total", "transport" => Transport::ApiFallback.as_str())
+                .increment(payload.bytes.len() as u64);
+            Ok(payload.into_response(Transport::ApiFallback))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// One attempt, and one more if the first failed in a way a fresh publication may cure.
+async fn fetch_via_shm(shared: &Shared, query: UsersQuery) -> Result<Payload, ApiError> {
+    match attempt_via_shm(shared, query).await {
+        Err(error) if error.is_retryable_shm() => {
+            metrics::counter!("shm_retries_total").increment(1);
+            tracing::debug!(%error, "retrying once through shared memory");
+            attempt_via_shm(shared, query).await
+        }
+        outcome => outcome,
+    }
+}
+
+async fn attempt_via_shm(shared: &Shared, query: UsersQuery) -> Result<Payload, ApiError> {
+    let upstream = &shared.upstream;
+    shared
+        .shm
+        .attachment(upstream, None, "not attached")
+        .await?;
+    let handle = upstream.publish_users(query).await?;
+    let span = tracing::Span::current();
+    span.record("slot", handle.slot);
+    span.record("generation", handle.generation);
+    let attachment = shared
+        .shm
+        .attachment(upstream, Some(handle.epoch), "producer epoch changed")
+        .await?;
+    let bytes = attachment.redeem(&handle)?;
+    Ok(Payload {
+        bytes: bytes.into(),
+        crc32: handle.crc,
+    })
+}
+
 /// `GET /api/users-cached`: the same body, serialized once per query by the gateway itself; no
 /// users-service involved. The upper bound any transport can reach.
 async fn users_cached(
@@ -133,18 +214,25 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 when users-service answers its health check within the deadline,
-/// 503 with the reason otherwise.
+/// `GET /readyz`: 200 when users-service answers its health check and the gateway is attached
+/// to its current segment (attaching if needed); 503 naming what is wrong otherwise, e.g. a
+/// segment of another layout version.
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.inner.upstream.is_healthy().await {
-        Ok(()) => axum::Json(serde_json::json!({ "ready": true, "upstream": "reachable" }))
-            .into_response(),
-        Err(error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "ready": false, "upstream": error.to_string() })),
-        )
-            .into_response(),
-    }
+    let shared = &state.inner;
+    let upstream = shared.upstream.is_healthy().await;
+    let shm = shared.shm.readiness(&shared.upstream).await;
+    let ready = upstream.is_ok() && shm.is_ok();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "ready": ready,
+        "upstream": upstream.map_or_else(|error| error.to_string(), |()| "reachable".to_owned()),
+        "shm": shm.unwrap_or_else(|problem| problem),
+    });
+    (status, axum::Json(body)).into_response()
 }
 
 #[cfg(test)]
@@ -203,7 +291,11 @@ mod tests {
             over_cap.as_str(),
             "seed=1&seed=2",
         ];
-        for route in ["/api/users-via-api", "/api/users-cached"] {
+        for route in [
+            "/api/users-via-api",
+            "/api/users-via-shm",
+            "/api/users-cached",
+        ] {
             for query in queries {
                 let uri = format!("{route}?{query}");
                 let (status, _, body) = get(gateway_without_upstream().await, &uri).await;

@@ -8,6 +8,8 @@ pub mod gateway;
 pub mod payload;
 pub mod query;
 pub mod serve;
+pub mod shm_consumer;
+pub mod shm_producer;
 pub mod telemetry;
 pub mod upstream;
 pub mod users_service;

@@ -1,7 +1,9 @@
 //! The gateway's view of users-service over HTTP: a pooled keep-alive client, every exchange
-//! bounded by one deadline, and every answer checked (status, content-length, crc32 header)
-//! before its bytes are trusted.
+//! bounded by one deadline, and every answer checked (status, content-length, crc32 header,
+//! handle syntax) before it is trusted.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -11,6 +13,8 @@ use reqwest::Url;
 use crate::api_error::ApiError;
 use crate::payload::{CRC_HEADER, Payload, parse_crc};
 use crate::query::UsersQuery;
+use crate::shm_producer::SegmentInfo;
+use shmbridge::Handle;
 
 /// Largest body accepted from users-service: the `MAX_COUNT` body is ~3.6 MB, so anything past
 /// this is garbage, not data.
@@ -22,6 +26,9 @@ pub struct Upstream {
     client: reqwest::Client,
     base: Url,
     deadline: Duration,
+    /// Whether the last exchange reached users-service, so a loss and a recovery are each
+    /// logged once instead of once per failed request.
+    reachable: Arc<AtomicBool>,
 }
 
 impl Upstream {
@@ -39,6 +46,7 @@ impl Upstream {
             client,
             base,
             deadline,
+            reachable: Arc::new(AtomicBool::new(true)),
         })
     }
 
@@ -52,12 +60,7 @@ impl Upstream {
         self.bounded(async {
             let response = self.client.get(url).send().await.map_err(unreachable)?;
             let response = accept_ok(response).await?;
-            let claimed_crc = response
-                .headers()
-                .get(CRC_HEADER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(parse_crc)
-                .ok_or_else(|| bad_upstream(format!("missing or malformed {CRC_HEADER} header")))?;
+            let claimed_crc = claimed_crc(&response)?;
             let body = read_body(response).await?;
             let payload = Payload::from_bytes(body);
             if payload.crc32 != claimed_crc {
@@ -68,6 +71,44 @@ impl Upstream {
                 )));
             }
             Ok(payload)
+        })
+        .await
+    }
+
+    /// `POST /shm/users` for `query`: users-service publishes into a slot and answers with the
+    /// handle, which must parse and agree with the `x-payload-crc32` header.
+    pub async fn publish_users(&self, query: UsersQuery) -> Result<Handle, ApiError> {
+        let url = self.url("/shm/users", Some(query));
+        self.bounded(async {
+            let response = self.client.post(url).send().await.map_err(unreachable)?;
+            let response = accept_ok(response).await?;
+            let claimed_crc = claimed_crc(&response)?;
+            let body = read_body(response).await?;
+            let text = std::str::from_utf8(&body)
+                .map_err(|_| bad_upstream("handle is not UTF-8".to_owned()))?;
+            let handle: Handle = text
+                .trim()
+                .parse()
+                .map_err(|error| bad_upstream(format!("unparsable handle {text:?}: {error}")))?;
+            if handle.crc != claimed_crc {
+                return Err(bad_upstream(format!(
+                    "handle crc {:08x} differs from the {CRC_HEADER} header {claimed_crc:08x}",
+                    handle.crc
+                )));
+            }
+            Ok(handle)
+        })
+        .await
+    }
+
+    /// `GET /shm/segment`: where users-service serves its segment descriptor.
+    pub async fn segment_info(&self) -> Result<SegmentInfo, ApiError> {
+        let url = self.url("/shm/segment", None);
+        self.bounded(async {
+            let response = self.client.get(url).send().await.map_err(unreachable)?;
+            let body = read_body(accept_ok(response).await?).await?;
+            serde_json::from_slice(&body)
+                .map_err(|error| bad_upstream(format!("unreadable segment info: {error}")))
         })
         .await
     }
@@ -94,15 +135,43 @@ impl Upstream {
         &self,
         exchange: impl Future<Output = Result<T, ApiError>>,
     ) -> Result<T, ApiError> {
-        tokio::time::timeout(self.deadline, exchange)
+        let result = tokio::time::timeout(self.deadline, exchange)
             .await
             .unwrap_or_else(|_| {
                 metrics::counter!("upstream_errors_total", "kind" => "deadline").increment(1);
                 Err(ApiError::UpstreamDeadline {
                     deadline: self.deadline,
                 })
-            })
+            });
+        self.note_reachability(&result);
+        result
     }
+
+    fn note_reachability<T>(&self, result: &Result<T, ApiError>) {
+        match result {
+            Err(
+                error @ (ApiError::UpstreamUnavailable { .. } | ApiError::UpstreamDeadline { .. }),
+            ) => {
+                if self.reachable.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(upstream = %self.base, problem = ?error, "users-service became unreachable");
+                }
+            }
+            _ => {
+                if !self.reachable.swap(true, Ordering::Relaxed) {
+                    tracing::info!(upstream = %self.base, "users-service reachable again");
+                }
+            }
+        }
+    }
+}
+
+fn claimed_crc(response: &reqwest::Response) -> Result<u32, ApiError> {
+    response
+        .headers()
+        .get(CRC_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_crc)
+        .ok_or_else(|| bad_upstream(format!("missing or malformed {CRC_HEADER} header")))
 }
 
 /// Passes a 200 through; turns any other status into the matching gateway error.

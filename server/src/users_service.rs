@@ -1,25 +1,31 @@
-//! users-service, the producer: serves the deterministic users dataset over HTTP (`GET /users`).
-//! `run` is callable from other crates, so a harness can re-execute itself as this service.
+//! users-service, the producer: serves the deterministic users dataset over HTTP (`GET /users`)
+//! and through shared memory (`POST /shm/users` publishes into a slot and answers with the
+//! handle). `run` is callable from other crates, so a harness can re-execute itself as this
+//! service.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
+use std::time::Duration;
+
 use axum::extract::{FromRef, RawQuery, State};
+use axum::http::{HeaderName, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::trace::TraceLayer;
 
 use crate::api_error::ApiError;
-use crate::payload::{Payload, PayloadCache, Transport};
+use crate::payload::{CRC_HEADER, Payload, PayloadCache, Transport, format_crc};
 use crate::query::UsersQuery;
 use crate::serve::{CommonArgs, ShutdownSignal, announce, bind, serve_until_signal};
+use crate::shm_producer::{SegmentInfo, ShmArgs, ShmProducer};
 use crate::telemetry;
 
 /// users-service: the producer of the users dataset.
 #[derive(clap::Parser, Clone, Debug)]
-#[command(name = "users-service", version, about)]
+#[command(name = "users-service", version, about, args_override_self = true)]
 pub struct Args {
     /// Address to listen on; port 0 picks a free port (the bound one is printed on stdout).
     #[arg(long, env = "SHMBRIDGE_USERS_LISTEN", default_value = "127.0.0.1:8081")]
@@ -29,8 +35,13 @@ pub struct Args {
     #[arg(long, env = "SHMBRIDGE_USERS_CACHE")]
     pub cache: bool,
     #[command(flatten)]
+    pub shm: ShmArgs,
+    #[command(flatten)]
     pub common: CommonArgs,
 }
+
+/// How often the reaper looks for slots whose handle was never redeemed.
+const REAP_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -40,17 +51,20 @@ pub struct AppState {
 
 struct Shared {
     cache: Option<PayloadCache>,
+    shm: Arc<ShmProducer>,
     metrics: PrometheusHandle,
 }
 
 impl AppState {
-    pub fn new(args: &Args) -> AppState {
-        AppState {
+    /// Creates the shared-memory segment and starts serving its descriptor.
+    pub fn new(args: &Args) -> anyhow::Result<AppState> {
+        Ok(AppState {
             inner: Arc::new(Shared {
                 cache: args.cache.then(PayloadCache::default),
+                shm: Arc::new(ShmProducer::start(&args.shm)?),
                 metrics: telemetry::metrics_handle(),
             }),
-        }
+        })
     }
 
     /// The body for `query`: serialized now, or taken from the cache under `--cache`.
@@ -72,6 +86,8 @@ impl FromRef<AppState> for PrometheusHandle {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/users", get(get_users))
+        .route("/shm/users", post(publish_users))
+        .route("/shm/segment", get(segment_info))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(telemetry::metrics_endpoint))
@@ -83,8 +99,9 @@ pub fn app(state: AppState) -> Router {
 /// Runs users-service until SIGTERM/Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     telemetry::init_tracing(args.common.log_format);
-    let state = AppState::new(&args);
+    let state = AppState::new(&args)?;
     telemetry::spawn_metrics_upkeep(state.inner.metrics.clone());
+    Arc::clone(&state.inner.shm).spawn_reaper(REAP_INTERVAL);
     let (listener, bound) = bind(args.listen).await?;
     let shutdown = ShutdownSignal::install()?;
     announce(bound)?;
@@ -105,14 +122,50 @@ async fn get_users(
     Ok(payload.into_response(Transport::Api))
 }
 
-/// `GET /healthz`: the process is alive.
-async fn healthz() -> impl IntoResponse {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+/// `POST /shm/users?count=N&seed=S`: serializes into a claimed slot, publishes it, and answers
+/// with the handle in text form (`text/plain`), the producer's crc in `x-payload-crc32`.
+async fn publish_users(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = UsersQuery::parse(raw.as_deref())?;
+    let payload = state.payload(query);
+    let shm = Arc::clone(&state.inner.shm);
+    let len = payload.bytes.len();
+    let handle = tokio::task::spawn_blocking(move || shm.publish(&payload))
+        .await
+        .map_err(|error| ApiError::Internal {
+            reason: format!("publish task failed: {error}"),
+        })??;
+    let span = tracing::Span::current();
+    span.record("slot", handle.slot);
+    span.record("generation", handle.generation);
+    telemetry::record_transport(Transport::Shm);
+    metrics::counter!("payload_bytes_total", "transport" => Transport::Shm.as_str())
+        .increment(len as u64);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
+            (HeaderName::from_static(CRC_HEADER), format_crc(handle.crc)),
+        ],
+        handle.to_string(),
+    )
+        .into_response())
 }
 
-/// `GET /readyz`: ready to serve users.
-async fn readyz() -> impl IntoResponse {
-    axum::Json(serde_json::json!({ "ready": true }))
+/// `GET /shm/segment`: where and what the segment is, for gateways to attach.
+async fn segment_info(State(state): State<AppState>) -> Json<SegmentInfo> {
+    Json(state.inner.shm.info().clone())
+}
+
+/// `GET /healthz`: the process is alive.
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: ready to serve users; the segment exists from start-up on.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    Json(serde_json::json!({ "ready": true, "segment": state.inner.shm.info() }))
 }
 
 #[cfg(test)]
@@ -125,13 +178,29 @@ mod tests {
     use clap::Parser;
     use tower::ServiceExt;
 
+    /// A state with a small segment (4 slots of 64 KiB) unless `extra_args` say otherwise.
+    fn test_state(extra_args: &[&str]) -> AppState {
+        let defaults = ["users-service", "--slot-count", "4", "--slot-size", "65536"];
+        let args = Args::try_parse_from(defaults.iter().chain(extra_args)).unwrap();
+        AppState::new(&args).unwrap()
+    }
+
     fn test_app(extra_args: &[&str]) -> Router {
-        let args = Args::try_parse_from(["users-service"].iter().chain(extra_args)).unwrap();
-        app(AppState::new(&args))
+        app(test_state(extra_args))
     }
 
     async fn get(app: Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, bytes::Bytes) {
-        let request = Request::get(uri).body(Body::empty()).unwrap();
+        send(app, Request::get(uri).body(Body::empty()).unwrap()).await
+    }
+
+    async fn post(app: Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, bytes::Bytes) {
+        send(app, Request::post(uri).body(Body::empty()).unwrap()).await
+    }
+
+    async fn send(
+        app: Router,
+        request: Request<Body>,
+    ) -> (StatusCode, axum::http::HeaderMap, bytes::Bytes) {
         let response = app.oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
@@ -162,6 +231,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn published_handle_redeems_to_the_dataset_bytes() {
+        let state = test_state(&[]);
+        let info = state.inner.shm.info().clone();
+        let (status, headers, body) = post(app(state.clone()), "/shm/users?count=30&seed=8").await;
+        assert_eq!(status, StatusCode::OK);
+        let handle: shmbridge::Handle = std::str::from_utf8(&body).unwrap().parse().unwrap();
+        assert_eq!(headers[CRC_HEADER], format_crc(handle.crc));
+
+        let segment = shmbridge::attach_via_socket(&info.socket, Duration::from_secs(1)).unwrap();
+        let consumer =
+            shmbridge::Consumer::new(Arc::new(segment), shmbridge::ConsumerOptions::default())
+                .unwrap();
+        let bytes = consumer.acquire(&handle).unwrap().copy_out().unwrap();
+        assert_eq!(bytes, users_json(30, 8));
+    }
+
+    #[tokio::test]
+    async fn segment_info_names_the_socket_and_epoch() {
+        let state = test_state(&[]);
+        let expected = state.inner.shm.info().clone();
+        let (status, _, body) = get(app(state), "/shm/segment").await;
+        assert_eq!(status, StatusCode::OK);
+        let info: SegmentInfo = serde_json::from_slice(&body).unwrap();
+        assert_eq!(info, expected);
+        assert_eq!(info.slot_count, 4);
+    }
+
+    #[tokio::test]
+    async fn payload_larger_than_a_slot_is_a_507_not_a_truncated_body() {
+        let (status, _, body) = post(test_app(&[]), "/shm/users?count=1000").await;
+        assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
+        let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let message = error["error"].as_str().unwrap();
+        assert!(
+            message.contains("larger than a shared-memory slot (65536 bytes)"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn exhausted_slots_are_a_503_with_retry_after() {
+        let state = test_state(&["--slot-count", "1", "--claim-timeout", "10ms"]);
+        let (status, _, _) = post(app(state.clone()), "/shm/users?count=1").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, headers, _) = post(app(state), "/shm/users?count=1").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+    }
+
+    #[tokio::test]
     async fn every_bad_query_is_a_400_with_a_json_error() {
         let over_cap = format!("/users?count={}", MAX_COUNT + 1);
         let cases = [
@@ -177,13 +296,19 @@ mod tests {
             (over_cap.as_str(), "is above the maximum of 10000"),
             ("/users?count=1&count=2", "count is given more than once"),
         ];
+        let state = test_state(&[]);
         for (uri, expected) in cases {
-            let (status, headers, body) = get(test_app(&[]), uri).await;
-            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
-            assert_eq!(headers[header::CONTENT_TYPE], "application/json", "{uri}");
-            let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            let message = error["error"].as_str().unwrap();
-            assert!(message.contains(expected), "{uri}: {message}");
+            let shm_uri = uri.replacen("/users", "/shm/users", 1);
+            for (status, headers, body) in [
+                get(app(state.clone()), uri).await,
+                post(app(state.clone()), &shm_uri).await,
+            ] {
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+                assert_eq!(headers[header::CONTENT_TYPE], "application/json", "{uri}");
+                let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let message = error["error"].as_str().unwrap();
+                assert!(message.contains(expected), "{uri}: {message}");
+            }
         }
     }
 

@@ -1,0 +1,227 @@
+//! The gateway's side of shared memory: attaching to users-service's segment through its
+//! descriptor socket, re-attaching when the producer restarts (new epoch) or vanishes, and
+//! redeeming a handle into verified bytes.
+
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use shmbridge::{AcquireError, Consumer, ConsumerOptions, Handle, ReadError, attach_via_socket};
+
+use crate::api_error::ApiError;
+use crate::upstream::Upstream;
+
+/// One attached segment and the consumer redeeming handles against it.
+pub struct Attachment {
+    consumer: Consumer,
+    socket: String,
+}
+
+impl Attachment {
+    pub fn epoch(&self) -> u64 {
+        self.consumer.segment().epoch()
+    }
+
+    /// Redeems `handle`: acquires its slot, copies the bytes out and verifies them against the
+    /// handle's crc32 and length. A handle is redeemable once.
+    pub fn redeem(&self, handle: &Handle) -> Result<Vec<u8>, ApiError> {
+        let guard = self.consumer.acquire(handle).map_err(|error| match error {
+            AcquireError::WrongEpoch { .. } | AcquireError::Stale { .. } => {
+                metrics::counter!("shm_stale_handles_total").increment(1);
+                ApiError::ShmStale {
+                    reason: error.to_string(),
+                }
+            }
+            AcquireError::SlotOutOfRange { .. } | AcquireError::TooLarge { .. } => {
+                ApiError::BadUpstream {
+                    reason: format!("handle does not fit the segment: {error}"),
+                }
+            }
+        })?;
+        let bytes = guard.copy_out().map_err(|error| match error {
+            ReadError::ChecksumMismatch { .. } => {
+                metrics::counter!("checksum_failures_total", "transport" => "shm").increment(1);
+                ApiError::ShmCorrupt {
+                    reason: error.to_string(),
+                }
+            }
+            ReadError::Reclaimed { .. } => {
+                metrics::counter!("shm_stale_handles_total").increment(1);
+                ApiError::ShmStale {
+                    reason: error.to_string(),
+                }
+            }
+        })?;
+        if bytes.len() != handle.len as usize {
+            metrics::counter!("checksum_failures_total", "transport" => "shm").increment(1);
+            return Err(ApiError::ShmCorrupt {
+                reason: format!("read {} bytes, handle says {}", bytes.len(), handle.len),
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+/// The gateway's current attachment, if any, and the last reason it could not attach.
+pub struct ShmClient {
+    /// `--shm-socket`; when absent the name is asked from users-service (`GET /shm/segment`)
+    /// at each attach, so a restarted producer with a new name is found again.
+    configured_socket: Option<String>,
+    attached: RwLock<Option<Arc<Attachment>>>,
+    /// Serializes attaching, so a burst of requests after a restart attaches once.
+    attaching: tokio::sync::Mutex<()>,
+    last_problem: Mutex<Option<String>>,
+}
+
+impl ShmClient {
+    pub fn new(configured_socket: Option<String>) -> ShmClient {
+        ShmClient {
+            configured_socket,
+            attached: RwLock::new(None),
+            attaching: tokio::sync::Mutex::new(()),
+            last_problem: Mutex::new(None),
+        }
+    }
+
+    pub fn current(&self) -> Option<Arc<Attachment>> {
+        self.attached
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Returns an attachment whose epoch is `wanted_epoch` (or any, if `None`), attaching anew
+    /// when the current one does not match. `why` names the trigger in logs and metrics.
+    pub async fn attachment(
+        &self,
+        upstream: &Upstream,
+        wanted_epoch: Option<u64>,
+        why: &'static str,
+    ) -> Result<Arc<Attachment>, ApiError> {
+        let matches = |attachment: &Arc<Attachment>| {
+            wanted_epoch.is_none_or(|epoch| attachment.epoch() == epoch)
+        };
+        if let Some(current) = self.current().filter(matches) {
+            return Ok(current);
+        }
+        let _attaching = self.attaching.lock().await;
+        // Another request may have attached while this one waited.
+        if let Some(current) = self.current().filter(matches) {
+            return Ok(current);
+        }
+        let previous = self.current();
+        match self.attach(upstream).await {
+            Ok(attachment) => {
+                let attachment = Arc::new(attachment);
+                let problem = self
+                    .last_problem
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                match &previous {
+                    Some(old) => {
+                        metrics::counter!("shm_reattaches_total", "reason" => why).increment(1);
+                        tracing::warn!(
+                            reason = why,
+                            old_epoch = format_args!("{:016x}", old.epoch()),
+                            new_epoch = format_args!("{:016x}", attachment.epoch()),
+                            socket = %attachment.socket,
+                            "re-attached to the shared-memory segment"
+                        );
+                    }
+                    None => tracing::info!(
+                        epoch = format_args!("{:016x}", attachment.epoch()),
+                        socket = %attachment.socket,
+                        previous_problem = problem.as_deref(),
+                        "attached to the shared-memory segment"
+                    ),
+                }
+                *self
+                    .attached
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&attachment));
+                if !matches(&attachment) {
+                    return Err(ApiError::ShmStale {
+                        reason: format!(
+                            "handle names epoch {:016x}, users-service now serves {:016x}",
+                            wanted_epoch.unwrap_or_default(),
+                            attachment.epoch()
+                        ),
+                    });
+                }
+                Ok(attachment)
+            }
+            Err(error) => {
+                self.note_problem(&error);
+                Err(error)
+            }
+        }
+    }
+
+    async fn attach(&self, upstream: &Upstream) -> Result<Attachment, ApiError> {
+        let socket = match &self.configured_socket {
+            Some(socket) => socket.clone(),
+            None => upstream.segment_info().await?.socket,
+        };
+        let timeout = upstream.deadline();
+        let name = socket.clone();
+        let segment = tokio::task::spawn_blocking(move || attach_via_socket(&name, timeout))
+            .await
+            .map_err(|error| ApiError::Internal {
+                reason: format!("attach task failed: {error}"),
+            })?
+            .map_err(|error| ApiError::ShmUnavailable {
+                reason: format!("cannot attach via @{socket}: {error}"),
+            })?;
+        let consumer =
+            Consumer::new(Arc::new(segment), ConsumerOptions::default()).map_err(|error| {
+                ApiError::Internal {
+                    reason: format!("cannot create a consumer: {error}"),
+                }
+            })?;
+        Ok(Attachment { consumer, socket })
+    }
+
+    /// Logs an attach failure once per distinct reason, and keeps it for `/readyz`.
+    fn note_problem(&self, error: &ApiError) {
+        let text = describe(error);
+        let mut last = self
+            .last_problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.as_deref() != Some(text.as_str()) {
+            tracing::warn!(problem = %text, "shared memory not attached");
+            *last = Some(text);
+        }
+    }
+
+    /// The shared-memory part of `/readyz`: attaches (or re-attaches to a restarted producer)
+    /// if needed, and says why not when it cannot.
+    pub async fn readiness(&self, upstream: &Upstream) -> Result<String, String> {
+        let wanted_epoch = match &self.configured_socket {
+            Some(_) => None,
+            None => match upstream.segment_info().await {
+                Ok(info) => u64::from_str_radix(&info.epoch, 16).ok(),
+                Err(error) => return Err(describe(&error)),
+            },
+        };
+        match self
+            .attachment(upstream, wanted_epoch, "readiness check")
+            .await
+        {
+            Ok(attachment) => Ok(format!("attached to epoch {:016x}", attachment.epoch())),
+            Err(error) => Err(describe(&error)),
+        }
+    }
+}
+
+/// The client-facing message plus the internal reason, for logs and `/readyz` (an operator
+/// endpoint, where the reason is what the operator needs).
+fn describe(error: &ApiError) -> String {
+    match error {
+        ApiError::ShmUnavailable { reason }
+        | ApiError::ShmStale { reason }
+        | ApiError::UpstreamUnavailable { reason }
+        | ApiError::BadUpstream { reason }
+        | ApiError::Internal { reason } => format!("{error}: {reason}"),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,258 @@
+//! users-service's side of shared memory: the sealed-memfd segment it creates at start-up, the
+//! descriptor server that hands it to gateways over an abstract socket, publishing one payload
+//! into a slot, and the reaper that takes back slots whose handle was never redeemed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use shmbridge::{
+    ClaimError, FdServer, Handle, Producer, ProducerOptions, ReclaimReason, Segment, SegmentConfig,
+};
+
+use crate::api_error::ApiError;
+use crate::payload::Payload;
+
+/// Shared-memory options of users-service.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ShmArgs {
+    /// Slots in the segment: how many payloads can be in flight at once.
+    #[arg(long, env = "SHMBRIDGE_SLOT_COUNT", default_value_t = SegmentConfig::default().slot_count)]
+    pub slot_count: u32,
+    /// Bytes per slot (a multiple of 64); larger payloads are refused with 507.
+    #[arg(long, env = "SHMBRIDGE_SLOT_SIZE", default_value_t = SegmentConfig::default().slot_size)]
+    pub slot_size: u32,
+    /// Abstract Unix socket name that serves the segment descriptor to gateways. Default:
+    /// `shmbridge-users-PID-EPOCH`, announced on `GET /shm/segment`.
+    #[arg(long, env = "SHMBRIDGE_SHM_SOCKET")]
+    pub shm_socket: Option<String>,
+    /// How long a publication waits for a free slot before answering 503.
+    #[arg(long, env = "SHMBRIDGE_CLAIM_TIMEOUT", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub claim_timeout: Duration,
+    /// How long a published slot waits for its gateway before the reaper takes it back.
+    #[arg(long, env = "SHMBRIDGE_READY_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub ready_ttl: Duration,
+}
+
+/// What `GET /shm/segment` tells a gateway so it can attach.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SegmentInfo {
+    /// Abstract socket name (without the leading `@`).
+    pub socket: String,
+    /// The segment instance, as 16 lowercase hex digits (the handle's first field).
+    pub epoch: String,
+    pub layout_version: u32,
+    pub slot_count: u32,
+    pub slot_size: u32,
+}
+
+/// The segment, its descriptor server and the producer writing into it. Dropping it stops the
+/// descriptor server; the memfd disappears with the last mapping, so nothing is left on disk.
+pub struct ShmProducer {
+    producer: Producer,
+    info: SegmentInfo,
+    claim_timeout: Duration,
+    _fd_server: FdServer,
+}
+
+impl ShmProducer {
+    pub fn start(args: &ShmArgs) -> anyhow::Result<ShmProducer> {
+        let config = SegmentConfig {
+            slot_count: args.slot_count,
+            slot_size: args.slot_size,
+        };
+        let segment = Arc::new(Segment::create(&config)?);
+        let epoch = segment.epoch();
+        let socket = args
+            .shm_socket
+            .clone()
+            .unwrap_or_else(|| format!("shmbridge-users-{}-{epoch:016x}", std::process::id()));
+        let fd_server = FdServer::spawn(Arc::clone(&segment), &socket).map_err(|error| {
+            anyhow::anyhow!("cannot serve the segment on abstract socket @{socket}: {error}")
+        })?;
+        let options = ProducerOptions {
+            ready_ttl: args.ready_ttl,
+            ..ProducerOptions::default()
+        };
+        let producer = Producer::new(segment, options)?;
+        let info = SegmentInfo {
+            socket,
+            epoch: format!("{epoch:016x}"),
+            layout_version: shmbridge::layout::LAYOUT_VERSION,
+            slot_count: config.slot_count,
+            slot_size: config.slot_size,
+        };
+        tracing::info!(
+            socket = %info.socket,
+            epoch = %info.epoch,
+            slot_count = info.slot_count,
+            slot_size = info.slot_size,
+            "shared-memory segment created"
+        );
+        Ok(ShmProducer {
+            producer,
+            info,
+            claim_timeout: args.claim_timeout,
+            _fd_server: fd_server,
+        })
+    }
+
+    pub fn info(&self) -> &SegmentInfo {
+        &self.info
+    }
+
+    /// Claims a slot, copies `payload` in and publishes it. Blocks for up to the claim timeout
+    /// when every slot is busy, so call it off the async workers.
+    pub fn publish(&self, payload: &Payload) -> Result<Handle, ApiError> {
+        let mut slot = self
+            .producer
+            .claim(payload.bytes.len(), self.claim_timeout)
+            .map_err(|error| match error {
+                ClaimError::TooLarge { len, max } => ApiError::TooLargeForSlot { len, max },
+                ClaimError::Exhausted { .. } => ApiError::SlotsExhausted,
+            })?;
+        // A failed write (the reaper took the slot) drops the guard, which frees the slot.
+        std::io::Write::write_all(&mut slot, &payload.bytes).map_err(|error| {
+            ApiError::ShmStale {
+                reason: format!("writing the slot failed: {error}"),
+            }
+        })?;
+        let handle = slot.publish().map_err(|error| ApiError::ShmStale {
+            reason: error.to_string(),
+        })?;
+        if handle.crc != payload.crc32 || handle.len as usize != payload.bytes.len() {
+            return Err(ApiError::Internal {
+                reason: format!(
+                    "slot holds {} bytes with crc {:08x}, payload was {} bytes with crc {:08x}",
+                    handle.len,
+                    handle.crc,
+                    payload.bytes.len(),
+                    payload.crc32
+                ),
+            });
+        }
+        Ok(handle)
+    }
+
+    /// Runs one reaper pass and exports slot and reclaim metrics.
+    pub fn reap_and_report(&self) {
+        let reclaimed = self.producer.reap();
+        if reclaimed.total() > 0 {
+            tracing::info!(
+                total = reclaimed.total(),
+                ttl_expired = reclaimed.get(ReclaimReason::TtlExpired),
+                dead_owner = reclaimed.get(ReclaimReason::DeadOwner),
+                "reclaimed slots"
+            );
+        }
+        let stats = self.producer.stats();
+        let slots = stats.slots;
+        for (state, count) in [
+            ("free", slots.free),
+            ("writing", slots.writing),
+            ("ready", slots.ready),
+            ("reading", slots.reading),
+            ("unknown", slots.unknown),
+        ] {
+            metrics::gauge!("shm_slots", "state" => state).set(f64::from(count));
+        }
+        for reason in ReclaimReason::ALL {
+            metrics::counter!("shm_reclaims_total", "reason" => reason.as_str())
+                .absolute(stats.reclaims.get(reason));
+        }
+        metrics::counter!("shm_claims_exhausted_total").absolute(stats.claims_exhausted);
+    }
+
+    /// Reaps every `interval` until the runtime stops; this is what makes unredeemed slots
+    /// come back after their TTL even when no claim is waiting for them.
+    pub fn spawn_reaper(self: Arc<Self>, interval: Duration) {
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let producer = Arc::clone(&self);
+                if let Err(error) =
+                    tokio::task::spawn_blocking(move || producer.reap_and_report()).await
+                {
+                    tracing::error!(%error, "reaper pass failed");
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::UsersQuery;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        shm: ShmArgs,
+    }
+
+    fn small_producer(extra: &[&str]) -> ShmProducer {
+        let args = [
+            "test",
+            "--slot-count",
+            "2",
+            "--slot-size",
+            "65536",
+            "--claim-timeout",
+            "20ms",
+        ];
+        let cli = Cli::try_parse_from(args.iter().chain(extra)).unwrap();
+        ShmProducer::start(&cli.shm).unwrap()
+    }
+
+    #[test]
+    fn publish_returns_a_handle_with_the_payload_crc_and_len() {
+        let producer = small_producer(&[]);
+        let payload = Payload::generate(UsersQuery { count: 20, seed: 1 });
+        let handle = producer.publish(&payload).unwrap();
+        assert_eq!(handle.crc, payload.crc32);
+        assert_eq!(handle.len as usize, payload.bytes.len());
+        assert_eq!(format!("{:016x}", handle.epoch), producer.info().epoch);
+    }
+
+    #[test]
+    fn too_large_and_exhausted_are_typed_errors() {
+        let producer = small_producer(&[]);
+        let big = Payload::generate(UsersQuery {
+            count: 400,
+            seed: 1,
+        });
+        assert!(matches!(
+            producer.publish(&big),
+            Err(ApiError::TooLargeForSlot { .. })
+        ));
+        let small = Payload::generate(UsersQuery { count: 1, seed: 1 });
+        producer.publish(&small).unwrap();
+        producer.publish(&small).unwrap();
+        assert!(matches!(
+            producer.publish(&small),
+            Err(ApiError::SlotsExhausted)
+        ));
+    }
+
+    #[test]
+    fn unredeemed_slots_come_back_after_the_ttl() {
+        let producer = small_producer(&["--ready-ttl", "10ms"]);
+        let small = Payload::generate(UsersQuery { count: 1, seed: 1 });
+        producer.publish(&small).unwrap();
+        producer.publish(&small).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        producer.reap_and_report();
+        producer.publish(&small).unwrap();
+    }
+
+    #[test]
+    fn socket_names_are_unique_per_segment() {
+        let first = small_producer(&[]);
+        let second = small_producer(&[]);
+        assert_ne!(first.info().socket, second.info().socket);
+    }
+}

@@ -1,0 +1,53 @@
+//! In-process helpers for the gateway tests: a users-service (real or fake) served on an
+//! ephemeral loopback port inside the test's runtime, and a gateway router pointed at it.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use bytes::Bytes;
+use clap::Parser;
+use shmbridge_server::{gateway, users_service};
+use tower::ServiceExt;
+
+/// Serves `router` on 127.0.0.1:0 until the test's runtime ends; returns its base URL.
+pub async fn serve_in_background(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{address}")
+}
+
+/// A real users-service (small segment: 8 slots of 512 KiB) on an ephemeral port.
+pub async fn users_service(extra: &[&str]) -> String {
+    let defaults = ["users-service", "--slot-count", "8"];
+    let args = users_service::Args::try_parse_from(defaults.iter().chain(extra)).unwrap();
+    let state = users_service::AppState::new(&args).unwrap();
+    serve_in_background(users_service::app(state)).await
+}
+
+/// A gateway router for `upstream` with `extra` flags.
+pub fn gateway(upstream: &str, extra: &[&str]) -> Router {
+    let defaults = ["gateway", "--upstream", upstream];
+    let args = gateway::Args::try_parse_from(defaults.iter().chain(extra)).unwrap();
+    gateway::app(gateway::AppState::new(&args).unwrap())
+}
+
+pub async fn get(app: &Router, uri: &str) -> (StatusCode, HeaderMap, Bytes) {
+    let request = Request::get(uri).body(Body::empty()).unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), 16 << 20)
+        .await
+        .unwrap();
+    (status, headers, body)
+}
+
+pub fn error_message(body: &Bytes) -> String {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap();
+    value["error"].as_str().unwrap().to_owned()
+}

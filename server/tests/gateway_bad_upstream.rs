@@ -1,0 +1,206 @@
+//! The gateway against fake users-services that misbehave: every failure is a bounded, clean
+//! HTTP error (502 for a bad answer, 503 + Retry-After for slow or absent), never a 200 with
+//! bytes that differ from what was published.
+
+mod common;
+
+use std::io::Write;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get as get_route, post};
+use axum::{Json, Router};
+use clap::Parser;
+use common::{error_message, gateway, get, serve_in_background, users_service};
+use shmbridge::Handle;
+use shmbridge_server::payload::{Payload, format_crc};
+use shmbridge_server::query::UsersQuery;
+use shmbridge_server::shm_producer::{ShmArgs, ShmProducer};
+
+fn users_reply(
+    headers: &[(&'static str, &'static str)],
+    body: &'static str,
+) -> (HeaderMap, &'static str) {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(*name, value.parse().unwrap());
+    }
+    (map, body)
+}
+
+#[tokio::test]
+async fn body_that_disagrees_with_its_crc_is_a_502() {
+    let fake = Router::new().route(
+        "/users",
+        get_route(|| async { users_reply(&[("x-payload-crc32", "00000000")], "[]") }),
+    );
+    let gateway = gateway(&serve_in_background(fake).await, &[]);
+    let (status, _, body) = get(&gateway, "/api/users-via-api").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(error_message(&body), "users-service sent an invalid answer");
+}
+
+#[tokio::test]
+async fn body_without_a_crc_header_is_a_502() {
+    let fake = Router::new().route("/users", get_route(|| async { "[]" }));
+    let gateway = gateway(&serve_in_background(fake).await, &[]);
+    let (status, _, _) = get(&gateway, "/api/users-via-api").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
+async fn upstream_server_error_is_a_502() {
+    let fake = Router::new().route(
+        "/users",
+        get_route(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
+    );
+    let gateway = gateway(&serve_in_background(fake).await, &[]);
+    let (status, _, _) = get(&gateway, "/api/users-via-api").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+}
+
+/// A fake users-service with a real segment whose `POST /shm/users` publishes the true
+/// payload but answers with `tamper(handle)` instead of the handle itself. Returns its URL and
+/// its descriptor socket name.
+async fn shm_upstream_answering(
+    tamper: fn(Handle, &Mutex<Option<Handle>>) -> Handle,
+) -> (String, String) {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        shm: ShmArgs,
+    }
+    let cli = Cli::try_parse_from(["fake", "--slot-count", "4"]).unwrap();
+    let producer = Arc::new(ShmProducer::start(&cli.shm).unwrap());
+    let info = producer.info().clone();
+    let socket = info.socket.clone();
+    let first = Arc::new(Mutex::new(None));
+    let publish = move || {
+        let producer = Arc::clone(&producer);
+        let first = Arc::clone(&first);
+        async move {
+            let payload = Payload::generate(UsersQuery::default());
+            let handle = tamper(producer.publish(&payload).unwrap(), &first);
+            let mut headers = HeaderMap::new();
+            headers.insert("x-payload-crc32", format_crc(handle.crc).parse().unwrap());
+            (headers, handle.to_string())
+        }
+    };
+    let fake = Router::new()
+        .route("/shm/users", post(publish))
+        .route("/shm/segment", get_route(move || async move { Json(info) }))
+        .route("/users", get_route(|| async { StatusCode::NOT_FOUND }));
+    (serve_in_background(fake).await, socket)
+}
+
+#[tokio::test]
+async fn handle_with_a_wrong_crc_is_a_502_after_one_retry() {
+    let (upstream, _) = shm_upstream_answering(|handle, _| Handle {
+        crc: handle.crc ^ 1,
+        ..handle
+    })
+    .await;
+    let gateway = gateway(&upstream, &[]);
+    let (status, _, body) = get(&gateway, "/api/users-via-shm").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        error_message(&body),
+        "shared-memory payload failed verification"
+    );
+    let (_, _, metrics) = get(&gateway, "/metrics").await;
+    let metrics = String::from_utf8(metrics.to_vec()).unwrap();
+    assert!(
+        metrics.contains(r#"checksum_failures_total{transport="shm"}"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("shm_retries_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn handle_redeemed_before_is_stale_and_a_503() {
+    // Always answers with the first handle it published: redeemable once, stale after.
+    let (upstream, _) =
+        shm_upstream_answering(|handle, first| *first.lock().unwrap().get_or_insert(handle)).await;
+    let gateway = gateway(&upstream, &[]);
+    let (status, _, _) = get(&gateway, "/api/users-via-shm").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, headers, body) = get(&gateway, "/api/users-via-shm").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(error_message(&body), "shared-memory handle is stale");
+}
+
+#[tokio::test]
+async fn unparsable_handle_is_a_502() {
+    // Attach through an honest fake's segment, then ask a garbage fake for handles.
+    let (_honest, socket) = shm_upstream_answering(|handle, _| handle).await;
+    let garbage = Router::new().route(
+        "/shm/users",
+        post(|| async { users_reply(&[("x-payload-crc32", "00000000")], "not-a-handle") }),
+    );
+    let gateway = gateway(
+        &serve_in_background(garbage).await,
+        &["--shm-socket", &socket],
+    );
+    let (status, _, body) = get(&gateway, "/api/users-via-shm").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(error_message(&body), "users-service sent an invalid answer");
+}
+
+#[tokio::test]
+async fn slow_upstream_is_a_503_within_the_deadline() {
+    let fake = Router::new().route(
+        "/users",
+        get_route(|| async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            "[]"
+        }),
+    );
+    let gateway = gateway(&serve_in_background(fake).await, &["--deadline", "300ms"]);
+    let started = Instant::now();
+    let (status, headers, body) = get(&gateway, "/api/users-via-api").await;
+    let elapsed = started.elapsed();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(
+        error_message(&body),
+        "users-service did not answer within 300ms"
+    );
+    assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+}
+
+/// A descriptor server speaking another layout version: the greeting says version 2.
+fn serve_wrong_layout_version(name: &str, connections: usize) {
+    let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(name).unwrap()).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(connections) {
+            let mut stream = stream.unwrap();
+            let mut greeting = b"SHMB".to_vec();
+            greeting.extend_from_slice(&2_u32.to_le_bytes());
+            let _ = stream.write_all(&greeting);
+        }
+    });
+}
+
+#[tokio::test]
+async fn segment_of_another_layout_version_is_refused_and_reported() {
+    let socket = format!("shmbridge-test-v2-{}", std::process::id());
+    serve_wrong_layout_version(&socket, 2);
+    let upstream = users_service(&[]).await;
+    let gateway = gateway(&upstream, &["--shm-socket", &socket]);
+
+    let (status, _, body) = get(&gateway, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let readiness: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let shm = readiness["shm"].as_str().unwrap();
+    assert!(shm.contains("layout version 2, expected 1"), "{shm}");
+    assert_eq!(readiness["upstream"], "reachable");
+
+    let (status, _, body) = get(&gateway, "/api/users-via-shm").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_message(&body), "shared memory is unavailable");
+}

@@ -1,0 +1,123 @@
+//! The gateway against a real in-process users-service: both transports return the same
+//! verified bytes, shm failures surface (or fall back only when asked), metrics move.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{error_message, gateway, get, users_service};
+use shmbridge_server::dataset::{DEFAULT_COUNT, DEFAULT_SEED, users_json};
+use shmbridge_server::payload::{CRC_HEADER, TRANSPORT_HEADER, format_crc};
+
+#[tokio::test]
+async fn both_transports_return_identical_verified_bodies() {
+    let upstream = users_service(&[]).await;
+    let gateway = gateway(&upstream, &[]);
+    let queries = [
+        (DEFAULT_COUNT, DEFAULT_SEED),
+        (0, 1),
+        (1, 2),
+        (250, 99),
+        (1200, u64::MAX),
+    ];
+    for (count, seed) in queries {
+        let expected = users_json(count, seed);
+        for (route, transport) in [("/api/users-via-api", "api"), ("/api/users-via-shm", "shm")] {
+            let uri = format!("{route}?count={count}&seed={seed}");
+            let (status, headers, body) = get(&gateway, &uri).await;
+            assert_eq!(status, StatusCode::OK, "{uri}");
+            assert!(body == expected, "{uri}: body differs from the dataset");
+            assert_eq!(
+                headers[CRC_HEADER],
+                format_crc(crc32fast::hash(&body)),
+                "{uri}"
+            );
+            assert_eq!(headers[TRANSPORT_HEADER], transport, "{uri}");
+            assert_eq!(headers["content-length"], body.len().to_string(), "{uri}");
+        }
+    }
+    let (status, _, body) = get(&gateway, "/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+}
+
+#[tokio::test]
+async fn default_body_has_the_seed_report_size_on_both_routes() {
+    let upstream = users_service(&[]).await;
+    let gateway = gateway(&upstream, &[]);
+    for route in [
+        "/api/users-via-api",
+        "/api/users-via-shm",
+        "/api/users-cached",
+    ] {
+        let (status, _, body) = get(&gateway, route).await;
+        assert_eq!(status, StatusCode::OK, "{route}");
+        assert_eq!(body.len(), 256_873, "{route}");
+    }
+}
+
+#[tokio::test]
+async fn payload_larger_than_a_slot_is_a_507_on_shm_only() {
+    let upstream = users_service(&["--slot-size", "65536"]).await;
+    let gateway = gateway(&upstream, &[]);
+    let (status, _, body) = get(&gateway, "/api/users-via-shm?count=1000").await;
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
+    assert!(error_message(&body).contains("larger than a shared-memory slot"));
+    let (status, _, _) = get(&gateway, "/api/users-via-api?count=1000").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unattachable_segment_is_a_503_unless_fallback_is_on() {
+    let upstream = users_service(&[]).await;
+    let socket = format!("shmbridge-test-nobody-{}", std::process::id());
+
+    let strict = gateway(&upstream, &["--shm-socket", &socket]);
+    let (status, headers, body) = get(&strict, "/api/users-via-shm").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(error_message(&body), "shared memory is unavailable");
+    let (status, _, body) = get(&strict, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let readiness: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        readiness["shm"].as_str().unwrap().contains(&socket),
+        "{readiness}"
+    );
+
+    let lenient = gateway(
+        &upstream,
+        &["--shm-socket", &socket, "--shm-fallback-to-api"],
+    );
+    let (status, headers, body) = get(&lenient, "/api/users-via-shm?count=5&seed=6").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[TRANSPORT_HEADER], "api-fallback");
+    assert_eq!(body, users_json(5, 6));
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let upstream = users_service(&[]).await;
+    let gateway = gateway(&upstream, &[]);
+    get(&gateway, "/api/users-via-shm?count=3").await;
+    get(&gateway, "/api/users-via-api?count=oops").await;
+    let (status, headers, body) = get(&gateway, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(
+        text.contains(r#"http_requests_total{route="/api/users-via-shm",status="200"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"http_requests_total{route="/api/users-via-api",status="400"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+}
