@@ -16,8 +16,9 @@ use shmbridge_server::dataset::users_json;
 use shmbridge_server::{gateway, users_service};
 use url::Url;
 
-/// Exit status when the run completed but at least one body was corrupt.
-const EXIT_CORRUPT: u8 = 2;
+/// Exit status when the run completed but at least one body was corrupt (1 is an error, 2 a
+/// usage error from clap).
+const EXIT_CORRUPT: u8 = 3;
 /// Exit status after Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -32,9 +33,9 @@ struct Cli {
 enum Command {
     /// The main job: start users-service and gateway on ephemeral ports, run the seed's load
     /// test (50 users, 10/s, 2 minutes) against both endpoints and print the report beside the
-    /// seed's figures. Exits 2 if any body was corrupt.
+    /// seed's figures. Exits 3 if any body was corrupt.
     Compare(CompareArgs),
-    /// Load a running gateway and print the report. Exits 2 if any body was corrupt.
+    /// Load a running gateway and print the report. Exits 3 if any body was corrupt.
     Load(LoadArgs),
     #[command(name = compare::SERVE_USERS_SERVICE, hide = true)]
     ServeUsersService(users_service::Args),

@@ -58,6 +58,14 @@ pub async fn run(args: &CompareArgs) -> Result<u64, CompareError> {
             .arg(subcommand)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra);
+        // The services read SHMBRIDGE_* settings from the environment; a stray one (e.g.
+        // SHMBRIDGE_SHM_FALLBACK_TO_API, which would hide shm failures) must not change the
+        // comparison, so the children get only the flags given here.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("SHMBRIDGE_") {
+                command.env_remove(name);
+            }
+        }
         // Per-request info logs from two services would only fill pipes; keep warnings.
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "warn");

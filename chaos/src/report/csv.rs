@@ -118,3 +118,42 @@ pub fn write_failures<W: io::Write>(
     }
     out.flush()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixture;
+
+    #[test]
+    fn stats_csv_has_locusts_columns_and_an_aggregated_row() {
+        let (config, stats) = (fixture::config(), fixture::stats());
+        let report = RunReport::new(&config, &stats, 100, "test".into());
+        let mut buffer = Vec::new();
+        write_stats(&report, csv::Writer::from_writer(&mut buffer)).unwrap();
+        let text = String::from_utf8(buffer).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,\
+             Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,\
+             50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%"
+        );
+        assert_eq!(
+            lines[1],
+            "GET,/api/users-via-api,4,1,2.00,2.50,1.00,4.00,100.00,2.000000,0.500000,\
+             2.00,3.00,3.00,4.00,4.00,4.00,4.00,4.00,4.00,4.00,4.00"
+        );
+        assert!(lines[3].starts_with(",Aggregated,6,1,"));
+    }
+
+    #[test]
+    fn failures_csv_lists_failures_and_corruption() {
+        let (config, stats) = (fixture::config(), fixture::stats());
+        let report = RunReport::new(&config, &stats, 100, "test".into());
+        let mut buffer = Vec::new();
+        write_failures(&report, csv::Writer::from_writer(&mut buffer)).unwrap();
+        let text = String::from_utf8(buffer).unwrap();
+        assert!(text.contains("GET,/api/users-via-api,HTTP 503: Service Unavailable,1"));
+        assert!(text.contains("GET,/api/users-via-shm,CORRUPT: "));
+    }
+}

@@ -139,7 +139,10 @@ fn line_chart(
         let mut mesh = context.configure_mesh();
         mesh.x_desc(x_description).y_desc(y_description);
         if let Some(formatter) = x_label {
-            mesh.x_label_formatter(formatter);
+            // One label per whole "nine" (0%, 90%, 99%, ...): the distribution's x range
+            // always ends on a whole nine.
+            mesh.x_labels(x_max as usize + 1)
+                .x_label_formatter(formatter);
         }
         mesh.draw().map_err(|error| failed(error.to_string()))?;
         for (name, color, points) in series {
@@ -167,13 +170,13 @@ fn line_chart(
     Ok(svg)
 }
 
-/// (nines, latency ms) points from p0 up to 99.99%, or to the last percentile the sample
-/// count can resolve.
+/// (nines, latency ms) points from p0 up to 99.99%, or to the last whole nine the sample
+/// count can resolve (1,000 samples resolve 99.9%).
 fn distribution_points(latency: &Histogram<u64>) -> Vec<(f64, f64)> {
     if latency.is_empty() {
         return Vec::new();
     }
-    let resolvable = (latency.len() as f64).log10().clamp(1.0, MAX_NINES);
+    let resolvable = (latency.len() as f64).log10().floor().clamp(1.0, MAX_NINES);
     (0..=DISTRIBUTION_POINTS)
         .map(|step| {
             let nines = resolvable * f64::from(step) / f64::from(DISTRIBUTION_POINTS);

@@ -286,3 +286,40 @@ fn distribution(out: &mut String, rows: &[(Endpoint, &EndpointStats, LatencySumm
 fn seed_value(seed: Option<&SeedFigures>, figure: impl Fn(&SeedFigures) -> String) -> String {
     seed.map_or(NO_SEED_FIGURE.to_owned(), figure)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixture;
+
+    #[test]
+    fn tables_show_ours_beside_the_seeds() {
+        let (config, stats) = (fixture::config(), fixture::stats());
+        let report = RunReport::new(&config, &stats, 256_873, "test".into());
+        let text = render(&report);
+        // 4 requests in 2 s; the seed's 12.39 req/s and 1,471 requests beside them.
+        assert!(
+            text.contains("| REST API | 2.00 | 4 | 12.39 | 1,471 |"),
+            "{text}"
+        );
+        assert!(text.contains("| **Total** | **3.00** | **6** | **24.65** | **2,926** |"));
+        // mean of 1, 2, 3, 4 ms; the seed's 13 and 14 ms averages.
+        assert!(
+            text.contains("| Average | 2.50 | 1.00 | 13 | 14 |"),
+            "{text}"
+        );
+        assert!(text.contains("| 99.9th percentile | 4.00 | 1.00 | — | — |"));
+        // 1 failure of 4, corrupt counted apart from failures.
+        assert!(
+            text.contains("| REST API | 4 | 1 | 25.00% | 0 | 5 | 0.34% |"),
+            "{text}"
+        );
+        assert!(text.contains("| Shared Memory | 2 | 0 | 0.00% | 1 | 70 | 4.81% |"));
+        assert!(text.contains("| REST API | HTTP 503: Service Unavailable | 1 |"));
+        assert!(
+            text.contains("/api/users-via-shm: first differing offset 7 (expected 0x61, got 0x62)")
+        );
+        assert!(text.contains("| 75% of requests | ≤ 3.00ms | ≤ 13ms |"));
+        assert!(text.contains("- **Payload Size**: 256,873 bytes (count=708, seed=28"));
+    }
+}

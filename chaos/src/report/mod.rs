@@ -63,6 +63,78 @@ pub fn thousands(value: u64) -> String {
     grouped
 }
 
+/// A small run with hand-picked numbers, shared by the report formats' tests.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use std::time::Duration;
+
+    use crate::load::endpoint::{Endpoint, EndpointMix};
+    use crate::load::stats::{EndpointStats, Failure, FailureClass, Outcome, RunStats};
+    use crate::load::users::{ThinkTime, UsersProfile};
+    use crate::load::verify::Corruption;
+    use crate::load::{LoadConfig, LoadModel};
+
+    pub fn config() -> LoadConfig {
+        LoadConfig {
+            target: "http://127.0.0.1:8080".parse().unwrap(),
+            model: LoadModel::Users(UsersProfile {
+                users: 50,
+                spawn_rate: 10.0,
+                think: ThinkTime::SEED,
+            }),
+            duration: Duration::from_secs(120),
+            mix: EndpointMix::default(),
+            timeout: Duration::from_secs(5),
+            count: 708,
+            seed: 28,
+            rng_seed: 42,
+        }
+    }
+
+    /// api: 4 requests of 1, 2, 3, 4 ms, one a 503. shm: 2 requests of 1 ms, one corrupt.
+    /// Elapsed 2 s.
+    pub fn stats() -> RunStats {
+        let mut api = EndpointStats::default();
+        for ms in 1..=4 {
+            let outcome = if ms == 4 {
+                Outcome::Failed(Failure {
+                    class: FailureClass::Status(503),
+                    detail: "Service Unavailable".into(),
+                })
+            } else {
+                Outcome::Verified
+            };
+            api.record(Duration::ZERO, Duration::from_millis(ms), 100, &outcome);
+        }
+        let mut shm = EndpointStats::default();
+        shm.record(
+            Duration::ZERO,
+            Duration::from_millis(1),
+            100,
+            &Outcome::Verified,
+        );
+        let corruption = Corruption::Bytes {
+            first_differing_offset: 7,
+            expected_byte: Some(b'a'),
+            actual_byte: Some(b'b'),
+            expected_len: 100,
+            actual_len: 100,
+            expected_crc: 1,
+            actual_crc: 2,
+        };
+        shm.record(
+            Duration::from_secs(1),
+            Duration::from_millis(1),
+            100,
+            &Outcome::Corrupt(Box::new(corruption)),
+        );
+        RunStats {
+            endpoints: [(Endpoint::Api, api), (Endpoint::Shm, shm)].into(),
+            elapsed: Duration::from_secs(2),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
