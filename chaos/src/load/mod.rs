@@ -189,7 +189,7 @@ pub async fn run(
             }
         }
     };
-    tokio::pin!(work);
+    let mut work = Box::pin(work);
     let mut ticker = tokio::time::interval(progress.interval());
     ticker.tick().await;
     let mut shown = LiveSnapshot::default();
@@ -204,6 +204,8 @@ pub async fn run(
         }
     }
     progress.finish();
+    // The finished future still owns its recorder handle until dropped.
+    drop(work);
     let recorder = Arc::into_inner(recorder)
         .expect("every user and request task has finished and dropped its recorder handle");
     Ok(recorder.finish())

@@ -10,6 +10,9 @@ pub struct MachineInfo {
     pub logical_cores: usize,
     pub memory_gib: Option<f64>,
     pub kernel: String,
+    /// The 1-minute load average when the report was written: it includes this run's own load,
+    /// and anything above it says other work shared the CPUs.
+    pub load_average: Option<f64>,
 }
 
 impl MachineInfo {
@@ -24,6 +27,9 @@ impl MachineInfo {
             kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map(|release| format!("Linux {}", release.trim()))
                 .unwrap_or_else(|_| std::env::consts::OS.into()),
+            load_average: fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|text| load_average(&text)),
         }
     }
 
@@ -32,8 +38,12 @@ impl MachineInfo {
             .memory_gib
             .map(|gib| format!(", {gib:.0} GiB RAM"))
             .unwrap_or_default();
+        let load = self
+            .load_average
+            .map(|load| format!("; 1-minute load average {load:.2} at the end of the run"))
+            .unwrap_or_default();
         format!(
-            "{}, {} logical cores{memory}, {}",
+            "{}, {} logical cores{memory}, {}{load}",
             self.cpu_model, self.logical_cores, self.kernel
         )
     }
@@ -52,6 +62,10 @@ fn memory_gib(meminfo: &str) -> Option<f64> {
     Some(kib / (1024.0 * 1024.0))
 }
 
+fn load_average(loadavg: &str) -> Option<f64> {
+    loadavg.split_whitespace().next()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +78,7 @@ mod tests {
         let meminfo = "MemTotal:       25165824 kB\nMemFree: 1 kB\n";
         assert_eq!(memory_gib(meminfo), Some(24.0));
         assert_eq!(memory_gib(""), None);
+        assert_eq!(load_average("3.75 5.04 4.25 1/81 20917\n"), Some(3.75));
+        assert_eq!(load_average(""), None);
     }
 }
