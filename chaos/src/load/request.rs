@@ -80,38 +80,14 @@ impl RequestContext {
         };
         match tokio::time::timeout_at(deadline, self.fetch(url.clone())).await {
             Err(_elapsed) => failed(FailureClass::Timeout, String::new(), 0),
-            Ok(Err(completed)) => completed,
-            Ok(Ok((status, crc_header, body))) => {
-                let body_bytes = body.len() as u64;
-                if status != StatusCode::OK {
-                    return failed(
-                        FailureClass::Status(status.as_u16()),
-                        status_reason(status),
-                        body_bytes,
-                    );
-                }
-                let outcome =
-                    match self
-                        .checker
-                        .check(self.count, self.seed, &body, crc_header.as_deref())
-                    {
-                        Verdict::Verified => Outcome::Verified,
-                        Verdict::Corrupt(corruption) => Outcome::Corrupt(Box::new(corruption)),
-                        Verdict::BadHeader(reason) => Outcome::Failed(Failure {
-                            class: FailureClass::Body,
-                            detail: reason,
-                        }),
-                    };
-                Completed {
-                    outcome,
-                    body_bytes,
-                }
-            }
+            Ok(Ok(completed) | Err(completed)) => completed,
         }
     }
 
-    async fn fetch(&self, url: Url) -> Result<(StatusCode, Option<String>, Vec<u8>), Completed> {
-        let response = self.client.get(url).send().await.map_err(|error| {
+    /// Sends the request and verifies the body as it streams in. `Err` carries a failure
+    /// so that `?` ends the request at the first problem.
+    async fn fetch(&self, url: Url) -> Result<Completed, Completed> {
+        let mut response = self.client.get(url).send().await.map_err(|error| {
             let class = if error.is_timeout() {
                 FailureClass::Timeout
             } else {
@@ -120,6 +96,16 @@ impl RequestContext {
             failed(class, root_cause(&error), 0)
         })?;
         let status = response.status();
+        if status != StatusCode::OK {
+            // The error body is read only to count its bytes; its text may hold slot numbers
+            // or offsets, which would split one failure kind into many rows.
+            let body_bytes = response.bytes().await.map_or(0, |body| body.len() as u64);
+            return Err(failed(
+                FailureClass::Status(status.as_u16()),
+                status_reason(status),
+                body_bytes,
+            ));
+        }
         let crc_header = match response.headers().get(CRC_HEADER) {
             None => None,
             Some(value) => Some(
@@ -131,11 +117,27 @@ impl RequestContext {
                     .to_owned(),
             ),
         };
-        let body = response
-            .bytes()
+        let mut verification = self.checker.start(self.count, self.seed);
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|error| failed(FailureClass::Body, root_cause(&error), 0))?;
-        Ok((status, crc_header, Vec::from(body)))
+            .map_err(|error| failed(FailureClass::Body, root_cause(&error), 0))?
+        {
+            verification.update(&chunk);
+        }
+        let body_bytes = verification.received() as u64;
+        let outcome = match verification.finish(crc_header.as_deref()) {
+            Verdict::Verified => Outcome::Verified,
+            Verdict::Corrupt(corruption) => Outcome::Corrupt(Box::new(corruption)),
+            Verdict::BadHeader(reason) => Outcome::Failed(Failure {
+                class: FailureClass::Body,
+                detail: reason,
+            }),
+        };
+        Ok(Completed {
+            outcome,
+            body_bytes,
+        })
     }
 }
 

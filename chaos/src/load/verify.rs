@@ -124,18 +124,80 @@ impl BodyChecker {
             .clone()
     }
 
-    /// Checks a 200 body and the raw value of its checksum header.
+    /// Starts verifying a body that will arrive in chunks.
+    pub fn start(&self, count: u32, seed: u64) -> BodyVerification {
+        BodyVerification {
+            expected: self.expected(count, seed),
+            received: 0,
+            first_difference: None,
+            crc: crc32fast::Hasher::new(),
+        }
+    }
+
+    /// Checks a whole 200 body and the raw value of its checksum header.
     pub fn check(&self, count: u32, seed: u64, body: &[u8], crc_header: Option<&str>) -> Verdict {
-        let expected = self.expected(count, seed);
-        if let Some(offset) = first_differing_offset(&expected.bytes, body) {
+        let mut verification = self.start(count, seed);
+        verification.update(body);
+        verification.finish(crc_header)
+    }
+}
+
+/// One body being verified as it streams in: each chunk is compared with the expected bytes at
+/// its offset and then dropped, so a 250 KB body is never buffered or copied.
+pub struct BodyVerification {
+    expected: Arc<ExpectedBody>,
+    received: usize,
+    /// (offset, expected byte, actual byte) of the first difference seen.
+    first_difference: Option<(usize, Option<u8>, Option<u8>)>,
+    /// Of the received bytes, for the corruption report (cheaper than one copy of the body).
+    crc: crc32fast::Hasher,
+}
+
+impl BodyVerification {
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.crc.update(chunk);
+        if self.first_difference.is_none() {
+            let expected_rest = self.expected.bytes.get(self.received..).unwrap_or_default();
+            let overlap = chunk.len().min(expected_rest.len());
+            let differing = first_differing_offset(&expected_rest[..overlap], &chunk[..overlap])
+                .or((chunk.len() > overlap).then_some(overlap));
+            if let Some(index) = differing {
+                self.first_difference = Some((
+                    self.received + index,
+                    expected_rest.get(index).copied(),
+                    chunk.get(index).copied(),
+                ));
+            }
+        }
+        self.received += chunk.len();
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> usize {
+        self.received
+    }
+
+    /// The verdict once the body has ended, given the raw value of its checksum header.
+    pub fn finish(self, crc_header: Option<&str>) -> Verdict {
+        let expected = &self.expected;
+        let first_difference = self.first_difference.or_else(|| {
+            (self.received < expected.bytes.len()).then(|| {
+                (
+                    self.received,
+                    expected.bytes.get(self.received).copied(),
+                    None,
+                )
+            })
+        });
+        if let Some((offset, expected_byte, actual_byte)) = first_difference {
             return Verdict::Corrupt(Corruption::Bytes {
                 first_differing_offset: offset,
-                expected_byte: expected.bytes.get(offset).copied(),
-                actual_byte: body.get(offset).copied(),
+                expected_byte,
+                actual_byte,
                 expected_len: expected.bytes.len(),
-                actual_len: body.len(),
+                actual_len: self.received,
                 expected_crc: expected.crc,
-                actual_crc: crc32fast::hash(body),
+                actual_crc: self.crc.finalize(),
             });
         }
         let Some(header) = crc_header else {
@@ -280,6 +342,55 @@ mod tests {
             checker.expected(2, 2);
         }
         assert_eq!(calls.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn chunked_verification_finds_differences_across_chunk_boundaries() {
+        let checker = BodyChecker::new(payload);
+        let expected = payload(10, 5);
+        let header = header_for(&expected);
+        let verdict_in_chunks = |body: &[u8], chunk: usize| {
+            let mut verification = checker.start(10, 5);
+            for piece in body.chunks(chunk) {
+                verification.update(piece);
+            }
+            assert_eq!(verification.received(), body.len());
+            verification.finish(Some(&header))
+        };
+        for chunk in [1, 7, 4096, 20_000] {
+            assert_eq!(verdict_in_chunks(&expected, chunk), Verdict::Verified);
+            let mut flipped = expected.clone();
+            flipped[4_097] ^= 0x80;
+            assert_eq!(
+                verdict_in_chunks(&flipped, chunk),
+                checker.check(10, 5, &flipped, Some(&header)),
+            );
+            let Verdict::Corrupt(Corruption::Bytes {
+                first_differing_offset,
+                actual_crc,
+                ..
+            }) = verdict_in_chunks(&flipped, chunk)
+            else {
+                panic!("flipped byte not found with {chunk}-byte chunks");
+            };
+            assert_eq!(first_differing_offset, 4_097);
+            assert_eq!(actual_crc, crc32fast::hash(&flipped));
+            let mut longer = expected.clone();
+            longer.extend_from_slice(b"tail");
+            let Verdict::Corrupt(Corruption::Bytes {
+                first_differing_offset,
+                expected_byte,
+                actual_byte,
+                ..
+            }) = verdict_in_chunks(&longer, chunk)
+            else {
+                panic!("trailing bytes not found with {chunk}-byte chunks");
+            };
+            assert_eq!(
+                (first_differing_offset, expected_byte, actual_byte),
+                (10_000, None, Some(b't'))
+            );
+        }
     }
 
     #[test]
