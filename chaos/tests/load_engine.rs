@@ -15,10 +15,11 @@ use axum::routing::get;
 use shmbridge_chaos::load::endpoint::{Endpoint, EndpointMix};
 use shmbridge_chaos::load::open_loop::OpenLoopProfile;
 use shmbridge_chaos::load::progress::Progress;
-use shmbridge_chaos::load::stats::{FailureClass, RunStats};
+use shmbridge_chaos::load::recorder::{RequestObserver, RequestRecord};
+use shmbridge_chaos::load::stats::{FailureClass, Outcome, RunStats};
 use shmbridge_chaos::load::users::{ThinkTime, UsersProfile};
 use shmbridge_chaos::load::verify::{BodyChecker, Corruption};
-use shmbridge_chaos::load::{LoadConfig, LoadModel, run};
+use shmbridge_chaos::load::{LoadConfig, LoadModel, run, run_observed};
 use tokio::time::Instant;
 
 fn test_body(count: u32, seed: u64) -> Vec<u8> {
@@ -152,6 +153,45 @@ async fn healthy_server_gives_only_verified_bodies_on_both_endpoints() {
     }
     assert_eq!(stats.corrupt(), 0);
     assert!(stats.elapsed >= Duration::from_secs(1));
+}
+
+/// Collects (endpoint, verified?) for every request it is shown.
+#[derive(Default)]
+struct Collect(std::sync::Mutex<Vec<(Endpoint, bool)>>);
+
+impl RequestObserver for Collect {
+    fn observe(&self, request: &RequestRecord<'_>) {
+        let verified = matches!(request.outcome, Outcome::Verified);
+        self.0.lock().unwrap().push((request.endpoint, verified));
+    }
+}
+
+#[tokio::test]
+async fn observer_sees_every_request() {
+    let address = start_server(ShmFault::Status(StatusCode::BAD_GATEWAY)).await;
+    let collect = Arc::new(Collect::default());
+    let stats = run_observed(
+        &config(
+            address,
+            capacity_users(2),
+            Duration::from_millis(300),
+            "api,shm",
+        ),
+        Arc::new(BodyChecker::new(test_body)),
+        Progress::quiet(),
+        Some(collect.clone()),
+    )
+    .await
+    .unwrap();
+    let seen = collect.0.lock().unwrap();
+    assert_eq!(seen.len() as u64, stats.total().requests);
+    let verified = seen.iter().filter(|(_, verified)| *verified).count() as u64;
+    assert_eq!(verified, stats.endpoints[&Endpoint::Api].verified);
+    assert!(
+        seen.iter()
+            .filter(|(_, verified)| !verified)
+            .all(|(endpoint, _)| *endpoint == Endpoint::Shm)
+    );
 }
 
 #[tokio::test]

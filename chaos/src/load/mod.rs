@@ -22,7 +22,7 @@ use url::{Host, Url};
 use endpoint::EndpointMix;
 use open_loop::OpenLoopProfile;
 use progress::Progress;
-use recorder::{LiveSnapshot, Recorder};
+use recorder::{LiveSnapshot, Recorder, RequestObserver};
 use request::RequestContext;
 use stats::RunStats;
 use users::UsersProfile;
@@ -137,11 +137,22 @@ impl LoadConfig {
 }
 
 /// Runs `config` to completion and returns what it measured. Every request ends by its
-/// deadline, so the run ends at most `timeout` after `duration`.
+/// deadline, so the run ends at most `timeout` after `duration`. Dropping the future stops
+/// the run: its user and request tasks are aborted with it.
 pub async fn run(
     config: &LoadConfig,
     checker: Arc<BodyChecker>,
     progress: Progress,
+) -> Result<RunStats, LoadError> {
+    run_observed(config, checker, progress, None).await
+}
+
+/// `run`, also passing every completed request to `observer`.
+pub async fn run_observed(
+    config: &LoadConfig,
+    checker: Arc<BodyChecker>,
+    progress: Progress,
+    observer: Option<Arc<dyn RequestObserver>>,
 ) -> Result<RunStats, LoadError> {
     config.validate()?;
     let endpoints = config.mix.endpoints();
@@ -157,7 +168,12 @@ pub async fn run(
     )?);
     let started = Instant::now();
     let end = started + config.duration;
-    let recorder = Arc::new(Recorder::new(started, &endpoints, progress.clone()));
+    let recorder = Arc::new(Recorder::new(
+        started,
+        &endpoints,
+        progress.clone(),
+        observer,
+    ));
     let work = {
         let recorder = recorder.clone();
         async move {

@@ -2,8 +2,8 @@
 //! plus lock-free live counters that the progress display polls.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -18,6 +18,23 @@ pub struct Recorder {
     stats: Mutex<BTreeMap<Endpoint, EndpointStats>>,
     live: LiveCounters,
     progress: Progress,
+    observer: Option<Arc<dyn RequestObserver>>,
+}
+
+/// Sees every request as it completes, for callers that need more than the totals (the chaos
+/// harness times recovery after each fault from these). Called on the request's task: keep
+/// it short and non-blocking.
+pub trait RequestObserver: Send + Sync {
+    fn observe(&self, request: &RequestRecord<'_>);
+}
+
+/// One completed request.
+pub struct RequestRecord<'a> {
+    pub endpoint: Endpoint,
+    /// When the request was sent (closed loop) or scheduled (open loop).
+    pub due: Instant,
+    pub latency: Duration,
+    pub outcome: &'a Outcome,
 }
 
 /// Running totals for the progress display.
@@ -40,7 +57,12 @@ pub struct LiveSnapshot {
 }
 
 impl Recorder {
-    pub fn new(started: Instant, endpoints: &[Endpoint], progress: Progress) -> Self {
+    pub fn new(
+        started: Instant,
+        endpoints: &[Endpoint],
+        progress: Progress,
+        observer: Option<Arc<dyn RequestObserver>>,
+    ) -> Self {
         Recorder {
             started,
             stats: Mutex::new(
@@ -51,6 +73,7 @@ impl Recorder {
             ),
             live: LiveCounters::default(),
             progress,
+            observer,
         }
     }
 
@@ -81,6 +104,14 @@ impl Recorder {
                     started_after.as_secs_f64()
                 ));
             }
+        }
+        if let Some(observer) = &self.observer {
+            observer.observe(&RequestRecord {
+                endpoint,
+                due,
+                latency,
+                outcome: &completed.outcome,
+            });
         }
         let mut stats = self
             .stats
