@@ -47,6 +47,11 @@ pub enum ServiceError {
     },
     #[error("{name} printed an unreadable address line {line:?}")]
     BadAnnouncement { name: &'static str, line: String },
+    #[error("cannot build the HTTP client that polls {name}'s /readyz: {source}")]
+    ReadyClient {
+        name: &'static str,
+        source: reqwest::Error,
+    },
     #[error("cannot stop {name}: {source}")]
     Stop {
         name: &'static str,
@@ -147,9 +152,9 @@ impl ServiceProcess {
         let client = reqwest::Client::builder()
             .no_proxy()
             .build()
-            .map_err(|error| ServiceError::Spawn {
+            .map_err(|source| ServiceError::ReadyClient {
                 name: self.name,
-                source: io::Error::other(error),
+                source,
             })?;
         let url = self
             .base_url()

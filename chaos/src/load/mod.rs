@@ -71,6 +71,17 @@ pub enum LoadError {
     Client(#[from] reqwest::Error),
 }
 
+/// What the request generators (users, open loop) share during one run.
+struct Generator {
+    /// No request starts at or after this instant.
+    end: Instant,
+    timeout: Duration,
+    mix: EndpointMix,
+    rng_seed: u64,
+    context: RequestContext,
+    recorder: Arc<Recorder>,
+}
+
 /// Durations appear in JSON as seconds, not as serde's `{secs, nanos}` pair.
 pub fn serialize_seconds<S: serde::Serializer>(
     duration: &Duration,
@@ -158,51 +169,33 @@ pub async fn run_observed(
     let endpoints = config.mix.endpoints();
     // Generate the expected body before the clock starts, so the first request is not slower.
     checker.expected(config.count, config.seed);
-    let context = Arc::new(RequestContext::new(
+    let context = RequestContext::new(
         &config.target,
         &endpoints,
         config.count,
         config.seed,
         config.max_connections(),
         checker,
-    )?);
+    )?;
     let started = Instant::now();
-    let end = started + config.duration;
     let recorder = Arc::new(Recorder::new(
         started,
         &endpoints,
         progress.clone(),
         observer,
     ));
-    let work = {
-        let recorder = recorder.clone();
-        async move {
-            match config.model {
-                LoadModel::Users(profile) => {
-                    users::run_users(
-                        profile,
-                        end,
-                        config.timeout,
-                        &config.mix,
-                        config.rng_seed,
-                        context,
-                        recorder,
-                    )
-                    .await
-                }
-                LoadModel::OpenLoop(profile) => {
-                    open_loop::run_open_loop(
-                        profile,
-                        end,
-                        config.timeout,
-                        &config.mix,
-                        config.rng_seed,
-                        context,
-                        recorder,
-                    )
-                    .await
-                }
-            }
+    let generator = Arc::new(Generator {
+        end: started + config.duration,
+        timeout: config.timeout,
+        mix: config.mix.clone(),
+        rng_seed: config.rng_seed,
+        context,
+        recorder: recorder.clone(),
+    });
+    let work = async move {
+        match config.model {
+            LoadModel::Users(profile) => users::run_users(profile, generator).await,
+            LoadModel::OpenLoop(profile) => open_loop::run_open_loop(profile, generator).await,
         }
     };
     let mut work = Box::pin(work);

@@ -16,11 +16,9 @@ use rand::rngs::StdRng;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
-use super::endpoint::EndpointMix;
-use super::recorder::Recorder;
-use super::request::{Completed, RequestContext};
+use super::Generator;
+use super::request::Completed;
 use super::stats::{Failure, FailureClass, Outcome};
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -31,32 +29,24 @@ pub struct OpenLoopProfile {
     pub connections: u32,
 }
 
-pub(super) async fn run_open_loop(
-    profile: OpenLoopProfile,
-    end: Instant,
-    timeout: Duration,
-    mix: &EndpointMix,
-    rng_seed: u64,
-    context: Arc<RequestContext>,
-    recorder: Arc<Recorder>,
-) {
-    let start = recorder.started();
+pub(super) async fn run_open_loop(profile: OpenLoopProfile, generator: Arc<Generator>) {
+    let start = generator.recorder.started();
     let slots = Arc::new(Semaphore::new(profile.connections as usize));
-    let mut rng = StdRng::seed_from_u64(rng_seed);
+    let mut rng = StdRng::seed_from_u64(generator.rng_seed);
     let mut in_flight = JoinSet::new();
     for index in 0u64.. {
         // Computed from the index, not accumulated, so rounding never drifts the schedule.
         let scheduled = start + Duration::from_secs_f64(index as f64 / profile.rate);
-        if scheduled >= end {
+        if scheduled >= generator.end {
             break;
         }
         tokio::time::sleep_until(scheduled).await;
-        let endpoint = mix.pick(&mut rng);
-        let (context, recorder, slots) = (context.clone(), recorder.clone(), slots.clone());
+        let endpoint = generator.mix.pick(&mut rng);
+        let (generator, slots) = (generator.clone(), slots.clone());
         in_flight.spawn(async move {
-            let deadline = scheduled + timeout;
+            let deadline = scheduled + generator.timeout;
             let completed = match tokio::time::timeout_at(deadline, slots.acquire_owned()).await {
-                Ok(Ok(_slot)) => context.execute(endpoint, deadline).await,
+                Ok(Ok(_slot)) => generator.context.execute(endpoint, deadline).await,
                 Ok(Err(_closed)) => unreachable!("the semaphore is never closed"),
                 Err(_elapsed) => Completed {
                     outcome: Outcome::Failed(Failure {
@@ -66,7 +56,7 @@ pub(super) async fn run_open_loop(
                     body_bytes: 0,
                 },
             };
-            recorder.record(endpoint, scheduled, &completed);
+            generator.recorder.record(endpoint, scheduled, &completed);
         });
         while in_flight.try_join_next().is_some() {}
     }

@@ -20,9 +20,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::endpoint::EndpointMix;
-use super::recorder::Recorder;
-use super::request::RequestContext;
+use super::Generator;
 
 /// The pause between a user's requests, drawn uniformly from `min..=max`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -106,58 +104,38 @@ pub struct UsersProfile {
     pub think: ThinkTime,
 }
 
-/// Runs the users until `end`; requests in flight at `end` finish (bounded by `timeout`).
-pub(super) async fn run_users(
-    profile: UsersProfile,
-    end: Instant,
-    timeout: Duration,
-    mix: &EndpointMix,
-    rng_seed: u64,
-    context: Arc<RequestContext>,
-    recorder: Arc<Recorder>,
-) {
+/// Runs the users until the generator's end; requests in flight then finish (bounded by the
+/// timeout).
+pub(super) async fn run_users(profile: UsersProfile, generator: Arc<Generator>) {
     let spawn_interval = Duration::from_secs_f64(1.0 / profile.spawn_rate);
-    let first_start = recorder.started();
+    let first_start = generator.recorder.started();
     let mut users = JoinSet::new();
     for user in 0..profile.users {
         let start = first_start + spawn_interval * user;
-        if start >= end {
+        if start >= generator.end {
             break;
         }
         tokio::time::sleep_until(start).await;
-        let rng = StdRng::seed_from_u64(rng_seed.wrapping_add(u64::from(user)));
-        users.spawn(run_one_user(
-            profile.think,
-            end,
-            timeout,
-            mix.clone(),
-            rng,
-            context.clone(),
-            recorder.clone(),
-        ));
+        let rng = StdRng::seed_from_u64(generator.rng_seed.wrapping_add(u64::from(user)));
+        users.spawn(run_one_user(profile.think, rng, generator.clone()));
     }
     while users.join_next().await.is_some() {}
 }
 
-async fn run_one_user(
-    think: ThinkTime,
-    end: Instant,
-    timeout: Duration,
-    mix: EndpointMix,
-    mut rng: StdRng,
-    context: Arc<RequestContext>,
-    recorder: Arc<Recorder>,
-) {
-    let active = &recorder.live().active_users;
+async fn run_one_user(think: ThinkTime, mut rng: StdRng, generator: Arc<Generator>) {
+    let active = &generator.recorder.live().active_users;
     active.fetch_add(1, Ordering::Relaxed);
-    while Instant::now() < end {
-        let endpoint = mix.pick(&mut rng);
+    while Instant::now() < generator.end {
+        let endpoint = generator.mix.pick(&mut rng);
         let sent = Instant::now();
-        let completed = context.execute(endpoint, sent + timeout).await;
-        recorder.record(endpoint, sent, &completed);
+        let completed = generator
+            .context
+            .execute(endpoint, sent + generator.timeout)
+            .await;
+        generator.recorder.record(endpoint, sent, &completed);
         let pause = think.sample(&mut rng);
         if !pause.is_zero() {
-            tokio::time::sleep_until((Instant::now() + pause).min(end)).await;
+            tokio::time::sleep_until((Instant::now() + pause).min(generator.end)).await;
         }
     }
     active.fetch_sub(1, Ordering::Relaxed);
