@@ -108,10 +108,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();
         let message = self.to_string();
-        // Losing and regaining users-service is logged once by `Upstream`, not per request.
+        // Losing and regaining users-service is logged once by `Upstream`, not per request; a
+        // payload too large for a slot is the client's choice of count, not a fault here.
         let logged_elsewhere = matches!(
             self,
-            ApiError::UpstreamUnavailable { .. } | ApiError::UpstreamDeadline { .. }
+            ApiError::UpstreamUnavailable { .. }
+                | ApiError::UpstreamDeadline { .. }
+                | ApiError::TooLargeForSlot { .. }
+                | ApiError::UpstreamRejected { .. }
         );
         let reason = self.internal_reason().unwrap_or("");
         if status == StatusCode::INTERNAL_SERVER_ERROR {

@@ -14,11 +14,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use reqwest::Url;
-use tower_http::trace::TraceLayer;
 
 use crate::api_error::ApiError;
-use crate::payload::{Payload, PayloadCache, Transport};
+use crate::payload::{Payload, Transport};
 use crate::query::UsersQuery;
+use crate::query_cache::QueryCache;
 use crate::serve::{CommonArgs, ShutdownSignal, announce, bind, serve_until_signal};
 use crate::shm_consumer::ShmClient;
 use crate::telemetry;
@@ -26,7 +26,12 @@ use crate::upstream::{Upstream, parse_upstream_url};
 
 /// gateway: the front that clients call.
 #[derive(clap::Parser, Clone, Debug)]
-#[command(name = "gateway", version, about, args_override_self = true)]
+#[command(
+    name = "gateway",
+    version,
+    about = "The front: serves the users JSON over REST, shared memory, or a cached body",
+    args_override_self = true
+)]
 pub struct Args {
     /// Address to listen on; port 0 picks a free port (the bound one is printed on stdout).
     #[arg(
@@ -66,7 +71,7 @@ struct Shared {
     upstream: Upstream,
     shm: ShmClient,
     fallback_to_api: bool,
-    cached: PayloadCache,
+    cached: QueryCache<Payload>,
     metrics: PrometheusHandle,
 }
 
@@ -77,7 +82,7 @@ impl AppState {
                 upstream: Upstream::new(args.upstream.clone(), args.deadline, args.pool_max_idle)?,
                 shm: ShmClient::new(args.shm_socket.clone()),
                 fallback_to_api: args.shm_fallback_to_api,
-                cached: PayloadCache::default(),
+                cached: QueryCache::default(),
                 metrics: telemetry::metrics_handle(),
             }),
         })
@@ -100,7 +105,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(telemetry::metrics_endpoint))
         .route_layer(axum::middleware::from_fn(telemetry::track_requests))
-        .layer(TraceLayer::new_for_http().make_span_with(telemetry::request_span))
+        .layer(telemetry::trace_layer())
         .with_state(state)
 }
 
@@ -178,7 +183,7 @@ async fn attempt_via_shm(shared: &Shared, query: UsersQuery) -> Result<Payload, 
     let upstream = &shared.upstream;
     shared
         .shm
-        .attachment(upstream, None, "not attached")
+        .attachment(upstream, None, "not_attached")
         .await?;
     let handle = upstream.publish_users(query).await?;
     let span = tracing::Span::current();
@@ -186,7 +191,7 @@ async fn attempt_via_shm(shared: &Shared, query: UsersQuery) -> Result<Payload, 
     span.record("generation", handle.generation);
     let attachment = shared
         .shm
-        .attachment(upstream, Some(handle.epoch), "producer epoch changed")
+        .attachment(upstream, Some(handle.epoch), "epoch_changed")
         .await?;
     let bytes = attachment.redeem(&handle)?;
     Ok(Payload {
@@ -202,7 +207,10 @@ async fn users_cached(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = UsersQuery::parse(raw.as_deref())?;
-    let payload = state.inner.cached.get_or_generate(query);
+    let payload = state
+        .inner
+        .cached
+        .get_or_insert_with(query, || Payload::generate(query));
     telemetry::record_transport(Transport::Cached);
     metrics::counter!("payload_bytes_total", "transport" => Transport::Cached.as_str())
         .increment(payload.bytes.len() as u64);
@@ -216,11 +224,20 @@ async fn healthz() -> impl IntoResponse {
 
 /// `GET /readyz`: 200 when users-service answers its health check and the gateway is attached
 /// to its current segment (attaching if needed); 503 naming what is wrong otherwise, e.g. a
-/// segment of another layout version.
+/// segment of another layout version. Answers within twice the deadline.
 async fn readyz(State(state): State<AppState>) -> Response {
     let shared = &state.inner;
     let upstream = shared.upstream.is_healthy().await;
-    let shm = shared.shm.readiness(&shared.upstream).await;
+    // Each exchange inside is bounded already; this bounds the sum (discovery + attach).
+    let deadline = shared.upstream.deadline();
+    let shm = tokio::time::timeout(deadline, shared.shm.readiness(&shared.upstream))
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "shared-memory check took longer than {}",
+                humantime::format_duration(deadline)
+            ))
+        });
     let ready = upstream.is_ok() && shm.is_ok();
     let status = if ready {
         StatusCode::OK

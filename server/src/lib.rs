@@ -7,6 +7,7 @@ pub mod dataset;
 pub mod gateway;
 pub mod payload;
 pub mod query;
+pub mod query_cache;
 pub mod serve;
 pub mod shm_consumer;
 pub mod shm_producer;

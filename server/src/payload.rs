@@ -1,16 +1,13 @@
-//! A users body together with its producer-computed crc32, how it is turned into an HTTP response
-//! (the headers every users endpoint sets), and the small cache behind `--cache` and
-//! `/api/users-cached`.
+//! A users body together with its producer-computed crc32, and how it is turned into an HTTP
+//! response (the headers every users endpoint sets).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use crate::dataset::users_json;
+use crate::dataset::{User, users_json};
 use crate::query::UsersQuery;
 
 /// Header carrying the producer's crc32 (IEEE, as `crc32fast` computes it) of the body, written
@@ -31,6 +28,16 @@ impl Payload {
     /// Serializes the users for `query` and checksums the result.
     pub fn generate(query: UsersQuery) -> Payload {
         Payload::from_bytes(users_json(query.count, query.seed).into())
+    }
+
+    /// Serializes already generated users (the per-request work users-service does).
+    pub fn serialize(users: &[User]) -> Payload {
+        // Records average ~363 bytes; reserving 512 each means one
+        // allocation instead of a dozen grow-and-copy steps, and untouched capacity costs no
+        // memory pages.
+        let mut bytes = Vec::with_capacity(2 + users.len() * 512);
+        serde_json::to_writer(&mut bytes, users).expect("users always serialize");
+        Payload::from_bytes(bytes.into())
     }
 
     /// Wraps bytes this process produced, computing their crc32.
@@ -104,41 +111,6 @@ impl fmt::Display for Transport {
     }
 }
 
-/// Bodies serialized once per query and then served as shared `Bytes`.
-///
-/// Bounded to [`PayloadCache::MAX_ENTRIES`] queries; when full it is emptied, which keeps it
-/// simple and its memory bounded (benchmarks use one query, so they never hit the bound).
-#[derive(Debug, Default)]
-pub struct PayloadCache {
-    entries: Mutex<HashMap<UsersQuery, Payload>>,
-}
-
-impl PayloadCache {
-    pub const MAX_ENTRIES: usize = 32;
-
-    pub fn get_or_generate(&self, query: UsersQuery) -> Payload {
-        if let Some(payload) = self.lock().get(&query) {
-            return payload.clone();
-        }
-        // Serialize outside the lock: two first requests may both do it, and that is harmless.
-        let payload = Payload::generate(query);
-        let mut entries = self.lock();
-        if entries.len() >= Self::MAX_ENTRIES {
-            entries.clear();
-        }
-        entries.insert(query, payload.clone());
-        payload
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UsersQuery, Payload>> {
-        // The map is valid after any panic in a holder (inserts are single calls), so a
-        // poisoned lock is still usable.
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +123,13 @@ mod tests {
         assert_eq!(parse_crc("7"), None);
         assert_eq!(parse_crc("5c2a55460"), None);
         assert_eq!(parse_crc("zzzzzzzz"), None);
+    }
+
+    #[test]
+    fn serializing_generated_users_gives_the_dataset_body() {
+        let query = UsersQuery { count: 12, seed: 4 };
+        let users = crate::dataset::users(query.count, query.seed);
+        assert_eq!(Payload::serialize(&users), Payload::generate(query));
     }
 
     #[test]
@@ -168,16 +147,5 @@ mod tests {
             format_crc(crc32fast::hash(&payload.bytes))
         );
         assert_eq!(headers[TRANSPORT_HEADER], "shm");
-    }
-
-    #[test]
-    fn cache_returns_the_generated_body_and_stays_bounded() {
-        let cache = PayloadCache::default();
-        let query = UsersQuery { count: 4, seed: 2 };
-        assert_eq!(cache.get_or_generate(query), Payload::generate(query));
-        for seed in 0..(PayloadCache::MAX_ENTRIES as u64 * 2) {
-            cache.get_or_generate(UsersQuery { count: 1, seed });
-        }
-        assert!(cache.lock().len() <= PayloadCache::MAX_ENTRIES);
     }
 }

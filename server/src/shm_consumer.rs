@@ -204,7 +204,7 @@ impl ShmClient {
             },
         };
         match self
-            .attachment(upstream, wanted_epoch, "readiness check")
+            .attachment(upstream, wanted_epoch, "readiness_check")
             .await
         {
             Ok(attachment) => Ok(format!("attached to epoch {:016x}", attachment.epoch())),

@@ -10,6 +10,8 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Span;
 use tracing_subscriber::EnvFilter;
 
@@ -59,9 +61,79 @@ pub fn metrics_handle() -> PrometheusHandle {
             if let Err(error) = metrics::set_global_recorder(recorder) {
                 tracing::warn!(%error, "could not install the Prometheus recorder; /metrics will be empty");
             }
+            describe_metrics();
             handle
         })
         .clone()
+}
+
+/// Gives every metric its `# HELP` text, and makes the label-less failure counters visible at
+/// 0 from the start, so a dashboard can tell "none yet" from "not exported".
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "http_requests_total",
+        Unit::Count,
+        "HTTP requests answered, by route template and status code"
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "Time from receiving a request to its response headers, by route template"
+    );
+    describe_counter!(
+        "payload_bytes_total",
+        Unit::Bytes,
+        "Users payload bytes served, by transport (api, shm, api-fallback, cached)"
+    );
+    describe_counter!(
+        "upstream_errors_total",
+        Unit::Count,
+        "Failed exchanges with users-service, by kind (unreachable, deadline, busy, bad_answer)"
+    );
+    describe_counter!(
+        "checksum_failures_total",
+        Unit::Count,
+        "Payloads whose bytes did not match the producer's crc32, by transport"
+    );
+    describe_counter!(
+        "shm_stale_handles_total",
+        Unit::Count,
+        "Handles refused because their slot no longer held that publication"
+    );
+    describe_counter!(
+        "shm_retries_total",
+        Unit::Count,
+        "Shared-memory requests retried once after a stale, corrupt or exhausted slot"
+    );
+    describe_counter!(
+        "shm_reattaches_total",
+        Unit::Count,
+        "Re-attaches to a users-service segment, by trigger"
+    );
+    describe_counter!(
+        "shm_fallbacks_total",
+        Unit::Count,
+        "Shared-memory requests served over REST because of --shm-fallback-to-api"
+    );
+    describe_gauge!("shm_slots", Unit::Count, "Segment slots by state");
+    describe_counter!(
+        "shm_reclaims_total",
+        Unit::Count,
+        "Slots the reaper took back, by reason"
+    );
+    describe_counter!(
+        "shm_claims_exhausted_total",
+        Unit::Count,
+        "Publications that found no free slot within the claim timeout"
+    );
+    for name in [
+        "shm_stale_handles_total",
+        "shm_retries_total",
+        "shm_fallbacks_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
 }
 
 /// Runs the recorder's periodic upkeep (drains histogram buffers so memory stays bounded) until
@@ -101,6 +173,15 @@ pub async fn track_requests(request: Request, next: Next) -> Response {
     metrics::histogram!("http_request_duration_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The request tracing layer both services use: one span per request ([`request_span`]).
+/// Failed responses are logged where their cause is known (`ApiError`), so the layer's own
+/// failure events stay at debug instead of an ERROR line per 503.
+pub fn trace_layer() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, fn(&Request) -> Span> {
+    TraceLayer::new_for_http()
+        .make_span_with(request_span as fn(&Request) -> Span)
+        .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG))
 }
 
 /// The span `TraceLayer` opens per request. `transport`, `slot` and `generation` start empty and

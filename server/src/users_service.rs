@@ -14,24 +14,31 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tower_http::trace::TraceLayer;
 
 use crate::api_error::ApiError;
-use crate::payload::{CRC_HEADER, Payload, PayloadCache, Transport, format_crc};
+use crate::dataset::{User, users};
+use crate::payload::{CRC_HEADER, Payload, Transport, format_crc};
 use crate::query::UsersQuery;
+use crate::query_cache::QueryCache;
 use crate::serve::{CommonArgs, ShutdownSignal, announce, bind, serve_until_signal};
 use crate::shm_producer::{SegmentInfo, ShmArgs, ShmProducer};
 use crate::telemetry;
 
 /// users-service: the producer of the users dataset.
 #[derive(clap::Parser, Clone, Debug)]
-#[command(name = "users-service", version, about, args_override_self = true)]
+#[command(
+    name = "users-service",
+    version,
+    about = "The producer: serves the users dataset over HTTP and through shared memory",
+    args_override_self = true
+)]
 pub struct Args {
     /// Address to listen on; port 0 picks a free port (the bound one is printed on stdout).
     #[arg(long, env = "SHMBRIDGE_USERS_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
     /// Serve bodies serialized once per (count, seed) instead of serializing per request, on
-    /// every path alike.
+    /// every path alike. (Without it, users are generated once per (count, seed) and serialized
+    /// per request, as in the seed system.)
     #[arg(long, env = "SHMBRIDGE_USERS_CACHE")]
     pub cache: bool,
     #[command(flatten)]
@@ -50,7 +57,8 @@ pub struct AppState {
 }
 
 struct Shared {
-    cache: Option<PayloadCache>,
+    datasets: QueryCache<Arc<[User]>>,
+    bodies: Option<QueryCache<Payload>>,
     shm: Arc<ShmProducer>,
     metrics: PrometheusHandle,
 }
@@ -60,7 +68,8 @@ impl AppState {
     pub fn new(args: &Args) -> anyhow::Result<AppState> {
         Ok(AppState {
             inner: Arc::new(Shared {
-                cache: args.cache.then(PayloadCache::default),
+                datasets: QueryCache::default(),
+                bodies: args.cache.then(QueryCache::default),
                 shm: Arc::new(ShmProducer::start(&args.shm)?),
                 metrics: telemetry::metrics_handle(),
             }),
@@ -69,10 +78,17 @@ impl AppState {
 
     /// The body for `query`: serialized now, or taken from the cache under `--cache`.
     fn payload(&self, query: UsersQuery) -> Payload {
-        match &self.inner.cache {
-            Some(cache) => cache.get_or_generate(query),
-            None => Payload::generate(query),
+        let serialize = || Payload::serialize(&self.users(query));
+        match &self.inner.bodies {
+            Some(bodies) => bodies.get_or_insert_with(query, serialize),
+            None => serialize(),
         }
+    }
+
+    fn users(&self, query: UsersQuery) -> Arc<[User]> {
+        self.inner
+            .datasets
+            .get_or_insert_with(query, || users(query.count, query.seed).into())
     }
 }
 
@@ -92,7 +108,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(telemetry::metrics_endpoint))
         .route_layer(axum::middleware::from_fn(telemetry::track_requests))
-        .layer(TraceLayer::new_for_http().make_span_with(telemetry::request_span))
+        .layer(telemetry::trace_layer())
         .with_state(state)
 }
 

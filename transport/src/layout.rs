@@ -135,6 +135,14 @@ impl Header {
         unsafe { std::mem::transmute_copy(self) }
     }
 
+    /// The header stored in `bytes`. Every bit pattern is a `Header`; whether it is a valid one is
+    /// for the caller to check.
+    pub fn from_bytes(bytes: &[u8; HEADER_SIZE as usize]) -> Self {
+        // SAFETY: Header is repr(C), 128 bytes (asserted above), made only of integers and byte
+        // arrays, for which every bit pattern is valid; the read is unaligned-safe.
+        unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Header>()) }
+    }
+
     /// crc32 of the bytes `header_crc` covers.
     pub fn compute_crc(&self) -> u32 {
         crc32fast::hash(&self.to_bytes()[..HEADER_CRC_COVERS])
@@ -294,5 +302,6 @@ mod tests {
         let mut changed = header;
         changed.slot_size = 128;
         assert_ne!(header.compute_crc(), changed.compute_crc());
+        assert_eq!(Header::from_bytes(&header.to_bytes()), header);
     }
 }

@@ -58,6 +58,6 @@ pub use fdpass::{FdServer, attach_via_socket};
 pub use handle::{Handle, HandleParseError};
 pub use host::{Host, Owner, SystemHost, monotonic_now_ns};
 pub use layout::SlotState;
-pub use producer::{Producer, ProducerOptions, WriteGuard};
+pub use producer::{Producer, ProducerOptions, ReaperThread, WriteGuard};
 pub use segment::{Segment, SegmentConfig, SlotView};
 pub use stats::{ReclaimReason, Reclaims, SlotCounts, Stats};

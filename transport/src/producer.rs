@@ -3,7 +3,9 @@
 use std::io;
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::error::{ClaimError, PublishError};
@@ -150,8 +152,42 @@ impl Producer {
         reclaims
     }
 
+    /// Runs [`Producer::reap`] every `interval` on a background thread until the returned
+    /// [`ReaperThread`] is dropped.
+    pub fn spawn_reaper(self: &Arc<Self>, interval: Duration) -> io::Result<ReaperThread> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let producer = Arc::clone(self);
+        let thread = std::thread::Builder::new()
+            .name("shmbridge-reaper".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    producer.reap();
+                }
+            })?;
+        Ok(ReaperThread {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
     pub fn stats(&self) -> Stats {
         self.counters.snapshot(&self.segment)
+    }
+}
+
+/// The periodic reaper of [`Producer::spawn_reaper`]; dropping it stops and joins the thread.
+#[derive(Debug)]
+pub struct ReaperThread {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for ReaperThread {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

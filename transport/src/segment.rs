@@ -20,7 +20,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -303,6 +303,8 @@ impl Segment {
         Self::map_and_validate(Backing::Memfd(file))
     }
 
+    /// Reads and validates the header against the file's size before mapping anything, then
+    /// maps and checks the mapping is still the size the header promises.
     fn map_and_validate(backing: Backing) -> Result<Self, AttachError> {
         let file = backing_file(&backing);
         let len = file
@@ -312,19 +314,28 @@ impl Segment {
                 source,
             })?
             .len();
+        let mut bytes = [0u8; HEADER_SIZE as usize];
         if len < HEADER_SIZE {
             return Err(AttachError::SizeMismatch {
                 found: len,
                 expected: HEADER_SIZE,
             });
         }
+        file.read_exact_at(&mut bytes, 0)
+            .map_err(|source| AttachError::Io {
+                op: "read segment header",
+                source,
+            })?;
+        let header = Header::from_bytes(&bytes);
+        let geometry = validate_header(&header, len)?;
         let map =
             MmapRaw::map_raw(file).map_err(|source| AttachError::Io { op: "mmap", source })?;
-        // SAFETY: the mapping is at least HEADER_SIZE bytes and page-aligned. The header is
-        // copied out by value (a volatile read, no reference into shared memory is kept), so a
-        // concurrent writer can at worst make the copy fail validation.
-        let header = unsafe { std::ptr::read_volatile(map.as_ptr().cast::<Header>()) };
-        let geometry = validate_header(&header, map.len() as u64)?;
+        if map.len() as u64 != geometry.total_size {
+            return Err(AttachError::SizeMismatch {
+                found: map.len() as u64,
+                expected: geometry.total_size,
+            });
+        }
         tracing::debug!(
             epoch = format_args!("{:016x}", header.epoch),
             slots = geometry.slot_count,
@@ -444,14 +455,16 @@ impl Segment {
     }
 }
 
-impl Drop for Segment {
+/// Removing the file belongs to the backing, not the segment, so a creation that fails after the
+/// file exists removes it too.
+impl Drop for Backing {
     fn drop(&mut self) {
         if let Backing::NamedFile {
             path,
             remove_on_drop: true,
             ..
-        } = &self.backing
-            && let Err(error) = std::fs::remove_file(path)
+        } = self
+            && let Err(error) = std::fs::remove_file(&*path)
         {
             tracing::warn!(path = %path.display(), %error, "could not remove segment file");
         }

@@ -1,0 +1,118 @@
+//! Real service processes for end-to-end tests: started from the package's binaries on
+//! ephemeral ports, address read from their `listening on ADDR` line with a timeout, and killed
+//! and reaped by a guard's `Drop` whatever the test's outcome.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// How long a service may take to print its address.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running service process; killed (SIGKILL) and reaped on drop unless it already exited.
+pub struct ServiceProcess {
+    child: Child,
+    pub address: SocketAddr,
+    /// Lines the process printed on stdout after its `listening on` line.
+    later_stdout: Receiver<String>,
+}
+
+impl ServiceProcess {
+    /// Starts `binary` with `args` and waits for its `listening on ADDR` line.
+    pub fn start(binary: &str, args: &[&str]) -> ServiceProcess {
+        let mut child = Command::new(binary)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (lines_tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut process = ServiceProcess {
+            child,
+            address: "0.0.0.0:0".parse().expect("valid placeholder"),
+            later_stdout: lines,
+        };
+        let first = match process.later_stdout.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(line) => line,
+            Err(error) => panic!("{binary} printed no address within {STARTUP_TIMEOUT:?}: {error}"),
+        };
+        process.address = first
+            .strip_prefix("listening on ")
+            .and_then(|address| address.parse().ok())
+            .unwrap_or_else(|| panic!("{binary} printed {first:?}, not `listening on ADDR`"));
+        process
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).expect("pids fit in i32"))
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).expect("the child is alive and ours");
+    }
+
+    /// Waits at most `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait on our child") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Any further stdout line, waiting at most `timeout` (the contract is one line only).
+    pub fn extra_stdout_line(&self, timeout: Duration) -> Option<String> {
+        self.later_stdout.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+pub fn users_service(args: &[&str]) -> ServiceProcess {
+    ServiceProcess::start(env!("CARGO_BIN_EXE_users-service"), args)
+}
+
+pub fn gateway(args: &[&str]) -> ServiceProcess {
+    ServiceProcess::start(env!("CARGO_BIN_EXE_gateway"), args)
+}
+
+/// An HTTP client for tests: every request bounded, no pooled connection reused across a
+/// service restart surprise.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client builds")
+}
