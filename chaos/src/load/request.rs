@@ -1,5 +1,5 @@
-//! One request: send, read the whole body, verify it, and classify the outcome, all bounded by
-//! a deadline so a stalled server produces a timeout and never a hang.
+//! One request: send, verify the body as it streams in, and classify the outcome, all bounded
+//! by a deadline so a stalled server produces a timeout and never a hang.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -63,10 +63,6 @@ impl RequestContext {
             count,
             seed,
         })
-    }
-
-    pub fn url(&self, endpoint: Endpoint) -> Option<&Url> {
-        self.urls.get(&endpoint)
     }
 
     /// Sends one GET to `endpoint` and gives up at `deadline`.
