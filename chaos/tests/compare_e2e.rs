@@ -97,3 +97,93 @@ fn compare_reports_both_endpoints_with_no_corruption() {
     let html = std::fs::read_to_string(&html_path).unwrap();
     assert_eq!(html.matches("<svg").count(), 3);
 }
+
+/// Ctrl-C during the load: `compare` stops both services (their ports stop answering) and exits
+/// with 130, without a report.
+#[test]
+fn interrupted_compare_stops_its_services() {
+    use std::io::{BufRead, BufReader};
+    use std::net::{SocketAddr, TcpStream};
+    use std::sync::mpsc;
+
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let mut child = Command::new(BINARY)
+        .args([
+            "compare",
+            "--duration",
+            "60s",
+            "--users",
+            "2",
+            "--progress",
+            "quiet",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the chaos binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let services_line = loop {
+        match lines_rx.recv_timeout(RUN_LIMIT) {
+            Ok(line) if line.starts_with("users-service on ") => break line,
+            Ok(_) => {}
+            Err(error) => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!("no services line from compare: {error}");
+            }
+        }
+    };
+    // "users-service on A, gateway on B"
+    let addresses: Vec<SocketAddr> = services_line
+        .split([' ', ','])
+        .filter_map(|word| word.parse().ok())
+        .collect();
+    assert_eq!(addresses.len(), 2, "{services_line}");
+    for address in &addresses {
+        TcpStream::connect_timeout(address, Duration::from_secs(5)).expect("service is up");
+    }
+
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < RUN_LIMIT,
+            "compare did not exit after SIGINT"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(stdout.is_empty(), "no report after an interrupt: {stdout}");
+    for address in &addresses {
+        assert!(
+            TcpStream::connect_timeout(address, Duration::from_secs(1)).is_err(),
+            "{address} still accepts connections after compare exited"
+        );
+    }
+}
+
+/// A service that cannot get ready in time is a clear error, not a hang.
+#[test]
+fn startup_timeout_is_a_clear_error() {
+    let output = run_bounded(&["compare", "--duration", "5s", "--startup-timeout", "1ms"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("users-service did not"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
