@@ -1,0 +1,276 @@
+//! A service (users-service or gateway) run as a child process of this binary: started with
+//! a hidden subcommand, its `listening on ADDR` line awaited, `/readyz` polled, its output kept
+//! for error messages, and stopped with SIGTERM, a bounded wait, then SIGKILL — also from
+//! `Drop`, so an error or Ctrl-C never leaves an orphan behind.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use url::Url;
+
+/// The line each service prints on stdout once it accepts connections.
+const LISTENING_PREFIX: &str = "listening on ";
+/// Lines of child output kept to explain a failure.
+const OUTPUT_LINES_KEPT: usize = 40;
+const READY_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How long a stopping service may drain before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("cannot start {name}: {source}")]
+    Spawn {
+        name: &'static str,
+        source: io::Error,
+    },
+    #[error("{name} exited ({status}) before it was ready; its last output:\n{output}")]
+    ExitedEarly {
+        name: &'static str,
+        status: ExitStatus,
+        output: String,
+    },
+    #[error("{name} did not {what} within {timeout:?}; its last output:\n{output}")]
+    NotReady {
+        name: &'static str,
+        what: &'static str,
+        timeout: Duration,
+        output: String,
+    },
+    #[error("{name} printed an unreadable address line {line:?}")]
+    BadAnnouncement { name: &'static str, line: String },
+    #[error("cannot build the HTTP client that polls {name}'s /readyz: {source}")]
+    ReadyClient {
+        name: &'static str,
+        source: reqwest::Error,
+    },
+    #[error("cannot stop {name}: {source}")]
+    Stop {
+        name: &'static str,
+        source: io::Error,
+    },
+}
+
+/// How a service ended when asked to stop.
+#[derive(Debug)]
+pub enum Stopped {
+    /// It exited by itself after SIGTERM, with this status.
+    Drained(ExitStatus),
+    /// It outlived the grace period and was killed.
+    Killed,
+}
+
+pub struct ServiceProcess {
+    name: &'static str,
+    child: Child,
+    address: SocketAddr,
+    output: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl ServiceProcess {
+    /// Starts `program args...` and waits (at most `startup_timeout`) for its address line.
+    pub async fn start(
+        name: &'static str,
+        mut command: Command,
+        startup_timeout: Duration,
+    ) -> Result<ServiceProcess, ServiceError> {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .map_err(|source| ServiceError::Spawn { name, source })?;
+        let output = Arc::new(Mutex::new(VecDeque::new()));
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
+        keep_output(
+            child.stderr.take().expect("stderr is piped"),
+            output.clone(),
+        );
+        let announced = tokio::time::timeout(startup_timeout, async {
+            while let Ok(Some(line)) = stdout.next_line().await {
+                if let Some(address) = line.strip_prefix(LISTENING_PREFIX) {
+                    return Some((line.clone(), address.trim().parse::<SocketAddr>()));
+                }
+                remember(&output, line);
+            }
+            None
+        })
+        .await;
+        let mut service = ServiceProcess {
+            name,
+            child,
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            output: output.clone(),
+        };
+        match announced {
+            Ok(Some((_, Ok(address)))) => service.address = address,
+            Ok(Some((line, Err(_)))) => return Err(ServiceError::BadAnnouncement { name, line }),
+            Ok(None) => {
+                // stdout closed: the process is exiting; give it a moment to be reaped.
+                let status = tokio::time::timeout(STOP_GRACE, service.child.wait()).await;
+                return Err(match status {
+                    Ok(Ok(status)) => ServiceError::ExitedEarly {
+                        name,
+                        status,
+                        output: service.recent_output(),
+                    },
+                    _ => service.not_ready("announce its address", startup_timeout),
+                });
+            }
+            Err(_elapsed) => return Err(service.not_ready("announce its address", startup_timeout)),
+        }
+        keep_output(stdout.into_inner(), output);
+        Ok(service)
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn base_url(&self) -> Url {
+        format!("http://{}", self.address)
+            .parse()
+            .expect("a socket address forms a valid URL")
+    }
+
+    /// Polls `/readyz` until it answers 200, the process exits, or `timeout` passes.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), ServiceError> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(|source| ServiceError::ReadyClient {
+                name: self.name,
+                source,
+            })?;
+        let url = self
+            .base_url()
+            .join("/readyz")
+            .expect("constant path joins");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(|source| ServiceError::Stop {
+                name: self.name,
+                source,
+            })? {
+                return Err(ServiceError::ExitedEarly {
+                    name: self.name,
+                    status,
+                    output: self.recent_output(),
+                });
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(self.not_ready("report ready on /readyz", timeout));
+            }
+            let answer = client.get(url.clone()).timeout(remaining).send().await;
+            if answer.is_ok_and(|response| response.status().is_success()) {
+                return Ok(());
+            }
+            tokio::time::sleep(READY_POLL_INTERVAL.min(remaining)).await;
+        }
+    }
+
+    /// SIGTERM, then up to `STOP_GRACE` for the service to drain and exit, then SIGKILL.
+    pub async fn stop(mut self) -> Result<Stopped, ServiceError> {
+        let name = self.name;
+        if let Some(status) = self
+            .child
+            .try_wait()
+            .map_err(|source| ServiceError::Stop { name, source })?
+        {
+            return Ok(Stopped::Drained(status));
+        }
+        self.signal(Signal::SIGTERM);
+        match tokio::time::timeout(STOP_GRACE, self.child.wait()).await {
+            Ok(status) => Ok(Stopped::Drained(
+                status.map_err(|source| ServiceError::Stop { name, source })?,
+            )),
+            Err(_elapsed) => {
+                self.child
+                    .kill()
+                    .await
+                    .map_err(|source| ServiceError::Stop { name, source })?;
+                Ok(Stopped::Killed)
+            }
+        }
+    }
+
+    /// The service's last lines of output, oldest first.
+    pub fn recent_output(&self) -> String {
+        let lines = self
+            .output
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        lines.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    fn not_ready(&self, what: &'static str, timeout: Duration) -> ServiceError {
+        ServiceError::NotReady {
+            name: self.name,
+            what,
+            timeout,
+            output: self.recent_output(),
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.child.id().and_then(|id| i32::try_from(id).ok()) {
+            // ESRCH (already gone) is the only failure possible for our own child; it is fine.
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
+    }
+}
+
+impl Drop for ServiceProcess {
+    /// The error and Ctrl-C path: the same SIGTERM → grace → SIGKILL sequence as `stop`,
+    /// blocking because `Drop` cannot await.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        self.signal(Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + STOP_GRACE;
+        while std::time::Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_)) | Err(_)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // kill_on_drop(true) sends SIGKILL when the Child itself drops, and tokio reaps it.
+        self.signal(Signal::SIGKILL);
+    }
+}
+
+fn keep_output(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    output: Arc<Mutex<VecDeque<String>>>,
+) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            remember(&output, line);
+        }
+    });
+}
+
+fn remember(output: &Mutex<VecDeque<String>>, line: String) {
+    let mut lines = output.lock().unwrap_or_else(|poison| poison.into_inner());
+    if lines.len() == OUTPUT_LINES_KEPT {
+        lines.pop_front();
+    }
+    lines.push_back(line);
+}

@@ -1,0 +1,209 @@
+//! The gateway endpoints a load run can hit, and the weighted mix that picks one per request.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::Rng;
+use serde::Serialize;
+
+/// One gateway route. The order of the variants is the order of rows in every report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    /// `/api/users-via-api`: the gateway fetches the payload from users-service over HTTP.
+    Api,
+    /// `/api/users-via-shm`: the payload travels through shared memory, HTTP carries the handle.
+    Shm,
+    /// `/api/users-cached`: the gateway serves a pre-serialized body; the ceiling for the other two.
+    Cached,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 3] = [Endpoint::Api, Endpoint::Shm, Endpoint::Cached];
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Api => "/api/users-via-api",
+            Endpoint::Shm => "/api/users-via-shm",
+            Endpoint::Cached => "/api/users-cached",
+        }
+    }
+
+    /// The name the seed report uses for this endpoint.
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::Api => "REST API",
+            Endpoint::Shm => "Shared Memory",
+            Endpoint::Cached => "Cached (ceiling)",
+        }
+    }
+
+    fn short_name(self) -> &'static str {
+        match self {
+            Endpoint::Api => "api",
+            Endpoint::Shm => "shm",
+            Endpoint::Cached => "cached",
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.short_name())
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Endpoint::ALL
+            .into_iter()
+            .find(|endpoint| endpoint.short_name() == text)
+            .ok_or_else(|| format!("unknown endpoint {text:?} (expected api, shm or cached)"))
+    }
+}
+
+/// Which endpoints a run hits and how often, e.g. `api,shm` (50/50) or `api=3,shm=1`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointMix {
+    weights: Vec<(Endpoint, u32)>,
+    total: u32,
+}
+
+impl EndpointMix {
+    pub fn new(weights: Vec<(Endpoint, u32)>) -> Result<Self, String> {
+        let mut seen = Vec::new();
+        for &(endpoint, _) in &weights {
+            if seen.contains(&endpoint) {
+                return Err(format!("endpoint {endpoint} listed twice"));
+            }
+            seen.push(endpoint);
+        }
+        let total = weights
+            .iter()
+            .try_fold(0u32, |sum, &(_, weight)| sum.checked_add(weight))
+            .ok_or("endpoint weights overflow")?;
+        if total == 0 {
+            return Err(
+                "the endpoint mix needs at least one endpoint with a weight above 0".into(),
+            );
+        }
+        Ok(EndpointMix { weights, total })
+    }
+
+    /// The endpoints with a non-zero weight, in report order.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let mut endpoints: Vec<Endpoint> = self
+            .weights
+            .iter()
+            .filter(|(_, weight)| *weight > 0)
+            .map(|(endpoint, _)| *endpoint)
+            .collect();
+        endpoints.sort();
+        endpoints
+    }
+
+    pub fn pick(&self, rng: &mut impl Rng) -> Endpoint {
+        let mut ticket = rng.random_range(0..self.total);
+        for &(endpoint, weight) in &self.weights {
+            if ticket < weight {
+                return endpoint;
+            }
+            ticket -= weight;
+        }
+        unreachable!(
+            "ticket {ticket} drawn below the total weight {}",
+            self.total
+        )
+    }
+}
+
+impl Default for EndpointMix {
+    /// The seed's mix: every request picks REST or shared memory with equal odds.
+    fn default() -> Self {
+        EndpointMix {
+            weights: vec![(Endpoint::Api, 1), (Endpoint::Shm, 1)],
+            total: 2,
+        }
+    }
+}
+
+impl FromStr for EndpointMix {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let weights = text
+            .split(',')
+            .map(|item| match item.split_once('=') {
+                Some((name, weight)) => Ok((
+                    name.trim().parse()?,
+                    weight
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("weight {weight:?} is not a whole number"))?,
+                )),
+                None => Ok((item.trim().parse()?, 1)),
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        EndpointMix::new(weights)
+    }
+}
+
+/// Serialized in its command-line form, e.g. `"api=1,shm=1"`.
+impl Serialize for EndpointMix {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl fmt::Display for EndpointMix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let items: Vec<String> = self
+            .weights
+            .iter()
+            .map(|(endpoint, weight)| format!("{endpoint}={weight}"))
+            .collect();
+        f.write_str(&items.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    #[test]
+    fn parses_names_and_weights() {
+        let mix: EndpointMix = "api=3, shm".parse().unwrap();
+        assert_eq!(mix.weights, vec![(Endpoint::Api, 3), (Endpoint::Shm, 1)]);
+        assert_eq!(mix.to_string(), "api=3,shm=1");
+    }
+
+    #[test]
+    fn rejects_bad_mixes() {
+        assert!("ftp".parse::<EndpointMix>().is_err());
+        assert!("api,api".parse::<EndpointMix>().is_err());
+        assert!("api=0".parse::<EndpointMix>().is_err());
+        assert!("api=x".parse::<EndpointMix>().is_err());
+    }
+
+    #[test]
+    fn default_mix_is_even() {
+        let mix = EndpointMix::default();
+        let mut rng = StdRng::seed_from_u64(7);
+        let api = (0..10_000)
+            .filter(|_| mix.pick(&mut rng) == Endpoint::Api)
+            .count();
+        assert!((4_700..5_300).contains(&api), "api picked {api} of 10000");
+    }
+
+    #[test]
+    fn zero_weight_endpoint_is_never_picked() {
+        let mix: EndpointMix = "api=0,shm=1".parse().unwrap();
+        assert_eq!(mix.endpoints(), vec![Endpoint::Shm]);
+        let mut rng = StdRng::seed_from_u64(1);
+        assert!((0..1_000).all(|_| mix.pick(&mut rng) == Endpoint::Shm));
+    }
+}

@@ -1,0 +1,159 @@
+//! One request: send, verify the body as it streams in, and classify the outcome, all bounded
+//! by a deadline so a stalled server produces a timeout and never a hang.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode, Url};
+use tokio::time::Instant;
+
+use super::endpoint::Endpoint;
+use super::stats::{Failure, FailureClass, Outcome};
+use super::verify::{BodyChecker, CRC_HEADER, Verdict};
+
+/// What every request of a run shares: the client with its keep-alive pool, the URL of each
+/// endpoint, and the checker that knows the expected bytes.
+pub struct RequestContext {
+    client: Client,
+    urls: BTreeMap<Endpoint, Url>,
+    checker: Arc<BodyChecker>,
+    count: u32,
+    seed: u64,
+}
+
+/// The result of one request, ready for the recorder.
+pub struct Completed {
+    pub outcome: Outcome,
+    pub body_bytes: u64,
+}
+
+impl RequestContext {
+    pub fn new(
+        target: &Url,
+        endpoints: &[Endpoint],
+        count: u32,
+        seed: u64,
+        max_connections: usize,
+        checker: Arc<BodyChecker>,
+    ) -> Result<Self, reqwest::Error> {
+        let client = Client::builder()
+            // Loopback load must never be sent through a proxy taken from the environment.
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(max_connections)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()?;
+        let urls = endpoints
+            .iter()
+            .map(|&endpoint| {
+                let mut url = target.clone();
+                url.set_path(endpoint.path());
+                url.query_pairs_mut()
+                    .clear()
+                    .append_pair("count", &count.to_string())
+                    .append_pair("seed", &seed.to_string());
+                (endpoint, url)
+            })
+            .collect();
+        Ok(RequestContext {
+            client,
+            urls,
+            checker,
+            count,
+            seed,
+        })
+    }
+
+    /// Sends one GET to `endpoint` and gives up at `deadline`.
+    pub async fn execute(&self, endpoint: Endpoint, deadline: Instant) -> Completed {
+        let Some(url) = self.urls.get(&endpoint) else {
+            return failed(
+                FailureClass::Body,
+                format!("endpoint {endpoint} is not in this run"),
+                0,
+            );
+        };
+        match tokio::time::timeout_at(deadline, self.fetch(url.clone())).await {
+            Err(_elapsed) => failed(FailureClass::Timeout, String::new(), 0),
+            Ok(Ok(completed) | Err(completed)) => completed,
+        }
+    }
+
+    /// Sends the request and verifies the body as it streams in. `Err` carries a failure
+    /// so that `?` ends the request at the first problem.
+    async fn fetch(&self, url: Url) -> Result<Completed, Completed> {
+        let mut response = self.client.get(url).send().await.map_err(|error| {
+            let class = if error.is_timeout() {
+                FailureClass::Timeout
+            } else {
+                FailureClass::Connection
+            };
+            failed(class, root_cause(&error), 0)
+        })?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            // The error body is read only to count its bytes; its text may hold slot numbers
+            // or offsets, which would split one failure kind into many rows.
+            let body_bytes = response.bytes().await.map_or(0, |body| body.len() as u64);
+            return Err(failed(
+                FailureClass::Status(status.as_u16()),
+                status_reason(status),
+                body_bytes,
+            ));
+        }
+        let crc_header = match response.headers().get(CRC_HEADER) {
+            None => None,
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| {
+                        failed(FailureClass::Body, format!("{CRC_HEADER} is not ASCII"), 0)
+                    })?
+                    .to_owned(),
+            ),
+        };
+        let mut verification = self.checker.start(self.count, self.seed);
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|error| failed(FailureClass::Body, root_cause(&error), 0))?
+        {
+            verification.update(&chunk);
+        }
+        let body_bytes = verification.received() as u64;
+        let outcome = match verification.finish(crc_header.as_deref()) {
+            Verdict::Verified => Outcome::Verified,
+            Verdict::Corrupt(corruption) => Outcome::Corrupt(Box::new(corruption)),
+            Verdict::BadHeader(reason) => Outcome::Failed(Failure {
+                class: FailureClass::Body,
+                detail: reason,
+            }),
+        };
+        Ok(Completed {
+            outcome,
+            body_bytes,
+        })
+    }
+}
+
+fn failed(class: FailureClass, detail: String, body_bytes: u64) -> Completed {
+    Completed {
+        outcome: Outcome::Failed(Failure { class, detail }),
+        body_bytes,
+    }
+}
+
+fn status_reason(status: StatusCode) -> String {
+    status.canonical_reason().unwrap_or_default().to_owned()
+}
+
+/// The innermost cause of a client error (e.g. "Connection refused (os error 111)"): the outer
+/// messages carry the URL, which would split identical failures into separate rows.
+fn root_cause(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}

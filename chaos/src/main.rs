@@ -1,0 +1,148 @@
+//! The `shmbridge-chaos` command: `compare` (the main job), `load`, and the hidden subcommands
+//! that make this same binary run users-service or the gateway as `compare`'s children.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use shmbridge_chaos::cli::{OutputArgs, ProfileArgs};
+use shmbridge_chaos::compare::{self, CompareArgs};
+use shmbridge_chaos::load::progress::Progress;
+use shmbridge_chaos::load::verify::BodyChecker;
+use shmbridge_chaos::load::{self, check_target};
+use shmbridge_chaos::output::write_report;
+use shmbridge_chaos::report::RunReport;
+use shmbridge_server::dataset::users_json;
+use shmbridge_server::{gateway, users_service};
+use url::Url;
+
+/// Exit status when the run completed but at least one body was corrupt (1 is an error, 2 a
+/// usage error from clap).
+const EXIT_CORRUPT: u8 = 3;
+/// Exit status after Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Parser)]
+#[command(name = "shmbridge-chaos", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The main job: start users-service and gateway on ephemeral ports, run the seed's load
+    /// test (50 users, 10/s, 2 minutes) against both endpoints and print the report beside the
+    /// seed's figures. Exits 3 if any body was corrupt.
+    Compare(CompareArgs),
+    /// Load a running gateway and print the report. Exits 3 if any body was corrupt.
+    Load(LoadArgs),
+    #[command(name = compare::SERVE_USERS_SERVICE, hide = true)]
+    ServeUsersService(users_service::Args),
+    #[command(name = compare::SERVE_GATEWAY, hide = true)]
+    ServeGateway(gateway::Args),
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// The gateway's base URL; loopback only unless --allow-remote.
+    #[arg(long)]
+    target: Url,
+    /// Allow a target that is not on this machine.
+    #[arg(long)]
+    allow_remote: bool,
+    #[command(flatten)]
+    profile: ProfileArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::ServeUsersService(args) => serve(users_service::run(args)).await,
+            Command::ServeGateway(args) => serve(gateway::run(args)).await,
+            Command::Compare(args) => until_interrupted(compare_command(args)).await,
+            Command::Load(args) => until_interrupted(load_command(args)).await,
+        }
+    })
+}
+
+/// Runs a service as `compare`'s child. The parent-death signal makes the kernel send SIGTERM
+/// if `compare` dies without stopping us (e.g. SIGKILL), so no service outlives it.
+async fn serve(service: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    if let Err(error) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM) {
+        eprintln!("warning: cannot set the parent-death signal: {error}");
+    }
+    match service.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `job`, or stops at Ctrl-C/SIGTERM: dropping the job's future drops its service
+/// guards, which stop the children.
+async fn until_interrupted(job: impl Future<Output = Result<u64, String>>) -> ExitCode {
+    let interrupted = async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            Some(()) = async { terminate.as_mut()?.recv().await } => {}
+        }
+    };
+    tokio::select! {
+        result = job => match result {
+            Ok(0) => ExitCode::SUCCESS,
+            Ok(corrupt) => {
+                eprintln!("error: {corrupt} corrupt bodies (200 responses with wrong bytes)");
+                ExitCode::from(EXIT_CORRUPT)
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        () = interrupted => {
+            eprintln!("interrupted: services stopped, no report");
+            ExitCode::from(EXIT_INTERRUPTED)
+        }
+    }
+}
+
+async fn compare_command(args: CompareArgs) -> Result<u64, String> {
+    compare::run(&args).await.map_err(|error| error.to_string())
+}
+
+async fn load_command(args: LoadArgs) -> Result<u64, String> {
+    check_target(&args.target, args.allow_remote).map_err(|error| error.to_string())?;
+    let config = args.profile.load_config(args.target.clone());
+    let checker = Arc::new(BodyChecker::new(users_json));
+    let progress = Progress::new(
+        args.output.progress,
+        config.duration,
+        args.profile.progress_users(),
+    );
+    let stats = load::run(&config, checker.clone(), progress)
+        .await
+        .map_err(|error| error.to_string())?;
+    let payload_bytes = checker.expected(config.count, config.seed).bytes.len();
+    let environment = format!("gateway at {} (started separately)", args.target);
+    let report = RunReport::new(&config, &stats, payload_bytes, environment);
+    write_report(&report, &args.output).map_err(|error| error.to_string())?;
+    Ok(stats.corrupt())
+}
