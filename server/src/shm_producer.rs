@@ -114,16 +114,21 @@ impl ShmProducer {
         &self.info
     }
 
-    /// Claims a slot, copies `payload` in and publishes it. Blocks for up to the claim timeout
-    /// when every slot is busy, so call it off the async workers.
-    pub fn publish(&self, payload: &Payload) -> Result<Handle, ApiError> {
-        let mut slot = self
-            .producer
-            .claim(payload.bytes.len(), self.claim_timeout)
-            .map_err(|error| match error {
-                ClaimError::TooLarge { len, max } => ApiError::TooLargeForSlot { len, max },
-                ClaimError::Exhausted { .. } => ApiError::SlotsExhausted,
-            })?;
+    /// How long [`ShmProducer::publish`] may wait for a free slot.
+    pub fn claim_timeout(&self) -> Duration {
+        self.claim_timeout
+    }
+
+    /// Claims a slot, copies `payload` in and publishes it. Blocks for up to `wait` when every
+    /// slot is busy, so call it off the async workers unless `wait` is zero.
+    pub fn publish(&self, payload: &Payload, wait: Duration) -> Result<Handle, ApiError> {
+        let mut slot =
+            self.producer
+                .claim(payload.bytes.len(), wait)
+                .map_err(|error| match error {
+                    ClaimError::TooLarge { len, max } => ApiError::TooLargeForSlot { len, max },
+                    ClaimError::Exhausted { .. } => ApiError::SlotsExhausted,
+                })?;
         // A failed write (the reaper took the slot) drops the guard, which frees the slot.
         std::io::Write::write_all(&mut slot, &payload.bytes).map_err(|error| {
             ApiError::ShmStale {
@@ -205,6 +210,8 @@ mod tests {
         shm: ShmArgs,
     }
 
+    const TIMEOUT: Duration = Duration::from_millis(20);
+
     fn small_producer(extra: &[&str]) -> ShmProducer {
         let args = [
             "test",
@@ -223,7 +230,7 @@ mod tests {
     fn publish_returns_a_handle_with_the_payload_crc_and_len() {
         let producer = small_producer(&[]);
         let payload = Payload::generate(UsersQuery { count: 20, seed: 1 });
-        let handle = producer.publish(&payload).unwrap();
+        let handle = producer.publish(&payload, TIMEOUT).unwrap();
         assert_eq!(handle.crc, payload.crc32);
         assert_eq!(handle.len as usize, payload.bytes.len());
         assert_eq!(format!("{:016x}", handle.epoch), producer.info().epoch);
@@ -237,14 +244,14 @@ mod tests {
             seed: 1,
         });
         assert!(matches!(
-            producer.publish(&big),
+            producer.publish(&big, TIMEOUT),
             Err(ApiError::TooLargeForSlot { .. })
         ));
         let small = Payload::generate(UsersQuery { count: 1, seed: 1 });
-        producer.publish(&small).unwrap();
-        producer.publish(&small).unwrap();
+        producer.publish(&small, TIMEOUT).unwrap();
+        producer.publish(&small, TIMEOUT).unwrap();
         assert!(matches!(
-            producer.publish(&small),
+            producer.publish(&small, TIMEOUT),
             Err(ApiError::SlotsExhausted)
         ));
     }
@@ -253,8 +260,8 @@ mod tests {
     fn reaper_frees_unredeemed_slots_after_the_ttl() {
         let producer = small_producer(&["--ready-ttl", "10ms"]);
         let small = Payload::generate(UsersQuery { count: 1, seed: 1 });
-        producer.publish(&small).unwrap();
-        producer.publish(&small).unwrap();
+        producer.publish(&small, TIMEOUT).unwrap();
+        producer.publish(&small, TIMEOUT).unwrap();
         assert_eq!(producer.stats().slots.ready, 2);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while producer.stats().slots.free < 2 {

@@ -143,11 +143,18 @@ async fn publish_users(
     let payload = state.payload(query);
     let shm = Arc::clone(&state.inner.shm);
     let len = payload.bytes.len();
-    let handle = tokio::task::spawn_blocking(move || shm.publish(&payload))
-        .await
-        .map_err(|error| ApiError::Internal {
-            reason: format!("publish task failed: {error}"),
-        })??;
+    // Taking a free slot never blocks, so it runs right here; only waiting for a slot to free
+    // up goes to the blocking pool (a hop there costs a cross-core wake-up per request).
+    let handle = match shm.publish(&payload, Duration::ZERO) {
+        Err(ApiError::SlotsExhausted) => {
+            tokio::task::spawn_blocking(move || shm.publish(&payload, shm.claim_timeout()))
+                .await
+                .map_err(|error| ApiError::Internal {
+                    reason: format!("publish task failed: {error}"),
+                })??
+        }
+        outcome => outcome?,
+    };
     let span = tracing::Span::current();
     span.record("slot", handle.slot);
     span.record("generation", handle.generation);

@@ -33,6 +33,10 @@ pub struct CompareArgs {
     /// How long each service may take to announce its address and report ready.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub startup_timeout: Duration,
+    /// Start users-service with `--cache`: both paths serve bytes serialized once instead of per
+    /// request (the seed serialized per request), so the run compares the transports alone.
+    #[arg(long)]
+    pub cache: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +79,10 @@ pub async fn run(args: &CompareArgs) -> Result<u64, CompareError> {
 
     let mut users_service = ServiceProcess::start(
         "users-service",
-        service(SERVE_USERS_SERVICE, &[]),
+        service(
+            SERVE_USERS_SERVICE,
+            if args.cache { &["--cache"] } else { &[] },
+        ),
         args.startup_timeout,
     )
     .await?;
@@ -105,9 +112,14 @@ pub async fn run(args: &CompareArgs) -> Result<u64, CompareError> {
     let stats = load::run(&config, checker.clone(), progress).await?;
 
     let environment = format!(
-        "users-service ({}) and gateway ({}) started by `compare` as child processes on loopback, load generated from the same machine",
+        "users-service ({}) and gateway ({}) started by `compare` as child processes on loopback, load generated from the same machine; bodies {}",
         users_service.address(),
-        gateway.address()
+        gateway.address(),
+        if args.cache {
+            "serialized once and cached (--cache), on both paths"
+        } else {
+            "serialized per request, as in the seed"
+        }
     );
     for service in [gateway, users_service] {
         let name = service.name();
