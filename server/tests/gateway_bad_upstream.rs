@@ -83,7 +83,10 @@ async fn shm_upstream_answering(
         let first = Arc::clone(&first);
         async move {
             let payload = Payload::generate(UsersQuery::default());
-            let handle = tamper(producer.publish(&payload, Duration::from_secs(1)).unwrap(), &first);
+            let handle = tamper(
+                producer.publish(&payload, Duration::from_secs(1)).unwrap(),
+                &first,
+            );
             let mut headers = HeaderMap::new();
             headers.insert("x-payload-crc32", format_crc(handle.crc).parse().unwrap());
             (headers, handle.to_string())
