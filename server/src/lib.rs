@@ -12,5 +12,7 @@ pub mod serve;
 pub mod shm_consumer;
 pub mod shm_producer;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod upstream;
 pub mod users_service;

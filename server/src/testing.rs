@@ -1,0 +1,50 @@
+//! The checker behind the `request_params` fuzz target (feature `testing`), so that `cargo test`
+//! replays its seeds and regressions too.
+
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+
+use crate::api_error::ApiError;
+use crate::dataset::MAX_COUNT;
+use crate::query::UsersQuery;
+
+/// Parses `raw` as the query string of a users route (both services share the parser) and checks
+/// the outcome: a valid request never carries a `count` above [`MAX_COUNT`] and reads back from
+/// its canonical form unchanged; an invalid one becomes a 400 whose body is a JSON object with a
+/// non-empty `error` string.
+///
+/// # Panics
+/// When either promise is broken.
+pub fn check_query_text(raw: &str) {
+    match UsersQuery::parse(Some(raw)) {
+        Ok(query) => {
+            assert!(
+                query.count <= MAX_COUNT,
+                "count {} above the cap",
+                query.count
+            );
+            assert_eq!(
+                UsersQuery::parse(Some(&query.to_query_string())),
+                Ok(query),
+                "canonical form does not read back"
+            );
+        }
+        Err(error) => {
+            let response = ApiError::from(error).into_response();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                "application/json",
+                "error body is not JSON"
+            );
+            let body = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime")
+                .block_on(axum::body::to_bytes(response.into_body(), 64 * 1024))
+                .expect("error body within 64 KiB");
+            let json: serde_json::Value = serde_json::from_slice(&body).expect("error body parses");
+            let message = json["error"].as_str().expect("an error string");
+            assert!(!message.is_empty());
+        }
+    }
+}
