@@ -13,7 +13,6 @@ use shmbridge::{
 };
 
 use crate::api_error::ApiError;
-use crate::payload::Payload;
 
 /// Shared-memory options of users-service.
 #[derive(clap::Args, Clone, Debug)]
@@ -119,37 +118,24 @@ impl ShmProducer {
         self.claim_timeout
     }
 
-    /// Claims a slot, copies `payload` in and publishes it. Blocks for up to `wait` when every
-    /// slot is busy, so call it off the async workers unless `wait` is zero.
-    pub fn publish(&self, payload: &Payload, wait: Duration) -> Result<Handle, ApiError> {
-        let mut slot =
-            self.producer
-                .claim(payload.bytes.len(), wait)
-                .map_err(|error| match error {
-                    ClaimError::TooLarge { len, max } => ApiError::TooLargeForSlot { len, max },
-                    ClaimError::Exhausted { .. } => ApiError::SlotsExhausted,
-                })?;
+    /// Claims a slot, copies `body` in and publishes it; the handle carries the crc32 the write
+    /// guard computed over `body` as it copied. Blocks for up to `wait` when every slot is busy,
+    /// so call it off the async workers unless `wait` is zero.
+    pub fn publish(&self, body: &[u8], wait: Duration) -> Result<Handle, ApiError> {
+        let mut slot = self
+            .producer
+            .claim(body.len(), wait)
+            .map_err(|error| match error {
+                ClaimError::TooLarge { len, max } => ApiError::TooLargeForSlot { len, max },
+                ClaimError::Exhausted { .. } => ApiError::SlotsExhausted,
+            })?;
         // A failed write (the reaper took the slot) drops the guard, which frees the slot.
-        std::io::Write::write_all(&mut slot, &payload.bytes).map_err(|error| {
-            ApiError::ShmStale {
-                reason: format!("writing the slot failed: {error}"),
-            }
+        std::io::Write::write_all(&mut slot, body).map_err(|error| ApiError::ShmStale {
+            reason: format!("writing the slot failed: {error}"),
         })?;
-        let handle = slot.publish().map_err(|error| ApiError::ShmStale {
+        slot.publish().map_err(|error| ApiError::ShmStale {
             reason: error.to_string(),
-        })?;
-        if handle.crc != payload.crc32 || handle.len as usize != payload.bytes.len() {
-            return Err(ApiError::Internal {
-                reason: format!(
-                    "slot holds {} bytes with crc {:08x}, payload was {} bytes with crc {:08x}",
-                    handle.len,
-                    handle.crc,
-                    payload.bytes.len(),
-                    payload.crc32
-                ),
-            });
-        }
-        Ok(handle)
+        })
     }
 
     pub fn stats(&self) -> Stats {
@@ -201,6 +187,7 @@ impl ShmProducer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payload::Payload;
     use crate::query::UsersQuery;
     use clap::Parser;
 
@@ -230,7 +217,7 @@ mod tests {
     fn publish_returns_a_handle_with_the_payload_crc_and_len() {
         let producer = small_producer(&[]);
         let payload = Payload::generate(UsersQuery { count: 20, seed: 1 });
-        let handle = producer.publish(&payload, TIMEOUT).unwrap();
+        let handle = producer.publish(&payload.bytes, TIMEOUT).unwrap();
         assert_eq!(handle.crc, payload.crc32);
         assert_eq!(handle.len as usize, payload.bytes.len());
         assert_eq!(format!("{:016x}", handle.epoch), producer.info().epoch);
@@ -244,14 +231,14 @@ mod tests {
             seed: 1,
         });
         assert!(matches!(
-            producer.publish(&big, TIMEOUT),
+            producer.publish(&big.bytes, TIMEOUT),
             Err(ApiError::TooLargeForSlot { .. })
         ));
         let small = Payload::generate(UsersQuery { count: 1, seed: 1 });
-        producer.publish(&small, TIMEOUT).unwrap();
-        producer.publish(&small, TIMEOUT).unwrap();
+        producer.publish(&small.bytes, TIMEOUT).unwrap();
+        producer.publish(&small.bytes, TIMEOUT).unwrap();
         assert!(matches!(
-            producer.publish(&small, TIMEOUT),
+            producer.publish(&small.bytes, TIMEOUT),
             Err(ApiError::SlotsExhausted)
         ));
     }
@@ -260,8 +247,8 @@ mod tests {
     fn reaper_frees_unredeemed_slots_after_the_ttl() {
         let producer = small_producer(&["--ready-ttl", "10ms"]);
         let small = Payload::generate(UsersQuery { count: 1, seed: 1 });
-        producer.publish(&small, TIMEOUT).unwrap();
-        producer.publish(&small, TIMEOUT).unwrap();
+        producer.publish(&small.bytes, TIMEOUT).unwrap();
+        producer.publish(&small.bytes, TIMEOUT).unwrap();
         assert_eq!(producer.stats().slots.ready, 2);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while producer.stats().slots.free < 2 {

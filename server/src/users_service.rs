@@ -12,11 +12,12 @@ use axum::http::{HeaderName, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bytes::Bytes;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::api_error::ApiError;
 use crate::dataset::{User, users};
-use crate::payload::{CRC_HEADER, Payload, Transport, format_crc};
+use crate::payload::{CRC_HEADER, Payload, Transport, format_crc, serialize_body};
 use crate::query::UsersQuery;
 use crate::query_cache::QueryCache;
 use crate::serve::{CommonArgs, ShutdownSignal, announce, bind, serve_until_signal};
@@ -84,6 +85,19 @@ impl AppState {
         }
     }
 
+    /// The body alone, for the shared-memory path: the cached payload's bytes under `--cache`,
+    /// otherwise serialized now without a checksum (the slot's write guard computes it).
+    fn body(&self, query: UsersQuery) -> Bytes {
+        match &self.inner.bodies {
+            Some(bodies) => {
+                bodies
+                    .get_or_insert_with(query, || Payload::serialize(&self.users(query)))
+                    .bytes
+            }
+            None => serialize_body(&self.users(query)),
+        }
+    }
+
     fn users(&self, query: UsersQuery) -> Arc<[User]> {
         self.inner
             .datasets
@@ -140,14 +154,14 @@ async fn publish_users(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = UsersQuery::parse(raw.as_deref())?;
-    let payload = state.payload(query);
+    let body = state.body(query);
     let shm = Arc::clone(&state.inner.shm);
-    let len = payload.bytes.len();
+    let len = body.len();
     // Taking a free slot never blocks, so it runs right here; only waiting for a slot to free
     // up goes to the blocking pool (a hop there costs a cross-core wake-up per request).
-    let handle = match shm.publish(&payload, Duration::ZERO) {
+    let handle = match shm.publish(&body, Duration::ZERO) {
         Err(ApiError::SlotsExhausted) => {
-            tokio::task::spawn_blocking(move || shm.publish(&payload, shm.claim_timeout()))
+            tokio::task::spawn_blocking(move || shm.publish(&body, shm.claim_timeout()))
                 .await
                 .map_err(|error| ApiError::Internal {
                     reason: format!("publish task failed: {error}"),

@@ -84,7 +84,9 @@ async fn shm_upstream_answering(
         async move {
             let payload = Payload::generate(UsersQuery::default());
             let handle = tamper(
-                producer.publish(&payload, Duration::from_secs(1)).unwrap(),
+                producer
+                    .publish(&payload.bytes, Duration::from_secs(1))
+                    .unwrap(),
                 &first,
             );
             let mut headers = HeaderMap::new();
