@@ -327,25 +327,32 @@ fn parse_metrics(text: &str) -> prometheus_parse::Scrape {
 }
 
 fn counter(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    scrape
-        .samples
-        .iter()
-        .filter(|sample| sample.metric == name)
-        .filter(|sample| {
-            labels
-                .iter()
-                .all(|(key, value)| sample.labels.get(key) == Some(*value))
-        })
-        .map(|sample| match sample.value {
-            prometheus_parse::Value::Counter(value) | prometheus_parse::Value::Untyped(value) => {
-                value
-            }
-            ref other => panic!("{name} is not a counter: {other:?}"),
-        })
-        .sum()
+    sum_samples(scrape, name, labels, "counter", |value| match value {
+        prometheus_parse::Value::Counter(value) | prometheus_parse::Value::Untyped(value) => {
+            Some(*value)
+        }
+        _ => None,
+    })
 }
 
 fn gauge(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    sum_samples(scrape, name, labels, "gauge", |value| match value {
+        prometheus_parse::Value::Gauge(value) | prometheus_parse::Value::Untyped(value) => {
+            Some(*value)
+        }
+        _ => None,
+    })
+}
+
+/// Sums the samples of `name` carrying all of `labels`; `of_kind` picks the value out of a
+/// sample of the expected type and rejects any other.
+fn sum_samples(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+    kind: &str,
+    of_kind: impl Fn(&prometheus_parse::Value) -> Option<f64>,
+) -> f64 {
     scrape
         .samples
         .iter()
@@ -355,11 +362,9 @@ fn gauge(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)])
                 .iter()
                 .all(|(key, value)| sample.labels.get(key) == Some(*value))
         })
-        .map(|sample| match sample.value {
-            prometheus_parse::Value::Gauge(value) | prometheus_parse::Value::Untyped(value) => {
-                value
-            }
-            ref other => panic!("{name} is not a gauge: {other:?}"),
+        .map(|sample| {
+            of_kind(&sample.value)
+                .unwrap_or_else(|| panic!("{name} is not a {kind}: {:?}", sample.value))
         })
         .sum()
 }
