@@ -3,6 +3,8 @@
 
 pub mod cli;
 pub mod compare;
+pub mod inject;
+pub mod inspect;
 pub mod load;
 pub mod output;
 pub mod report;
