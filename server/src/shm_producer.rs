@@ -13,6 +13,7 @@ use shmbridge::{
 };
 
 use crate::api_error::ApiError;
+use crate::failpoints;
 
 /// Shared-memory options of users-service.
 #[derive(clap::Args, Clone, Debug)]
@@ -129,10 +130,17 @@ impl ShmProducer {
                 ClaimError::TooLarge { len, max } => ApiError::TooLargeForSlot { len, max },
                 ClaimError::Exhausted { .. } => ApiError::SlotsExhausted,
             })?;
+        failpoints::hit(failpoints::AFTER_CLAIM);
+        // Two writes around MID_COPY, so a crash there leaves a half-written slot behind.
+        let (first_half, second_half) = body.split_at(body.len() / 2);
         // A failed write (the reaper took the slot) drops the guard, which frees the slot.
-        std::io::Write::write_all(&mut slot, body).map_err(|error| ApiError::ShmStale {
+        let write_failed = |error: std::io::Error| ApiError::ShmStale {
             reason: format!("writing the slot failed: {error}"),
-        })?;
+        };
+        std::io::Write::write_all(&mut slot, first_half).map_err(write_failed)?;
+        failpoints::hit(failpoints::MID_COPY);
+        std::io::Write::write_all(&mut slot, second_half).map_err(write_failed)?;
+        failpoints::hit(failpoints::BEFORE_PUBLISH);
         slot.publish().map_err(|error| ApiError::ShmStale {
             reason: error.to_string(),
         })

@@ -17,6 +17,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::api_error::ApiError;
 use crate::dataset::{User, users};
+use crate::failpoints;
 use crate::payload::{CRC_HEADER, Payload, Transport, format_crc, serialize_body};
 use crate::query::UsersQuery;
 use crate::query_cache::QueryCache;
@@ -128,6 +129,7 @@ pub fn app(state: AppState) -> Router {
 /// Runs users-service until SIGTERM/Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     telemetry::init_tracing(args.common.log_format);
+    failpoints::setup()?;
     let state = AppState::new(&args)?;
     telemetry::spawn_metrics_upkeep(state.inner.metrics.clone());
     Arc::clone(&state.inner.shm).spawn_reporter(SHM_REPORT_INTERVAL);
