@@ -12,6 +12,7 @@ pub mod query_cache;
 pub mod serve;
 pub mod shm_consumer;
 pub mod shm_producer;
+pub mod stale_segment;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

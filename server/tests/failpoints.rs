@@ -19,6 +19,7 @@ fn shm_args() -> ShmArgs {
         slot_count: 2,
         slot_size: 65536,
         shm_socket: None,
+        shm_path: None,
         claim_timeout: CLAIM_TIMEOUT,
         ready_ttl: Duration::from_secs(5),
     }

@@ -11,7 +11,8 @@
 //! - **Named file** ([`Segment::create_file`]), for inspection tools and peers in other languages.
 //!   Created with `O_EXCL` and mode 0600; space reserved with `posix_fallocate`, so a full tmpfs
 //!   fails at creation with ENOSPC, never later with SIGBUS. Attach checks owner, mode and size
-//!   against the header. Does not defend against a same-uid process truncating the file (a reader
+//!   against the header, also when the file arrives as a descriptor over the socket (a file
+//!   cannot be sealed). Does not defend against a same-uid process truncating the file (a reader
 //!   would take SIGBUS) or leaving a stale file after `kill -9` (the creator removes it on drop;
 //!   a re-created segment gets a new epoch, so consumers notice).
 //!
@@ -124,6 +125,8 @@ enum Backing {
         path: PathBuf,
         remove_on_drop: bool,
     },
+    /// A segment file received as a descriptor: its path is the creator's business.
+    ReceivedFile(File),
     #[cfg(loom)]
     Heap,
 }
@@ -265,21 +268,7 @@ impl Segment {
             op: "stat segment file",
             source,
         })?;
-        if !meta.file_type().is_file() || meta.file_type().is_fifo() {
-            return Err(AttachError::NotRegularFile);
-        }
-        let euid = nix::unistd::geteuid().as_raw();
-        if meta.uid() != euid {
-            return Err(AttachError::WrongOwner {
-                found: meta.uid(),
-                expected: euid,
-            });
-        }
-        if meta.mode() & 0o077 != 0 {
-            return Err(AttachError::InsecureMode {
-                found: meta.mode() & 0o7777,
-            });
-        }
+        check_file_metadata(&meta)?;
         Self::map_and_validate(Backing::NamedFile {
             file,
             path: path.to_owned(),
@@ -287,13 +276,28 @@ impl Segment {
         })
     }
 
-    /// Attaches to a sealed memfd received from the producer.
+    /// Attaches to a descriptor received from the producer: a sealed memfd, or a segment file
+    /// (which cannot be sealed) held to the same owner and mode checks as [`Segment::attach_file`].
     pub fn attach_fd(fd: OwnedFd) -> Result<Self, AttachError> {
         let file = File::from(fd);
-        let seals = fcntl(&file, FcntlArg::F_GET_SEALS).map_err(|errno| AttachError::Io {
-            op: "read memfd seals",
-            source: errno.into(),
-        })?;
+        let seals = match fcntl(&file, FcntlArg::F_GET_SEALS) {
+            Ok(seals) => seals,
+            // Only memfds know seals; anything else answers EINVAL.
+            Err(Errno::EINVAL) => {
+                let meta = file.metadata().map_err(|source| AttachError::Io {
+                    op: "stat segment descriptor",
+                    source,
+                })?;
+                check_file_metadata(&meta)?;
+                return Self::map_and_validate(Backing::ReceivedFile(file));
+            }
+            Err(errno) => {
+                return Err(AttachError::Io {
+                    op: "read memfd seals",
+                    source: errno.into(),
+                });
+            }
+        };
         let required = (SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW).bits();
         if seals & required != required {
             return Err(AttachError::NotSealed {
@@ -370,7 +374,9 @@ impl Segment {
     /// The file descriptor to hand to consumers (memfd or segment file).
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.backing {
-            Backing::Memfd(file) | Backing::NamedFile { file, .. } => Some(file.as_fd()),
+            Backing::Memfd(file)
+            | Backing::NamedFile { file, .. }
+            | Backing::ReceivedFile(file) => Some(file.as_fd()),
             #[cfg(loom)]
             Backing::Heap => None,
         }
@@ -484,10 +490,32 @@ impl std::fmt::Debug for Segment {
 
 fn backing_file(backing: &Backing) -> &File {
     match backing {
-        Backing::Memfd(file) | Backing::NamedFile { file, .. } => file,
+        Backing::Memfd(file) | Backing::NamedFile { file, .. } | Backing::ReceivedFile(file) => {
+            file
+        }
         #[cfg(loom)]
         Backing::Heap => unreachable!("heap segments are never mapped"),
     }
+}
+
+/// A segment file must be a regular file of this user that no other user can open.
+fn check_file_metadata(meta: &std::fs::Metadata) -> Result<(), AttachError> {
+    if !meta.file_type().is_file() || meta.file_type().is_fifo() {
+        return Err(AttachError::NotRegularFile);
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != euid {
+        return Err(AttachError::WrongOwner {
+            found: meta.uid(),
+            expected: euid,
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(AttachError::InsecureMode {
+            found: meta.mode() & 0o7777,
+        });
+    }
+    Ok(())
 }
 
 fn new_header(geometry: &Geometry, epoch: u64, creator: Owner) -> Header {
@@ -647,6 +675,34 @@ mod tests {
         let attached = Segment::attach_fd(fd).unwrap();
         assert_eq!(attached.epoch(), segment.epoch());
         assert_eq!(attached.header(), segment.header());
+    }
+
+    #[test]
+    fn a_segment_file_descriptor_attaches_and_a_loose_mode_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment");
+        let segment = Segment::create_file(
+            &path,
+            &SegmentConfig {
+                slot_count: 2,
+                slot_size: 4096,
+            },
+        )
+        .unwrap();
+        let fd = segment.fd().unwrap().try_clone_to_owned().unwrap();
+        let attached = Segment::attach_fd(fd).unwrap();
+        assert_eq!(attached.header(), segment.header());
+        assert_eq!(attached.path(), None);
+        drop(attached);
+        assert!(path.exists(), "only the creator removes the file");
+
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let fd = segment.fd().unwrap().try_clone_to_owned().unwrap();
+        assert!(matches!(
+            Segment::attach_fd(fd),
+            Err(AttachError::InsecureMode { found: 0o644 })
+        ));
     }
 
     #[test]
