@@ -4,6 +4,7 @@
 //! redeemed, and the slot metrics.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -86,6 +87,8 @@ pub struct ShmProducer {
     claim_timeout: Duration,
     /// Reclaims already logged, so each report logs only the new ones.
     reported_reclaims: Mutex<Reclaims>,
+    /// Header repairs already logged.
+    reported_header_repairs: AtomicU64,
     _reaper: ReaperThread,
     _fd_server: FdServer,
 }
@@ -149,6 +152,7 @@ impl ShmProducer {
             info,
             claim_timeout: args.claim_timeout,
             reported_reclaims: Mutex::new(Reclaims::default()),
+            reported_header_repairs: AtomicU64::new(0),
             _reaper: reaper,
             _fd_server: fd_server,
         })
@@ -221,6 +225,16 @@ impl ShmProducer {
         }
         *reported = stats.reclaims;
         metrics::counter!("shm_claims_exhausted_total").absolute(stats.claims_exhausted);
+        metrics::counter!("shm_header_repairs_total").absolute(stats.header_repairs);
+        let already = self
+            .reported_header_repairs
+            .swap(stats.header_repairs, Ordering::Relaxed);
+        if stats.header_repairs > already {
+            tracing::info!(
+                repairs = stats.header_repairs - already,
+                "restored the segment header after something overwrote it"
+            );
+        }
     }
 
     /// Reports every `interval` until the returned task is aborted or the runtime stops.

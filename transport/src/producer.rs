@@ -143,12 +143,21 @@ impl Producer {
         })
     }
 
-    /// Runs one reaper pass now and returns what it reclaimed. Concurrent calls do not queue:
-    /// if another thread is reaping, this one returns at once with nothing reclaimed.
+    /// Runs one reaper pass now and returns what it reclaimed. The pass also restores the shared
+    /// header from the validated copy if something scribbled on it (counted in
+    /// [`Stats::header_repairs`]). Concurrent calls do not queue: if another thread is reaping,
+    /// this one returns at once with nothing reclaimed.
     pub fn reap(&self) -> Reclaims {
         let Ok(mut reaper) = self.reaper.try_lock() else {
             return Reclaims::default();
         };
+        if self.segment.repair_header() {
+            Counters::bump(&self.counters.header_repairs);
+            tracing::debug!(
+                epoch = format_args!("{:016x}", self.segment.epoch()),
+                "segment header was overwritten; restored the validated copy"
+            );
+        }
         let reclaims = reaper.reap(&self.segment, self.host.as_ref(), self.options.lease);
         self.counters.add_reclaims(&reclaims);
         reclaims

@@ -358,6 +358,31 @@ impl Segment {
         &self.header
     }
 
+    /// Writes the validated header back over the shared one if something scribbled on it, so
+    /// that later attaches (a restarted consumer) validate again. Returns whether it had to.
+    pub(crate) fn repair_header(&self) -> bool {
+        match &self.memory {
+            Memory::Mapped(map) => {
+                let shared = map.as_mut_ptr().cast::<Header>();
+                // SAFETY: the mapping is at least HEADER_SIZE bytes long and page-aligned, so
+                // `shared` is in bounds and aligned for Header. Header is plain integers and byte
+                // arrays, valid for every bit pattern, so reading what a scribbler left is sound;
+                // volatile because other processes write these bytes behind the compiler's back.
+                // No honest process writes the header after creation, so writing the validated
+                // copy back races only with a scribbler, whose bytes it is meant to replace.
+                unsafe {
+                    if std::ptr::read_volatile(shared) == self.header {
+                        return false;
+                    }
+                    std::ptr::write_volatile(shared, self.header);
+                }
+                true
+            }
+            #[cfg(loom)]
+            Memory::Heap { .. } => false,
+        }
+    }
+
     /// Random identity of this segment instance; a re-created segment has a new one.
     pub fn epoch(&self) -> u64 {
         self.header.epoch
