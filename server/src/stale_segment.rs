@@ -20,7 +20,7 @@ pub fn clear_leftover(path: &Path) -> anyhow::Result<()> {
     if !metadata.file_type().is_file() {
         anyhow::bail!("{shown} exists and is not a regular file; refusing to replace it");
     }
-    let reason = match Segment::attach_file(path) {
+    let reason = match Segment::attach_file_read_only(path) {
         Ok(segment) => {
             let header = segment.header();
             let creator = Owner {

@@ -53,8 +53,9 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// A producer for this process on the real machine.
+    /// A producer for this process on the real machine. Fails on a read-only segment.
     pub fn new(segment: Arc<Segment>, options: ProducerOptions) -> io::Result<Self> {
+        segment.require_writable("producer")?;
         Ok(Self::with_host(
             segment,
             options,
@@ -64,12 +65,16 @@ impl Producer {
     }
 
     /// A producer that names itself `owner` and asks `host` for time and liveness.
+    ///
+    /// # Panics
+    /// On a read-only segment ([`Producer::new`] returns an error instead).
     pub fn with_host(
         segment: Arc<Segment>,
         options: ProducerOptions,
         owner: Owner,
         host: Arc<dyn Host>,
     ) -> Self {
+        assert!(segment.is_writable(), "a producer needs a writable segment");
         let reaper = Mutex::new(Reaper::new(segment.slot_count()));
         Self {
             segment,

@@ -16,6 +16,10 @@
 //!   would take SIGBUS) or leaving a stale file after `kill -9` (the creator removes it on drop;
 //!   a re-created segment gets a new epoch, so consumers notice).
 //!
+//! Inspectors attach read-only ([`Segment::attach_file_read_only`],
+//! [`crate::attach_via_socket_read_only`]): the same validation, a `PROT_READ` mapping, and
+//! producers and consumers refuse such a segment, so no store through its pointers is reachable.
+//!
 //! After attach, the validated header is copied into process memory and all geometry comes from
 //! that copy; the shared header is never re-read for bounds.
 
@@ -25,7 +29,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use memmap2::MmapRaw;
+use memmap2::{MmapOptions, MmapRaw};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 
@@ -137,6 +141,9 @@ pub struct Segment {
     header: Header,
     geometry: Geometry,
     backing: Backing,
+    /// False for a read-only (PROT_READ) attach: producers and consumers refuse such a segment,
+    /// so nothing ever stores through its pointers.
+    writable: bool,
 }
 
 // SAFETY: only the loom-only heap variant is not Sync by itself (UnsafeCell payload). Its bytes
@@ -220,6 +227,7 @@ impl Segment {
             ),
             geometry,
             backing: Backing::Heap,
+            writable: true,
         }
     }
 
@@ -251,14 +259,26 @@ impl Segment {
             header,
             geometry,
             backing,
+            writable: true,
         })
     }
 
     /// Attaches to a segment file created by [`Segment::create_file`].
     pub fn attach_file(path: &Path) -> Result<Self, AttachError> {
+        Self::attach_file_with(path, true)
+    }
+
+    /// Attaches to a segment file for reading only: the same validation, but opened `O_RDONLY`
+    /// and mapped `PROT_READ`, so an inspector can never write. [`Segment::inspect`] works on it;
+    /// producers and consumers refuse it.
+    pub fn attach_file_read_only(path: &Path) -> Result<Self, AttachError> {
+        Self::attach_file_with(path, false)
+    }
+
+    fn attach_file_with(path: &Path, writable: bool) -> Result<Self, AttachError> {
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(writable)
             .open(path)
             .map_err(|source| AttachError::Io {
                 op: "open segment file",
@@ -269,16 +289,28 @@ impl Segment {
             source,
         })?;
         check_file_metadata(&meta)?;
-        Self::map_and_validate(Backing::NamedFile {
-            file,
-            path: path.to_owned(),
-            remove_on_drop: false,
-        })
+        Self::map_and_validate(
+            Backing::NamedFile {
+                file,
+                path: path.to_owned(),
+                remove_on_drop: false,
+            },
+            writable,
+        )
     }
 
     /// Attaches to a descriptor received from the producer: a sealed memfd, or a segment file
     /// (which cannot be sealed) held to the same owner and mode checks as [`Segment::attach_file`].
     pub fn attach_fd(fd: OwnedFd) -> Result<Self, AttachError> {
+        Self::attach_fd_with(fd, true)
+    }
+
+    /// [`Segment::attach_fd`] mapped `PROT_READ`, for inspectors.
+    pub(crate) fn attach_fd_read_only(fd: OwnedFd) -> Result<Self, AttachError> {
+        Self::attach_fd_with(fd, false)
+    }
+
+    fn attach_fd_with(fd: OwnedFd, writable: bool) -> Result<Self, AttachError> {
         let file = File::from(fd);
         let seals = match fcntl(&file, FcntlArg::F_GET_SEALS) {
             Ok(seals) => seals,
@@ -289,7 +321,7 @@ impl Segment {
                     source,
                 })?;
                 check_file_metadata(&meta)?;
-                return Self::map_and_validate(Backing::ReceivedFile(file));
+                return Self::map_and_validate(Backing::ReceivedFile(file), writable);
             }
             Err(errno) => {
                 return Err(AttachError::Io {
@@ -304,12 +336,12 @@ impl Segment {
                 found: seals as u32,
             });
         }
-        Self::map_and_validate(Backing::Memfd(file))
+        Self::map_and_validate(Backing::Memfd(file), writable)
     }
 
     /// Reads and validates the header against the file's size before mapping anything, then
     /// maps and checks the mapping is still the size the header promises.
-    fn map_and_validate(backing: Backing) -> Result<Self, AttachError> {
+    fn map_and_validate(backing: Backing, writable: bool) -> Result<Self, AttachError> {
         let file = backing_file(&backing);
         let len = file
             .metadata()
@@ -332,8 +364,12 @@ impl Segment {
             })?;
         let header = Header::from_bytes(&bytes);
         let geometry = validate_header(&header, len)?;
-        let map =
-            MmapRaw::map_raw(file).map_err(|source| AttachError::Io { op: "mmap", source })?;
+        let map = if writable {
+            MmapRaw::map_raw(file)
+        } else {
+            MmapOptions::new().map_raw_read_only(file)
+        }
+        .map_err(|source| AttachError::Io { op: "mmap", source })?;
         if map.len() as u64 != geometry.total_size {
             return Err(AttachError::SizeMismatch {
                 found: map.len() as u64,
@@ -350,7 +386,25 @@ impl Segment {
             header,
             geometry,
             backing,
+            writable,
         })
+    }
+
+    /// Whether this segment may be written: false for a read-only attach.
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// An error for the writing roles (producer, consumer) that a read-only segment cannot take.
+    pub(crate) fn require_writable(&self, role: &str) -> std::io::Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("a {role} needs a writable segment; this one is attached read-only"),
+            ))
+        }
     }
 
     /// The validated header, as copied at create or attach time.
@@ -361,6 +415,9 @@ impl Segment {
     /// Writes the validated header back over the shared one if something scribbled on it, so
     /// that later attaches (a restarted consumer) validate again. Returns whether it had to.
     pub(crate) fn repair_header(&self) -> bool {
+        if !self.writable {
+            return false;
+        }
         match &self.memory {
             Memory::Mapped(map) => {
                 let shared = map.as_mut_ptr().cast::<Header>();
