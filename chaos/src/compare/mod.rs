@@ -70,6 +70,8 @@ pub async fn run(args: &CompareArgs) -> Result<u64, CompareError> {
                 command.env_remove(name);
             }
         }
+        // The comparison must never run with fault points armed.
+        command.env_remove(shmbridge_server::failpoints::ENV_VAR);
         // Per-request info logs from two services would only fill pipes; keep warnings.
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "warn");
