@@ -41,6 +41,8 @@ pub struct SlotRow {
     pub generation: u64,
     pub owner_pid: u32,
     pub owner_start_time: u64,
+    /// 0 when the holder recorded none (no pidfs, or an older peer).
+    pub owner_pidfs_ino: u64,
     /// Milliseconds until the lease (writing, reading) or TTL (ready) ends; negative once past.
     pub deadline_in_ms: i64,
     pub len: u32,
@@ -82,6 +84,7 @@ impl SegmentSnapshot {
                 generation: view.generation,
                 owner_pid: view.owner.pid,
                 owner_start_time: view.owner.start_time,
+                owner_pidfs_ino: view.owner.pidfs_ino,
                 deadline_in_ms: i64::try_from((i128::from(view.deadline_ns) - now) / 1_000_000)
                     .unwrap_or(i64::MAX),
                 len: view.len,
@@ -117,17 +120,18 @@ impl SegmentSnapshot {
         );
         let held = self.held().count();
         text.push_str(&format!(
-            "{} free, {held} held\n\n| slot | state | generation | owner pid | owner start | deadline in (ms) | len | crc |\n|---:|---|---:|---:|---:|---:|---:|---|\n",
+            "{} free, {held} held\n\n| slot | state | generation | owner pid | owner start | owner pidfs ino | deadline in (ms) | len | crc |\n|---:|---|---:|---:|---:|---:|---:|---:|---|\n",
             self.slots.len() - held
         ));
         for row in self.slots.iter().filter(|row| all_slots || !row.is_free()) {
             text.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 row.slot,
                 row.state,
                 row.generation,
                 row.owner_pid,
                 row.owner_start_time,
+                row.owner_pidfs_ino,
                 row.deadline_in_ms,
                 row.len,
                 row.crc

@@ -174,7 +174,18 @@ async fn a_squatter_on_a_dead_holders_pid_does_not_keep_its_slot() {
         let round = pid_reuse::round(&program, guard.0.id(), &url, &info.socket, role)
             .await
             .unwrap();
-        assert_ne!(round.holder_start_time, round.squatter_start_time);
+        // Equal start times (a squatter started within the holder's 10 ms tick) are the hard
+        // case, not a broken round: the reaper must tell the two apart regardless.
+        eprintln!(
+            "{role:?}: holder and squatter start times {} and {} ({})",
+            round.holder_start_time,
+            round.squatter_start_time,
+            if round.holder_start_time == round.squatter_start_time {
+                "equal"
+            } else {
+                "different"
+            }
+        );
         let after = round
             .reclaimed_after
             .expect("the squatter kept the slot alive");

@@ -26,6 +26,8 @@ pub fn clear_leftover(path: &Path) -> anyhow::Result<()> {
             let creator = Owner {
                 pid: header.creator_pid,
                 start_time: header.creator_start_time,
+                // The header records no pidfs inode (see `shmbridge::layout`, "Header").
+                pidfs_ino: 0,
             };
             if SystemHost.is_alive(creator) {
                 anyhow::bail!("segment {shown} is in use by pid {}", creator.pid);

@@ -8,13 +8,20 @@ use std::fs;
 use std::io;
 use std::time::Duration;
 
-/// A process, named so that a reused pid is not mistaken for it: the pid plus the process start
-/// time in clock ticks since boot (`/proc/PID/stat` field 22), which differs between two
-/// processes that got the same pid one after the other.
+/// A process, named so that a reused pid is not mistaken for it: the pid, the process start time
+/// in clock ticks since boot (`/proc/PID/stat` field 22), and, where the kernel has pidfs
+/// (Linux >= 6.9), the inode number of a pidfd for it.
+///
+/// The start time alone is not enough: it has 10 ms granularity, and a process that gets a dead
+/// one's pid within the same tick gets its start time too. A pidfs inode number is never reused
+/// while the machine runs, so when both sides have one it settles the question.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Owner {
     pub pid: u32,
     pub start_time: u64,
+    /// The pidfs inode number of the process, or 0 when unknown (no pidfs, or a peer that does
+    /// not record it): then pid and start time alone name the process.
+    pub pidfs_ino: u64,
 }
 
 impl Owner {
@@ -25,6 +32,8 @@ impl Owner {
         Ok(Self {
             pid,
             start_time: stat.start_time,
+            // Without pidfs (or pidfd_open) the process is still named, only less precisely.
+            pidfs_ino: pidfs_ino(pid).ok().flatten().unwrap_or(0),
         })
     }
 }
@@ -49,13 +58,28 @@ impl Host for SystemHost {
     }
 
     fn is_alive(&self, owner: Owner) -> bool {
-        match read_stat(owner.pid) {
-            Ok(stat) => !stat.is_zombie && stat.start_time == owner.start_time,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => false,
+        // The stat is read before the pidfd is opened: if the pidfd then names the owner, the
+        // owner already held this pid when the stat was read, so the stat (zombie or not) is its.
+        let stat = match read_stat(owner.pid) {
+            Ok(stat) => stat,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return false,
             // Unreadable but present (permissions, a malformed line): do not reclaim on a guess;
             // the lease still bounds how long the slot can be held.
-            Err(_) => true,
+            Err(_) => return true,
+        };
+        if stat.is_zombie {
+            return false;
         }
+        if owner.pidfs_ino != 0 {
+            match pidfs_ino(owner.pid) {
+                Ok(Some(live)) => return live == owner.pidfs_ino,
+                // Gone since the stat was read.
+                Err(error) if error.kind() == io::ErrorKind::NotFound => return false,
+                // No pidfs here, or no pidfd to be had (descriptor limit): the start time decides.
+                Ok(None) | Err(_) => {}
+            }
+        }
+        stat.start_time == owner.start_time
     }
 
     fn sleep(&self, duration: Duration) {
@@ -70,6 +94,28 @@ pub fn monotonic_now_ns() -> u64 {
     (now.tv_sec() as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(now.tv_nsec() as u64)
+}
+
+/// `statfs.f_type` of pidfs (`PID_FS_MAGIC`). On kernels without pidfs, pidfds are anonymous
+/// inodes that all share one inode number, which names no process.
+const PID_FS_MAGIC: u64 = 0x5049_4446;
+
+/// The pidfs inode number of the process now holding `pid`; `Ok(None)` when pidfds on this kernel
+/// do not live in pidfs. A pid with no process is `NotFound`.
+fn pidfs_ino(pid: u32) -> io::Result<Option<u64>> {
+    let raw = i32::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::NotFound))?;
+    let pid = rustix::process::Pid::from_raw(raw).ok_or(io::ErrorKind::NotFound)?;
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).map_err(
+        |errno| match errno {
+            rustix::io::Errno::SRCH => io::Error::from(io::ErrorKind::NotFound),
+            other => io::Error::from(other),
+        },
+    )?;
+    // `f_type` is a signed or unsigned word depending on the architecture.
+    if u64::try_from(rustix::fs::fstatfs(&pidfd)?.f_type) != Ok(PID_FS_MAGIC) {
+        return Ok(None);
+    }
+    Ok(Some(rustix::fs::fstat(&pidfd)?.st_ino))
 }
 
 struct ProcStat {
@@ -125,11 +171,46 @@ mod tests {
     fn this_process_is_alive_and_a_different_start_time_is_not() {
         let me = Owner::current().unwrap();
         assert!(SystemHost.is_alive(me));
+        // As an older peer names it, without a pidfs inode: the start time decides.
+        let named_by_start_time = Owner { pidfs_ino: 0, ..me };
+        assert!(SystemHost.is_alive(named_by_start_time));
         let reused = Owner {
             start_time: me.start_time + 1,
-            ..me
+            ..named_by_start_time
         };
         assert!(!SystemHost.is_alive(reused));
+    }
+
+    #[test]
+    fn a_different_pidfs_inode_is_another_process_even_with_the_same_start_time() {
+        let me = Owner::current().unwrap();
+        if pidfs_ino(me.pid).unwrap().is_none() {
+            eprintln!("skipped: this kernel has no pidfs");
+            return;
+        }
+        assert_ne!(me.pidfs_ino, 0);
+        // A process that got this pid within the same clock tick as us: same pid and start time.
+        let same_tick_reuse = Owner {
+            pidfs_ino: me.pidfs_ino + 1,
+            ..me
+        };
+        assert!(!SystemHost.is_alive(same_tick_reuse));
+    }
+
+    #[test]
+    fn pidfs_inodes_differ_between_processes() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
+        let child_ino = pidfs_ino(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let Some(child_ino) = child_ino.unwrap() else {
+            eprintln!("skipped: this kernel has no pidfs");
+            return;
+        };
+        assert_ne!(Owner::current().unwrap().pidfs_ino, child_ino);
     }
 
     #[test]

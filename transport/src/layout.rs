@@ -31,18 +31,41 @@
 //! | 80     | 4    | `header_crc`         | crc32 (IEEE) of bytes 0..80                          |
 //! | 84     | 44   | reserved             | zero                                                 |
 //!
+//! The creator is named by pid and start time only, with no pidfs inode (see "Holder identity"
+//! below): the reserved bytes lie outside `header_crc`, and covering more would change what every
+//! peer checks. An unchecked inode there could let one scribbled byte make a live creator look
+//! dead and its file be replaced under it, while the one thing the start time can get wrong here
+//! (a dead creator's pid taken within the same 10 ms tick) makes a new creator refuse the path
+//! with an error, which is the safe side.
+//!
 //! # Slot descriptor (64 bytes, one cache line; all fields are accessed atomically)
 //!
 //! | offset | size | field              | meaning                                                 |
 //! |-------:|-----:|--------------------|---------------------------------------------------------|
 //! | 0      | 8    | `state`            | the state word: `generation << 8 \| state`              |
-//! | 8      | 8    | `stamp`            | the generation the four fields below were written for   |
+//! | 8      | 8    | `stamp`            | the generation the owner fields and `deadline_ns` were written for |
 //! | 16     | 8    | `deadline_ns`      | CLOCK_MONOTONIC ns: lease end (writing, reading) or TTL end (ready) |
 //! | 24     | 8    | `owner_start_time` | holder's start time, so a reused pid is not mistaken for it |
 //! | 32     | 4    | `owner_pid`        | holder's pid                                            |
 //! | 36     | 4    | `len`              | published payload length (informational)                |
 //! | 40     | 4    | `crc`              | published crc32 (informational; readers check the handle's) |
-//! | 44     | 20   | reserved           | zero                                                    |
+//! | 44     | 4    | reserved           | zero                                                    |
+//! | 48     | 8    | `owner_pidfs_ino`  | holder's pidfs inode number, or 0 when unknown          |
+//! | 56     | 8    | reserved           | zero                                                    |
+//!
+//! # Holder identity
+//!
+//! `owner_pid`, `owner_start_time` and `owner_pidfs_ino` name the holder so that a process that
+//! later gets the same pid is not taken for it. The start time has 10 ms granularity, so a
+//! process that takes a dead holder's pid within the same tick also gets its start time. Where
+//! the kernel has pidfs (Linux >= 6.9: `fstatfs` of a `pidfd_open` descriptor reports `f_type`
+//! `0x50494446`), `fstat` of that pidfd gives an `st_ino` no other process gets until reboot; a
+//! holder stores it in `owner_pidfs_ino`, and stores 0 without pidfs (elsewhere pidfds share one
+//! anonymous inode and name nothing). A holder counts as alive when a non-zombie process has its
+//! pid and either both `owner_pidfs_ino` and the live process's pidfs inode are known and equal,
+//! or (one of them unknown) the start times are equal. A peer that never writes
+//! `owner_pidfs_ino` leaves it 0 and is judged by pid and start time alone, as before the field
+//! existed; the layout version did not change.
 //!
 //! # States and transitions
 //!
@@ -62,7 +85,8 @@
 //! # Rules for a peer
 //!
 //! 1. Change the state word only with compare-exchange, from the value you last read.
-//! 2. A holder of WRITING or READING writes `owner_*` and `deadline_ns` right after winning the
+//! 2. A holder of WRITING or READING writes all three `owner_*` fields (`owner_pidfs_ino` = 0
+//!    if it has none) and `deadline_ns` right after winning the
 //!    exchange, then `stamp` = its generation (release). A publisher writes `len`, `crc`,
 //!    `deadline_ns` and `stamp` = the READY generation *before* its exchange (release).
 //! 3. Payload bytes may be written only while holding WRITING; readers copy them while holding
@@ -166,7 +190,9 @@ pub struct SlotDescriptor {
     pub owner_pid: AtomicU32,
     pub len: AtomicU32,
     pub crc: AtomicU32,
-    reserved: [AtomicU32; 5],
+    reserved_44: AtomicU32,
+    pub owner_pidfs_ino: AtomicU64,
+    reserved_56: AtomicU64,
 }
 
 #[cfg(not(loom))]
@@ -180,6 +206,7 @@ const _: () = {
     assert!(offset_of!(SlotDescriptor, owner_pid) == 32);
     assert!(offset_of!(SlotDescriptor, len) == 36);
     assert!(offset_of!(SlotDescriptor, crc) == 40);
+    assert!(offset_of!(SlotDescriptor, owner_pidfs_ino) == 48);
 };
 
 impl SlotDescriptor {
@@ -194,7 +221,9 @@ impl SlotDescriptor {
             owner_pid: AtomicU32::new(0),
             len: AtomicU32::new(0),
             crc: AtomicU32::new(0),
-            reserved: std::array::from_fn(|_| AtomicU32::new(0)),
+            reserved_44: AtomicU32::new(0),
+            owner_pidfs_ino: AtomicU64::new(0),
+            reserved_56: AtomicU64::new(0),
         }
     }
 }

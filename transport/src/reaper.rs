@@ -2,7 +2,8 @@
 //! be waited for.
 //!
 //! A non-free slot is reclaimed when
-//! - it is WRITING or READING and its stamped owner no longer exists (or its pid was reused),
+//! - it is WRITING or READING and its stamped owner no longer exists (or its pid was reused: see
+//!   "Holder identity" in [`crate::layout`]),
 //! - it is WRITING or READING past its stamped lease, or READY past its stamped TTL,
 //! - its state byte holds no known state, or its stamped deadline lies further ahead than any
 //!   lease or TTL is ever set ([`MAX_DEADLINE_AHEAD`]), or
@@ -54,10 +55,7 @@ impl Reaper {
                 None => Some(ReclaimReason::Corrupt),
                 Some(state) => {
                     if descriptor.stamp.load(Ordering::Acquire) == word.generation() {
-                        let owner = Owner {
-                            pid: descriptor.owner_pid.load(Ordering::Relaxed),
-                            start_time: descriptor.owner_start_time.load(Ordering::Relaxed),
-                        };
+                        let owner = descriptor.owner();
                         let deadline = descriptor.deadline_ns.load(Ordering::Relaxed);
                         let held = matches!(state, SlotState::Writing | SlotState::Reading);
                         if held && !*alive.entry(owner).or_insert_with(|| host.is_alive(owner)) {

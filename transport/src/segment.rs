@@ -223,6 +223,7 @@ impl Segment {
                 Owner {
                     pid: 0,
                     start_time: 0,
+                    pidfs_ino: 0,
                 },
             ),
             geometry,
@@ -532,10 +533,7 @@ impl Segment {
             state: word.state(),
             generation: word.generation(),
             stamp: descriptor.stamp.load(Ordering::Acquire),
-            owner: Owner {
-                pid: descriptor.owner_pid.load(Ordering::Relaxed),
-                start_time: descriptor.owner_start_time.load(Ordering::Relaxed),
-            },
+            owner: descriptor.owner(),
             deadline_ns: descriptor.deadline_ns.load(Ordering::Relaxed),
             len: descriptor.len.load(Ordering::Relaxed),
             crc: descriptor.crc.load(Ordering::Relaxed),

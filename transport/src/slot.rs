@@ -26,6 +26,15 @@ impl SlotDescriptor {
             .map_err(Word)
     }
 
+    /// The stamped holder, as last written (meaningful only while `stamp` matches the word).
+    pub(crate) fn owner(&self) -> Owner {
+        Owner {
+            pid: self.owner_pid.load(Ordering::Relaxed),
+            start_time: self.owner_start_time.load(Ordering::Relaxed),
+            pidfs_ino: self.owner_pidfs_ino.load(Ordering::Relaxed),
+        }
+    }
+
     /// Records who holds the slot at `word` and until when. Written right after winning the
     /// exchange into `word`; the reaper trusts these fields only while `stamp` equals the word's
     /// generation (SYNC POINT "stamp": release here, acquire in the reaper).
@@ -33,6 +42,8 @@ impl SlotDescriptor {
         self.owner_pid.store(owner.pid, Ordering::Relaxed);
         self.owner_start_time
             .store(owner.start_time, Ordering::Relaxed);
+        self.owner_pidfs_ino
+            .store(owner.pidfs_ino, Ordering::Relaxed);
         self.deadline_ns.store(deadline_ns, Ordering::Relaxed);
         self.stamp.store(word.generation(), Ordering::Release);
     }

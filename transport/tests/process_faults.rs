@@ -1,6 +1,7 @@
 //! Faults from real processes (this test binary, re-executed as a child). A child is SIGKILLed
 //! mid-write and mid-read: the producer's reaper takes its slots back, every slot ends FREE, and
-//! stale handles are refused. A live process that merely reuses a dead owner's pid keeps nothing.
+//! stale handles are refused. A live process that merely reuses a dead owner's pid keeps nothing,
+//! even one that got the same start time (told apart by its pidfs inode).
 //! A child scribbles random bytes anywhere in a segment in use: every read is then the exact
 //! published bytes or a typed error.
 
@@ -206,6 +207,7 @@ fn a_reused_pid_does_not_keep_a_dead_owners_slot_alive() {
     let live = Owner {
         pid: stranger_pid,
         start_time: read_start_time(stranger_pid),
+        pidfs_ino: 0,
     };
     let dead_predecessor = Owner {
         start_time: live.start_time.wrapping_sub(1),
@@ -221,6 +223,58 @@ fn a_reused_pid_does_not_keep_a_dead_owners_slot_alive() {
     let reaper = Producer::new(Arc::clone(&segment), ProducerOptions::default()).unwrap();
     assert_eq!(reaper.reap().get(ReclaimReason::DeadOwner), 1);
     assert!(all_free(&segment));
+    stranger.0.kill().unwrap();
+}
+
+/// The case the start time cannot settle: the pid was taken within the same clock tick, so the
+/// live process has the dead owner's pid *and* start time. Only the pidfs inode tells them apart.
+#[test]
+fn a_reused_pid_with_the_same_start_time_is_told_apart_by_its_pidfs_inode() {
+    let this_process = Owner::current().unwrap();
+    if this_process.pidfs_ino == 0 {
+        eprintln!("skipped: this kernel has no pidfs");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let segment = new_segment(dir.path());
+    let mut stranger = ChildGuard(Command::new("sleep").arg("60").spawn().unwrap());
+    let stranger_pid = stranger.0.id();
+    // Same pid and start time as the live stranger; the pidfs inode of another process (this
+    // one), which cannot be the stranger's.
+    let same_tick_predecessor = Owner {
+        pid: stranger_pid,
+        start_time: read_start_time(stranger_pid),
+        pidfs_ino: this_process.pidfs_ino,
+    };
+    let holder = |owner: Owner| {
+        Producer::with_host(
+            Arc::clone(&segment),
+            ProducerOptions::default(),
+            owner,
+            Arc::new(SystemHost),
+        )
+    };
+    std::mem::forget(
+        holder(same_tick_predecessor)
+            .claim(1, Duration::ZERO)
+            .unwrap(),
+    );
+    // The same holder as an older peer would stamp it (no pidfs inode): the start time matches,
+    // so it must be left alone; this shows the inode is what decided the first reclaim.
+    let unknown_inode = Owner {
+        pidfs_ino: 0,
+        ..same_tick_predecessor
+    };
+    std::mem::forget(holder(unknown_inode).claim(1, Duration::ZERO).unwrap());
+    let reaper = Producer::new(Arc::clone(&segment), ProducerOptions::default()).unwrap();
+    let reclaims = reaper.reap();
+    assert_eq!(reclaims.get(ReclaimReason::DeadOwner), 1);
+    let held: Vec<Owner> = (0..segment.slot_count())
+        .filter_map(|slot| segment.inspect(slot))
+        .filter(|view| view.state == Some(SlotState::Writing))
+        .map(|view| view.owner)
+        .collect();
+    assert_eq!(held, [unknown_inode]);
     stranger.0.kill().unwrap();
 }
 

@@ -1,5 +1,6 @@
 //! PID reuse: a process holding a slot dies and a new, unrelated process gets its pid. The reaper
-//! names holders by pid *and* start time, so the newcomer must not keep the slot alive.
+//! names holders by pid, start time and (Linux >= 6.9) pidfs inode, so the newcomer must not keep
+//! the slot alive, even when it started within the holder's clock tick.
 //!
 //! One round, made deterministic instead of left to pid wrap-around: a holder (this binary's
 //! hidden `hold-slot` subcommand) claims or acquires a slot with a one-minute lease, so only
@@ -119,7 +120,8 @@ pub struct PidReuseRound {
     pub slot: u32,
     pub dead_pid: u32,
     /// The holder's and the squatter's start times (clock ticks since boot): same pid, different
-    /// processes.
+    /// processes, and about one round in five the same tick, which only the pidfs inode the
+    /// holder stamped tells apart.
     pub holder_start_time: u64,
     pub squatter_start_time: u64,
     /// From users-service resuming to the slot being free again; `None` if it was still held

@@ -111,5 +111,10 @@ fn dead_owner() -> Result<Owner, InjectError> {
         .map_err(|error| InjectError::io("reap the short-lived process", error))?;
     let start_time =
         start_time.map_err(|error| InjectError::io(format!("read /proc/{pid}/stat"), error))?;
-    Ok(Owner { pid, start_time })
+    // The header has no pidfs inode field: creators are named by pid and start time only.
+    Ok(Owner {
+        pid,
+        start_time,
+        pidfs_ino: 0,
+    })
 }

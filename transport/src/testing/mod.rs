@@ -51,6 +51,7 @@ impl ManualHost {
         Owner {
             pid: 4_000_000 + n,
             start_time: u64::from(n) + 1,
+            pidfs_ino: u64::from(n) + 1_000,
         }
     }
 }
