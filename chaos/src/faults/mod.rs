@@ -1,0 +1,196 @@
+//! The fault vocabulary: which service a fault hits, what is done to it, and the injectors
+//! that carry each action out against the supervised services. A new fault class is a
+//! variant of [`FaultAction`] and a small module with its `inject` function.
+
+pub mod kill;
+pub mod pause;
+pub mod slow;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::harness::supervisor::{Supervisor, SupervisorError};
+use crate::load::endpoint::Endpoint;
+
+/// One of the two supervised services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    UsersService,
+    Gateway,
+}
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::UsersService, Role::Gateway];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::UsersService => "users-service",
+            Role::Gateway => "gateway",
+        }
+    }
+
+    /// Whether requests to `endpoint` pass through this service: every route goes through the
+    /// gateway; the cached route never reaches users-service.
+    pub fn serves(self, endpoint: Endpoint) -> bool {
+        match self {
+            Role::Gateway => true,
+            Role::UsersService => endpoint != Endpoint::Cached,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A fail point compiled into the services (feature `failpoints`), named as they register it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailPoint {
+    /// users-service: a slot is claimed, nothing written yet.
+    AfterClaim,
+    /// users-service: halfway through copying the body into the slot.
+    MidCopy,
+    /// users-service: the body is written, the slot not yet published.
+    BeforePublish,
+    /// gateway: a slot is acquired for reading and not yet released.
+    MidRead,
+}
+
+impl FailPoint {
+    pub const PRODUCER: [FailPoint; 3] = [
+        FailPoint::AfterClaim,
+        FailPoint::MidCopy,
+        FailPoint::BeforePublish,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FailPoint::AfterClaim => "users-service::after-claim",
+            FailPoint::MidCopy => "users-service::mid-copy",
+            FailPoint::BeforePublish => "users-service::before-publish",
+            FailPoint::MidRead => "gateway::mid-read",
+        }
+    }
+
+    /// `FAILPOINTS` that let `skip` passes go by and then crash the process (the services'
+    /// `return` action SIGKILLs the process where it stands).
+    pub fn crash_after(self, skip: u32) -> String {
+        format!("{}={skip}*off->1*return", self.name())
+    }
+}
+
+/// How a kill is delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "via", rename_all = "kebab-case")]
+pub enum KillVia {
+    /// SIGKILL from the harness at the planned moment.
+    Signal,
+    /// The service is started with this fail point armed and crashes itself there.
+    FailPoint { point: FailPoint, skip: u32 },
+}
+
+/// One planned fault.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum FaultAction {
+    Kill {
+        role: Role,
+        #[serde(flatten)]
+        via: KillVia,
+    },
+    Pause {
+        role: Role,
+        #[serde(serialize_with = "crate::load::serialize_seconds")]
+        duration: Duration,
+    },
+    /// users-service restarted with `percent`% of its publications delayed by `delay`.
+    Slow {
+        percent: u32,
+        #[serde(serialize_with = "crate::load::serialize_seconds")]
+        delay: Duration,
+    },
+}
+
+impl FaultAction {
+    /// The service this fault hits.
+    pub fn role(&self) -> Role {
+        match self {
+            FaultAction::Kill { role, .. } | FaultAction::Pause { role, .. } => *role,
+            FaultAction::Slow { .. } => Role::UsersService,
+        }
+    }
+
+    /// The row this fault is counted under in the report.
+    pub fn label(&self) -> String {
+        match self {
+            FaultAction::Kill {
+                role,
+                via: KillVia::Signal,
+            } => format!("SIGKILL {role}"),
+            FaultAction::Kill {
+                via: KillVia::FailPoint { point, .. },
+                ..
+            } => format!("crash at {}", point.name()),
+            FaultAction::Pause { role, .. } => format!("SIGSTOP/SIGCONT {role}"),
+            FaultAction::Slow { .. } => "slow publication phase".to_owned(),
+        }
+    }
+
+    /// `FAILPOINTS` for the start of the process this fault hits that precedes it: a
+    /// fail-point crash needs the process armed from its start, before the fault's turn.
+    pub fn arming_in_advance(&self) -> Option<(Role, String)> {
+        match self {
+            FaultAction::Kill {
+                role,
+                via: KillVia::FailPoint { point, skip },
+            } => Some((*role, point.crash_after(*skip))),
+            FaultAction::Kill { .. } | FaultAction::Pause { .. } | FaultAction::Slow { .. } => None,
+        }
+    }
+}
+
+/// What became of one injected fault, for the recovery check and the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Injected {
+    /// The faulted service is back: restarted and ready, or continued. `None` when the fault
+    /// was not carried out (e.g. the load ended first).
+    #[serde(skip)]
+    pub back: Option<tokio::time::Instant>,
+    /// Set when the fault did not happen as planned (e.g. the fail point was never reached
+    /// and the harness killed the process with a signal instead).
+    pub note: Option<String>,
+}
+
+/// What an injector works with.
+pub struct FaultContext<'a> {
+    pub supervisor: &'a mut Supervisor,
+    /// How long a killed service stays down.
+    pub restart_delay: Duration,
+    /// `FAILPOINTS` for the next start of the faulted service (the next fault's arming).
+    pub next_arming: Option<String>,
+    /// No fault may still be running at this instant (the fault-free tail of the load).
+    pub stop_injecting: Instant,
+}
+
+impl FaultContext<'_> {
+    pub fn remaining(&self) -> Duration {
+        self.stop_injecting
+            .saturating_duration_since(Instant::now())
+    }
+
+    /// Carries out `action`.
+    pub async fn inject(&mut self, action: &FaultAction) -> Result<Injected, SupervisorError> {
+        match *action {
+            FaultAction::Kill { role, via } => kill::inject(self, role, via).await,
+            FaultAction::Pause { role, duration } => pause::inject(self, role, duration).await,
+            FaultAction::Slow { percent, delay } => slow::inject(self, percent, delay).await,
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! Supervision of users-service and the gateway during a chaos scenario: starts each one
+//! through `compare`'s [`ServiceProcess`] (the same re-executed binary), restarts it on the
+//! same address so the gateway's upstream and the load's target stay valid, arms fail points
+//! per start through `FAILPOINTS`, and tells the deaths the harness caused (a kill, an armed
+//! fail point's self-SIGKILL) from the ones it did not, which are invariant violations.
+
+use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::Serialize;
+use tokio::time::Instant;
+use url::Url;
+
+use crate::compare::services::{self, FAILPOINTS_ENV, ServiceError, ServiceProcess, Stopped};
+use crate::compare::{SERVE_GATEWAY, SERVE_USERS_SERVICE};
+use crate::faults::Role;
+
+/// How often running children are checked for an exit.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// A restart on the old address can race the kernel releasing it, or a client connection
+/// that took the port as its ephemeral source port; a few tries ride that out.
+const BIND_ATTEMPTS: u32 = 5;
+const BIND_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// Timeout of one `/metrics` scrape.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("{role} is not running")]
+    NotRunning { role: Role },
+    #[error("cannot scrape {url}: {reason}")]
+    Scrape { url: Url, reason: String },
+}
+
+/// A child exit the harness did not cause.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnexpectedDeath {
+    pub role: Role,
+    pub status: String,
+    /// Seconds since the scenario's services started.
+    pub at_seconds: f64,
+    /// The service's last lines of output.
+    pub output: String,
+}
+
+struct Managed {
+    process: Option<ServiceProcess>,
+    /// `127.0.0.1:0` until the first start; the bound address ever after.
+    address: SocketAddr,
+    /// The `FAILPOINTS` the running process was started with.
+    armed: Option<String>,
+    /// The armed process died at its fail point; the next `watch` for it reports the crash.
+    crashed_at_fail_point: bool,
+    /// The process died unexpectedly; `watch` restarts it after the restart delay.
+    restart_pending: bool,
+}
+
+pub struct Supervisor {
+    program: PathBuf,
+    startup_timeout: Duration,
+    /// How long a service that died unexpectedly stays down before its restart.
+    restart_delay: Duration,
+    users: Managed,
+    gateway: Managed,
+    started: Instant,
+    unexpected: Vec<UnexpectedDeath>,
+    client: reqwest::Client,
+}
+
+impl Supervisor {
+    /// Starts users-service, then the gateway pointed at it, each with its `FAILPOINTS` (if
+    /// any), and waits until both are ready.
+    pub async fn start(
+        program: PathBuf,
+        startup_timeout: Duration,
+        restart_delay: Duration,
+        arming: impl Fn(Role) -> Option<String>,
+    ) -> Result<Supervisor, SupervisorError> {
+        let managed = || Managed {
+            process: None,
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            armed: None,
+            crashed_at_fail_point: false,
+            restart_pending: false,
+        };
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(SCRAPE_TIMEOUT)
+            .build()
+            .map_err(|source| ServiceError::ReadyClient {
+                name: "the supervisor",
+                source,
+            })?;
+        let mut supervisor = Supervisor {
+            program,
+            startup_timeout,
+            restart_delay,
+            users: managed(),
+            gateway: managed(),
+            started: Instant::now(),
+            unexpected: Vec::new(),
+            client,
+        };
+        for role in Role::ALL {
+            supervisor.launch(role, arming(role)).await?;
+        }
+        Ok(supervisor)
+    }
+
+    pub fn gateway_url(&self) -> Url {
+        base_url(self.gateway.address)
+    }
+
+    pub fn is_running(&self, role: Role) -> bool {
+        self.managed(role).process.is_some()
+    }
+
+    /// Whether the running `role` was started with fail points armed.
+    pub fn is_armed(&self, role: Role) -> bool {
+        let managed = self.managed(role);
+        managed.process.is_some() && managed.armed.is_some()
+    }
+
+    /// Starts `role` (on its old address after the first start) with `failpoints` armed and
+    /// returns when it is ready. An armed process that crashes at its fail point before it is
+    /// ready counts as started; the crash is reported by the next [`Supervisor::watch`].
+    pub async fn launch(
+        &mut self,
+        role: Role,
+        failpoints: Option<String>,
+    ) -> Result<Instant, SupervisorError> {
+        let upstream = base_url(self.users.address).to_string();
+        let (program, startup_timeout) = (self.program.clone(), self.startup_timeout);
+        let managed = self.managed_mut(role);
+        let mut attempt = 1;
+        let mut process = loop {
+            let mut command = match role {
+                Role::UsersService => {
+                    services::command(&program, SERVE_USERS_SERVICE, managed.address, &[])
+                }
+                Role::Gateway => services::command(
+                    &program,
+                    SERVE_GATEWAY,
+                    managed.address,
+                    &["--upstream", &upstream],
+                ),
+            };
+            if let Some(failpoints) = &failpoints {
+                command.env(FAILPOINTS_ENV, failpoints);
+            }
+            if std::env::var_os("RUST_LOG").is_none() {
+                // Warnings, plus the signal a service received: an unexpected death's kept
+                // output then says whether someone sent it SIGTERM.
+                command.env("RUST_LOG", "warn,shmbridge_server::serve=info");
+            }
+            match ServiceProcess::start(role.name(), command, startup_timeout).await {
+                Ok(process) => break process,
+                Err(ServiceError::ExitedEarly { .. })
+                    if managed.address.port() != 0 && attempt < BIND_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(BIND_RETRY_DELAY).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
+        managed.address = process.address();
+        let armed = failpoints.is_some();
+        managed.armed = failpoints;
+        match process.wait_ready(startup_timeout).await {
+            Ok(()) => managed.process = Some(process),
+            Err(ServiceError::ExitedEarly { status, .. }) if armed && killed_by_sigkill(status) => {
+                managed.armed = None;
+                managed.crashed_at_fail_point = true;
+            }
+            Err(error) => return Err(error.into()),
+        }
+        Ok(Instant::now())
+    }
+
+    /// SIGKILL now, as a planned fault.
+    pub async fn kill(&mut self, role: Role) -> Result<(), SupervisorError> {
+        let process = self.take(role)?;
+        process.kill().await?;
+        Ok(())
+    }
+
+    /// SIGTERM and drain (SIGKILL after the grace period), as a planned restart.
+    pub async fn stop(&mut self, role: Role) -> Result<(), SupervisorError> {
+        let process = self.take(role)?;
+        let name = process.name();
+        if let Stopped::Killed = process.stop().await? {
+            eprintln!(
+                "warning: {name} did not drain within {:?} of SIGTERM and was killed",
+                services::STOP_GRACE
+            );
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT) to a running service.
+    pub fn signal(&self, role: Role, signal: Signal) -> Result<(), SupervisorError> {
+        let process = self
+            .managed(role)
+            .process
+            .as_ref()
+            .ok_or(SupervisorError::NotRunning { role })?;
+        process.send_signal(signal);
+        Ok(())
+    }
+
+    /// Watches the children for `duration`, or until an armed fail point of `crash_of` fires
+    /// (`Ok(true)`). A death the harness did not cause is recorded and the service restarted
+    /// after the restart delay, so the scenario goes on and the report shows it.
+    pub async fn watch(
+        &mut self,
+        duration: Duration,
+        crash_of: Option<Role>,
+    ) -> Result<bool, SupervisorError> {
+        let deadline = Instant::now() + duration;
+        loop {
+            for role in Role::ALL {
+                self.reap(role);
+                let managed = self.managed_mut(role);
+                if crash_of == Some(role) && std::mem::take(&mut managed.crashed_at_fail_point) {
+                    return Ok(true);
+                }
+                if std::mem::take(&mut managed.restart_pending) {
+                    tokio::time::sleep(self.restart_delay).await;
+                    self.launch(role, None).await?;
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(POLL_INTERVAL.min(deadline - now)).await;
+        }
+    }
+
+    /// Waits (bounded by the startup timeout each) until both services answer ready,
+    /// starting any that is down, unarmed.
+    pub async fn wait_healthy(&mut self) -> Result<(), SupervisorError> {
+        self.watch(Duration::ZERO, None).await?;
+        for role in Role::ALL {
+            let timeout = self.startup_timeout;
+            match self.managed_mut(role).process.as_mut() {
+                Some(process) => process.wait_ready(timeout).await?,
+                None => {
+                    self.launch(role, None).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The text of `role`'s `/metrics`.
+    pub async fn scrape_metrics(&self, role: Role) -> Result<String, SupervisorError> {
+        let url = base_url(self.managed(role).address)
+            .join("/metrics")
+            .expect("constant path joins");
+        let scrape_error = |error: reqwest::Error| SupervisorError::Scrape {
+            url: url.clone(),
+            reason: error.to_string(),
+        };
+        self.client
+            .get(url.clone())
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(scrape_error)?
+            .text()
+            .await
+            .map_err(scrape_error)
+    }
+
+    /// Stops the gateway, then users-service, and returns the deaths it did not cause.
+    pub async fn shutdown(mut self) -> Result<Vec<UnexpectedDeath>, SupervisorError> {
+        self.watch(Duration::ZERO, None).await?;
+        for role in [Role::Gateway, Role::UsersService] {
+            if self.is_running(role) {
+                self.stop(role).await?;
+            }
+        }
+        Ok(std::mem::take(&mut self.unexpected))
+    }
+
+    /// Reaps `role` if it exited: an armed fail point's SIGKILL is a planned fault, any
+    /// other exit is recorded as unexpected and scheduled for a restart.
+    fn reap(&mut self, role: Role) {
+        let started = self.started;
+        let managed = self.managed_mut(role);
+        let Some(process) = managed.process.as_mut() else {
+            return;
+        };
+        let status = match process.exit_status() {
+            Ok(None) => return,
+            Ok(Some(status)) => Ok(status),
+            Err(error) => Err(error),
+        };
+        let process = managed.process.take().expect("checked above");
+        let armed = managed.armed.take().is_some();
+        match status {
+            Ok(status) if armed && killed_by_sigkill(status) => {
+                managed.crashed_at_fail_point = true;
+            }
+            status => {
+                managed.restart_pending = true;
+                self.unexpected.push(UnexpectedDeath {
+                    role,
+                    status: match status {
+                        Ok(status) => status.to_string(),
+                        Err(error) => format!("unknown ({error})"),
+                    },
+                    at_seconds: started.elapsed().as_secs_f64(),
+                    output: process.recent_output(),
+                });
+            }
+        }
+    }
+
+    fn take(&mut self, role: Role) -> Result<ServiceProcess, SupervisorError> {
+        let managed = self.managed_mut(role);
+        managed.armed = None;
+        managed
+            .process
+            .take()
+            .ok_or(SupervisorError::NotRunning { role })
+    }
+
+    fn managed(&self, role: Role) -> &Managed {
+        match role {
+            Role::UsersService => &self.users,
+            Role::Gateway => &self.gateway,
+        }
+    }
+
+    fn managed_mut(&mut self, role: Role) -> &mut Managed {
+        match role {
+            Role::UsersService => &mut self.users,
+            Role::Gateway => &mut self.gateway,
+        }
+    }
+}
+
+fn killed_by_sigkill(status: ExitStatus) -> bool {
+    status.signal() == Some(Signal::SIGKILL as i32)
+}
+
+fn base_url(address: SocketAddr) -> Url {
+    format!("http://{address}")
+        .parse()
+        .expect("a socket address forms a valid URL")
+}
