@@ -7,6 +7,8 @@ pub mod cli;
 pub mod compare;
 pub mod faults;
 pub mod harness;
+pub mod inject;
+pub mod inspect;
 pub mod load;
 pub mod output;
 pub mod report;

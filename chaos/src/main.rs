@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use shmbridge_chaos::cli::{OutputArgs, ProfileArgs};
 use shmbridge_chaos::compare::{self, CompareArgs};
 use shmbridge_chaos::harness::{self, RunArgs};
+use shmbridge_chaos::inject::pid_reuse::{HoldSlotArgs, hold_slot};
+use shmbridge_chaos::inspect::{self, InspectArgs, SegmentSnapshot};
 use shmbridge_chaos::load::progress::Progress;
 use shmbridge_chaos::load::verify::BodyChecker;
 use shmbridge_chaos::load::{self, check_target};
@@ -45,6 +47,11 @@ enum Command {
     /// faults, and check the invariants (no corrupt body, no request past its deadline, no
     /// unexpected death, no leaked slot, recovery in time). Exits 4 if any was violated.
     Run(RunArgs),
+    /// Attach to a live segment and print its header and the state, generation, holder, lease
+    /// and length of every slot that is not free.
+    Inspect(InspectArgs),
+    #[command(name = "hold-slot", hide = true)]
+    HoldSlot(HoldSlotArgs),
     #[command(name = compare::SERVE_USERS_SERVICE, hide = true)]
     ServeUsersService(users_service::Args),
     #[command(name = compare::SERVE_GATEWAY, hide = true)]
@@ -84,6 +91,8 @@ fn main() -> ExitCode {
             Command::Compare(args) => until_interrupted(compare_command(args)).await,
             Command::Load(args) => until_interrupted(load_command(args)).await,
             Command::Run(args) => until_interrupted(run_command(args)).await,
+            Command::Inspect(args) => inspect_command(args).await,
+            Command::HoldSlot(args) => serve(hold_slot(args)).await,
         }
     })
 }
@@ -171,4 +180,27 @@ async fn load_command(args: LoadArgs) -> Result<ExitCode, String> {
     let report = RunReport::new(&config, &stats, payload_bytes, environment);
     write_report(&report, &args.output).map_err(|error| error.to_string())?;
     Ok(corrupt_exit(stats.corrupt()))
+}
+
+async fn inspect_command(args: InspectArgs) -> ExitCode {
+    let segment = match inspect::attach(&args).await {
+        Ok(segment) => segment,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let snapshot = SegmentSnapshot::take(&segment);
+    if args.json {
+        match serde_json::to_string_pretty(&snapshot) {
+            Ok(text) => println!("{text}"),
+            Err(error) => {
+                eprintln!("error: cannot encode the snapshot: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", snapshot.to_markdown(args.all));
+    }
+    ExitCode::SUCCESS
 }

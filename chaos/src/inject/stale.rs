@@ -1,0 +1,115 @@
+//! Stale segment files, as a previous run leaves them: a segment whose creator died, one written
+//! by another layout version, plain garbage, and — the one that must not be replaced — a segment
+//! whose creator still runs.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use shmbridge::layout::{
+    DESCRIPTOR_SIZE, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC, PAYLOAD_ALIGN,
+};
+use shmbridge::{Owner, SegmentConfig};
+
+use super::InjectError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StaleKind {
+    /// A valid segment whose creator is dead (what `kill -9` of users-service leaves).
+    DeadCreator,
+    /// A segment of another layout version (what an older or newer build leaves).
+    OtherLayoutVersion,
+    /// Bytes that are no segment at all.
+    Garbage,
+    /// A valid segment whose creator — this harness — is alive: users-service must refuse it.
+    LiveCreator,
+}
+
+impl StaleKind {
+    pub const ALL: [StaleKind; 4] = [
+        StaleKind::DeadCreator,
+        StaleKind::OtherLayoutVersion,
+        StaleKind::Garbage,
+        StaleKind::LiveCreator,
+    ];
+}
+
+/// Writes a stale segment of `kind` at `path` (replacing whatever is there), sized for `config`.
+pub fn plant(path: &Path, kind: StaleKind, config: &SegmentConfig) -> Result<(), InjectError> {
+    let (bytes, total_size) = match kind {
+        StaleKind::Garbage => {
+            let mut bytes = vec![0u8; 4096];
+            getrandom::fill(&mut bytes).map_err(|error| InjectError::io("draw garbage", error))?;
+            (bytes.clone(), bytes.len() as u64)
+        }
+        StaleKind::DeadCreator => header_bytes(config, LAYOUT_VERSION, dead_owner()?),
+        StaleKind::OtherLayoutVersion => header_bytes(config, LAYOUT_VERSION + 1, dead_owner()?),
+        StaleKind::LiveCreator => header_bytes(
+            config,
+            LAYOUT_VERSION,
+            Owner::current()
+                .map_err(|error| InjectError::io("read this process's start time", error))?,
+        ),
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(InjectError::io(format!("remove {}", path.display()), error)),
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|error| InjectError::io(format!("create {}", path.display()), error))?;
+    file.write_all(&bytes)
+        .and_then(|()| file.set_len(total_size))
+        .map_err(|error| InjectError::io(format!("write {}", path.display()), error))
+}
+
+/// A header laid out exactly as the spec in `shmbridge::layout` says, with a correct crc.
+fn header_bytes(config: &SegmentConfig, layout_version: u32, creator: Owner) -> (Vec<u8>, u64) {
+    let descriptors_end = HEADER_SIZE + DESCRIPTOR_SIZE * u64::from(config.slot_count);
+    let payload_offset = descriptors_end.div_ceil(PAYLOAD_ALIGN) * PAYLOAD_ALIGN;
+    let total_size = payload_offset + u64::from(config.slot_count) * u64::from(config.slot_size);
+    let mut header = Header {
+        magic: MAGIC,
+        layout_version,
+        header_size: HEADER_SIZE as u32,
+        epoch: 0x5_7a1e,
+        created_unix_ns: 0,
+        slot_count: config.slot_count,
+        slot_size: config.slot_size,
+        descriptors_offset: HEADER_SIZE,
+        payload_offset,
+        total_size,
+        creator_pid: creator.pid,
+        creator_uid: nix::unistd::geteuid().as_raw(),
+        creator_start_time: creator.start_time,
+        header_crc: 0,
+        reserved: [0; 44],
+    };
+    header.header_crc = header.compute_crc();
+    (header.to_bytes().to_vec(), total_size)
+}
+
+/// A process that existed and is gone: started, named, killed and reaped.
+fn dead_owner() -> Result<Owner, InjectError> {
+    let mut child = Command::new("sleep")
+        .arg("30")
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|error| InjectError::io("start a short-lived process (sleep)", error))?;
+    let pid = child.id();
+    let start_time = super::pid_reuse::start_time(pid);
+    let _ = child.kill();
+    child
+        .wait()
+        .map_err(|error| InjectError::io("reap the short-lived process", error))?;
+    let start_time =
+        start_time.map_err(|error| InjectError::io(format!("read /proc/{pid}/stat"), error))?;
+    Ok(Owner { pid, start_time })
+}
