@@ -4,6 +4,9 @@
 
 pub mod kill;
 pub mod pause;
+pub mod pid_reuse;
+pub mod resize;
+pub mod scribble;
 pub mod slow;
 
 use std::fmt;
@@ -13,6 +16,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::harness::supervisor::{Supervisor, SupervisorError};
+use crate::inject::InjectError;
+use crate::inject::pid_reuse::HolderRole;
+use crate::inject::scribble::ScribbleTarget;
 use crate::load::endpoint::Endpoint;
 
 /// One of the two supervised services.
@@ -116,6 +122,17 @@ pub enum FaultAction {
         #[serde(serialize_with = "crate::load::serialize_seconds")]
         delay: Duration,
     },
+    /// `strikes` bit flips or random bytes into `target` of the live segment, placed by an
+    /// RNG seeded with `seed`.
+    Scribble {
+        target: ScribbleTarget,
+        strikes: u32,
+        seed: u64,
+    },
+    /// Every known way of shrinking or growing the live segment, each tried once.
+    Resize,
+    /// A process holding a slot as `holder` is killed and its pid given to a squatter.
+    PidReuse { holder: HolderRole },
 }
 
 impl FaultAction {
@@ -123,7 +140,24 @@ impl FaultAction {
     pub fn role(&self) -> Role {
         match self {
             FaultAction::Kill { role, .. } | FaultAction::Pause { role, .. } => *role,
-            FaultAction::Slow { .. } => Role::UsersService,
+            FaultAction::Slow { .. }
+            | FaultAction::Scribble { .. }
+            | FaultAction::Resize
+            | FaultAction::PidReuse { .. } => Role::UsersService,
+        }
+    }
+
+    /// Whether requests to `endpoint` go through what this fault damages: the faulted
+    /// service for kills, pauses and delays; the segment (the shm route only) for the faults
+    /// a third process makes.
+    pub fn affects(&self, endpoint: Endpoint) -> bool {
+        match self {
+            FaultAction::Kill { .. } | FaultAction::Pause { .. } | FaultAction::Slow { .. } => {
+                self.role().serves(endpoint)
+            }
+            FaultAction::Scribble { .. } | FaultAction::Resize | FaultAction::PidReuse { .. } => {
+                endpoint == Endpoint::Shm
+            }
         }
     }
 
@@ -140,6 +174,11 @@ impl FaultAction {
             } => format!("crash at {}", point.name()),
             FaultAction::Pause { role, .. } => format!("SIGSTOP/SIGCONT {role}"),
             FaultAction::Slow { .. } => "slow publication phase".to_owned(),
+            FaultAction::Scribble { target, .. } => format!("scribble {target:?}").to_lowercase(),
+            FaultAction::Resize => "resize attempts".to_owned(),
+            FaultAction::PidReuse { holder } => {
+                format!("pid reuse of a dead {holder:?}").to_lowercase()
+            }
         }
     }
 
@@ -151,7 +190,7 @@ impl FaultAction {
                 role,
                 via: KillVia::FailPoint { point, skip },
             } => Some((*role, point.crash_after(*skip))),
-            FaultAction::Kill { .. } | FaultAction::Pause { .. } | FaultAction::Slow { .. } => None,
+            _ => None,
         }
     }
 }
@@ -163,10 +202,36 @@ pub struct Injected {
     /// was not carried out (e.g. the load ended first).
     #[serde(skip)]
     pub back: Option<tokio::time::Instant>,
-    /// Set when the fault did not happen as planned (e.g. the fail point was never reached
-    /// and the harness killed the process with a signal instead).
+    /// What was done in detail, or why the fault did not happen as planned (e.g. the fail
+    /// point was never reached and the harness killed the process with a signal instead).
     pub note: Option<String>,
+    /// The fault itself showed a violated invariant (e.g. a resize the kernel allowed, a
+    /// slot the reaper never took back from a dead holder).
+    pub violation: Option<String>,
 }
+
+impl Injected {
+    /// The service is back now, nothing to add.
+    pub fn back_now() -> Injected {
+        Injected {
+            back: Some(Instant::now()),
+            note: None,
+            violation: None,
+        }
+    }
+}
+
+/// Why an injector could not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultError {
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+    #[error(transparent)]
+    Inject(#[from] InjectError),
+}
+
+/// How long a third-process injector may take to reach and attach to the segment.
+pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What an injector works with.
 pub struct FaultContext<'a> {
@@ -186,11 +251,27 @@ impl FaultContext<'_> {
     }
 
     /// Carries out `action`.
-    pub async fn inject(&mut self, action: &FaultAction) -> Result<Injected, SupervisorError> {
-        match *action {
-            FaultAction::Kill { role, via } => kill::inject(self, role, via).await,
-            FaultAction::Pause { role, duration } => pause::inject(self, role, duration).await,
-            FaultAction::Slow { percent, delay } => slow::inject(self, percent, delay).await,
-        }
+    pub async fn inject(&mut self, action: &FaultAction) -> Result<Injected, FaultError> {
+        Ok(match *action {
+            FaultAction::Kill { role, via } => kill::inject(self, role, via).await?,
+            FaultAction::Pause { role, duration } => pause::inject(self, role, duration).await?,
+            FaultAction::Slow { percent, delay } => slow::inject(self, percent, delay).await?,
+            FaultAction::Scribble {
+                target,
+                strikes,
+                seed,
+            } => scribble::inject(self, target, strikes, seed).await?,
+            FaultAction::Resize => resize::inject(self).await?,
+            FaultAction::PidReuse { holder } => pid_reuse::inject(self, holder).await?,
+        })
+    }
+
+    /// The abstract socket serving users-service's segment now (it changes at every start).
+    pub async fn segment_socket(&self) -> Result<String, InjectError> {
+        Ok(
+            crate::inject::segment_info(&self.supervisor.users_url(), ATTACH_TIMEOUT)
+                .await?
+                .socket,
+        )
     }
 }

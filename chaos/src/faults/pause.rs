@@ -21,8 +21,5 @@ pub async fn inject(
     let resumed = context.supervisor.signal(role, Signal::SIGCONT);
     watched?;
     resumed?;
-    Ok(Injected {
-        back: Some(tokio::time::Instant::now()),
-        note: None,
-    })
+    Ok(Injected::back_now())
 }

@@ -28,6 +28,7 @@ pub async fn inject(
         .await?;
     Ok(Injected {
         back: Some(back),
+        violation: None,
         note: None,
     })
 }

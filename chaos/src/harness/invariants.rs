@@ -99,14 +99,6 @@ impl RecoverySummary {
     }
 }
 
-/// Where the leaked-slot count was read from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LeakSource {
-    /// users-service's `shm_slots` gauge (its own scan of the segment, once a second).
-    MetricsGauge,
-}
-
 /// Every count a scenario is judged by.
 #[derive(Clone, Debug, Serialize)]
 pub struct Invariants {
@@ -118,14 +110,18 @@ pub struct Invariants {
     /// Requests with no complete answer before the client's timeout.
     pub outlived_deadline: u64,
     pub unexpected_deaths: usize,
-    /// Slots not free once the load stopped and both services were healthy; `None` if they
-    /// could not be read.
+    /// Slots not free once the load stopped and both services were healthy, read from the
+    /// segment's slot table; `None` if it could not be read.
     pub leaked_slots: Option<u32>,
-    pub leak_source: LeakSource,
+    /// Why the slot table could not be read.
+    pub leak_check_error: Option<String>,
     pub faults_planned: u32,
     /// Faults carried out, by what was done.
     pub faults: BTreeMap<String, u64>,
     pub recovery: RecoverySummary,
+    /// Violations a fault showed by itself (a resize the kernel allowed, a dead holder's slot
+    /// never reclaimed...).
+    pub fault_violations: Vec<String>,
     #[serde(serialize_with = "crate::load::serialize_seconds")]
     pub latency_p99: Duration,
     #[serde(serialize_with = "crate::load::serialize_seconds")]
@@ -152,10 +148,11 @@ impl Invariants {
             outlived_deadline,
             unexpected_deaths: 0,
             leaked_slots: None,
-            leak_source: LeakSource::MetricsGauge,
+            leak_check_error: None,
             faults_planned,
             faults: BTreeMap::new(),
             recovery: RecoverySummary::default(),
+            fault_violations: Vec::new(),
             latency_p99: Duration::from_micros(total.latency.value_at_quantile(0.99)),
             latency_max: Duration::from_micros(total.latency.max()),
         }
@@ -190,7 +187,12 @@ impl Invariants {
         match self.leaked_slots {
             Some(0) => {}
             Some(leaked) => violations.push(format!("{leaked} slots leaked (must be 0)")),
-            None => violations.push("the leaked slots could not be read".to_owned()),
+            None => violations.push(format!(
+                "the leaked slots could not be read: {}",
+                self.leak_check_error
+                    .as_deref()
+                    .unwrap_or("no reason given")
+            )),
         }
         if self.faults_planned > 0 && self.faults_injected() == 0 {
             violations.push("no fault was injected: the run proves nothing".to_owned());
@@ -207,6 +209,7 @@ impl Invariants {
                 expect.max_recovery
             ));
         }
+        violations.extend(self.fault_violations.iter().cloned());
         if let Some(limit) = expect.max_latency.filter(|&limit| self.latency_max > limit) {
             violations.push(format!(
                 "a request took {:?} (expected at most {limit:?})",
@@ -297,10 +300,11 @@ mod tests {
             outlived_deadline: 0,
             unexpected_deaths: 0,
             leaked_slots: Some(0),
-            leak_source: LeakSource::MetricsGauge,
+            leak_check_error: None,
             faults_planned: 3,
             faults: BTreeMap::from([("SIGKILL gateway".to_owned(), 3)]),
             recovery: RecoverySummary::of(&[Some(ms(200)), Some(ms(400))]),
+            fault_violations: Vec::new(),
             latency_p99: ms(100),
             latency_max: ms(2100),
         }
@@ -311,7 +315,11 @@ mod tests {
         let expect = Expectations::default();
         assert_eq!(passing().violations(&expect), Vec::<String>::new());
         type Breaks = fn(&mut Invariants);
-        let cases: [(Breaks, &str); 8] = [
+        let cases: [(Breaks, &str); 9] = [
+            (
+                |run| run.fault_violations.push("fault 2: resized".into()),
+                "fault 2: resized",
+            ),
             (|run| run.corrupt = 1, "corrupt"),
             (|run| run.outlived_deadline = 2, "deadline"),
             (|run| run.unexpected_deaths = 1, "unexpected"),

@@ -39,6 +39,9 @@ pub fn scenario_markdown(result: &ScenarioResult) -> String {
         result.elapsed.as_secs_f64(),
         result.replay
     );
+    if let Some(reason) = &result.skipped {
+        let _ = writeln!(out, "Skipped: {reason}\n");
+    }
     if let Some(error) = &result.error {
         let _ = writeln!(out, "**Harness error:** {error}\n");
     }
@@ -84,7 +87,7 @@ pub fn scenario_markdown(result: &ScenarioResult) -> String {
             invariants.unexpected_deaths == 0,
         ),
         (
-            "leaked slots (users-service shm_slots gauge)",
+            "leaked slots (segment slot table)",
             leaked(invariants),
             "0".into(),
             invariants.leaked_slots == Some(0),
@@ -165,6 +168,18 @@ pub fn scenario_markdown(result: &ScenarioResult) -> String {
             let _ = writeln!(out, "| {class} | {count} |");
         }
     }
+    if !result.leaked.is_empty() {
+        out.push_str(
+            "\n| Leaked slot | State | Generation | Owner pid | Len |\n|---:|---|---:|---:|---:|\n",
+        );
+        for row in &result.leaked {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                row.slot, row.state, row.generation, row.owner_pid, row.len
+            );
+        }
+    }
     for death in &result.unexpected_deaths {
         let _ = writeln!(
             out,
@@ -220,10 +235,11 @@ pub fn summary_markdown(results: &[ScenarioResult]) -> String {
 }
 
 fn verdict(result: &ScenarioResult) -> &'static str {
-    match (&result.error, result.violations.is_empty()) {
-        (Some(_), _) => "ERROR",
-        (None, true) => "PASS",
-        (None, false) => "FAIL",
+    match (&result.skipped, &result.error, result.violations.is_empty()) {
+        (Some(_), _, _) => "SKIPPED",
+        (None, Some(_), _) => "ERROR",
+        (None, None, true) => "PASS",
+        (None, None, false) => "FAIL",
     }
 }
 

@@ -14,7 +14,8 @@ use tokio::time::Instant;
 use super::invariants::{Invariants, RecoverySummary, SuccessLog, recovery_time};
 use super::leaks;
 use super::supervisor::{Supervisor, SupervisorError, UnexpectedDeath};
-use crate::faults::FaultContext;
+use crate::faults::{FaultContext, FaultError, Injected};
+use crate::inspect::SlotRow;
 use crate::load::progress::{Progress, ProgressMode};
 use crate::load::verify::BodyChecker;
 use crate::load::{self, LoadConfig, LoadError};
@@ -34,6 +35,8 @@ pub enum HarnessError {
     Supervisor(#[from] SupervisorError),
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error(transparent)]
+    Fault(#[from] FaultError),
 }
 
 /// How the harness runs every scenario.
@@ -57,6 +60,8 @@ pub struct FaultRecord {
     pub back_at_seconds: Option<f64>,
     pub recovery_seconds: Option<f64>,
     pub note: Option<String>,
+    /// The invariant this fault showed violated, if any.
+    pub violation: Option<String>,
     #[serde(skip)]
     back: Option<Instant>,
 }
@@ -77,10 +82,14 @@ pub struct ScenarioResult {
     pub faults: Vec<FaultRecord>,
     pub invariants: Option<Invariants>,
     pub unexpected_deaths: Vec<UnexpectedDeath>,
+    /// The slots still held at the end, as the segment's slot table showed them.
+    pub leaked: Vec<SlotRow>,
     /// Violated invariants and expectations.
     pub violations: Vec<String>,
     /// The harness itself failed (e.g. a service would not restart); the scenario fails.
     pub error: Option<String>,
+    /// Why the scenario did not run on this machine (e.g. it needs root); not a failure.
+    pub skipped: Option<String>,
     #[serde(serialize_with = "crate::load::serialize_seconds")]
     pub elapsed: Duration,
 }
@@ -122,10 +131,15 @@ pub async fn run_scenario(
         faults: Vec::new(),
         invariants: None,
         unexpected_deaths: Vec::new(),
+        leaked: Vec::new(),
         violations: Vec::new(),
         error: None,
+        skipped: scenario.fault.unavailable(),
         elapsed: Duration::ZERO,
     };
+    if result.skipped.is_some() {
+        return result;
+    }
     if let Err(error) = run_checked(scenario, seed, options, &mut result).await {
         result.error = Some(error.to_string());
     }
@@ -145,7 +159,7 @@ async fn run_checked(
     let plan = schedule::plan(&scenario.fault, seed);
     let restart_delay = match &scenario.fault {
         FaultSpec::ProducerKill(kill) | FaultSpec::GatewayKill(kill) => kill.restart_delay,
-        FaultSpec::Pause(_) | FaultSpec::SlowProducer(_) => DEFAULT_RESTART_DELAY,
+        _ => DEFAULT_RESTART_DELAY,
     };
     let first_arming = plan
         .first()
@@ -194,7 +208,7 @@ async fn run_checked(
     let mut faults = faults?;
 
     supervisor.wait_healthy().await?;
-    let leaked = leaks::leaked_slots(&supervisor).await?;
+    let leaked = leaks::leaked_slots(&supervisor).await;
     let unexpected = supervisor.shutdown().await?;
 
     let paths: Vec<_> = config.mix.endpoints();
@@ -202,15 +216,22 @@ async fn run_checked(
     let mut recoveries = Vec::new();
     let mut invariants = Invariants::from_stats(&stats, scenario.fault.count());
     for record in &mut faults {
-        *invariants
-            .faults
-            .entry(record.planned.action.label())
-            .or_default() += 1;
+        if record.back.is_some() {
+            *invariants
+                .faults
+                .entry(record.planned.action.label())
+                .or_default() += 1;
+        }
+        if let Some(violation) = &record.violation {
+            invariants
+                .fault_violations
+                .push(format!("fault {}: {violation}", record.index + 1));
+        }
         if let Some(back) = record.back {
             let faulted: Vec<_> = paths
                 .iter()
                 .copied()
-                .filter(|&path| record.planned.action.role().serves(path))
+                .filter(|&path| record.planned.action.affects(path))
                 .collect();
             let recovery = recovery_time(back, &faulted, &completions);
             record.recovery_seconds = recovery.map(|time| time.as_secs_f64());
@@ -218,7 +239,13 @@ async fn run_checked(
         }
     }
     invariants.recovery = RecoverySummary::of(&recoveries);
-    invariants.leaked_slots = leaked;
+    match leaked {
+        Ok(held) => {
+            invariants.leaked_slots = Some(u32::try_from(held.len()).unwrap_or(u32::MAX));
+            result.leaked = held;
+        }
+        Err(error) => invariants.leak_check_error = Some(error.to_string()),
+    }
     invariants.unexpected_deaths = unexpected.len();
     result.faults = faults;
     result.unexpected_deaths = unexpected;
@@ -239,7 +266,7 @@ struct FaultSchedule<'a> {
 }
 
 impl FaultSchedule<'_> {
-    async fn run(self, supervisor: &mut Supervisor) -> Result<Vec<FaultRecord>, SupervisorError> {
+    async fn run(self, supervisor: &mut Supervisor) -> Result<Vec<FaultRecord>, FaultError> {
         let mut records = Vec::new();
         for (index, fault) in self.plan.iter().enumerate() {
             // A fail-point crash comes when the armed process reaches it: no quiet time first.
@@ -265,7 +292,17 @@ impl FaultSchedule<'_> {
                 next_arming,
                 stop_injecting: self.stop_injecting,
             };
-            let injected = context.inject(&fault.action).await?;
+            let injected = match context.inject(&fault.action).await {
+                Ok(injected) => injected,
+                // The services run but the segment cannot be reached: that is what the
+                // fault left behind, a finding for the report, not a harness failure.
+                Err(FaultError::Inject(error)) => Injected {
+                    back: None,
+                    note: Some("not injected: the segment could not be reached".to_owned()),
+                    violation: Some(format!("the segment is unreachable: {error}")),
+                },
+                Err(error) => return Err(error),
+            };
             let seconds_since_start =
                 |instant: Instant| instant.duration_since(self.load_started).as_secs_f64();
             if let Some(progress) = &self.progress {
@@ -288,6 +325,7 @@ impl FaultSchedule<'_> {
                 back_at_seconds: injected.back.map(seconds_since_start),
                 recovery_seconds: None,
                 note: injected.note,
+                violation: injected.violation,
                 back: injected.back,
             });
         }

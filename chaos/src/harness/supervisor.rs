@@ -25,8 +25,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// that took the port as its ephemeral source port; a few tries ride that out.
 const BIND_ATTEMPTS: u32 = 5;
 const BIND_RETRY_DELAY: Duration = Duration::from_millis(200);
-/// Timeout of one `/metrics` scrape.
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
@@ -34,8 +32,6 @@ pub enum SupervisorError {
     Service(#[from] ServiceError),
     #[error("{role} is not running")]
     NotRunning { role: Role },
-    #[error("cannot scrape {url}: {reason}")]
-    Scrape { url: Url, reason: String },
 }
 
 /// A child exit the harness did not cause.
@@ -70,7 +66,6 @@ pub struct Supervisor {
     gateway: Managed,
     started: Instant,
     unexpected: Vec<UnexpectedDeath>,
-    client: reqwest::Client,
 }
 
 impl Supervisor {
@@ -89,14 +84,6 @@ impl Supervisor {
             crashed_at_fail_point: false,
             restart_pending: false,
         };
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(SCRAPE_TIMEOUT)
-            .build()
-            .map_err(|source| ServiceError::ReadyClient {
-                name: "the supervisor",
-                source,
-            })?;
         let mut supervisor = Supervisor {
             program,
             startup_timeout,
@@ -105,7 +92,6 @@ impl Supervisor {
             gateway: managed(),
             started: Instant::now(),
             unexpected: Vec::new(),
-            client,
         };
         for role in Role::ALL {
             supervisor.launch(role, arming(role)).await?;
@@ -115,6 +101,24 @@ impl Supervisor {
 
     pub fn gateway_url(&self) -> Url {
         base_url(self.gateway.address)
+    }
+
+    /// This binary, which the services and helper processes are started from.
+    pub fn program(&self) -> &std::path::Path {
+        &self.program
+    }
+
+    pub fn users_url(&self) -> Url {
+        base_url(self.users.address)
+    }
+
+    /// The process id of the running `role`.
+    pub fn pid(&self, role: Role) -> Result<nix::unistd::Pid, SupervisorError> {
+        self.managed(role)
+            .process
+            .as_ref()
+            .and_then(ServiceProcess::pid)
+            .ok_or(SupervisorError::NotRunning { role })
     }
 
     pub fn is_running(&self, role: Role) -> bool {
@@ -258,26 +262,6 @@ impl Supervisor {
             }
         }
         Ok(())
-    }
-
-    /// The text of `role`'s `/metrics`.
-    pub async fn scrape_metrics(&self, role: Role) -> Result<String, SupervisorError> {
-        let url = base_url(self.managed(role).address)
-            .join("/metrics")
-            .expect("constant path joins");
-        let scrape_error = |error: reqwest::Error| SupervisorError::Scrape {
-            url: url.clone(),
-            reason: error.to_string(),
-        };
-        self.client
-            .get(url.clone())
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(scrape_error)?
-            .text()
-            .await
-            .map_err(scrape_error)
     }
 
     /// Stops the gateway, then users-service, and returns the deaths it did not cause.

@@ -73,6 +73,9 @@ pub enum FaultSpec {
     GatewayKill(KillSpec),
     Pause(PauseSpec),
     SlowProducer(SlowSpec),
+    Scribble(ScribbleSpec),
+    Resize(RepeatSpec),
+    PidReuse(PidReuseSpec),
 }
 
 /// SIGKILL of one service, or (for `failpoint_share` of the kills) a crash the service makes
@@ -123,6 +126,36 @@ pub struct SlowSpec {
     pub delay: DurationRange,
     /// Percent of publications delayed, drawn per phase from this inclusive range.
     pub percent: [u32; 2],
+}
+
+/// Bit flips and random bytes written by the harness into the live segment: slot payloads,
+/// slot descriptors and the header (each fault picks one at random).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScribbleSpec {
+    pub count: u32,
+    pub interval: DurationRange,
+    /// Bytes struck per fault, drawn from this inclusive range.
+    pub strikes: [u32; 2],
+}
+
+/// A fault with no parameters of its own, repeated `count` times.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepeatSpec {
+    pub count: u32,
+    pub interval: DurationRange,
+}
+
+/// A slot holder killed and its pid handed to a squatter (root only).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PidReuseSpec {
+    pub count: u32,
+    pub interval: DurationRange,
+    /// Share of the rounds whose holder is a reader (the rest hold a slot as writer), 0 to 1.
+    #[serde(default = "half")]
+    pub reader_share: f64,
 }
 
 /// `[quick]`: overrides for `--quick`.
@@ -341,6 +374,21 @@ impl Scenario {
                     ));
                 }
             }
+            FaultSpec::Scribble(scribble) => {
+                let [low, high] = scribble.strikes;
+                if low == 0 || low > high {
+                    return Err((
+                        "fault.strikes",
+                        format!("[{low}, {high}] must be an ascending range starting at 1 or more"),
+                    ));
+                }
+            }
+            FaultSpec::PidReuse(pid_reuse) => {
+                if !share_ok(pid_reuse.reader_share) {
+                    return Err(("fault.reader_share", "must be between 0 and 1".into()));
+                }
+            }
+            FaultSpec::Resize(_) => {}
         }
         Ok(())
     }
@@ -354,6 +402,9 @@ impl FaultSpec {
             FaultSpec::GatewayKill(_) => "gateway-kill",
             FaultSpec::Pause(_) => "pause",
             FaultSpec::SlowProducer(_) => "slow-producer",
+            FaultSpec::Scribble(_) => "scribble",
+            FaultSpec::Resize(_) => "resize",
+            FaultSpec::PidReuse(_) => "pid-reuse",
         }
     }
 
@@ -362,6 +413,9 @@ impl FaultSpec {
             FaultSpec::ProducerKill(kill) | FaultSpec::GatewayKill(kill) => kill.count,
             FaultSpec::Pause(pause) => pause.count,
             FaultSpec::SlowProducer(slow) => slow.count,
+            FaultSpec::Scribble(scribble) => scribble.count,
+            FaultSpec::Resize(resize) => resize.count,
+            FaultSpec::PidReuse(pid_reuse) => pid_reuse.count,
         }
     }
 
@@ -370,6 +424,18 @@ impl FaultSpec {
             FaultSpec::ProducerKill(kill) | FaultSpec::GatewayKill(kill) => &mut kill.count,
             FaultSpec::Pause(pause) => &mut pause.count,
             FaultSpec::SlowProducer(slow) => &mut slow.count,
+            FaultSpec::Scribble(scribble) => &mut scribble.count,
+            FaultSpec::Resize(resize) => &mut resize.count,
+            FaultSpec::PidReuse(pid_reuse) => &mut pid_reuse.count,
+        }
+    }
+
+    /// Why this machine cannot inject this fault, if it cannot (the scenario is then
+    /// reported as skipped, not failed).
+    pub fn unavailable(&self) -> Option<String> {
+        match self {
+            FaultSpec::PidReuse(_) => crate::inject::pid_reuse::unavailable(),
+            _ => None,
         }
     }
 }

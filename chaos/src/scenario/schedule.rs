@@ -11,6 +11,8 @@ use serde::Serialize;
 
 use super::{DurationRange, FaultSpec};
 use crate::faults::{FailPoint, FaultAction, KillVia, Role};
+use crate::inject::pid_reuse::HolderRole;
+use crate::inject::scribble::ScribbleTarget;
 
 /// One fault and the quiet time before it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -63,6 +65,30 @@ pub fn plan(spec: &FaultSpec, seed: u64) -> Vec<PlannedFault> {
                     let delay = sample(slow.delay, &mut rng);
                     (slow.interval, FaultAction::Slow { percent, delay })
                 }
+                FaultSpec::Scribble(scribble) => {
+                    let target =
+                        ScribbleTarget::ALL[rng.random_range(0..ScribbleTarget::ALL.len())];
+                    let [low, high] = scribble.strikes;
+                    let strikes = rng.random_range(low..=high);
+                    // Where each strike lands depends on which slots hold data at that
+                    // moment; the seed fixes the draws, the load fixes the slots.
+                    let seed = rng.random();
+                    let action = FaultAction::Scribble {
+                        target,
+                        strikes,
+                        seed,
+                    };
+                    (scribble.interval, action)
+                }
+                FaultSpec::Resize(resize) => (resize.interval, FaultAction::Resize),
+                FaultSpec::PidReuse(pid_reuse) => {
+                    let holder = if rng.random_bool(pid_reuse.reader_share) {
+                        HolderRole::Reader
+                    } else {
+                        HolderRole::Writer
+                    };
+                    (pid_reuse.interval, FaultAction::PidReuse { holder })
+                }
             };
             PlannedFault {
                 after: sample(interval, &mut rng),
@@ -86,7 +112,7 @@ fn sample(range: DurationRange, rng: &mut impl Rng) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::{KillSpec, PauseSpec, SlowSpec};
+    use crate::scenario::{KillSpec, PauseSpec, PidReuseSpec, ScribbleSpec, SlowSpec};
 
     fn range(text: &str) -> DurationRange {
         text.parse().unwrap()
@@ -117,6 +143,16 @@ mod tests {
                 interval: range("1s..4s"),
                 delay: range("500ms..3s"),
                 percent: [10, 60],
+            }),
+            FaultSpec::Scribble(ScribbleSpec {
+                count: 40,
+                interval: range("100ms..1s"),
+                strikes: [1, 8],
+            }),
+            FaultSpec::PidReuse(PidReuseSpec {
+                count: 40,
+                interval: range("100ms..1s"),
+                reader_share: 0.5,
             }),
         ]
     }
