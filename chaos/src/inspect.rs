@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shmbridge::{Segment, SlotState, attach_via_socket, monotonic_now_ns};
+use shmbridge::{Segment, SlotState, attach_via_socket_read_only, monotonic_now_ns};
 use url::Url;
 
 use crate::inject::{InjectError, segment_info};
@@ -137,10 +137,10 @@ impl SegmentSnapshot {
     }
 }
 
-/// Attaches as `args` says.
+/// Attaches read-only as `args` says: an inspector can never write to the segment.
 pub async fn attach(args: &InspectArgs) -> Result<Segment, InjectError> {
     if let Some(path) = &args.path {
-        return Segment::attach_file(path).map_err(|source| InjectError::Attach {
+        return Segment::attach_file_read_only(path).map_err(|source| InjectError::Attach {
             socket: path.display().to_string(),
             source,
         });
@@ -150,7 +150,7 @@ pub async fn attach(args: &InspectArgs) -> Result<Segment, InjectError> {
         (None, Some(url)) => segment_info(url, ATTACH_TIMEOUT).await?.socket,
         (None, None) => unreachable!("clap requires one of --socket, --users-service, --path"),
     };
-    attach_via_socket(&socket, ATTACH_TIMEOUT)
+    attach_via_socket_read_only(&socket, ATTACH_TIMEOUT)
         .map_err(|source| InjectError::Attach { socket, source })
 }
 

@@ -41,6 +41,10 @@ pub enum ApiError {
     /// The gateway has no usable segment (not attachable, wrong layout version...).
     #[error("shared memory is unavailable")]
     ShmUnavailable { reason: String },
+    /// users-service could not create its segment at start-up and serves REST only; the reason
+    /// (the creation error) is shown, since it is what the operator must fix.
+    #[error("shared memory is unavailable: {reason}")]
+    SegmentUnavailable { reason: String },
     /// The handle no longer names a ready publication (redeemed, reclaimed, other epoch).
     #[error("shared-memory handle is stale")]
     ShmStale { reason: String },
@@ -61,6 +65,7 @@ impl ApiError {
             | ApiError::UpstreamBusy { .. }
             | ApiError::SlotsExhausted
             | ApiError::ShmUnavailable { .. }
+            | ApiError::SegmentUnavailable { .. }
             | ApiError::ShmStale { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadUpstream { .. } | ApiError::ShmCorrupt { .. } => StatusCode::BAD_GATEWAY,
             ApiError::TooLargeForSlot { .. } => StatusCode::INSUFFICIENT_STORAGE,
@@ -75,6 +80,7 @@ impl ApiError {
             ApiError::UpstreamUnavailable { reason }
             | ApiError::BadUpstream { reason }
             | ApiError::ShmUnavailable { reason }
+            | ApiError::SegmentUnavailable { reason }
             | ApiError::ShmStale { reason }
             | ApiError::ShmCorrupt { reason }
             | ApiError::Internal { reason } => Some(reason),
@@ -96,6 +102,7 @@ impl ApiError {
         matches!(
             self,
             ApiError::ShmUnavailable { .. }
+                | ApiError::SegmentUnavailable { .. }
                 | ApiError::ShmStale { .. }
                 | ApiError::ShmCorrupt { .. }
                 | ApiError::SlotsExhausted
@@ -109,14 +116,15 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();
         let message = self.to_string();
-        // Losing and regaining users-service is logged once by `Upstream`, and attach problems
-        // once by `ShmClient`, not per request; a payload too large for a slot is the client's
-        // choice of count, not a fault here.
+        // Losing and regaining users-service is logged once by `Upstream`, attach problems once
+        // by `ShmClient`, and a segment that could not be created once at start-up, not per
+        // request; a payload too large for a slot is the client's choice of count, not a fault.
         let logged_elsewhere = matches!(
             self,
             ApiError::UpstreamUnavailable { .. }
                 | ApiError::UpstreamDeadline { .. }
                 | ApiError::ShmUnavailable { .. }
+                | ApiError::SegmentUnavailable { .. }
                 | ApiError::TooLargeForSlot { .. }
                 | ApiError::UpstreamRejected { .. }
         );

@@ -16,6 +16,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use reqwest::Url;
 
 use crate::api_error::ApiError;
+use crate::failpoints;
 use crate::payload::{Payload, Transport};
 use crate::query::UsersQuery;
 use crate::query_cache::QueryCache;
@@ -112,6 +113,7 @@ pub fn app(state: AppState) -> Router {
 /// Runs the gateway until SIGTERM/Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     telemetry::init_tracing(args.common.log_format);
+    failpoints::setup()?;
     let state = AppState::new(&args)?;
     telemetry::spawn_metrics_upkeep(state.inner.metrics.clone());
     let (listener, bound) = bind(args.listen).await?;

@@ -4,6 +4,7 @@
 
 pub mod api_error;
 pub mod dataset;
+pub mod failpoints;
 pub mod gateway;
 pub mod payload;
 pub mod query;
@@ -11,6 +12,7 @@ pub mod query_cache;
 pub mod serve;
 pub mod shm_consumer;
 pub mod shm_producer;
+pub mod stale_segment;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

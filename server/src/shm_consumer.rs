@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use shmbridge::{AcquireError, Consumer, ConsumerOptions, Handle, ReadError, attach_via_socket};
 
 use crate::api_error::ApiError;
+use crate::failpoints;
 use crate::upstream::Upstream;
 
 /// One attached segment and the consumer redeeming handles against it.
@@ -36,6 +37,7 @@ impl Attachment {
                 }
             }
         })?;
+        failpoints::hit(failpoints::MID_READ);
         let bytes = guard.copy_out().map_err(|error| match error {
             ReadError::ChecksumMismatch { .. } => {
                 metrics::counter!("checksum_failures_total", "transport" => "shm").increment(1);

@@ -1,18 +1,22 @@
-//! users-service's side of shared memory: the sealed-memfd segment it creates at start-up, the
-//! descriptor server that hands it to gateways over an abstract socket, publishing one payload
+//! users-service's side of shared memory: the segment it creates at start-up (a sealed memfd, or
+//! a file at `--shm-path`), the descriptor server that hands it to gateways over an abstract socket, publishing one payload
 //! into a slot, the transport's reaper thread that takes back slots whose handle was never
 //! redeemed, and the slot metrics.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
 use shmbridge::{
-    ClaimError, FdServer, Handle, Producer, ProducerOptions, ReaperThread, ReclaimReason, Reclaims,
-    Segment, SegmentConfig, Stats,
+    ClaimError, CreateError, FdServer, Handle, Producer, ProducerOptions, ReaperThread,
+    ReclaimReason, Reclaims, Segment, SegmentConfig, Stats,
 };
 
 use crate::api_error::ApiError;
+use crate::failpoints;
+use crate::stale_segment;
 
 /// Shared-memory options of users-service.
 #[derive(clap::Args, Clone, Debug)]
@@ -27,6 +31,12 @@ pub struct ShmArgs {
     /// `shmbridge-users-PID-EPOCH`, announced on `GET /shm/segment`.
     #[arg(long, env = "SHMBRIDGE_SHM_SOCKET")]
     pub shm_socket: Option<String>,
+    /// Create the segment as a file at this path (e.g. on a tmpfs) instead of a sealed memfd; it
+    /// is handed to gateways over the socket all the same and removed on a clean exit. A file
+    /// left there by a dead run, or of another layout version, is replaced; one whose creator
+    /// still runs is refused.
+    #[arg(long, env = "SHMBRIDGE_SHM_PATH")]
+    pub shm_path: Option<PathBuf>,
     /// How long a publication waits for a free slot before answering 503.
     #[arg(long, env = "SHMBRIDGE_CLAIM_TIMEOUT", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub claim_timeout: Duration,
@@ -51,26 +61,61 @@ pub struct SegmentInfo {
 /// was never redeemed within the TTL.
 const REAP_INTERVAL: Duration = Duration::from_millis(250);
 
+/// Why [`ShmProducer::start`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The segment could not be created (no space, no memory, an unwritable directory):
+    /// users-service still serves REST and answers 503 on its shared-memory routes.
+    #[error("cannot create the shared-memory segment{location}: {cause}")]
+    Create {
+        /// ` at PATH` or ` (memfd)`.
+        location: String,
+        cause: CreateError,
+    },
+    /// A setting users-service must not start with: an invalid geometry, a segment file in use
+    /// by a live process, a socket name already taken.
+    #[error(transparent)]
+    Refused(#[from] anyhow::Error),
+}
+
 /// The segment, its descriptor server, the producer writing into it and its reaper. Dropping it
-/// stops the reaper and the descriptor server; the memfd disappears with the last mapping, so
-/// nothing is left on disk.
+/// stops the reaper and the descriptor server; a memfd disappears with the last mapping and a
+/// segment file is removed, so nothing is left on disk.
 pub struct ShmProducer {
     producer: Arc<Producer>,
     info: SegmentInfo,
     claim_timeout: Duration,
     /// Reclaims already logged, so each report logs only the new ones.
     reported_reclaims: Mutex<Reclaims>,
+    /// Header repairs already logged.
+    reported_header_repairs: AtomicU64,
     _reaper: ReaperThread,
     _fd_server: FdServer,
 }
 
 impl ShmProducer {
-    pub fn start(args: &ShmArgs) -> anyhow::Result<ShmProducer> {
+    pub fn start(args: &ShmArgs) -> Result<ShmProducer, StartError> {
         let config = SegmentConfig {
             slot_count: args.slot_count,
             slot_size: args.slot_size,
         };
-        let segment = Arc::new(Segment::create(&config)?);
+        let created = match &args.shm_path {
+            Some(path) => {
+                stale_segment::clear_leftover(path)?;
+                Segment::create_file(path, &config)
+            }
+            None => Segment::create(&config),
+        };
+        let segment = Arc::new(created.map_err(|error| match error {
+            CreateError::InvalidConfig(_) => StartError::Refused(error.into()),
+            cause => StartError::Create {
+                location: args.shm_path.as_ref().map_or_else(
+                    || " (memfd)".to_owned(),
+                    |path| format!(" at {}", path.display()),
+                ),
+                cause,
+            },
+        })?);
         let epoch = segment.epoch();
         let socket = args
             .shm_socket
@@ -83,8 +128,10 @@ impl ShmProducer {
             ready_ttl: args.ready_ttl,
             ..ProducerOptions::default()
         };
-        let producer = Arc::new(Producer::new(segment, options)?);
-        let reaper = producer.spawn_reaper(REAP_INTERVAL)?;
+        let producer = Arc::new(Producer::new(segment, options).map_err(anyhow::Error::from)?);
+        let reaper = producer
+            .spawn_reaper(REAP_INTERVAL)
+            .map_err(anyhow::Error::from)?;
         let info = SegmentInfo {
             socket,
             epoch: format!("{epoch:016x}"),
@@ -97,6 +144,7 @@ impl ShmProducer {
             epoch = %info.epoch,
             slot_count = info.slot_count,
             slot_size = info.slot_size,
+            path = args.shm_path.as_ref().map(|path| path.display().to_string()),
             "shared-memory segment created"
         );
         Ok(ShmProducer {
@@ -104,6 +152,7 @@ impl ShmProducer {
             info,
             claim_timeout: args.claim_timeout,
             reported_reclaims: Mutex::new(Reclaims::default()),
+            reported_header_repairs: AtomicU64::new(0),
             _reaper: reaper,
             _fd_server: fd_server,
         })
@@ -129,10 +178,17 @@ impl ShmProducer {
                 ClaimError::TooLarge { len, max } => ApiError::TooLargeForSlot { len, max },
                 ClaimError::Exhausted { .. } => ApiError::SlotsExhausted,
             })?;
+        failpoints::hit(failpoints::AFTER_CLAIM);
+        // Two writes around MID_COPY, so a crash there leaves a half-written slot behind.
+        let (first_half, second_half) = body.split_at(body.len() / 2);
         // A failed write (the reaper took the slot) drops the guard, which frees the slot.
-        std::io::Write::write_all(&mut slot, body).map_err(|error| ApiError::ShmStale {
+        let write_failed = |error: std::io::Error| ApiError::ShmStale {
             reason: format!("writing the slot failed: {error}"),
-        })?;
+        };
+        std::io::Write::write_all(&mut slot, first_half).map_err(write_failed)?;
+        failpoints::hit(failpoints::MID_COPY);
+        std::io::Write::write_all(&mut slot, second_half).map_err(write_failed)?;
+        failpoints::hit(failpoints::BEFORE_PUBLISH);
         slot.publish().map_err(|error| ApiError::ShmStale {
             reason: error.to_string(),
         })
@@ -169,10 +225,20 @@ impl ShmProducer {
         }
         *reported = stats.reclaims;
         metrics::counter!("shm_claims_exhausted_total").absolute(stats.claims_exhausted);
+        metrics::counter!("shm_header_repairs_total").absolute(stats.header_repairs);
+        let already = self
+            .reported_header_repairs
+            .swap(stats.header_repairs, Ordering::Relaxed);
+        if stats.header_repairs > already {
+            tracing::info!(
+                repairs = stats.header_repairs - already,
+                "restored the segment header after something overwrote it"
+            );
+        }
     }
 
-    /// Reports every `interval` until the runtime stops.
-    pub fn spawn_reporter(self: Arc<Self>, interval: Duration) {
+    /// Reports every `interval` until the returned task is aborted or the runtime stops.
+    pub fn spawn_reporter(self: Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -180,7 +246,7 @@ impl ShmProducer {
                 ticks.tick().await;
                 self.report();
             }
-        });
+        })
     }
 }
 
@@ -258,6 +324,42 @@ mod tests {
         let reclaimed = producer.stats().reclaims.get(ReclaimReason::TtlExpired);
         assert_eq!(reclaimed, 2);
         producer.report();
+    }
+
+    #[test]
+    fn a_segment_file_is_created_at_the_path_and_removed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment");
+        let producer = small_producer(&["--shm-path", path.to_str().unwrap()]);
+        let attached = Segment::attach_file(&path).unwrap();
+        assert_eq!(format!("{:016x}", attached.epoch()), producer.info().epoch);
+        drop(attached);
+        drop(producer);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_missing_directory_is_a_create_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("segment");
+        let cli = Cli::try_parse_from(["test", "--shm-path", path.to_str().unwrap()]).unwrap();
+        let Err(error @ StartError::Create { .. }) = ShmProducer::start(&cli.shm) else {
+            panic!("expected a create error");
+        };
+        let expected = format!(
+            "cannot create the shared-memory segment at {}: create segment file failed: No such file or directory (os error 2)",
+            path.display()
+        );
+        assert_eq!(error.to_string(), expected);
+    }
+
+    #[test]
+    fn an_invalid_geometry_refuses_to_start() {
+        let cli = Cli::try_parse_from(["test", "--slot-size", "100"]).unwrap();
+        assert!(matches!(
+            ShmProducer::start(&cli.shm),
+            Err(StartError::Refused(_))
+        ));
     }
 
     #[test]

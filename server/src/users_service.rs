@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRef, RawQuery, State};
-use axum::http::{HeaderName, header};
+use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,11 +17,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::api_error::ApiError;
 use crate::dataset::{User, users};
+use crate::failpoints;
 use crate::payload::{CRC_HEADER, Payload, Transport, format_crc, serialize_body};
 use crate::query::UsersQuery;
 use crate::query_cache::QueryCache;
 use crate::serve::{CommonArgs, ShutdownSignal, announce, bind, serve_until_signal};
-use crate::shm_producer::{SegmentInfo, ShmArgs, ShmProducer};
+use crate::shm_producer::{SegmentInfo, ShmArgs, ShmProducer, StartError};
 use crate::telemetry;
 
 /// users-service: the producer of the users dataset.
@@ -59,21 +60,47 @@ pub struct AppState {
 struct Shared {
     datasets: QueryCache<Arc<[User]>>,
     bodies: Option<QueryCache<Payload>>,
-    shm: Arc<ShmProducer>,
+    /// The segment, or why it could not be created: then only REST is served.
+    shm: Result<Arc<ShmProducer>, String>,
     metrics: PrometheusHandle,
 }
 
 impl AppState {
-    /// Creates the shared-memory segment and starts serving its descriptor.
+    /// Creates the shared-memory segment and starts serving its descriptor. A segment that
+    /// cannot be created (no space, no memory) is logged once and leaves users-service serving
+    /// REST only; a setting it must not start with is an error.
     pub fn new(args: &Args) -> anyhow::Result<AppState> {
+        let shm = match ShmProducer::start(&args.shm) {
+            Ok(producer) => Ok(Arc::new(producer)),
+            Err(error @ StartError::Create { .. }) => {
+                let reason = error.to_string();
+                tracing::error!(
+                    reason,
+                    "starting without shared memory: POST /shm/users, GET /shm/segment and \
+                     /readyz answer 503"
+                );
+                Err(reason)
+            }
+            Err(StartError::Refused(error)) => return Err(error),
+        };
         Ok(AppState {
             inner: Arc::new(Shared {
                 datasets: QueryCache::default(),
                 bodies: args.cache.then(QueryCache::default),
-                shm: Arc::new(ShmProducer::start(&args.shm)?),
+                shm,
                 metrics: telemetry::metrics_handle(),
             }),
         })
+    }
+
+    /// The segment's producer, or the 503 that explains why there is none.
+    fn shm(&self) -> Result<&Arc<ShmProducer>, ApiError> {
+        self.inner
+            .shm
+            .as_ref()
+            .map_err(|reason| ApiError::SegmentUnavailable {
+                reason: reason.clone(),
+            })
     }
 
     /// The body for `query`: serialized now, or taken from the cache under `--cache`.
@@ -128,14 +155,27 @@ pub fn app(state: AppState) -> Router {
 /// Runs users-service until SIGTERM/Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     telemetry::init_tracing(args.common.log_format);
+    failpoints::setup()?;
     let state = AppState::new(&args)?;
     telemetry::spawn_metrics_upkeep(state.inner.metrics.clone());
-    Arc::clone(&state.inner.shm).spawn_reporter(SHM_REPORT_INTERVAL);
+    let reporter = state
+        .inner
+        .shm
+        .as_ref()
+        .ok()
+        .map(|shm| Arc::clone(shm).spawn_reporter(SHM_REPORT_INTERVAL));
     let (listener, bound) = bind(args.listen).await?;
     let shutdown = ShutdownSignal::install()?;
     announce(bound)?;
     tracing::info!(%bound, cache = args.cache, "users-service listening");
-    serve_until_signal(listener, app(state), shutdown, args.common.shutdown_timeout).await
+    let served =
+        serve_until_signal(listener, app(state), shutdown, args.common.shutdown_timeout).await;
+    // The reporter holds the segment too; stopping it lets the segment (and a segment file)
+    // go with the router rather than only when the runtime is torn down.
+    if let Some(reporter) = reporter {
+        reporter.abort();
+    }
+    served
 }
 
 /// `GET /users?count=N&seed=S`: the JSON array, serialized per request.
@@ -154,8 +194,8 @@ async fn publish_users(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = UsersQuery::parse(raw.as_deref())?;
+    let shm = Arc::clone(state.shm()?);
     let body = state.body(query);
-    let shm = Arc::clone(&state.inner.shm);
     let len = body.len();
     // Taking a free slot never blocks, so it runs right here; only waiting for a slot to free
     // up goes to the blocking pool (a hop there costs a cross-core wake-up per request).
@@ -186,13 +226,23 @@ async fn publish_users(
 }
 
 /// `GET /shm/segment`: where and what the segment is, for gateways to attach.
-async fn segment_info(State(state): State<AppState>) -> Json<SegmentInfo> {
-    Json(state.inner.shm.info().clone())
+async fn segment_info(State(state): State<AppState>) -> Result<Json<SegmentInfo>, ApiError> {
+    Ok(Json(state.shm()?.info().clone()))
 }
 
-/// `GET /readyz`: ready to serve users; the segment exists from start-up on.
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    Json(serde_json::json!({ "ready": true, "segment": state.inner.shm.info() }))
+/// `GET /readyz`: ready once the segment exists, which is from start-up on; 503 with the reason
+/// when it could not be created.
+async fn readyz(State(state): State<AppState>) -> Response {
+    match &state.inner.shm {
+        Ok(shm) => {
+            Json(serde_json::json!({ "ready": true, "segment": shm.info() })).into_response()
+        }
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "ready": false, "reason": reason })),
+        )
+            .into_response(),
+    }
 }
 
 #[cfg(test)]
@@ -260,7 +310,7 @@ mod tests {
     #[tokio::test]
     async fn published_handle_redeems_to_the_dataset_bytes() {
         let state = test_state(&[]);
-        let info = state.inner.shm.info().clone();
+        let info = state.shm().unwrap().info().clone();
         let (status, headers, body) = post(app(state.clone()), "/shm/users?count=30&seed=8").await;
         assert_eq!(status, StatusCode::OK);
         let handle: shmbridge::Handle = std::str::from_utf8(&body).unwrap().parse().unwrap();
@@ -277,7 +327,7 @@ mod tests {
     #[tokio::test]
     async fn segment_info_names_the_socket_and_epoch() {
         let state = test_state(&[]);
-        let expected = state.inner.shm.info().clone();
+        let expected = state.shm().unwrap().info().clone();
         let (status, _, body) = get(app(state), "/shm/segment").await;
         assert_eq!(status, StatusCode::OK);
         let info: SegmentInfo = serde_json::from_slice(&body).unwrap();
@@ -337,6 +387,86 @@ mod tests {
                 assert!(message.contains(expected), "{uri}: {message}");
             }
         }
+    }
+
+    /// Asserts every route of a users-service whose segment could not be created: REST and
+    /// `/healthz` work, the shm routes and `/readyz` answer 503 naming `expected`.
+    async fn assert_degraded(state: AppState, expected: &str) {
+        let (status, _, body) = get(app(state.clone()), "/users?count=2").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, users_json(2, DEFAULT_SEED));
+        let (status, _, _) = get(app(state.clone()), "/healthz").await;
+        assert_eq!(status, StatusCode::OK);
+        for (status, headers, body) in [
+            post(app(state.clone()), "/shm/users?count=2").await,
+            get(app(state.clone()), "/shm/segment").await,
+        ] {
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(headers[header::RETRY_AFTER], "1");
+            let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let message = error["error"].as_str().unwrap();
+            assert!(
+                message.starts_with("shared memory is unavailable: "),
+                "{message}"
+            );
+            assert!(message.contains(expected), "{message}");
+        }
+        let (status, _, body) = get(app(state), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let readiness: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(readiness["ready"], false);
+        assert!(readiness["reason"].as_str().unwrap().contains(expected));
+    }
+
+    #[tokio::test]
+    async fn an_uncreatable_segment_leaves_rest_serving_and_shm_answering_503() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("segment");
+        let state = test_state(&["--shm-path", path.to_str().unwrap()]);
+        let expected = format!(
+            "cannot create the shared-memory segment at {}: create segment file failed: No such file or directory",
+            path.display()
+        );
+        assert_degraded(state, &expected).await;
+    }
+
+    /// A tmpfs mounted for one test, unmounted (lazily, so a leak cannot block it) on drop.
+    struct TinyTmpfs(tempfile::TempDir);
+
+    impl TinyTmpfs {
+        fn mount(size: &str) -> TinyTmpfs {
+            let dir = tempfile::tempdir().unwrap();
+            let status = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success(), "mount -t tmpfs failed: {status}");
+            TinyTmpfs(dir)
+        }
+    }
+
+    impl Drop for TinyTmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_tmpfs_is_a_clean_enospc_not_a_sigbus() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return;
+        }
+        let tmpfs = TinyTmpfs::mount("64k");
+        let path = tmpfs.0.path().join("segment");
+        // 4 slots of 64 KiB do not fit in 64 KiB: posix_fallocate fails before anything is mapped.
+        let state = test_state(&["--shm-path", path.to_str().unwrap()]);
+        assert_degraded(state, "(ENOSPC)").await;
+        assert!(!path.exists(), "the failed creation leaves no file behind");
     }
 
     #[tokio::test]

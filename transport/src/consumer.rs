@@ -40,6 +40,7 @@ pub struct Consumer {
 impl Consumer {
     /// A consumer for this process on the real machine.
     pub fn new(segment: Arc<Segment>, options: ConsumerOptions) -> io::Result<Self> {
+        segment.require_writable("consumer")?;
         Ok(Self::with_host(
             segment,
             options,
@@ -55,6 +56,7 @@ impl Consumer {
         owner: Owner,
         host: Arc<dyn Host>,
     ) -> Self {
+        assert!(segment.is_writable(), "a consumer needs a writable segment");
         Self {
             segment,
             options,

@@ -120,6 +120,22 @@ fn send_fd(stream: &UnixStream, fd: RawFd) -> io::Result<()> {
 /// Connects to `@socket_name`, receives the segment descriptor and attaches to it, waiting at
 /// most `timeout` for the answer.
 pub fn attach_via_socket(socket_name: &str, timeout: Duration) -> Result<Segment, AttachError> {
+    Segment::attach_fd(fetch_fd(socket_name, timeout)?)
+}
+
+/// [`attach_via_socket`] for inspectors: the same validation, mapped `PROT_READ`, so the caller
+/// can read headers and descriptors ([`Segment::inspect`], [`SlotCounts::scan`]) but never write.
+///
+/// [`SlotCounts::scan`]: crate::SlotCounts::scan
+pub fn attach_via_socket_read_only(
+    socket_name: &str,
+    timeout: Duration,
+) -> Result<Segment, AttachError> {
+    Segment::attach_fd_read_only(fetch_fd(socket_name, timeout)?)
+}
+
+/// Connects to `@socket_name` and receives the segment descriptor, waiting at most `timeout`.
+fn fetch_fd(socket_name: &str, timeout: Duration) -> Result<OwnedFd, AttachError> {
     let io_error = |op| move |source| AttachError::Io { op, source };
     let addr = SocketAddr::from_abstract_name(socket_name).map_err(io_error("socket name"))?;
     let stream =
@@ -127,8 +143,7 @@ pub fn attach_via_socket(socket_name: &str, timeout: Duration) -> Result<Segment
     stream
         .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
         .map_err(io_error("set socket timeout"))?;
-    let fd = receive_fd(&stream)?;
-    Segment::attach_fd(fd)
+    receive_fd(&stream)
 }
 
 fn receive_fd(stream: &UnixStream) -> Result<OwnedFd, AttachError> {

@@ -54,7 +54,7 @@ pub mod testing;
 
 pub use consumer::{Consumer, ConsumerOptions, ReadGuard};
 pub use error::{AcquireError, AttachError, ClaimError, CreateError, PublishError, ReadError};
-pub use fdpass::{FdServer, attach_via_socket};
+pub use fdpass::{FdServer, attach_via_socket, attach_via_socket_read_only};
 pub use handle::{Handle, HandleParseError};
 pub use host::{Host, Owner, SystemHost, monotonic_now_ns};
 pub use layout::SlotState;

@@ -53,8 +53,9 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// A producer for this process on the real machine.
+    /// A producer for this process on the real machine. Fails on a read-only segment.
     pub fn new(segment: Arc<Segment>, options: ProducerOptions) -> io::Result<Self> {
+        segment.require_writable("producer")?;
         Ok(Self::with_host(
             segment,
             options,
@@ -64,12 +65,16 @@ impl Producer {
     }
 
     /// A producer that names itself `owner` and asks `host` for time and liveness.
+    ///
+    /// # Panics
+    /// On a read-only segment ([`Producer::new`] returns an error instead).
     pub fn with_host(
         segment: Arc<Segment>,
         options: ProducerOptions,
         owner: Owner,
         host: Arc<dyn Host>,
     ) -> Self {
+        assert!(segment.is_writable(), "a producer needs a writable segment");
         let reaper = Mutex::new(Reaper::new(segment.slot_count()));
         Self {
             segment,
@@ -143,12 +148,21 @@ impl Producer {
         })
     }
 
-    /// Runs one reaper pass now and returns what it reclaimed. Concurrent calls do not queue:
-    /// if another thread is reaping, this one returns at once with nothing reclaimed.
+    /// Runs one reaper pass now and returns what it reclaimed. The pass also restores the shared
+    /// header from the validated copy if something scribbled on it (counted in
+    /// [`Stats::header_repairs`]). Concurrent calls do not queue: if another thread is reaping,
+    /// this one returns at once with nothing reclaimed.
     pub fn reap(&self) -> Reclaims {
         let Ok(mut reaper) = self.reaper.try_lock() else {
             return Reclaims::default();
         };
+        if self.segment.repair_header() {
+            Counters::bump(&self.counters.header_repairs);
+            tracing::debug!(
+                epoch = format_args!("{:016x}", self.segment.epoch()),
+                "segment header was overwritten; restored the validated copy"
+            );
+        }
         let reclaims = reaper.reap(&self.segment, self.host.as_ref(), self.options.lease);
         self.counters.add_reclaims(&reclaims);
         reclaims

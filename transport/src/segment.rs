@@ -11,9 +11,14 @@
 //! - **Named file** ([`Segment::create_file`]), for inspection tools and peers in other languages.
 //!   Created with `O_EXCL` and mode 0600; space reserved with `posix_fallocate`, so a full tmpfs
 //!   fails at creation with ENOSPC, never later with SIGBUS. Attach checks owner, mode and size
-//!   against the header. Does not defend against a same-uid process truncating the file (a reader
+//!   against the header, also when the file arrives as a descriptor over the socket (a file
+//!   cannot be sealed). Does not defend against a same-uid process truncating the file (a reader
 //!   would take SIGBUS) or leaving a stale file after `kill -9` (the creator removes it on drop;
 //!   a re-created segment gets a new epoch, so consumers notice).
+//!
+//! Inspectors attach read-only ([`Segment::attach_file_read_only`],
+//! [`crate::attach_via_socket_read_only`]): the same validation, a `PROT_READ` mapping, and
+//! producers and consumers refuse such a segment, so no store through its pointers is reachable.
 //!
 //! After attach, the validated header is copied into process memory and all geometry comes from
 //! that copy; the shared header is never re-read for bounds.
@@ -24,7 +29,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use memmap2::MmapRaw;
+use memmap2::{MmapOptions, MmapRaw};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 
@@ -124,6 +129,8 @@ enum Backing {
         path: PathBuf,
         remove_on_drop: bool,
     },
+    /// A segment file received as a descriptor: its path is the creator's business.
+    ReceivedFile(File),
     #[cfg(loom)]
     Heap,
 }
@@ -134,6 +141,9 @@ pub struct Segment {
     header: Header,
     geometry: Geometry,
     backing: Backing,
+    /// False for a read-only (PROT_READ) attach: producers and consumers refuse such a segment,
+    /// so nothing ever stores through its pointers.
+    writable: bool,
 }
 
 // SAFETY: only the loom-only heap variant is not Sync by itself (UnsafeCell payload). Its bytes
@@ -217,6 +227,7 @@ impl Segment {
             ),
             geometry,
             backing: Backing::Heap,
+            writable: true,
         }
     }
 
@@ -248,14 +259,26 @@ impl Segment {
             header,
             geometry,
             backing,
+            writable: true,
         })
     }
 
     /// Attaches to a segment file created by [`Segment::create_file`].
     pub fn attach_file(path: &Path) -> Result<Self, AttachError> {
+        Self::attach_file_with(path, true)
+    }
+
+    /// Attaches to a segment file for reading only: the same validation, but opened `O_RDONLY`
+    /// and mapped `PROT_READ`, so an inspector can never write. [`Segment::inspect`] works on it;
+    /// producers and consumers refuse it.
+    pub fn attach_file_read_only(path: &Path) -> Result<Self, AttachError> {
+        Self::attach_file_with(path, false)
+    }
+
+    fn attach_file_with(path: &Path, writable: bool) -> Result<Self, AttachError> {
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(writable)
             .open(path)
             .map_err(|source| AttachError::Io {
                 op: "open segment file",
@@ -265,47 +288,60 @@ impl Segment {
             op: "stat segment file",
             source,
         })?;
-        if !meta.file_type().is_file() || meta.file_type().is_fifo() {
-            return Err(AttachError::NotRegularFile);
-        }
-        let euid = nix::unistd::geteuid().as_raw();
-        if meta.uid() != euid {
-            return Err(AttachError::WrongOwner {
-                found: meta.uid(),
-                expected: euid,
-            });
-        }
-        if meta.mode() & 0o077 != 0 {
-            return Err(AttachError::InsecureMode {
-                found: meta.mode() & 0o7777,
-            });
-        }
-        Self::map_and_validate(Backing::NamedFile {
-            file,
-            path: path.to_owned(),
-            remove_on_drop: false,
-        })
+        check_file_metadata(&meta)?;
+        Self::map_and_validate(
+            Backing::NamedFile {
+                file,
+                path: path.to_owned(),
+                remove_on_drop: false,
+            },
+            writable,
+        )
     }
 
-    /// Attaches to a sealed memfd received from the producer.
+    /// Attaches to a descriptor received from the producer: a sealed memfd, or a segment file
+    /// (which cannot be sealed) held to the same owner and mode checks as [`Segment::attach_file`].
     pub fn attach_fd(fd: OwnedFd) -> Result<Self, AttachError> {
+        Self::attach_fd_with(fd, true)
+    }
+
+    /// [`Segment::attach_fd`] mapped `PROT_READ`, for inspectors.
+    pub(crate) fn attach_fd_read_only(fd: OwnedFd) -> Result<Self, AttachError> {
+        Self::attach_fd_with(fd, false)
+    }
+
+    fn attach_fd_with(fd: OwnedFd, writable: bool) -> Result<Self, AttachError> {
         let file = File::from(fd);
-        let seals = fcntl(&file, FcntlArg::F_GET_SEALS).map_err(|errno| AttachError::Io {
-            op: "read memfd seals",
-            source: errno.into(),
-        })?;
+        let seals = match fcntl(&file, FcntlArg::F_GET_SEALS) {
+            Ok(seals) => seals,
+            // Only memfds know seals; anything else answers EINVAL.
+            Err(Errno::EINVAL) => {
+                let meta = file.metadata().map_err(|source| AttachError::Io {
+                    op: "stat segment descriptor",
+                    source,
+                })?;
+                check_file_metadata(&meta)?;
+                return Self::map_and_validate(Backing::ReceivedFile(file), writable);
+            }
+            Err(errno) => {
+                return Err(AttachError::Io {
+                    op: "read memfd seals",
+                    source: errno.into(),
+                });
+            }
+        };
         let required = (SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW).bits();
         if seals & required != required {
             return Err(AttachError::NotSealed {
                 found: seals as u32,
             });
         }
-        Self::map_and_validate(Backing::Memfd(file))
+        Self::map_and_validate(Backing::Memfd(file), writable)
     }
 
     /// Reads and validates the header against the file's size before mapping anything, then
     /// maps and checks the mapping is still the size the header promises.
-    fn map_and_validate(backing: Backing) -> Result<Self, AttachError> {
+    fn map_and_validate(backing: Backing, writable: bool) -> Result<Self, AttachError> {
         let file = backing_file(&backing);
         let len = file
             .metadata()
@@ -328,8 +364,12 @@ impl Segment {
             })?;
         let header = Header::from_bytes(&bytes);
         let geometry = validate_header(&header, len)?;
-        let map =
-            MmapRaw::map_raw(file).map_err(|source| AttachError::Io { op: "mmap", source })?;
+        let map = if writable {
+            MmapRaw::map_raw(file)
+        } else {
+            MmapOptions::new().map_raw_read_only(file)
+        }
+        .map_err(|source| AttachError::Io { op: "mmap", source })?;
         if map.len() as u64 != geometry.total_size {
             return Err(AttachError::SizeMismatch {
                 found: map.len() as u64,
@@ -346,12 +386,58 @@ impl Segment {
             header,
             geometry,
             backing,
+            writable,
         })
+    }
+
+    /// Whether this segment may be written: false for a read-only attach.
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// An error for the writing roles (producer, consumer) that a read-only segment cannot take.
+    pub(crate) fn require_writable(&self, role: &str) -> std::io::Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("a {role} needs a writable segment; this one is attached read-only"),
+            ))
+        }
     }
 
     /// The validated header, as copied at create or attach time.
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// Writes the validated header back over the shared one if something scribbled on it, so
+    /// that later attaches (a restarted consumer) validate again. Returns whether it had to.
+    pub(crate) fn repair_header(&self) -> bool {
+        if !self.writable {
+            return false;
+        }
+        match &self.memory {
+            Memory::Mapped(map) => {
+                let shared = map.as_mut_ptr().cast::<Header>();
+                // SAFETY: the mapping is at least HEADER_SIZE bytes long and page-aligned, so
+                // `shared` is in bounds and aligned for Header. Header is plain integers and byte
+                // arrays, valid for every bit pattern, so reading what a scribbler left is sound;
+                // volatile because other processes write these bytes behind the compiler's back.
+                // No honest process writes the header after creation, so writing the validated
+                // copy back races only with a scribbler, whose bytes it is meant to replace.
+                unsafe {
+                    if std::ptr::read_volatile(shared) == self.header {
+                        return false;
+                    }
+                    std::ptr::write_volatile(shared, self.header);
+                }
+                true
+            }
+            #[cfg(loom)]
+            Memory::Heap { .. } => false,
+        }
     }
 
     /// Random identity of this segment instance; a re-created segment has a new one.
@@ -370,7 +456,9 @@ impl Segment {
     /// The file descriptor to hand to consumers (memfd or segment file).
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.backing {
-            Backing::Memfd(file) | Backing::NamedFile { file, .. } => Some(file.as_fd()),
+            Backing::Memfd(file)
+            | Backing::NamedFile { file, .. }
+            | Backing::ReceivedFile(file) => Some(file.as_fd()),
             #[cfg(loom)]
             Backing::Heap => None,
         }
@@ -484,10 +572,32 @@ impl std::fmt::Debug for Segment {
 
 fn backing_file(backing: &Backing) -> &File {
     match backing {
-        Backing::Memfd(file) | Backing::NamedFile { file, .. } => file,
+        Backing::Memfd(file) | Backing::NamedFile { file, .. } | Backing::ReceivedFile(file) => {
+            file
+        }
         #[cfg(loom)]
         Backing::Heap => unreachable!("heap segments are never mapped"),
     }
+}
+
+/// A segment file must be a regular file of this user that no other user can open.
+fn check_file_metadata(meta: &std::fs::Metadata) -> Result<(), AttachError> {
+    if !meta.file_type().is_file() || meta.file_type().is_fifo() {
+        return Err(AttachError::NotRegularFile);
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != euid {
+        return Err(AttachError::WrongOwner {
+            found: meta.uid(),
+            expected: euid,
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(AttachError::InsecureMode {
+            found: meta.mode() & 0o7777,
+        });
+    }
+    Ok(())
 }
 
 fn new_header(geometry: &Geometry, epoch: u64, creator: Owner) -> Header {
@@ -647,6 +757,34 @@ mod tests {
         let attached = Segment::attach_fd(fd).unwrap();
         assert_eq!(attached.epoch(), segment.epoch());
         assert_eq!(attached.header(), segment.header());
+    }
+
+    #[test]
+    fn a_segment_file_descriptor_attaches_and_a_loose_mode_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment");
+        let segment = Segment::create_file(
+            &path,
+            &SegmentConfig {
+                slot_count: 2,
+                slot_size: 4096,
+            },
+        )
+        .unwrap();
+        let fd = segment.fd().unwrap().try_clone_to_owned().unwrap();
+        let attached = Segment::attach_fd(fd).unwrap();
+        assert_eq!(attached.header(), segment.header());
+        assert_eq!(attached.path(), None);
+        drop(attached);
+        assert!(path.exists(), "only the creator removes the file");
+
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let fd = segment.fd().unwrap().try_clone_to_owned().unwrap();
+        assert!(matches!(
+            Segment::attach_fd(fd),
+            Err(AttachError::InsecureMode { found: 0o644 })
+        ));
     }
 
     #[test]

@@ -103,6 +103,8 @@ pub struct Stats {
     pub writes_reclaimed: u64,
     /// Claims that found no slot before their deadline.
     pub claims_exhausted: u64,
+    /// Reaper passes that found the shared header scribbled on and wrote the valid one back.
+    pub header_repairs: u64,
 }
 
 #[derive(Debug, Default)]
@@ -113,6 +115,7 @@ pub(crate) struct Counters {
     pub(crate) reads_reclaimed: AtomicU64,
     pub(crate) writes_reclaimed: AtomicU64,
     pub(crate) claims_exhausted: AtomicU64,
+    pub(crate) header_repairs: AtomicU64,
 }
 
 impl Counters {
@@ -138,6 +141,7 @@ impl Counters {
             reads_reclaimed: self.reads_reclaimed.load(Relaxed),
             writes_reclaimed: self.writes_reclaimed.load(Relaxed),
             claims_exhausted: self.claims_exhausted.load(Relaxed),
+            header_repairs: self.header_repairs.load(Relaxed),
         }
     }
 }

@@ -61,7 +61,7 @@ pub enum ServiceError {
 }
 
 /// The environment variable that arms the services' fail points (the `fail` crate's syntax).
-pub const FAILPOINTS_ENV: &str = "FAILPOINTS";
+pub const FAILPOINTS_ENV: &str = shmbridge_server::failpoints::ENV_VAR;
 
 /// `program subcommand --listen ADDR extra...` with a clean environment: the services read
 /// SHMBRIDGE_* settings and FAILPOINTS from it, and a stray one (e.g.

@@ -13,6 +13,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
+use shmbridge_server::failpoints;
 use tokio::time::Instant;
 
 use crate::harness::supervisor::{Supervisor, SupervisorError};
@@ -78,10 +79,10 @@ impl FailPoint {
 
     pub fn name(self) -> &'static str {
         match self {
-            FailPoint::AfterClaim => "users-service::after-claim",
-            FailPoint::MidCopy => "users-service::mid-copy",
-            FailPoint::BeforePublish => "users-service::before-publish",
-            FailPoint::MidRead => "gateway::mid-read",
+            FailPoint::AfterClaim => failpoints::AFTER_CLAIM,
+            FailPoint::MidCopy => failpoints::MID_COPY,
+            FailPoint::BeforePublish => failpoints::BEFORE_PUBLISH,
+            FailPoint::MidRead => failpoints::MID_READ,
         }
     }
 

@@ -18,12 +18,13 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The slots still held after `LEAK_SETTLE`.
 pub async fn leaked_slots(supervisor: &Supervisor) -> Result<Vec<SlotRow>, InjectError> {
     let info = segment_info(&supervisor.users_url(), ATTACH_TIMEOUT).await?;
-    let segment = shmbridge::attach_via_socket(&info.socket, ATTACH_TIMEOUT).map_err(|source| {
-        InjectError::Attach {
-            socket: info.socket.clone(),
-            source,
-        }
-    })?;
+    let segment =
+        shmbridge::attach_via_socket_read_only(&info.socket, ATTACH_TIMEOUT).map_err(|source| {
+            InjectError::Attach {
+                socket: info.socket.clone(),
+                source,
+            }
+        })?;
     let snapshot = wait_until_all_free(&segment, LEAK_SETTLE).await;
     Ok(snapshot.held().cloned().collect())
 }

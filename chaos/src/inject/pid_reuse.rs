@@ -15,7 +15,8 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use shmbridge::{
-    Consumer, ConsumerOptions, Handle, Owner, Producer, ProducerOptions, Segment, attach_via_socket,
+    Consumer, ConsumerOptions, Handle, Owner, Producer, ProducerOptions, Segment,
+    attach_via_socket, attach_via_socket_read_only,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -137,12 +138,13 @@ pub async fn round(
     socket: &str,
     role: HolderRole,
 ) -> Result<PidReuseRound, InjectError> {
-    let segment = attach_via_socket(socket, Duration::from_secs(5)).map_err(|source| {
-        InjectError::Attach {
-            socket: socket.to_owned(),
-            source,
-        }
-    })?;
+    let segment =
+        attach_via_socket_read_only(socket, Duration::from_secs(5)).map_err(|source| {
+            InjectError::Attach {
+                socket: socket.to_owned(),
+                source,
+            }
+        })?;
     let mut holder = Command::new(program);
     holder
         .args(["hold-slot", "--socket", socket, "--role"])

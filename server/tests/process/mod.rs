@@ -2,6 +2,8 @@
 //! ephemeral ports, address read from their `listening on ADDR` line with a timeout, and killed
 //! and reaped by a guard's `Drop` whatever the test's outcome.
 
+#![allow(dead_code)] // each test file uses a different subset
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
