@@ -175,6 +175,11 @@ impl ServiceProcess {
 
     /// Polls `/readyz` until it answers 200, the process exits, or `timeout` passes.
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), ServiceError> {
+        self.wait_for("/readyz", timeout).await
+    }
+
+    /// Polls `path` until it answers 2xx, the process exits, or `timeout` passes.
+    pub async fn wait_for(&mut self, path: &str, timeout: Duration) -> Result<(), ServiceError> {
         let client = reqwest::Client::builder()
             .no_proxy()
             .build()
@@ -182,10 +187,7 @@ impl ServiceProcess {
                 name: self.name,
                 source,
             })?;
-        let url = self
-            .base_url()
-            .join("/readyz")
-            .expect("constant path joins");
+        let url = self.base_url().join(path).expect("an absolute path joins");
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().map_err(|source| ServiceError::Stop {
@@ -200,7 +202,7 @@ impl ServiceProcess {
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(self.not_ready("report ready on /readyz", timeout));
+                return Err(self.not_ready("answer 2xx on its health path", timeout));
             }
             let answer = client.get(url.clone()).timeout(remaining).send().await;
             if answer.is_ok_and(|response| response.status().is_success()) {

@@ -8,6 +8,8 @@ pub mod pid_reuse;
 pub mod resize;
 pub mod scribble;
 pub mod slow;
+pub mod stale;
+pub mod tmpfs;
 
 use std::fmt;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use crate::harness::supervisor::{Supervisor, SupervisorError};
 use crate::inject::InjectError;
 use crate::inject::pid_reuse::HolderRole;
 use crate::inject::scribble::ScribbleTarget;
+use crate::inject::stale::StaleKind;
 use crate::load::endpoint::Endpoint;
 
 /// One of the two supervised services.
@@ -134,6 +137,11 @@ pub enum FaultAction {
     Resize,
     /// A process holding a slot as `holder` is killed and its pid given to a squatter.
     PidReuse { holder: HolderRole },
+    /// users-service restarted with its segment on a full tmpfs, left degraded for the next
+    /// interval, then restarted normally.
+    FullTmpfs,
+    /// users-service killed and restarted over a stale segment file of `kind`.
+    StaleSegment { kind: StaleKind },
 }
 
 impl FaultAction {
@@ -144,7 +152,9 @@ impl FaultAction {
             FaultAction::Slow { .. }
             | FaultAction::Scribble { .. }
             | FaultAction::Resize
-            | FaultAction::PidReuse { .. } => Role::UsersService,
+            | FaultAction::PidReuse { .. }
+            | FaultAction::FullTmpfs
+            | FaultAction::StaleSegment { .. } => Role::UsersService,
         }
     }
 
@@ -153,9 +163,11 @@ impl FaultAction {
     /// a third process makes.
     pub fn affects(&self, endpoint: Endpoint) -> bool {
         match self {
-            FaultAction::Kill { .. } | FaultAction::Pause { .. } | FaultAction::Slow { .. } => {
-                self.role().serves(endpoint)
-            }
+            FaultAction::Kill { .. }
+            | FaultAction::Pause { .. }
+            | FaultAction::Slow { .. }
+            | FaultAction::FullTmpfs
+            | FaultAction::StaleSegment { .. } => self.role().serves(endpoint),
             FaultAction::Scribble { .. } | FaultAction::Resize | FaultAction::PidReuse { .. } => {
                 endpoint == Endpoint::Shm
             }
@@ -180,6 +192,8 @@ impl FaultAction {
             FaultAction::PidReuse { holder } => {
                 format!("pid reuse of a dead {holder:?}").to_lowercase()
             }
+            FaultAction::FullTmpfs => "start on a full tmpfs".to_owned(),
+            FaultAction::StaleSegment { kind } => format!("stale segment: {kind:?}"),
         }
     }
 
@@ -243,6 +257,10 @@ pub struct FaultContext<'a> {
     pub next_arming: Option<String>,
     /// No fault may still be running at this instant (the fault-free tail of the load).
     pub stop_injecting: Instant,
+    /// The quiet time planned after this fault (a degraded phase lasts this long).
+    pub hold: Duration,
+    /// users-service's `--shm-path`, when the scenario runs it with a segment file.
+    pub segment_path: Option<std::path::PathBuf>,
 }
 
 impl FaultContext<'_> {
@@ -264,6 +282,8 @@ impl FaultContext<'_> {
             } => scribble::inject(self, target, strikes, seed).await?,
             FaultAction::Resize => resize::inject(self).await?,
             FaultAction::PidReuse { holder } => pid_reuse::inject(self, holder).await?,
+            FaultAction::FullTmpfs => tmpfs::inject(self).await?,
+            FaultAction::StaleSegment { kind } => stale::inject(self, kind).await?,
         })
     }
 

@@ -1,7 +1,7 @@
 //! The leaked-slot check at the end of a scenario: once the load has stopped and both
-//! services are healthy, the harness attaches to users-service's live segment the way a
-//! gateway does and polls its slot table (`inspect`) until every slot is free; a slot still
-//! held when the settle time runs out is leaked.
+//! services are healthy, the harness attaches read-only to users-service's live segment and
+//! polls its slot table (`inspect`) until every slot is free; a slot still held when the
+//! settle time runs out is leaked.
 
 use std::time::Duration;
 

@@ -15,6 +15,7 @@ use super::invariants::{Invariants, RecoverySummary, SuccessLog, recovery_time};
 use super::leaks;
 use super::supervisor::{Supervisor, SupervisorError, UnexpectedDeath};
 use crate::faults::{FaultContext, FaultError, Injected};
+use crate::inject::InjectError;
 use crate::inspect::SlotRow;
 use crate::load::progress::{Progress, ProgressMode};
 use crate::load::verify::BodyChecker;
@@ -161,6 +162,23 @@ async fn run_checked(
         FaultSpec::ProducerKill(kill) | FaultSpec::GatewayKill(kill) => kill.restart_delay,
         _ => DEFAULT_RESTART_DELAY,
     };
+    // A scenario that plants stale segment files runs users-service with a segment file in
+    // a directory of its own, removed with everything in it when the scenario ends.
+    let segment_dir = match scenario.fault {
+        FaultSpec::StaleSegment(_) => Some(
+            tempfile::Builder::new()
+                .prefix("shmbridge-chaos-segment-")
+                .tempdir()
+                .map_err(|error| InjectError::io("create the segment directory", error))
+                .map_err(FaultError::from)?,
+        ),
+        _ => None,
+    };
+    let segment_path = segment_dir.as_ref().map(|dir| dir.path().join("segment"));
+    let users_service_args = segment_path
+        .iter()
+        .flat_map(|path| ["--shm-path".to_owned(), path.display().to_string()])
+        .collect();
     let first_arming = plan
         .first()
         .and_then(|fault| fault.action.arming_in_advance());
@@ -168,6 +186,7 @@ async fn run_checked(
         options.program.clone(),
         options.startup_timeout,
         restart_delay,
+        users_service_args,
         |role| {
             first_arming
                 .clone()
@@ -198,6 +217,7 @@ async fn run_checked(
             .unwrap_or(load_started)
             .max(load_started),
         end,
+        segment_path,
         progress: verbose.then(|| progress.clone()),
     };
     let (stats, faults) = tokio::join!(
@@ -262,6 +282,7 @@ struct FaultSchedule<'a> {
     stop_injecting: Instant,
     /// The load's end: the services are watched until then.
     end: Instant,
+    segment_path: Option<PathBuf>,
     progress: Option<Progress>,
 }
 
@@ -291,6 +312,8 @@ impl FaultSchedule<'_> {
                 restart_delay: self.restart_delay,
                 next_arming,
                 stop_injecting: self.stop_injecting,
+                hold: fault.after,
+                segment_path: self.segment_path.clone(),
             };
             let injected = match context.inject(&fault.action).await {
                 Ok(injected) => injected,

@@ -25,6 +25,10 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// that took the port as its ephemeral source port; a few tries ride that out.
 const BIND_ATTEMPTS: u32 = 5;
 const BIND_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// Timeout of one check request (`/readyz`, `/healthz`).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How the OS error of a failed bind reads in a service's output.
+const ADDRESS_IN_USE: &str = "Address already in use";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
@@ -32,6 +36,10 @@ pub enum SupervisorError {
     Service(#[from] ServiceError),
     #[error("{role} is not running")]
     NotRunning { role: Role },
+    #[error("GET {url} failed: {reason}")]
+    Request { url: Url, reason: String },
+    #[error("{role} started although it was expected to refuse to")]
+    NotRefused { role: Role },
 }
 
 /// A child exit the harness did not cause.
@@ -55,6 +63,8 @@ struct Managed {
     crashed_at_fail_point: bool,
     /// The process died unexpectedly; `watch` restarts it after the restart delay.
     restart_pending: bool,
+    /// Arguments every start of this service gets (e.g. `--shm-path`).
+    extra_args: Vec<String>,
 }
 
 pub struct Supervisor {
@@ -75,6 +85,7 @@ impl Supervisor {
         program: PathBuf,
         startup_timeout: Duration,
         restart_delay: Duration,
+        users_service_args: Vec<String>,
         arming: impl Fn(Role) -> Option<String>,
     ) -> Result<Supervisor, SupervisorError> {
         let managed = || Managed {
@@ -83,6 +94,7 @@ impl Supervisor {
             armed: None,
             crashed_at_fail_point: false,
             restart_pending: false,
+            extra_args: Vec::new(),
         };
         let mut supervisor = Supervisor {
             program,
@@ -93,6 +105,7 @@ impl Supervisor {
             started: Instant::now(),
             unexpected: Vec::new(),
         };
+        supervisor.users.extra_args = users_service_args;
         for role in Role::ALL {
             supervisor.launch(role, arming(role)).await?;
         }
@@ -139,42 +152,10 @@ impl Supervisor {
         role: Role,
         failpoints: Option<String>,
     ) -> Result<Instant, SupervisorError> {
-        let upstream = base_url(self.users.address).to_string();
-        let (program, startup_timeout) = (self.program.clone(), self.startup_timeout);
+        let extra_args = self.managed(role).extra_args.clone();
+        let mut process = self.spawn(role, failpoints.as_deref(), &extra_args).await?;
+        let startup_timeout = self.startup_timeout;
         let managed = self.managed_mut(role);
-        let mut attempt = 1;
-        let mut process = loop {
-            let mut command = match role {
-                Role::UsersService => {
-                    services::command(&program, SERVE_USERS_SERVICE, managed.address, &[])
-                }
-                Role::Gateway => services::command(
-                    &program,
-                    SERVE_GATEWAY,
-                    managed.address,
-                    &["--upstream", &upstream],
-                ),
-            };
-            if let Some(failpoints) = &failpoints {
-                command.env(FAILPOINTS_ENV, failpoints);
-            }
-            if std::env::var_os("RUST_LOG").is_none() {
-                // Warnings, plus the signal a service received: an unexpected death's kept
-                // output then says whether someone sent it SIGTERM.
-                command.env("RUST_LOG", "warn,shmbridge_server::serve=info");
-            }
-            match ServiceProcess::start(role.name(), command, startup_timeout).await {
-                Ok(process) => break process,
-                Err(ServiceError::ExitedEarly { .. })
-                    if managed.address.port() != 0 && attempt < BIND_ATTEMPTS =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(BIND_RETRY_DELAY).await;
-                }
-                Err(error) => return Err(error.into()),
-            }
-        };
-        managed.address = process.address();
         let armed = failpoints.is_some();
         managed.armed = failpoints;
         match process.wait_ready(startup_timeout).await {
@@ -186,6 +167,92 @@ impl Supervisor {
             Err(error) => return Err(error.into()),
         }
         Ok(Instant::now())
+    }
+
+    /// Starts `role` with `extra_args` on top of its usual ones and waits only until `/healthz`
+    /// answers: for a start that is meant to be degraded (its `/readyz` answers 503).
+    pub async fn launch_degraded(
+        &mut self,
+        role: Role,
+        extra_args: &[String],
+    ) -> Result<(), SupervisorError> {
+        let mut args = self.managed(role).extra_args.clone();
+        args.extend_from_slice(extra_args);
+        let mut process = self.spawn(role, None, &args).await?;
+        process.wait_for("/healthz", self.startup_timeout).await?;
+        let managed = self.managed_mut(role);
+        managed.armed = None;
+        managed.process = Some(process);
+        Ok(())
+    }
+
+    /// Starts `role` with `extra_args` and expects it to refuse to start: `Ok` carries its
+    /// exit status and last output, `Err(NotRefused)` means it started (and is now running).
+    pub async fn launch_refused(
+        &mut self,
+        role: Role,
+        extra_args: &[String],
+    ) -> Result<(ExitStatus, String), SupervisorError> {
+        let mut args = self.managed(role).extra_args.clone();
+        args.extend_from_slice(extra_args);
+        match self.spawn(role, None, &args).await {
+            Err(SupervisorError::Service(ServiceError::ExitedEarly { status, output, .. })) => {
+                Ok((status, output))
+            }
+            Err(error) => Err(error),
+            Ok(process) => {
+                let managed = self.managed_mut(role);
+                managed.armed = None;
+                managed.process = Some(process);
+                Err(SupervisorError::NotRefused { role })
+            }
+        }
+    }
+
+    /// Spawns `role` and waits for its address line, retrying while the old address is not
+    /// free again yet.
+    async fn spawn(
+        &mut self,
+        role: Role,
+        failpoints: Option<&str>,
+        extra_args: &[String],
+    ) -> Result<ServiceProcess, SupervisorError> {
+        let upstream = base_url(self.users.address).to_string();
+        let (program, startup_timeout) = (self.program.clone(), self.startup_timeout);
+        let managed = self.managed_mut(role);
+        let mut args: Vec<&str> = extra_args.iter().map(String::as_str).collect();
+        if role == Role::Gateway {
+            args.extend(["--upstream", &upstream]);
+        }
+        let subcommand = match role {
+            Role::UsersService => SERVE_USERS_SERVICE,
+            Role::Gateway => SERVE_GATEWAY,
+        };
+        let mut attempt = 1;
+        loop {
+            let mut command = services::command(&program, subcommand, managed.address, &args);
+            if let Some(failpoints) = failpoints {
+                command.env(FAILPOINTS_ENV, failpoints);
+            }
+            if std::env::var_os("RUST_LOG").is_none() {
+                // Warnings, plus the signal a service received: an unexpected death's kept
+                // output then says whether someone sent it SIGTERM.
+                command.env("RUST_LOG", "warn,shmbridge_server::serve=info");
+            }
+            match ServiceProcess::start(role.name(), command, startup_timeout).await {
+                Ok(process) => {
+                    managed.address = process.address();
+                    return Ok(process);
+                }
+                Err(ServiceError::ExitedEarly { output, .. })
+                    if output.contains(ADDRESS_IN_USE) && attempt < BIND_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(BIND_RETRY_DELAY).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
     }
 
     /// SIGKILL now, as a planned fault.
@@ -262,6 +329,28 @@ impl Supervisor {
             }
         }
         Ok(())
+    }
+
+    /// `GET path` of `role`: its status code and body.
+    pub async fn get(&self, role: Role, path: &str) -> Result<(u16, String), SupervisorError> {
+        let url = base_url(self.managed(role).address)
+            .join(path)
+            .expect("an absolute path joins");
+        let failed = |error: reqwest::Error| SupervisorError::Request {
+            url: url.clone(),
+            reason: error.to_string(),
+        };
+        let response = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(failed)?
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(failed)?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await.map_err(failed)?))
     }
 
     /// Stops the gateway, then users-service, and returns the deaths it did not cause.

@@ -76,6 +76,11 @@ pub enum FaultSpec {
     Scribble(ScribbleSpec),
     Resize(RepeatSpec),
     PidReuse(PidReuseSpec),
+    /// users-service restarted with its segment on a full tmpfs; each fault's `interval` is
+    /// how long it runs degraded before the normal restart.
+    FullTmpfs(RepeatSpec),
+    /// users-service (run with `--shm-path`) killed and restarted over a stale segment file.
+    StaleSegment(RepeatSpec),
 }
 
 /// SIGKILL of one service, or (for `failpoint_share` of the kills) a crash the service makes
@@ -388,7 +393,7 @@ impl Scenario {
                     return Err(("fault.reader_share", "must be between 0 and 1".into()));
                 }
             }
-            FaultSpec::Resize(_) => {}
+            FaultSpec::Resize(_) | FaultSpec::FullTmpfs(_) | FaultSpec::StaleSegment(_) => {}
         }
         Ok(())
     }
@@ -405,6 +410,8 @@ impl FaultSpec {
             FaultSpec::Scribble(_) => "scribble",
             FaultSpec::Resize(_) => "resize",
             FaultSpec::PidReuse(_) => "pid-reuse",
+            FaultSpec::FullTmpfs(_) => "full-tmpfs",
+            FaultSpec::StaleSegment(_) => "stale-segment",
         }
     }
 
@@ -414,8 +421,10 @@ impl FaultSpec {
             FaultSpec::Pause(pause) => pause.count,
             FaultSpec::SlowProducer(slow) => slow.count,
             FaultSpec::Scribble(scribble) => scribble.count,
-            FaultSpec::Resize(resize) => resize.count,
             FaultSpec::PidReuse(pid_reuse) => pid_reuse.count,
+            FaultSpec::FullTmpfs(repeat)
+            | FaultSpec::Resize(repeat)
+            | FaultSpec::StaleSegment(repeat) => repeat.count,
         }
     }
 
@@ -425,8 +434,10 @@ impl FaultSpec {
             FaultSpec::Pause(pause) => &mut pause.count,
             FaultSpec::SlowProducer(slow) => &mut slow.count,
             FaultSpec::Scribble(scribble) => &mut scribble.count,
-            FaultSpec::Resize(resize) => &mut resize.count,
             FaultSpec::PidReuse(pid_reuse) => &mut pid_reuse.count,
+            FaultSpec::FullTmpfs(repeat)
+            | FaultSpec::Resize(repeat)
+            | FaultSpec::StaleSegment(repeat) => &mut repeat.count,
         }
     }
 
@@ -435,6 +446,7 @@ impl FaultSpec {
     pub fn unavailable(&self) -> Option<String> {
         match self {
             FaultSpec::PidReuse(_) => crate::inject::pid_reuse::unavailable(),
+            FaultSpec::FullTmpfs(_) => crate::inject::tmpfs::FullTmpfs::unavailable(),
             _ => None,
         }
     }

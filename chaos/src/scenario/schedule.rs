@@ -13,6 +13,7 @@ use super::{DurationRange, FaultSpec};
 use crate::faults::{FailPoint, FaultAction, KillVia, Role};
 use crate::inject::pid_reuse::HolderRole;
 use crate::inject::scribble::ScribbleTarget;
+use crate::inject::stale::StaleKind;
 
 /// One fault and the quiet time before it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -81,6 +82,11 @@ pub fn plan(spec: &FaultSpec, seed: u64) -> Vec<PlannedFault> {
                     (scribble.interval, action)
                 }
                 FaultSpec::Resize(resize) => (resize.interval, FaultAction::Resize),
+                FaultSpec::FullTmpfs(full) => (full.interval, FaultAction::FullTmpfs),
+                FaultSpec::StaleSegment(stale) => {
+                    let kind = StaleKind::ALL[rng.random_range(0..StaleKind::ALL.len())];
+                    (stale.interval, FaultAction::StaleSegment { kind })
+                }
                 FaultSpec::PidReuse(pid_reuse) => {
                     let holder = if rng.random_bool(pid_reuse.reader_share) {
                         HolderRole::Reader
