@@ -183,3 +183,69 @@ fn children_of(parent: u32) -> Vec<u32> {
     }
     children
 }
+
+/// Two users-service crashes at armed fail points (mid-write): counted as injected faults,
+/// never as unexpected deaths, and nothing corrupt is served around them.
+const SHORT_FAILPOINT_KILL: &str = r#"
+name = "producer-kill"
+description = "two fail-point crashes of users-service under light load"
+seed = 5
+
+[load]
+users = 4
+wait = "5ms..20ms"
+duration = "6s"
+endpoints = "api,shm"
+
+[fault.producer-kill]
+count = 2
+interval = "300ms..600ms"
+restart_delay = "100ms"
+failpoint_share = 1.0
+failpoint_max_skip = 5
+"#;
+
+#[test]
+fn fail_point_crashes_are_injected_faults_not_unexpected_deaths() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path(), SHORT_FAILPOINT_KILL);
+    let json_path = dir.path().join("chaos.json");
+    let output = finish_bounded(spawn(&[
+        "run",
+        &scenario,
+        "--progress",
+        "quiet",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "status {}\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let run = &json["scenarios"][0];
+    let invariants = &run["invariants"];
+    assert_eq!(invariants["unexpected_deaths"], 0, "{invariants}");
+    assert_eq!(invariants["corrupt"], 0, "{invariants}");
+    let crashes: u64 = invariants["faults"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(label, _)| label.starts_with("crash at users-service::"))
+        .map(|(_, count)| count.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        crashes, 2,
+        "both faults were fail-point crashes: {invariants}"
+    );
+    for fault in run["faults"].as_array().unwrap() {
+        assert!(
+            fault["note"].is_null(),
+            "the fail point was reached, not replaced by a signal: {fault}"
+        );
+    }
+}

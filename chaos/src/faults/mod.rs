@@ -296,3 +296,61 @@ impl FaultContext<'_> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_fail_point_kills_arm_in_advance() {
+        let crash = FaultAction::Kill {
+            role: Role::Gateway,
+            via: KillVia::FailPoint {
+                point: FailPoint::MidRead,
+                skip: 4,
+            },
+        };
+        assert_eq!(
+            crash.arming_in_advance(),
+            Some((
+                Role::Gateway,
+                "gateway::mid-read=4*off->1*return".to_owned()
+            ))
+        );
+        let signal = FaultAction::Kill {
+            role: Role::Gateway,
+            via: KillVia::Signal,
+        };
+        assert_eq!(signal.arming_in_advance(), None);
+        let slow = FaultAction::Slow {
+            percent: 10,
+            delay: Duration::from_secs(1),
+        };
+        assert_eq!(
+            slow.arming_in_advance(),
+            None,
+            "a slow phase arms its own start"
+        );
+    }
+
+    #[test]
+    fn recovery_paths_follow_what_the_fault_damages() {
+        let users_kill = FaultAction::Kill {
+            role: Role::UsersService,
+            via: KillVia::Signal,
+        };
+        assert!(users_kill.affects(Endpoint::Api) && users_kill.affects(Endpoint::Shm));
+        assert!(!users_kill.affects(Endpoint::Cached));
+        let gateway_pause = FaultAction::Pause {
+            role: Role::Gateway,
+            duration: Duration::from_millis(50),
+        };
+        assert!(
+            Endpoint::ALL
+                .iter()
+                .all(|&path| gateway_pause.affects(path))
+        );
+        assert!(FaultAction::Resize.affects(Endpoint::Shm));
+        assert!(!FaultAction::Resize.affects(Endpoint::Api));
+    }
+}

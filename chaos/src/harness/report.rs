@@ -10,6 +10,9 @@ use serde::Serialize;
 use super::invariants::Invariants;
 use super::scenario_run::ScenarioResult;
 
+/// Fault notes listed per scenario besides those of faults that showed a violation.
+const NOTES_SHOWN: usize = 8;
+
 #[derive(Serialize)]
 pub struct JsonReport<'a> {
     pub passed: bool,
@@ -154,13 +157,25 @@ pub fn scenario_markdown(result: &ScenarioResult) -> String {
         }
         out.push('\n');
     }
-    let notes: Vec<_> = result
-        .faults
-        .iter()
-        .filter_map(|fault| Some((fault.index + 1, fault.note.as_deref()?)))
-        .collect();
-    for (number, note) in notes {
-        let _ = writeln!(out, "- fault {number}: {note}");
+    // Every fault that showed a violation, and the first few others as examples; the JSON
+    // report has them all.
+    let mut examples = 0;
+    let mut left_out = 0;
+    for fault in &result.faults {
+        let Some(note) = fault.note.as_deref() else {
+            continue;
+        };
+        if fault.violation.is_none() && examples == NOTES_SHOWN {
+            left_out += 1;
+            continue;
+        }
+        if fault.violation.is_none() {
+            examples += 1;
+        }
+        let _ = writeln!(out, "- fault {}: {note}", fault.index + 1);
+    }
+    if left_out > 0 {
+        let _ = writeln!(out, "- … {left_out} more fault notes in the JSON report");
     }
     if !invariants.clean_failures.is_empty() {
         out.push_str("\n| Clean failure | Count |\n|---|---:|\n");
