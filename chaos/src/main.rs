@@ -1,5 +1,6 @@
-//! The `shmbridge-chaos` command: `compare` (the main job), `load`, and the hidden subcommands
-//! that make this same binary run users-service or the gateway as `compare`'s children.
+//! The `shmbridge-chaos` command: `compare` (the main job), `load`, `run` (the chaos
+//! scenarios), and the hidden subcommands that make this same binary run users-service or the
+//! gateway as the children of `compare` and `run`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use shmbridge_chaos::cli::{OutputArgs, ProfileArgs};
 use shmbridge_chaos::compare::{self, CompareArgs};
+use shmbridge_chaos::harness::{self, RunArgs};
 use shmbridge_chaos::inject::pid_reuse::{HoldSlotArgs, hold_slot};
 use shmbridge_chaos::inspect::{self, InspectArgs, SegmentSnapshot};
 use shmbridge_chaos::load::progress::Progress;
@@ -21,6 +23,8 @@ use url::Url;
 /// Exit status when the run completed but at least one body was corrupt (1 is an error, 2 a
 /// usage error from clap).
 const EXIT_CORRUPT: u8 = 3;
+/// Exit status when a chaos scenario violated an invariant.
+const EXIT_VIOLATED: u8 = 4;
 /// Exit status after Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -39,6 +43,10 @@ enum Command {
     Compare(CompareArgs),
     /// Load a running gateway and print the report. Exits 3 if any body was corrupt.
     Load(LoadArgs),
+    /// Run chaos scenarios: start the services, load them while injecting the scenario's
+    /// faults, and check the invariants (no corrupt body, no request past its deadline, no
+    /// unexpected death, no leaked slot, recovery in time). Exits 4 if any was violated.
+    Run(RunArgs),
     /// Attach to a live segment and print its header and the state, generation, holder, lease
     /// and length of every slot that is not free.
     Inspect(InspectArgs),
@@ -82,6 +90,7 @@ fn main() -> ExitCode {
             Command::ServeGateway(args) => serve(gateway::run(args)).await,
             Command::Compare(args) => until_interrupted(compare_command(args)).await,
             Command::Load(args) => until_interrupted(load_command(args)).await,
+            Command::Run(args) => until_interrupted(run_command(args)).await,
             Command::Inspect(args) => inspect_command(args).await,
             Command::HoldSlot(args) => serve(hold_slot(args)).await,
         }
@@ -105,7 +114,7 @@ async fn serve(service: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
 
 /// Runs `job`, or stops at Ctrl-C/SIGTERM: dropping the job's future drops its service
 /// guards, which stop the children.
-async fn until_interrupted(job: impl Future<Output = Result<u64, String>>) -> ExitCode {
+async fn until_interrupted(job: impl Future<Output = Result<ExitCode, String>>) -> ExitCode {
     let interrupted = async {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -115,17 +124,10 @@ async fn until_interrupted(job: impl Future<Output = Result<u64, String>>) -> Ex
         }
     };
     tokio::select! {
-        result = job => match result {
-            Ok(0) => ExitCode::SUCCESS,
-            Ok(corrupt) => {
-                eprintln!("error: {corrupt} corrupt bodies (200 responses with wrong bytes)");
-                ExitCode::from(EXIT_CORRUPT)
-            }
-            Err(error) => {
-                eprintln!("error: {error}");
-                ExitCode::FAILURE
-            }
-        },
+        result = job => result.unwrap_or_else(|error| {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }),
         () = interrupted => {
             eprintln!("interrupted: services stopped, no report");
             ExitCode::from(EXIT_INTERRUPTED)
@@ -133,11 +135,35 @@ async fn until_interrupted(job: impl Future<Output = Result<u64, String>>) -> Ex
     }
 }
 
-async fn compare_command(args: CompareArgs) -> Result<u64, String> {
-    compare::run(&args).await.map_err(|error| error.to_string())
+/// Success, or `EXIT_CORRUPT` when the run saw corrupt bodies.
+fn corrupt_exit(corrupt: u64) -> ExitCode {
+    if corrupt == 0 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("error: {corrupt} corrupt bodies (200 responses with wrong bytes)");
+        ExitCode::from(EXIT_CORRUPT)
+    }
 }
 
-async fn load_command(args: LoadArgs) -> Result<u64, String> {
+async fn run_command(args: RunArgs) -> Result<ExitCode, String> {
+    match harness::run(&args).await {
+        Ok(true) => Ok(ExitCode::SUCCESS),
+        Ok(false) => {
+            eprintln!("error: invariants violated (see the tables above)");
+            Ok(ExitCode::from(EXIT_VIOLATED))
+        }
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+async fn compare_command(args: CompareArgs) -> Result<ExitCode, String> {
+    compare::run(&args)
+        .await
+        .map(corrupt_exit)
+        .map_err(|error| error.to_string())
+}
+
+async fn load_command(args: LoadArgs) -> Result<ExitCode, String> {
     check_target(&args.target, args.allow_remote).map_err(|error| error.to_string())?;
     let config = args.profile.load_config(args.target.clone());
     let checker = Arc::new(BodyChecker::new(users_json));
@@ -153,7 +179,7 @@ async fn load_command(args: LoadArgs) -> Result<u64, String> {
     let environment = format!("gateway at {} (started separately)", args.target);
     let report = RunReport::new(&config, &stats, payload_bytes, environment);
     write_report(&report, &args.output).map_err(|error| error.to_string())?;
-    Ok(stats.corrupt())
+    Ok(corrupt_exit(stats.corrupt()))
 }
 
 async fn inspect_command(args: InspectArgs) -> ExitCode {

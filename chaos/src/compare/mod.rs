@@ -4,11 +4,11 @@
 
 pub mod services;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use shmbridge_server::dataset::users_json;
-use tokio::process::Command;
 use tokio::time::Instant;
 
 use crate::cli::{OutputArgs, ProfileArgs};
@@ -56,28 +56,9 @@ pub enum CompareError {
 /// Runs the whole comparison and returns the number of corrupt bodies seen.
 pub async fn run(args: &CompareArgs) -> Result<u64, CompareError> {
     let program = std::env::current_exe().map_err(CompareError::OwnExecutable)?;
-    let service = |subcommand: &str, extra: &[&str]| {
-        let mut command = Command::new(&program);
-        command
-            .arg(subcommand)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra);
-        // The services read SHMBRIDGE_* settings from the environment; a stray one (e.g.
-        // SHMBRIDGE_SHM_FALLBACK_TO_API, which would hide shm failures) must not change the
-        // comparison, so the children get only the flags given here.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("SHMBRIDGE_") {
-                command.env_remove(name);
-            }
-        }
-        // The comparison must never run with fault points armed.
-        command.env_remove(shmbridge_server::failpoints::ENV_VAR);
-        // Per-request info logs from two services would only fill pipes; keep warnings.
-        if std::env::var_os("RUST_LOG").is_none() {
-            command.env("RUST_LOG", "warn");
-        }
-        command
-    };
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let service =
+        |subcommand: &str, extra: &[&str]| services::command(&program, subcommand, listen, extra);
 
     let mut users_service = ServiceProcess::start(
         "users-service",

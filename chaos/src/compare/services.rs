@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -57,6 +58,31 @@ pub enum ServiceError {
         name: &'static str,
         source: io::Error,
     },
+}
+
+/// The environment variable that arms the services' fail points (the `fail` crate's syntax).
+pub const FAILPOINTS_ENV: &str = shmbridge_server::failpoints::ENV_VAR;
+
+/// `program subcommand --listen ADDR extra...` with a clean environment: the services read
+/// SHMBRIDGE_* settings and FAILPOINTS from it, and a stray one (e.g.
+/// SHMBRIDGE_SHM_FALLBACK_TO_API, which would hide shm failures, or a fail point left armed
+/// in the shell) must not change the run, so the children get only the flags given here.
+pub fn command(program: &Path, subcommand: &str, listen: SocketAddr, extra: &[&str]) -> Command {
+    let mut command = Command::new(program);
+    command
+        .arg(subcommand)
+        .args(["--listen", &listen.to_string()])
+        .args(extra);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SHMBRIDGE_") || name == FAILPOINTS_ENV {
+            command.env_remove(name);
+        }
+    }
+    // Per-request info logs from two services would only fill pipes; keep warnings.
+    if std::env::var_os("RUST_LOG").is_none() {
+        command.env("RUST_LOG", "warn");
+    }
+    command
 }
 
 /// How a service ended when asked to stop.
@@ -149,6 +175,11 @@ impl ServiceProcess {
 
     /// Polls `/readyz` until it answers 200, the process exits, or `timeout` passes.
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), ServiceError> {
+        self.wait_for("/readyz", timeout).await
+    }
+
+    /// Polls `path` until it answers 2xx, the process exits, or `timeout` passes.
+    pub async fn wait_for(&mut self, path: &str, timeout: Duration) -> Result<(), ServiceError> {
         let client = reqwest::Client::builder()
             .no_proxy()
             .build()
@@ -156,10 +187,7 @@ impl ServiceProcess {
                 name: self.name,
                 source,
             })?;
-        let url = self
-            .base_url()
-            .join("/readyz")
-            .expect("constant path joins");
+        let url = self.base_url().join(path).expect("an absolute path joins");
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().map_err(|source| ServiceError::Stop {
@@ -174,7 +202,7 @@ impl ServiceProcess {
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(self.not_ready("report ready on /readyz", timeout));
+                return Err(self.not_ready("answer 2xx on its health path", timeout));
             }
             let answer = client.get(url.clone()).timeout(remaining).send().await;
             if answer.is_ok_and(|response| response.status().is_success()) {
@@ -194,7 +222,9 @@ impl ServiceProcess {
         {
             return Ok(Stopped::Drained(status));
         }
-        self.signal(Signal::SIGTERM);
+        self.send_signal(Signal::SIGTERM);
+        // A service the chaos harness paused (SIGSTOP) acts on SIGTERM only once continued.
+        self.send_signal(Signal::SIGCONT);
         match tokio::time::timeout(STOP_GRACE, self.child.wait()).await {
             Ok(status) => Ok(Stopped::Drained(
                 status.map_err(|source| ServiceError::Stop { name, source })?,
@@ -206,6 +236,48 @@ impl ServiceProcess {
                     .map_err(|source| ServiceError::Stop { name, source })?;
                 Ok(Stopped::Killed)
             }
+        }
+    }
+
+    /// The child's process id, while it has not been reaped.
+    pub fn pid(&self) -> Option<Pid> {
+        self.child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw)
+    }
+
+    /// The exit status if the process has exited (reaping it), `None` while it runs. A
+    /// stopped (SIGSTOP) process still runs.
+    pub fn exit_status(&mut self) -> Result<Option<ExitStatus>, ServiceError> {
+        let name = self.name;
+        self.child
+            .try_wait()
+            .map_err(|source| ServiceError::Stop { name, source })
+    }
+
+    /// SIGKILL now and reap; the caller decided this death, so it reports the status rather
+    /// than treating it as a failure.
+    pub async fn kill(mut self) -> Result<ExitStatus, ServiceError> {
+        let name = self.name;
+        self.send_signal(Signal::SIGKILL);
+        tokio::time::timeout(STOP_GRACE, self.child.wait())
+            .await
+            .map_err(|_elapsed| ServiceError::Stop {
+                name,
+                source: io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the process outlived SIGKILL (uninterruptible sleep?)",
+                ),
+            })?
+            .map_err(|source| ServiceError::Stop { name, source })
+    }
+
+    /// Sends `signal` (e.g. SIGSTOP/SIGCONT) to the running child; nothing once it is reaped.
+    pub fn send_signal(&self, signal: Signal) {
+        if let Some(pid) = self.pid() {
+            // ESRCH (already gone) is the only failure possible for our own child; it is fine.
+            let _ = kill(pid, signal);
         }
     }
 
@@ -226,13 +298,6 @@ impl ServiceProcess {
             output: self.recent_output(),
         }
     }
-
-    fn signal(&self, signal: Signal) {
-        if let Some(pid) = self.child.id().and_then(|id| i32::try_from(id).ok()) {
-            // ESRCH (already gone) is the only failure possible for our own child; it is fine.
-            let _ = kill(Pid::from_raw(pid), signal);
-        }
-    }
 }
 
 impl Drop for ServiceProcess {
@@ -242,7 +307,9 @@ impl Drop for ServiceProcess {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
-        self.signal(Signal::SIGTERM);
+        self.send_signal(Signal::SIGTERM);
+        // A service the chaos harness paused (SIGSTOP) acts on SIGTERM only once continued.
+        self.send_signal(Signal::SIGCONT);
         let deadline = std::time::Instant::now() + STOP_GRACE;
         while std::time::Instant::now() < deadline {
             if matches!(self.child.try_wait(), Ok(Some(_)) | Err(_)) {
@@ -251,7 +318,7 @@ impl Drop for ServiceProcess {
             std::thread::sleep(Duration::from_millis(10));
         }
         // kill_on_drop(true) sends SIGKILL when the Child itself drops, and tokio reaps it.
-        self.signal(Signal::SIGKILL);
+        self.send_signal(Signal::SIGKILL);
     }
 }
 

@@ -72,9 +72,7 @@ impl FromStr for ThinkTime {
             }
         };
         if min > max {
-            return Err(format!(
-                "think time {text:?} has its minimum above its maximum"
-            ));
+            return Err(format!("range {text:?} has its minimum above its maximum"));
         }
         Ok(ThinkTime { min, max })
     }

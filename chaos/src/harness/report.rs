@@ -1,0 +1,275 @@
+//! The harness's output: a Markdown table per scenario (every invariant with its value and
+//! limit, faults by kind, clean failures by class, unexpected deaths), a summary table across
+//! scenarios with the replay command of each, and the JSON document with everything.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::invariants::Invariants;
+use super::scenario_run::ScenarioResult;
+
+/// Fault notes listed per scenario besides those of faults that showed a violation.
+const NOTES_SHOWN: usize = 8;
+
+#[derive(Serialize)]
+pub struct JsonReport<'a> {
+    pub passed: bool,
+    pub scenarios: &'a [ScenarioResult],
+}
+
+impl<'a> JsonReport<'a> {
+    pub fn new(scenarios: &'a [ScenarioResult]) -> Self {
+        JsonReport {
+            passed: scenarios.iter().all(ScenarioResult::passed),
+            scenarios,
+        }
+    }
+}
+
+pub fn scenario_markdown(result: &ScenarioResult) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "## Chaos scenario `{}`: {}\n\n{}\n\nSeed {}, {} faults planned ({}), run took {:.1} s. Replay: `{}`\n",
+        result.name,
+        verdict(result),
+        result.description.trim(),
+        result.seed,
+        result.fault.count(),
+        result.fault.kind(),
+        result.elapsed.as_secs_f64(),
+        result.replay
+    );
+    if let Some(reason) = &result.skipped {
+        let _ = writeln!(out, "Skipped: {reason}\n");
+    }
+    if let Some(error) = &result.error {
+        let _ = writeln!(out, "**Harness error:** {error}\n");
+    }
+    let Some(invariants) = &result.invariants else {
+        return out;
+    };
+    let max_recovery = result.expect.max_recovery;
+    let rows: Vec<(&str, String, String, bool)> = vec![
+        (
+            "requests",
+            invariants.requests.to_string(),
+            String::new(),
+            true,
+        ),
+        (
+            "verified (ok)",
+            invariants.ok.to_string(),
+            String::new(),
+            true,
+        ),
+        (
+            "clean failures",
+            invariants.clean_failure_total().to_string(),
+            String::new(),
+            true,
+        ),
+        (
+            "corrupt bodies",
+            invariants.corrupt.to_string(),
+            "0".into(),
+            invariants.corrupt == 0,
+        ),
+        (
+            "outlived their deadline",
+            invariants.outlived_deadline.to_string(),
+            "0".into(),
+            invariants.outlived_deadline == 0,
+        ),
+        (
+            "unexpected process deaths",
+            invariants.unexpected_deaths.to_string(),
+            "0".into(),
+            invariants.unexpected_deaths == 0,
+        ),
+        (
+            "leaked slots (segment slot table)",
+            leaked(invariants),
+            "0".into(),
+            invariants.leaked_slots == Some(0),
+        ),
+        (
+            "faults injected",
+            format!(
+                "{} of {}",
+                invariants.faults_injected(),
+                invariants.faults_planned
+            ),
+            "≥ 1".into(),
+            invariants.faults_planned == 0 || invariants.faults_injected() > 0,
+        ),
+        (
+            "recovery max",
+            seconds(invariants.recovery.max),
+            format!("≤ {}", seconds(Some(max_recovery))),
+            invariants
+                .recovery
+                .max
+                .is_none_or(|max| max <= max_recovery),
+        ),
+        (
+            "recovery p99",
+            seconds(invariants.recovery.p99),
+            String::new(),
+            true,
+        ),
+        (
+            "faults never recovered",
+            invariants.recovery.unrecovered.to_string(),
+            "0".into(),
+            invariants.recovery.unrecovered == 0,
+        ),
+        (
+            "latency p99 / max",
+            format!(
+                "{} / {}",
+                seconds(Some(invariants.latency_p99)),
+                seconds(Some(invariants.latency_max))
+            ),
+            result
+                .expect
+                .max_latency
+                .map(|limit| format!("max ≤ {}", seconds(Some(limit))))
+                .unwrap_or_default(),
+            result
+                .expect
+                .max_latency
+                .is_none_or(|limit| invariants.latency_max <= limit),
+        ),
+    ];
+    out.push_str("| Checker | Value | Expected | |\n|---|---:|---:|---|\n");
+    for (name, value, expected, ok) in rows {
+        let mark = if ok { "ok" } else { "**VIOLATED**" };
+        let _ = writeln!(out, "| {name} | {value} | {expected} | {mark} |");
+    }
+    out.push('\n');
+    if !invariants.faults.is_empty() {
+        out.push_str("| Fault | Injected |\n|---|---:|\n");
+        for (fault, count) in &invariants.faults {
+            let _ = writeln!(out, "| {fault} | {count} |");
+        }
+        out.push('\n');
+    }
+    // Every fault that showed a violation, and the first few others as examples; the JSON
+    // report has them all.
+    let mut examples = 0;
+    let mut left_out = 0;
+    for fault in &result.faults {
+        let Some(note) = fault.note.as_deref() else {
+            continue;
+        };
+        if fault.violation.is_none() && examples == NOTES_SHOWN {
+            left_out += 1;
+            continue;
+        }
+        if fault.violation.is_none() {
+            examples += 1;
+        }
+        let _ = writeln!(out, "- fault {}: {note}", fault.index + 1);
+    }
+    if left_out > 0 {
+        let _ = writeln!(out, "- … {left_out} more fault notes in the JSON report");
+    }
+    if !invariants.clean_failures.is_empty() {
+        out.push_str("\n| Clean failure | Count |\n|---|---:|\n");
+        for (class, count) in &invariants.clean_failures {
+            let _ = writeln!(out, "| {class} | {count} |");
+        }
+    }
+    if !result.leaked.is_empty() {
+        out.push_str(
+            "\n| Leaked slot | State | Generation | Owner pid | Len |\n|---:|---|---:|---:|---:|\n",
+        );
+        for row in &result.leaked {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                row.slot, row.state, row.generation, row.owner_pid, row.len
+            );
+        }
+    }
+    for death in &result.unexpected_deaths {
+        let _ = writeln!(
+            out,
+            "\n**Unexpected death** of {} at {:.2} s: {}; its last output:\n```\n{}\n```",
+            death.role, death.at_seconds, death.status, death.output
+        );
+    }
+    for violation in &result.violations {
+        let _ = writeln!(out, "- **violated:** {violation}");
+    }
+    out
+}
+
+pub fn summary_markdown(results: &[ScenarioResult]) -> String {
+    let mut out = String::from(
+        "## Chaos summary\n\n\
+         | Scenario | Seed | Faults | Requests | OK | Clean failures | Corrupt | Outlived deadline | Unexpected deaths | Leaked slots | Recovery max / p99 | Verdict |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for result in results {
+        let _ = match &result.invariants {
+            Some(run) => writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} |",
+                result.name,
+                result.seed,
+                run.faults_injected(),
+                run.requests,
+                run.ok,
+                run.clean_failure_total(),
+                run.corrupt,
+                run.outlived_deadline,
+                run.unexpected_deaths,
+                leaked(run),
+                seconds(run.recovery.max),
+                seconds(run.recovery.p99),
+                verdict(result)
+            ),
+            None => writeln!(
+                out,
+                "| {} | {} | | | | | | | | | | {} |",
+                result.name,
+                result.seed,
+                verdict(result)
+            ),
+        };
+    }
+    out.push_str("\nReplay:\n");
+    for result in results {
+        let _ = writeln!(out, "- `{}`", result.replay);
+    }
+    out
+}
+
+fn verdict(result: &ScenarioResult) -> &'static str {
+    match (&result.skipped, &result.error, result.violations.is_empty()) {
+        (Some(_), _, _) => "SKIPPED",
+        (None, Some(_), _) => "ERROR",
+        (None, None, true) => "PASS",
+        (None, None, false) => "FAIL",
+    }
+}
+
+fn leaked(invariants: &Invariants) -> String {
+    invariants
+        .leaked_slots
+        .map_or_else(|| "unread".to_owned(), |leaked| leaked.to_string())
+}
+
+fn seconds(duration: Option<Duration>) -> String {
+    match duration {
+        Some(duration) if duration < Duration::from_secs(1) => {
+            format!("{:.0} ms", duration.as_secs_f64() * 1000.0)
+        }
+        Some(duration) => format!("{:.2} s", duration.as_secs_f64()),
+        None => "–".to_owned(),
+    }
+}

@@ -1,0 +1,368 @@
+//! One scenario from start to verdict: start both services (armed if the first fault needs
+//! it), drive the load with an observer while the fault schedule runs beside it, keep a
+//! fault-free tail so the last fault's recovery is seen, then wait for both services to be
+//! healthy, read the leaked slots, stop the services and judge the counts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use shmbridge_server::dataset::users_json;
+use tokio::time::Instant;
+
+use super::invariants::{Invariants, RecoverySummary, SuccessLog, recovery_time};
+use super::leaks;
+use super::supervisor::{Supervisor, SupervisorError, UnexpectedDeath};
+use crate::faults::{FaultContext, FaultError, Injected};
+use crate::inject::InjectError;
+use crate::inspect::SlotRow;
+use crate::load::progress::{Progress, ProgressMode};
+use crate::load::verify::BodyChecker;
+use crate::load::{self, LoadConfig, LoadError};
+use crate::scenario::schedule::{self, PlannedFault};
+use crate::scenario::{Expectations, FaultSpec, Scenario};
+
+/// The end of every load run with no fault in it: the last fault's recovery must show
+/// before the load stops.
+pub const FAULT_FREE_TAIL: Duration = Duration::from_secs(3);
+/// How long a service that died unexpectedly, or a pause or slow-producer fault's service,
+/// stays down before a restart when the scenario names no restart delay.
+const DEFAULT_RESTART_DELAY: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Fault(#[from] FaultError),
+}
+
+/// How the harness runs every scenario.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// This binary, re-executed as each service.
+    pub program: PathBuf,
+    pub startup_timeout: Duration,
+    pub progress: ProgressMode,
+    pub quick: bool,
+}
+
+/// One fault as carried out.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultRecord {
+    pub index: usize,
+    pub planned: PlannedFault,
+    /// Seconds since the load started when the fault began.
+    pub at_seconds: f64,
+    /// Seconds since the load started when the faulted service was back.
+    pub back_at_seconds: Option<f64>,
+    pub recovery_seconds: Option<f64>,
+    pub note: Option<String>,
+    /// The invariant this fault showed violated, if any.
+    pub violation: Option<String>,
+    #[serde(skip)]
+    back: Option<Instant>,
+}
+
+/// Everything one scenario measured, and its verdict.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScenarioResult {
+    pub name: String,
+    pub description: String,
+    pub file: PathBuf,
+    pub seed: u64,
+    pub quick: bool,
+    /// The command line that replays this run.
+    pub replay: String,
+    pub load: Option<LoadConfig>,
+    pub fault: FaultSpec,
+    pub expect: Expectations,
+    pub faults: Vec<FaultRecord>,
+    pub invariants: Option<Invariants>,
+    pub unexpected_deaths: Vec<UnexpectedDeath>,
+    /// The slots still held at the end, as the segment's slot table showed them.
+    pub leaked: Vec<SlotRow>,
+    /// Violated invariants and expectations.
+    pub violations: Vec<String>,
+    /// The harness itself failed (e.g. a service would not restart); the scenario fails.
+    pub error: Option<String>,
+    /// Why the scenario did not run on this machine (e.g. it needs root); not a failure.
+    pub skipped: Option<String>,
+    #[serde(serialize_with = "crate::load::serialize_seconds")]
+    pub elapsed: Duration,
+}
+
+impl ScenarioResult {
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.violations.is_empty()
+    }
+}
+
+/// The command line that replays `file` with `seed`.
+pub fn replay_command(file: &Path, seed: u64, quick: bool) -> String {
+    format!(
+        "cargo run --release -p shmbridge-chaos -- run {} --seed {seed}{}",
+        file.display(),
+        if quick { " --quick" } else { "" }
+    )
+}
+
+/// Runs `scenario` (read from `file`) with `seed`; a harness failure becomes the result's
+/// `error`, never a lost report.
+pub async fn run_scenario(
+    file: &Path,
+    scenario: &Scenario,
+    seed: u64,
+    options: &RunOptions,
+) -> ScenarioResult {
+    let started = Instant::now();
+    let mut result = ScenarioResult {
+        name: scenario.name.clone(),
+        description: scenario.description.clone(),
+        file: file.to_owned(),
+        seed,
+        quick: options.quick,
+        replay: replay_command(file, seed, options.quick),
+        load: None,
+        fault: scenario.fault.clone(),
+        expect: scenario.expect.clone(),
+        faults: Vec::new(),
+        invariants: None,
+        unexpected_deaths: Vec::new(),
+        leaked: Vec::new(),
+        violations: Vec::new(),
+        error: None,
+        skipped: scenario.fault.unavailable(),
+        elapsed: Duration::ZERO,
+    };
+    if result.skipped.is_some() {
+        return result;
+    }
+    if let Err(error) = run_checked(scenario, seed, options, &mut result).await {
+        result.error = Some(error.to_string());
+    }
+    if let Some(invariants) = &result.invariants {
+        result.violations = invariants.violations(&scenario.expect);
+    }
+    result.elapsed = started.elapsed();
+    result
+}
+
+async fn run_checked(
+    scenario: &Scenario,
+    seed: u64,
+    options: &RunOptions,
+    result: &mut ScenarioResult,
+) -> Result<(), HarnessError> {
+    let plan = schedule::plan(&scenario.fault, seed);
+    let restart_delay = match &scenario.fault {
+        FaultSpec::ProducerKill(kill) | FaultSpec::GatewayKill(kill) => kill.restart_delay,
+        _ => DEFAULT_RESTART_DELAY,
+    };
+    // A scenario that plants stale segment files runs users-service with a segment file in
+    // a directory of its own, removed with everything in it when the scenario ends.
+    let segment_dir = match scenario.fault {
+        FaultSpec::StaleSegment(_) => Some(
+            tempfile::Builder::new()
+                .prefix("shmbridge-chaos-segment-")
+                .tempdir()
+                .map_err(|error| InjectError::io("create the segment directory", error))
+                .map_err(FaultError::from)?,
+        ),
+        _ => None,
+    };
+    let segment_path = segment_dir.as_ref().map(|dir| dir.path().join("segment"));
+    let users_service_args = segment_path
+        .iter()
+        .flat_map(|path| ["--shm-path".to_owned(), path.display().to_string()])
+        .collect();
+    let first_arming = plan
+        .first()
+        .and_then(|fault| fault.action.arming_in_advance());
+    let mut supervisor = Supervisor::start(
+        options.program.clone(),
+        options.startup_timeout,
+        restart_delay,
+        users_service_args,
+        |role| {
+            first_arming
+                .clone()
+                .filter(|(armed, _)| *armed == role)
+                .map(|(_, failpoints)| failpoints)
+        },
+    )
+    .await?;
+    let config = scenario.load_config(supervisor.gateway_url(), seed);
+    result.load = Some(config.clone());
+    let checker = Arc::new(BodyChecker::new(users_json));
+    let successes = Arc::new(SuccessLog::default());
+    let users = match config.model {
+        load::LoadModel::Users(users) => Some(u64::from(users.users)),
+        load::LoadModel::OpenLoop(_) => None,
+    };
+    let progress = Progress::new(options.progress, config.duration, users);
+    let verbose = options.progress != ProgressMode::Quiet;
+
+    let load_started = Instant::now();
+    let end = load_started + config.duration;
+    let schedule = FaultSchedule {
+        plan: &plan,
+        restart_delay,
+        load_started,
+        stop_injecting: end
+            .checked_sub(FAULT_FREE_TAIL)
+            .unwrap_or(load_started)
+            .max(load_started),
+        end,
+        segment_path,
+        progress: verbose.then(|| progress.clone()),
+    };
+    let (stats, faults) = tokio::join!(
+        load::run_observed(&config, checker, progress, Some(successes.clone())),
+        schedule.run(&mut supervisor),
+    );
+    let stats = stats?;
+    let mut faults = faults?;
+
+    supervisor.wait_healthy().await?;
+    let leaked = leaks::leaked_slots(&supervisor).await;
+    let unexpected = supervisor.shutdown().await?;
+
+    let paths: Vec<_> = config.mix.endpoints();
+    let completions = successes.sorted();
+    let mut recoveries = Vec::new();
+    let mut invariants = Invariants::from_stats(&stats, scenario.fault.count());
+    for record in &mut faults {
+        if record.back.is_some() {
+            *invariants
+                .faults
+                .entry(record.planned.action.label())
+                .or_default() += 1;
+        }
+        if let Some(violation) = &record.violation {
+            invariants
+                .fault_violations
+                .push(format!("fault {}: {violation}", record.index + 1));
+        }
+        if let Some(back) = record.back {
+            let faulted: Vec<_> = paths
+                .iter()
+                .copied()
+                .filter(|&path| record.planned.action.affects(path))
+                .collect();
+            let recovery = recovery_time(back, &faulted, &completions);
+            record.recovery_seconds = recovery.map(|time| time.as_secs_f64());
+            recoveries.push(recovery);
+        }
+    }
+    invariants.recovery = RecoverySummary::of(&recoveries);
+    match leaked {
+        Ok(held) => {
+            invariants.leaked_slots = Some(u32::try_from(held.len()).unwrap_or(u32::MAX));
+            result.leaked = held;
+        }
+        Err(error) => invariants.leak_check_error = Some(error.to_string()),
+    }
+    invariants.unexpected_deaths = unexpected.len();
+    result.faults = faults;
+    result.unexpected_deaths = unexpected;
+    result.invariants = Some(invariants);
+    Ok(())
+}
+
+/// The fault schedule of one run, carried out beside the load.
+struct FaultSchedule<'a> {
+    plan: &'a [PlannedFault],
+    restart_delay: Duration,
+    load_started: Instant,
+    /// No fault starts, or is still waiting for its fail point, after this instant.
+    stop_injecting: Instant,
+    /// The load's end: the services are watched until then.
+    end: Instant,
+    segment_path: Option<PathBuf>,
+    progress: Option<Progress>,
+}
+
+impl FaultSchedule<'_> {
+    async fn run(self, supervisor: &mut Supervisor) -> Result<Vec<FaultRecord>, FaultError> {
+        let mut records = Vec::new();
+        for (index, fault) in self.plan.iter().enumerate() {
+            // A fail-point crash comes when the armed process reaches it: no quiet time first.
+            if fault.action.arming_in_advance().is_none() {
+                if Instant::now() + fault.after > self.stop_injecting {
+                    break;
+                }
+                supervisor.watch(fault.after, None).await?;
+            } else if Instant::now() >= self.stop_injecting {
+                break;
+            }
+            let role = fault.action.role();
+            let next_arming = self
+                .plan
+                .get(index + 1)
+                .and_then(|next| next.action.arming_in_advance())
+                .filter(|(next_role, _)| *next_role == role)
+                .map(|(_, failpoints)| failpoints);
+            let at = self.load_started.elapsed();
+            let mut context = FaultContext {
+                supervisor,
+                restart_delay: self.restart_delay,
+                next_arming,
+                stop_injecting: self.stop_injecting,
+                hold: fault.after,
+                segment_path: self.segment_path.clone(),
+            };
+            let injected = match context.inject(&fault.action).await {
+                Ok(injected) => injected,
+                // The services run but the segment cannot be reached: that is what the
+                // fault left behind, a finding for the report, not a harness failure.
+                Err(FaultError::Inject(error)) => Injected {
+                    back: None,
+                    note: Some("not injected: the segment could not be reached".to_owned()),
+                    violation: Some(format!("the segment is unreachable: {error}")),
+                },
+                Err(error) => return Err(error),
+            };
+            let seconds_since_start =
+                |instant: Instant| instant.duration_since(self.load_started).as_secs_f64();
+            if let Some(progress) = &self.progress {
+                progress.note(&format!(
+                    "[{:>6.2}s] fault {}: {}{}",
+                    at.as_secs_f64(),
+                    index + 1,
+                    fault.action.label(),
+                    injected
+                        .note
+                        .as_deref()
+                        .map(|note| format!(" ({note})"))
+                        .unwrap_or_default()
+                ));
+            }
+            records.push(FaultRecord {
+                index,
+                planned: fault.clone(),
+                at_seconds: at.as_secs_f64(),
+                back_at_seconds: injected.back.map(seconds_since_start),
+                recovery_seconds: None,
+                note: injected.note,
+                violation: injected.violation,
+                back: injected.back,
+            });
+        }
+        // A process still armed for a fault that did not fit must not crash in the tail.
+        let unplayed = self.plan.get(records.len());
+        if let Some((role, _)) = unplayed.and_then(|fault| fault.action.arming_in_advance())
+            && supervisor.is_armed(role)
+        {
+            supervisor.stop(role).await?;
+            supervisor.launch(role, None).await?;
+        }
+        supervisor
+            .watch(self.end.saturating_duration_since(Instant::now()), None)
+            .await?;
+        Ok(records)
+    }
+}
