@@ -5,6 +5,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::{ATTACH_TIMEOUT, FaultContext, FaultError, Injected};
+use crate::inject::InjectError;
 use crate::inject::scribble::{ScribbleTarget, Scribbler};
 
 pub async fn inject(
@@ -15,16 +16,24 @@ pub async fn inject(
 ) -> Result<Injected, FaultError> {
     let socket = context.segment_socket().await?;
     let scribbler = Scribbler::attach(&socket, ATTACH_TIMEOUT)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let struck: Vec<String> = (0..strikes)
-        .map(|_| {
-            let strike = scribbler.strike(target, &mut rng);
-            format!(
-                "@{} {:#04x}→{:#04x}",
-                strike.offset, strike.before, strike.after
-            )
-        })
-        .collect();
+    // Payload strikes watch the segment for a slot holding data: off the async workers.
+    let struck = tokio::task::spawn_blocking(move || {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..strikes)
+            .map(|_| {
+                let strike = scribbler.strike(target, &mut rng);
+                format!(
+                    "@{} {:#04x}→{:#04x}{}",
+                    strike.offset,
+                    strike.before,
+                    strike.after,
+                    if strike.live { " (live payload)" } else { "" }
+                )
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|error| InjectError::Refused(format!("the scribbler task failed: {error}")))?;
     Ok(Injected {
         note: Some(format!("{target:?}: {}", struck.join(", ")).to_lowercase()),
         ..Injected::back_now()

@@ -3,6 +3,7 @@
 //! schedule), prints a Markdown table per scenario and a summary across them, optionally
 //! writes everything as JSON, and reports whether every invariant held.
 
+pub mod detections;
 pub mod invariants;
 pub mod leaks;
 pub mod report;

@@ -183,6 +183,21 @@ pub fn scenario_markdown(result: &ScenarioResult) -> String {
             let _ = writeln!(out, "| {class} | {count} |");
         }
     }
+    if !result.detections.is_empty() {
+        out.push_str(
+            "\n| Caught by the services (counters since each one's last start) | Service | Count |\n|---|---|---:|\n",
+        );
+        for detection in &result.detections {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} |",
+                detection.counter, detection.service, detection.value
+            );
+        }
+    }
+    for error in &result.detection_errors {
+        let _ = writeln!(out, "- counters not read: {error}");
+    }
     if !result.leaked.is_empty() {
         out.push_str(
             "\n| Leaked slot | State | Generation | Owner pid | Len |\n|---:|---|---:|---:|---:|\n",

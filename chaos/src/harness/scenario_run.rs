@@ -11,6 +11,7 @@ use serde::Serialize;
 use shmbridge_server::dataset::users_json;
 use tokio::time::Instant;
 
+use super::detections::{self, Detection};
 use super::invariants::{Invariants, RecoverySummary, SuccessLog, recovery_time};
 use super::leaks;
 use super::supervisor::{Supervisor, SupervisorError, UnexpectedDeath};
@@ -85,6 +86,10 @@ pub struct ScenarioResult {
     pub unexpected_deaths: Vec<UnexpectedDeath>,
     /// The slots still held at the end, as the segment's slot table showed them.
     pub leaked: Vec<SlotRow>,
+    /// What the services' own counters caught (since each one's last start).
+    pub detections: Vec<Detection>,
+    /// Services whose counters could not be read.
+    pub detection_errors: Vec<String>,
     /// Violated invariants and expectations.
     pub violations: Vec<String>,
     /// The harness itself failed (e.g. a service would not restart); the scenario fails.
@@ -133,6 +138,8 @@ pub async fn run_scenario(
         invariants: None,
         unexpected_deaths: Vec::new(),
         leaked: Vec::new(),
+        detections: Vec::new(),
+        detection_errors: Vec::new(),
         violations: Vec::new(),
         error: None,
         skipped: scenario.fault.unavailable(),
@@ -229,6 +236,7 @@ async fn run_checked(
 
     supervisor.wait_healthy().await?;
     let leaked = leaks::leaked_slots(&supervisor).await;
+    (result.detections, result.detection_errors) = detections::read(&supervisor).await;
     let unexpected = supervisor.shutdown().await?;
 
     let paths: Vec<_> = config.mix.endpoints();

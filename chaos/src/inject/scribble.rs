@@ -4,10 +4,11 @@
 //! The scribbler gets the segment the way a gateway does (its descriptor over the abstract
 //! socket) and maps it writable itself. Payload strikes aim at slots that hold data (ready or
 //! being read) and at bytes inside the published length, so they hit what a reader copies, not
-//! idle memory.
+//! idle memory. A slot holds data for well under a millisecond, so a payload strike watches
+//! the descriptors for up to [`PAYLOAD_HUNT`] to catch one; call it off the async workers.
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
 use rand::Rng;
@@ -15,6 +16,9 @@ use shmbridge::layout::{DESCRIPTOR_SIZE, HEADER_CRC_COVERS, HEADER_SIZE};
 use shmbridge::{Segment, SlotState};
 
 use super::{InjectError, attach_with_file};
+
+/// How long a payload strike looks for a slot that holds data before striking a random one.
+pub const PAYLOAD_HUNT: Duration = Duration::from_millis(100);
 
 /// Bytes of a descriptor that carry fields (the rest is reserved).
 const DESCRIPTOR_FIELD_BYTES: u64 = 44;
@@ -44,6 +48,9 @@ pub struct Strike {
     pub offset: u64,
     pub before: u8,
     pub after: u8,
+    /// A payload strike that landed inside a published payload (ready or being read) rather
+    /// than in idle slot memory.
+    pub live: bool,
 }
 
 pub struct Scribbler {
@@ -71,11 +78,12 @@ impl Scribbler {
 
     /// Flips one bit (half the time) or writes one random byte at a random place in `target`.
     pub fn strike(&self, target: ScribbleTarget, rng: &mut impl Rng) -> Strike {
-        let offset = match target {
-            ScribbleTarget::Header => rng.random_range(0..HEADER_CRC_COVERS as u64),
+        let (offset, live) = match target {
+            ScribbleTarget::Header => (rng.random_range(0..HEADER_CRC_COVERS as u64), false),
             ScribbleTarget::Descriptor => {
                 let slot = u64::from(rng.random_range(0..self.segment.slot_count()));
-                HEADER_SIZE + slot * DESCRIPTOR_SIZE + rng.random_range(0..DESCRIPTOR_FIELD_BYTES)
+                let field = rng.random_range(0..DESCRIPTOR_FIELD_BYTES);
+                (HEADER_SIZE + slot * DESCRIPTOR_SIZE + field, false)
             }
             ScribbleTarget::Payload => self.payload_offset(rng),
         };
@@ -96,26 +104,38 @@ impl Scribbler {
             offset,
             before,
             after,
+            live,
         }
     }
 
-    /// A byte a reader would copy: inside the published length of a slot that holds data, when
-    /// one does; anywhere in a random slot otherwise.
-    fn payload_offset(&self, rng: &mut impl Rng) -> u64 {
+    /// A byte a reader would copy: inside the published length of a slot that holds data,
+    /// watched for up to [`PAYLOAD_HUNT`]; anywhere in a random slot if none showed up.
+    fn payload_offset(&self, rng: &mut impl Rng) -> (u64, bool) {
         let slot_size = self.segment.slot_size();
-        let holding: Vec<(u32, u32)> = (0..self.segment.slot_count())
-            .filter_map(|slot| self.segment.inspect(slot))
-            .filter(|view| matches!(view.state, Some(SlotState::Ready | SlotState::Reading)))
-            .map(|view| (view.slot, view.len.clamp(1, slot_size)))
-            .collect();
-        let (slot, len) = if holding.is_empty() {
-            (rng.random_range(0..self.segment.slot_count()), slot_size)
-        } else {
-            holding[rng.random_range(0..holding.len())]
+        let deadline = Instant::now() + PAYLOAD_HUNT;
+        let (slot, len, live) = loop {
+            let holding: Vec<(u32, u32)> = (0..self.segment.slot_count())
+                .filter_map(|slot| self.segment.inspect(slot))
+                .filter(|view| matches!(view.state, Some(SlotState::Ready | SlotState::Reading)))
+                .map(|view| (view.slot, view.len.clamp(1, slot_size)))
+                .collect();
+            if !holding.is_empty() {
+                let (slot, len) = holding[rng.random_range(0..holding.len())];
+                break (slot, len, true);
+            }
+            if Instant::now() >= deadline {
+                break (
+                    rng.random_range(0..self.segment.slot_count()),
+                    slot_size,
+                    false,
+                );
+            }
+            std::thread::yield_now();
         };
-        self.segment.header().payload_offset
+        let offset = self.segment.header().payload_offset
             + u64::from(slot) * u64::from(slot_size)
-            + u64::from(rng.random_range(0..len))
+            + u64::from(rng.random_range(0..len));
+        (offset, live)
     }
 
     fn byte(&self, offset: u64) -> &AtomicU8 {
