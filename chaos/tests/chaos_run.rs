@@ -2,8 +2,11 @@
 //! the chaos binary, injects a scenario's faults under load and judges the invariants; and
 //! an interrupted run leaves no child behind.
 
+mod common;
+
+use common::finish_bounded;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -41,23 +44,6 @@ fn spawn(args: &[&str]) -> Child {
         .expect("the chaos binary starts")
 }
 
-/// Waits for `child`, killing it if it outlives `RUN_LIMIT`.
-fn finish_bounded(mut child: Child) -> Output {
-    let started = Instant::now();
-    while child.try_wait().expect("waiting works").is_none() {
-        if started.elapsed() > RUN_LIMIT {
-            child.kill().expect("kill works");
-            let output = child.wait_with_output().expect("reaping works");
-            panic!(
-                "run outlived {RUN_LIMIT:?}; stderr:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    child.wait_with_output().expect("reaping works")
-}
-
 fn write_scenario(dir: &Path, text: &str) -> String {
     let path = dir.join("pause.toml");
     std::fs::write(&path, text).unwrap();
@@ -69,14 +55,17 @@ fn a_pause_scenario_passes_with_no_corrupt_body() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = write_scenario(dir.path(), SHORT_PAUSE);
     let json_path = dir.path().join("chaos.json");
-    let output = finish_bounded(spawn(&[
-        "run",
-        &scenario,
-        "--progress",
-        "lines",
-        "--json",
-        json_path.to_str().unwrap(),
-    ]));
+    let output = finish_bounded(
+        spawn(&[
+            "run",
+            &scenario,
+            "--progress",
+            "lines",
+            "--json",
+            json_path.to_str().unwrap(),
+        ]),
+        RUN_LIMIT,
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -118,7 +107,7 @@ fn a_bad_scenario_is_refused_naming_file_and_field() {
         dir.path(),
         &SHORT_PAUSE.replace("count = 2", "count = 2\nintervall = \"1s\""),
     );
-    let output = finish_bounded(spawn(&["run", &scenario]));
+    let output = finish_bounded(spawn(&["run", &scenario]), RUN_LIMIT);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&scenario), "{stderr}");
@@ -147,7 +136,7 @@ fn an_interrupted_run_leaves_no_service_behind() {
         .args(["-TERM", &harness_pid.to_string()])
         .status()
         .unwrap();
-    let output = finish_bounded(harness);
+    let output = finish_bounded(harness, RUN_LIMIT);
     assert_eq!(
         output.status.code(),
         Some(130),
@@ -210,14 +199,17 @@ fn fail_point_crashes_are_injected_faults_not_unexpected_deaths() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = write_scenario(dir.path(), SHORT_FAILPOINT_KILL);
     let json_path = dir.path().join("chaos.json");
-    let output = finish_bounded(spawn(&[
-        "run",
-        &scenario,
-        "--progress",
-        "quiet",
-        "--json",
-        json_path.to_str().unwrap(),
-    ]));
+    let output = finish_bounded(
+        spawn(&[
+            "run",
+            &scenario,
+            "--progress",
+            "quiet",
+            "--json",
+            json_path.to_str().unwrap(),
+        ]),
+        RUN_LIMIT,
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

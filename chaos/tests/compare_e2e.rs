@@ -1,6 +1,9 @@
 //! End to end over real processes: `compare` starts users-service and gateway as children of
 //! the chaos binary, loads both endpoints, stops the children and writes every report format.
 
+mod common;
+
+use common::finish_bounded;
 use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -11,26 +14,14 @@ const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 /// Runs the chaos binary, killing it if it outlives `RUN_LIMIT`.
 fn run_bounded(args: &[&str]) -> Output {
-    let mut child = Command::new(BINARY)
+    let child = Command::new(BINARY)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("the chaos binary starts");
-    let started = Instant::now();
-    while child.try_wait().expect("waiting works").is_none() {
-        if started.elapsed() > RUN_LIMIT {
-            child.kill().expect("kill works");
-            let output = child.wait_with_output().expect("reaping works");
-            panic!(
-                "compare ran past {RUN_LIMIT:?}; stderr:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    child.wait_with_output().expect("reaping works")
+    finish_bounded(child, RUN_LIMIT)
 }
 
 #[test]
