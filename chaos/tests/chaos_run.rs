@@ -50,29 +50,31 @@ fn write_scenario(dir: &Path, text: &str) -> String {
     path.to_str().unwrap().to_owned()
 }
 
-#[test]
-fn a_pause_scenario_passes_with_no_corrupt_body() {
+/// Runs `scenario` with `--json`, requires it to pass, and returns stdout, stderr and the JSON.
+fn run_passing(scenario: &str, progress: &str) -> (String, String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = write_scenario(dir.path(), SHORT_PAUSE);
     let json_path = dir.path().join("chaos.json");
+    let json_arg = json_path.to_str().unwrap();
     let output = finish_bounded(
-        spawn(&[
-            "run",
-            &scenario,
-            "--progress",
-            "lines",
-            "--json",
-            json_path.to_str().unwrap(),
-        ]),
+        spawn(&["run", scenario, "--progress", progress, "--json", json_arg]),
         RUN_LIMIT,
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
         output.status.success(),
         "status {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         output.status
     );
+    let json = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    (stdout, stderr, json)
+}
+
+#[test]
+fn a_pause_scenario_passes_with_no_corrupt_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path(), SHORT_PAUSE);
+    let (stdout, stderr, json) = run_passing(&scenario, "lines");
     let summary = stdout
         .lines()
         .find(|line| line.starts_with("| pause |"))
@@ -90,9 +92,6 @@ fn a_pause_scenario_passes_with_no_corrupt_body() {
         "replay command missing:\n{stdout}"
     );
     assert!(stderr.contains("seed 11"), "seed not printed:\n{stderr}");
-
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     assert_eq!(json["passed"], true);
     let invariants = &json["scenarios"][0]["invariants"];
     assert_eq!(invariants["corrupt"], 0);
@@ -198,27 +197,7 @@ failpoint_max_skip = 5
 fn fail_point_crashes_are_injected_faults_not_unexpected_deaths() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = write_scenario(dir.path(), SHORT_FAILPOINT_KILL);
-    let json_path = dir.path().join("chaos.json");
-    let output = finish_bounded(
-        spawn(&[
-            "run",
-            &scenario,
-            "--progress",
-            "quiet",
-            "--json",
-            json_path.to_str().unwrap(),
-        ]),
-        RUN_LIMIT,
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "status {}\nstdout:\n{stdout}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let (_, _, json) = run_passing(&scenario, "quiet");
     let run = &json["scenarios"][0];
     let invariants = &run["invariants"];
     assert_eq!(invariants["unexpected_deaths"], 0, "{invariants}");
