@@ -187,7 +187,10 @@ async fn hung_users_service_gives_503_within_the_deadline_then_recovers() {
     }
 }
 
-/// A descriptor server speaking another layout version: its greeting says version 2.
+/// The layout version no build of this crate speaks: the next one.
+const WRONG_VERSION: u32 = shmbridge::layout::LAYOUT_VERSION + 1;
+
+/// A descriptor server speaking another layout version in its greeting.
 fn serve_wrong_layout_version(name: &str, connections: usize) {
     use std::io::Write;
     use std::os::linux::net::SocketAddrExt;
@@ -196,7 +199,7 @@ fn serve_wrong_layout_version(name: &str, connections: usize) {
     std::thread::spawn(move || {
         for stream in listener.incoming().take(connections) {
             let mut greeting = b"SHMB".to_vec();
-            greeting.extend_from_slice(&2_u32.to_le_bytes());
+            greeting.extend_from_slice(&WRONG_VERSION.to_le_bytes());
             let _ = stream.unwrap().write_all(&greeting);
         }
     });
@@ -204,7 +207,7 @@ fn serve_wrong_layout_version(name: &str, connections: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segment_of_another_layout_version_is_refused_with_a_clear_log_line() {
-    let socket = format!("shmbridge-e2e-v2-{}", std::process::id());
+    let socket = format!("shmbridge-e2e-wrong-version-{}", std::process::id());
     serve_wrong_layout_version(&socket, 2);
     let (_users, gateway) = start_pair(&["--shm-socket", &socket]);
     let http = client();
@@ -214,7 +217,11 @@ async fn segment_of_another_layout_version_is_refused_with_a_clear_log_line() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let line = gateway.log_line_containing("layout version 2, expected 1", Duration::from_secs(5));
+    let expected = format!(
+        "layout version {WRONG_VERSION}, expected {}",
+        shmbridge::layout::LAYOUT_VERSION
+    );
+    let line = gateway.log_line_containing(&expected, Duration::from_secs(5));
     let line = line.expect("the gateway logs why it refused the segment");
     assert!(line.contains("WARN") && line.contains(&socket), "{line}");
     let readiness = http
@@ -224,7 +231,7 @@ async fn segment_of_another_layout_version_is_refused_with_a_clear_log_line() {
         .unwrap();
     assert_eq!(readiness.status(), StatusCode::SERVICE_UNAVAILABLE);
     // The same problem again is not logged again.
-    let repeated = gateway.log_line_containing("layout version 2", Duration::from_millis(300));
+    let repeated = gateway.log_line_containing(&expected, Duration::from_millis(300));
     assert_eq!(repeated, None);
 }
 

@@ -8,6 +8,7 @@ use crate::error::{AcquireError, ReadError};
 use crate::handle::Handle;
 use crate::host::{Host, Owner, SystemHost};
 use crate::layout::{SlotState, Word};
+use crate::payload;
 use crate::producer::nanos;
 use crate::segment::Segment;
 use crate::stats::{Counters, Stats};
@@ -167,51 +168,22 @@ impl ReadGuard<'_> {
     /// Copies the payload into `dst` (replacing its contents, reusing its allocation) and verifies
     /// the copy: the crc is computed over the private copy, so bytes that change in shared memory
     /// after the copy cannot slip through. On error `dst` is left empty.
+    ///
+    /// There is deliberately no way to read the payload in place: it can change under the reader
+    /// at any time (a reclaim, a scribbler), so a check made on shared bytes says nothing about
+    /// the bytes used afterwards.
     pub fn copy_into(mut self, dst: &mut Vec<u8>) -> Result<(), ReadError> {
-        let len = self.handle.len as usize;
-        dst.clear();
-        dst.reserve(len);
-        // SAFETY: acquire checked `len <= slot_size`, so the source lies inside this slot's
-        // payload; `dst` has room for `len` bytes and is process memory, so the ranges do not
-        // overlap, and all `len` bytes are initialized by the copy before `set_len`. Holding
-        // READING forbids honest writers; if the reaper took the slot meanwhile, `release` below
-        // fails and the copy is discarded.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.consumer.segment.payload(self.handle.slot),
-                dst.as_mut_ptr(),
-                len,
-            );
-            dst.set_len(len);
-        }
-        let found = crc32fast::hash(dst);
+        // acquire checked `len <= slot_size`.
+        let found = payload::load(
+            self.consumer.segment.payload(self.handle.slot),
+            self.handle.len as usize,
+            dst,
+        );
         let result = self.release().and_then(|()| self.verify(found));
         if result.is_err() {
             dst.clear();
         }
         result
-    }
-
-    /// Verifies the payload in place and lends it to `f` without copying it.
-    ///
-    /// The view is valid while this guard holds the slot. Should the lease run out while `f`
-    /// runs, the slot may be reclaimed and rewritten under `f`: the release afterwards notices and
-    /// the result of `f` is discarded as [`ReadError::Reclaimed`]. Whatever `f` sent elsewhere
-    /// before that cannot be recalled, so use [`ReadGuard::copy_out`] when the bytes leave the
-    /// process before the check can speak.
-    pub fn read_with<R>(mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R, ReadError> {
-        // SAFETY: as in `copy_into`, the range lies inside the slot. The slice is only lent while
-        // this guard holds READING, the state that forbids writers.
-        let view = unsafe {
-            std::slice::from_raw_parts(
-                self.consumer.segment.payload(self.handle.slot),
-                self.handle.len as usize,
-            )
-        };
-        let verified = self.verify(crc32fast::hash(view));
-        let output = verified.map(|()| f(view));
-        self.release()?;
-        output
     }
 
     fn verify(&self, found: u32) -> Result<(), ReadError> {

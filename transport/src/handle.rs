@@ -106,7 +106,7 @@ fn narrow(field: &'static str, value: u64) -> Result<u32, HandleParseError> {
     u32::try_from(value).map_err(|_| HandleParseError::OutOfRange { field })
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 

@@ -143,7 +143,7 @@ fn parse_stat(text: &str) -> Option<ProcStat> {
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 

@@ -43,15 +43,29 @@
 //! | offset | size | field              | meaning                                                 |
 //! |-------:|-----:|--------------------|---------------------------------------------------------|
 //! | 0      | 8    | `state`            | the state word: `generation << 8 \| state`              |
-//! | 8      | 8    | `stamp`            | the generation the owner fields and `deadline_ns` were written for |
-//! | 16     | 8    | `deadline_ns`      | CLOCK_MONOTONIC ns: lease end (writing, reading) or TTL end (ready) |
-//! | 24     | 8    | `owner_start_time` | holder's start time, so a reused pid is not mistaken for it |
-//! | 32     | 4    | `owner_pid`        | holder's pid                                            |
-//! | 36     | 4    | `len`              | published payload length (informational)                |
-//! | 40     | 4    | `crc`              | published crc32 (informational; readers check the handle's) |
-//! | 44     | 4    | reserved           | zero                                                    |
-//! | 48     | 8    | `owner_pidfs_ino`  | holder's pidfs inode number, or 0 when unknown          |
+//! | 8      | 8    | `owner_pid`        | tagged: holder's pid                                    |
+//! | 16     | 8    | `owner_start_time` | tagged: holder's start time, so a reused pid is not mistaken for it |
+//! | 24     | 8    | `owner_pidfs_ino`  | tagged: holder's pidfs inode number, or 0 when unknown  |
+//! | 32     | 8    | `deadline_ms`      | tagged: CLOCK_MONOTONIC ms, rounded up: lease end (writing, reading) or TTL end (ready) |
+//! | 40     | 8    | `len`              | tagged: published payload length (informational)        |
+//! | 48     | 8    | `crc`              | tagged: published crc32 (informational; readers check the handle's) |
 //! | 56     | 8    | reserved           | zero                                                    |
+//!
+//! # Tagged fields
+//!
+//! Every field but `state` is a *tagged word*: `tag << 40 | value`, where `tag` is the low 24 bits
+//! of the generation the value was written for and `value` has 40 bits (pids, start times in clock
+//! ticks, pidfs inode numbers, lengths and crcs fit; milliseconds of CLOCK_MONOTONIC fit for 34
+//! years of uptime; a pidfs inode number that does not fit is stored as 0, unknown). A value counts
+//! only for the state word whose generation carries its tag.
+//!
+//! A process can be paused at any instruction, so a holder that lost its slot to the reaper may
+//! resume and store into the descriptor after the next holder stamped it. Tags make such a late
+//! store harmless: a field is written only by compare-exchange, and only while its current tag is
+//! not *ahead* of the writer's (within half the tag space, 2^23 generations), so a value written
+//! for a later generation is never replaced by one written for an earlier generation, and a value
+//! a late writer leaves behind names its own generation, which no current state word has. Only the
+//! holder of the current generation can therefore put a value there that counts.
 //!
 //! # Holder identity
 //!
@@ -63,15 +77,15 @@
 //! holder stores it in `owner_pidfs_ino`, and stores 0 without pidfs (elsewhere pidfds share one
 //! anonymous inode and name nothing). A holder counts as alive when a non-zombie process has its
 //! pid and either both `owner_pidfs_ino` and the live process's pidfs inode are known and equal,
-//! or (one of them unknown) the start times are equal. A peer that never writes
-//! `owner_pidfs_ino` leaves it 0 and is judged by pid and start time alone, as before the field
-//! existed; the layout version did not change.
+//! or (one of them unknown) the start times are equal.
 //!
 //! # States and transitions
 //!
-//! The low 8 bits of the state word are the state, the high 56 bits the generation. Every
-//! transition is one compare-exchange that sets the new state and adds 1 to the generation, so a
-//! word value never repeats (2^56 transitions per slot) and a handle names exactly one publication.
+//! The low 8 bits of the state word are the state (FREE 1, WRITING 2, READY 3, READING 4; every
+//! other value, zero included, is no state), the high 56 bits the generation. The creator writes
+//! FREE at generation 0 into every descriptor before the segment is shared. Every transition is one
+//! compare-exchange that sets the new state and adds 1 to the generation, so a word value never
+//! repeats (2^56 transitions per slot) and a handle names exactly one publication.
 //!
 //! | from          | to                | by                         | condition                      |
 //! |---------------|-------------------|----------------------------|--------------------------------|
@@ -80,19 +94,30 @@
 //! | WRITING (g)   | FREE (g+1)        | producer abandons the write | it still holds WRITING (g)    |
 //! | READY (g)     | READING (g+1)     | consumer `acquire`         | handle names generation g      |
 //! | READING (g)   | FREE (g+1)        | consumer release           | it still holds READING (g)     |
-//! | any but FREE  | FREE (g+1)        | reaper                     | dead holder, lease or TTL past, unknown state |
+//! | any but FREE  | FREE (g+1)        | reaper                     | dead holder, lease or TTL past |
+//! | no state (g)  | FREE (g' + 2^22)  | reaper                     | g' = max(g, highest generation it saw) |
 //!
 //! # Rules for a peer
 //!
 //! 1. Change the state word only with compare-exchange, from the value you last read.
 //! 2. A holder of WRITING or READING writes all three `owner_*` fields (`owner_pidfs_ino` = 0
-//!    if it has none) and `deadline_ns` right after winning the
-//!    exchange, then `stamp` = its generation (release). A publisher writes `len`, `crc`,
-//!    `deadline_ns` and `stamp` = the READY generation *before* its exchange (release).
+//!    if it has none) and `deadline_ms`, tagged with its generation, right after winning the
+//!    exchange. A publisher writes `len`, `crc` and `deadline_ms` tagged with the READY generation
+//!    *before* its exchange. Every tagged store is a compare-exchange loop that gives up when the
+//!    field's tag is ahead of the writer's (see "Tagged fields"), and a writer stops storing as soon
+//!    as it sees the state word is no longer the one it holds.
 //! 3. Payload bytes may be written only while holding WRITING; readers copy them while holding
 //!    READING and then release with an exchange: if that exchange fails, the slot was reclaimed and
 //!    the bytes read must be discarded. Readers check the crc32 against the handle, not the descriptor.
+//!    A paused holder can still be copying after a reclaim, so payload bytes are only ever
+//!    accessed as whole aligned little-endian 64-bit words with atomic loads and stores (relaxed):
+//!    racing copies then read some mix of whole words, which the crc32 rejects, and never undefined
+//!    behaviour. The words of a payload past its length are unspecified.
 //! 4. Treat every byte of the segment as untrusted: bounds-check whatever you read from it.
+//! 5. An all-zero state word is no state (a page that was never initialized, or was punched out
+//!    with `fallocate(FALLOC_FL_PUNCH_HOLE)`): never claim it. The producer's reaper restores it to
+//!    FREE at a generation [`GENERATION_JUMP`] beyond the highest it has seen for the slot, so no
+//!    handle from before the damage can name a publication made after it.
 //!
 //! What the protocol promises against a process that writes garbage into the segment: every read
 //! is the exact published bytes or an error (the crc32 comes from the handle, not the segment).
@@ -100,7 +125,7 @@
 //! any state word, including one a live holder already held, and generations cannot prevent that.
 //! crc32 catches accidents and random scribbles, not a forger who computes checksums.
 
-use crate::sync::{AtomicU32, AtomicU64};
+use crate::sync::AtomicU64;
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("the shmbridge layout is little-endian");
@@ -108,7 +133,8 @@ compile_error!("the shmbridge layout is little-endian");
 /// First eight bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"SHMBRDG\0";
 /// Version of this layout; a segment with any other version is refused at attach.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Version 2: tagged descriptor fields, payload accessed as atomic words, zero is no state.
+pub const LAYOUT_VERSION: u32 = 2;
 /// Size of [`Header`].
 pub const HEADER_SIZE: u64 = 128;
 /// Number of header bytes covered by `header_crc`.
@@ -179,19 +205,18 @@ impl Header {
     }
 }
 
-/// One slot's control block in shared memory. All-zero bytes are a valid FREE slot at generation 0.
+/// One slot's control block in shared memory. The creator initializes `state` to FREE at
+/// generation 0; all-zero bytes are no state (see the rules for a peer).
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct SlotDescriptor {
     pub state: AtomicU64,
-    pub stamp: AtomicU64,
-    pub deadline_ns: AtomicU64,
+    pub owner_pid: AtomicU64,
     pub owner_start_time: AtomicU64,
-    pub owner_pid: AtomicU32,
-    pub len: AtomicU32,
-    pub crc: AtomicU32,
-    reserved_44: AtomicU32,
     pub owner_pidfs_ino: AtomicU64,
+    pub deadline_ms: AtomicU64,
+    pub len: AtomicU64,
+    pub crc: AtomicU64,
     reserved_56: AtomicU64,
 }
 
@@ -200,13 +225,12 @@ const _: () = {
     use std::mem::{align_of, offset_of, size_of};
     assert!(size_of::<SlotDescriptor>() == DESCRIPTOR_SIZE as usize);
     assert!(align_of::<SlotDescriptor>() == 64);
-    assert!(offset_of!(SlotDescriptor, stamp) == 8);
-    assert!(offset_of!(SlotDescriptor, deadline_ns) == 16);
-    assert!(offset_of!(SlotDescriptor, owner_start_time) == 24);
-    assert!(offset_of!(SlotDescriptor, owner_pid) == 32);
-    assert!(offset_of!(SlotDescriptor, len) == 36);
-    assert!(offset_of!(SlotDescriptor, crc) == 40);
-    assert!(offset_of!(SlotDescriptor, owner_pidfs_ino) == 48);
+    assert!(offset_of!(SlotDescriptor, owner_pid) == 8);
+    assert!(offset_of!(SlotDescriptor, owner_start_time) == 16);
+    assert!(offset_of!(SlotDescriptor, owner_pidfs_ino) == 24);
+    assert!(offset_of!(SlotDescriptor, deadline_ms) == 32);
+    assert!(offset_of!(SlotDescriptor, len) == 40);
+    assert!(offset_of!(SlotDescriptor, crc) == 48);
 };
 
 impl SlotDescriptor {
@@ -214,17 +238,54 @@ impl SlotDescriptor {
     #[cfg(loom)]
     pub(crate) fn new() -> Self {
         Self {
-            state: AtomicU64::new(0),
-            stamp: AtomicU64::new(0),
-            deadline_ns: AtomicU64::new(0),
+            state: AtomicU64::new(Word::new(0, SlotState::Free).0),
+            owner_pid: AtomicU64::new(0),
             owner_start_time: AtomicU64::new(0),
-            owner_pid: AtomicU32::new(0),
-            len: AtomicU32::new(0),
-            crc: AtomicU32::new(0),
-            reserved_44: AtomicU32::new(0),
             owner_pidfs_ino: AtomicU64::new(0),
+            deadline_ms: AtomicU64::new(0),
+            len: AtomicU64::new(0),
+            crc: AtomicU64::new(0),
             reserved_56: AtomicU64::new(0),
         }
+    }
+}
+
+/// How far the reaper moves a generation on when it restores a descriptor that held no state:
+/// more transitions than one slot can make between two reaper passes, less than half the tag space.
+pub const GENERATION_JUMP: u64 = 1 << 22;
+
+const TAG_BITS: u32 = 24;
+const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
+const VALUE_BITS: u32 = 40;
+/// Largest value a tagged field holds.
+pub const TAGGED_VALUE_MAX: u64 = (1 << VALUE_BITS) - 1;
+
+/// A decoded tagged field: `tag << 40 | value`, the tag being the low 24 bits of the generation
+/// the value was written for (see "Tagged fields").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tagged(pub u64);
+
+impl Tagged {
+    /// `value` written for `generation`; a value above [`TAGGED_VALUE_MAX`] is the caller's bug.
+    pub fn new(generation: u64, value: u64) -> Self {
+        debug_assert!(value <= TAGGED_VALUE_MAX, "tagged value {value} too wide");
+        Self(((generation & TAG_MASK) << VALUE_BITS) | (value & TAGGED_VALUE_MAX))
+    }
+
+    pub fn value(self) -> u64 {
+        self.0 & TAGGED_VALUE_MAX
+    }
+
+    /// The value, if it was written for `generation`.
+    pub fn value_for(self, generation: u64) -> Option<u64> {
+        (self.0 >> VALUE_BITS == generation & TAG_MASK).then_some(self.value())
+    }
+
+    /// Whether this value was written for a generation after `generation` (within half the tag
+    /// space), so that a writer for `generation` must leave it alone.
+    pub fn is_ahead_of(self, generation: u64) -> bool {
+        let distance = (self.0 >> VALUE_BITS).wrapping_sub(generation) & TAG_MASK;
+        distance != 0 && distance < 1 << (TAG_BITS - 1)
     }
 }
 
@@ -233,22 +294,22 @@ impl SlotDescriptor {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SlotState {
     /// Nobody holds the slot; a producer may claim it.
-    Free = 0,
+    Free = 1,
     /// A producer holds it and is writing the payload.
-    Writing = 1,
+    Writing = 2,
     /// Published: the payload is complete and waits for the consumer holding its handle.
-    Ready = 2,
+    Ready = 3,
     /// A consumer holds it and is reading the payload.
-    Reading = 3,
+    Reading = 4,
 }
 
 impl SlotState {
     fn from_bits(bits: u8) -> Option<Self> {
         match bits {
-            0 => Some(Self::Free),
-            1 => Some(Self::Writing),
-            2 => Some(Self::Ready),
-            3 => Some(Self::Reading),
+            1 => Some(Self::Free),
+            2 => Some(Self::Writing),
+            3 => Some(Self::Ready),
+            4 => Some(Self::Reading),
             _ => None,
         }
     }
@@ -269,7 +330,7 @@ impl Word {
         Self(((generation & MAX_GENERATION) << STATE_BITS) | state as u64)
     }
 
-    /// The state, or `None` when the byte holds no known state (the segment was scribbled on).
+    /// The state, or `None` when the byte holds no known state (zeroed or scribbled on).
     pub fn state(self) -> Option<SlotState> {
         SlotState::from_bits((self.0 & STATE_MASK) as u8)
     }
@@ -284,14 +345,37 @@ impl Word {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
     #[test]
-    fn zeroed_descriptor_word_is_free_at_generation_zero() {
-        assert_eq!(Word(0).state(), Some(SlotState::Free));
-        assert_eq!(Word(0).generation(), 0);
+    fn a_zeroed_state_word_is_no_state() {
+        assert_eq!(Word(0).state(), None);
+        assert_eq!(Word::new(0, SlotState::Free).state(), Some(SlotState::Free));
+    }
+
+    #[test]
+    fn a_tagged_value_counts_only_for_its_generation() {
+        let field = Tagged::new(7, 1234);
+        assert_eq!(field.value_for(7), Some(1234));
+        assert_eq!(field.value_for(8), None);
+        assert_eq!(
+            field.value_for(7 + (1 << 24)),
+            Some(1234),
+            "tags are 24 bits"
+        );
+        assert_eq!(Tagged::new(1, TAGGED_VALUE_MAX).value(), TAGGED_VALUE_MAX);
+    }
+
+    #[test]
+    fn a_tag_is_ahead_only_within_half_the_tag_space() {
+        assert!(Tagged::new(10, 0).is_ahead_of(9));
+        assert!(!Tagged::new(10, 0).is_ahead_of(10));
+        assert!(!Tagged::new(9, 0).is_ahead_of(10));
+        assert!(Tagged::new(2, 0).is_ahead_of((1 << 24) - 1), "wraps");
+        assert!(Tagged::new(GENERATION_JUMP + 5, 0).is_ahead_of(5));
+        assert!(!Tagged::new(5 + (1 << 23), 0).is_ahead_of(5));
     }
 
     #[test]

@@ -12,10 +12,10 @@ use crate::error::{ClaimError, PublishError};
 use crate::handle::Handle;
 use crate::host::{Host, Owner, SystemHost};
 use crate::layout::{SlotState, Word};
+use crate::payload::{self, WORD};
 use crate::reaper::Reaper;
 use crate::segment::Segment;
 use crate::stats::{Counters, Reclaims, Stats};
-use crate::sync::Ordering;
 
 /// How long a producer may hold what it claims. Both durations must stay within
 /// [`MAX_DEADLINE_AHEAD`](crate::MAX_DEADLINE_AHEAD) (one hour): the reaper treats deadlines further
@@ -142,6 +142,7 @@ impl Producer {
                 held,
                 capacity: len,
                 written: 0,
+                partial: [0; WORD],
                 hasher: crc32fast::Hasher::new(),
                 finished: false,
             })
@@ -226,6 +227,9 @@ pub struct WriteGuard<'a> {
     held: Word,
     capacity: usize,
     written: usize,
+    /// The bytes of the last, incomplete payload word, stored once the word is complete or at
+    /// publish: the payload is only ever stored in whole words (see `crate::payload`).
+    partial: [u8; WORD],
     /// crc32 of the bytes as handed to `write`, computed from the caller's private buffer rather
     /// than re-read from shared memory, where a third process could have changed them.
     hasher: crc32fast::Hasher,
@@ -258,22 +262,26 @@ impl WriteGuard<'_> {
     pub fn publish(mut self) -> Result<Handle, PublishError> {
         self.finished = true;
         let producer = self.producer;
+        // Checked before the last word goes in; a writer paused between the check and the store
+        // can still land it in the next publication, which then fails its crc32.
+        if !self.is_held() {
+            return Err(self.reclaimed());
+        }
+        if self.written % WORD != 0 {
+            let words = producer.segment.payload(self.slot);
+            payload::store_word(&words[self.written / WORD], self.partial);
+        }
         let descriptor = producer.segment.descriptor(self.slot);
         let ready = self.held.next(SlotState::Ready);
         let crc = self.hasher.clone().finalize();
         let len = self.written as u32;
-        descriptor.len.store(len, Ordering::Relaxed);
-        descriptor.crc.store(crc, Ordering::Relaxed);
         let ttl_end = producer
             .host
             .now_ns()
             .saturating_add(nanos(producer.options.ready_ttl));
-        descriptor.deadline_ns.store(ttl_end, Ordering::Relaxed);
-        // The READY stamp goes in before the exchange, so a READY slot is never seen unstamped;
-        // the exchange's release covers it and the payload.
-        descriptor
-            .stamp
-            .store(ready.generation(), Ordering::Relaxed);
+        // Stamped before the exchange, so a READY slot is never seen unstamped; the exchange's
+        // release covers the payload.
+        descriptor.stamp_publication(self.held, len, crc, ttl_end);
         if descriptor.transition(self.held, SlotState::Ready).is_err() {
             return Err(self.reclaimed());
         }
@@ -309,19 +317,35 @@ impl io::Write for WriteGuard<'_> {
             ));
         }
         let n = buf.len().min(room);
-        // SAFETY: `written + n <= capacity <= slot_size`, so the destination lies inside this
-        // slot's payload; `buf` is process memory and cannot overlap the mapping. This guard holds
-        // WRITING, which forbids every honest writer but us; a reclaim after a lease expiry is
-        // caught by the generation checks in the next write and in publish.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                buf.as_ptr(),
-                self.producer.segment.payload(self.slot).add(self.written),
-                n,
-            );
+        // `written + n <= capacity <= slot_size`, so every word index below is inside the slot.
+        let words = self.producer.segment.payload(self.slot);
+        let mut rest = &buf[..n];
+        let filled = self.written % WORD;
+        if filled != 0 {
+            let take = rest.len().min(WORD - filled);
+            self.partial[filled..filled + take].copy_from_slice(&rest[..take]);
+            self.hasher.update(&rest[..take]);
+            self.written += take;
+            rest = &rest[take..];
+            if self.written % WORD == 0 {
+                payload::store_word(&words[self.written / WORD - 1], self.partial);
+            }
         }
-        self.hasher.update(&buf[..n]);
-        self.written += n;
+        let whole = rest.len() / WORD * WORD;
+        let first = self.written / WORD;
+        payload::store_words(
+            &words[first..first + whole / WORD],
+            &rest[..whole],
+            &mut self.hasher,
+        );
+        self.written += whole;
+        let tail = &rest[whole..];
+        if !tail.is_empty() {
+            self.partial = [0; WORD];
+            self.partial[..tail.len()].copy_from_slice(tail);
+            self.hasher.update(tail);
+            self.written += tail.len();
+        }
         Ok(n)
     }
 

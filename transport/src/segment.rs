@@ -37,9 +37,10 @@ use crate::error::{AttachError, CreateError};
 use crate::host::Owner;
 use crate::layout::{
     DESCRIPTOR_SIZE, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC, MAX_SLOT_COUNT, MAX_SLOT_SIZE,
-    PAYLOAD_ALIGN, SLOT_ALIGN, SlotDescriptor, SlotState, Word,
+    PAYLOAD_ALIGN, SLOT_ALIGN, SlotDescriptor, SlotState, Tagged, Word,
 };
-use crate::sync::Ordering;
+use crate::payload::WORD;
+use crate::sync::{AtomicU64, Ordering};
 
 /// How many slots a segment has and how large each one is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,14 +99,17 @@ impl Geometry {
     }
 }
 
-/// A point-in-time copy of one slot descriptor, for operators and leak checks.
+/// A point-in-time copy of one slot descriptor, for operators and leak checks. The fields after
+/// `generation` are the tagged values as stored, whichever generation they were written for;
+/// `stamped` says whether the ones the reaper relies on were written for this generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlotView {
     pub slot: u32,
     /// `None` when the state byte holds no known state.
     pub state: Option<SlotState>,
     pub generation: u64,
-    pub stamp: u64,
+    /// Whether the holder's stamp (WRITING, READING) or the TTL (READY) is this generation's.
+    pub stamped: bool,
     pub owner: Owner,
     pub deadline_ns: u64,
     pub len: u32,
@@ -118,7 +122,7 @@ enum Memory {
     #[cfg(loom)]
     Heap {
         descriptors: Box<[SlotDescriptor]>,
-        payload: Box<[std::cell::UnsafeCell<u8>]>,
+        payload: Box<[AtomicU64]>,
     },
 }
 
@@ -146,23 +150,12 @@ pub struct Segment {
     writable: bool,
 }
 
-// SAFETY: only the loom-only heap variant is not Sync by itself (UnsafeCell payload). Its bytes
-// are reached through raw pointers under the slot protocol, exactly like mapped shared memory,
-// which other processes mutate concurrently anyway.
-#[cfg(loom)]
-unsafe impl Sync for Segment {}
-
 impl Segment {
     /// Creates a segment in a sealed memfd.
     pub fn create(config: &SegmentConfig) -> Result<Self, CreateError> {
         let geometry = Geometry::for_slots(config.slot_count, config.slot_size)
             .map_err(CreateError::InvalidConfig)?;
-        let fd = nix::sys::memfd::memfd_create(
-            c"shmbridge",
-            nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
-        )
-        .map_err(|errno| create_io("memfd_create", errno))?;
-        let file = File::from(fd);
+        let file = File::from(memfd()?);
         reserve(&file, geometry.total_size)?;
         fcntl(
             &file,
@@ -208,10 +201,8 @@ impl Segment {
         let descriptors = (0..geometry.slot_count)
             .map(|_| SlotDescriptor::new())
             .collect();
-        let payload_len = geometry.slot_count as usize * geometry.slot_size as usize;
-        let payload = (0..payload_len)
-            .map(|_| std::cell::UnsafeCell::new(0))
-            .collect();
+        let payload_words = geometry.slot_count as usize * geometry.slot_size as usize / WORD;
+        let payload = (0..payload_words).map(|_| AtomicU64::new(0)).collect();
         Self {
             memory: Memory::Heap {
                 descriptors,
@@ -250,18 +241,25 @@ impl Segment {
         // can have it yet (the memfd is unshared, the file was just created 0600 with O_EXCL, and
         // attach refuses it until the header crc matches).
         unsafe { std::ptr::write_volatile(map.as_mut_ptr().cast::<Header>(), header) };
-        tracing::debug!(
-            epoch = format_args!("{epoch:016x}"),
-            slots = geometry.slot_count,
-            "segment created"
-        );
-        Ok(Self {
+        let segment = Self {
             memory: Memory::Mapped(map),
             header,
             geometry,
             backing,
             writable: true,
-        })
+        };
+        for slot in 0..geometry.slot_count {
+            segment
+                .descriptor(slot)
+                .state
+                .store(Word::new(0, SlotState::Free).0, Ordering::Relaxed);
+        }
+        tracing::debug!(
+            epoch = format_args!("{epoch:016x}"),
+            slots = geometry.slot_count,
+            "segment created"
+        );
+        Ok(segment)
     }
 
     /// Attaches to a segment file created by [`Segment::create_file`].
@@ -498,45 +496,68 @@ impl Segment {
         }
     }
 
-    /// Start of `slot`'s payload bytes; `slot_size` bytes are valid from there.
+    /// `slot`'s payload as `slot_size / 8` words (see [`crate::payload`] for why words).
     ///
-    /// Only a raw pointer is handed out: the bytes may be written by other processes, so callers
-    /// copy through it while holding a slot state that forbids honest writers, and re-check the
-    /// state word afterwards.
-    pub(crate) fn payload(&self, slot: u32) -> *mut u8 {
+    /// Other processes may store into these words at any time, so the payload is never seen as
+    /// plain bytes: only as atomics, whose racing accesses are defined.
+    pub(crate) fn payload(&self, slot: u32) -> &[AtomicU64] {
         assert!(
             slot < self.geometry.slot_count,
             "slot index checked by caller"
         );
-        let offset = slot as usize * self.geometry.slot_size as usize;
+        debug_assert!(
+            self.writable,
+            "producers and consumers refuse read-only segments"
+        );
+        let words = self.geometry.slot_size as usize / WORD;
         match &self.memory {
-            // SAFETY: payload_offset + slot_count * slot_size == total_size == mapping length
-            // (validated), so the slot's bytes lie inside the mapping.
-            Memory::Mapped(map) => unsafe {
-                map.as_mut_ptr()
-                    .add(self.geometry.payload_offset as usize + offset)
-            },
+            Memory::Mapped(map) => {
+                let offset = self.geometry.payload_offset as usize + slot as usize * words * WORD;
+                // SAFETY: payload_offset + slot_count * slot_size == total_size == mapping length
+                // (validated), so the slot's `words` words lie inside the mapping. The mapping is
+                // page-aligned, payload_offset a multiple of 4096 and slot_size of 64, so every
+                // word is 8-aligned as AtomicU64 requires. Any bit pattern is a valid AtomicU64,
+                // and stores by other processes are to atomics, not to memory Rust assumes it
+                // owns. The slice lives no longer than `self`, which keeps the mapping alive.
+                unsafe {
+                    std::slice::from_raw_parts(map.as_ptr().add(offset).cast::<AtomicU64>(), words)
+                }
+            }
             #[cfg(loom)]
-            Memory::Heap { payload, .. } => payload[offset].get(),
+            Memory::Heap { payload, .. } => {
+                let first = slot as usize * words;
+                &payload[first..first + words]
+            }
         }
     }
 
-    /// Reads one slot's descriptor without taking part in the protocol.
+    /// Reads one slot's descriptor without taking part in the protocol, with relaxed loads only,
+    /// so it is sound on a read-only mapping.
     pub fn inspect(&self, slot: u32) -> Option<SlotView> {
         if slot >= self.geometry.slot_count {
             return None;
         }
         let descriptor = self.descriptor(slot);
-        let word = Word(descriptor.state.load(Ordering::Acquire));
+        let word = descriptor.observed_word();
+        let value = |field: &AtomicU64| Tagged(field.load(Ordering::Relaxed)).value();
+        let stamped = match word.state() {
+            Some(SlotState::Writing | SlotState::Reading) => descriptor.stamp(word).is_some(),
+            Some(SlotState::Ready) => descriptor.ttl_end(word).is_some(),
+            Some(SlotState::Free) | None => false,
+        };
         Some(SlotView {
             slot,
             state: word.state(),
             generation: word.generation(),
-            stamp: descriptor.stamp.load(Ordering::Acquire),
-            owner: descriptor.owner(),
-            deadline_ns: descriptor.deadline_ns.load(Ordering::Relaxed),
-            len: descriptor.len.load(Ordering::Relaxed),
-            crc: descriptor.crc.load(Ordering::Relaxed),
+            stamped,
+            owner: Owner {
+                pid: value(&descriptor.owner_pid) as u32,
+                start_time: value(&descriptor.owner_start_time),
+                pidfs_ino: value(&descriptor.owner_pidfs_ino),
+            },
+            deadline_ns: value(&descriptor.deadline_ms).saturating_mul(1_000_000),
+            len: value(&descriptor.len) as u32,
+            crc: value(&descriptor.crc) as u32,
         })
     }
 }
@@ -690,6 +711,21 @@ fn validate_header(header: &Header, mapped_len: u64) -> Result<Geometry, AttachE
         });
     }
     Ok(geometry)
+}
+
+/// A new sealable memfd. `MFD_NOEXEC_SEAL` (Linux >= 6.3) where the kernel has it, so the segment
+/// can never be made executable; older kernels refuse the flag with EINVAL and get a plain one.
+fn memfd() -> Result<OwnedFd, CreateError> {
+    use rustix::fs::{MemfdFlags, memfd_create};
+    let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    match memfd_create(c"shmbridge", flags | MemfdFlags::NOEXEC_SEAL) {
+        Err(rustix::io::Errno::INVAL) => memfd_create(c"shmbridge", flags),
+        created => created,
+    }
+    .map_err(|errno| CreateError::Io {
+        op: "memfd_create",
+        source: errno.into(),
+    })
 }
 
 /// Reserves the segment's bytes up front, so running out of space fails here with ENOSPC

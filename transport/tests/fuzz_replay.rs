@@ -1,6 +1,7 @@
 //! Every fuzz seed and every minimised crash, replayed through the checker its fuzz target calls,
 //! so that plain `cargo test` on stable re-checks all of them; plus a few thousand random inputs
 //! from a fixed seed, so the checkers run even where cargo-fuzz is not installed.
+#![cfg(not(loom))]
 
 use std::path::Path;
 

@@ -1,5 +1,6 @@
 //! A scribbled segment header is restored by the producer's reaper pass, so a consumer that
 //! attaches afterwards (a restarted gateway) validates it again instead of failing forever.
+#![cfg(not(loom))]
 
 use std::sync::Arc;
 

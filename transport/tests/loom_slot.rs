@@ -11,6 +11,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use loom::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use loom::thread;
 use shmbridge::testing::ManualHost;
 use shmbridge::{
@@ -64,6 +65,43 @@ fn publish(producer: &Producer, bytes: &[u8]) -> Option<Handle> {
 
 fn state(segment: &Segment) -> Option<SlotState> {
     segment.inspect(0).unwrap().state
+}
+
+/// The hand-off itself, across threads: the reader learns the handle through a relaxed mailbox,
+/// so only the slot's state word orders the payload between writer and reader (the payload words
+/// are loom atomics, whose stale values loom explores). The reader must get exactly the published
+/// bytes. With the hand-over's Release or Acquire taken away (`--cfg shmbridge_mutant=...`, run by
+/// `.ci/run`) loom finds the run where the reader sees the payload as it was before the write.
+#[test]
+fn a_publication_is_seen_whole_by_a_reader_in_another_thread() {
+    loom::model(|| {
+        let host = Arc::new(ManualHost::new());
+        let segment = Arc::new(Segment::in_memory(&ONE_SLOT));
+        let writer = producer(&segment, &host, 1, LONG, LONG);
+        let reader = consumer(&segment, &host, 2, LONG);
+        let mailbox = Arc::new(AtomicU64::new(0));
+        let posted = Arc::clone(&mailbox);
+        let write = thread::spawn(move || {
+            let handle = publish(&writer, b"payload").expect("the only writer gets the slot");
+            posted.store(handle.generation, Relaxed);
+        });
+        let generation = loop {
+            match mailbox.load(Relaxed) {
+                0 => thread::yield_now(),
+                generation => break generation,
+            }
+        };
+        let handle = Handle {
+            epoch: segment.epoch(),
+            slot: 0,
+            generation,
+            len: 7,
+            crc: crc32fast::hash(b"payload"),
+        };
+        let read = reader.acquire(&handle).expect("published").copy_out();
+        assert_eq!(read, Ok(b"payload".to_vec()));
+        write.join().unwrap();
+    });
 }
 
 /// Two processes claim the only slot at once: exactly one gets it.

@@ -4,6 +4,7 @@
 //! even one that got the same start time (told apart by its pidfs inode).
 //! A child scribbles random bytes anywhere in a segment in use: every read is then the exact
 //! published bytes or a typed error.
+#![cfg(not(loom))]
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;

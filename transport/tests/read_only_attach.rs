@@ -1,5 +1,6 @@
 //! Read-only attach for inspectors: the same validation, a PROT_READ mapping, slot inspection
 //! while a producer publishes, and producers and consumers refusing the segment.
+#![cfg(not(loom))]
 
 use std::io::Write;
 use std::sync::Arc;

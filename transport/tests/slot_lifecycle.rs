@@ -1,5 +1,6 @@
 //! The slot protocol end to end in one process, on a manual clock with simulated processes:
 //! hand-off, redeem-once, limits, every reclaim reason, and late holders failing.
+#![cfg(not(loom))]
 
 use std::io::Write;
 use std::sync::Arc;
@@ -81,20 +82,33 @@ fn hand_off_returns_the_published_bytes_and_frees_the_slot() {
 }
 
 #[test]
-fn zero_copy_read_lends_the_verified_bytes() {
+fn copy_into_replaces_a_reused_buffer() {
     let w = world(1);
-    let handle = publish(&w.producer, b"in place");
-    let len = w
-        .consumer
+    let handle = publish(&w.producer, b"seventeen bytes!!");
+    let mut buffer = b"an older, longer body that must not survive".to_vec();
+    w.consumer
         .acquire(&handle)
         .unwrap()
-        .read_with(|view| {
-            assert_eq!(view, b"in place");
-            view.len()
-        })
+        .copy_into(&mut buffer)
         .unwrap();
-    assert_eq!(len, 8);
+    assert_eq!(buffer, b"seventeen bytes!!");
     assert_eq!(state_of(&w.segment, 0), Some(SlotState::Free));
+}
+
+#[test]
+fn payloads_written_in_odd_pieces_read_back_exactly() {
+    let w = world(1);
+    let bytes: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let mut slot = w.producer.claim(bytes.len(), Duration::ZERO).unwrap();
+    for piece in bytes.chunks(13).flat_map(|chunk| chunk.chunks(5)) {
+        slot.write_all(piece).unwrap();
+    }
+    let handle = slot.publish().unwrap();
+    assert_eq!(handle.crc, crc32fast::hash(&bytes));
+    assert_eq!(
+        w.consumer.acquire(&handle).unwrap().copy_out().unwrap(),
+        bytes
+    );
 }
 
 #[test]
@@ -264,6 +278,99 @@ fn a_writer_paused_past_its_lease_cannot_publish_over_the_next_owner() {
         b"new!!"
     );
     assert_eq!(w.producer.stats().writes_reclaimed, 1);
+}
+
+/// A publisher whose lease ran out resumes after the slot changed hands: its publish must fail
+/// without touching the new holder's stamp (owner, lease end), which the reaper relies on.
+#[test]
+fn a_late_publisher_leaves_the_next_holders_stamp_alone() {
+    let w = world(1);
+    let mut late = w.producer.claim(4, Duration::ZERO).unwrap();
+    late.write_all(b"late").unwrap();
+    w.host.advance(LEASE + Duration::from_millis(1));
+    assert_eq!(w.producer.reap().get(ReclaimReason::LeaseExpired), 1);
+    let next_owner = ManualHost::process(3);
+    let next = Producer::with_host(
+        Arc::clone(&w.segment),
+        ProducerOptions::default(),
+        next_owner,
+        w.host.clone(),
+    );
+    let _holding = next.claim(4, Duration::ZERO).unwrap();
+    let before = w.segment.inspect(0).unwrap();
+    assert!(before.stamped);
+    assert_eq!(before.owner, next_owner);
+    w.host.advance(Duration::from_millis(10));
+    assert!(matches!(
+        late.publish(),
+        Err(PublishError::Reclaimed { .. })
+    ));
+    assert_eq!(w.segment.inspect(0).unwrap(), before);
+}
+
+/// `fallocate(PUNCH_HOLE)` is not stopped by the grow and shrink seals: it zeroes the header and
+/// the descriptors in place. A zeroed state word is no state, so nothing claims it; the reaper
+/// restores the header and puts the slot back at a generation no earlier handle names.
+#[test]
+fn a_punched_out_descriptor_page_never_lets_an_old_handle_alias_a_new_publication() {
+    use nix::fcntl::{FallocateFlags, fallocate};
+    let w = world(1);
+    let old = publish(&w.producer, b"before the punch");
+    let fd = w.segment.fd().unwrap();
+    fallocate(
+        fd,
+        FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        0,
+        4096,
+    )
+    .unwrap();
+    let view = w.segment.inspect(0).unwrap();
+    assert_eq!((view.state, view.generation), (None, 0));
+    assert!(matches!(
+        w.consumer.acquire(&old),
+        Err(AcquireError::Stale {
+            found_state: None,
+            ..
+        })
+    ));
+    assert!(matches!(
+        w.producer.claim(1, Duration::ZERO),
+        Ok(guard) if guard.slot() == 0
+    ));
+    let stats = w.producer.stats();
+    assert_eq!(stats.reclaims.get(ReclaimReason::Corrupt), 1);
+    assert_eq!(stats.header_repairs, 1);
+    let new = publish(&w.producer, b"after the punch!");
+    assert!(new.generation > old.generation + shmbridge::layout::GENERATION_JUMP);
+    let forged = Handle {
+        generation: old.generation,
+        ..new
+    };
+    assert!(w.consumer.acquire(&forged).is_err());
+    assert_eq!(
+        w.consumer.acquire(&new).unwrap().copy_out().unwrap(),
+        b"after the punch!"
+    );
+}
+
+/// A punched payload page reads as zeros: the handle's crc32 refuses it.
+#[test]
+fn a_punched_out_payload_page_fails_the_checksum() {
+    use nix::fcntl::{FallocateFlags, fallocate};
+    let w = world(1);
+    let handle = publish(&w.producer, b"payload to lose");
+    let payload_offset = w.segment.header().payload_offset as i64;
+    fallocate(
+        w.segment.fd().unwrap(),
+        FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        payload_offset,
+        4096,
+    )
+    .unwrap();
+    assert!(matches!(
+        w.consumer.acquire(&handle).unwrap().copy_out(),
+        Err(ReadError::ChecksumMismatch { .. })
+    ));
 }
 
 #[test]

@@ -66,7 +66,8 @@ pub enum Op {
     CopyOut {
         reader: u8,
     },
-    ReadInPlace {
+    /// Copies into a reused buffer that still holds an earlier read.
+    CopyInto {
         reader: u8,
     },
     DropReader {
@@ -167,6 +168,7 @@ pub fn check_slot_ops(ops: &[Op]) {
     let mut descriptor_scribbled = [false; SLOTS as usize];
     let mut ever_scribbled = [false; SLOTS as usize];
     let mut last_generation = [0u64; SLOTS as usize];
+    let mut reused = vec![0xA5; SLOT_SIZE as usize / 2];
     let identity =
         |p: usize, incarnation: &[usize; PROCESSES]| &processes[p * INCARNATIONS + incarnation[p]];
 
@@ -257,7 +259,7 @@ pub fn check_slot_ops(ops: &[Op]) {
                     Err(_) => assert!(!redeemable, "refused a ready handle"),
                 }
             }
-            Op::CopyOut { reader } | Op::ReadInPlace { reader } => {
+            Op::CopyOut { reader } | Op::CopyInto { reader } => {
                 let Some(index) = index(readers.len(), reader) else {
                     continue;
                 };
@@ -267,7 +269,7 @@ pub fn check_slot_ops(ops: &[Op]) {
                 let result = if matches!(op, Op::CopyOut { .. }) {
                     guard.copy_out()
                 } else {
-                    guard.read_with(<[u8]>::to_vec)
+                    guard.copy_into(&mut reused).map(|()| reused.clone())
                 };
                 let original = published.iter().find(|(h, _)| *h == handle);
                 match result {
@@ -357,6 +359,46 @@ pub fn check_slot_ops(ops: &[Op]) {
                     .filter(|r| r.guard.handle().slot == slot && r.guard.is_held())
                     .count()
         };
+        // Only the holder of the current generation may stamp a descriptor: a late publisher or a
+        // holder that lost its slot must never overwrite the stamp of whoever holds it now.
+        let live_holders = writers
+            .iter()
+            .filter(|w| alive[w.process])
+            .map(|w| (w.guard.slot(), w.guard.is_held(), w.process))
+            .chain(
+                readers
+                    .iter()
+                    .filter(|r| alive[r.process])
+                    .map(|r| (r.guard.handle().slot, r.guard.is_held(), r.process)),
+            );
+        for (slot, held, process) in live_holders {
+            if held && !descriptor_scribbled[slot as usize] {
+                let view = segment.inspect(slot).expect("slot in range");
+                assert!(
+                    view.stamped,
+                    "slot {slot}: its holder's stamp was overwritten"
+                );
+                assert_eq!(
+                    view.owner,
+                    identity(process, &incarnation).owner,
+                    "slot {slot}: stamped for another process than its holder"
+                );
+            }
+        }
+        for (handle, _) in &published {
+            let view = segment.inspect(handle.slot).expect("slot in range");
+            if view.state == Some(SlotState::Ready)
+                && view.generation == handle.generation
+                && !descriptor_scribbled[handle.slot as usize]
+            {
+                assert!(
+                    view.stamped,
+                    "slot {}: its TTL was overwritten",
+                    handle.slot
+                );
+                assert_eq!((view.len, view.crc), (handle.len, handle.crc));
+            }
+        }
         for slot in 0..SLOTS {
             let generation = segment.inspect(slot).expect("slot in range").generation;
             // A scribbler can write any state word, including one a holder already held (an
