@@ -8,7 +8,7 @@ use crate::sync::{AtomicU64, Ordering};
 
 /// Success ordering of a transition. The `shmbridge_mutant` cfg weakens it on purpose, only to
 /// show that the loom models fail without it (`.ci/run`, "loom mutants"); never set it otherwise.
-#[cfg(not(shmbridge_mutant))]
+#[cfg(not(any(shmbridge_mutant = "no_release", shmbridge_mutant = "no_acquire")))]
 const HANDOVER: Ordering = Ordering::AcqRel;
 #[cfg(shmbridge_mutant = "no_release")]
 const HANDOVER: Ordering = Ordering::Acquire;
