@@ -4,6 +4,7 @@
 //! restarted producer from a scribbled segment from a full filesystem.
 
 use std::io;
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -57,6 +58,8 @@ pub enum AttachError {
     },
     #[error("descriptor server answered with an unexpected message: {0}")]
     Protocol(&'static str),
+    #[error("{op} did not finish within {timeout:?}")]
+    TimedOut { op: &'static str, timeout: Duration },
 }
 
 /// `claim` found no slot.

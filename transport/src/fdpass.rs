@@ -11,18 +11,23 @@ use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, getsockopt, recvmsg, sendmsg,
-    sockopt::PeerCredentials,
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
+    connect, getsockopt, recvmsg, sendmsg, setsockopt, socket,
+    sockopt::{PeerCredentials, SendTimeout},
 };
+use nix::sys::time::TimeVal;
 
 use crate::error::AttachError;
 use crate::layout::LAYOUT_VERSION;
 use crate::segment::Segment;
 
 const GREETING_MAGIC: [u8; 4] = *b"SHMB";
+/// How long dropping an [`FdServer`] waits to connect to its own socket to wake its thread.
+const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn greeting() -> [u8; 8] {
     let mut bytes = [0; 8];
@@ -70,10 +75,9 @@ impl FdServer {
 impl Drop for FdServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        // Wake the blocking accept; if the connect fails the thread is already gone.
-        if let Ok(addr) = SocketAddr::from_abstract_name(&self.name) {
-            let _ = UnixStream::connect_addr(&addr);
-        }
+        // Wake the blocking accept; if the connect fails the thread is already gone, or busy
+        // accepting a full backlog, after which it sees `stop` anyway.
+        let _ = connect_within(&self.name, Instant::now() + WAKE_TIMEOUT, WAKE_TIMEOUT);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -134,19 +138,87 @@ pub fn attach_via_socket_read_only(
     Segment::attach_fd_read_only(fetch_fd(socket_name, timeout)?)
 }
 
-/// Connects to `@socket_name` and receives the segment descriptor, waiting at most `timeout`.
+/// Connects to `@socket_name` and receives the segment descriptor; connecting and receiving
+/// together take at most `timeout`.
 fn fetch_fd(socket_name: &str, timeout: Duration) -> Result<OwnedFd, AttachError> {
-    let io_error = |op| move |source| AttachError::Io { op, source };
-    let addr = SocketAddr::from_abstract_name(socket_name).map_err(io_error("socket name"))?;
-    let stream =
-        UnixStream::connect_addr(&addr).map_err(io_error("connect to descriptor server"))?;
+    let deadline = Instant::now() + timeout;
+    let stream = connect_within(socket_name, deadline, timeout)?;
+    let remaining = remaining_until(deadline).ok_or(AttachError::TimedOut {
+        op: "receive the segment descriptor",
+        timeout,
+    })?;
     stream
-        .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
-        .map_err(io_error("set socket timeout"))?;
-    receive_fd(&stream)
+        .set_read_timeout(Some(remaining))
+        .map_err(|source| AttachError::Io {
+            op: "set socket timeout",
+            source,
+        })?;
+    receive_fd(&stream, timeout)
 }
 
-fn receive_fd(stream: &UnixStream) -> Result<OwnedFd, AttachError> {
+/// The time left until `deadline`, at least 1 ms (a zero socket timeout would mean "forever"),
+/// or `None` once it has passed.
+fn remaining_until(deadline: Instant) -> Option<Duration> {
+    let left = deadline.checked_duration_since(Instant::now())?;
+    (!left.is_zero()).then(|| left.max(Duration::from_millis(1)))
+}
+
+/// Connects to `@socket_name`, giving up at `deadline`.
+///
+/// A blocking `connect` to a Unix socket whose listener does not accept waits, without limit,
+/// for room in the listener's backlog; a non-blocking one fails at once with EAGAIN and gives
+/// nothing to poll for. `SO_SNDTIMEO` is what bounds that wait (Linux `unix_stream_connect`
+/// sleeps at most the send timeout, then fails with EAGAIN), so the socket gets one first.
+fn connect_within(
+    socket_name: &str,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<UnixStream, AttachError> {
+    let io_error = |op| {
+        move |source: Errno| AttachError::Io {
+            op,
+            source: source.into(),
+        }
+    };
+    let addr = UnixAddr::new_abstract(socket_name.as_bytes()).map_err(io_error("socket name"))?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io_error("create socket"))?;
+    let timed_out = AttachError::TimedOut {
+        op: "connect to the descriptor server",
+        timeout,
+    };
+    loop {
+        let Some(remaining) = remaining_until(deadline) else {
+            return Err(timed_out);
+        };
+        setsockopt(&fd, SendTimeout, &timeval(remaining))
+            .map_err(io_error("set connect timeout"))?;
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => return Ok(UnixStream::from(fd)),
+            // A signal cut the wait short: wait out the rest.
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => return Err(timed_out),
+            Err(errno) => return Err(io_error("connect to the descriptor server")(errno)),
+        }
+    }
+}
+
+fn timeval(duration: Duration) -> TimeVal {
+    TimeVal::new(
+        duration
+            .as_secs()
+            .try_into()
+            .unwrap_or(nix::libc::time_t::MAX),
+        duration.subsec_micros().into(),
+    )
+}
+
+fn receive_fd(stream: &UnixStream, timeout: Duration) -> Result<OwnedFd, AttachError> {
     let mut buf = [0u8; 8];
     let mut iov = [IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
@@ -156,9 +228,16 @@ fn receive_fd(stream: &UnixStream) -> Result<OwnedFd, AttachError> {
         Some(&mut space),
         MsgFlags::MSG_CMSG_CLOEXEC,
     )
-    .map_err(|errno| AttachError::Io {
-        op: "receive descriptor",
-        source: errno.into(),
+    .map_err(|errno| match errno {
+        // The read timeout ran out: the server accepted but never answered.
+        Errno::EAGAIN => AttachError::TimedOut {
+            op: "receive the segment descriptor",
+            timeout,
+        },
+        errno => AttachError::Io {
+            op: "receive descriptor",
+            source: errno.into(),
+        },
     })?;
     let received = message.bytes;
     let mut fds = Vec::new();
