@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::host::Owner;
 use crate::layout::SlotState;
 
 /// Creating a segment failed; nothing is left behind.
@@ -60,6 +61,28 @@ pub enum AttachError {
     Protocol(&'static str),
     #[error("{op} did not finish within {timeout:?}")]
     TimedOut { op: &'static str, timeout: Duration },
+    #[error(
+        "this process is pid {own} but the producer sees it as pid {seen_by_producer} (0: not at \
+         all): it runs in another PID namespace, where the producer's reaper would take its \
+         slots for a dead holder's"
+    )]
+    ForeignPidNamespace { seen_by_producer: u32, own: u32 },
+    #[error(
+        "the producer's /proc does not show pid {pid} (hidepid=2, and this process is not \
+         dumpable or not the producer's uid): its reaper would take this process's slots for a \
+         dead holder's"
+    )]
+    InvisibleToProducer { pid: u32 },
+    #[error(
+        "the producer names this pid {seen_by_producer:?}, this process is {own:?}: its reaper \
+         would take this process for another one (a different time namespace?)"
+    )]
+    UnrecognizedByProducer { seen_by_producer: Owner, own: Owner },
+    #[error(
+        "CLOCK_MONOTONIC reads {own_ns} ns here and read {producer_ns} ns at the producer when it \
+         answered: another time namespace, in which leases and TTLs would be misread"
+    )]
+    ClockMismatch { producer_ns: u64, own_ns: u64 },
 }
 
 /// `claim` found no slot.
