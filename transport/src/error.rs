@@ -78,11 +78,26 @@ pub enum AttachError {
          would take this process for another one (a different time namespace?)"
     )]
     UnrecognizedByProducer { seen_by_producer: Owner, own: Owner },
+    // Whole seconds in the message, so that repeated attempts log one stable line.
     #[error(
-        "CLOCK_MONOTONIC reads {own_ns} ns here and read {producer_ns} ns at the producer when it \
-         answered: another time namespace, in which leases and TTLs would be misread"
+        "CLOCK_MONOTONIC here runs {} the producer's: another time namespace, in which leases \
+         and TTLs would be misread",
+        clock_offset(.producer_ns, .own_ns)
     )]
     ClockMismatch { producer_ns: u64, own_ns: u64 },
+}
+
+/// How far the clock that read `own` runs from the one that read `producer`, in whole seconds.
+fn clock_offset(producer: &u64, own: &u64) -> String {
+    let (direction, nanos) = if own >= producer {
+        ("ahead of", own - producer)
+    } else {
+        ("behind", producer - own)
+    };
+    match nanos / 1_000_000_000 {
+        0 => format!("less than 1 s {direction}"),
+        seconds => format!("{seconds} s {direction}"),
+    }
 }
 
 /// `claim` found no slot.

@@ -616,13 +616,18 @@ mod tests {
         let own = me();
         let producer_now = 50_000_000_000;
         let behind = producer_now - 1;
+        let refusal = view_of(own, producer_now).check(own, behind).unwrap_err();
+        assert!(matches!(refusal, AttachError::ClockMismatch { .. }));
+        assert!(refusal.to_string().contains("runs less than 1 s behind"));
+        let far_ahead = producer_now + 3600 * 1_000_000_000 + 7;
+        let refusal = view_of(own, producer_now)
+            .check(own, far_ahead)
+            .unwrap_err();
+        assert!(matches!(refusal, AttachError::ClockMismatch { .. }));
+        assert!(refusal.to_string().contains("runs 3600 s ahead of"));
+        let just_beyond = producer_now + CLOCK_AGREEMENT.as_nanos() as u64 + 1;
         assert!(matches!(
-            view_of(own, producer_now).check(own, behind),
-            Err(AttachError::ClockMismatch { .. })
-        ));
-        let far_ahead = producer_now + CLOCK_AGREEMENT.as_nanos() as u64 + 1;
-        assert!(matches!(
-            view_of(own, producer_now).check(own, far_ahead),
+            view_of(own, producer_now).check(own, just_beyond),
             Err(AttachError::ClockMismatch { .. })
         ));
         let slow_wake_up = producer_now + 2_000_000_000;
