@@ -174,11 +174,12 @@ impl ReadGuard<'_> {
     /// the bytes used afterwards.
     pub fn copy_into(mut self, dst: &mut Vec<u8>) -> Result<(), ReadError> {
         // acquire checked `len <= slot_size`.
-        let found = payload::load(
+        payload::load(
             self.consumer.segment.payload(self.handle.slot),
             self.handle.len as usize,
             dst,
         );
+        let found = crc32fast::hash(dst);
         let result = self.release().and_then(|()| self.verify(found));
         if result.is_err() {
             dst.clear();

@@ -4,9 +4,11 @@
 //! restarted producer from a scribbled segment from a full filesystem.
 
 use std::io;
+use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::host::Owner;
 use crate::layout::SlotState;
 
 /// Creating a segment failed; nothing is left behind.
@@ -57,6 +59,45 @@ pub enum AttachError {
     },
     #[error("descriptor server answered with an unexpected message: {0}")]
     Protocol(&'static str),
+    #[error("{op} did not finish within {timeout:?}")]
+    TimedOut { op: &'static str, timeout: Duration },
+    #[error(
+        "this process is pid {own} but the producer sees it as pid {seen_by_producer} (0: not at \
+         all): it runs in another PID namespace, where the producer's reaper would take its \
+         slots for a dead holder's"
+    )]
+    ForeignPidNamespace { seen_by_producer: u32, own: u32 },
+    #[error(
+        "the producer's /proc does not show pid {pid} (hidepid=2, and this process is not \
+         dumpable or not the producer's uid): its reaper would take this process's slots for a \
+         dead holder's"
+    )]
+    InvisibleToProducer { pid: u32 },
+    #[error(
+        "the producer names this pid {seen_by_producer:?}, this process is {own:?}: its reaper \
+         would take this process for another one (a different time namespace?)"
+    )]
+    UnrecognizedByProducer { seen_by_producer: Owner, own: Owner },
+    // Whole seconds in the message, so that repeated attempts log one stable line.
+    #[error(
+        "CLOCK_MONOTONIC here runs {} the producer's: another time namespace, in which leases \
+         and TTLs would be misread",
+        clock_offset(.producer_ns, .own_ns)
+    )]
+    ClockMismatch { producer_ns: u64, own_ns: u64 },
+}
+
+/// How far the clock that read `own` runs from the one that read `producer`, in whole seconds.
+fn clock_offset(producer: &u64, own: &u64) -> String {
+    let (direction, nanos) = if own >= producer {
+        ("ahead of", own - producer)
+    } else {
+        ("behind", producer - own)
+    };
+    match nanos / 1_000_000_000 {
+        0 => format!("less than 1 s {direction}"),
+        seconds => format!("{seconds} s {direction}"),
+    }
 }
 
 /// `claim` found no slot.

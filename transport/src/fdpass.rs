@@ -1,8 +1,40 @@
 //! Handing a segment's descriptor to consumers over an abstract Unix socket (SCM_RIGHTS).
 //!
 //! An abstract socket has no file on disk, so nothing is left behind after `kill -9`. The server
-//! answers each connection with an 8-byte greeting (`b"SHMB"` and the layout version, LE) carrying
-//! the descriptor, and only to peers running under its own uid.
+//! answers each connection from a process of its own uid with one message, the greeting below,
+//! carrying the descriptor; other uids get nothing. Connecting and receiving are bounded by the
+//! caller's timeout ([`AttachError::TimedOut`]).
+//!
+//! # Greeting (40 bytes, little-endian; its layout changes with [`LAYOUT_VERSION`])
+//!
+//! | offset | size | field             | meaning                                                    |
+//! |-------:|-----:|-------------------|------------------------------------------------------------|
+//! | 0      | 4    | `magic`           | `b"SHMB"`                                                  |
+//! | 4      | 4    | `layout_version`  | [`LAYOUT_VERSION`]; a peer refuses any other               |
+//! | 8      | 4    | `peer_pid`        | the connecting process's pid in the producer's PID namespace (`SO_PEERCRED`); 0: it lies outside that namespace |
+//! | 12     | 4    | `peer_visibility` | 0: the producer's `/proc` shows `peer_pid`; 1: no such entry (`hidepid=2`, or gone); 2: an entry it cannot read (`hidepid=1`) |
+//! | 16     | 8    | `peer_start_time` | `/proc/peer_pid/stat` field 22 as the producer reads it; 0 unless visible |
+//! | 24     | 8    | `peer_pidfs_ino`  | pidfs inode number of `peer_pid` as the producer sees it; 0 unless visible and known |
+//! | 32     | 8    | `producer_now_ns` | the producer's `CLOCK_MONOTONIC` just before sending       |
+//!
+//! # Why the greeting describes the peer
+//!
+//! Liveness is judged by the producer's reaper, in the producer's PID namespace, through its
+//! `/proc` and on its clock: a holder stamps its own `getpid()`, start time, pidfs inode and a
+//! `CLOCK_MONOTONIC` deadline, and the reaper looks that pid up (see "Holder identity" in
+//! [`crate::layout`]). A live peer would have its slots taken as a dead or late holder's when the
+//! producer sees its pid under another number (a sidecar container in another PID namespace),
+//! cannot see its `/proc` entry (`hidepid=2`), reads another start time for it (a time
+//! namespace, where pidfs does not settle it) or runs another monotonic clock (a time namespace).
+//! So the greeting tells the peer how the producer sees it, and a writable attach
+//! ([`attach_via_socket`]) compares that with the process itself and refuses with a typed
+//! [`AttachError`] naming the mismatch, before the peer ever holds a slot. The pid comparison
+//! needs no privilege and no access to the producer's `/proc`, which is why the producer
+//! reports and the peer decides. Inspectors ([`attach_via_socket_read_only`]) hold no slots and
+//! skip the comparison, so they work from wherever the socket reaches.
+//!
+//! This protects an honest peer from losing its slots while alive; it is no defence against a
+//! hostile same-uid process, which can write the segment anyway.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -11,24 +43,152 @@ use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, getsockopt, recvmsg, sendmsg,
-    sockopt::PeerCredentials,
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
+    connect, getsockopt, recvmsg, sendmsg, setsockopt, socket,
+    sockopt::{PeerCredentials, SendTimeout},
 };
+use nix::sys::time::TimeVal;
 
 use crate::error::AttachError;
+use crate::host::{Owner, ProcView, monotonic_now_ns, observe};
 use crate::layout::LAYOUT_VERSION;
 use crate::segment::Segment;
 
 const GREETING_MAGIC: [u8; 4] = *b"SHMB";
+/// Bytes in a greeting.
+const GREETING_LEN: usize = 40;
+/// How long dropping an [`FdServer`] waits to connect to its own socket to wake its thread.
+const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How far ahead of the producer's clock, read just before it sent the greeting, a peer's clock
+/// may read just after receiving it. The true gap is a wake-up (microseconds); this much allows
+/// for a peer descheduled mid-attach on a loaded machine, while the offsets of a time namespace
+/// (another machine's uptime, a checkpoint's age) are almost always far larger. A peer's clock
+/// reading *behind* the producer's is never a delay, and is refused at any size.
+const CLOCK_AGREEMENT: Duration = Duration::from_secs(10);
 
-fn greeting() -> [u8; 8] {
-    let mut bytes = [0; 8];
-    bytes[..4].copy_from_slice(&GREETING_MAGIC);
-    bytes[4..].copy_from_slice(&LAYOUT_VERSION.to_le_bytes());
-    bytes
+/// `peer_visibility` values.
+const VISIBLE: u32 = 0;
+const ABSENT: u32 = 1;
+const UNREADABLE: u32 = 2;
+
+/// The producer's view of a connecting peer, as the greeting carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PeerView {
+    /// The peer's pid in the producer's PID namespace; 0 when it lies outside.
+    pid: u32,
+    /// What the producer's `/proc` shows under `pid`.
+    proc: ProcView,
+    producer_now_ns: u64,
+}
+
+impl PeerView {
+    /// How this process sees the peer with `pid` (from `SO_PEERCRED`), now.
+    fn of_peer(pid: i32) -> Self {
+        let pid = u32::try_from(pid).unwrap_or(0);
+        let proc = if pid == 0 {
+            ProcView::Absent
+        } else {
+            observe(pid)
+        };
+        Self {
+            pid,
+            proc,
+            producer_now_ns: monotonic_now_ns(),
+        }
+    }
+
+    fn encode(&self) -> [u8; GREETING_LEN] {
+        let (visibility, start_time, pidfs_ino) = match self.proc {
+            ProcView::Visible(owner) => (VISIBLE, owner.start_time, owner.pidfs_ino),
+            ProcView::Absent => (ABSENT, 0, 0),
+            ProcView::Unreadable => (UNREADABLE, 0, 0),
+        };
+        let mut bytes = [0; GREETING_LEN];
+        bytes[0..4].copy_from_slice(&GREETING_MAGIC);
+        bytes[4..8].copy_from_slice(&LAYOUT_VERSION.to_le_bytes());
+        bytes[8..12].copy_from_slice(&self.pid.to_le_bytes());
+        bytes[12..16].copy_from_slice(&visibility.to_le_bytes());
+        bytes[16..24].copy_from_slice(&start_time.to_le_bytes());
+        bytes[24..32].copy_from_slice(&pidfs_ino.to_le_bytes());
+        bytes[32..40].copy_from_slice(&self.producer_now_ns.to_le_bytes());
+        bytes
+    }
+
+    /// Parses a greeting. The version is checked before the length, so a server of another
+    /// layout version is reported as such, whatever its greeting looks like.
+    fn decode(bytes: &[u8]) -> Result<Self, AttachError> {
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        if bytes.len() < 8 || bytes[..4] != GREETING_MAGIC {
+            return Err(AttachError::Protocol("greeting is not SHMB"));
+        }
+        let version = u32_at(4);
+        if version != LAYOUT_VERSION {
+            return Err(AttachError::VersionMismatch {
+                found: version,
+                expected: LAYOUT_VERSION,
+            });
+        }
+        if bytes.len() != GREETING_LEN {
+            return Err(AttachError::Protocol("greeting has the wrong length"));
+        }
+        let pid = u32_at(8);
+        let proc = match u32_at(12) {
+            VISIBLE => ProcView::Visible(Owner {
+                pid,
+                start_time: u64_at(16),
+                pidfs_ino: u64_at(24),
+            }),
+            ABSENT => ProcView::Absent,
+            UNREADABLE => ProcView::Unreadable,
+            _ => return Err(AttachError::Protocol("unknown peer visibility in greeting")),
+        };
+        Ok(Self {
+            pid,
+            proc,
+            producer_now_ns: u64_at(32),
+        })
+    }
+
+    /// Whether the producer's reaper will recognise `own` as the live process it is, judging
+    /// by this view and by `own_now_ns`, this process's clock read on receiving it.
+    fn check(&self, own: Owner, own_now_ns: u64) -> Result<(), AttachError> {
+        if self.pid != own.pid {
+            return Err(AttachError::ForeignPidNamespace {
+                seen_by_producer: self.pid,
+                own: own.pid,
+            });
+        }
+        match self.proc {
+            ProcView::Visible(seen) if !own.same_process(&seen) => {
+                return Err(AttachError::UnrecognizedByProducer {
+                    seen_by_producer: seen,
+                    own,
+                });
+            }
+            ProcView::Visible(_) => {}
+            ProcView::Absent => return Err(AttachError::InvisibleToProducer { pid: own.pid }),
+            // The reaper leaves an unreadable holder to its lease: never reclaimed while alive,
+            // only late once dead. That is a degradation, not a reason to refuse.
+            ProcView::Unreadable => tracing::warn!(
+                pid = own.pid,
+                "the producer cannot read this process's /proc entry (hidepid=1?): if this \
+                 process dies holding a slot, the slot comes back only when its lease ends"
+            ),
+        }
+        let ahead = own_now_ns.checked_sub(self.producer_now_ns);
+        if ahead.is_none_or(|ahead| ahead > CLOCK_AGREEMENT.as_nanos() as u64) {
+            return Err(AttachError::ClockMismatch {
+                producer_ns: self.producer_now_ns,
+                own_ns: own_now_ns,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Serves a segment's descriptor on an abstract socket from a background thread until dropped.
@@ -70,10 +230,9 @@ impl FdServer {
 impl Drop for FdServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        // Wake the blocking accept; if the connect fails the thread is already gone.
-        if let Ok(addr) = SocketAddr::from_abstract_name(&self.name) {
-            let _ = UnixStream::connect_addr(&addr);
-        }
+        // Wake the blocking accept; if the connect fails the thread is already gone, or busy
+        // accepting a full backlog, after which it sees `stop` anyway.
+        let _ = connect_within(&self.name, Instant::now() + WAKE_TIMEOUT, WAKE_TIMEOUT);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -95,8 +254,15 @@ fn serve(listener: &UnixListener, segment: &Segment, stop: &AtomicBool) {
                 ));
             }
             stream.set_write_timeout(Some(Duration::from_secs(1)))?;
+            let view = PeerView::of_peer(peer.pid());
+            if view.proc == ProcView::Absent {
+                tracing::debug!(
+                    pid = view.pid,
+                    "peer invisible here: told so, it may attach read-only only"
+                );
+            }
             let fd = segment.fd().map(|fd| fd.as_raw_fd());
-            send_fd(&stream, fd.expect("checked in spawn"))
+            send_fd(&stream, fd.expect("checked in spawn"), &view)
         });
         if let Err(error) = result {
             tracing::warn!(%error, "descriptor not handed out");
@@ -104,8 +270,8 @@ fn serve(listener: &UnixListener, segment: &Segment, stop: &AtomicBool) {
     }
 }
 
-fn send_fd(stream: &UnixStream, fd: RawFd) -> io::Result<()> {
-    let greeting = greeting();
+fn send_fd(stream: &UnixStream, fd: RawFd, view: &PeerView) -> io::Result<()> {
+    let greeting = view.encode();
     let fds = [fd];
     sendmsg::<()>(
         stream.as_raw_fd(),
@@ -118,9 +284,16 @@ fn send_fd(stream: &UnixStream, fd: RawFd) -> io::Result<()> {
 }
 
 /// Connects to `@socket_name`, receives the segment descriptor and attaches to it, waiting at
-/// most `timeout` for the answer.
+/// most `timeout` for the answer. Refuses when the producer's reaper could not tell this process
+/// is alive (module doc: another PID or time namespace, invisible in the producer's `/proc`).
 pub fn attach_via_socket(socket_name: &str, timeout: Duration) -> Result<Segment, AttachError> {
-    Segment::attach_fd(fetch_fd(socket_name, timeout)?)
+    let (fd, view, received_at_ns) = fetch_fd(socket_name, timeout)?;
+    let own = Owner::current().map_err(|source| AttachError::Io {
+        op: "read /proc/self/stat",
+        source,
+    })?;
+    view.check(own, received_at_ns)?;
+    Segment::attach_fd(fd)
 }
 
 /// [`attach_via_socket`] for inspectors: the same validation, mapped `PROT_READ`, so the caller
@@ -131,23 +304,98 @@ pub fn attach_via_socket_read_only(
     socket_name: &str,
     timeout: Duration,
 ) -> Result<Segment, AttachError> {
-    Segment::attach_fd_read_only(fetch_fd(socket_name, timeout)?)
+    let (fd, _view, _received_at_ns) = fetch_fd(socket_name, timeout)?;
+    Segment::attach_fd_read_only(fd)
 }
 
-/// Connects to `@socket_name` and receives the segment descriptor, waiting at most `timeout`.
-fn fetch_fd(socket_name: &str, timeout: Duration) -> Result<OwnedFd, AttachError> {
-    let io_error = |op| move |source| AttachError::Io { op, source };
-    let addr = SocketAddr::from_abstract_name(socket_name).map_err(io_error("socket name"))?;
-    let stream =
-        UnixStream::connect_addr(&addr).map_err(io_error("connect to descriptor server"))?;
+/// Connects to `@socket_name` and receives the segment descriptor, the producer's view of this
+/// process and this process's clock on receiving it; connecting and receiving together take at
+/// most `timeout`.
+fn fetch_fd(socket_name: &str, timeout: Duration) -> Result<(OwnedFd, PeerView, u64), AttachError> {
+    let deadline = Instant::now() + timeout;
+    let stream = connect_within(socket_name, deadline, timeout)?;
+    let remaining = remaining_until(deadline).ok_or(AttachError::TimedOut {
+        op: "receive the segment descriptor",
+        timeout,
+    })?;
     stream
-        .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
-        .map_err(io_error("set socket timeout"))?;
-    receive_fd(&stream)
+        .set_read_timeout(Some(remaining))
+        .map_err(|source| AttachError::Io {
+            op: "set socket timeout",
+            source,
+        })?;
+    receive_fd(&stream, timeout)
 }
 
-fn receive_fd(stream: &UnixStream) -> Result<OwnedFd, AttachError> {
-    let mut buf = [0u8; 8];
+/// The time left until `deadline`, at least 1 ms (a zero socket timeout would mean "forever"),
+/// or `None` once it has passed.
+fn remaining_until(deadline: Instant) -> Option<Duration> {
+    let left = deadline.checked_duration_since(Instant::now())?;
+    (!left.is_zero()).then(|| left.max(Duration::from_millis(1)))
+}
+
+/// Connects to `@socket_name`, giving up at `deadline`.
+///
+/// A blocking `connect` to a Unix socket whose listener does not accept waits, without limit,
+/// for room in the listener's backlog; a non-blocking one fails at once with EAGAIN and gives
+/// nothing to poll for. `SO_SNDTIMEO` is what bounds that wait (Linux `unix_stream_connect`
+/// sleeps at most the send timeout, then fails with EAGAIN), so the socket gets one first.
+fn connect_within(
+    socket_name: &str,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<UnixStream, AttachError> {
+    let io_error = |op| {
+        move |source: Errno| AttachError::Io {
+            op,
+            source: source.into(),
+        }
+    };
+    let addr = UnixAddr::new_abstract(socket_name.as_bytes()).map_err(io_error("socket name"))?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io_error("create socket"))?;
+    let timed_out = AttachError::TimedOut {
+        op: "connect to the descriptor server",
+        timeout,
+    };
+    loop {
+        let Some(remaining) = remaining_until(deadline) else {
+            return Err(timed_out);
+        };
+        setsockopt(&fd, SendTimeout, &timeval(remaining))
+            .map_err(io_error("set connect timeout"))?;
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => return Ok(UnixStream::from(fd)),
+            // A signal cut the wait short: wait out the rest.
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => return Err(timed_out),
+            Err(errno) => return Err(io_error("connect to the descriptor server")(errno)),
+        }
+    }
+}
+
+fn timeval(duration: Duration) -> TimeVal {
+    TimeVal::new(
+        duration
+            .as_secs()
+            .try_into()
+            .unwrap_or(nix::libc::time_t::MAX),
+        duration.subsec_micros().into(),
+    )
+}
+
+/// Receives the greeting and its descriptor; also returns this process's clock read right after.
+fn receive_fd(
+    stream: &UnixStream,
+    timeout: Duration,
+) -> Result<(OwnedFd, PeerView, u64), AttachError> {
+    // Room for more than a greeting, so that a longer message is noticed, not cut to size.
+    let mut buf = [0u8; 2 * GREETING_LEN];
     let mut iov = [IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
     let message = recvmsg::<()>(
@@ -156,10 +404,18 @@ fn receive_fd(stream: &UnixStream) -> Result<OwnedFd, AttachError> {
         Some(&mut space),
         MsgFlags::MSG_CMSG_CLOEXEC,
     )
-    .map_err(|errno| AttachError::Io {
-        op: "receive descriptor",
-        source: errno.into(),
+    .map_err(|errno| match errno {
+        // The read timeout ran out: the server accepted but never answered.
+        Errno::EAGAIN => AttachError::TimedOut {
+            op: "receive the segment descriptor",
+            timeout,
+        },
+        errno => AttachError::Io {
+            op: "receive descriptor",
+            source: errno.into(),
+        },
     })?;
+    let received_at_ns = monotonic_now_ns();
     let received = message.bytes;
     let mut fds = Vec::new();
     for cmsg in message.cmsgs().map_err(|errno| AttachError::Io {
@@ -179,19 +435,264 @@ fn receive_fd(stream: &UnixStream) -> Result<OwnedFd, AttachError> {
     if message.flags.contains(MsgFlags::MSG_CTRUNC) {
         return Err(AttachError::Protocol("control message truncated"));
     }
-    if received != 8 || buf[..4] != GREETING_MAGIC {
-        return Err(AttachError::Protocol("greeting is not SHMB"));
-    }
-    let version = u32::from_le_bytes(buf[4..].try_into().expect("4 bytes"));
-    if version != LAYOUT_VERSION {
-        return Err(AttachError::VersionMismatch {
-            found: version,
-            expected: LAYOUT_VERSION,
-        });
-    }
+    let view = PeerView::decode(&buf[..received])?;
     let mut fds = fds.into_iter();
     match (fds.next(), fds.next()) {
-        (Some(fd), None) => Ok(fd),
+        (Some(fd), None) => Ok((fd, view, received_at_ns)),
         _ => Err(AttachError::Protocol("expected exactly one descriptor")),
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::segment::SegmentConfig;
+
+    fn me() -> Owner {
+        Owner::current().unwrap()
+    }
+
+    fn view_of(owner: Owner, producer_now_ns: u64) -> PeerView {
+        PeerView {
+            pid: owner.pid,
+            proc: ProcView::Visible(owner),
+            producer_now_ns,
+        }
+    }
+
+    #[test]
+    fn greetings_round_trip() {
+        let owner = Owner {
+            pid: 4242,
+            start_time: 77,
+            pidfs_ino: 99,
+        };
+        for proc in [
+            ProcView::Visible(owner),
+            ProcView::Absent,
+            ProcView::Unreadable,
+        ] {
+            let view = PeerView {
+                pid: 4242,
+                proc,
+                producer_now_ns: 123_456_789,
+            };
+            assert_eq!(PeerView::decode(&view.encode()).unwrap(), view);
+        }
+    }
+
+    #[test]
+    fn another_version_is_named_before_the_length_is_judged() {
+        let mut old = [0u8; 8];
+        old[..4].copy_from_slice(&GREETING_MAGIC);
+        old[4..].copy_from_slice(&(LAYOUT_VERSION + 1).to_le_bytes());
+        assert!(matches!(
+            PeerView::decode(&old),
+            Err(AttachError::VersionMismatch { found, expected })
+                if found == LAYOUT_VERSION + 1 && expected == LAYOUT_VERSION
+        ));
+        let good = view_of(me(), 1).encode();
+        assert!(matches!(
+            PeerView::decode(&good[..GREETING_LEN - 1]),
+            Err(AttachError::Protocol(_))
+        ));
+        let mut foreign = good;
+        foreign[0] = b'X';
+        assert!(matches!(
+            PeerView::decode(&foreign),
+            Err(AttachError::Protocol(_))
+        ));
+        let mut unknown = good;
+        unknown[12] = 9;
+        assert!(matches!(
+            PeerView::decode(&unknown),
+            Err(AttachError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn a_peer_the_producer_sees_as_itself_passes() {
+        let own = me();
+        let now = monotonic_now_ns();
+        view_of(own, now).check(own, now + 1_000).unwrap();
+        // Unreadable is a degradation (dead holders come back at lease end), not a refusal.
+        let unreadable = PeerView {
+            proc: ProcView::Unreadable,
+            ..view_of(own, now)
+        };
+        unreadable.check(own, now).unwrap();
+    }
+
+    #[test]
+    fn another_pid_namespace_is_refused() {
+        let own = me();
+        let now = monotonic_now_ns();
+        // A child namespace: the producer sees a pid the process does not have.
+        let translated = Owner {
+            pid: own.pid + 1000,
+            ..own
+        };
+        assert!(matches!(
+            view_of(translated, now).check(own, now),
+            Err(AttachError::ForeignPidNamespace { seen_by_producer, own: pid })
+                if seen_by_producer == own.pid + 1000 && pid == own.pid
+        ));
+        // A parent or sibling namespace: SO_PEERCRED reports pid 0.
+        let outside = PeerView {
+            pid: 0,
+            proc: ProcView::Absent,
+            producer_now_ns: now,
+        };
+        assert!(matches!(
+            outside.check(own, now),
+            Err(AttachError::ForeignPidNamespace {
+                seen_by_producer: 0,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_peer_hidden_from_the_producers_proc_is_refused() {
+        let own = me();
+        let now = monotonic_now_ns();
+        let hidden = PeerView {
+            pid: own.pid,
+            proc: ProcView::Absent,
+            producer_now_ns: now,
+        };
+        assert!(matches!(
+            hidden.check(own, now),
+            Err(AttachError::InvisibleToProducer { pid }) if pid == own.pid
+        ));
+    }
+
+    #[test]
+    fn a_peer_named_differently_is_refused_by_the_reapers_rule() {
+        let own = Owner {
+            pid: 10,
+            start_time: 500,
+            pidfs_ino: 0,
+        };
+        let now = monotonic_now_ns();
+        // No pidfs: the start time decides, as in the reaper (a time namespace shifts it).
+        let shifted = Owner {
+            start_time: 900,
+            ..own
+        };
+        assert!(matches!(
+            view_of(shifted, now).check(own, now),
+            Err(AttachError::UnrecognizedByProducer { .. })
+        ));
+        // Both know a pidfs inode: it decides, whatever the start times say.
+        let with_ino = Owner {
+            pidfs_ino: 7,
+            ..own
+        };
+        view_of(
+            Owner {
+                start_time: 900,
+                ..with_ino
+            },
+            now,
+        )
+        .check(with_ino, now)
+        .unwrap();
+        assert!(matches!(
+            view_of(
+                Owner {
+                    pidfs_ino: 8,
+                    ..own
+                },
+                now
+            )
+            .check(with_ino, now),
+            Err(AttachError::UnrecognizedByProducer { .. })
+        ));
+    }
+
+    #[test]
+    fn another_monotonic_clock_is_refused() {
+        let own = me();
+        let producer_now = 50_000_000_000;
+        let behind = producer_now - 1;
+        let refusal = view_of(own, producer_now).check(own, behind).unwrap_err();
+        assert!(matches!(refusal, AttachError::ClockMismatch { .. }));
+        assert!(refusal.to_string().contains("runs less than 1 s behind"));
+        let far_ahead = producer_now + 3600 * 1_000_000_000 + 7;
+        let refusal = view_of(own, producer_now)
+            .check(own, far_ahead)
+            .unwrap_err();
+        assert!(matches!(refusal, AttachError::ClockMismatch { .. }));
+        assert!(refusal.to_string().contains("runs 3600 s ahead of"));
+        let just_beyond = producer_now + CLOCK_AGREEMENT.as_nanos() as u64 + 1;
+        assert!(matches!(
+            view_of(own, producer_now).check(own, just_beyond),
+            Err(AttachError::ClockMismatch { .. })
+        ));
+        let slow_wake_up = producer_now + 2_000_000_000;
+        view_of(own, producer_now).check(own, slow_wake_up).unwrap();
+    }
+
+    /// The whole exchange over a socket pair: the greeting the server writes for a peer it sees
+    /// under another pid reaches the peer, which refuses it.
+    #[test]
+    fn a_greeting_naming_another_pid_is_refused_through_a_socket() {
+        let segment = Segment::create(&SegmentConfig {
+            slot_count: 1,
+            slot_size: 64,
+        })
+        .unwrap();
+        let (server, peer) = UnixStream::pair().unwrap();
+        let own = me();
+        let as_seen_from_a_parent_namespace = PeerView {
+            pid: own.pid + 1,
+            proc: ProcView::Visible(Owner {
+                pid: own.pid + 1,
+                ..own
+            }),
+            producer_now_ns: monotonic_now_ns(),
+        };
+        send_fd(
+            &server,
+            segment.fd().unwrap().as_raw_fd(),
+            &as_seen_from_a_parent_namespace,
+        )
+        .unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (_fd, view, received_at) = receive_fd(&peer, Duration::from_secs(5)).unwrap();
+        assert_eq!(view, as_seen_from_a_parent_namespace);
+        assert!(matches!(
+            view.check(own, received_at),
+            Err(AttachError::ForeignPidNamespace { .. })
+        ));
+    }
+
+    /// The real server, and a peer in its own namespace: the view the server computes is the
+    /// process itself, so the attach goes through.
+    #[test]
+    fn the_servers_view_of_a_peer_in_its_namespace_is_the_peer() {
+        let own = me();
+        let view = PeerView::of_peer(own.pid as i32);
+        assert_eq!(view.pid, own.pid);
+        let ProcView::Visible(seen) = view.proc else {
+            panic!("{view:?}");
+        };
+        assert!(own.same_process(&seen), "{seen:?} vs {own:?}");
+        let segment = Arc::new(
+            Segment::create(&SegmentConfig {
+                slot_count: 1,
+                slot_size: 64,
+            })
+            .unwrap(),
+        );
+        let name = format!(
+            "shmbridge-unit-greeting-{}-{:016x}",
+            own.pid,
+            segment.epoch()
+        );
+        let _server = FdServer::spawn(Arc::clone(&segment), &name).unwrap();
+        let attached = attach_via_socket(&name, Duration::from_secs(5)).unwrap();
+        assert_eq!(attached.epoch(), segment.epoch());
     }
 }

@@ -25,16 +25,56 @@ pub struct Owner {
 }
 
 impl Owner {
-    /// The calling process.
+    /// The calling process, with the pid it has in its own PID namespace.
     pub fn current() -> io::Result<Self> {
         let pid = std::process::id();
-        let stat = read_stat(pid)?;
+        // `/proc/self`, not `/proc/PID`: a process in a child PID namespace that still sees its
+        // parent's `/proc` would read another process's stat under its own pid.
+        let stat = parse_stat_file("/proc/self/stat")?;
         Ok(Self {
             pid,
             start_time: stat.start_time,
             // Without pidfs (or pidfd_open) the process is still named, only less precisely.
             pidfs_ino: pidfs_ino(pid).ok().flatten().unwrap_or(0),
         })
+    }
+
+    /// Whether `self` and `live`, two names for processes that held the same pid, name the same
+    /// process: by pidfs inode where both know one, else by start time. This is the rule
+    /// [`SystemHost::is_alive`] judges holders by.
+    pub(crate) fn same_process(&self, live: &Owner) -> bool {
+        if self.pidfs_ino != 0 && live.pidfs_ino != 0 {
+            self.pidfs_ino == live.pidfs_ino
+        } else {
+            self.start_time == live.start_time
+        }
+    }
+}
+
+/// What this process's `/proc` shows under a pid: what [`SystemHost::is_alive`] finds when it
+/// looks for a holder with that pid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProcView {
+    /// A process, named as the reaper names it.
+    Visible(Owner),
+    /// No entry: no such process here, or one `/proc` hides (`hidepid=2`, or a process that is
+    /// not dumpable under it). The reaper takes a holder with this pid for dead.
+    Absent,
+    /// An entry that cannot be read (`hidepid=1`): the reaper leaves such a holder's slot to its
+    /// lease, so a dead one is noticed late, a live one is never mistaken for dead.
+    Unreadable,
+}
+
+/// How `/proc` shows `pid` to this process.
+pub(crate) fn observe(pid: u32) -> ProcView {
+    match read_stat(pid) {
+        Ok(stat) => ProcView::Visible(Owner {
+            pid,
+            start_time: stat.start_time,
+            pidfs_ino: pidfs_ino(pid).ok().flatten().unwrap_or(0),
+        }),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => ProcView::Absent,
+        Err(_) => ProcView::Unreadable,
     }
 }
 
@@ -70,16 +110,22 @@ impl Host for SystemHost {
         if stat.is_zombie {
             return false;
         }
-        if owner.pidfs_ino != 0 {
+        let live_pidfs_ino = if owner.pidfs_ino == 0 {
+            0
+        } else {
             match pidfs_ino(owner.pid) {
-                Ok(Some(live)) => return live == owner.pidfs_ino,
+                Ok(Some(live)) => live,
                 // Gone since the stat was read.
                 Err(error) if error.kind() == io::ErrorKind::NotFound => return false,
                 // No pidfs here, or no pidfd to be had (descriptor limit): the start time decides.
-                Ok(None) | Err(_) => {}
+                Ok(None) | Err(_) => 0,
             }
-        }
-        stat.start_time == owner.start_time
+        };
+        owner.same_process(&Owner {
+            pid: owner.pid,
+            start_time: stat.start_time,
+            pidfs_ino: live_pidfs_ino,
+        })
     }
 
     fn sleep(&self, duration: Duration) {
@@ -124,7 +170,11 @@ struct ProcStat {
 }
 
 fn read_stat(pid: u32) -> io::Result<ProcStat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_stat_file(&format!("/proc/{pid}/stat"))
+}
+
+fn parse_stat_file(path: &str) -> io::Result<ProcStat> {
+    let text = fs::read_to_string(path)?;
     parse_stat(&text)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc stat"))
 }
@@ -211,6 +261,22 @@ mod tests {
             return;
         };
         assert_ne!(Owner::current().unwrap().pidfs_ino, child_ino);
+    }
+
+    #[test]
+    fn this_process_observed_through_proc_is_itself() {
+        let me = Owner::current().unwrap();
+        let ProcView::Visible(seen) = observe(me.pid) else {
+            panic!("this process is not in /proc");
+        };
+        assert_eq!(seen, me);
+        assert!(me.same_process(&seen));
+    }
+
+    #[test]
+    fn a_pid_no_process_can_have_is_absent() {
+        // Above the largest pid_max Linux allows (2^22).
+        assert_eq!(observe(i32::MAX as u32), ProcView::Absent);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::error::{ClaimError, PublishError};
 use crate::handle::Handle;
 use crate::host::{Host, Owner, SystemHost};
 use crate::layout::{SlotState, Word};
-use crate::payload::{self, WORD};
+use crate::payload;
 use crate::reaper::Reaper;
 use crate::segment::Segment;
 use crate::stats::{Counters, Reclaims, Stats};
@@ -142,7 +142,6 @@ impl Producer {
                 held,
                 capacity: len,
                 written: 0,
-                partial: [0; WORD],
                 hasher: crc32fast::Hasher::new(),
                 finished: false,
             })
@@ -227,9 +226,6 @@ pub struct WriteGuard<'a> {
     held: Word,
     capacity: usize,
     written: usize,
-    /// The bytes of the last, incomplete payload word, stored once the word is complete or at
-    /// publish: the payload is only ever stored in whole words (see `crate::payload`).
-    partial: [u8; WORD],
     /// crc32 of the bytes as handed to `write`, computed from the caller's private buffer rather
     /// than re-read from shared memory, where a third process could have changed them.
     hasher: crc32fast::Hasher,
@@ -262,15 +258,6 @@ impl WriteGuard<'_> {
     pub fn publish(mut self) -> Result<Handle, PublishError> {
         self.finished = true;
         let producer = self.producer;
-        // Checked before the last word goes in; a writer paused between the check and the store
-        // can still land it in the next publication, which then fails its crc32.
-        if !self.is_held() {
-            return Err(self.reclaimed());
-        }
-        if self.written % WORD != 0 {
-            let words = producer.segment.payload(self.slot);
-            payload::store_word(&words[self.written / WORD], self.partial);
-        }
         let descriptor = producer.segment.descriptor(self.slot);
         let ready = self.held.next(SlotState::Ready);
         let crc = self.hasher.clone().finalize();
@@ -317,35 +304,15 @@ impl io::Write for WriteGuard<'_> {
             ));
         }
         let n = buf.len().min(room);
-        // `written + n <= capacity <= slot_size`, so every word index below is inside the slot.
-        let words = self.producer.segment.payload(self.slot);
-        let mut rest = &buf[..n];
-        let filled = self.written % WORD;
-        if filled != 0 {
-            let take = rest.len().min(WORD - filled);
-            self.partial[filled..filled + take].copy_from_slice(&rest[..take]);
-            self.hasher.update(&rest[..take]);
-            self.written += take;
-            rest = &rest[take..];
-            if self.written % WORD == 0 {
-                payload::store_word(&words[self.written / WORD - 1], self.partial);
-            }
-        }
-        let whole = rest.len() / WORD * WORD;
-        let first = self.written / WORD;
-        payload::store_words(
-            &words[first..first + whole / WORD],
-            &rest[..whole],
-            &mut self.hasher,
+        // `written + n <= capacity <= slot_size`: inside the slot. A writer paused here past its
+        // lease may land these bytes in the next publication, which then fails its crc32.
+        payload::store(
+            self.producer.segment.payload(self.slot),
+            self.written,
+            &buf[..n],
         );
-        self.written += whole;
-        let tail = &rest[whole..];
-        if !tail.is_empty() {
-            self.partial = [0; WORD];
-            self.partial[..tail.len()].copy_from_slice(tail);
-            self.hasher.update(tail);
-            self.written += tail.len();
-        }
+        self.hasher.update(&buf[..n]);
+        self.written += n;
         Ok(n)
     }
 
