@@ -4,6 +4,7 @@
 
 pub mod api_error;
 pub mod dataset;
+pub mod failpoint_build;
 pub mod failpoints;
 pub mod gateway;
 pub mod payload;
