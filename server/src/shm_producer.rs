@@ -72,8 +72,11 @@ pub enum StartError {
         location: String,
         cause: CreateError,
     },
-    /// A setting users-service must not start with: an invalid geometry, a segment file in use
-    /// by a live process, a socket name already taken.
+    /// The file at `--shm-path` belongs to a live segment, or is not ours to replace.
+    #[error(transparent)]
+    Leftover(#[from] stale_segment::StaleSegmentError),
+    /// A setting users-service must not start with: an invalid geometry, a socket name already
+    /// taken.
     #[error(transparent)]
     Refused(#[from] anyhow::Error),
 }

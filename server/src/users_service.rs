@@ -82,6 +82,7 @@ impl AppState {
                 Err(reason)
             }
             Err(StartError::Refused(error)) => return Err(error),
+            Err(error @ StartError::Leftover(_)) => return Err(error.into()),
         };
         Ok(AppState {
             inner: Arc::new(Shared {
