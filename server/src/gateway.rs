@@ -22,6 +22,7 @@ use crate::query::UsersQuery;
 use crate::query_cache::QueryCache;
 use crate::serve::{CommonArgs, ShutdownSignal, announce, bind, serve_until_signal};
 use crate::shm_consumer::ShmClient;
+use crate::slot_deadline;
 use crate::telemetry;
 use crate::upstream::{Upstream, parse_upstream_url};
 
@@ -54,6 +55,10 @@ pub struct Args {
     /// (`GET /shm/segment`) at every attach.
     #[arg(long, env = "SHMBRIDGE_SHM_SOCKET")]
     pub shm_socket: Option<String>,
+    /// How long a read may hold its slot before the reaper takes it back (more than 0, at most
+    /// 1h).
+    #[arg(long, env = "SHMBRIDGE_LEASE", default_value = "1s", value_parser = slot_deadline::parse)]
+    pub lease: Duration,
     /// Serve /api/users-via-shm over the REST path when shared memory fails (marked
     /// `x-transport: api-fallback` and counted). Off by default so shm failures stay visible.
     #[arg(long, env = "SHMBRIDGE_SHM_FALLBACK_TO_API")]
@@ -78,10 +83,13 @@ struct Shared {
 
 impl AppState {
     pub fn new(args: &Args) -> anyhow::Result<AppState> {
+        // The flag's parser refuses these already; this catches `Args` built in code.
+        let lease = slot_deadline::check(args.lease)
+            .map_err(|error| anyhow::anyhow!("--lease: {error}"))?;
         Ok(AppState {
             inner: Arc::new(Shared {
                 upstream: Upstream::new(args.upstream.clone(), args.deadline, args.pool_max_idle)?,
-                shm: ShmClient::new(args.shm_socket.clone()),
+                shm: ShmClient::new(args.shm_socket.clone(), lease),
                 fallback_to_api: args.shm_fallback_to_api,
                 cached: QueryCache::default(),
                 metrics: telemetry::metrics_handle(),
@@ -309,6 +317,26 @@ mod tests {
                 assert!(error["error"].is_string(), "{uri}");
             }
         }
+    }
+
+    #[test]
+    fn a_lease_out_of_bounds_is_refused_naming_flag_and_bound() {
+        for (value, expected) in [
+            ("2h", "2h is above the maximum of 1h"),
+            ("0ms", "must be more than 0 and at most 1h"),
+        ] {
+            let error = Args::try_parse_from(["gateway", "--lease", value])
+                .err()
+                .unwrap_or_else(|| panic!("--lease {value} was accepted"))
+                .to_string();
+            assert!(error.contains("--lease"), "{error}");
+            assert!(error.contains(expected), "{error}");
+        }
+        let mut args = Args::try_parse_from(["gateway", "--lease", "1h"]).unwrap();
+        assert_eq!(args.lease, shmbridge::MAX_DEADLINE_AHEAD);
+        args.lease = Duration::ZERO;
+        let error = AppState::new(&args).err().expect("a zero lease is refused");
+        assert!(error.to_string().starts_with("--lease: "), "{error}");
     }
 
     #[tokio::test]

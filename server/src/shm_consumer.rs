@@ -3,6 +3,7 @@
 //! redeeming a handle into verified bytes.
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use shmbridge::{AcquireError, Consumer, ConsumerOptions, Handle, ReadError, attach_via_socket};
 
@@ -71,12 +72,15 @@ pub struct ShmClient {
     /// Serializes attaching, so a burst of requests after a restart attaches once.
     attaching: tokio::sync::Mutex<()>,
     last_problem: Mutex<Option<String>>,
+    /// How long a read may hold its slot (`--lease`).
+    lease: Duration,
 }
 
 impl ShmClient {
-    pub fn new(configured_socket: Option<String>) -> ShmClient {
+    pub fn new(configured_socket: Option<String>, lease: Duration) -> ShmClient {
         ShmClient {
             configured_socket,
+            lease,
             attached: RwLock::new(None),
             attaching: tokio::sync::Mutex::new(()),
             last_problem: Mutex::new(None),
@@ -173,11 +177,9 @@ impl ShmClient {
             .map_err(|error| ApiError::ShmUnavailable {
                 reason: format!("cannot attach via @{socket}: {error}"),
             })?;
-        let consumer =
-            Consumer::new(Arc::new(segment), ConsumerOptions::default()).map_err(|error| {
-                ApiError::Internal {
-                    reason: format!("cannot create a consumer: {error}"),
-                }
+        let consumer = Consumer::new(Arc::new(segment), ConsumerOptions { lease: self.lease })
+            .map_err(|error| ApiError::Internal {
+                reason: format!("cannot create a consumer: {error}"),
             })?;
         Ok(Attachment { consumer, socket })
     }

@@ -82,7 +82,9 @@ impl AppState {
                 Err(reason)
             }
             Err(StartError::Refused(error)) => return Err(error),
-            Err(error @ StartError::Leftover(_)) => return Err(error.into()),
+            Err(error @ (StartError::Leftover(_) | StartError::BadDeadline { .. })) => {
+                return Err(error.into());
+            }
         };
         Ok(AppState {
             inner: Arc::new(Shared {
