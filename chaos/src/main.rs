@@ -1,6 +1,7 @@
 //! The `shmbridge-chaos` command: `compare` (the main job), `load`, `run` (the chaos
 //! scenarios), and the hidden subcommands that make this same binary run users-service or the
-//! gateway as the children of `compare` and `run`.
+//! gateway as the children of `compare` (without fault points; `run` starts a separate
+//! fail-point build of the services instead).
 
 use std::process::ExitCode;
 use std::sync::Arc;

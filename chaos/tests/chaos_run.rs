@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::finish_bounded;
+use common::{build_failpoint_services, finish_bounded};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -33,7 +33,9 @@ interval = "300ms..800ms"
 pause = "100ms..600ms"
 "#;
 
+/// The chaos binary with `args`, once the fail-point services `run` launches are built.
 fn spawn(args: &[&str]) -> Child {
+    build_failpoint_services();
     Command::new(BINARY)
         .args(args)
         .env_remove("FAILPOINTS")

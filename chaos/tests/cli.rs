@@ -1,7 +1,10 @@
-//! The command line: every subcommand has help, and `load` refuses a remote target before
-//! sending anything.
+//! The command line: every subcommand has help, `load` refuses a remote target before
+//! sending anything, and the services `compare` runs have no fail points.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+mod common;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_shmbridge-chaos");
 
@@ -64,4 +67,32 @@ fn rate_and_users_are_exclusive() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "clap usage error");
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot be used with"));
+}
+
+/// `compare` measures this binary's own service subcommands: they must be the services users
+/// run, so an armed `FAILPOINTS` is refused at start-up instead of crashing or stalling them.
+#[test]
+fn the_services_compare_runs_refuse_fail_points() {
+    for (subcommand, point) in [
+        ("serve-users-service", "users-service::mid-copy"),
+        ("serve-gateway", "gateway::mid-read"),
+    ] {
+        let child = Command::new(BINARY)
+            .args([subcommand, "--listen", "127.0.0.1:0"])
+            .env("FAILPOINTS", format!("{point}=return"))
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = common::finish_bounded(child, Duration::from_secs(10));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{subcommand}: {stderr}");
+        assert!(output.stdout.is_empty(), "{subcommand} started");
+        assert!(
+            stderr.contains("this binary has no fault points"),
+            "{subcommand}: {stderr}"
+        );
+    }
 }

@@ -104,7 +104,13 @@ fn stale_files_are_what_they_claim_to_be() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("segment");
     for kind in StaleKind::ALL {
-        stale::plant(&path, kind, &SMALL).unwrap();
+        let live = stale::plant(&path, kind, &SMALL).unwrap();
+        assert_eq!(live.is_some(), kind == StaleKind::LiveCreator, "{kind:?}");
+        assert_eq!(
+            Segment::file_in_use(&path).unwrap(),
+            kind == StaleKind::LiveCreator,
+            "{kind:?}: only the live creator holds the file's lock"
+        );
         let attached = Segment::attach_file(&path);
         match kind {
             StaleKind::DeadCreator => {
@@ -113,6 +119,8 @@ fn stale_files_are_what_they_claim_to_be() {
             }
             StaleKind::LiveCreator => {
                 assert_eq!(attached.unwrap().header().creator_pid, std::process::id());
+                drop(live);
+                assert!(!path.exists(), "the live creator removes its file");
             }
             StaleKind::OtherLayoutVersion => assert!(
                 matches!(attached, Err(AttachError::VersionMismatch { .. })),

@@ -1,7 +1,14 @@
-//! The one error type every handler returns: each variant knows its HTTP status, renders as
-//! `{"error": "..."}` with a client-safe message, and logs its internal reason instead of
-//! sending it.
+//! The one error type every handler returns: each variant knows its HTTP status and a short
+//! stable code, renders as `{"error": MESSAGE, "code": CODE}`, and logs its internal detail
+//! instead of sending it.
+//!
+//! What a client gets is fixed per code: the message is a fixed sentence, except where it
+//! describes the client's own request (a bad query, a payload too large for a slot). Internal
+//! detail — users-service's error text, segment paths, socket names, errno, epochs, the
+//! deadline — goes to the log (and, on the gateway, to the operators' `/status` on
+//! `--admin-listen`), never into a response body.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use axum::Json;
@@ -21,29 +28,31 @@ pub enum ApiError {
     #[error("users-service is unavailable")]
     UpstreamUnavailable { reason: String },
     /// users-service did not answer in full within the deadline.
-    #[error("users-service did not answer within {}", humantime::format_duration(*deadline))]
+    #[error("users-service did not answer in time")]
     UpstreamDeadline { deadline: Duration },
     /// users-service answered something the gateway cannot trust.
     #[error("users-service sent an invalid answer")]
     BadUpstream { reason: String },
-    /// users-service refused the request with a client error of its own, forwarded as is.
-    #[error("{message}")]
-    UpstreamRejected { status: StatusCode, message: String },
+    /// users-service refused the request with a client error of its own; its status is
+    /// forwarded, its text is not.
+    #[error("{}", rejected_message(*status))]
+    UpstreamRejected { status: StatusCode, reason: String },
     /// users-service is up but shedding load or shutting down: it answered 503 itself.
-    #[error("users-service is temporarily unable to serve: {message}")]
-    UpstreamBusy { message: String },
+    #[error("users-service is temporarily unable to serve")]
+    UpstreamBusy { reason: String },
     /// The payload does not fit in one shared-memory slot.
     #[error("payload of {len} bytes is larger than a shared-memory slot ({max} bytes)")]
     TooLargeForSlot { len: usize, max: usize },
     /// Every slot stayed busy for the claim timeout.
     #[error("no free shared-memory slot")]
     SlotsExhausted,
-    /// The gateway has no usable segment (not attachable, wrong layout version...).
+    /// The gateway has no usable segment (not attachable, wrong layout version, or
+    /// users-service has none).
     #[error("shared memory is unavailable")]
     ShmUnavailable { reason: String },
-    /// users-service could not create its segment at start-up and serves REST only; the reason
-    /// (the creation error) is shown, since it is what the operator must fix.
-    #[error("shared memory is unavailable: {reason}")]
+    /// users-service could not create its segment at start-up and serves REST only; the
+    /// creation error is in its log and its `/readyz`.
+    #[error("shared memory is unavailable")]
     SegmentUnavailable { reason: String },
     /// The handle no longer names a ready publication (redeemed, reclaimed, other epoch).
     #[error("shared-memory handle is stale")]
@@ -54,6 +63,18 @@ pub enum ApiError {
     /// A failure inside this service that the client cannot act on.
     #[error("internal error")]
     Internal { reason: String },
+}
+
+/// The code users-service sends when it has no segment; the gateway maps it to
+/// [`ApiError::ShmUnavailable`].
+pub const SEGMENT_UNAVAILABLE: &str = "segment_unavailable";
+
+fn rejected_message(status: StatusCode) -> &'static str {
+    if status == StatusCode::INSUFFICIENT_STORAGE {
+        "payload is larger than a shared-memory slot"
+    } else {
+        "users-service refused the request"
+    }
 }
 
 impl ApiError {
@@ -74,17 +95,57 @@ impl ApiError {
         }
     }
 
-    /// The detail behind the client-facing message, for logs only.
-    pub fn internal_reason(&self) -> Option<&str> {
+    /// The short, stable code clients may match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadQuery(_) => "bad_query",
+            ApiError::UpstreamUnavailable { .. } => "upstream_unavailable",
+            ApiError::UpstreamDeadline { .. } => "upstream_timeout",
+            ApiError::BadUpstream { .. } => "upstream_invalid",
+            ApiError::UpstreamRejected { status, .. }
+                if *status == StatusCode::INSUFFICIENT_STORAGE =>
+            {
+                "too_large_for_slot"
+            }
+            ApiError::UpstreamRejected { .. } => "upstream_rejected",
+            ApiError::UpstreamBusy { .. } => "upstream_busy",
+            ApiError::TooLargeForSlot { .. } => "too_large_for_slot",
+            ApiError::SlotsExhausted => "slots_exhausted",
+            ApiError::ShmUnavailable { .. } => "shm_unavailable",
+            ApiError::SegmentUnavailable { .. } => SEGMENT_UNAVAILABLE,
+            ApiError::ShmStale { .. } => "shm_stale",
+            ApiError::ShmCorrupt { .. } => "shm_corrupt",
+            ApiError::Internal { .. } => "internal",
+        }
+    }
+
+    /// The detail behind the client-facing message, for logs and operators only.
+    pub fn internal_reason(&self) -> Option<Cow<'_, str>> {
         match self {
             ApiError::UpstreamUnavailable { reason }
             | ApiError::BadUpstream { reason }
+            | ApiError::UpstreamRejected { reason, .. }
+            | ApiError::UpstreamBusy { reason }
             | ApiError::ShmUnavailable { reason }
             | ApiError::SegmentUnavailable { reason }
             | ApiError::ShmStale { reason }
             | ApiError::ShmCorrupt { reason }
-            | ApiError::Internal { reason } => Some(reason),
-            _ => None,
+            | ApiError::Internal { reason } => Some(Cow::Borrowed(reason)),
+            ApiError::UpstreamDeadline { deadline } => Some(Cow::Owned(format!(
+                "no complete answer within the deadline of {}",
+                humantime::format_duration(*deadline)
+            ))),
+            ApiError::BadQuery(_) | ApiError::TooLargeForSlot { .. } | ApiError::SlotsExhausted => {
+                None
+            }
+        }
+    }
+
+    /// The client-facing message with the internal detail after it, for logs and operators.
+    pub fn detailed(&self) -> String {
+        match self.internal_reason() {
+            Some(reason) => format!("{self}: {reason}"),
+            None => self.to_string(),
         }
     }
 
@@ -116,6 +177,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();
         let message = self.to_string();
+        let code = self.code();
         // Losing and regaining users-service is logged once by `Upstream`, attach problems once
         // by `ShmClient`, and a segment that could not be created once at start-up, not per
         // request; a payload too large for a slot is the client's choice of count, not a fault.
@@ -128,15 +190,16 @@ impl IntoResponse for ApiError {
                 | ApiError::TooLargeForSlot { .. }
                 | ApiError::UpstreamRejected { .. }
         );
-        let reason = self.internal_reason().unwrap_or("");
+        let reason = self.internal_reason().unwrap_or_default();
         if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(%status, %message, reason, "request failed");
+            tracing::error!(%status, code, %message, %reason, "request failed");
         } else if status.is_server_error() && !logged_elsewhere {
-            tracing::warn!(%status, %message, reason, "request failed");
+            tracing::warn!(%status, code, %message, %reason, "request failed");
         } else {
-            tracing::debug!(%status, %message, reason, "request refused or failed");
+            tracing::debug!(%status, code, %message, %reason, "request refused or failed");
         }
-        let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
+        let body = Json(serde_json::json!({ "error": message, "code": code }));
+        let mut response = (status, body).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
@@ -167,6 +230,7 @@ mod tests {
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         let body = body_of(response).await;
         assert_eq!(body["error"], "users-service is unavailable");
+        assert_eq!(body["code"], "upstream_unavailable");
     }
 
     #[tokio::test]
@@ -179,15 +243,95 @@ mod tests {
         assert!(response.headers().get(header::RETRY_AFTER).is_none());
     }
 
+    /// Every variant that carries internal detail: its body is exactly the stable code and
+    /// message, and no part of the detail (paths, errno, upstream text, the deadline).
     #[tokio::test]
-    async fn deadline_message_names_the_deadline() {
-        let error = ApiError::UpstreamDeadline {
-            deadline: Duration::from_millis(2500),
-        };
-        let body = body_of(error.into_response()).await;
-        assert_eq!(
-            body["error"],
-            "users-service did not answer within 2s 500ms"
-        );
+    async fn no_internal_detail_reaches_a_response_body() {
+        const DETAIL: &str = "/dev/shm/segment: No such file or directory (os error 2) @sock-1f2e";
+        let cases = [
+            (
+                ApiError::UpstreamUnavailable {
+                    reason: DETAIL.into(),
+                },
+                "upstream_unavailable",
+            ),
+            (
+                ApiError::UpstreamDeadline {
+                    deadline: Duration::from_millis(2500),
+                },
+                "upstream_timeout",
+            ),
+            (
+                ApiError::BadUpstream {
+                    reason: DETAIL.into(),
+                },
+                "upstream_invalid",
+            ),
+            (
+                ApiError::UpstreamRejected {
+                    status: StatusCode::INSUFFICIENT_STORAGE,
+                    reason: DETAIL.into(),
+                },
+                "too_large_for_slot",
+            ),
+            (
+                ApiError::UpstreamRejected {
+                    status: StatusCode::NOT_FOUND,
+                    reason: DETAIL.into(),
+                },
+                "upstream_rejected",
+            ),
+            (
+                ApiError::UpstreamBusy {
+                    reason: DETAIL.into(),
+                },
+                "upstream_busy",
+            ),
+            (
+                ApiError::ShmUnavailable {
+                    reason: DETAIL.into(),
+                },
+                "shm_unavailable",
+            ),
+            (
+                ApiError::SegmentUnavailable {
+                    reason: DETAIL.into(),
+                },
+                SEGMENT_UNAVAILABLE,
+            ),
+            (
+                ApiError::ShmStale {
+                    reason: DETAIL.into(),
+                },
+                "shm_stale",
+            ),
+            (
+                ApiError::ShmCorrupt {
+                    reason: DETAIL.into(),
+                },
+                "shm_corrupt",
+            ),
+            (
+                ApiError::Internal {
+                    reason: DETAIL.into(),
+                },
+                "internal",
+            ),
+        ];
+        for (error, code) in cases {
+            let message = error.to_string();
+            let detailed = error.detailed();
+            assert!(
+                detailed.len() > message.len(),
+                "{code}: detail kept for logs"
+            );
+            let body = body_of(error.into_response()).await;
+            assert_eq!(body["code"], code);
+            assert_eq!(body["error"], message.as_str(), "{code}");
+            let text = body.to_string();
+            for leak in ["/dev/shm", "os error", "No such file", "sock-", "2s 500ms"] {
+                assert!(!text.contains(leak), "{code}: {text}");
+            }
+        }
     }
 }

@@ -47,6 +47,24 @@ pub struct User {
     pub tags: Vec<&'static str>,
 }
 
+impl User {
+    /// Bytes this record holds in memory, its strings' buffers included (for cache bounds).
+    pub fn memory_bytes(&self) -> usize {
+        let strings = [
+            &self.email,
+            &self.phone,
+            &self.company,
+            &self.job_title,
+            &self.created_at,
+            &self.address.street,
+            &self.address.postal_code,
+        ];
+        std::mem::size_of::<User>()
+            + strings.iter().map(|text| text.capacity()).sum::<usize>()
+            + self.tags.capacity() * std::mem::size_of::<&str>()
+    }
+}
+
 /// A user's postal address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Address {

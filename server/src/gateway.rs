@@ -2,6 +2,19 @@
 //! pooled HTTP (`/api/users-via-api`), passed through shared memory with HTTP carrying only the
 //! handle (`/api/users-via-shm`), or served from a body it serialized once (`/api/users-cached`,
 //! the ceiling for benchmarks). `run` is callable from other crates.
+//!
+//! What clients see of failures is a status, a stable code and a fixed message (`ApiError`);
+//! `/readyz` says only `ready` and one word per dependency. The detail (users-service's error
+//! text, socket names, epochs, errno, error chains) goes to the log and to `GET /status` on the
+//! operators' listener, `--admin-listen`, which is off unless given and meant for loopback.
+//!
+//! Execution policy for CPU-heavy work: generating and serializing a body (the cached route's
+//! miss, up to ~3.7 MB, milliseconds) runs on tokio's blocking pool, never on an async worker.
+//! What the two transports do per request is verification of bytes already in memory — the
+//! crc32 of a REST body, and the copy out of a slot with its crc32 for shared memory,
+//! microseconds for the default body and bounded by the slot size and
+//! `MAX_UPSTREAM_BODY_BYTES` — and runs inline on both alike, so the comparison measures the
+//! transports, not the scheduling. A cache hit is a reference-count increment, served inline.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,8 +33,11 @@ use crate::failpoints;
 use crate::payload::{Payload, Transport};
 use crate::query::UsersQuery;
 use crate::query_cache::QueryCache;
-use crate::serve::{CommonArgs, ShutdownSignal, announce, bind, serve_until_signal};
-use crate::shm_consumer::ShmClient;
+use crate::serve::{
+    CommonArgs, ShutdownSignal, announce, announce_admin, bind, serve_until_signal,
+};
+use crate::shm_consumer::{AttachedTo, ShmClient};
+use crate::slot_deadline;
 use crate::telemetry;
 use crate::upstream::{Upstream, parse_upstream_url};
 
@@ -54,6 +70,15 @@ pub struct Args {
     /// (`GET /shm/segment`) at every attach.
     #[arg(long, env = "SHMBRIDGE_SHM_SOCKET")]
     pub shm_socket: Option<String>,
+    /// How long a read may hold its slot before the reaper takes it back (more than 0, at most
+    /// 1h).
+    #[arg(long, env = "SHMBRIDGE_LEASE", default_value = "1s", value_parser = slot_deadline::parse)]
+    pub lease: Duration,
+    /// Also serve the operators' `GET /status` (readiness with its detail: error chains,
+    /// socket, epoch) on this address, announced as `admin listening on ADDR` on stdout after
+    /// the main address. Off unless given; bind it to loopback.
+    #[arg(long, env = "SHMBRIDGE_GATEWAY_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
     /// Serve /api/users-via-shm over the REST path when shared memory fails (marked
     /// `x-transport: api-fallback` and counted). Off by default so shm failures stay visible.
     #[arg(long, env = "SHMBRIDGE_SHM_FALLBACK_TO_API")]
@@ -78,10 +103,13 @@ struct Shared {
 
 impl AppState {
     pub fn new(args: &Args) -> anyhow::Result<AppState> {
+        // The flag's parser refuses these already; this catches `Args` built in code.
+        let lease = slot_deadline::check(args.lease)
+            .map_err(|error| anyhow::anyhow!("--lease: {error}"))?;
         Ok(AppState {
             inner: Arc::new(Shared {
                 upstream: Upstream::new(args.upstream.clone(), args.deadline, args.pool_max_idle)?,
-                shm: ShmClient::new(args.shm_socket.clone()),
+                shm: ShmClient::new(args.shm_socket.clone(), lease),
                 fallback_to_api: args.shm_fallback_to_api,
                 cached: QueryCache::default(),
                 metrics: telemetry::metrics_handle(),
@@ -110,6 +138,14 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The operators' routes (`--admin-listen`): `GET /status`, readiness with its detail.
+pub fn admin_app(state: AppState) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .layer(telemetry::trace_layer())
+        .with_state(state)
+}
+
 /// Runs the gateway until SIGTERM/Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     telemetry::init_tracing(args.common.log_format);
@@ -117,8 +153,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let state = AppState::new(&args)?;
     telemetry::spawn_metrics_upkeep(state.inner.metrics.clone());
     let (listener, bound) = bind(args.listen).await?;
+    let admin = match args.admin_listen {
+        Some(listen) => Some(bind(listen).await?),
+        None => None,
+    };
     let shutdown = ShutdownSignal::install()?;
     announce(bound)?;
+    if let Some((admin_listener, admin_bound)) = admin {
+        announce_admin(admin_bound)?;
+        tracing::info!(%admin_bound, "operators' status listening");
+        let admin_router = admin_app(state.clone());
+        // Served until the process exits: a status request in flight at shutdown is cut off,
+        // which costs an operator a retry and keeps the drain about client requests.
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(admin_listener, admin_router).await {
+                tracing::warn!(%error, "the operators' status listener failed");
+            }
+        });
+    }
     tracing::info!(%bound, upstream = %args.upstream, deadline = ?args.deadline, "gateway listening");
     serve_until_signal(listener, app(state), shutdown, args.common.shutdown_timeout).await
 }
@@ -181,7 +233,13 @@ async fn attempt_via_shm(shared: &Shared, query: UsersQuery) -> Result<Payload, 
         .shm
         .attachment(upstream, None, "not_attached")
         .await?;
-    let handle = upstream.publish_users(query).await?;
+    let handle = upstream.publish_users(query).await.inspect_err(|error| {
+        // users-service has no segment: logged once per distinct reason, and kept for the
+        // operators' status, like a failed attach.
+        if let ApiError::ShmUnavailable { .. } = error {
+            shared.shm.note_problem(error);
+        }
+    })?;
     let span = tracing::Span::current();
     span.record("slot", handle.slot);
     span.record("generation", handle.generation);
@@ -203,39 +261,88 @@ async fn users_cached(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = UsersQuery::parse(raw.as_deref())?;
-    let payload = state
-        .inner
-        .cached
-        .get_or_insert_with(query, || Payload::generate(query));
+    let payload = match state.inner.cached.get(query) {
+        Some(payload) => payload,
+        None => tokio::task::spawn_blocking(move || {
+            state
+                .inner
+                .cached
+                .get_or_insert_with(query, || Payload::generate(query))
+        })
+        .await
+        .map_err(|error| ApiError::Internal {
+            reason: format!("serializing task failed: {error}"),
+        })?,
+    };
     Ok(payload.into_response(Transport::Cached))
 }
 
+/// What readiness depends on: users-service answering its health check, and an attachment to
+/// its current segment.
+struct Readiness {
+    upstream: Result<(), ApiError>,
+    shm: Result<AttachedTo, ApiError>,
+}
+
+impl Readiness {
+    /// Checks both, attaching if needed. Answers within twice the deadline.
+    async fn check(shared: &Shared) -> Readiness {
+        let upstream = shared.upstream.is_healthy().await;
+        // Each exchange inside is bounded already; this bounds the sum (discovery + attach).
+        let deadline = shared.upstream.deadline();
+        let shm = tokio::time::timeout(deadline, shared.shm.readiness(&shared.upstream))
+            .await
+            .unwrap_or(Err(ApiError::ShmUnavailable {
+                reason: format!(
+                    "shared-memory check took longer than {}",
+                    humantime::format_duration(deadline)
+                ),
+            }));
+        Readiness { upstream, shm }
+    }
+
+    fn status_code(&self) -> StatusCode {
+        if self.upstream.is_ok() && self.shm.is_ok() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
+}
+
 /// `GET /readyz`: 200 when users-service answers its health check and the gateway is attached
-/// to its current segment (attaching if needed); 503 naming what is wrong otherwise, e.g. a
-/// segment of another layout version. Answers within twice the deadline.
+/// to its current segment (attaching if needed); 503 otherwise. The body says only which of the
+/// two is missing, in fixed words; why is in the log and in the operators' `/status`.
 async fn readyz(State(state): State<AppState>) -> Response {
-    let shared = &state.inner;
-    let upstream = shared.upstream.is_healthy().await;
-    // Each exchange inside is bounded already; this bounds the sum (discovery + attach).
-    let deadline = shared.upstream.deadline();
-    let shm = tokio::time::timeout(deadline, shared.shm.readiness(&shared.upstream))
-        .await
-        .unwrap_or_else(|_| {
-            Err(format!(
-                "shared-memory check took longer than {}",
-                humantime::format_duration(deadline)
-            ))
-        });
-    let ready = upstream.is_ok() && shm.is_ok();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let readiness = Readiness::check(&state.inner).await;
+    let status = readiness.status_code();
     let body = serde_json::json!({
-        "ready": ready,
-        "upstream": upstream.map_or_else(|error| error.to_string(), |()| "reachable".to_owned()),
-        "shm": shm.unwrap_or_else(|problem| problem),
+        "ready": status == StatusCode::OK,
+        "upstream": if readiness.upstream.is_ok() { "reachable" } else { "unavailable" },
+        "shm": if readiness.shm.is_ok() { "attached" } else { "unavailable" },
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// `GET /status` on the operators' listener: the same checks as `/readyz` and the same status
+/// code, with the detail: users-service's URL and error chain, the segment's socket and epoch,
+/// or why there is none, and the last shared-memory problem noted.
+async fn status(State(state): State<AppState>) -> Response {
+    let shared = &state.inner;
+    let readiness = Readiness::check(shared).await;
+    let status = readiness.status_code();
+    let body = serde_json::json!({
+        "ready": status == StatusCode::OK,
+        "upstream": {
+            "url": shared.upstream.base().as_str(),
+            "reachable": readiness.upstream.is_ok(),
+            "problem": readiness.upstream.as_ref().err().map(ApiError::detailed),
+        },
+        "shm": {
+            "attached": readiness.shm.as_ref().ok(),
+            "problem": readiness.shm.as_ref().err().map(ApiError::detailed),
+            "last_problem": shared.shm.last_problem(),
+        },
     });
     (status, axum::Json(body)).into_response()
 }
@@ -285,6 +392,25 @@ mod tests {
         assert_eq!(headers[header::CONTENT_LENGTH], body.len().to_string());
     }
 
+    /// The execution policy, observed on a single-threaded runtime: while the cached route
+    /// serializes a body it does not have yet, the one async worker still answers `/healthz`.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_cache_miss_serializes_off_the_async_worker() {
+        let gateway = gateway_without_upstream().await;
+        let finished = std::sync::Mutex::new(Vec::new());
+        let cached = async {
+            let (status, _, _) = get(gateway.clone(), "/api/users-cached?count=2000").await;
+            assert_eq!(status, StatusCode::OK);
+            finished.lock().unwrap().push("cached");
+        };
+        let health = async {
+            get(gateway.clone(), "/healthz").await;
+            finished.lock().unwrap().push("healthz");
+        };
+        tokio::join!(cached, health);
+        assert_eq!(*finished.lock().unwrap(), ["healthz", "cached"]);
+    }
+
     #[tokio::test]
     async fn every_bad_query_is_a_400_on_every_users_route() {
         let over_cap = format!("count={}", MAX_COUNT + 1);
@@ -309,6 +435,26 @@ mod tests {
                 assert!(error["error"].is_string(), "{uri}");
             }
         }
+    }
+
+    #[test]
+    fn a_lease_out_of_bounds_is_refused_naming_flag_and_bound() {
+        for (value, expected) in [
+            ("2h", "2h is above the maximum of 1h"),
+            ("0ms", "must be more than 0 and at most 1h"),
+        ] {
+            let error = Args::try_parse_from(["gateway", "--lease", value])
+                .err()
+                .unwrap_or_else(|| panic!("--lease {value} was accepted"))
+                .to_string();
+            assert!(error.contains("--lease"), "{error}");
+            assert!(error.contains(expected), "{error}");
+        }
+        let mut args = Args::try_parse_from(["gateway", "--lease", "1h"]).unwrap();
+        assert_eq!(args.lease, shmbridge::MAX_DEADLINE_AHEAD);
+        args.lease = Duration::ZERO;
+        let error = AppState::new(&args).err().expect("a zero lease is refused");
+        assert!(error.to_string().starts_with("--lease: "), "{error}");
     }
 
     #[tokio::test]

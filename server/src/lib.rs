@@ -4,6 +4,7 @@
 
 pub mod api_error;
 pub mod dataset;
+pub mod failpoint_build;
 pub mod failpoints;
 pub mod gateway;
 pub mod payload;
@@ -12,6 +13,7 @@ pub mod query_cache;
 pub mod serve;
 pub mod shm_consumer;
 pub mod shm_producer;
+pub mod slot_deadline;
 pub mod stale_segment;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -1,50 +1,167 @@
 //! A small bounded map from a users query to something derived from it (a generated dataset,
-//! a serialized body), shared by concurrent handlers.
+//! a serialized body), shared by concurrent handlers, evicting the least recently used entry
+//! when full.
+//!
+//! Bounded twice: at most [`QueryCache::MAX_ENTRIES`] queries and [`QueryCache::MAX_BYTES`]
+//! of values (as [`Weigh`] counts them). When an insert goes over either bound, the least
+//! recently used entries go, one at a time, until it fits; the rest stay. (The cache used to be
+//! emptied when full, so a client cycling through seeds made every client regenerate its body
+//! on every request.) A value heavier than the whole byte bound is returned but not kept.
+//!
+//! LRU is not scan-resistant: a client that asks for more than `MAX_ENTRIES` new queries
+//! between two requests for a hot one still pushes the hot one out. It only ever costs a
+//! regeneration, never a wrong body.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::dataset::User;
+use crate::payload::Payload;
 use crate::query::UsersQuery;
 
+/// The memory a cached value holds, in bytes (close enough to bound the cache, not exact).
+pub trait Weigh {
+    fn weight(&self) -> usize;
+}
+
+impl Weigh for Payload {
+    fn weight(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+impl Weigh for Arc<[User]> {
+    fn weight(&self) -> usize {
+        self.iter().map(User::memory_bytes).sum()
+    }
+}
+
 /// Values computed once per query and then cloned out (keep `V` cheap to clone: `Arc`, `Bytes`).
-///
-/// Bounded to [`QueryCache::MAX_ENTRIES`] queries; when full it is emptied, which keeps it
-/// simple and its memory bounded (at most 16 x the `MAX_COUNT` dataset, ~100 MB, in the worst
-/// case; benchmarks use one query, so they never hit the bound).
 #[derive(Debug)]
 pub struct QueryCache<V> {
-    entries: Mutex<HashMap<UsersQuery, V>>,
+    state: Mutex<Entries<V>>,
+    max_entries: usize,
+    max_bytes: usize,
+}
+
+#[derive(Debug)]
+struct Entries<V> {
+    map: HashMap<UsersQuery, Entry<V>>,
+    /// Sum of the weights in `map`.
+    bytes: usize,
+    /// Ticks once per use; an entry's `last_used` orders it for eviction.
+    clock: u64,
+}
+
+#[derive(Debug)]
+struct Entry<V> {
+    value: V,
+    weight: usize,
+    last_used: u64,
 }
 
 impl<V> Default for QueryCache<V> {
+    /// [`QueryCache::MAX_ENTRIES`] entries, [`QueryCache::MAX_BYTES`] bytes.
     fn default() -> Self {
-        QueryCache {
-            entries: Mutex::new(HashMap::new()),
-        }
+        QueryCache::new(Self::MAX_ENTRIES, Self::MAX_BYTES)
     }
 }
 
-impl<V: Clone> QueryCache<V> {
+impl<V> QueryCache<V> {
+    /// Queries kept: benchmarks use one, so they never reach it.
     pub const MAX_ENTRIES: usize = 16;
+    /// Bytes of values kept: 16 bodies of the default size take 4 MiB; the bound stops a
+    /// client asking for `MAX_COUNT` bodies (~3.7 MB each) from holding more than eight.
+    pub const MAX_BYTES: usize = 32 << 20;
+
+    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
+        QueryCache {
+            state: Mutex::new(Entries {
+                map: HashMap::new(),
+                bytes: 0,
+                clock: 0,
+            }),
+            max_entries,
+            max_bytes,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Entries<V>> {
+        // Every change keeps `map` and `bytes` consistent before anything can panic, so the
+        // state is valid even if a holder panicked.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<V: Clone + Weigh> QueryCache<V> {
+    /// The value for `query` if cached, marking it used.
+    pub fn get(&self, query: UsersQuery) -> Option<V> {
+        let mut entries = self.lock();
+        entries.clock += 1;
+        let now = entries.clock;
+        let entry = entries.map.get_mut(&query)?;
+        entry.last_used = now;
+        Some(entry.value.clone())
+    }
 
     /// The value for `query`, computing it with `make` if absent.
     pub fn get_or_insert_with(&self, query: UsersQuery, make: impl FnOnce() -> V) -> V {
-        if let Some(value) = self.lock().get(&query) {
-            return value.clone();
+        if let Some(value) = self.get(query) {
+            return value;
         }
         // Compute outside the lock: two first requests may both do it, and that is harmless.
         let value = make();
-        let mut entries = self.lock();
-        if entries.len() >= Self::MAX_ENTRIES {
-            entries.clear();
-        }
-        entries.insert(query, value.clone());
+        self.insert(query, value.clone());
         value
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<UsersQuery, V>> {
-        // Every insert is a single call, so the map is valid even if a holder panicked.
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Number of queries cached now.
+    pub fn len(&self) -> usize {
+        self.lock().map.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of values cached now.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn insert(&self, query: UsersQuery, value: V) {
+        let weight = value.weight();
+        if weight > self.max_bytes || self.max_entries == 0 {
+            return;
+        }
+        let mut entries = self.lock();
+        entries.clock += 1;
+        let entry = Entry {
+            value,
+            weight,
+            last_used: entries.clock,
+        };
+        if let Some(replaced) = entries.map.insert(query, entry) {
+            entries.bytes -= replaced.weight;
+        }
+        entries.bytes += weight;
+        while entries.map.len() > self.max_entries || entries.bytes > self.max_bytes {
+            // The entry just inserted is the most recently used and fits alone, so another
+            // one is always found first.
+            let Some(oldest) = entries
+                .map
+                .iter()
+                .filter(|(key, _)| **key != query)
+                .min_by_key(|(_, entry)| entry.last_used)
+                .map(|(key, _)| *key)
+            else {
+                break;
+            };
+            if let Some(evicted) = entries.map.remove(&oldest) {
+                entries.bytes -= evicted.weight;
+            }
+        }
     }
 }
 
@@ -52,18 +169,105 @@ impl<V: Clone> QueryCache<V> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn computes_once_per_query_and_stays_bounded() {
-        let cache = QueryCache::default();
-        let query = UsersQuery { count: 4, seed: 2 };
-        assert_eq!(cache.get_or_insert_with(query, || 7), 7);
-        assert_eq!(
-            cache.get_or_insert_with(query, || unreachable!("cached")),
-            7
-        );
-        for seed in 0..(QueryCache::<u32>::MAX_ENTRIES as u64 * 2) {
-            cache.get_or_insert_with(UsersQuery { count: 1, seed }, || 0);
+    /// A value that weighs its own number of bytes.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct Weighs(usize);
+
+    impl Weigh for Weighs {
+        fn weight(&self) -> usize {
+            self.0
         }
-        assert!(cache.lock().len() <= QueryCache::<u32>::MAX_ENTRIES);
+    }
+
+    fn query(seed: u64) -> UsersQuery {
+        UsersQuery { count: 1, seed }
+    }
+
+    #[test]
+    fn computes_once_per_query() {
+        let cache = QueryCache::default();
+        assert_eq!(cache.get_or_insert_with(query(2), || Weighs(7)), Weighs(7));
+        assert_eq!(
+            cache.get_or_insert_with(query(2), || unreachable!("cached")),
+            Weighs(7)
+        );
+    }
+
+    /// The old cache emptied itself when full: one query too many and the hot one was gone.
+    #[test]
+    fn a_full_cache_evicts_the_least_recently_used_entry_only() {
+        let cache = QueryCache::<Weighs>::default();
+        let full = QueryCache::<Weighs>::MAX_ENTRIES as u64;
+        for seed in 0..full {
+            cache.get_or_insert_with(query(seed), || Weighs(1));
+        }
+        // Seed 0 is used again, so seed 1 is now the least recently used.
+        cache.get_or_insert_with(query(0), || unreachable!("cached"));
+        cache.get_or_insert_with(query(full), || Weighs(1));
+        assert_eq!(cache.len(), QueryCache::<Weighs>::MAX_ENTRIES);
+        assert_eq!(cache.get(query(1)), None, "the least recently used went");
+        for seed in (0..=full).filter(|&seed| seed != 1) {
+            assert_eq!(cache.get(query(seed)), Some(Weighs(1)), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn a_client_cycling_seeds_does_not_evict_a_query_in_steady_use() {
+        let cache = QueryCache::<Weighs>::default();
+        let hot = query(u64::MAX);
+        let mut hot_made = 0;
+        for seed in 0..1_000 {
+            cache.get_or_insert_with(hot, || {
+                hot_made += 1;
+                Weighs(1)
+            });
+            cache.get_or_insert_with(query(seed), || Weighs(1));
+        }
+        assert_eq!(hot_made, 1);
+        assert_eq!(cache.len(), QueryCache::<Weighs>::MAX_ENTRIES);
+    }
+
+    #[test]
+    fn the_byte_bound_evicts_the_oldest_until_the_new_value_fits() {
+        let cache = QueryCache::new(10, 100);
+        cache.get_or_insert_with(query(1), || Weighs(40));
+        cache.get_or_insert_with(query(2), || Weighs(40));
+        cache.get_or_insert_with(query(3), || Weighs(10));
+        cache.get(query(1));
+        // 90 + 50 > 100: query 2 (least recently used) goes, 100 bytes remain.
+        cache.get_or_insert_with(query(4), || Weighs(50));
+        assert_eq!(cache.get(query(2)), None);
+        assert_eq!(cache.bytes(), 100);
+        assert_eq!(cache.len(), 3);
+        // 100 bytes alone still fits; everything else goes.
+        cache.get_or_insert_with(query(5), || Weighs(100));
+        assert_eq!(cache.bytes(), 100);
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_value_heavier_than_the_whole_bound_is_returned_but_not_kept() {
+        let cache = QueryCache::new(10, 100);
+        cache.get_or_insert_with(query(1), || Weighs(10));
+        assert_eq!(
+            cache.get_or_insert_with(query(2), || Weighs(101)),
+            Weighs(101)
+        );
+        assert_eq!(cache.get(query(2)), None);
+        assert_eq!(
+            cache.get(query(1)),
+            Some(Weighs(10)),
+            "nothing was evicted for it"
+        );
+    }
+
+    /// The byte bound is only as good as the weights: a dataset must weigh about what its
+    /// records hold, which is of the order of its JSON.
+    #[test]
+    fn a_dataset_weighs_about_its_serialized_size() {
+        let users: Arc<[User]> = crate::dataset::users(100, 1).into();
+        let json = crate::payload::serialize_body(&users).len();
+        let weight = users.weight();
+        assert!((json / 2..json * 3).contains(&weight), "{weight} vs {json}");
     }
 }

@@ -40,6 +40,14 @@ pub fn announce(bound: SocketAddr) -> anyhow::Result<()> {
     stdout.flush().context("cannot flush stdout")
 }
 
+/// Prints `admin listening on ADDR` the same way, after [`announce`], for a service that also
+/// serves an operators' listener.
+pub fn announce_admin(bound: SocketAddr) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "admin listening on {bound}").context("cannot write to stdout")?;
+    stdout.flush().context("cannot flush stdout")
+}
+
 /// SIGTERM and SIGINT (Ctrl-C) handlers, installed before the service announces itself so a
 /// signal sent right after the `listening on` line is never the default (fatal) action.
 pub struct ShutdownSignal {

@@ -3,6 +3,7 @@
 //! redeeming a handle into verified bytes.
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use shmbridge::{AcquireError, Consumer, ConsumerOptions, Handle, ReadError, attach_via_socket};
 
@@ -62,6 +63,15 @@ impl Attachment {
     }
 }
 
+/// Which segment the gateway is attached to, for the operators' `/status`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AttachedTo {
+    /// 16 lowercase hex digits, as in handles.
+    pub epoch: String,
+    /// The abstract socket it was received from (without the leading `@`).
+    pub socket: String,
+}
+
 /// The gateway's current attachment, if any, and the last reason it could not attach.
 pub struct ShmClient {
     /// `--shm-socket`; when absent the name is asked from users-service (`GET /shm/segment`)
@@ -71,12 +81,15 @@ pub struct ShmClient {
     /// Serializes attaching, so a burst of requests after a restart attaches once.
     attaching: tokio::sync::Mutex<()>,
     last_problem: Mutex<Option<String>>,
+    /// How long a read may hold its slot (`--lease`).
+    lease: Duration,
 }
 
 impl ShmClient {
-    pub fn new(configured_socket: Option<String>) -> ShmClient {
+    pub fn new(configured_socket: Option<String>, lease: Duration) -> ShmClient {
         ShmClient {
             configured_socket,
+            lease,
             attached: RwLock::new(None),
             attaching: tokio::sync::Mutex::new(()),
             last_problem: Mutex::new(None),
@@ -173,18 +186,17 @@ impl ShmClient {
             .map_err(|error| ApiError::ShmUnavailable {
                 reason: format!("cannot attach via @{socket}: {error}"),
             })?;
-        let consumer =
-            Consumer::new(Arc::new(segment), ConsumerOptions::default()).map_err(|error| {
-                ApiError::Internal {
-                    reason: format!("cannot create a consumer: {error}"),
-                }
+        let consumer = Consumer::new(Arc::new(segment), ConsumerOptions { lease: self.lease })
+            .map_err(|error| ApiError::Internal {
+                reason: format!("cannot create a consumer: {error}"),
             })?;
         Ok(Attachment { consumer, socket })
     }
 
-    /// Logs an attach failure once per distinct reason, and keeps it for `/readyz`.
-    fn note_problem(&self, error: &ApiError) {
-        let text = describe(error);
+    /// Logs a shared-memory failure once per distinct reason, and keeps it for the operators'
+    /// `/status`.
+    pub fn note_problem(&self, error: &ApiError) {
+        let text = error.detailed();
         let mut last = self
             .last_problem
             .lock()
@@ -195,35 +207,30 @@ impl ShmClient {
         }
     }
 
-    /// The shared-memory part of `/readyz`: attaches (or re-attaches to a restarted producer)
-    /// if needed, and says why not when it cannot.
-    pub async fn readiness(&self, upstream: &Upstream) -> Result<String, String> {
+    /// The last shared-memory problem noted, if any (cleared by the next successful attach).
+    pub fn last_problem(&self) -> Option<String> {
+        self.last_problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The shared-memory part of readiness: attaches (or re-attaches to a restarted producer)
+    /// if needed; the error says why not, with its internal detail (for logs and operators).
+    pub async fn readiness(&self, upstream: &Upstream) -> Result<AttachedTo, ApiError> {
         // The epoch users-service serves now, so a restarted producer is noticed here too. With
         // `--shm-socket` the segment can still be checked when users-service cannot say.
         let wanted_epoch = match upstream.segment_info().await {
             Ok(info) => u64::from_str_radix(&info.epoch, 16).ok(),
-            Err(error) if self.configured_socket.is_none() => return Err(describe(&error)),
+            Err(error) if self.configured_socket.is_none() => return Err(error),
             Err(_) => None,
         };
-        match self
+        let attachment = self
             .attachment(upstream, wanted_epoch, "readiness_check")
-            .await
-        {
-            Ok(attachment) => Ok(format!("attached to epoch {:016x}", attachment.epoch())),
-            Err(error) => Err(describe(&error)),
-        }
-    }
-}
-
-/// The client-facing message plus the internal reason, for logs and `/readyz` (an operator
-/// endpoint, where the reason is what the operator needs).
-fn describe(error: &ApiError) -> String {
-    match error {
-        ApiError::ShmUnavailable { reason }
-        | ApiError::ShmStale { reason }
-        | ApiError::UpstreamUnavailable { reason }
-        | ApiError::BadUpstream { reason }
-        | ApiError::Internal { reason } => format!("{error}: {reason}"),
-        other => other.to_string(),
+            .await?;
+        Ok(AttachedTo {
+            epoch: format!("{:016x}", attachment.epoch()),
+            socket: attachment.socket.clone(),
+        })
     }
 }

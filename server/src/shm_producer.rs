@@ -16,6 +16,7 @@ use shmbridge::{
 
 use crate::api_error::ApiError;
 use crate::failpoints;
+use crate::slot_deadline::{self, SlotDeadlineError};
 use crate::stale_segment;
 
 /// Shared-memory options of users-service.
@@ -40,8 +41,13 @@ pub struct ShmArgs {
     /// How long a publication waits for a free slot before answering 503.
     #[arg(long, env = "SHMBRIDGE_CLAIM_TIMEOUT", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub claim_timeout: Duration,
-    /// How long a published slot waits for its gateway before the reaper takes it back.
-    #[arg(long, env = "SHMBRIDGE_READY_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
+    /// How long a publication may hold its slot while writing it before the reaper takes it
+    /// back (more than 0, at most 1h).
+    #[arg(long, env = "SHMBRIDGE_LEASE", default_value = "1s", value_parser = slot_deadline::parse)]
+    pub lease: Duration,
+    /// How long a published slot waits for its gateway before the reaper takes it back (more
+    /// than 0, at most 1h).
+    #[arg(long, env = "SHMBRIDGE_READY_TTL", default_value = "5s", value_parser = slot_deadline::parse)]
     pub ready_ttl: Duration,
 }
 
@@ -72,8 +78,18 @@ pub enum StartError {
         location: String,
         cause: CreateError,
     },
-    /// A setting users-service must not start with: an invalid geometry, a segment file in use
-    /// by a live process, a socket name already taken.
+    /// `--lease` or `--ready-ttl` outside its bounds (the flags' parser refuses these already;
+    /// this catches `ShmArgs` built in code).
+    #[error("{flag}: {source}")]
+    BadDeadline {
+        flag: &'static str,
+        source: SlotDeadlineError,
+    },
+    /// The file at `--shm-path` belongs to a live segment, or is not ours to replace.
+    #[error(transparent)]
+    Leftover(#[from] stale_segment::StaleSegmentError),
+    /// A setting users-service must not start with: an invalid geometry, a socket name already
+    /// taken.
     #[error(transparent)]
     Refused(#[from] anyhow::Error),
 }
@@ -95,6 +111,10 @@ pub struct ShmProducer {
 
 impl ShmProducer {
     pub fn start(args: &ShmArgs) -> Result<ShmProducer, StartError> {
+        for (flag, value) in [("--lease", args.lease), ("--ready-ttl", args.ready_ttl)] {
+            slot_deadline::check(value)
+                .map_err(|source| StartError::BadDeadline { flag, source })?;
+        }
         let config = SegmentConfig {
             slot_count: args.slot_count,
             slot_size: args.slot_size,
@@ -125,8 +145,8 @@ impl ShmProducer {
             anyhow::anyhow!("cannot serve the segment on abstract socket @{socket}: {error}")
         })?;
         let options = ProducerOptions {
+            lease: args.lease,
             ready_ttl: args.ready_ttl,
-            ..ProducerOptions::default()
         };
         let producer = Arc::new(Producer::new(segment, options).map_err(anyhow::Error::from)?);
         let reaper = producer
@@ -359,6 +379,35 @@ mod tests {
         assert!(matches!(
             ShmProducer::start(&cli.shm),
             Err(StartError::Refused(_))
+        ));
+    }
+
+    #[test]
+    fn lease_and_ttl_out_of_bounds_are_refused_naming_flag_and_bound() {
+        for flag in ["--lease", "--ready-ttl"] {
+            for (value, expected) in [
+                ("2h", "2h is above the maximum of 1h"),
+                ("0s", "must be more than 0 and at most 1h"),
+            ] {
+                let error = Cli::try_parse_from(["test", flag, value])
+                    .err()
+                    .unwrap_or_else(|| panic!("{flag} {value} was accepted"))
+                    .to_string();
+                assert!(error.contains(flag), "{error}");
+                assert!(error.contains(expected), "{error}");
+            }
+            let at_bound = Cli::try_parse_from(["test", flag, "1h"]).unwrap();
+            assert!(ShmProducer::start(&at_bound.shm).is_ok(), "{flag} 1h");
+        }
+        // Arguments built in code are held to the same bounds.
+        let mut args = Cli::try_parse_from(["test"]).unwrap().shm;
+        args.ready_ttl = Duration::from_secs(7200);
+        assert!(matches!(
+            ShmProducer::start(&args),
+            Err(StartError::BadDeadline {
+                flag: "--ready-ttl",
+                ..
+            })
         ));
     }
 

@@ -11,7 +11,7 @@ use crate::query::UsersQuery;
 /// Parses `raw` as the query string of a users route (both services share the parser) and checks
 /// the outcome: a valid request never carries a `count` above [`MAX_COUNT`] and reads back from
 /// its canonical form unchanged; an invalid one becomes a 400 whose body is a JSON object with a
-/// non-empty `error` string.
+/// non-empty `error` string and the code `bad_query`.
 ///
 /// # Panics
 /// When either promise is broken.
@@ -45,6 +45,7 @@ pub fn check_query_text(raw: &str) {
             let json: serde_json::Value = serde_json::from_slice(&body).expect("error body parses");
             let message = json["error"].as_str().expect("an error string");
             assert!(!message.is_empty());
+            assert_eq!(json["code"], "bad_query", "the stable code");
         }
     }
 }

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use bytes::{Bytes, BytesMut};
 use reqwest::Url;
 
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, SEGMENT_UNAVAILABLE};
 use crate::payload::{CRC_HEADER, Payload, parse_crc};
 use crate::query::UsersQuery;
 use crate::shm_producer::SegmentInfo;
@@ -52,6 +52,11 @@ impl Upstream {
 
     pub fn deadline(&self) -> Duration {
         self.deadline
+    }
+
+    /// users-service's base URL (for logs and the operators' status).
+    pub fn base(&self) -> &Url {
+        &self.base
     }
 
     /// `GET /users` for `query`, verified: a 200 whose body length and crc32 match its headers.
@@ -154,7 +159,7 @@ impl Upstream {
             ) => {
                 if self.reachable.swap(false, Ordering::Relaxed) {
                     let reason = error.internal_reason().unwrap_or_default();
-                    tracing::warn!(upstream = %self.base, %error, reason, "users-service became unreachable");
+                    tracing::warn!(upstream = %self.base, %error, %reason, "users-service became unreachable");
                 }
             }
             _ => {
@@ -175,37 +180,55 @@ fn claimed_crc(response: &reqwest::Response) -> Result<u32, ApiError> {
         .ok_or_else(|| bad_upstream(format!("missing or malformed {CRC_HEADER} header")))
 }
 
-/// Passes a 200 through; turns any other status into the matching gateway error.
+/// Passes a 200 through; turns any other status into the matching gateway error. What
+/// users-service said goes into the error's internal reason (logs, operators), never to the
+/// client; its stable `code` may choose the error.
 async fn accept_ok(response: reqwest::Response) -> Result<reqwest::Response, ApiError> {
     let status = response.status();
     if status == StatusCode::OK {
         return Ok(response);
     }
     let body = read_body(response).await.unwrap_or_default();
-    let message = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|value| value["error"].as_str().map(str::to_owned));
-    Err(match (status, message) {
-        (StatusCode::SERVICE_UNAVAILABLE, message) => {
+    let answer = serde_json::from_slice::<serde_json::Value>(&body).ok();
+    let field = |name: &str| {
+        answer
+            .as_ref()
+            .and_then(|value| value[name].as_str())
+            .map(str::to_owned)
+    };
+    let (message, code) = (field("error"), field("code"));
+    let said = format!(
+        "users-service answered {status} ({}): {}",
+        code.as_deref().unwrap_or("no code"),
+        message.as_deref().unwrap_or("no JSON error body")
+    );
+    Err(match status {
+        StatusCode::SERVICE_UNAVAILABLE if code.as_deref() == Some(SEGMENT_UNAVAILABLE) => {
             metrics::counter!("upstream_errors_total", "kind" => "busy").increment(1);
-            ApiError::UpstreamBusy {
-                message: message.unwrap_or_else(|| "no reason given".to_owned()),
+            ApiError::ShmUnavailable {
+                reason: format!(
+                    "users-service has no shared-memory segment (its /readyz says why); {said}"
+                ),
             }
         }
+        StatusCode::SERVICE_UNAVAILABLE => {
+            metrics::counter!("upstream_errors_total", "kind" => "busy").increment(1);
+            ApiError::UpstreamBusy { reason: said }
+        }
         // The gateway validates queries itself, so a 400 here means the two disagree: only
-        // client errors users-service explains (e.g. a payload too large for a slot) go back.
-        (status, Some(message))
-            if status.is_client_error() && status != StatusCode::BAD_REQUEST =>
+        // client errors users-service explains (e.g. a payload too large for a slot) go back,
+        // as their status and a stable message of the gateway's own.
+        status
+            if message.is_some()
+                && ((status.is_client_error() && status != StatusCode::BAD_REQUEST)
+                    || status == StatusCode::INSUFFICIENT_STORAGE) =>
         {
-            ApiError::UpstreamRejected { status, message }
+            ApiError::UpstreamRejected {
+                status,
+                reason: said,
+            }
         }
-        (status, Some(message)) if status == StatusCode::INSUFFICIENT_STORAGE => {
-            ApiError::UpstreamRejected { status, message }
-        }
-        (status, message) => bad_upstream(format!(
-            "unexpected status {status}: {}",
-            message.unwrap_or_else(|| "no JSON error body".to_owned())
-        )),
+        _ => bad_upstream(format!("unexpected answer: {said}")),
     })
 }
 

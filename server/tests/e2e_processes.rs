@@ -65,7 +65,11 @@ async fn both_endpoints_return_identical_verified_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_users_service_gives_503_within_the_deadline_then_recovers_after_restart() {
-    let (mut users, gateway) = start_pair(&["--deadline", "1s"]);
+    let (mut users, gateway) = start_pair(&["--deadline", "1s", "--admin-listen", "127.0.0.1:0"]);
+    let admin = gateway
+        .extra_stdout_line(Duration::from_secs(5))
+        .and_then(|line| Some(line.strip_prefix("admin listening on ")?.to_owned()))
+        .expect("with --admin-listen the gateway announces the operators' address second");
     let http = client();
     let expected = users_json(DEFAULT_COUNT, DEFAULT_SEED);
     for route in ["/api/users-via-api", "/api/users-via-shm"] {
@@ -146,8 +150,17 @@ async fn dead_users_service_gives_503_within_the_deadline_then_recovers_after_re
     assert_eq!(readiness.status(), StatusCode::OK);
     let readiness: serde_json::Value =
         serde_json::from_slice(&readiness.bytes().await.unwrap()).unwrap();
-    let epoch = segment["epoch"].as_str().unwrap();
-    assert_eq!(readiness["shm"], format!("attached to epoch {epoch}"));
+    assert_eq!(readiness["shm"], "attached");
+    // Which segment it is attached to is for operators.
+    let status = http
+        .get(format!("http://{admin}/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), StatusCode::OK);
+    let status: serde_json::Value = serde_json::from_slice(&status.bytes().await.unwrap()).unwrap();
+    assert_eq!(status["shm"]["attached"]["epoch"], segment["epoch"]);
+    assert_eq!(status["shm"]["attached"]["socket"], segment["socket"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

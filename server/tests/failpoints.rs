@@ -1,98 +1,36 @@
-//! The fault points fire where they say: a panic armed at MID_COPY unwinds out of `publish` and
-//! the slot goes back, and `return` kills a real users-service with SIGKILL mid-write.
-#![cfg(feature = "failpoints")]
+//! Fault points exist only where the chaos harness builds them: this package's own binaries
+//! (what `cargo build` hands to users) refuse `FAILPOINTS` at start-up, while the separate
+//! fail-point build fires them where they say: a panic armed at MID_COPY unwinds out of the
+//! publication and the slot goes back, and `return` kills users-service with SIGKILL mid-write.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+mod process;
+
+use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
-use std::panic::AssertUnwindSafe;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use process::{ServiceProcess, client, failpoint_binaries};
+use reqwest::StatusCode;
 use shmbridge_server::failpoints;
-use shmbridge_server::shm_producer::{ShmArgs, ShmProducer};
 
-const CLAIM_TIMEOUT: Duration = Duration::from_millis(20);
+/// How long a refusing service may take to exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn shm_args() -> ShmArgs {
-    ShmArgs {
-        slot_count: 2,
-        slot_size: 65536,
-        shm_socket: None,
-        shm_path: None,
-        claim_timeout: CLAIM_TIMEOUT,
-        ready_ttl: Duration::from_secs(5),
-    }
-}
-
-#[test]
-fn a_panic_armed_mid_copy_unwinds_out_of_publish_and_frees_the_slot() {
-    let producer = ShmProducer::start(&shm_args()).unwrap();
-    failpoints::configure(&format!("{}=1*panic(armed by test)", failpoints::MID_COPY)).unwrap();
-    let body = vec![b'x'; 1000];
-    let panic =
-        std::panic::catch_unwind(AssertUnwindSafe(|| producer.publish(&body, CLAIM_TIMEOUT)))
-            .expect_err("the armed point must fire inside publish");
-    let message = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
-        .unwrap_or_default();
-    assert!(message.contains("armed by test"), "{message}");
-    assert_eq!(
-        producer.stats().slots.free,
-        2,
-        "the unwound write guard gives its slot back"
-    );
-    // `1*` fires once: the next publication goes through.
-    let handle = producer.publish(&body, CLAIM_TIMEOUT).unwrap();
-    assert_eq!(handle.len, 1000);
-}
-
-#[test]
-fn return_mid_copy_kills_users_service_with_sigkill() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_users-service"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--slot-count",
-            "2",
-            "--slot-size",
-            "65536",
-        ])
-        .env(
-            failpoints::ENV_VAR,
-            format!("{}=1*return", failpoints::MID_COPY),
-        )
-        .env("RUST_LOG", "warn")
+/// Runs `binary` with `FAILPOINTS=spec` and returns its exit status, stdout and stderr; kills it
+/// and fails the test if it is still running after [`EXIT_TIMEOUT`] (it started instead of
+/// refusing).
+fn run_armed(binary: &str, spec: &str) -> (std::process::ExitStatus, String, String) {
+    let mut child = Command::new(binary)
+        .args(["--listen", "127.0.0.1:0"])
+        .env(failpoints::ENV_VAR, spec)
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut first_line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first_line)
-        .unwrap();
-    let address = first_line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first_line:?}"))
-        .to_owned();
-
-    let mut stream = TcpStream::connect(&address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(b"POST /shm/users?count=5 HTTP/1.1\r\nhost: test\r\ncontent-length: 0\r\n\r\n")
-        .unwrap();
-    let mut answer = Vec::new();
-    // The process dies mid-request: the connection closes (or resets) without an answer.
-    let _ = stream.read_to_end(&mut answer);
-    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
-
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + EXIT_TIMEOUT;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -100,23 +38,118 @@ fn return_mid_copy_kills_users_service_with_sigkill() {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("users-service did not die at the armed point");
+            panic!(
+                "{binary} started with {}={spec:?} instead of refusing",
+                failpoints::ENV_VAR
+            );
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(
-        status.signal(),
-        Some(nix::sys::signal::Signal::SIGKILL as i32)
-    );
-    let mut log = String::new();
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
     child
         .stderr
         .take()
         .unwrap()
-        .read_to_string(&mut log)
+        .read_to_string(&mut stderr)
         .unwrap();
+    (status, stdout, stderr)
+}
+
+#[test]
+fn the_default_build_refuses_failpoints_with_a_clear_error() {
+    for (binary, point) in [
+        (env!("CARGO_BIN_EXE_users-service"), failpoints::MID_COPY),
+        (env!("CARGO_BIN_EXE_gateway"), failpoints::MID_READ),
+    ] {
+        let (status, stdout, stderr) = run_armed(binary, &format!("{point}=return"));
+        assert_eq!(status.code(), Some(1), "{binary}: {stderr}");
+        assert!(stdout.is_empty(), "{binary} announced itself: {stdout}");
+        assert!(
+            stderr.starts_with("error: FAILPOINTS is set")
+                && stderr.contains("this binary has no fault points"),
+            "{binary}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_panic_armed_mid_copy_unwinds_out_of_the_publication_and_frees_the_slot() {
+    let binary = failpoint_binaries().users_service.to_str().unwrap();
+    let armed = format!("{}=1*panic(armed by test)", failpoints::MID_COPY);
+    // One slot and a claim timeout far below the 1 s lease: the second publication finds the
+    // slot free only if the unwound write guard gave it back (the reaper would be too late).
+    let users = ServiceProcess::start_with_env(
+        binary,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--slot-count",
+            "1",
+            "--slot-size",
+            "65536",
+            "--claim-timeout",
+            "50ms",
+        ],
+        &[(failpoints::ENV_VAR, &armed)],
+    );
+    let http = client();
+    let publish = format!("{}/shm/users?count=5", users.url());
+    let first = http.post(&publish).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert!(
-        log.contains("fault point users-service::mid-copy: crashing with SIGKILL"),
-        "{log}"
+        users
+            .log_line_containing("armed by test", Duration::from_secs(5))
+            .is_some(),
+        "the armed point fired inside the publication"
+    );
+    // `1*` fires once: the next publication goes through, into the freed slot.
+    let second = http.post(&publish).send().await.unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    let handle: shmbridge::Handle = second.text().await.unwrap().parse().unwrap();
+    assert_eq!(handle.slot, 0);
+}
+
+#[tokio::test]
+async fn return_mid_copy_kills_users_service_with_sigkill() {
+    let binary = failpoint_binaries().users_service.to_str().unwrap();
+    let armed = format!("{}=1*return", failpoints::MID_COPY);
+    let mut users = ServiceProcess::start_with_env(
+        binary,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--slot-count",
+            "2",
+            "--slot-size",
+            "65536",
+        ],
+        &[(failpoints::ENV_VAR, &armed)],
+    );
+    // The process dies mid-request: the connection closes (or resets) without an answer.
+    let answer = client()
+        .post(format!("{}/shm/users?count=5", users.url()))
+        .send()
+        .await;
+    assert!(answer.is_err(), "{answer:?}");
+    let status = users
+        .wait_exit(Duration::from_secs(10))
+        .expect("users-service died at the armed point");
+    assert_eq!(
+        status.signal(),
+        Some(nix::sys::signal::Signal::SIGKILL as i32)
+    );
+    assert!(
+        users
+            .log_line_containing(
+                "fault point users-service::mid-copy: crashing with SIGKILL",
+                Duration::from_secs(5)
+            )
+            .is_some()
     );
 }

@@ -1,6 +1,7 @@
 //! The gateway against fake users-services that misbehave: every failure is a bounded, clean
-//! HTTP error (502 for a bad answer, 503 + Retry-After for slow or absent), never a 200 with
-//! bytes that differ from what was published.
+//! HTTP error (502 for a bad answer, 503 + Retry-After for slow or absent) with a stable code
+//! and none of users-service's own words, never a 200 with bytes that differ from what was
+//! published.
 
 mod common;
 
@@ -14,7 +15,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get as get_route, post};
 use axum::{Json, Router};
 use clap::Parser;
-use common::{error_message, gateway, get, serve_in_background, users_service};
+use common::{
+    assert_no_leak, error_code, error_message, gateway, gateway_with_admin, get,
+    serve_in_background, users_service,
+};
 use shmbridge::Handle;
 use shmbridge_server::payload::{Payload, format_crc};
 use shmbridge_server::query::UsersQuery;
@@ -41,6 +45,47 @@ async fn body_that_disagrees_with_its_crc_is_a_502() {
     let (status, _, body) = get(&gateway, "/api/users-via-api").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(error_message(&body), "users-service sent an invalid answer");
+    assert_eq!(error_code(&body), "upstream_invalid");
+}
+
+/// users-service's own error text (here a segment path and an errno) is never forwarded: the
+/// client gets the gateway's status, code and fixed message, the detail goes to the log.
+#[tokio::test]
+async fn upstream_error_text_never_reaches_the_client() {
+    const DETAIL: &str = "cannot create the shared-memory segment at /dev/shm/secret: \
+                          No space left on device (os error 28)";
+    let fake = Router::new()
+        .route(
+            "/users",
+            get_route(|| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(serde_json::json!({ "error": DETAIL, "code": "overloaded" })),
+                )
+            }),
+        )
+        .route(
+            "/shm/segment",
+            get_route(|| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(serde_json::json!({ "error": DETAIL, "code": "segment_unavailable" })),
+                )
+            }),
+        );
+    let gateway = gateway(&serve_in_background(fake).await, &[]);
+    for (route, code) in [
+        ("/api/users-via-api", "upstream_busy"),
+        ("/api/users-via-shm", "shm_unavailable"),
+        ("/readyz", ""),
+    ] {
+        let (status, _, body) = get(&gateway, route).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{route}");
+        if !code.is_empty() {
+            assert_eq!(error_code(&body), code, "{route}");
+        }
+        assert_no_leak(&body, &["/dev/shm", "os error", "No space left"]);
+    }
 }
 
 #[tokio::test]
@@ -115,6 +160,7 @@ async fn handle_with_a_wrong_crc_is_a_502_after_one_retry() {
         error_message(&body),
         "shared-memory payload failed verification"
     );
+    assert_eq!(error_code(&body), "shm_corrupt");
     let (_, _, metrics) = get(&gateway, "/metrics").await;
     let metrics = String::from_utf8(metrics.to_vec()).unwrap();
     assert!(
@@ -136,6 +182,7 @@ async fn handle_redeemed_before_is_stale_and_a_503() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(headers["retry-after"], "1");
     assert_eq!(error_message(&body), "shared-memory handle is stale");
+    assert_eq!(error_code(&body), "shm_stale");
 }
 
 #[tokio::test]
@@ -170,10 +217,8 @@ async fn slow_upstream_is_a_503_within_the_deadline() {
     let elapsed = started.elapsed();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(headers["retry-after"], "1");
-    assert_eq!(
-        error_message(&body),
-        "users-service did not answer within 300ms"
-    );
+    assert_eq!(error_message(&body), "users-service did not answer in time");
+    assert_eq!(error_code(&body), "upstream_timeout");
     assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
 }
@@ -194,18 +239,31 @@ fn serve_wrong_layout_version(name: &str, connections: usize) {
 #[tokio::test]
 async fn segment_of_another_layout_version_is_refused_and_reported() {
     let socket = format!("shmbridge-test-v2-{}", std::process::id());
-    serve_wrong_layout_version(&socket, 2);
+    serve_wrong_layout_version(&socket, 3);
     let upstream = users_service(&[]).await;
-    let gateway = gateway(&upstream, &["--shm-socket", &socket]);
+    let (gateway, admin) = gateway_with_admin(&upstream, &["--shm-socket", &socket]);
 
     let (status, _, body) = get(&gateway, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let readiness: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let shm = readiness["shm"].as_str().unwrap();
-    assert!(shm.contains("layout version 2, expected 1"), "{shm}");
+    assert_eq!(readiness["shm"], "unavailable");
     assert_eq!(readiness["upstream"], "reachable");
+    assert_no_leak(&body, &["layout version", &socket]);
 
     let (status, _, body) = get(&gateway, "/api/users-via-shm").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(error_message(&body), "shared memory is unavailable");
+    assert_eq!(error_code(&body), "shm_unavailable");
+    assert_no_leak(&body, &["layout version", &socket]);
+
+    // The reason is the operators' to read.
+    let (status, _, body) = get(&admin, "/status").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let detail: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let problem = detail["shm"]["problem"].as_str().unwrap();
+    assert!(
+        problem.contains("layout version 2, expected 1"),
+        "{problem}"
+    );
+    assert_eq!(detail["upstream"]["reachable"], true);
 }

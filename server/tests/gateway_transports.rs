@@ -4,7 +4,9 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{error_message, gateway, get, users_service};
+use common::{
+    assert_no_leak, error_code, error_message, gateway, gateway_with_admin, get, users_service,
+};
 use shmbridge_server::dataset::{DEFAULT_COUNT, DEFAULT_SEED, users_json};
 use shmbridge_server::payload::{CRC_HEADER, TRANSPORT_HEADER, format_crc};
 
@@ -37,6 +39,11 @@ async fn both_transports_return_identical_verified_bodies() {
     }
     let (status, _, body) = get(&gateway, "/readyz").await;
     assert_eq!(status, StatusCode::OK, "{body:?}");
+    let readiness: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        readiness,
+        serde_json::json!({ "ready": true, "upstream": "reachable", "shm": "attached" })
+    );
 }
 
 #[tokio::test]
@@ -60,7 +67,11 @@ async fn payload_larger_than_a_slot_is_a_507_on_shm_only() {
     let gateway = gateway(&upstream, &[]);
     let (status, _, body) = get(&gateway, "/api/users-via-shm?count=1000").await;
     assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
-    assert!(error_message(&body).contains("larger than a shared-memory slot"));
+    assert_eq!(error_code(&body), "too_large_for_slot");
+    assert_eq!(
+        error_message(&body),
+        "payload is larger than a shared-memory slot"
+    );
     let (status, _, _) = get(&gateway, "/api/users-via-api?count=1000").await;
     assert_eq!(status, StatusCode::OK);
 }
@@ -70,18 +81,24 @@ async fn unattachable_segment_is_a_503_unless_fallback_is_on() {
     let upstream = users_service(&[]).await;
     let socket = format!("shmbridge-test-nobody-{}", std::process::id());
 
-    let strict = gateway(&upstream, &["--shm-socket", &socket]);
+    let (strict, admin) = gateway_with_admin(&upstream, &["--shm-socket", &socket]);
     let (status, headers, body) = get(&strict, "/api/users-via-shm").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(headers["retry-after"], "1");
     assert_eq!(error_message(&body), "shared memory is unavailable");
+    assert_eq!(error_code(&body), "shm_unavailable");
+    assert_no_leak(&body, &[&socket, "os error", "Connection refused"]);
     let (status, _, body) = get(&strict, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let readiness: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert!(
-        readiness["shm"].as_str().unwrap().contains(&socket),
-        "{readiness}"
-    );
+    assert_eq!(readiness["shm"], "unavailable", "{readiness}");
+    assert_no_leak(&body, &[&socket]);
+    // The socket and the error are for operators.
+    let (status, _, body) = get(&admin, "/status").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let detail: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let problem = detail["shm"]["problem"].as_str().unwrap();
+    assert!(problem.contains(&socket), "{detail}");
 
     let lenient = gateway(
         &upstream,

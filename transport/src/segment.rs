@@ -14,7 +14,10 @@
 //!   against the header, also when the file arrives as a descriptor over the socket (a file
 //!   cannot be sealed). Does not defend against a same-uid process truncating the file (a reader
 //!   would take SIGBUS) or leaving a stale file after `kill -9` (the creator removes it on drop;
-//!   a re-created segment gets a new epoch, so consumers notice).
+//!   a re-created segment gets a new epoch, so consumers notice). The creator holds an exclusive
+//!   `flock` on the file for the segment's life, which the kernel drops when the creator dies
+//!   however it dies: [`Segment::file_in_use`] tells a live segment's file from a leftover by
+//!   that lock, never by the header, which any same-uid process can scribble.
 //!
 //! Inspectors attach read-only ([`Segment::attach_file_read_only`],
 //! [`crate::attach_via_socket_read_only`]): the same validation, a `PROT_READ` mapping, and
@@ -24,7 +27,7 @@
 //! that copy; the shared header is never re-read for bounds.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -131,12 +134,27 @@ enum Backing {
     NamedFile {
         file: File,
         path: PathBuf,
-        remove_on_drop: bool,
+        /// Set when this segment created the file: it then holds the file's lock and removes
+        /// the file on drop.
+        created: Option<CreatedFile>,
     },
     /// A segment file received as a descriptor: its path is the creator's business.
     ReceivedFile(File),
     #[cfg(loom)]
     Heap,
+}
+
+/// A segment file this process created, and the lock that marks it as in use.
+struct CreatedFile {
+    /// A second open file description of the file, holding an exclusive `flock` for the
+    /// segment's life. Not the mapped descriptor: that one is handed to consumers over the
+    /// socket, and a flock belongs to the open file description, so a consumer still holding it
+    /// would keep the lock after the creator died.
+    _lock: File,
+    /// Device and inode of the file created: drop removes the path only while it still names
+    /// this file.
+    dev: u64,
+    ino: u64,
 }
 
 /// A mapped, validated segment.
@@ -167,7 +185,9 @@ impl Segment {
         Self::initialize(geometry, Backing::Memfd(file))
     }
 
-    /// Creates a segment in a new file at `path` (mode 0600, `O_EXCL`), removed again on drop.
+    /// Creates a segment in a new file at `path` (mode 0600, `O_EXCL`) and holds an exclusive
+    /// `flock` on it until the segment is dropped, which removes the file again if `path` still
+    /// names it.
     pub fn create_file(path: &Path, config: &SegmentConfig) -> Result<Self, CreateError> {
         let geometry = Geometry::for_slots(config.slot_count, config.slot_size)
             .map_err(CreateError::InvalidConfig)?;
@@ -181,10 +201,35 @@ impl Segment {
                 op: "create segment file",
                 source,
             })?;
+        let lock_failed = |source: std::io::Error| CreateError::Io {
+            op: "lock the new segment file",
+            source,
+        };
+        // The lock goes on a fresh open file description of the very inode just created
+        // (through /proc, so no other file can take its place by name in between).
+        let lock =
+            File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(lock_failed)?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|errno| lock_failed(errno.into()))?;
+        let created = file.metadata().map_err(lock_failed)?;
+        // Someone who probed the lock in the instant between O_EXCL and flock found it free and
+        // may have removed or replaced the path: then this file is not reachable by its name
+        // and not ours to remove, so creation fails and the file is left alone.
+        let named = std::fs::symlink_metadata(path).map_err(lock_failed)?;
+        if (named.dev(), named.ino()) != (created.dev(), created.ino()) {
+            return Err(lock_failed(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the path was removed or replaced while the segment was being created",
+            )));
+        }
         let backing = Backing::NamedFile {
             file,
             path: path.to_owned(),
-            remove_on_drop: true,
+            created: Some(CreatedFile {
+                _lock: lock,
+                dev: created.dev(),
+                ino: created.ino(),
+            }),
         };
         // From here on, dropping `backing` (on any error below) removes the file again.
         if let Backing::NamedFile { file, .. } = &backing {
@@ -292,7 +337,7 @@ impl Segment {
             Backing::NamedFile {
                 file,
                 path: path.to_owned(),
-                remove_on_drop: false,
+                created: None,
             },
             writable,
         )
@@ -563,17 +608,52 @@ impl Segment {
 }
 
 /// Removing the file belongs to the backing, not the segment, so a creation that fails after the
-/// file exists removes it too.
+/// file exists removes it too. Only a file this segment created is removed, only while its path
+/// still names that file (device and inode), and while the lock is still held (`created` is
+/// dropped after this runs), so no other segment can have claimed the path meanwhile.
 impl Drop for Backing {
     fn drop(&mut self) {
-        if let Backing::NamedFile {
+        let Backing::NamedFile {
             path,
-            remove_on_drop: true,
+            created: Some(created),
             ..
         } = self
-            && let Err(error) = std::fs::remove_file(&*path)
-        {
-            tracing::warn!(path = %path.display(), %error, "could not remove segment file");
+        else {
+            return;
+        };
+        let shown = path.display();
+        match std::fs::symlink_metadata(&*path) {
+            Ok(named) if (named.dev(), named.ino()) == (created.dev, created.ino) => {
+                if let Err(error) = std::fs::remove_file(&*path) {
+                    tracing::warn!(path = %shown, %error, "could not remove segment file");
+                }
+            }
+            Ok(_) => tracing::warn!(
+                path = %shown,
+                "another file took the segment file's path; leaving it in place"
+            ),
+            Err(error) => tracing::warn!(path = %shown, %error, "segment file already gone"),
+        }
+    }
+}
+
+impl Segment {
+    /// Whether the segment file at `path` belongs to a live segment: its creator holds an
+    /// exclusive `flock` on it for the segment's whole life ([`Segment::create_file`]) and the
+    /// kernel drops that lock when the creator exits, `kill -9` included. Probes with a shared,
+    /// non-blocking lock on a new open file description, released before returning; reads
+    /// nothing of the file's contents.
+    pub fn file_in_use(path: &Path) -> std::io::Result<bool> {
+        // O_NOFOLLOW: a symlink planted at the path is not followed to some other file;
+        // O_NONBLOCK: a FIFO planted there does not block the open.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(path)?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared) {
+            Ok(()) => Ok(false),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(true),
+            Err(errno) => Err(errno.into()),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! `compare`, the main job: start users-service and gateway as children of this binary on
 //! ephemeral ports, run the seed's load profile against both endpoints, stop the children,
-//! and print the report beside the seed's figures.
+//! and print the report beside the seed's figures. The services are this binary's own service
+//! code, built like `cargo build`'s and with no fail points, so what is measured is what users
+//! run.
 
 pub mod services;
 
@@ -57,8 +59,13 @@ pub enum CompareError {
 pub async fn run(args: &CompareArgs) -> Result<u64, CompareError> {
     let program = std::env::current_exe().map_err(CompareError::OwnExecutable)?;
     let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let service =
-        |subcommand: &str, extra: &[&str]| services::command(&program, subcommand, listen, extra);
+    let service = |subcommand: &'static str, extra: &[&str]| {
+        services::ServiceProgram::Subcommand {
+            program: program.clone(),
+            subcommand,
+        }
+        .command(listen, extra)
+    };
 
     let mut users_service = ServiceProcess::start(
         "users-service",

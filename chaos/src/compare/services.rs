@@ -1,12 +1,13 @@
-//! A service (users-service or gateway) run as a child process of this binary: started with
-//! a hidden subcommand, its `listening on ADDR` line awaited, `/readyz` polled, its output kept
+//! A service (users-service or gateway) run as a child process: started from this binary's
+//! hidden subcommand (`compare`, no fail points) or from a service binary of the fail-point
+//! build (`run`), its `listening on ADDR` line awaited, `/readyz` polled, its output kept
 //! for error messages, and stopped with SIGTERM, a bounded wait, then SIGKILL — also from
 //! `Drop`, so an error or Ctrl-C never leaves an orphan behind.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,26 +64,63 @@ pub enum ServiceError {
 /// The environment variable that arms the services' fail points (the `fail` crate's syntax).
 pub const FAILPOINTS_ENV: &str = shmbridge_server::failpoints::ENV_VAR;
 
-/// `program subcommand --listen ADDR extra...` with a clean environment: the services read
-/// SHMBRIDGE_* settings and FAILPOINTS from it, and a stray one (e.g.
-/// SHMBRIDGE_SHM_FALLBACK_TO_API, which would hide shm failures, or a fail point left armed
-/// in the shell) must not change the run, so the children get only the flags given here.
-pub fn command(program: &Path, subcommand: &str, listen: SocketAddr, extra: &[&str]) -> Command {
-    let mut command = Command::new(program);
-    command
-        .arg(subcommand)
-        .args(["--listen", &listen.to_string()])
-        .args(extra);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("SHMBRIDGE_") || name == FAILPOINTS_ENV {
-            command.env_remove(name);
+/// The executable that runs one service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceProgram {
+    /// This binary's hidden subcommand (`compare`): the service code linked into the harness,
+    /// which has no fail points.
+    Subcommand {
+        program: PathBuf,
+        subcommand: &'static str,
+    },
+    /// A service binary of its own: the fail-point build that `run` makes
+    /// (`shmbridge_server::failpoint_build`).
+    Binary(PathBuf),
+}
+
+impl ServiceProgram {
+    /// `program [subcommand] --listen ADDR extra...` with a clean environment: the services read
+    /// SHMBRIDGE_* settings and FAILPOINTS from it, and a stray one (e.g.
+    /// SHMBRIDGE_SHM_FALLBACK_TO_API, which would hide shm failures, or a fail point left armed
+    /// in the shell) must not change the run, so the children get only the flags given here.
+    pub fn command(&self, listen: SocketAddr, extra: &[&str]) -> Command {
+        let mut command = match self {
+            ServiceProgram::Subcommand {
+                program,
+                subcommand,
+            } => {
+                let mut command = Command::new(program);
+                command.arg(subcommand);
+                command
+            }
+            ServiceProgram::Binary(binary) => {
+                let mut command = Command::new(binary);
+                // The harness's own subcommands ask for the parent-death signal themselves; a
+                // plain service binary does not, so it is asked for here, in the child between
+                // fork and exec, so that no service outlives a harness killed with SIGKILL.
+                // SAFETY: the closure only makes the prctl(PR_SET_PDEATHSIG) system call, which
+                // is async-signal-safe, allocates nothing and touches no memory shared with the
+                // parent, as code between fork and exec must.
+                unsafe {
+                    command.pre_exec(|| {
+                        nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(io::Error::from)
+                    });
+                }
+                command
+            }
+        };
+        command.args(["--listen", &listen.to_string()]).args(extra);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("SHMBRIDGE_") || name == FAILPOINTS_ENV {
+                command.env_remove(name);
+            }
         }
+        // Per-request info logs from two services would only fill pipes; keep warnings.
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "warn");
+        }
+        command
     }
-    // Per-request info logs from two services would only fill pipes; keep warnings.
-    if std::env::var_os("RUST_LOG").is_none() {
-        command.env("RUST_LOG", "warn");
-    }
-    command
 }
 
 /// How a service ended when asked to stop.

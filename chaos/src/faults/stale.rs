@@ -2,8 +2,9 @@
 //! segment file (`--shm-path`); it is killed, a stale segment of the planned kind is planted at
 //! its path, and it is started again. A dead creator's segment, another layout version's or
 //! garbage must be replaced and users-service must come up ready; a segment whose creator
-//! still runs must be refused with a clear error (two producers never share a path), after
-//! which the harness removes it and starts users-service normally.
+//! still runs (the harness itself, holding the file's lock) must be refused with a clear error
+//! (two producers never share a path), after which the harness drops its segment, which removes
+//! the file, and starts users-service normally.
 
 use shmbridge::SegmentConfig;
 
@@ -24,7 +25,7 @@ pub async fn inject(
         InjectError::Refused("users-service runs without --shm-path: nothing to plant over".into())
     })?;
     context.supervisor.kill(Role::UsersService).await?;
-    plant(&path, kind, &SegmentConfig::default())?;
+    let live = plant(&path, kind, &SegmentConfig::default())?;
     context
         .supervisor
         .watch(context.restart_delay, None)
@@ -53,8 +54,8 @@ pub async fn inject(
             }
             Err(error) => return Err(error.into()),
         };
-        std::fs::remove_file(&path)
-            .map_err(|error| InjectError::io(format!("remove {}", path.display()), error))?;
+        // The live creator ends: its drop removes the file it created.
+        drop(live);
         outcome
     } else {
         match context.supervisor.launch(Role::UsersService, None).await {

@@ -1,5 +1,7 @@
-//! `run`: the chaos harness. Reads scenario files, runs each one (services started and
-//! supervised here, load driven through the load engine, faults injected from the seeded
+//! `run`: the chaos harness. Reads scenario files, builds the services with fault points in a
+//! cargo invocation and target directory of their own (`shmbridge_server::failpoint_build`: no
+//! other build may contain fault points), runs each scenario (services started and supervised
+//! here, load driven through the load engine, faults injected from the seeded
 //! schedule), prints a Markdown table per scenario and a summary across them, optionally
 //! writes everything as JSON, and reports whether every invariant held.
 
@@ -13,9 +15,12 @@ pub mod supervisor;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use shmbridge_server::failpoint_build::{self, FailpointBinaries, FailpointBuildError};
+
 use crate::load::progress::ProgressMode;
 use crate::scenario::{Scenario, ScenarioError, scenario_files};
 use scenario_run::{RunOptions, ScenarioResult, run_scenario};
+use supervisor::ServicePrograms;
 
 /// Where `run --all` looks for scenarios unless `--scenarios` says otherwise.
 pub const DEFAULT_SCENARIO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");
@@ -46,6 +51,10 @@ pub struct RunArgs {
     /// How long each service may take to start and report ready.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub startup_timeout: Duration,
+    /// How long building the fail-point services may take (from scratch it compiles the
+    /// services' whole dependency tree once; afterwards it only checks they are up to date).
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub build_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +70,10 @@ pub enum RunError {
     },
     #[error("cannot encode the JSON report: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Build(#[from] FailpointBuildError),
+    #[error("the fail-point build task failed: {0}")]
+    BuildTask(#[from] tokio::task::JoinError),
 }
 
 /// Runs the scenarios; `Ok(true)` when every invariant of every scenario held.
@@ -85,8 +98,11 @@ pub async fn run(args: &RunArgs) -> Result<bool, RunError> {
             ))
         })
         .collect::<Result<Vec<_>, ScenarioError>>()?;
+    let program = std::env::current_exe().map_err(RunError::OwnExecutable)?;
+    let binaries = build_failpoint_services(&program, args.build_timeout).await?;
     let options = RunOptions {
-        program: std::env::current_exe().map_err(RunError::OwnExecutable)?,
+        services: ServicePrograms::failpoint_build(&binaries),
+        program,
         startup_timeout: args.startup_timeout,
         progress: args.progress,
         quick: args.quick,
@@ -122,6 +138,26 @@ pub async fn run(args: &RunArgs) -> Result<bool, RunError> {
         eprintln!("wrote {}", path.display());
     }
     Ok(results.iter().all(ScenarioResult::passed))
+}
+
+/// Builds (or finds up to date) the services with fault points, in the profile this harness was
+/// built with, into `<target>/chaos-services` beside the harness's own target directory.
+pub async fn build_failpoint_services(
+    harness: &Path,
+    timeout: Duration,
+) -> Result<FailpointBinaries, RunError> {
+    let target_dir = failpoint_build::target_dir_beside(harness);
+    eprintln!(
+        "building users-service and gateway with fault points into {} (a separate cargo build; \
+         the first one takes a few minutes)",
+        target_dir.display()
+    );
+    let release = !cfg!(debug_assertions);
+    let binaries = tokio::task::spawn_blocking(move || {
+        failpoint_build::build(&target_dir, release, timeout, true)
+    })
+    .await??;
+    Ok(binaries)
 }
 
 /// `file` relative to the working directory when it lies below it, so replay lines are

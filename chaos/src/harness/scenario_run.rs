@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::detections::{self, Detection};
 use super::invariants::{Invariants, RecoverySummary, SuccessLog, recovery_time};
 use super::leaks;
-use super::supervisor::{Supervisor, SupervisorError, UnexpectedDeath};
+use super::supervisor::{ServicePrograms, Supervisor, SupervisorError, UnexpectedDeath};
 use crate::faults::{FaultContext, FaultError, Injected};
 use crate::inject::InjectError;
 use crate::inspect::SlotRow;
@@ -44,8 +44,10 @@ pub enum HarnessError {
 /// How the harness runs every scenario.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// This binary, re-executed as each service.
+    /// This binary, re-executed for helper processes.
     pub program: PathBuf,
+    /// The services every scenario runs: the harness's fail-point build.
+    pub services: ServicePrograms,
     pub startup_timeout: Duration,
     pub progress: ProgressMode,
     pub quick: bool,
@@ -191,6 +193,7 @@ async fn run_checked(
         .and_then(|fault| fault.action.arming_in_advance());
     let mut supervisor = Supervisor::start(
         options.program.clone(),
+        options.services.clone(),
         options.startup_timeout,
         restart_delay,
         users_service_args,

@@ -1,6 +1,6 @@
 //! Supervision of users-service and the gateway during a chaos scenario: starts each one
-//! through `compare`'s [`ServiceProcess`] (the same re-executed binary), restarts it on the
-//! same address so the gateway's upstream and the load's target stay valid, arms fail points
+//! through `compare`'s [`ServiceProcess`] from the harness's fail-point build of the services
+//! ([`ServicePrograms`]), restarts it on the same address so the gateway's upstream and the load's target stay valid, arms fail points
 //! per start through `FAILPOINTS`, and tells the deaths the harness caused (a kill, an armed
 //! fail point's self-SIGKILL) from the ones it did not, which are invariant violations.
 
@@ -15,8 +15,11 @@ use serde::Serialize;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::compare::services::{self, FAILPOINTS_ENV, ServiceError, ServiceProcess, Stopped};
-use crate::compare::{SERVE_GATEWAY, SERVE_USERS_SERVICE};
+use shmbridge_server::failpoint_build::FailpointBinaries;
+
+use crate::compare::services::{
+    self, FAILPOINTS_ENV, ServiceError, ServiceProcess, ServiceProgram, Stopped,
+};
 use crate::faults::Role;
 
 /// How often running children are checked for an exit.
@@ -67,8 +70,35 @@ struct Managed {
     extra_args: Vec<String>,
 }
 
+/// What runs each supervised service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePrograms {
+    pub users_service: ServiceProgram,
+    pub gateway: ServiceProgram,
+}
+
+impl ServicePrograms {
+    /// The services of a fail-point build (`shmbridge_server::failpoint_build`): the only ones
+    /// whose `FAILPOINTS` can fire.
+    pub fn failpoint_build(binaries: &FailpointBinaries) -> ServicePrograms {
+        ServicePrograms {
+            users_service: ServiceProgram::Binary(binaries.users_service.clone()),
+            gateway: ServiceProgram::Binary(binaries.gateway.clone()),
+        }
+    }
+
+    fn of(&self, role: Role) -> &ServiceProgram {
+        match role {
+            Role::UsersService => &self.users_service,
+            Role::Gateway => &self.gateway,
+        }
+    }
+}
+
 pub struct Supervisor {
+    /// This binary, for helper processes (e.g. `hold-slot`).
     program: PathBuf,
+    services: ServicePrograms,
     startup_timeout: Duration,
     /// How long a service that died unexpectedly stays down before its restart.
     restart_delay: Duration,
@@ -83,6 +113,7 @@ impl Supervisor {
     /// any), and waits until both are ready.
     pub async fn start(
         program: PathBuf,
+        services: ServicePrograms,
         startup_timeout: Duration,
         restart_delay: Duration,
         users_service_args: Vec<String>,
@@ -98,6 +129,7 @@ impl Supervisor {
         };
         let mut supervisor = Supervisor {
             program,
+            services,
             startup_timeout,
             restart_delay,
             users: managed(),
@@ -116,7 +148,7 @@ impl Supervisor {
         base_url(self.gateway.address)
     }
 
-    /// This binary, which the services and helper processes are started from.
+    /// This binary, which helper processes are started from.
     pub fn program(&self) -> &std::path::Path {
         &self.program
     }
@@ -218,19 +250,15 @@ impl Supervisor {
         extra_args: &[String],
     ) -> Result<ServiceProcess, SupervisorError> {
         let upstream = base_url(self.users.address).to_string();
-        let (program, startup_timeout) = (self.program.clone(), self.startup_timeout);
+        let (service, startup_timeout) = (self.services.of(role).clone(), self.startup_timeout);
         let managed = self.managed_mut(role);
         let mut args: Vec<&str> = extra_args.iter().map(String::as_str).collect();
         if role == Role::Gateway {
             args.extend(["--upstream", &upstream]);
         }
-        let subcommand = match role {
-            Role::UsersService => SERVE_USERS_SERVICE,
-            Role::Gateway => SERVE_GATEWAY,
-        };
         let mut attempt = 1;
         loop {
-            let mut command = services::command(&program, subcommand, managed.address, &args);
+            let mut command = service.command(managed.address, &args);
             if let Some(failpoints) = failpoints {
                 command.env(FAILPOINTS_ENV, failpoints);
             }

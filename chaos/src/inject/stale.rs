@@ -1,6 +1,8 @@
 //! Stale segment files, as a previous run leaves them: a segment whose creator died, one written
 //! by another layout version, plain garbage, and — the one that must not be replaced — a segment
-//! whose creator still runs.
+//! whose creator still runs. The live creator is real: this process creates the segment with
+//! [`Segment::create_file`] and so holds the file's lock, the only thing users-service may
+//! decide liveness by; the leftovers hold no lock, whatever their headers say.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -11,7 +13,7 @@ use std::process::{Command, Stdio};
 use shmbridge::layout::{
     DESCRIPTOR_SIZE, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC, PAYLOAD_ALIGN,
 };
-use shmbridge::{Owner, SegmentConfig};
+use shmbridge::{Owner, Segment, SegmentConfig};
 
 use super::InjectError;
 
@@ -24,7 +26,8 @@ pub enum StaleKind {
     OtherLayoutVersion,
     /// Bytes that are no segment at all.
     Garbage,
-    /// A valid segment whose creator — this harness — is alive: users-service must refuse it.
+    /// A live segment created by this harness, which holds its lock: users-service must refuse
+    /// it.
     LiveCreator,
 }
 
@@ -37,8 +40,14 @@ impl StaleKind {
     ];
 }
 
-/// Writes a stale segment of `kind` at `path` (replacing whatever is there), sized for `config`.
-pub fn plant(path: &Path, kind: StaleKind, config: &SegmentConfig) -> Result<(), InjectError> {
+/// Puts a stale segment of `kind` at `path` (replacing whatever is there), sized for `config`.
+/// For [`StaleKind::LiveCreator`] it returns the live segment: this process holds its lock
+/// until the segment is dropped, which also removes the file.
+pub fn plant(
+    path: &Path,
+    kind: StaleKind,
+    config: &SegmentConfig,
+) -> Result<Option<Segment>, InjectError> {
     let (bytes, total_size) = match kind {
         StaleKind::Garbage => {
             let mut bytes = vec![0u8; 4096];
@@ -47,18 +56,18 @@ pub fn plant(path: &Path, kind: StaleKind, config: &SegmentConfig) -> Result<(),
         }
         StaleKind::DeadCreator => header_bytes(config, LAYOUT_VERSION, dead_owner()?),
         StaleKind::OtherLayoutVersion => header_bytes(config, LAYOUT_VERSION + 1, dead_owner()?),
-        StaleKind::LiveCreator => header_bytes(
-            config,
-            LAYOUT_VERSION,
-            Owner::current()
-                .map_err(|error| InjectError::io("read this process's start time", error))?,
-        ),
+        StaleKind::LiveCreator => {
+            remove_leftover(path)?;
+            let live = Segment::create_file(path, config).map_err(|error| {
+                InjectError::io(
+                    format!("create a live segment at {}", path.display()),
+                    std::io::Error::other(error),
+                )
+            })?;
+            return Ok(Some(live));
+        }
     };
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => return Err(InjectError::io(format!("remove {}", path.display()), error)),
-    }
+    remove_leftover(path)?;
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -67,7 +76,17 @@ pub fn plant(path: &Path, kind: StaleKind, config: &SegmentConfig) -> Result<(),
         .map_err(|error| InjectError::io(format!("create {}", path.display()), error))?;
     file.write_all(&bytes)
         .and_then(|()| file.set_len(total_size))
-        .map_err(|error| InjectError::io(format!("write {}", path.display()), error))
+        .map_err(|error| InjectError::io(format!("write {}", path.display()), error))?;
+    Ok(None)
+}
+
+/// Removes what the killed users-service left at `path`, if anything.
+fn remove_leftover(path: &Path) -> Result<(), InjectError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(InjectError::io(format!("remove {}", path.display()), error)),
+    }
 }
 
 /// A header laid out exactly as the spec in `shmbridge::layout` says, with a correct crc.

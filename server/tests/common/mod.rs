@@ -31,9 +31,16 @@ pub async fn users_service(extra: &[&str]) -> String {
 
 /// A gateway router for `upstream` with `extra` flags.
 pub fn gateway(upstream: &str, extra: &[&str]) -> Router {
+    gateway_with_admin(upstream, extra).0
+}
+
+/// A gateway router for `upstream` with `extra` flags, and its operators' router (the routes of
+/// `--admin-listen`) over the same state.
+pub fn gateway_with_admin(upstream: &str, extra: &[&str]) -> (Router, Router) {
     let defaults = ["gateway", "--upstream", upstream];
     let args = gateway::Args::try_parse_from(defaults.iter().chain(extra)).unwrap();
-    gateway::app(gateway::AppState::new(&args).unwrap())
+    let state = gateway::AppState::new(&args).unwrap();
+    (gateway::app(state.clone()), gateway::admin_app(state))
 }
 
 pub async fn get(app: &Router, uri: &str) -> (StatusCode, HeaderMap, Bytes) {
@@ -50,4 +57,18 @@ pub async fn get(app: &Router, uri: &str) -> (StatusCode, HeaderMap, Bytes) {
 pub fn error_message(body: &Bytes) -> String {
     let value: serde_json::Value = serde_json::from_slice(body).unwrap();
     value["error"].as_str().unwrap().to_owned()
+}
+
+/// The stable `code` of an error body.
+pub fn error_code(body: &Bytes) -> String {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap();
+    value["code"].as_str().unwrap().to_owned()
+}
+
+/// Asserts that none of `details` (paths, socket names, errno text...) appears in `body`.
+pub fn assert_no_leak(body: &Bytes, details: &[&str]) {
+    let text = String::from_utf8_lossy(body);
+    for detail in details {
+        assert!(!text.contains(detail), "{detail:?} leaked into {text}");
+    }
 }

@@ -6,15 +6,21 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use shmbridge_server::failpoint_build::{self, FailpointBinaries};
 
 /// How long a service may take to print its address.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the fail-point build may take: from scratch on a busy 2-core machine it compiles
+/// the whole dependency tree once.
+const FAILPOINT_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// A running service process; killed (SIGKILL) and reaped on drop unless it already exited.
 pub struct ServiceProcess {
@@ -29,8 +35,14 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts `binary` with `args` and waits for its `listening on ADDR` line.
     pub fn start(binary: &str, args: &[&str]) -> ServiceProcess {
+        ServiceProcess::start_with_env(binary, args, &[])
+    }
+
+    /// [`ServiceProcess::start`] with extra environment variables (e.g. `FAILPOINTS`).
+    pub fn start_with_env(binary: &str, args: &[&str], env: &[(&str, &str)]) -> ServiceProcess {
         let mut child = Command::new(binary)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -129,6 +141,24 @@ pub fn users_service(args: &[&str]) -> ServiceProcess {
 
 pub fn gateway(args: &[&str]) -> ServiceProcess {
     ServiceProcess::start(env!("CARGO_BIN_EXE_gateway"), args)
+}
+
+/// Both services built with fault points, by the separate cargo invocation the chaos harness
+/// uses (into `<target>/chaos-services`), once per test binary. This package's own binaries
+/// (`CARGO_BIN_EXE_*`) have none.
+pub fn failpoint_binaries() -> &'static FailpointBinaries {
+    static BUILT: OnceLock<FailpointBinaries> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let target =
+            failpoint_build::target_dir_beside(Path::new(env!("CARGO_BIN_EXE_users-service")));
+        failpoint_build::build(
+            &target,
+            !cfg!(debug_assertions),
+            FAILPOINT_BUILD_TIMEOUT,
+            true,
+        )
+        .unwrap_or_else(|error| panic!("{error}"))
+    })
 }
 
 /// An HTTP client for tests: every request bounded, no pooled connection reused across a
