@@ -2,7 +2,6 @@
 //! use (not the header, not a descriptor a consumer still holds), and a segment removes on drop
 //! only the file it created, never whatever else has taken its path.
 #![cfg(not(loom))]
-#![cfg(not(loom))]
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
