@@ -223,14 +223,17 @@ async fn slow_upstream_is_a_503_within_the_deadline() {
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
 }
 
-/// A descriptor server speaking another layout version: the greeting says version 2.
+/// The layout version no build of this crate speaks: the next one.
+const WRONG_VERSION: u32 = shmbridge::layout::LAYOUT_VERSION + 1;
+
+/// A descriptor server speaking another layout version in its greeting.
 fn serve_wrong_layout_version(name: &str, connections: usize) {
     let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(name).unwrap()).unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming().take(connections) {
             let mut stream = stream.unwrap();
             let mut greeting = b"SHMB".to_vec();
-            greeting.extend_from_slice(&2_u32.to_le_bytes());
+            greeting.extend_from_slice(&WRONG_VERSION.to_le_bytes());
             let _ = stream.write_all(&greeting);
         }
     });
@@ -238,7 +241,7 @@ fn serve_wrong_layout_version(name: &str, connections: usize) {
 
 #[tokio::test]
 async fn segment_of_another_layout_version_is_refused_and_reported() {
-    let socket = format!("shmbridge-test-v2-{}", std::process::id());
+    let socket = format!("shmbridge-test-wrong-version-{}", std::process::id());
     serve_wrong_layout_version(&socket, 3);
     let upstream = users_service(&[]).await;
     let (gateway, admin) = gateway_with_admin(&upstream, &["--shm-socket", &socket]);
@@ -261,9 +264,10 @@ async fn segment_of_another_layout_version_is_refused_and_reported() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let detail: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let problem = detail["shm"]["problem"].as_str().unwrap();
-    assert!(
-        problem.contains("layout version 2, expected 1"),
-        "{problem}"
+    let expected = format!(
+        "layout version {WRONG_VERSION}, expected {}",
+        shmbridge::layout::LAYOUT_VERSION
     );
+    assert!(problem.contains(&expected), "{problem}");
     assert_eq!(detail["upstream"]["reachable"], true);
 }
