@@ -15,8 +15,9 @@
 //!   sequence of operations Rust code could perform that explains its effect; `rep movsb` moves
 //!   each byte with a single-copy-atomic access, so it is explained by relaxed atomic byte loads
 //!   and stores (the argument crates such as `atomic-maybe-uninit` rest on). With ERMS/FSRM it
-//!   runs at memcpy speed, where word-by-word atomics, which are never vectorized, take twice as
-//!   long (`cargo bench -p shmbridge --bench handoff` prints the hand-off against memcpy + crc32).
+//!   runs at memcpy speed; word-by-word atomics are never vectorized, and with them the hand-off
+//!   took 1.55× its inherent memcpy + crc32 work at 256,873 bytes instead of about 1.05×
+//!   (`cargo bench -p shmbridge --bench handoff`, at commit 2fcaba4 and after it).
 //! - elsewhere, and under `--cfg loom`: relaxed loads and stores of whole words through the
 //!   `AtomicU64`s themselves, so loom tracks every payload access and explores stale reads.
 
