@@ -15,9 +15,9 @@
 //!   sequence of operations Rust code could perform that explains its effect; `rep movsb` moves
 //!   each byte with a single-copy-atomic access, so it is explained by relaxed atomic byte loads
 //!   and stores (the argument crates such as `atomic-maybe-uninit` rest on). With ERMS/FSRM it
-//!   runs at memcpy speed; word-by-word atomics are never vectorized, and with them the hand-off
-//!   took 1.55× its inherent memcpy + crc32 work at 256,873 bytes instead of about 1.05×
-//!   (`cargo bench -p shmbridge --bench handoff`, at commit 2fcaba4 and after it).
+//!   runs at memcpy speed. Word-by-word atomics are never vectorized: with them (commit 2fcaba4)
+//!   `cargo bench -p shmbridge --bench handoff` put the hand-off at 1.55× its inherent memcpy +
+//!   crc32 work at 256,873 bytes, on a busy machine, over the 1.25 allowed.
 //! - elsewhere, and under `--cfg loom`: relaxed loads and stores of whole words through the
 //!   `AtomicU64`s themselves, so loom tracks every payload access and explores stale reads.
 
