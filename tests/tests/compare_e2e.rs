@@ -1,20 +1,23 @@
 //! End to end over real processes: `compare` starts users-service and gateway as children of
 //! the chaos binary, loads both endpoints, stops the children and writes every report format.
 
-mod common;
-
-use common::finish_bounded;
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::LazyLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_shmbridge-chaos");
+use shmbridge_system_tests::binary::workspace_binary;
+use shmbridge_system_tests::process::finish_bounded;
+
+/// The chaos binary the workspace built.
+static BINARY: LazyLock<PathBuf> = LazyLock::new(|| workspace_binary("shmbridge-chaos"));
 /// A 5 s run plus service start-up and stop; generous for a loaded 2-core machine.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 /// Runs the chaos binary, killing it if it outlives `RUN_LIMIT`.
 fn run_bounded(args: &[&str]) -> Output {
-    let child = Command::new(BINARY)
+    let child = Command::new(&*BINARY)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -100,7 +103,7 @@ fn interrupted_compare_stops_its_services() {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
 
-    let mut child = Command::new(BINARY)
+    let mut child = Command::new(&*BINARY)
         .args([
             "compare",
             "--duration",

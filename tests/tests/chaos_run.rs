@@ -2,15 +2,18 @@
 //! the chaos binary, injects a scenario's faults under load and judges the invariants; and
 //! an interrupted run leaves no child behind.
 
-mod common;
-
-use common::{build_failpoint_services, finish_bounded};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{LazyLock, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_shmbridge-chaos");
+use shmbridge_server::failpoint_build;
+use shmbridge_system_tests::binary::workspace_binary;
+use shmbridge_system_tests::process::finish_bounded;
+
+/// The chaos binary the workspace built.
+static BINARY: LazyLock<PathBuf> = LazyLock::new(|| workspace_binary("shmbridge-chaos"));
 /// A 6 s load plus service start-up, the leak check and stop; generous for a loaded 2-core
 /// machine.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
@@ -33,10 +36,30 @@ interval = "300ms..800ms"
 pause = "100ms..600ms"
 "#;
 
+/// How long the fail-point build may take: from scratch on a busy 2-core machine it compiles
+/// the services' whole dependency tree once.
+const FAILPOINT_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Makes the fail-point services `run` builds for itself (the same cargo command, into the same
+/// directory), once per test binary, so that a test's own time limit starts only when `run`
+/// finds them up to date.
+fn build_failpoint_services() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        failpoint_build::build(
+            &failpoint_build::target_dir_beside(&BINARY),
+            !cfg!(debug_assertions),
+            FAILPOINT_BUILD_TIMEOUT,
+            true,
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
+    });
+}
+
 /// The chaos binary with `args`, once the fail-point services `run` launches are built.
 fn spawn(args: &[&str]) -> Child {
     build_failpoint_services();
-    Command::new(BINARY)
+    Command::new(&*BINARY)
         .args(args)
         .env_remove("FAILPOINTS")
         .stdin(Stdio::null())

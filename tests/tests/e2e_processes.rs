@@ -3,15 +3,13 @@
 //! restart or resumption without touching the gateway, SIGTERM draining in-flight requests, and `/metrics` as valid
 //! Prometheus text whose counters move.
 
-mod process;
-
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use process::{ServiceProcess, client, gateway, users_service};
 use reqwest::StatusCode;
 use shmbridge_server::dataset::{DEFAULT_COUNT, DEFAULT_SEED, users_json};
 use shmbridge_server::payload::{CRC_HEADER, format_crc};
+use shmbridge_system_tests::process::{ServiceProcess, client, gateway, users_service};
 
 fn start_pair(gateway_args: &[&str]) -> (ServiceProcess, ServiceProcess) {
     let users = users_service(&["--listen", "127.0.0.1:0", "--slot-count", "16"]);
