@@ -35,6 +35,8 @@ pub enum InjectError {
     },
     #[error("users-service runs without --shm-path: nothing to plant over")]
     NoSegmentPath,
+    #[error("cannot lay out a segment to plant: {0}")]
+    Geometry(#[from] shmbridge::layout::GeometryError),
     #[error(transparent)]
     PidReuse(#[from] PidReuseError),
 }

@@ -18,9 +18,7 @@ use std::process::{Command, Stdio};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use shmbridge::layout::{
-    DESCRIPTOR_SIZE, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC, PAYLOAD_ALIGN,
-};
+use shmbridge::layout::{Header, LAYOUT_VERSION};
 use shmbridge::{Owner, Segment, SegmentConfig};
 
 use super::class::{Fault, FaultClass, FaultContext, Injected};
@@ -33,6 +31,8 @@ use crate::process::supervisor::SupervisorError;
 
 /// What users-service's refusal must say.
 const REFUSAL: &str = "in use by pid";
+/// The epoch of a planted header: any will do, none is live.
+const STALE_EPOCH: u64 = 0x5_7a1e;
 
 /// `[fault.stale-segment]`: users-service (run with `--shm-path`) killed and restarted over a
 /// stale segment file.
@@ -186,8 +186,8 @@ pub fn plant(
             getrandom::fill(&mut bytes).map_err(|error| InjectError::io("draw garbage", error))?;
             (bytes.clone(), bytes.len() as u64)
         }
-        StaleKind::DeadCreator => header_bytes(config, LAYOUT_VERSION, dead_owner()?),
-        StaleKind::OtherLayoutVersion => header_bytes(config, LAYOUT_VERSION + 1, dead_owner()?),
+        StaleKind::DeadCreator => header_bytes(config, LAYOUT_VERSION, dead_owner()?)?,
+        StaleKind::OtherLayoutVersion => header_bytes(config, LAYOUT_VERSION + 1, dead_owner()?)?,
         StaleKind::LiveCreator => {
             remove_leftover(path)?;
             let live = Segment::create_file(path, config).map_err(|error| {
@@ -221,30 +221,23 @@ fn remove_leftover(path: &Path) -> Result<(), InjectError> {
     }
 }
 
-/// A header laid out exactly as the spec in `shmbridge::layout` says, with a correct crc.
-fn header_bytes(config: &SegmentConfig, layout_version: u32, creator: Owner) -> (Vec<u8>, u64) {
-    let descriptors_end = HEADER_SIZE + DESCRIPTOR_SIZE * u64::from(config.slot_count);
-    let payload_offset = descriptors_end.div_ceil(PAYLOAD_ALIGN) * PAYLOAD_ALIGN;
-    let total_size = payload_offset + u64::from(config.slot_count) * u64::from(config.slot_size);
-    let mut header = Header {
-        magic: MAGIC,
-        layout_version,
-        header_size: HEADER_SIZE as u32,
-        epoch: 0x5_7a1e,
-        created_unix_ns: 0,
-        slot_count: config.slot_count,
-        slot_size: config.slot_size,
-        descriptors_offset: HEADER_SIZE,
-        payload_offset,
-        total_size,
-        creator_pid: creator.pid,
-        creator_uid: nix::unistd::geteuid().as_raw(),
-        creator_start_time: creator.start_time,
-        header_crc: 0,
-        reserved: [0; 44],
-    };
-    header.header_crc = header.compute_crc();
-    (header.to_bytes().to_vec(), total_size)
+/// A header from the transport's own builder (`Header::new`), so a layout change cannot leave
+/// it stale, set to `layout_version` with its crc recomputed.
+fn header_bytes(
+    config: &SegmentConfig,
+    layout_version: u32,
+    creator: Owner,
+) -> Result<(Vec<u8>, u64), InjectError> {
+    let geometry = config.geometry()?;
+    let mut header = Header::new(
+        &geometry,
+        STALE_EPOCH,
+        creator,
+        nix::unistd::geteuid().as_raw(),
+    );
+    header.layout_version = layout_version;
+    header.refresh_crc();
+    Ok((header.to_bytes().to_vec(), geometry.total_size()))
 }
 
 /// A process that existed and is gone: started, named, killed and reaped.
