@@ -7,7 +7,7 @@ use std::time::Duration;
 use shmbridge::{Segment, SlotState, attach_via_socket_read_only, monotonic_now_ns};
 use url::Url;
 
-use crate::inject::{InjectError, segment_info};
+use crate::segment::{SegmentError, segment_info};
 
 #[derive(clap::Args, Debug)]
 #[group(required = true, multiple = false)]
@@ -142,9 +142,9 @@ impl SegmentSnapshot {
 }
 
 /// Attaches read-only as `args` says: an inspector can never write to the segment.
-pub async fn attach(args: &InspectArgs) -> Result<Segment, InjectError> {
+pub async fn attach(args: &InspectArgs) -> Result<Segment, SegmentError> {
     if let Some(path) = &args.path {
-        return Segment::attach_file_read_only(path).map_err(|source| InjectError::Attach {
+        return Segment::attach_file_read_only(path).map_err(|source| SegmentError::Attach {
             socket: path.display().to_string(),
             source,
         });
@@ -155,7 +155,7 @@ pub async fn attach(args: &InspectArgs) -> Result<Segment, InjectError> {
         (None, None) => unreachable!("clap requires one of --socket, --users-service, --path"),
     };
     attach_via_socket_read_only(&socket, ATTACH_TIMEOUT)
-        .map_err(|source| InjectError::Attach { socket, source })
+        .map_err(|source| SegmentError::Attach { socket, source })
 }
 
 /// Polls the segment until no slot is held or `timeout` passes, and returns the last snapshot:

@@ -7,16 +7,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use shmbridge_chaos::cli::{OutputArgs, ProfileArgs};
-use shmbridge_chaos::compare::{self, CompareArgs};
-use shmbridge_chaos::harness::{self, RunArgs};
-use shmbridge_chaos::inject::pid_reuse::{HoldSlotArgs, hold_slot};
+use shmbridge_chaos::harness::faults::pid_reuse::{HoldSlotArgs, hold_slot};
+use shmbridge_chaos::harness::{self, RunArgs, RunError};
 use shmbridge_chaos::inspect::{self, InspectArgs, SegmentSnapshot};
-use shmbridge_chaos::load::progress::Progress;
-use shmbridge_chaos::load::verify::BodyChecker;
-use shmbridge_chaos::load::{self, check_target};
-use shmbridge_chaos::output::write_report;
-use shmbridge_chaos::report::RunReport;
+use shmbridge_chaos::loadtest::cli::{OutputArgs, ProfileArgs};
+use shmbridge_chaos::loadtest::compare::{self, CompareArgs, CompareError};
+use shmbridge_chaos::loadtest::load::progress::Progress;
+use shmbridge_chaos::loadtest::load::verify::BodyChecker;
+use shmbridge_chaos::loadtest::load::{self, LoadError, check_target};
+use shmbridge_chaos::loadtest::output::{OutputError, write_report};
+use shmbridge_chaos::loadtest::report::RunReport;
 use shmbridge_server::dataset::users_json;
 use shmbridge_server::{gateway, users_service};
 use url::Url;
@@ -113,9 +113,20 @@ async fn serve(service: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
     }
 }
 
+/// Why `load` failed.
+#[derive(Debug, thiserror::Error)]
+enum LoadCommandError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+}
+
 /// Runs `job`, or stops at Ctrl-C/SIGTERM: dropping the job's future drops its service
 /// guards, which stop the children.
-async fn until_interrupted(job: impl Future<Output = Result<ExitCode, String>>) -> ExitCode {
+async fn until_interrupted<E: std::fmt::Display>(
+    job: impl Future<Output = Result<ExitCode, E>>,
+) -> ExitCode {
     let interrupted = async {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -146,26 +157,21 @@ fn corrupt_exit(corrupt: u64) -> ExitCode {
     }
 }
 
-async fn run_command(args: RunArgs) -> Result<ExitCode, String> {
-    match harness::run(&args).await {
-        Ok(true) => Ok(ExitCode::SUCCESS),
-        Ok(false) => {
-            eprintln!("error: invariants violated (see the tables above)");
-            Ok(ExitCode::from(EXIT_VIOLATED))
-        }
-        Err(error) => Err(error.to_string()),
+async fn run_command(args: RunArgs) -> Result<ExitCode, RunError> {
+    if harness::run(&args).await? {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: invariants violated (see the tables above)");
+        Ok(ExitCode::from(EXIT_VIOLATED))
     }
 }
 
-async fn compare_command(args: CompareArgs) -> Result<ExitCode, String> {
-    compare::run(&args)
-        .await
-        .map(corrupt_exit)
-        .map_err(|error| error.to_string())
+async fn compare_command(args: CompareArgs) -> Result<ExitCode, CompareError> {
+    compare::run(&args).await.map(corrupt_exit)
 }
 
-async fn load_command(args: LoadArgs) -> Result<ExitCode, String> {
-    check_target(&args.target, args.allow_remote).map_err(|error| error.to_string())?;
+async fn load_command(args: LoadArgs) -> Result<ExitCode, LoadCommandError> {
+    check_target(&args.target, args.allow_remote)?;
     let config = args.profile.load_config(args.target.clone());
     let checker = Arc::new(BodyChecker::new(users_json));
     let progress = Progress::new(
@@ -173,13 +179,11 @@ async fn load_command(args: LoadArgs) -> Result<ExitCode, String> {
         config.duration,
         args.profile.progress_users(),
     );
-    let stats = load::run(&config, checker.clone(), progress)
-        .await
-        .map_err(|error| error.to_string())?;
+    let stats = load::run(&config, checker.clone(), progress).await?;
     let payload_bytes = checker.expected(config.count, config.seed).bytes.len();
     let environment = format!("gateway at {} (started separately)", args.target);
     let report = RunReport::new(&config, &stats, payload_bytes, environment);
-    write_report(&report, &args.output).map_err(|error| error.to_string())?;
+    write_report(&report, &args.output)?;
     Ok(corrupt_exit(stats.corrupt()))
 }
 

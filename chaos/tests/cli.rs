@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-mod common;
+use shmbridge_system_tests::process::finish_bounded;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_shmbridge-chaos");
 
@@ -86,7 +86,7 @@ fn the_services_compare_runs_refuse_fail_points() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let output = common::finish_bounded(child, Duration::from_secs(10));
+        let output = finish_bounded(child, Duration::from_secs(10));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{subcommand}: {stderr}");
         assert!(output.stdout.is_empty(), "{subcommand} started");

@@ -13,11 +13,11 @@ use shmbridge::{
     AttachError, Consumer, ConsumerOptions, CreateError, FdServer, Producer, ProducerOptions,
     ReadError, Segment, SegmentConfig, SlotState, attach_via_socket,
 };
-use shmbridge_chaos::inject::pid_reuse::{self, HolderRole};
-use shmbridge_chaos::inject::resize;
-use shmbridge_chaos::inject::scribble::{ScribbleTarget, Scribbler};
-use shmbridge_chaos::inject::stale::{self, StaleKind};
-use shmbridge_chaos::inject::tmpfs::FullTmpfs;
+use shmbridge_chaos::harness::faults::pid_reuse::{self, HolderRole};
+use shmbridge_chaos::harness::faults::resize;
+use shmbridge_chaos::harness::faults::scribble::{ScribbleTarget, Scribbler};
+use shmbridge_chaos::harness::faults::stale::{self, StaleKind};
+use shmbridge_chaos::harness::faults::tmpfs::FullTmpfsMount;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const SMALL: SegmentConfig = SegmentConfig {
@@ -134,11 +134,11 @@ fn stale_files_are_what_they_claim_to_be() {
 
 #[test]
 fn a_full_tmpfs_refuses_a_segment_with_enospc() {
-    if let Some(why) = FullTmpfs::unavailable() {
+    if let Some(why) = FullTmpfsMount::unavailable() {
         eprintln!("skipped: {why}");
         return;
     }
-    let tmpfs = FullTmpfs::mount().unwrap();
+    let tmpfs = FullTmpfsMount::mount().unwrap();
     let mount_point = tmpfs.path().to_owned();
     let created = Segment::create_file(&mount_point.join("segment"), &SMALL);
     assert!(
@@ -175,7 +175,7 @@ async fn a_squatter_on_a_dead_holders_pid_does_not_keep_its_slot() {
         .find_map(|line| Some(line.strip_prefix("listening on ")?.trim().to_owned()))
         .expect("users-service announces its address");
     let url: url::Url = format!("http://{address}").parse().unwrap();
-    let info = shmbridge_chaos::inject::segment_info(&url, TIMEOUT)
+    let info = shmbridge_chaos::segment::segment_info(&url, TIMEOUT)
         .await
         .unwrap();
     for role in [HolderRole::Writer, HolderRole::Reader] {

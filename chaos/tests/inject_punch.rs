@@ -12,7 +12,7 @@ use shmbridge::{
     AcquireError, Consumer, ConsumerOptions, FdServer, Handle, Producer, ProducerOptions,
     ReadError, Segment, SegmentConfig,
 };
-use shmbridge_chaos::inject::resize::{self, HEADER_RESTORE_LIMIT, PAGE, PunchTarget};
+use shmbridge_chaos::harness::faults::resize::{self, HEADER_RESTORE_LIMIT, PAGE, PunchTarget};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// Enough slots for three pages of descriptors: page 0 (with the header) and page 2 are

@@ -12,14 +12,14 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use shmbridge_chaos::load::endpoint::{Endpoint, EndpointMix};
-use shmbridge_chaos::load::open_loop::OpenLoopProfile;
-use shmbridge_chaos::load::progress::Progress;
-use shmbridge_chaos::load::recorder::{RequestObserver, RequestRecord};
-use shmbridge_chaos::load::stats::{FailureClass, Outcome, RunStats};
-use shmbridge_chaos::load::users::{ThinkTime, UsersProfile};
-use shmbridge_chaos::load::verify::{BodyChecker, Corruption};
-use shmbridge_chaos::load::{LoadConfig, LoadModel, run, run_observed};
+use shmbridge_chaos::loadtest::load::endpoint::{Endpoint, EndpointMix};
+use shmbridge_chaos::loadtest::load::open_loop::OpenLoopProfile;
+use shmbridge_chaos::loadtest::load::progress::Progress;
+use shmbridge_chaos::loadtest::load::recorder::{RequestObserver, RequestRecord};
+use shmbridge_chaos::loadtest::load::stats::{FailureClass, Outcome, RunStats};
+use shmbridge_chaos::loadtest::load::users::{ThinkTime, UsersProfile};
+use shmbridge_chaos::loadtest::load::verify::{BodyChecker, Corruption};
+use shmbridge_chaos::loadtest::load::{LoadConfig, LoadModel, run, run_observed};
 use tokio::time::Instant;
 
 fn test_body(count: u32, seed: u64) -> Vec<u8> {

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::supervisor::Supervisor;
-use crate::faults::Role;
+use crate::process::role::Role;
+use crate::process::supervisor::Supervisor;
 
 /// The counters worth reporting, per service.
 const COUNTERS: [(Role, &[&str]); 2] = [

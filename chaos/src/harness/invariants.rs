@@ -11,10 +11,10 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::load::endpoint::Endpoint;
-use crate::load::recorder::{RequestObserver, RequestRecord};
-use crate::load::stats::{FailureClass, Outcome, RunStats};
-use crate::scenario::Expectations;
+use crate::harness::scenario::Expectations;
+use crate::loadtest::load::endpoint::Endpoint;
+use crate::loadtest::load::recorder::{RequestObserver, RequestRecord};
+use crate::loadtest::load::stats::{FailureClass, Outcome, RunStats};
 
 /// Records when each verified answer arrived, per endpoint, for the recovery times.
 #[derive(Default)]
@@ -122,9 +122,9 @@ pub struct Invariants {
     /// Violations a fault showed by itself (a resize the kernel allowed, a dead holder's slot
     /// never reclaimed...).
     pub fault_violations: Vec<String>,
-    #[serde(serialize_with = "crate::load::serialize_seconds")]
+    #[serde(serialize_with = "crate::loadtest::load::serialize_seconds")]
     pub latency_p99: Duration,
-    #[serde(serialize_with = "crate::load::serialize_seconds")]
+    #[serde(serialize_with = "crate::loadtest::load::serialize_seconds")]
     pub latency_max: Duration,
 }
 

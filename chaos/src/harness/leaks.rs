@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use super::supervisor::Supervisor;
-use crate::inject::{InjectError, segment_info};
 use crate::inspect::{SlotRow, wait_until_all_free};
+use crate::process::supervisor::Supervisor;
+use crate::segment::{SegmentError, segment_info};
 
 /// A published slot waits up to users-service's 5 s ready TTL for its reader, a held one up to
 /// its 1 s lease, then the reaper (every 250 ms) takes it back: a slot still held after this
@@ -16,11 +16,11 @@ pub const LEAK_SETTLE: Duration = Duration::from_secs(8);
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The slots still held after `LEAK_SETTLE`.
-pub async fn leaked_slots(supervisor: &Supervisor) -> Result<Vec<SlotRow>, InjectError> {
+pub async fn leaked_slots(supervisor: &Supervisor) -> Result<Vec<SlotRow>, SegmentError> {
     let info = segment_info(&supervisor.users_url(), ATTACH_TIMEOUT).await?;
     let segment =
         shmbridge::attach_via_socket_read_only(&info.socket, ATTACH_TIMEOUT).map_err(|source| {
-            InjectError::Attach {
+            SegmentError::Attach {
                 socket: info.socket.clone(),
                 source,
             }

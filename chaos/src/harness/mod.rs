@@ -6,21 +6,23 @@
 //! writes everything as JSON, and reports whether every invariant held.
 
 pub mod detections;
+pub mod faults;
 pub mod invariants;
 pub mod leaks;
 pub mod report;
+pub mod scenario;
 pub mod scenario_run;
-pub mod supervisor;
+pub mod schedule;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use shmbridge_server::failpoint_build::{self, FailpointBinaries, FailpointBuildError};
 
-use crate::load::progress::ProgressMode;
-use crate::scenario::{Scenario, ScenarioError, scenario_files};
+use crate::loadtest::load::progress::ProgressMode;
+use crate::process::supervisor::ServicePrograms;
+use scenario::{Scenario, ScenarioError, scenario_files};
 use scenario_run::{RunOptions, ScenarioResult, run_scenario};
-use supervisor::ServicePrograms;
 
 /// Where `run --all` looks for scenarios unless `--scenarios` says otherwise.
 pub const DEFAULT_SCENARIO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");

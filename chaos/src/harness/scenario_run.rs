@@ -12,17 +12,18 @@ use shmbridge_server::dataset::users_json;
 use tokio::time::Instant;
 
 use super::detections::{self, Detection};
+use super::faults::FaultSpec;
+use super::faults::class::{FaultContext, Injected};
+use super::faults::error::{FaultError, InjectError};
 use super::invariants::{Invariants, RecoverySummary, SuccessLog, recovery_time};
 use super::leaks;
-use super::supervisor::{ServicePrograms, Supervisor, SupervisorError, UnexpectedDeath};
-use crate::faults::{FaultContext, FaultError, Injected};
-use crate::inject::InjectError;
+use super::scenario::{Expectations, Scenario};
+use super::schedule::{self, PlannedFault};
 use crate::inspect::SlotRow;
-use crate::load::progress::{Progress, ProgressMode};
-use crate::load::verify::BodyChecker;
-use crate::load::{self, LoadConfig, LoadError};
-use crate::scenario::schedule::{self, PlannedFault};
-use crate::scenario::{Expectations, FaultSpec, Scenario};
+use crate::loadtest::load::progress::{Progress, ProgressMode};
+use crate::loadtest::load::verify::BodyChecker;
+use crate::loadtest::load::{self, LoadConfig, LoadError};
+use crate::process::supervisor::{ServicePrograms, Supervisor, SupervisorError, UnexpectedDeath};
 
 /// The end of every load run with no fault in it: the last fault's recovery must show
 /// before the load stops.
@@ -98,7 +99,7 @@ pub struct ScenarioResult {
     pub error: Option<String>,
     /// Why the scenario did not run on this machine (e.g. it needs root); not a failure.
     pub skipped: Option<String>,
-    #[serde(serialize_with = "crate::load::serialize_seconds")]
+    #[serde(serialize_with = "crate::loadtest::load::serialize_seconds")]
     pub elapsed: Duration,
 }
 
@@ -167,21 +168,22 @@ async fn run_checked(
     result: &mut ScenarioResult,
 ) -> Result<(), HarnessError> {
     let plan = schedule::plan(&scenario.fault, seed);
-    let restart_delay = match &scenario.fault {
-        FaultSpec::ProducerKill(kill) | FaultSpec::GatewayKill(kill) => kill.restart_delay,
-        _ => DEFAULT_RESTART_DELAY,
-    };
+    let restart_delay = scenario
+        .fault
+        .restart_delay()
+        .unwrap_or(DEFAULT_RESTART_DELAY);
     // A scenario that plants stale segment files runs users-service with a segment file in
     // a directory of its own, removed with everything in it when the scenario ends.
-    let segment_dir = match scenario.fault {
-        FaultSpec::StaleSegment(_) => Some(
+    let segment_dir = if scenario.fault.needs_segment_file() {
+        Some(
             tempfile::Builder::new()
                 .prefix("shmbridge-chaos-segment-")
                 .tempdir()
                 .map_err(|error| InjectError::io("create the segment directory", error))
                 .map_err(FaultError::from)?,
-        ),
-        _ => None,
+        )
+    } else {
+        None
     };
     let segment_path = segment_dir.as_ref().map(|dir| dir.path().join("segment"));
     let users_service_args = segment_path
@@ -326,7 +328,7 @@ impl FaultSchedule<'_> {
                 hold: fault.after,
                 segment_path: self.segment_path.clone(),
             };
-            let injected = match context.inject(&fault.action).await {
+            let injected = match fault.action.inject(&mut context).await {
                 Ok(injected) => injected,
                 // The services run but the segment cannot be reached: that is what the
                 // fault left behind, a finding for the report, not a harness failure.

@@ -1,0 +1,391 @@
+//! A chaos scenario as written in `chaos/scenarios/*.toml`: the load to drive, the fault to
+//! inject and how often, the seed that fixes every random decision, a `[quick]` variant for
+//! CI, and the expectations the run is judged by. Parsing is strict (`deny_unknown_fields`)
+//! and every error names the file and the field.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use shmbridge_server::dataset::{DEFAULT_COUNT, DEFAULT_SEED};
+use url::Url;
+
+use super::faults::FaultSpec;
+use super::faults::spec::{duration, from_str};
+use crate::loadtest::load::endpoint::EndpointMix;
+use crate::loadtest::load::open_loop::OpenLoopProfile;
+use crate::loadtest::load::users::{ThinkTime, UsersProfile};
+use crate::loadtest::load::{LoadConfig, LoadModel};
+
+/// The seed of a scenario file that names none.
+pub const DEFAULT_SCENARIO_SEED: u64 = 1;
+/// The recovery goal of a scenario that names none.
+pub const DEFAULT_MAX_RECOVERY: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    /// Fixes the fault schedule and the request sequence; `--seed` overrides it.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    pub load: LoadSection,
+    pub fault: FaultSpec,
+    /// What `--quick` changes: a shorter run with fewer faults, for CI.
+    #[serde(default)]
+    pub quick: QuickSection,
+    #[serde(default)]
+    pub expect: Expectations,
+}
+
+/// The traffic a scenario drives: closed-loop `users` with a `wait`, or an open-loop `rate`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadSection {
+    pub users: Option<u32>,
+    /// Think time per user, e.g. `"20ms..100ms"` (closed loop only).
+    #[serde(default, deserialize_with = "optional_from_str")]
+    pub wait: Option<ThinkTime>,
+    /// Requests per second (open loop); excludes `users` and `wait`.
+    pub rate: Option<f64>,
+    /// Open loop only: requests in flight at most.
+    pub connections: Option<u32>,
+    #[serde(deserialize_with = "duration")]
+    pub duration: Duration,
+    /// e.g. `"api,shm"` or `"api=1,shm=3"`.
+    #[serde(default, deserialize_with = "from_str")]
+    pub endpoints: EndpointMix,
+    /// Per request, from the client's side; a request past it outlived its deadline.
+    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+/// `[quick]`: overrides for `--quick`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuickSection {
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub duration: Option<Duration>,
+    pub count: Option<u32>,
+}
+
+/// `[expect]`: what the run must show besides the invariants that always hold (no corrupt
+/// body, no request past its deadline, no unexpected death, no leaked slot).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectations {
+    /// Longest time from a faulted process being back to the first verified answer.
+    #[serde(
+        default = "default_max_recovery",
+        deserialize_with = "duration",
+        serialize_with = "crate::loadtest::load::serialize_seconds"
+    )]
+    pub max_recovery: Duration,
+    /// Longest latency any request may have (a pile-up shows here).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub max_latency: Option<Duration>,
+}
+
+impl Default for Expectations {
+    fn default() -> Self {
+        Expectations {
+            max_recovery: DEFAULT_MAX_RECOVERY,
+            max_latency: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read scenario {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("scenario {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("scenario {path}: field `{field}`: {reason}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        reason: String,
+    },
+    #[error("cannot list the scenarios in {path}: {source}")]
+    List {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no scenario files (*.toml) in {0}")]
+    Empty(PathBuf),
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Scenario::parse(path, &text)
+    }
+
+    /// Parses `text` as the contents of `path` (named in errors) and checks every value.
+    pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+        let scenario: Scenario = toml::from_str(text).map_err(|source| ScenarioError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        scenario
+            .validate()
+            .map_err(|(field, reason)| ScenarioError::Invalid {
+                path: path.to_owned(),
+                field,
+                reason,
+            })?;
+        Ok(scenario)
+    }
+
+    /// Applies `[quick]`: a shorter run and fewer faults.
+    pub fn quick(mut self) -> Scenario {
+        if let Some(duration) = self.quick.duration {
+            self.load.duration = duration;
+        }
+        if let Some(count) = self.quick.count {
+            *self.fault.count_mut() = count;
+        }
+        self
+    }
+
+    /// The load engine's configuration against the gateway at `target`.
+    pub fn load_config(&self, target: Url, seed: u64) -> LoadConfig {
+        let model = match self.load.rate {
+            Some(rate) => LoadModel::OpenLoop(OpenLoopProfile {
+                rate,
+                connections: self.load.connections.unwrap_or(DEFAULT_CONNECTIONS),
+            }),
+            None => LoadModel::Users(UsersProfile {
+                users: self.load.users.unwrap_or(DEFAULT_USERS),
+                // All users start within the first 100 ms: the faults, not the ramp, are tested.
+                spawn_rate: f64::from(self.load.users.unwrap_or(DEFAULT_USERS)) * 10.0,
+                think: self.load.wait.unwrap_or(ThinkTime::NONE),
+            }),
+        };
+        LoadConfig {
+            target,
+            model,
+            duration: self.load.duration,
+            mix: self.load.endpoints.clone(),
+            timeout: self.load.timeout,
+            count: DEFAULT_COUNT,
+            seed: DEFAULT_SEED,
+            rng_seed: seed,
+        }
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let load = &self.load;
+        if load.rate.is_some() && (load.users.is_some() || load.wait.is_some()) {
+            return Err((
+                "load.rate",
+                "an open-loop rate excludes `users` and `wait`".into(),
+            ));
+        }
+        if load.rate.is_none() && load.connections.is_some() {
+            return Err((
+                "load.connections",
+                "only an open-loop `rate` uses it".into(),
+            ));
+        }
+        if load
+            .rate
+            .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+        {
+            return Err(("load.rate", "must be a positive number".into()));
+        }
+        if load.users == Some(0) || load.connections == Some(0) {
+            return Err(("load.users", "must be at least 1".into()));
+        }
+        if load.duration.is_zero() || self.quick.duration.is_some_and(|d| d.is_zero()) {
+            return Err(("load.duration", "must be above 0".into()));
+        }
+        if load.timeout.is_zero() {
+            return Err(("load.timeout", "must be above 0".into()));
+        }
+        self.fault.validate()
+    }
+}
+
+/// Every `*.toml` in `dir`, sorted by file name.
+pub fn scenario_files(dir: &Path) -> Result<Vec<PathBuf>, ScenarioError> {
+    let list_error = |source| ScenarioError::List {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(list_error)? {
+        let path = entry.map_err(list_error)?.path();
+        if path.extension().is_some_and(|ext| ext == "toml") {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        return Err(ScenarioError::Empty(dir.to_owned()));
+    }
+    files.sort();
+    Ok(files)
+}
+
+const DEFAULT_USERS: u32 = 20;
+const DEFAULT_CONNECTIONS: u32 = 50;
+
+fn default_seed() -> u64 {
+    DEFAULT_SCENARIO_SEED
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_max_recovery() -> Duration {
+    DEFAULT_MAX_RECOVERY
+}
+
+fn optional_from_str<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err: fmt::Display>,
+{
+    from_str(deserializer).map(Some)
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    duration(deserializer).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "pause"
+description = "stop and continue"
+seed = 7
+
+[load]
+users = 4
+wait = "10ms..50ms"
+duration = "20s"
+endpoints = "api,shm"
+
+[fault.pause]
+count = 10
+interval = "500ms..1s"
+pause = "50ms..3s"
+
+[quick]
+duration = "5s"
+count = 2
+
+[expect]
+max_recovery = "1500ms"
+"#;
+
+    fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(Path::new("scenarios/test.toml"), text)
+    }
+
+    #[test]
+    fn parses_a_complete_scenario() {
+        let scenario = parse(GOOD).unwrap();
+        assert_eq!(scenario.name, "pause");
+        assert_eq!(scenario.seed, 7);
+        assert_eq!(scenario.load.duration, Duration::from_secs(20));
+        assert_eq!(scenario.load.timeout, Duration::from_secs(5));
+        let FaultSpec::Pause(pause) = &scenario.fault else {
+            panic!("expected a pause fault, got {:?}", scenario.fault);
+        };
+        assert_eq!(pause.pause.min, Duration::from_millis(50));
+        assert_eq!(pause.pause.max, Duration::from_secs(3));
+        assert_eq!(pause.users_service_share, 0.5);
+        assert_eq!(scenario.expect.max_recovery, Duration::from_millis(1500));
+        let quick = scenario.quick();
+        assert_eq!(quick.load.duration, Duration::from_secs(5));
+        assert_eq!(quick.fault.count(), 2);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_file_and_field() {
+        for (from, to, field) in [
+            ("seed = 7", "sed = 7", "sed"),
+            ("users = 4", "userz = 4", "userz"),
+            (
+                "pause = \"50ms..3s\"",
+                "pause = \"50ms..3s\"\npaws = 1",
+                "paws",
+            ),
+            ("count = 2", "count = 2\nduraton = \"1s\"", "duraton"),
+        ] {
+            let text = GOOD.replacen(from, to, 1);
+            let error = parse(&text).unwrap_err().to_string();
+            assert!(error.contains("scenarios/test.toml"), "{error}");
+            assert!(error.contains(field), "{error}");
+            assert!(error.contains("unknown field"), "{error}");
+        }
+    }
+
+    #[test]
+    fn bad_durations_are_refused_with_the_field() {
+        let error = parse(&GOOD.replace("\"20s\"", "\"twenty\""))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("scenarios/test.toml"), "{error}");
+        assert!(error.contains("duration"), "{error}");
+        assert!(error.contains("twenty"), "{error}");
+        let error = parse(&GOOD.replace("\"50ms..3s\"", "\"3s..50ms\""))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("pause"), "{error}");
+        let error = parse(&GOOD.replace("\"20s\"", "\"0s\""))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("load.duration"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_fault_kind_is_refused() {
+        let error = parse(&GOOD.replace("[fault.pause]", "[fault.meteor]"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("meteor"), "{error}");
+    }
+
+    #[test]
+    fn rate_and_users_exclude_each_other() {
+        let error = parse(&GOOD.replace("users = 4", "users = 4\nrate = 100.0"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("load.rate"), "{error}");
+    }
+
+    #[test]
+    fn the_shipped_scenarios_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        for path in scenario_files(&dir).unwrap() {
+            let scenario = Scenario::load(&path).unwrap();
+            assert_eq!(
+                Some(scenario.name.as_str()),
+                path.file_stem().and_then(|stem| stem.to_str()),
+                "{} names itself differently",
+                path.display()
+            );
+            assert_eq!(scenario.fault.kind(), scenario.name);
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! `compare`, the main job: start users-service and gateway as children of this binary on
+//! ephemeral ports, run the seed's load profile against both endpoints, stop the children,
+//! and print the report beside the seed's figures. The services are this binary's own service
+//! code, built like `cargo build`'s and with no fail points, so what is measured is what users
+//! run.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shmbridge_server::dataset::users_json;
+use tokio::time::Instant;
+
+use crate::loadtest::cli::{OutputArgs, ProfileArgs};
+use crate::loadtest::load::progress::Progress;
+use crate::loadtest::load::stats::Outcome;
+use crate::loadtest::load::verify::BodyChecker;
+use crate::loadtest::load::{self, LoadError};
+use crate::loadtest::output::{OutputError, write_report};
+use crate::loadtest::report::RunReport;
+use crate::process::service::{STOP_GRACE, ServiceError, ServiceProcess, ServiceProgram, Stopped};
+
+/// The hidden subcommands that turn this binary into each service.
+pub const SERVE_USERS_SERVICE: &str = "serve-users-service";
+pub const SERVE_GATEWAY: &str = "serve-gateway";
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub profile: ProfileArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// How long each service may take to announce its address and report ready.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub startup_timeout: Duration,
+    /// Start users-service with `--cache`: both paths serve bytes serialized once instead of per
+    /// request (the seed serialized per request), so the run compares the transports alone.
+    #[arg(long)]
+    pub cache: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    #[error("cannot find this program's own executable to start the services: {0}")]
+    OwnExecutable(std::io::Error),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("the services are up but {path} does not serve the payload correctly: {reason}")]
+    Preflight { path: &'static str, reason: String },
+    #[error(transparent)]
+    Output(#[from] OutputError),
+}
+
+/// Runs the whole comparison and returns the number of corrupt bodies seen.
+pub async fn run(args: &CompareArgs) -> Result<u64, CompareError> {
+    let program = std::env::current_exe().map_err(CompareError::OwnExecutable)?;
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let service = |subcommand: &'static str, extra: &[&str]| {
+        ServiceProgram::Subcommand {
+            program: program.clone(),
+            subcommand,
+        }
+        .command(listen, extra)
+    };
+
+    let mut users_service = ServiceProcess::start(
+        "users-service",
+        service(
+            SERVE_USERS_SERVICE,
+            if args.cache { &["--cache"] } else { &[] },
+        ),
+        args.startup_timeout,
+    )
+    .await?;
+    users_service.wait_ready(args.startup_timeout).await?;
+    let upstream = users_service.base_url().to_string();
+    let mut gateway = ServiceProcess::start(
+        "gateway",
+        service(SERVE_GATEWAY, &["--upstream", &upstream]),
+        args.startup_timeout,
+    )
+    .await?;
+    gateway.wait_ready(args.startup_timeout).await?;
+    eprintln!(
+        "users-service on {}, gateway on {}",
+        users_service.address(),
+        gateway.address()
+    );
+
+    let config = args.profile.load_config(gateway.base_url());
+    let checker = Arc::new(BodyChecker::new(users_json));
+    preflight(&config, &checker).await?;
+    let progress = Progress::new(
+        args.output.progress,
+        config.duration,
+        args.profile.progress_users(),
+    );
+    let stats = load::run(&config, checker.clone(), progress).await?;
+
+    let environment = format!(
+        "users-service ({}) and gateway ({}) started by `compare` as child processes on loopback, load generated from the same machine; bodies {}",
+        users_service.address(),
+        gateway.address(),
+        if args.cache {
+            "serialized once and cached (--cache), on both paths"
+        } else {
+            "serialized per request, as in the seed"
+        }
+    );
+    for service in [gateway, users_service] {
+        let name = service.name();
+        match service.stop().await? {
+            Stopped::Drained(status) if status.success() => {}
+            Stopped::Drained(status) => {
+                eprintln!("warning: {name} exited with {status} after SIGTERM")
+            }
+            Stopped::Killed => eprintln!(
+                "warning: {name} did not exit within {:?} of SIGTERM and was killed",
+                STOP_GRACE
+            ),
+        }
+    }
+
+    let payload_bytes = checker.expected(config.count, config.seed).bytes.len();
+    let report = RunReport::new(&config, &stats, payload_bytes, environment);
+    write_report(&report, &args.output)?;
+    Ok(stats.corrupt())
+}
+
+/// One verified request per endpoint before the clock starts, so a misconfigured service
+/// fails fast with its reason instead of filling a two-minute report with errors.
+async fn preflight(
+    config: &load::LoadConfig,
+    checker: &Arc<BodyChecker>,
+) -> Result<(), CompareError> {
+    let endpoints = config.mix.endpoints();
+    let context = load::request::RequestContext::new(
+        &config.target,
+        &endpoints,
+        config.count,
+        config.seed,
+        1,
+        checker.clone(),
+    )
+    .map_err(LoadError::from)?;
+    for endpoint in endpoints {
+        let completed = context
+            .execute(endpoint, Instant::now() + config.timeout)
+            .await;
+        let reason = match completed.outcome {
+            Outcome::Verified => continue,
+            Outcome::Failed(failure) => failure.to_string(),
+            Outcome::Corrupt(corruption) => format!("corrupt body: {corruption}"),
+        };
+        return Err(CompareError::Preflight {
+            path: endpoint.path(),
+            reason,
+        });
+    }
+    Ok(())
+}

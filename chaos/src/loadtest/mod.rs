@@ -1,0 +1,9 @@
+//! The main job: the load engine ([`load`]), the reports it renders ([`report`], written by
+//! [`output`]), the command-line profile ([`cli`]) and `compare` ([`compare`]), which starts both
+//! services and measures them end to end.
+
+pub mod cli;
+pub mod compare;
+pub mod load;
+pub mod output;
+pub mod report;

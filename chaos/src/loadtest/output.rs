@@ -1,0 +1,52 @@
+//! Writes a finished run's report: Markdown to stdout, and the CSV, JSON and HTML files asked for.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::loadtest::cli::OutputArgs;
+use crate::loadtest::report::{RunReport, csv, html, json, markdown};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("cannot write {path}: {source}")]
+    File { path: PathBuf, source: io::Error },
+    #[error("cannot write the report to stdout: {0}")]
+    Stdout(io::Error),
+    #[error(transparent)]
+    Chart(#[from] html::ChartError),
+    #[error("cannot encode the JSON report: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+pub fn write_report(report: &RunReport<'_>, output: &OutputArgs) -> Result<(), OutputError> {
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_all(markdown::render(report).as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(OutputError::Stdout)?;
+    if let Some(prefix) = &output.csv {
+        let written = csv::write(report, prefix).map_err(|source| OutputError::File {
+            path: prefix.clone(),
+            source,
+        })?;
+        for path in written {
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    if let Some(path) = &output.json {
+        write_file(path, &json::render(report)?)?;
+    }
+    if let Some(path) = &output.html {
+        write_file(path, &html::render(report)?)?;
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, contents: &str) -> Result<(), OutputError> {
+    std::fs::write(path, contents).map_err(|source| OutputError::File {
+        path: path.to_owned(),
+        source,
+    })?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! The Markdown report, in the seed report's own layout and wording, with the seed's figures
+//! in extra columns, plus what the seed could not show: corrupt bodies and p99.9.
+
+use std::fmt::Write as _;
+
+use super::seed::{self, SeedFigures};
+use super::{RunReport, format_ms, thousands};
+use crate::loadtest::load::LoadModel;
+use crate::loadtest::load::endpoint::Endpoint;
+use crate::loadtest::load::stats::{EndpointStats, LatencySummary, percent};
+
+/// Shown where the seed has no figure.
+const NO_SEED_FIGURE: &str = "—";
+
+/// The percentiles of the distribution section: the seed's five and our p99.9.
+const DISTRIBUTION_PERCENTILES: [f64; 6] = [50.0, 75.0, 90.0, 95.0, 99.0, 99.9];
+
+pub fn render(report: &RunReport<'_>) -> String {
+    let mut out = String::new();
+    let rows: Vec<(Endpoint, &EndpointStats, LatencySummary)> = report
+        .stats
+        .endpoints
+        .iter()
+        .map(|(&endpoint, stats)| (endpoint, stats, stats.summary(report.stats.elapsed)))
+        .collect();
+    let total = report.stats.total();
+    let total_summary = total.summary(report.stats.elapsed);
+
+    out.push_str("# Load Testing Results\n\n");
+    configuration(&mut out, report);
+    out.push_str("## Performance Metrics\n\n");
+    throughput(&mut out, &rows, &total_summary);
+    response_times(&mut out, &rows);
+    error_rates(&mut out, &rows, &total);
+    failures(&mut out, &rows);
+    corruptions(&mut out, &rows);
+    distribution(&mut out, &rows);
+    out
+}
+
+fn configuration(out: &mut String, report: &RunReport<'_>) {
+    let config = report.config;
+    out.push_str("## Test Configuration\n\n");
+    let _ = writeln!(
+        out,
+        "- **Duration**: {} (measured {:.1} s; the seed ran {} s)",
+        humantime::format_duration(config.duration),
+        report.stats.elapsed.as_secs_f64(),
+        seed::SEED_DURATION_SECONDS
+    );
+    match config.model {
+        LoadModel::Users(users) => {
+            let _ = writeln!(out, "- **Number of Users**: {}", users.users);
+            let _ = writeln!(out, "- **Spawn Rate**: {} users/second", users.spawn_rate);
+            let _ = writeln!(
+                out,
+                "- **Think Time**: {} per user between requests{}",
+                users.think,
+                if users.think.max.is_zero() {
+                    " (closed-loop capacity)"
+                } else {
+                    ""
+                }
+            );
+        }
+        LoadModel::OpenLoop(open) => {
+            let _ = writeln!(
+                out,
+                "- **Open-loop Rate**: {} requests/second, at most {} in flight; latency measured from each request's scheduled send time",
+                open.rate, open.connections
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "- **Payload Size**: {} bytes (count={}, seed={}; the seed's was {})",
+        thousands(report.payload_bytes as u64),
+        config.count,
+        config.seed,
+        thousands(seed::SEED_PAYLOAD_BYTES)
+    );
+    let _ = writeln!(
+        out,
+        "- **Endpoint Mix**: {} (each request picks one at random by weight)",
+        config.mix
+    );
+    let _ = writeln!(
+        out,
+        "- **Request Timeout**: {}",
+        humantime::format_duration(config.timeout)
+    );
+    let _ = writeln!(
+        out,
+        "- **Random Seed**: {} (`--rng-seed {}` replays the same think times and endpoint picks)",
+        config.rng_seed, config.rng_seed
+    );
+    let _ = writeln!(out, "- **Test Environment**: {}", report.environment);
+    let _ = writeln!(out, "- **Machine**: {}", report.machine.describe());
+    let _ = writeln!(out, "- **Test Date**: {}", report.date);
+    let _ = writeln!(
+        out,
+        "- **Body Verification**: every 200 body compared byte for byte with the expected payload and with `x-payload-crc32`\n"
+    );
+}
+
+fn throughput(
+    out: &mut String,
+    rows: &[(Endpoint, &EndpointStats, LatencySummary)],
+    total: &LatencySummary,
+) {
+    out.push_str("### Throughput\n\n");
+    out.push_str(
+        "| Endpoint | Requests/sec | Total Requests | Seed Requests/sec | Seed Total Requests |\n",
+    );
+    out.push_str(
+        "|----------|--------------|----------------|-------------------|---------------------|\n",
+    );
+    for (endpoint, _, summary) in rows {
+        let seed = seed::seed_figures(*endpoint);
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} | {} | {} | {} |",
+            endpoint.label(),
+            summary.requests_per_second,
+            thousands(summary.requests),
+            seed_value(seed, |s| format!("{:.2}", s.requests_per_second)),
+            seed_value(seed, |s| thousands(s.total_requests)),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| **Total** | **{:.2}** | **{}** | **{:.2}** | **{}** |\n",
+        total.requests_per_second,
+        thousands(total.requests),
+        seed::SEED_TOTAL_REQUESTS_PER_SECOND,
+        thousands(seed::SEED_TOTAL_REQUESTS)
+    );
+}
+
+fn response_times(out: &mut String, rows: &[(Endpoint, &EndpointStats, LatencySummary)]) {
+    out.push_str("### Response Times (in milliseconds)\n\n");
+    let mut header = String::from("| Metric |");
+    let mut rule = String::from("|--------|");
+    for (endpoint, _, _) in rows {
+        let _ = write!(header, " {} |", endpoint.label());
+        rule.push_str("------|");
+    }
+    let seeded: Vec<(Endpoint, &SeedFigures)> = rows
+        .iter()
+        .filter_map(|(endpoint, _, _)| seed::seed_figures(*endpoint).map(|s| (*endpoint, s)))
+        .collect();
+    for (endpoint, _) in &seeded {
+        let _ = write!(header, " Seed {} |", endpoint.label());
+        rule.push_str("------|");
+    }
+    let _ = writeln!(out, "{header}\n{rule}");
+    type Ours = fn(&LatencySummary) -> f64;
+    type Theirs = fn(&SeedFigures) -> Option<f64>;
+    let metrics: [(&str, Ours, Theirs); 7] = [
+        ("Average", |s| s.mean_ms, |s| Some(s.average_ms)),
+        ("Median", |s| s.median_ms(), |s| Some(s.median_ms)),
+        (
+            "90th percentile",
+            |s| s.percentile_ms(90.0),
+            |s| Some(s.p90_ms),
+        ),
+        (
+            "95th percentile",
+            |s| s.percentile_ms(95.0),
+            |s| Some(s.p95_ms),
+        ),
+        (
+            "99th percentile",
+            |s| s.percentile_ms(99.0),
+            |s| s.percentile_ms(99.0),
+        ),
+        ("99.9th percentile", |s| s.percentile_ms(99.9), |_| None),
+        ("Maximum", |s| s.max_ms, |s| Some(s.max_ms)),
+    ];
+    for (name, ours, theirs) in metrics {
+        let _ = write!(out, "| {name} |");
+        for (_, _, summary) in rows {
+            let _ = write!(out, " {} |", format_ms(ours(summary)));
+        }
+        for (_, seed) in &seeded {
+            let figure = theirs(seed).map_or(NO_SEED_FIGURE.to_owned(), |ms| format!("{ms:.0}"));
+            let _ = write!(out, " {figure} |");
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+}
+
+fn error_rates(
+    out: &mut String,
+    rows: &[(Endpoint, &EndpointStats, LatencySummary)],
+    total: &EndpointStats,
+) {
+    out.push_str("### Error Rates\n\n");
+    out.push_str("| Endpoint | Total Requests | Failures | Failure Rate | Corrupt | Seed Failures | Seed Failure Rate |\n");
+    out.push_str("|----------|----------------|----------|--------------|---------|---------------|-------------------|\n");
+    for (endpoint, stats, _) in rows {
+        let seed = seed::seed_figures(*endpoint);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.2}% | {} | {} | {} |",
+            endpoint.label(),
+            thousands(stats.requests),
+            thousands(stats.failed()),
+            stats.failure_percent(),
+            thousands(stats.corrupt),
+            seed_value(seed, |s| thousands(s.failures)),
+            seed_value(seed, |s| format!("{:.2}%", s.failure_percent)),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| **Total** | **{}** | **{}** | **{:.2}%** | **{}** | **{}** | **{:.2}%** |\n",
+        thousands(total.requests),
+        thousands(total.failed()),
+        percent(total.failed(), total.requests),
+        thousands(total.corrupt),
+        thousands(seed::SEED_TOTAL_FAILURES),
+        seed::SEED_TOTAL_FAILURE_PERCENT
+    );
+    out.push_str("Corrupt: a 200 response whose bytes or checksum header differ from the published payload (the seed's Locust run could not detect these; they are not counted as failures).\n\n");
+}
+
+fn failures(out: &mut String, rows: &[(Endpoint, &EndpointStats, LatencySummary)]) {
+    if rows.iter().all(|(_, stats, _)| stats.failures.is_empty()) {
+        return;
+    }
+    out.push_str(
+        "### Failures\n\n| Endpoint | Error | Occurrences |\n|----------|-------|-------------|\n",
+    );
+    for (endpoint, stats, _) in rows {
+        for (failure, count) in &stats.failures {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                endpoint.label(),
+                failure.to_string().replace('|', "\\|"),
+                thousands(*count)
+            );
+        }
+    }
+    out.push('\n');
+}
+
+fn corruptions(out: &mut String, rows: &[(Endpoint, &EndpointStats, LatencySummary)]) {
+    if rows.iter().all(|(_, stats, _)| stats.corrupt == 0) {
+        return;
+    }
+    out.push_str("### Corrupt Bodies (first samples)\n\n");
+    for (endpoint, stats, _) in rows {
+        for corruption in &stats.corruption_samples {
+            let _ = writeln!(out, "- {}: {corruption}", endpoint.path());
+        }
+    }
+    out.push('\n');
+}
+
+fn distribution(out: &mut String, rows: &[(Endpoint, &EndpointStats, LatencySummary)]) {
+    out.push_str("## Response Time Distribution\n\n");
+    for (endpoint, _, summary) in rows {
+        let seed = seed::seed_figures(*endpoint);
+        let _ = writeln!(
+            out,
+            "### {}\n\n| Requests | shmbridge | Seed |\n|----------|-----------|------|",
+            endpoint.label()
+        );
+        for percentile in DISTRIBUTION_PERCENTILES {
+            let theirs = seed
+                .and_then(|s| s.percentile_ms(percentile))
+                .map_or(NO_SEED_FIGURE.to_owned(), |ms| format!("≤ {ms:.0}ms"));
+            let _ = writeln!(
+                out,
+                "| {percentile}% of requests | ≤ {}ms | {theirs} |",
+                format_ms(summary.percentile_ms(percentile))
+            );
+        }
+        out.push('\n');
+    }
+}
+
+fn seed_value(seed: Option<&SeedFigures>, figure: impl Fn(&SeedFigures) -> String) -> String {
+    seed.map_or(NO_SEED_FIGURE.to_owned(), figure)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loadtest::report::fixture;
+
+    #[test]
+    fn tables_show_ours_beside_the_seeds() {
+        let (config, stats) = (fixture::config(), fixture::stats());
+        let report = RunReport::new(&config, &stats, 256_873, "test".into());
+        let text = render(&report);
+        // 4 requests in 2 s; the seed's 12.39 req/s and 1,471 requests beside them.
+        assert!(
+            text.contains("| REST API | 2.00 | 4 | 12.39 | 1,471 |"),
+            "{text}"
+        );
+        assert!(text.contains("| **Total** | **3.00** | **6** | **24.65** | **2,926** |"));
+        // mean of 1, 2, 3, 4 ms; the seed's 13 and 14 ms averages.
+        assert!(
+            text.contains("| Average | 2.50 | 1.00 | 13 | 14 |"),
+            "{text}"
+        );
+        assert!(text.contains("| 99.9th percentile | 4.00 | 1.00 | — | — |"));
+        // 1 failure of 4, corrupt counted apart from failures.
+        assert!(
+            text.contains("| REST API | 4 | 1 | 25.00% | 0 | 5 | 0.34% |"),
+            "{text}"
+        );
+        assert!(text.contains("| Shared Memory | 2 | 0 | 0.00% | 1 | 70 | 4.81% |"));
+        assert!(text.contains("| REST API | HTTP 503: Service Unavailable | 1 |"));
+        assert!(
+            text.contains("/api/users-via-shm: first differing offset 7 (expected 0x61, got 0x62)")
+        );
+        assert!(text.contains("| 75% of requests | ≤ 3.00ms | ≤ 13ms |"));
+        assert!(text.contains("- **Payload Size**: 256,873 bytes (count=708, seed=28"));
+    }
+}

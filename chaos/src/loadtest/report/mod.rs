@@ -1,0 +1,156 @@
+//! Reports of a load run: Markdown in the seed report's layout (with the seed's figures beside
+//! ours), Locust-compatible CSV, JSON, and a self-contained HTML page with SVG charts.
+
+pub mod csv;
+pub mod html;
+pub mod json;
+pub mod machine;
+pub mod markdown;
+pub mod seed;
+
+use std::time::SystemTime;
+
+use crate::loadtest::load::LoadConfig;
+use crate::loadtest::load::stats::RunStats;
+use machine::MachineInfo;
+
+/// Everything a report shows about one run.
+pub struct RunReport<'a> {
+    pub config: &'a LoadConfig,
+    pub stats: &'a RunStats,
+    /// Size of the expected body for the run's `count`/`seed`.
+    pub payload_bytes: usize,
+    pub machine: MachineInfo,
+    /// When the run ended, RFC 3339 UTC.
+    pub date: String,
+    /// Where the services ran, e.g. "users-service and gateway started by `compare` on loopback".
+    pub environment: String,
+}
+
+impl<'a> RunReport<'a> {
+    pub fn new(
+        config: &'a LoadConfig,
+        stats: &'a RunStats,
+        payload_bytes: usize,
+        environment: String,
+    ) -> Self {
+        RunReport {
+            config,
+            stats,
+            payload_bytes,
+            machine: MachineInfo::detect(),
+            date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            environment,
+        }
+    }
+}
+
+/// Milliseconds with two decimals: our latencies are often below one millisecond.
+pub fn format_ms(ms: f64) -> String {
+    format!("{ms:.2}")
+}
+
+/// `1234567` → `1,234,567`, as the seed report writes counts.
+pub fn thousands(value: u64) -> String {
+    let digits = value.to_string();
+    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
+}
+
+/// A small run with hand-picked numbers, shared by the report formats' tests.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use std::time::Duration;
+
+    use crate::loadtest::load::endpoint::{Endpoint, EndpointMix};
+    use crate::loadtest::load::stats::{EndpointStats, Failure, FailureClass, Outcome, RunStats};
+    use crate::loadtest::load::users::{ThinkTime, UsersProfile};
+    use crate::loadtest::load::verify::Corruption;
+    use crate::loadtest::load::{LoadConfig, LoadModel};
+
+    pub fn config() -> LoadConfig {
+        LoadConfig {
+            target: "http://127.0.0.1:8080".parse().unwrap(),
+            model: LoadModel::Users(UsersProfile {
+                users: 50,
+                spawn_rate: 10.0,
+                think: ThinkTime::SEED,
+            }),
+            duration: Duration::from_secs(120),
+            mix: EndpointMix::default(),
+            timeout: Duration::from_secs(5),
+            count: 708,
+            seed: 28,
+            rng_seed: 42,
+        }
+    }
+
+    /// api: 4 requests of 1, 2, 3, 4 ms, one a 503. shm: 2 requests of 1 ms, one corrupt.
+    /// Elapsed 2 s.
+    pub fn stats() -> RunStats {
+        let mut api = EndpointStats::default();
+        for ms in 1..=4 {
+            let outcome = if ms == 4 {
+                Outcome::Failed(Failure {
+                    class: FailureClass::Status(503),
+                    detail: "Service Unavailable".into(),
+                })
+            } else {
+                Outcome::Verified
+            };
+            api.record(Duration::ZERO, Duration::from_millis(ms), 100, &outcome);
+        }
+        let mut shm = EndpointStats::default();
+        shm.record(
+            Duration::ZERO,
+            Duration::from_millis(1),
+            100,
+            &Outcome::Verified,
+        );
+        let corruption = Corruption::Bytes {
+            first_differing_offset: 7,
+            expected_byte: Some(b'a'),
+            actual_byte: Some(b'b'),
+            expected_len: 100,
+            actual_len: 100,
+            expected_crc: 1,
+            actual_crc: 2,
+        };
+        shm.record(
+            Duration::from_secs(1),
+            Duration::from_millis(1),
+            100,
+            &Outcome::Corrupt(Box::new(corruption)),
+        );
+        RunStats {
+            endpoints: [(Endpoint::Api, api), (Endpoint::Shm, shm)].into(),
+            elapsed: Duration::from_secs(2),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_471), "1,471");
+        assert_eq!(thousands(256_873), "256,873");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn formats_milliseconds() {
+        assert_eq!(format_ms(0.456), "0.46");
+        assert_eq!(format_ms(13.0), "13.00");
+    }
+}
