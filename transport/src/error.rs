@@ -9,13 +9,13 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::host::Owner;
-use crate::layout::SlotState;
+use crate::layout::{GeometryError, SlotState};
 
 /// Creating a segment failed; nothing is left behind.
 #[derive(Debug, Error)]
 pub enum CreateError {
     #[error("invalid segment configuration: {0}")]
-    InvalidConfig(&'static str),
+    InvalidConfig(#[from] GeometryError),
     #[error("no space for a {requested}-byte segment (ENOSPC)")]
     NoSpace { requested: u64 },
     #[error("{op} failed: {source}")]

@@ -125,6 +125,9 @@
 //! any state word, including one a live holder already held, and generations cannot prevent that.
 //! crc32 catches accidents and random scribbles, not a forger who computes checksums.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::host::Owner;
 use crate::sync::AtomicU64;
 
 #[cfg(not(target_endian = "little"))]
@@ -184,6 +187,40 @@ const _: () = {
 };
 
 impl Header {
+    /// The header a creator writes for a segment of `geometry`: every offset and size from the
+    /// geometry, the creation time from the real-time clock, and a correct `header_crc`. The one
+    /// way to lay out a header, for segments, tests and fault injectors alike.
+    pub fn new(geometry: &Geometry, epoch: u64, creator: Owner, creator_uid: u32) -> Self {
+        let created_unix_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64);
+        let mut header = Header {
+            magic: MAGIC,
+            layout_version: LAYOUT_VERSION,
+            header_size: HEADER_SIZE as u32,
+            epoch,
+            created_unix_ns,
+            slot_count: geometry.slot_count,
+            slot_size: geometry.slot_size,
+            descriptors_offset: HEADER_SIZE,
+            payload_offset: geometry.payload_offset,
+            total_size: geometry.total_size,
+            creator_pid: creator.pid,
+            creator_uid,
+            creator_start_time: creator.start_time,
+            header_crc: 0,
+            reserved: [0; 44],
+        };
+        header.refresh_crc();
+        header
+    }
+
+    /// Recomputes `header_crc` after a covered field was changed on purpose (a test or an
+    /// injector writing a header of another layout version).
+    pub fn refresh_crc(&mut self) {
+        self.header_crc = self.compute_crc();
+    }
+
     /// The header's bytes, as they are stored.
     pub fn to_bytes(&self) -> [u8; HEADER_SIZE as usize] {
         // SAFETY: Header is repr(C), made only of integers and byte arrays, with no padding
@@ -202,6 +239,77 @@ impl Header {
     /// crc32 of the bytes `header_crc` covers.
     pub fn compute_crc(&self) -> u32 {
         crc32fast::hash(&self.to_bytes()[..HEADER_CRC_COVERS])
+    }
+}
+
+/// Where each part of a segment lies, derived from slot count and size with checked arithmetic
+/// (the `payload_offset` and `total_size` rows of the header table). Only [`Geometry::new`] makes
+/// one, so its fields always agree: `payload_offset + slot_count * slot_size == total_size`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    slot_count: u32,
+    slot_size: u32,
+    payload_offset: u64,
+    total_size: u64,
+}
+
+/// Slot count or size outside what the layout allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GeometryError {
+    #[error("slot count must be between 1 and 65536")]
+    SlotCount { found: u32 },
+    #[error("slot size must be a positive multiple of 64, at most 1 GiB")]
+    SlotSize { found: u32 },
+    #[error("segment size overflows")]
+    TooLarge,
+}
+
+impl Geometry {
+    /// The geometry of `slot_count` slots of `slot_size` bytes, if the layout allows it.
+    pub fn new(slot_count: u32, slot_size: u32) -> Result<Self, GeometryError> {
+        if slot_count == 0 || slot_count > MAX_SLOT_COUNT {
+            return Err(GeometryError::SlotCount { found: slot_count });
+        }
+        if slot_size == 0 || slot_size > MAX_SLOT_SIZE || slot_size % SLOT_ALIGN != 0 {
+            return Err(GeometryError::SlotSize { found: slot_size });
+        }
+        // Both factors are bounded above, so none of this can overflow a u64; checked anyway so
+        // that a future change to the bounds cannot silently wrap.
+        let descriptors_end = u64::from(slot_count)
+            .checked_mul(DESCRIPTOR_SIZE)
+            .and_then(|bytes| bytes.checked_add(HEADER_SIZE))
+            .ok_or(GeometryError::TooLarge)?;
+        let payload_offset = descriptors_end.next_multiple_of(PAYLOAD_ALIGN);
+        let total_size = u64::from(slot_count)
+            .checked_mul(u64::from(slot_size))
+            .and_then(|bytes| bytes.checked_add(payload_offset))
+            .filter(|&size| usize::try_from(size).is_ok())
+            .ok_or(GeometryError::TooLarge)?;
+        Ok(Self {
+            slot_count,
+            slot_size,
+            payload_offset,
+            total_size,
+        })
+    }
+
+    pub fn slot_count(&self) -> u32 {
+        self.slot_count
+    }
+
+    /// Payload bytes per slot.
+    pub fn slot_size(&self) -> u32 {
+        self.slot_size
+    }
+
+    /// Where slot 0's payload starts: the descriptor table's end rounded up to a page.
+    pub fn payload_offset(&self) -> u64 {
+        self.payload_offset
+    }
+
+    /// The whole segment's size in bytes.
+    pub fn total_size(&self) -> u64 {
+        self.total_size
     }
 }
 
@@ -401,26 +509,55 @@ mod tests {
 
     #[test]
     fn header_crc_changes_with_any_covered_byte() {
-        let header = Header {
-            magic: MAGIC,
-            layout_version: LAYOUT_VERSION,
-            header_size: HEADER_SIZE as u32,
-            epoch: 7,
-            created_unix_ns: 1,
-            slot_count: 2,
-            slot_size: 64,
-            descriptors_offset: HEADER_SIZE,
-            payload_offset: PAYLOAD_ALIGN,
-            total_size: PAYLOAD_ALIGN + 128,
-            creator_pid: 1,
-            creator_uid: 0,
-            creator_start_time: 3,
-            header_crc: 0,
-            reserved: [0; 44],
+        let creator = Owner {
+            pid: 1,
+            start_time: 3,
+            pidfs_ino: 0,
         };
+        let header = Header::new(&Geometry::new(2, 64).unwrap(), 7, creator, 0);
+        assert_eq!(header.header_crc, header.compute_crc());
         let mut changed = header;
         changed.slot_size = 128;
         assert_ne!(header.compute_crc(), changed.compute_crc());
+        changed.refresh_crc();
+        assert_eq!(changed.header_crc, changed.compute_crc());
         assert_eq!(Header::from_bytes(&header.to_bytes()), header);
+    }
+
+    #[test]
+    fn a_new_header_lays_out_the_geometry() {
+        let geometry = Geometry::new(3, 128).unwrap();
+        let creator = Owner {
+            pid: 9,
+            start_time: 4,
+            pidfs_ino: 5,
+        };
+        let header = Header::new(&geometry, 11, creator, 1000);
+        assert_eq!(header.magic, MAGIC);
+        assert_eq!(header.layout_version, LAYOUT_VERSION);
+        assert_eq!(header.descriptors_offset, HEADER_SIZE);
+        assert_eq!(header.payload_offset, geometry.payload_offset);
+        assert_eq!(header.total_size, geometry.total_size);
+        assert_eq!((header.creator_pid, header.creator_uid), (9, 1000));
+        assert_eq!(header.creator_start_time, 4);
+        assert_eq!(header.reserved, [0; 44]);
+    }
+
+    #[test]
+    fn geometry_rejects_bad_configs() {
+        assert!(Geometry::new(0, 64).is_err());
+        assert!(Geometry::new(MAX_SLOT_COUNT + 1, 64).is_err());
+        assert!(Geometry::new(1, 0).is_err());
+        assert!(Geometry::new(1, 100).is_err());
+        assert!(Geometry::new(1, MAX_SLOT_SIZE + 64).is_err());
+    }
+
+    #[test]
+    fn geometry_aligns_payload_to_a_page() {
+        let geometry = Geometry::new(3, 128).unwrap();
+        assert_eq!(geometry.payload_offset, 4096);
+        assert_eq!(geometry.total_size, 4096 + 3 * 128);
+        let geometry = Geometry::new(64, 512 * 1024).unwrap();
+        assert_eq!(geometry.payload_offset, 8192);
     }
 }

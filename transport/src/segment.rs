@@ -30,7 +30,6 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::errno::Errno;
@@ -39,8 +38,8 @@ use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use crate::error::{AttachError, CreateError};
 use crate::host::Owner;
 use crate::layout::{
-    DESCRIPTOR_SIZE, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC, MAX_SLOT_COUNT, MAX_SLOT_SIZE,
-    PAYLOAD_ALIGN, SLOT_ALIGN, SlotDescriptor, SlotState, Tagged, Word,
+    DESCRIPTOR_SIZE, Geometry, GeometryError, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC,
+    MAX_SLOT_COUNT, MAX_SLOT_SIZE, SlotDescriptor, SlotState, Tagged, Word,
 };
 use crate::payload::WORD;
 use crate::sync::{AtomicU64, Ordering};
@@ -53,6 +52,13 @@ pub struct SegmentConfig {
     pub slot_size: u32,
 }
 
+impl SegmentConfig {
+    /// Where each part of a segment of this configuration lies, if the layout allows it.
+    pub fn geometry(&self) -> Result<Geometry, GeometryError> {
+        Geometry::new(self.slot_count, self.slot_size)
+    }
+}
+
 impl Default for SegmentConfig {
     /// 64 slots of 512 KiB (32 MiB): the seed's 256,873-byte payload with 2x headroom, and more
     /// slots than the seed's 50 concurrent users can hold at once.
@@ -61,44 +67,6 @@ impl Default for SegmentConfig {
             slot_count: 64,
             slot_size: 512 * 1024,
         }
-    }
-}
-
-/// Where each part of a segment lies, derived from slot count and size with checked arithmetic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Geometry {
-    slot_count: u32,
-    slot_size: u32,
-    payload_offset: u64,
-    total_size: u64,
-}
-
-impl Geometry {
-    fn for_slots(slot_count: u32, slot_size: u32) -> Result<Self, &'static str> {
-        if slot_count == 0 || slot_count > MAX_SLOT_COUNT {
-            return Err("slot count must be between 1 and 65536");
-        }
-        if slot_size == 0 || slot_size > MAX_SLOT_SIZE || slot_size % SLOT_ALIGN != 0 {
-            return Err("slot size must be a positive multiple of 64, at most 1 GiB");
-        }
-        // Both factors are bounded above, so none of this can overflow a u64; checked anyway so
-        // that a future change to the bounds cannot silently wrap.
-        let descriptors_end = u64::from(slot_count)
-            .checked_mul(DESCRIPTOR_SIZE)
-            .and_then(|bytes| bytes.checked_add(HEADER_SIZE))
-            .ok_or("descriptor table size overflows")?;
-        let payload_offset = descriptors_end.next_multiple_of(PAYLOAD_ALIGN);
-        let total_size = u64::from(slot_count)
-            .checked_mul(u64::from(slot_size))
-            .and_then(|bytes| bytes.checked_add(payload_offset))
-            .filter(|&size| usize::try_from(size).is_ok())
-            .ok_or("segment size overflows")?;
-        Ok(Self {
-            slot_count,
-            slot_size,
-            payload_offset,
-            total_size,
-        })
     }
 }
 
@@ -171,10 +139,9 @@ pub struct Segment {
 impl Segment {
     /// Creates a segment in a sealed memfd.
     pub fn create(config: &SegmentConfig) -> Result<Self, CreateError> {
-        let geometry = Geometry::for_slots(config.slot_count, config.slot_size)
-            .map_err(CreateError::InvalidConfig)?;
+        let geometry = config.geometry()?;
         let file = File::from(memfd()?);
-        reserve(&file, geometry.total_size)?;
+        reserve(&file, geometry.total_size())?;
         fcntl(
             &file,
             FcntlArg::F_ADD_SEALS(
@@ -189,8 +156,7 @@ impl Segment {
     /// `flock` on it until the segment is dropped, which removes the file again if `path` still
     /// names it.
     pub fn create_file(path: &Path, config: &SegmentConfig) -> Result<Self, CreateError> {
-        let geometry = Geometry::for_slots(config.slot_count, config.slot_size)
-            .map_err(CreateError::InvalidConfig)?;
+        let geometry = config.geometry()?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -233,7 +199,7 @@ impl Segment {
         };
         // From here on, dropping `backing` (on any error below) removes the file again.
         if let Backing::NamedFile { file, .. } = &backing {
-            reserve(file, geometry.total_size)?;
+            reserve(file, geometry.total_size())?;
         }
         Self::initialize(geometry, backing)
     }
@@ -241,19 +207,20 @@ impl Segment {
     /// A segment on crate-allocated memory, for loom models of the slot protocol.
     #[cfg(loom)]
     pub fn in_memory(config: &SegmentConfig) -> Self {
-        let geometry = Geometry::for_slots(config.slot_count, config.slot_size)
+        let geometry = config
+            .geometry()
             .expect("loom models use a valid configuration");
-        let descriptors = (0..geometry.slot_count)
+        let descriptors = (0..geometry.slot_count())
             .map(|_| SlotDescriptor::new())
             .collect();
-        let payload_words = geometry.slot_count as usize * geometry.slot_size as usize / WORD;
+        let payload_words = geometry.slot_count() as usize * geometry.slot_size() as usize / WORD;
         let payload = (0..payload_words).map(|_| AtomicU64::new(0)).collect();
         Self {
             memory: Memory::Heap {
                 descriptors,
                 payload,
             },
-            header: new_header(
+            header: Header::new(
                 &geometry,
                 1,
                 Owner {
@@ -261,6 +228,7 @@ impl Segment {
                     start_time: 0,
                     pidfs_ino: 0,
                 },
+                nix::unistd::geteuid().as_raw(),
             ),
             geometry,
             backing: Backing::Heap,
@@ -279,7 +247,7 @@ impl Segment {
                 source: error.into(),
             })?
             .max(1);
-        let header = new_header(&geometry, epoch, creator);
+        let header = Header::new(&geometry, epoch, creator, nix::unistd::geteuid().as_raw());
         let map = MmapRaw::map_raw(backing_file(&backing))
             .map_err(|source| CreateError::Io { op: "mmap", source })?;
         // SAFETY: the mapping is `total_size` >= 128 bytes long and page-aligned; no other process
@@ -293,7 +261,7 @@ impl Segment {
             backing,
             writable: true,
         };
-        for slot in 0..geometry.slot_count {
+        for slot in 0..geometry.slot_count() {
             segment
                 .descriptor(slot)
                 .state
@@ -301,7 +269,7 @@ impl Segment {
         }
         tracing::debug!(
             epoch = format_args!("{epoch:016x}"),
-            slots = geometry.slot_count,
+            slots = geometry.slot_count(),
             "segment created"
         );
         Ok(segment)
@@ -414,15 +382,15 @@ impl Segment {
             MmapOptions::new().map_raw_read_only(file)
         }
         .map_err(|source| AttachError::Io { op: "mmap", source })?;
-        if map.len() as u64 != geometry.total_size {
+        if map.len() as u64 != geometry.total_size() {
             return Err(AttachError::SizeMismatch {
                 found: map.len() as u64,
-                expected: geometry.total_size,
+                expected: geometry.total_size(),
             });
         }
         tracing::debug!(
             epoch = format_args!("{:016x}", header.epoch),
-            slots = geometry.slot_count,
+            slots = geometry.slot_count(),
             "segment attached"
         );
         Ok(Self {
@@ -490,11 +458,11 @@ impl Segment {
     }
 
     pub fn slot_count(&self) -> u32 {
-        self.geometry.slot_count
+        self.geometry.slot_count()
     }
 
     pub fn slot_size(&self) -> u32 {
-        self.geometry.slot_size
+        self.geometry.slot_size()
     }
 
     /// The file descriptor to hand to consumers (memfd or segment file).
@@ -522,7 +490,7 @@ impl Segment {
     /// If `slot` is out of range: callers check indexes that come from outside the process.
     pub(crate) fn descriptor(&self, slot: u32) -> &SlotDescriptor {
         assert!(
-            slot < self.geometry.slot_count,
+            slot < self.geometry.slot_count(),
             "slot index checked by caller"
         );
         match &self.memory {
@@ -547,17 +515,17 @@ impl Segment {
     /// plain bytes: only as atomics, whose racing accesses are defined.
     pub(crate) fn payload(&self, slot: u32) -> &[AtomicU64] {
         assert!(
-            slot < self.geometry.slot_count,
+            slot < self.geometry.slot_count(),
             "slot index checked by caller"
         );
         debug_assert!(
             self.writable,
             "producers and consumers refuse read-only segments"
         );
-        let words = self.geometry.slot_size as usize / WORD;
+        let words = self.geometry.slot_size() as usize / WORD;
         match &self.memory {
             Memory::Mapped(map) => {
-                let offset = self.geometry.payload_offset as usize + slot as usize * words * WORD;
+                let offset = self.geometry.payload_offset() as usize + slot as usize * words * WORD;
                 // SAFETY: payload_offset + slot_count * slot_size == total_size == mapping length
                 // (validated), so the slot's `words` words lie inside the mapping. The mapping is
                 // page-aligned, payload_offset a multiple of 4096 and slot_size of 64, so every
@@ -579,7 +547,7 @@ impl Segment {
     /// Reads one slot's descriptor without taking part in the protocol, with relaxed loads only,
     /// so it is sound on a read-only mapping.
     pub fn inspect(&self, slot: u32) -> Option<SlotView> {
-        if slot >= self.geometry.slot_count {
+        if slot >= self.geometry.slot_count() {
             return None;
         }
         let descriptor = self.descriptor(slot);
@@ -662,8 +630,8 @@ impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Segment")
             .field("epoch", &format_args!("{:016x}", self.header.epoch))
-            .field("slot_count", &self.geometry.slot_count)
-            .field("slot_size", &self.geometry.slot_size)
+            .field("slot_count", &self.geometry.slot_count())
+            .field("slot_size", &self.geometry.slot_size())
             .field("path", &self.path())
             .finish_non_exhaustive()
     }
@@ -697,31 +665,6 @@ fn check_file_metadata(meta: &std::fs::Metadata) -> Result<(), AttachError> {
         });
     }
     Ok(())
-}
-
-fn new_header(geometry: &Geometry, epoch: u64, creator: Owner) -> Header {
-    let created_unix_ns = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_nanos() as u64);
-    let mut header = Header {
-        magic: MAGIC,
-        layout_version: LAYOUT_VERSION,
-        header_size: HEADER_SIZE as u32,
-        epoch,
-        created_unix_ns,
-        slot_count: geometry.slot_count,
-        slot_size: geometry.slot_size,
-        descriptors_offset: HEADER_SIZE,
-        payload_offset: geometry.payload_offset,
-        total_size: geometry.total_size,
-        creator_pid: creator.pid,
-        creator_uid: nix::unistd::geteuid().as_raw(),
-        creator_start_time: creator.start_time,
-        header_crc: 0,
-        reserved: [0; 44],
-    };
-    header.header_crc = header.compute_crc();
-    header
 }
 
 /// Checks every header field and all size arithmetic against what the segment really is.
@@ -760,34 +703,32 @@ fn validate_header(header: &Header, mapped_len: u64) -> Result<Geometry, AttachE
     if header.epoch == 0 {
         return Err(mismatch("epoch", 0, 1));
     }
-    let geometry = Geometry::for_slots(header.slot_count, header.slot_size).map_err(|_| {
-        if header.slot_count == 0 || header.slot_count > MAX_SLOT_COUNT {
-            mismatch(
-                "slot_count",
-                header.slot_count.into(),
-                MAX_SLOT_COUNT.into(),
-            )
-        } else {
-            mismatch("slot_size", header.slot_size.into(), MAX_SLOT_SIZE.into())
-        }
-    })?;
+    let geometry =
+        Geometry::new(header.slot_count, header.slot_size).map_err(|error| match error {
+            GeometryError::SlotCount { found } => {
+                mismatch("slot_count", found.into(), MAX_SLOT_COUNT.into())
+            }
+            GeometryError::SlotSize { .. } | GeometryError::TooLarge => {
+                mismatch("slot_size", header.slot_size.into(), MAX_SLOT_SIZE.into())
+            }
+        })?;
     for (field, found, expected) in [
         ("descriptors_offset", header.descriptors_offset, HEADER_SIZE),
         (
             "payload_offset",
             header.payload_offset,
-            geometry.payload_offset,
+            geometry.payload_offset(),
         ),
-        ("total_size", header.total_size, geometry.total_size),
+        ("total_size", header.total_size, geometry.total_size()),
     ] {
         if found != expected {
             return Err(mismatch(field, found, expected));
         }
     }
-    if mapped_len != geometry.total_size {
+    if mapped_len != geometry.total_size() {
         return Err(AttachError::SizeMismatch {
             found: mapped_len,
-            expected: geometry.total_size,
+            expected: geometry.total_size(),
         });
     }
     Ok(geometry)
@@ -811,7 +752,7 @@ fn memfd() -> Result<OwnedFd, CreateError> {
 /// Reserves the segment's bytes up front, so running out of space fails here with ENOSPC
 /// instead of later with SIGBUS on a page fault.
 fn reserve(file: &File, size: u64) -> Result<(), CreateError> {
-    let len = i64::try_from(size).map_err(|_| CreateError::InvalidConfig("segment too large"))?;
+    let len = i64::try_from(size).map_err(|_| GeometryError::TooLarge)?;
     match nix::fcntl::posix_fallocate(file, 0, len) {
         Ok(()) => Ok(()),
         Err(Errno::ENOSPC) => Err(CreateError::NoSpace { requested: size }),
@@ -835,24 +776,6 @@ mod tests {
         let config = SegmentConfig::default();
         assert!(config.slot_size as usize >= 2 * 256_873);
         assert!(config.slot_count >= 50);
-    }
-
-    #[test]
-    fn geometry_rejects_bad_configs() {
-        assert!(Geometry::for_slots(0, 64).is_err());
-        assert!(Geometry::for_slots(MAX_SLOT_COUNT + 1, 64).is_err());
-        assert!(Geometry::for_slots(1, 0).is_err());
-        assert!(Geometry::for_slots(1, 100).is_err());
-        assert!(Geometry::for_slots(1, MAX_SLOT_SIZE + 64).is_err());
-    }
-
-    #[test]
-    fn geometry_aligns_payload_to_a_page() {
-        let geometry = Geometry::for_slots(3, 128).unwrap();
-        assert_eq!(geometry.payload_offset, 4096);
-        assert_eq!(geometry.total_size, 4096 + 3 * 128);
-        let geometry = Geometry::for_slots(64, 512 * 1024).unwrap();
-        assert_eq!(geometry.payload_offset, 8192);
     }
 
     #[test]
