@@ -17,6 +17,8 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Span;
 use tracing_subscriber::EnvFilter;
 
+use crate::transport_header::Transport;
+
 /// Log output format, `--log-format`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -232,6 +234,6 @@ pub fn request_span(request: &Request) -> Span {
 }
 
 /// Notes in the current request span which transport served it.
-pub fn record_transport(transport: crate::payload::Transport) {
+pub fn record_transport(transport: Transport) {
     Span::current().record("transport", transport.as_str());
 }

@@ -27,12 +27,15 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::api_error::ApiError;
 use crate::dataset::{User, users};
 use crate::failpoints;
-use crate::payload::{CRC_HEADER, Payload, Transport, format_crc, serialize_body};
+use crate::payload::{CRC_HEADER, Payload, format_crc, serialize_body};
 use crate::query::UsersQuery;
 use crate::query_cache::QueryCache;
+use crate::segment_info::SegmentInfo;
 use crate::serve::{CommonArgs, ShutdownSignal, announce, bind, serve_until_signal};
-use crate::shm_producer::{SegmentInfo, ShmArgs, ShmProducer, StartError};
 use crate::telemetry;
+use crate::transport_header::Transport;
+
+use super::shm_producer::{ShmArgs, ShmProducer, StartError};
 
 /// users-service: the producer of the users dataset.
 #[derive(clap::Parser, Clone, Debug)]
@@ -268,7 +271,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 mod tests {
     use super::*;
     use crate::dataset::{DEFAULT_COUNT, DEFAULT_SEED, MAX_COUNT, users_json};
-    use crate::payload::{CRC_HEADER, TRANSPORT_HEADER, format_crc};
+    use crate::payload::{CRC_HEADER, format_crc};
+    use crate::transport_header::TRANSPORT_HEADER;
     use axum::body::Body;
     use axum::http::{Request, StatusCode, header};
     use clap::Parser;

@@ -13,7 +13,7 @@ use reqwest::Url;
 use crate::api_error::{ApiError, SEGMENT_UNAVAILABLE};
 use crate::payload::{CRC_HEADER, Payload, parse_crc};
 use crate::query::UsersQuery;
-use crate::shm_producer::SegmentInfo;
+use crate::segment_info::SegmentInfo;
 use shmbridge::Handle;
 
 /// Largest body accepted from users-service: the `MAX_COUNT` body is ~3.6 MB, so anything past

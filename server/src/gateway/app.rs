@@ -30,16 +30,18 @@ use reqwest::Url;
 
 use crate::api_error::ApiError;
 use crate::failpoints;
-use crate::payload::{Payload, Transport};
+use crate::payload::Payload;
 use crate::query::UsersQuery;
 use crate::query_cache::QueryCache;
 use crate::serve::{
     CommonArgs, ShutdownSignal, announce, announce_admin, bind, serve_until_signal,
 };
-use crate::shm_consumer::{AttachedTo, ShmClient};
 use crate::slot_deadline;
 use crate::telemetry;
-use crate::upstream::{Upstream, parse_upstream_url};
+use crate::transport_header::Transport;
+
+use super::shm_consumer::{AttachedTo, ShmClient};
+use super::upstream::{Upstream, parse_upstream_url};
 
 /// gateway: the front that clients call.
 #[derive(clap::Parser, Clone, Debug)]
@@ -351,7 +353,8 @@ async fn status(State(state): State<AppState>) -> Response {
 mod tests {
     use super::*;
     use crate::dataset::{MAX_COUNT, users_json};
-    use crate::payload::{CRC_HEADER, TRANSPORT_HEADER, format_crc};
+    use crate::payload::{CRC_HEADER, format_crc};
+    use crate::transport_header::TRANSPORT_HEADER;
     use axum::body::Body;
     use axum::http::{Request, header};
     use clap::Parser;

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use serde::Serialize;
 use shmbridge::{
     ClaimError, CreateError, FdServer, Handle, Producer, ProducerOptions, ReaperThread,
     ReclaimReason, Reclaims, Segment, SegmentConfig, Stats,
@@ -16,8 +15,10 @@ use shmbridge::{
 
 use crate::api_error::ApiError;
 use crate::failpoints;
+use crate::segment_info::SegmentInfo;
 use crate::slot_deadline::{self, SlotDeadlineError};
-use crate::stale_segment;
+
+use super::stale_segment;
 
 /// Shared-memory options of users-service.
 #[derive(clap::Args, Clone, Debug)]
@@ -49,18 +50,6 @@ pub struct ShmArgs {
     /// than 0, at most 1h).
     #[arg(long, env = "SHMBRIDGE_READY_TTL", default_value = "5s", value_parser = slot_deadline::parse)]
     pub ready_ttl: Duration,
-}
-
-/// What `GET /shm/segment` tells a gateway so it can attach.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct SegmentInfo {
-    /// Abstract socket name (without the leading `@`).
-    pub socket: String,
-    /// The segment instance, as 16 lowercase hex digits (the handle's first field).
-    pub epoch: String,
-    pub layout_version: u32,
-    pub slot_count: u32,
-    pub slot_size: u32,
 }
 
 /// How often the reaper looks for slots whose holder died, overran its lease, or whose handle

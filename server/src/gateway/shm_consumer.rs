@@ -9,7 +9,8 @@ use shmbridge::{AcquireError, Consumer, ConsumerOptions, Handle, ReadError, atta
 
 use crate::api_error::ApiError;
 use crate::failpoints;
-use crate::upstream::Upstream;
+
+use super::upstream::Upstream;
 
 /// One attached segment and the consumer redeeming handles against it.
 pub struct Attachment {
