@@ -36,7 +36,7 @@ use crate::query_cache::QueryCache;
 use crate::serve::{
     CommonArgs, ShutdownSignal, announce, announce_admin, bind, serve_until_signal,
 };
-use crate::slot_deadline;
+use crate::slot_deadline::{self, SlotDeadlineError};
 use crate::telemetry;
 use crate::transport_header::Transport;
 
@@ -103,14 +103,26 @@ struct Shared {
     metrics: PrometheusHandle,
 }
 
+/// Why [`AppState::new`] refused the arguments.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `--lease` outside its bounds (the flag's parser refuses these already; this catches
+    /// `Args` built in code).
+    #[error("--lease: {0}")]
+    BadLease(SlotDeadlineError),
+    /// The HTTP client for users-service could not be built.
+    #[error(transparent)]
+    Client(reqwest::Error),
+}
+
 impl AppState {
-    pub fn new(args: &Args) -> anyhow::Result<AppState> {
-        // The flag's parser refuses these already; this catches `Args` built in code.
-        let lease = slot_deadline::check(args.lease)
-            .map_err(|error| anyhow::anyhow!("--lease: {error}"))?;
+    pub fn new(args: &Args) -> Result<AppState, StartError> {
+        let lease = slot_deadline::check(args.lease).map_err(StartError::BadLease)?;
+        let upstream = Upstream::new(args.upstream.clone(), args.deadline, args.pool_max_idle)
+            .map_err(StartError::Client)?;
         Ok(AppState {
             inner: Arc::new(Shared {
-                upstream: Upstream::new(args.upstream.clone(), args.deadline, args.pool_max_idle)?,
+                upstream,
                 shm: ShmClient::new(args.shm_socket.clone(), lease),
                 fallback_to_api: args.shm_fallback_to_api,
                 cached: QueryCache::default(),

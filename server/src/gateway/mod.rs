@@ -5,4 +5,4 @@ mod app;
 pub mod shm_consumer;
 pub mod upstream;
 
-pub use app::{AppState, Args, admin_app, app, run};
+pub use app::{AppState, Args, StartError, admin_app, app, run};

@@ -34,7 +34,7 @@ pub struct Upstream {
 impl Upstream {
     /// A client for `base` (e.g. `http://127.0.0.1:8081`) keeping up to `max_idle` idle
     /// keep-alive connections, so steady traffic never pays a TCP handshake.
-    pub fn new(base: Url, deadline: Duration, max_idle: usize) -> anyhow::Result<Upstream> {
+    pub fn new(base: Url, deadline: Duration, max_idle: usize) -> reqwest::Result<Upstream> {
         let client = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(max_idle)
@@ -279,14 +279,27 @@ fn bad_upstream(reason: String) -> ApiError {
     ApiError::BadUpstream { reason }
 }
 
+/// Why `--upstream` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamUrlError {
+    #[error("not a URL: {0}")]
+    NotUrl(<Url as std::str::FromStr>::Err),
+    #[error("scheme must be http, got {scheme}")]
+    NotHttp { scheme: String },
+    #[error("URL has no host")]
+    NoHost,
+}
+
 /// Parses `--upstream`: an `http://` URL with a host (no TLS in this build; loopback only).
-pub fn parse_upstream_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|error| format!("not a URL: {error}"))?;
+pub fn parse_upstream_url(text: &str) -> Result<Url, UpstreamUrlError> {
+    let url = Url::parse(text).map_err(UpstreamUrlError::NotUrl)?;
     if url.scheme() != "http" {
-        return Err(format!("scheme must be http, got {}", url.scheme()));
+        return Err(UpstreamUrlError::NotHttp {
+            scheme: url.scheme().to_owned(),
+        });
     }
     if url.host().is_none() {
-        return Err("URL has no host".to_owned());
+        return Err(UpstreamUrlError::NoHost);
     }
     Ok(url)
 }
@@ -298,9 +311,20 @@ mod tests {
     #[test]
     fn upstream_url_must_be_plain_http_with_a_host() {
         assert!(parse_upstream_url("http://127.0.0.1:8081").is_ok());
-        assert!(parse_upstream_url("https://127.0.0.1:8081").is_err());
-        assert!(parse_upstream_url("127.0.0.1:8081").is_err());
-        assert!(parse_upstream_url("not a url").is_err());
+        assert_eq!(
+            parse_upstream_url("https://127.0.0.1:8081")
+                .unwrap_err()
+                .to_string(),
+            "scheme must be http, got https"
+        );
+        assert!(matches!(
+            parse_upstream_url("127.0.0.1:8081"),
+            Err(UpstreamUrlError::NotUrl(_) | UpstreamUrlError::NotHttp { .. })
+        ));
+        assert!(matches!(
+            parse_upstream_url("not a url"),
+            Err(UpstreamUrlError::NotUrl(_))
+        ));
     }
 
     #[test]

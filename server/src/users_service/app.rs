@@ -72,8 +72,9 @@ pub struct AppState {
 struct Shared {
     datasets: QueryCache<Arc<[User]>>,
     bodies: Option<QueryCache<Payload>>,
-    /// The segment, or why it could not be created: then only REST is served.
-    shm: Result<Arc<ShmProducer>, String>,
+    /// The segment, or why it could not be created (always a [`StartError::Create`]): then
+    /// only REST is served.
+    shm: Result<Arc<ShmProducer>, StartError>,
     metrics: PrometheusHandle,
 }
 
@@ -81,22 +82,18 @@ impl AppState {
     /// Creates the shared-memory segment and starts serving its descriptor. A segment that
     /// cannot be created (no space, no memory) is logged once and leaves users-service serving
     /// REST only; a setting it must not start with is an error.
-    pub fn new(args: &Args) -> anyhow::Result<AppState> {
+    pub fn new(args: &Args) -> Result<AppState, StartError> {
         let shm = match ShmProducer::start(&args.shm) {
             Ok(producer) => Ok(Arc::new(producer)),
             Err(error @ StartError::Create { .. }) => {
-                let reason = error.to_string();
                 tracing::error!(
-                    reason,
+                    reason = error.to_string(),
                     "starting without shared memory: POST /shm/users, GET /shm/segment and \
                      /readyz answer 503"
                 );
-                Err(reason)
+                Err(error)
             }
-            Err(StartError::Refused(error)) => return Err(error),
-            Err(error @ (StartError::Leftover(_) | StartError::BadDeadline { .. })) => {
-                return Err(error.into());
-            }
+            Err(error) => return Err(error),
         };
         Ok(AppState {
             inner: Arc::new(Shared {
@@ -113,8 +110,8 @@ impl AppState {
         self.inner
             .shm
             .as_ref()
-            .map_err(|reason| ApiError::SegmentUnavailable {
-                reason: reason.clone(),
+            .map_err(|error| ApiError::SegmentUnavailable {
+                reason: error.to_string(),
             })
     }
 
@@ -259,9 +256,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(shm) => {
             Json(serde_json::json!({ "ready": true, "segment": shm.info() })).into_response()
         }
-        Err(reason) => (
+        Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "ready": false, "reason": reason })),
+            Json(serde_json::json!({ "ready": false, "reason": error.to_string() })),
         )
             .into_response(),
     }
