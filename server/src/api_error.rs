@@ -14,6 +14,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use shmbridge::{AcquireError, PublishError, ReadError};
 
 use crate::query::QueryError;
 
@@ -56,13 +57,37 @@ pub enum ApiError {
     SegmentUnavailable { reason: String },
     /// The handle no longer names a ready publication (redeemed, reclaimed, other epoch).
     #[error("shared-memory handle is stale")]
-    ShmStale { reason: String },
+    ShmStale { reason: ShmFault },
     /// The bytes read did not match the producer's checksum.
     #[error("shared-memory payload failed verification")]
-    ShmCorrupt { reason: String },
+    ShmCorrupt { reason: ShmFault },
     /// A failure inside this service that the client cannot act on.
     #[error("internal error")]
     Internal { reason: String },
+}
+
+/// What went wrong in a hand-off through shared memory: the detail behind
+/// [`ApiError::ShmStale`] and [`ApiError::ShmCorrupt`], for logs and operators only.
+#[derive(Debug, thiserror::Error)]
+pub enum ShmFault {
+    /// The handle was refused (another epoch, not ready at its generation).
+    #[error(transparent)]
+    Acquire(AcquireError),
+    /// The read did not give the published bytes (reclaimed mid-read, checksum mismatch).
+    #[error(transparent)]
+    Read(ReadError),
+    /// The bytes read are not as many as the handle says.
+    #[error("read {read} bytes, handle says {expected}")]
+    Length { read: usize, expected: u32 },
+    /// users-service was restarted: its segment is not the one the handle names.
+    #[error("handle names epoch {handle:016x}, users-service now serves {serving:016x}")]
+    EpochMoved { handle: u64, serving: u64 },
+    /// Writing into the claimed slot failed (the reaper took it back).
+    #[error("writing the slot failed: {0}")]
+    Write(std::io::Error),
+    /// The slot was taken back before it could be published.
+    #[error(transparent)]
+    Publish(PublishError),
 }
 
 /// The code users-service sends when it has no segment; the gateway maps it to
@@ -128,9 +153,10 @@ impl ApiError {
             | ApiError::UpstreamBusy { reason }
             | ApiError::ShmUnavailable { reason }
             | ApiError::SegmentUnavailable { reason }
-            | ApiError::ShmStale { reason }
-            | ApiError::ShmCorrupt { reason }
             | ApiError::Internal { reason } => Some(Cow::Borrowed(reason)),
+            ApiError::ShmStale { reason } | ApiError::ShmCorrupt { reason } => {
+                Some(Cow::Owned(reason.to_string()))
+            }
             ApiError::UpstreamDeadline { deadline } => Some(Cow::Owned(format!(
                 "no complete answer within the deadline of {}",
                 humantime::format_duration(*deadline)
@@ -301,13 +327,13 @@ mod tests {
             ),
             (
                 ApiError::ShmStale {
-                    reason: DETAIL.into(),
+                    reason: ShmFault::Write(std::io::Error::other(DETAIL)),
                 },
                 "shm_stale",
             ),
             (
                 ApiError::ShmCorrupt {
-                    reason: DETAIL.into(),
+                    reason: ShmFault::Write(std::io::Error::other(DETAIL)),
                 },
                 "shm_corrupt",
             ),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use shmbridge::{AcquireError, Consumer, ConsumerOptions, Handle, ReadError, attach_via_socket};
 
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, ShmFault};
 use crate::failpoints;
 
 use super::upstream::Upstream;
@@ -30,7 +30,7 @@ impl Attachment {
             AcquireError::WrongEpoch { .. } | AcquireError::Stale { .. } => {
                 metrics::counter!("shm_stale_handles_total").increment(1);
                 ApiError::ShmStale {
-                    reason: error.to_string(),
+                    reason: ShmFault::Acquire(error),
                 }
             }
             AcquireError::SlotOutOfRange { .. } | AcquireError::TooLarge { .. } => {
@@ -44,20 +44,23 @@ impl Attachment {
             ReadError::ChecksumMismatch { .. } => {
                 metrics::counter!("checksum_failures_total", "transport" => "shm").increment(1);
                 ApiError::ShmCorrupt {
-                    reason: error.to_string(),
+                    reason: ShmFault::Read(error),
                 }
             }
             ReadError::Reclaimed { .. } => {
                 metrics::counter!("shm_stale_handles_total").increment(1);
                 ApiError::ShmStale {
-                    reason: error.to_string(),
+                    reason: ShmFault::Read(error),
                 }
             }
         })?;
         if bytes.len() != handle.len as usize {
             metrics::counter!("checksum_failures_total", "transport" => "shm").increment(1);
             return Err(ApiError::ShmCorrupt {
-                reason: format!("read {} bytes, handle says {}", bytes.len(), handle.len),
+                reason: ShmFault::Length {
+                    read: bytes.len(),
+                    expected: handle.len,
+                },
             });
         }
         Ok(bytes)
@@ -156,11 +159,10 @@ impl ShmClient {
                     .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&attachment));
                 if !matches(&attachment) {
                     return Err(ApiError::ShmStale {
-                        reason: format!(
-                            "handle names epoch {:016x}, users-service now serves {:016x}",
-                            wanted_epoch.unwrap_or_default(),
-                            attachment.epoch()
-                        ),
+                        reason: ShmFault::EpochMoved {
+                            handle: wanted_epoch.unwrap_or_default(),
+                            serving: attachment.epoch(),
+                        },
                     });
                 }
                 Ok(attachment)

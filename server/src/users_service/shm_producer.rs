@@ -14,7 +14,7 @@ use shmbridge::{
     ReclaimReason, Reclaims, Segment, SegmentConfig, Stats,
 };
 
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, ShmFault};
 use crate::failpoints;
 use crate::segment_info::SegmentInfo;
 use crate::slot_deadline::{self, SlotDeadlineError};
@@ -209,14 +209,14 @@ impl ShmProducer {
         let (first_half, second_half) = body.split_at(body.len() / 2);
         // A failed write (the reaper took the slot) drops the guard, which frees the slot.
         let write_failed = |error: std::io::Error| ApiError::ShmStale {
-            reason: format!("writing the slot failed: {error}"),
+            reason: ShmFault::Write(error),
         };
         std::io::Write::write_all(&mut slot, first_half).map_err(write_failed)?;
         failpoints::hit(failpoints::MID_COPY);
         std::io::Write::write_all(&mut slot, second_half).map_err(write_failed)?;
         failpoints::hit(failpoints::BEFORE_PUBLISH);
         slot.publish().map_err(|error| ApiError::ShmStale {
-            reason: error.to_string(),
+            reason: ShmFault::Publish(error),
         })
     }
 
