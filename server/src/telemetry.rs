@@ -7,10 +7,12 @@ use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::Router;
+use axum::extract::{FromRef, MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
@@ -209,6 +211,21 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.decrement(1.0);
     }
+}
+
+/// A service's routes with what both services serve alike: `GET /healthz` and `GET /metrics`
+/// added, per-request metrics on every route ([`track_requests`]) and the request span
+/// ([`trace_layer`]) around all of it.
+pub fn observed<S>(routes: Router<S>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    PrometheusHandle: FromRef<S>,
+{
+    routes
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_endpoint))
+        .route_layer(axum::middleware::from_fn(track_requests))
+        .layer(trace_layer())
 }
 
 /// The request tracing layer both services use: one span per request ([`request_span`]).

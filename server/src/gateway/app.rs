@@ -140,16 +140,12 @@ impl FromRef<AppState> for PrometheusHandle {
 
 /// The gateway routes, ready for `oneshot` in tests or for serving.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/api/users-via-api", get(users_via_api))
         .route("/api/users-via-shm", get(users_via_shm))
         .route("/api/users-cached", get(users_cached))
-        .route("/healthz", get(telemetry::healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(telemetry::metrics_endpoint))
-        .route_layer(axum::middleware::from_fn(telemetry::track_requests))
-        .layer(telemetry::trace_layer())
-        .with_state(state)
+        .route("/readyz", get(readyz));
+    telemetry::observed(routes).with_state(state)
 }
 
 /// The operators' routes (`--admin-listen`): `GET /status`, readiness with its detail.

@@ -152,16 +152,12 @@ impl FromRef<AppState> for PrometheusHandle {
 
 /// The users-service routes, ready for `oneshot` in tests or for serving.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/users", get(get_users))
         .route("/shm/users", post(publish_users))
         .route("/shm/segment", get(segment_info))
-        .route("/healthz", get(telemetry::healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(telemetry::metrics_endpoint))
-        .route_layer(axum::middleware::from_fn(telemetry::track_requests))
-        .layer(telemetry::trace_layer())
-        .with_state(state)
+        .route("/readyz", get(readyz));
+    telemetry::observed(routes).with_state(state)
 }
 
 /// Runs users-service until SIGTERM/Ctrl-C.
