@@ -14,8 +14,9 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use shmbridge::{AcquireError, PublishError, ReadError};
+use shmbridge::{AcquireError, HandleParseError, PublishError, ReadError};
 
+use crate::payload::CRC_HEADER;
 use crate::query::QueryError;
 
 /// Seconds a client is told to wait before retrying a 503.
@@ -33,7 +34,7 @@ pub enum ApiError {
     UpstreamDeadline { deadline: Duration },
     /// users-service answered something the gateway cannot trust.
     #[error("users-service sent an invalid answer")]
-    BadUpstream { reason: String },
+    BadUpstream { reason: BadAnswer },
     /// users-service refused the request with a client error of its own; its status is
     /// forwarded, its text is not.
     #[error("{}", rejected_message(*status))]
@@ -64,6 +65,47 @@ pub enum ApiError {
     /// A failure inside this service that the client cannot act on.
     #[error("internal error")]
     Internal { reason: String },
+}
+
+/// What was wrong with an answer from users-service: the detail behind
+/// [`ApiError::BadUpstream`], for logs and operators only.
+#[derive(Debug, thiserror::Error)]
+pub enum BadAnswer {
+    #[error("missing or malformed {} header", CRC_HEADER)]
+    CrcHeader,
+    #[error(
+        "body crc32 {body:08x} differs from the {} header {header:08x}",
+        CRC_HEADER
+    )]
+    BodyCrc { body: u32, header: u32 },
+    #[error("declared body of {declared} bytes exceeds {limit}")]
+    DeclaredTooLarge { declared: u64, limit: usize },
+    #[error("body exceeds {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("body of {read} bytes, content-length said {declared}")]
+    Length { read: usize, declared: u64 },
+    #[error("body read failed after {read} bytes: {error}")]
+    BodyRead { read: usize, error: reqwest::Error },
+    #[error("handle is not UTF-8")]
+    HandleNotUtf8,
+    #[error("unparsable handle {text:?}: {error}")]
+    Handle {
+        text: String,
+        error: HandleParseError,
+    },
+    #[error(
+        "handle crc {handle:08x} differs from the {} header {header:08x}",
+        CRC_HEADER
+    )]
+    HandleCrc { handle: u32, header: u32 },
+    /// The handle names a slot or length the attached segment does not have.
+    #[error("handle does not fit the segment: {0}")]
+    HandleDoesNotFit(AcquireError),
+    #[error("unreadable segment info: {0}")]
+    SegmentInfo(serde_json::Error),
+    /// A status the gateway has no meaning for; `said` is users-service's own words.
+    #[error("unexpected answer: {said}")]
+    Unexpected { said: String },
 }
 
 /// What went wrong in a hand-off through shared memory: the detail behind
@@ -148,12 +190,12 @@ impl ApiError {
     pub fn internal_reason(&self) -> Option<Cow<'_, str>> {
         match self {
             ApiError::UpstreamUnavailable { reason }
-            | ApiError::BadUpstream { reason }
             | ApiError::UpstreamRejected { reason, .. }
             | ApiError::UpstreamBusy { reason }
             | ApiError::ShmUnavailable { reason }
             | ApiError::SegmentUnavailable { reason }
             | ApiError::Internal { reason } => Some(Cow::Borrowed(reason)),
+            ApiError::BadUpstream { reason } => Some(Cow::Owned(reason.to_string())),
             ApiError::ShmStale { reason } | ApiError::ShmCorrupt { reason } => {
                 Some(Cow::Owned(reason.to_string()))
             }
@@ -262,7 +304,7 @@ mod tests {
     #[tokio::test]
     async fn bad_upstream_is_502_without_retry_after() {
         let response = ApiError::BadUpstream {
-            reason: "crc mismatch".into(),
+            reason: BadAnswer::BodyCrc { body: 1, header: 2 },
         }
         .into_response();
         assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
@@ -289,7 +331,9 @@ mod tests {
             ),
             (
                 ApiError::BadUpstream {
-                    reason: DETAIL.into(),
+                    reason: BadAnswer::Unexpected {
+                        said: DETAIL.into(),
+                    },
                 },
                 "upstream_invalid",
             ),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use shmbridge::{AcquireError, Consumer, ConsumerOptions, Handle, ReadError, attach_via_socket};
 
-use crate::api_error::{ApiError, ShmFault};
+use crate::api_error::{ApiError, BadAnswer, ShmFault};
 use crate::failpoints;
 
 use super::upstream::Upstream;
@@ -35,7 +35,7 @@ impl Attachment {
             }
             AcquireError::SlotOutOfRange { .. } | AcquireError::TooLarge { .. } => {
                 ApiError::BadUpstream {
-                    reason: format!("handle does not fit the segment: {error}"),
+                    reason: BadAnswer::HandleDoesNotFit(error),
                 }
             }
         })?;
