@@ -8,7 +8,7 @@ use std::io;
 use std::time::Duration;
 
 use shmbridge::{AttachError, Segment, attach_via_socket};
-use shmbridge_server::shm_producer::SegmentInfo;
+use shmbridge_server::segment_info::SegmentInfo;
 use url::Url;
 
 /// Why the live segment could not be reached.

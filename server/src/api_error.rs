@@ -14,7 +14,9 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use shmbridge::{AcquireError, HandleParseError, PublishError, ReadError};
 
+use crate::payload::CRC_HEADER;
 use crate::query::QueryError;
 
 /// Seconds a client is told to wait before retrying a 503.
@@ -32,7 +34,7 @@ pub enum ApiError {
     UpstreamDeadline { deadline: Duration },
     /// users-service answered something the gateway cannot trust.
     #[error("users-service sent an invalid answer")]
-    BadUpstream { reason: String },
+    BadUpstream { reason: BadAnswer },
     /// users-service refused the request with a client error of its own; its status is
     /// forwarded, its text is not.
     #[error("{}", rejected_message(*status))]
@@ -56,13 +58,78 @@ pub enum ApiError {
     SegmentUnavailable { reason: String },
     /// The handle no longer names a ready publication (redeemed, reclaimed, other epoch).
     #[error("shared-memory handle is stale")]
-    ShmStale { reason: String },
+    ShmStale { reason: ShmFault },
     /// The bytes read did not match the producer's checksum.
     #[error("shared-memory payload failed verification")]
-    ShmCorrupt { reason: String },
+    ShmCorrupt { reason: ShmFault },
     /// A failure inside this service that the client cannot act on.
     #[error("internal error")]
     Internal { reason: String },
+}
+
+/// What was wrong with an answer from users-service: the detail behind
+/// [`ApiError::BadUpstream`], for logs and operators only.
+#[derive(Debug, thiserror::Error)]
+pub enum BadAnswer {
+    #[error("missing or malformed {} header", CRC_HEADER)]
+    CrcHeader,
+    #[error(
+        "body crc32 {body:08x} differs from the {} header {header:08x}",
+        CRC_HEADER
+    )]
+    BodyCrc { body: u32, header: u32 },
+    #[error("declared body of {declared} bytes exceeds {limit}")]
+    DeclaredTooLarge { declared: u64, limit: usize },
+    #[error("body exceeds {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("body of {read} bytes, content-length said {declared}")]
+    Length { read: usize, declared: u64 },
+    #[error("body read failed after {read} bytes: {error}")]
+    BodyRead { read: usize, error: reqwest::Error },
+    #[error("handle is not UTF-8")]
+    HandleNotUtf8,
+    #[error("unparsable handle {text:?}: {error}")]
+    Handle {
+        text: String,
+        error: HandleParseError,
+    },
+    #[error(
+        "handle crc {handle:08x} differs from the {} header {header:08x}",
+        CRC_HEADER
+    )]
+    HandleCrc { handle: u32, header: u32 },
+    /// The handle names a slot or length the attached segment does not have.
+    #[error("handle does not fit the segment: {0}")]
+    HandleDoesNotFit(AcquireError),
+    #[error("unreadable segment info: {0}")]
+    SegmentInfo(serde_json::Error),
+    /// A status the gateway has no meaning for; `said` is users-service's own words.
+    #[error("unexpected answer: {said}")]
+    Unexpected { said: String },
+}
+
+/// What went wrong in a hand-off through shared memory: the detail behind
+/// [`ApiError::ShmStale`] and [`ApiError::ShmCorrupt`], for logs and operators only.
+#[derive(Debug, thiserror::Error)]
+pub enum ShmFault {
+    /// The handle was refused (another epoch, not ready at its generation).
+    #[error(transparent)]
+    Acquire(AcquireError),
+    /// The read did not give the published bytes (reclaimed mid-read, checksum mismatch).
+    #[error(transparent)]
+    Read(ReadError),
+    /// The bytes read are not as many as the handle says.
+    #[error("read {read} bytes, handle says {expected}")]
+    Length { read: usize, expected: u32 },
+    /// users-service was restarted: its segment is not the one the handle names.
+    #[error("handle names epoch {handle:016x}, users-service now serves {serving:016x}")]
+    EpochMoved { handle: u64, serving: u64 },
+    /// Writing into the claimed slot failed (the reaper took it back).
+    #[error("writing the slot failed: {0}")]
+    Write(std::io::Error),
+    /// The slot was taken back before it could be published.
+    #[error(transparent)]
+    Publish(PublishError),
 }
 
 /// The code users-service sends when it has no segment; the gateway maps it to
@@ -123,14 +190,15 @@ impl ApiError {
     pub fn internal_reason(&self) -> Option<Cow<'_, str>> {
         match self {
             ApiError::UpstreamUnavailable { reason }
-            | ApiError::BadUpstream { reason }
             | ApiError::UpstreamRejected { reason, .. }
             | ApiError::UpstreamBusy { reason }
             | ApiError::ShmUnavailable { reason }
             | ApiError::SegmentUnavailable { reason }
-            | ApiError::ShmStale { reason }
-            | ApiError::ShmCorrupt { reason }
             | ApiError::Internal { reason } => Some(Cow::Borrowed(reason)),
+            ApiError::BadUpstream { reason } => Some(Cow::Owned(reason.to_string())),
+            ApiError::ShmStale { reason } | ApiError::ShmCorrupt { reason } => {
+                Some(Cow::Owned(reason.to_string()))
+            }
             ApiError::UpstreamDeadline { deadline } => Some(Cow::Owned(format!(
                 "no complete answer within the deadline of {}",
                 humantime::format_duration(*deadline)
@@ -236,7 +304,7 @@ mod tests {
     #[tokio::test]
     async fn bad_upstream_is_502_without_retry_after() {
         let response = ApiError::BadUpstream {
-            reason: "crc mismatch".into(),
+            reason: BadAnswer::BodyCrc { body: 1, header: 2 },
         }
         .into_response();
         assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
@@ -263,7 +331,9 @@ mod tests {
             ),
             (
                 ApiError::BadUpstream {
-                    reason: DETAIL.into(),
+                    reason: BadAnswer::Unexpected {
+                        said: DETAIL.into(),
+                    },
                 },
                 "upstream_invalid",
             ),
@@ -301,13 +371,13 @@ mod tests {
             ),
             (
                 ApiError::ShmStale {
-                    reason: DETAIL.into(),
+                    reason: ShmFault::Write(std::io::Error::other(DETAIL)),
                 },
                 "shm_stale",
             ),
             (
                 ApiError::ShmCorrupt {
-                    reason: DETAIL.into(),
+                    reason: ShmFault::Write(std::io::Error::other(DETAIL)),
                 },
                 "shm_corrupt",
             ),

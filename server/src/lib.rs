@@ -1,6 +1,10 @@
 //! shmbridge-server: the users-service (producer) and the gateway (front), as library modules so
 //! that other crates (the chaos harness) can run them in-process or as re-executed children:
 //! each service has a clap `Args`, `app(state) -> Router` and `run(args)`.
+//!
+//! Each service is a folder ([`users_service`], [`gateway`]); the files beside them are what
+//! both use (errors, the dataset and its queries, the body and its headers, the segment info
+//! one serves and the other reads, serving, telemetry, fault points).
 
 pub mod api_error;
 pub mod dataset;
@@ -10,13 +14,11 @@ pub mod gateway;
 pub mod payload;
 pub mod query;
 pub mod query_cache;
+pub mod segment_info;
 pub mod serve;
-pub mod shm_consumer;
-pub mod shm_producer;
 pub mod slot_deadline;
-pub mod stale_segment;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod upstream;
+pub mod transport_header;
 pub mod users_service;

@@ -1,21 +1,18 @@
 //! A users body together with its producer-computed crc32, and how it is turned into an HTTP
 //! response (the headers every users endpoint sets).
 
-use std::fmt;
-
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use crate::dataset::{User, users_json};
 use crate::query::UsersQuery;
+use crate::telemetry;
+use crate::transport_header::{TRANSPORT_HEADER, Transport};
 
 /// Header carrying the producer's crc32 (IEEE, as `crc32fast` computes it) of the body, written
 /// as exactly 8 lowercase hex digits, e.g. `x-payload-crc32: 5c2a5546`.
 pub const CRC_HEADER: &str = "x-payload-crc32";
-
-/// Header naming the path the body took: see [`Transport`].
-pub const TRANSPORT_HEADER: &str = "x-transport";
 
 /// The JSON body of a users response and the crc32 its producer computed over it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,7 +42,7 @@ impl Payload {
     /// [`CRC_HEADER`] and [`TRANSPORT_HEADER`]. Also notes the transport in the request span and
     /// counts the bytes in `payload_bytes_total{transport}`.
     pub fn into_response(self, transport: Transport) -> Response {
-        crate::telemetry::record_transport(transport);
+        telemetry::record_transport(transport);
         metrics::counter!("payload_bytes_total", "transport" => transport.as_str())
             .increment(self.bytes.len() as u64);
         let mut headers = HeaderMap::new();
@@ -77,37 +74,6 @@ pub fn parse_crc(text: &str) -> Option<u32> {
         return None;
     }
     u32::from_str_radix(text, 16).ok()
-}
-
-/// How a body reached the client, sent as [`TRANSPORT_HEADER`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    /// Fetched from users-service over HTTP/JSON.
-    Api,
-    /// Passed through shared memory; HTTP carried only the handle.
-    Shm,
-    /// Asked for shared memory, served over HTTP because shared memory was unavailable and
-    /// `--shm-fallback-to-api` is on.
-    ApiFallback,
-    /// Served from a body serialized once and kept (benchmark ceiling).
-    Cached,
-}
-
-impl Transport {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Api => "api",
-            Transport::Shm => "shm",
-            Transport::ApiFallback => "api-fallback",
-            Transport::Cached => "cached",
-        }
-    }
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
-    }
 }
 
 /// The JSON body for already generated users, without a checksum: the shared-memory path has

@@ -7,15 +7,19 @@ use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::Router;
+use axum::extract::{FromRef, MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Span;
 use tracing_subscriber::EnvFilter;
+
+use crate::transport_header::Transport;
 
 /// Log output format, `--log-format`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -209,6 +213,21 @@ impl Drop for InFlight {
     }
 }
 
+/// A service's routes with what both services serve alike: `GET /healthz` and `GET /metrics`
+/// added, per-request metrics on every route ([`track_requests`]) and the request span
+/// ([`trace_layer`]) around all of it.
+pub fn observed<S>(routes: Router<S>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    PrometheusHandle: FromRef<S>,
+{
+    routes
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_endpoint))
+        .route_layer(axum::middleware::from_fn(track_requests))
+        .layer(trace_layer())
+}
+
 /// The request tracing layer both services use: one span per request ([`request_span`]).
 /// Failed responses are logged where their cause is known (`ApiError`), so the layer's own
 /// failure events stay at debug instead of an ERROR line per 503.
@@ -232,6 +251,6 @@ pub fn request_span(request: &Request) -> Span {
 }
 
 /// Notes in the current request span which transport served it.
-pub fn record_transport(transport: crate::payload::Transport) {
+pub fn record_transport(transport: Transport) {
     Span::current().record("transport", transport.as_str());
 }

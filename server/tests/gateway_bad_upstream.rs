@@ -22,7 +22,7 @@ use common::{
 use shmbridge::Handle;
 use shmbridge_server::payload::{Payload, format_crc};
 use shmbridge_server::query::UsersQuery;
-use shmbridge_server::shm_producer::{ShmArgs, ShmProducer};
+use shmbridge_server::users_service::shm_producer::{ShmArgs, ShmProducer};
 
 fn users_reply(
     headers: &[(&'static str, &'static str)],

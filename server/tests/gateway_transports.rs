@@ -8,7 +8,8 @@ use common::{
     assert_no_leak, error_code, error_message, gateway, gateway_with_admin, get, users_service,
 };
 use shmbridge_server::dataset::{DEFAULT_COUNT, DEFAULT_SEED, users_json};
-use shmbridge_server::payload::{CRC_HEADER, TRANSPORT_HEADER, format_crc};
+use shmbridge_server::payload::{CRC_HEADER, format_crc};
+use shmbridge_server::transport_header::TRANSPORT_HEADER;
 
 #[tokio::test]
 async fn both_transports_return_identical_verified_bodies() {

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use crate::error::{AcquireError, ReadError};
 use crate::handle::Handle;
-use crate::host::{Host, Owner, SystemHost};
+use crate::host::{Host, Owner, SystemHost, nanos};
 use crate::layout::{SlotState, Word};
 use crate::payload;
-use crate::producer::nanos;
 use crate::segment::Segment;
 use crate::stats::{Counters, Stats};
 

@@ -14,8 +14,9 @@ use crate::layout::{GeometryError, SlotState};
 /// Creating a segment failed; nothing is left behind.
 #[derive(Debug, Error)]
 pub enum CreateError {
+    // Not a `source`: the message already says it, and a chain printer would say it twice.
     #[error("invalid segment configuration: {0}")]
-    InvalidConfig(#[from] GeometryError),
+    InvalidConfig(GeometryError),
     #[error("no space for a {requested}-byte segment (ENOSPC)")]
     NoSpace { requested: u64 },
     #[error("{op} failed: {source}")]

@@ -142,6 +142,12 @@ pub fn monotonic_now_ns() -> u64 {
         .saturating_add(now.tv_nsec() as u64)
 }
 
+/// `duration` in the clock's nanoseconds, saturating: a lease or timeout too long to count in a
+/// u64 of nanoseconds (585 years) ends never rather than early.
+pub(crate) fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// `statfs.f_type` of pidfs (`PID_FS_MAGIC`). On kernels without pidfs, pidfds are anonymous
 /// inodes that all share one inode number, which names no process.
 const PID_FS_MAGIC: u64 = 0x5049_4446;

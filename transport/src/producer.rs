@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::error::{ClaimError, PublishError};
 use crate::handle::Handle;
-use crate::host::{Host, Owner, SystemHost};
+use crate::host::{Host, Owner, SystemHost, nanos};
 use crate::layout::{SlotState, Word};
 use crate::payload;
 use crate::reaper::Reaper;
@@ -330,8 +330,4 @@ impl Drop for WriteGuard<'_> {
             }
         }
     }
-}
-
-pub(crate) fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }

@@ -19,9 +19,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::host::{Host, Owner};
+use crate::host::{Host, Owner, nanos};
 use crate::layout::{GENERATION_JUMP, SlotState, Word};
-use crate::producer::nanos;
 use crate::segment::Segment;
 use crate::stats::{ReclaimReason, Reclaims};
 

@@ -1,48 +1,34 @@
-//! A segment: creating it, attaching to it, and validating everything read from its header.
+//! A segment: the public face over the memory two processes share. [`Segment`] creates one,
+//! attaches to one, and hands the protocol code its slots; the work lies in files of their own:
 //!
-//! Two backings:
-//! - **Sealed memfd** (default, [`Segment::create`]). Anonymous: nothing in `/dev/shm` outlives a
-//!   `kill -9`. Sealed against shrink and grow, so no process can truncate the mapping under a
-//!   reader (no SIGBUS). Memory is reserved with `fallocate` at creation, so a memory limit fails
-//!   there and not later on a page fault. Consumers receive the descriptor over a Unix socket
-//!   (`crate::fdpass`). Does not defend against a same-uid process that receives the descriptor
-//!   (or ptraces a peer) and writes garbage into the mapping: readers detect that through the
-//!   crc32 and the state words.
-//! - **Named file** ([`Segment::create_file`]), for inspection tools and peers in other languages.
-//!   Created with `O_EXCL` and mode 0600; space reserved with `posix_fallocate`, so a full tmpfs
-//!   fails at creation with ENOSPC, never later with SIGBUS. Attach checks owner, mode and size
-//!   against the header, also when the file arrives as a descriptor over the socket (a file
-//!   cannot be sealed). Does not defend against a same-uid process truncating the file (a reader
-//!   would take SIGBUS) or leaving a stale file after `kill -9` (the creator removes it on drop;
-//!   a re-created segment gets a new epoch, so consumers notice). The creator holds an exclusive
-//!   `flock` on the file for the segment's life, which the kernel drops when the creator dies
-//!   however it dies: [`Segment::file_in_use`] tells a live segment's file from a leftover by
-//!   that lock, never by the header, which any same-uid process can scribble.
+//! - `backing`: what the bytes live in (sealed memfd, named file, received descriptor), with the
+//!   seals, the creator's `flock`, the up-front reservation and each backing's attach checks;
+//! - `header`: writing the header, validating it against the segment before anything is mapped,
+//!   and restoring it after a scribble;
+//! - `slots`: where each slot's descriptor and payload lie, handed out only as atomics, and
+//!   [`SlotView`], a read-only look at one descriptor.
 //!
 //! Inspectors attach read-only ([`Segment::attach_file_read_only`],
 //! [`crate::attach_via_socket_read_only`]): the same validation, a `PROT_READ` mapping, and
 //! producers and consumers refuse such a segment, so no store through its pointers is reachable.
-//!
-//! After attach, the validated header is copied into process memory and all geometry comes from
-//! that copy; the shared header is never re-read for bounds.
 
-use std::fs::{File, OpenOptions};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+mod backing;
+mod header;
+mod slots;
+
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::Path;
 
 use memmap2::{MmapOptions, MmapRaw};
-use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 
 use crate::error::{AttachError, CreateError};
 use crate::host::Owner;
-use crate::layout::{
-    DESCRIPTOR_SIZE, Geometry, GeometryError, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC,
-    MAX_SLOT_COUNT, MAX_SLOT_SIZE, SlotDescriptor, SlotState, Tagged, Word,
-};
-use crate::payload::WORD;
+use crate::layout::{Geometry, GeometryError, Header, SlotDescriptor, SlotState, Word};
 use crate::sync::{AtomicU64, Ordering};
+use backing::Backing;
+use slots::Memory;
+
+pub use slots::SlotView;
 
 /// How many slots a segment has and how large each one is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,66 +56,12 @@ impl Default for SegmentConfig {
     }
 }
 
-/// A point-in-time copy of one slot descriptor, for operators and leak checks. The fields after
-/// `generation` are the tagged values as stored, whichever generation they were written for;
-/// `stamped` says whether the ones the reaper relies on were written for this generation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SlotView {
-    pub slot: u32,
-    /// `None` when the state byte holds no known state.
-    pub state: Option<SlotState>,
-    pub generation: u64,
-    /// Whether the holder's stamp (WRITING, READING) or the TTL (READY) is this generation's.
-    pub stamped: bool,
-    pub owner: Owner,
-    pub deadline_ns: u64,
-    pub len: u32,
-    pub crc: u32,
-}
-
-enum Memory {
-    Mapped(MmapRaw),
-    /// Loom atomics cannot live in mapped bytes, so loom models run on crate-allocated memory.
-    #[cfg(loom)]
-    Heap {
-        descriptors: Box<[SlotDescriptor]>,
-        payload: Box<[AtomicU64]>,
-    },
-}
-
-enum Backing {
-    Memfd(File),
-    NamedFile {
-        file: File,
-        path: PathBuf,
-        /// Set when this segment created the file: it then holds the file's lock and removes
-        /// the file on drop.
-        created: Option<CreatedFile>,
-    },
-    /// A segment file received as a descriptor: its path is the creator's business.
-    ReceivedFile(File),
-    #[cfg(loom)]
-    Heap,
-}
-
-/// A segment file this process created, and the lock that marks it as in use.
-struct CreatedFile {
-    /// A second open file description of the file, holding an exclusive `flock` for the
-    /// segment's life. Not the mapped descriptor: that one is handed to consumers over the
-    /// socket, and a flock belongs to the open file description, so a consumer still holding it
-    /// would keep the lock after the creator died.
-    _lock: File,
-    /// Device and inode of the file created: drop removes the path only while it still names
-    /// this file.
-    dev: u64,
-    ino: u64,
-}
-
 /// A mapped, validated segment.
 pub struct Segment {
     memory: Memory,
+    /// The validated header, copied at create or attach time; all geometry comes from it, and
+    /// the shared header is never re-read for bounds.
     header: Header,
-    geometry: Geometry,
     backing: Backing,
     /// False for a read-only (PROT_READ) attach: producers and consumers refuse such a segment,
     /// so nothing ever stores through its pointers.
@@ -139,68 +71,17 @@ pub struct Segment {
 impl Segment {
     /// Creates a segment in a sealed memfd.
     pub fn create(config: &SegmentConfig) -> Result<Self, CreateError> {
-        let geometry = config.geometry()?;
-        let file = File::from(memfd()?);
-        reserve(&file, geometry.total_size())?;
-        fcntl(
-            &file,
-            FcntlArg::F_ADD_SEALS(
-                SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL,
-            ),
-        )
-        .map_err(|errno| create_io("seal memfd", errno))?;
-        Self::initialize(geometry, Backing::Memfd(file))
+        let geometry = config.geometry().map_err(CreateError::InvalidConfig)?;
+        let backing = Backing::create_memfd(geometry.total_size())?;
+        Self::initialize(geometry, backing)
     }
 
     /// Creates a segment in a new file at `path` (mode 0600, `O_EXCL`) and holds an exclusive
     /// `flock` on it until the segment is dropped, which removes the file again if `path` still
     /// names it.
     pub fn create_file(path: &Path, config: &SegmentConfig) -> Result<Self, CreateError> {
-        let geometry = config.geometry()?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| CreateError::Io {
-                op: "create segment file",
-                source,
-            })?;
-        let lock_failed = |source: std::io::Error| CreateError::Io {
-            op: "lock the new segment file",
-            source,
-        };
-        // The lock goes on a fresh open file description of the very inode just created
-        // (through /proc, so no other file can take its place by name in between).
-        let lock =
-            File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(lock_failed)?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .map_err(|errno| lock_failed(errno.into()))?;
-        let created = file.metadata().map_err(lock_failed)?;
-        // Someone who probed the lock in the instant between O_EXCL and flock found it free and
-        // may have removed or replaced the path: then this file is not reachable by its name
-        // and not ours to remove, so creation fails and the file is left alone.
-        let named = std::fs::symlink_metadata(path).map_err(lock_failed)?;
-        if (named.dev(), named.ino()) != (created.dev(), created.ino()) {
-            return Err(lock_failed(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "the path was removed or replaced while the segment was being created",
-            )));
-        }
-        let backing = Backing::NamedFile {
-            file,
-            path: path.to_owned(),
-            created: Some(CreatedFile {
-                _lock: lock,
-                dev: created.dev(),
-                ino: created.ino(),
-            }),
-        };
-        // From here on, dropping `backing` (on any error below) removes the file again.
-        if let Backing::NamedFile { file, .. } = &backing {
-            reserve(file, geometry.total_size())?;
-        }
+        let geometry = config.geometry().map_err(CreateError::InvalidConfig)?;
+        let backing = Backing::create_file(path, geometry.total_size())?;
         Self::initialize(geometry, backing)
     }
 
@@ -210,16 +91,8 @@ impl Segment {
         let geometry = config
             .geometry()
             .expect("loom models use a valid configuration");
-        let descriptors = (0..geometry.slot_count())
-            .map(|_| SlotDescriptor::new())
-            .collect();
-        let payload_words = geometry.slot_count() as usize * geometry.slot_size() as usize / WORD;
-        let payload = (0..payload_words).map(|_| AtomicU64::new(0)).collect();
         Self {
-            memory: Memory::Heap {
-                descriptors,
-                payload,
-            },
+            memory: Memory::heap(geometry),
             header: Header::new(
                 &geometry,
                 1,
@@ -230,12 +103,13 @@ impl Segment {
                 },
                 nix::unistd::geteuid().as_raw(),
             ),
-            geometry,
             backing: Backing::Heap,
             writable: true,
         }
     }
 
+    /// Writes the header and a FREE word into every descriptor of a new backing, before anyone
+    /// else can attach to it.
     fn initialize(geometry: Geometry, backing: Backing) -> Result<Self, CreateError> {
         let creator = Owner::current().map_err(|source| CreateError::Io {
             op: "read /proc/self/stat",
@@ -248,16 +122,23 @@ impl Segment {
             })?
             .max(1);
         let header = Header::new(&geometry, epoch, creator, nix::unistd::geteuid().as_raw());
-        let map = MmapRaw::map_raw(backing_file(&backing))
+        let map = MmapRaw::map_raw(backing.file())
             .map_err(|source| CreateError::Io { op: "mmap", source })?;
-        // SAFETY: the mapping is `total_size` >= 128 bytes long and page-aligned; no other process
-        // can have it yet (the memfd is unshared, the file was just created 0600 with O_EXCL, and
-        // attach refuses it until the header crc matches).
-        unsafe { std::ptr::write_volatile(map.as_mut_ptr().cast::<Header>(), header) };
+        let found = map.len();
+        // Only a same-uid process truncating a new segment file could make this fail.
+        let memory = Memory::mapped(map, geometry).ok_or_else(|| CreateError::Io {
+            op: "mmap",
+            source: std::io::Error::other(format!(
+                "the new segment is {found} bytes, expected {}",
+                geometry.total_size()
+            )),
+        })?;
+        if let Some(map) = memory.mapping() {
+            header::write(map, header);
+        }
         let segment = Self {
-            memory: Memory::Mapped(map),
+            memory,
             header,
-            geometry,
             backing,
             writable: true,
         };
@@ -277,126 +158,54 @@ impl Segment {
 
     /// Attaches to a segment file created by [`Segment::create_file`].
     pub fn attach_file(path: &Path) -> Result<Self, AttachError> {
-        Self::attach_file_with(path, true)
+        Self::map_and_validate(Backing::open_file(path, true)?, true)
     }
 
     /// Attaches to a segment file for reading only: the same validation, but opened `O_RDONLY`
     /// and mapped `PROT_READ`, so an inspector can never write. [`Segment::inspect`] works on it;
     /// producers and consumers refuse it.
     pub fn attach_file_read_only(path: &Path) -> Result<Self, AttachError> {
-        Self::attach_file_with(path, false)
-    }
-
-    fn attach_file_with(path: &Path, writable: bool) -> Result<Self, AttachError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .open(path)
-            .map_err(|source| AttachError::Io {
-                op: "open segment file",
-                source,
-            })?;
-        let meta = file.metadata().map_err(|source| AttachError::Io {
-            op: "stat segment file",
-            source,
-        })?;
-        check_file_metadata(&meta)?;
-        Self::map_and_validate(
-            Backing::NamedFile {
-                file,
-                path: path.to_owned(),
-                created: None,
-            },
-            writable,
-        )
+        Self::map_and_validate(Backing::open_file(path, false)?, false)
     }
 
     /// Attaches to a descriptor received from the producer: a sealed memfd, or a segment file
     /// (which cannot be sealed) held to the same owner and mode checks as [`Segment::attach_file`].
     pub fn attach_fd(fd: OwnedFd) -> Result<Self, AttachError> {
-        Self::attach_fd_with(fd, true)
+        Self::map_and_validate(Backing::received(fd)?, true)
     }
 
     /// [`Segment::attach_fd`] mapped `PROT_READ`, for inspectors.
     pub(crate) fn attach_fd_read_only(fd: OwnedFd) -> Result<Self, AttachError> {
-        Self::attach_fd_with(fd, false)
-    }
-
-    fn attach_fd_with(fd: OwnedFd, writable: bool) -> Result<Self, AttachError> {
-        let file = File::from(fd);
-        let seals = match fcntl(&file, FcntlArg::F_GET_SEALS) {
-            Ok(seals) => seals,
-            // Only memfds know seals; anything else answers EINVAL.
-            Err(Errno::EINVAL) => {
-                let meta = file.metadata().map_err(|source| AttachError::Io {
-                    op: "stat segment descriptor",
-                    source,
-                })?;
-                check_file_metadata(&meta)?;
-                return Self::map_and_validate(Backing::ReceivedFile(file), writable);
-            }
-            Err(errno) => {
-                return Err(AttachError::Io {
-                    op: "read memfd seals",
-                    source: errno.into(),
-                });
-            }
-        };
-        let required = (SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW).bits();
-        if seals & required != required {
-            return Err(AttachError::NotSealed {
-                found: seals as u32,
-            });
-        }
-        Self::map_and_validate(Backing::Memfd(file), writable)
+        Self::map_and_validate(Backing::received(fd)?, false)
     }
 
     /// Reads and validates the header against the file's size before mapping anything, then
     /// maps and checks the mapping is still the size the header promises.
     fn map_and_validate(backing: Backing, writable: bool) -> Result<Self, AttachError> {
-        let file = backing_file(&backing);
-        let len = file
-            .metadata()
-            .map_err(|source| AttachError::Io {
-                op: "stat segment",
-                source,
-            })?
-            .len();
-        let mut bytes = [0u8; HEADER_SIZE as usize];
-        if len < HEADER_SIZE {
-            return Err(AttachError::SizeMismatch {
-                found: len,
-                expected: HEADER_SIZE,
-            });
-        }
-        file.read_exact_at(&mut bytes, 0)
-            .map_err(|source| AttachError::Io {
-                op: "read segment header",
-                source,
-            })?;
-        let header = Header::from_bytes(&bytes);
-        let geometry = validate_header(&header, len)?;
+        let file = backing.file();
+        let (header, len) = header::read(file)?;
+        let geometry = header::validate(&header, len)?;
         let map = if writable {
             MmapRaw::map_raw(file)
         } else {
             MmapOptions::new().map_raw_read_only(file)
         }
         .map_err(|source| AttachError::Io { op: "mmap", source })?;
-        if map.len() as u64 != geometry.total_size() {
-            return Err(AttachError::SizeMismatch {
-                found: map.len() as u64,
+        let found = map.len() as u64;
+        let memory = Memory::mapped(map, geometry)
+            .filter(|_| found == geometry.total_size())
+            .ok_or(AttachError::SizeMismatch {
+                found,
                 expected: geometry.total_size(),
-            });
-        }
+            })?;
         tracing::debug!(
             epoch = format_args!("{:016x}", header.epoch),
             slots = geometry.slot_count(),
             "segment attached"
         );
         Ok(Self {
-            memory: Memory::Mapped(map),
+            memory,
             header,
-            geometry,
             backing,
             writable,
         })
@@ -427,29 +236,11 @@ impl Segment {
     /// Writes the validated header back over the shared one if something scribbled on it, so
     /// that later attaches (a restarted consumer) validate again. Returns whether it had to.
     pub(crate) fn repair_header(&self) -> bool {
-        if !self.writable {
-            return false;
-        }
-        match &self.memory {
-            Memory::Mapped(map) => {
-                let shared = map.as_mut_ptr().cast::<Header>();
-                // SAFETY: the mapping is at least HEADER_SIZE bytes long and page-aligned, so
-                // `shared` is in bounds and aligned for Header. Header is plain integers and byte
-                // arrays, valid for every bit pattern, so reading what a scribbler left is sound;
-                // volatile because other processes write these bytes behind the compiler's back.
-                // No honest process writes the header after creation, so writing the validated
-                // copy back races only with a scribbler, whose bytes it is meant to replace.
-                unsafe {
-                    if std::ptr::read_volatile(shared) == self.header {
-                        return false;
-                    }
-                    std::ptr::write_volatile(shared, self.header);
-                }
-                true
-            }
-            #[cfg(loom)]
-            Memory::Heap { .. } => false,
-        }
+        self.writable
+            && self
+                .memory
+                .mapping()
+                .is_some_and(|map| header::restore(map, &self.header))
     }
 
     /// Random identity of this segment instance; a re-created segment has a new one.
@@ -458,30 +249,30 @@ impl Segment {
     }
 
     pub fn slot_count(&self) -> u32 {
-        self.geometry.slot_count()
+        self.memory.geometry().slot_count()
     }
 
     pub fn slot_size(&self) -> u32 {
-        self.geometry.slot_size()
+        self.memory.geometry().slot_size()
     }
 
     /// The file descriptor to hand to consumers (memfd or segment file).
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
-        match &self.backing {
-            Backing::Memfd(file)
-            | Backing::NamedFile { file, .. }
-            | Backing::ReceivedFile(file) => Some(file.as_fd()),
-            #[cfg(loom)]
-            Backing::Heap => None,
-        }
+        self.backing.fd()
     }
 
     /// The segment file's path, for the named-file backing.
     pub fn path(&self) -> Option<&Path> {
-        match &self.backing {
-            Backing::NamedFile { path, .. } => Some(path),
-            _ => None,
-        }
+        self.backing.path()
+    }
+
+    /// Whether the segment file at `path` belongs to a live segment: its creator holds an
+    /// exclusive `flock` on it for the segment's whole life ([`Segment::create_file`]) and the
+    /// kernel drops that lock when the creator exits, `kill -9` included. Probes with a shared,
+    /// non-blocking lock on a new open file description, released before returning; reads
+    /// nothing of the file's contents.
+    pub fn file_in_use(path: &Path) -> std::io::Result<bool> {
+        backing::file_in_use(path)
     }
 
     /// The descriptor of `slot`.
@@ -489,24 +280,7 @@ impl Segment {
     /// # Panics
     /// If `slot` is out of range: callers check indexes that come from outside the process.
     pub(crate) fn descriptor(&self, slot: u32) -> &SlotDescriptor {
-        assert!(
-            slot < self.geometry.slot_count(),
-            "slot index checked by caller"
-        );
-        match &self.memory {
-            Memory::Mapped(map) => {
-                let offset = HEADER_SIZE as usize + slot as usize * DESCRIPTOR_SIZE as usize;
-                // SAFETY: the geometry was validated against the mapping length, so the 64 bytes
-                // at `offset` lie inside the mapping; the mapping is page-aligned and `offset` is
-                // a multiple of 64, matching SlotDescriptor's alignment. SlotDescriptor is made of
-                // atomics only, so any bit pattern is valid and concurrent writes from other
-                // processes are atomic accesses, not data races. The reference lives no longer
-                // than `self`, which keeps the mapping alive.
-                unsafe { &*map.as_ptr().add(offset).cast::<SlotDescriptor>() }
-            }
-            #[cfg(loom)]
-            Memory::Heap { descriptors, .. } => &descriptors[slot as usize],
-        }
+        self.memory.descriptor(slot)
     }
 
     /// `slot`'s payload as `slot_size / 8` words (see [`crate::payload`] for why words).
@@ -514,115 +288,17 @@ impl Segment {
     /// Other processes may store into these words at any time, so the payload is never seen as
     /// plain bytes: only as atomics, whose racing accesses are defined.
     pub(crate) fn payload(&self, slot: u32) -> &[AtomicU64] {
-        assert!(
-            slot < self.geometry.slot_count(),
-            "slot index checked by caller"
-        );
         debug_assert!(
             self.writable,
             "producers and consumers refuse read-only segments"
         );
-        let words = self.geometry.slot_size() as usize / WORD;
-        match &self.memory {
-            Memory::Mapped(map) => {
-                let offset = self.geometry.payload_offset() as usize + slot as usize * words * WORD;
-                // SAFETY: payload_offset + slot_count * slot_size == total_size == mapping length
-                // (validated), so the slot's `words` words lie inside the mapping. The mapping is
-                // page-aligned, payload_offset a multiple of 4096 and slot_size of 64, so every
-                // word is 8-aligned as AtomicU64 requires. Any bit pattern is a valid AtomicU64,
-                // and stores by other processes are to atomics, not to memory Rust assumes it
-                // owns. The slice lives no longer than `self`, which keeps the mapping alive.
-                unsafe {
-                    std::slice::from_raw_parts(map.as_ptr().add(offset).cast::<AtomicU64>(), words)
-                }
-            }
-            #[cfg(loom)]
-            Memory::Heap { payload, .. } => {
-                let first = slot as usize * words;
-                &payload[first..first + words]
-            }
-        }
+        self.memory.payload(slot)
     }
 
     /// Reads one slot's descriptor without taking part in the protocol, with relaxed loads only,
     /// so it is sound on a read-only mapping.
     pub fn inspect(&self, slot: u32) -> Option<SlotView> {
-        if slot >= self.geometry.slot_count() {
-            return None;
-        }
-        let descriptor = self.descriptor(slot);
-        let word = descriptor.observed_word();
-        let value = |field: &AtomicU64| Tagged(field.load(Ordering::Relaxed)).value();
-        let stamped = match word.state() {
-            Some(SlotState::Writing | SlotState::Reading) => descriptor.stamp(word).is_some(),
-            Some(SlotState::Ready) => descriptor.ttl_end(word).is_some(),
-            Some(SlotState::Free) | None => false,
-        };
-        Some(SlotView {
-            slot,
-            state: word.state(),
-            generation: word.generation(),
-            stamped,
-            owner: Owner {
-                pid: value(&descriptor.owner_pid) as u32,
-                start_time: value(&descriptor.owner_start_time),
-                pidfs_ino: value(&descriptor.owner_pidfs_ino),
-            },
-            deadline_ns: value(&descriptor.deadline_ms).saturating_mul(1_000_000),
-            len: value(&descriptor.len) as u32,
-            crc: value(&descriptor.crc) as u32,
-        })
-    }
-}
-
-/// Removing the file belongs to the backing, not the segment, so a creation that fails after the
-/// file exists removes it too. Only a file this segment created is removed, only while its path
-/// still names that file (device and inode), and while the lock is still held (`created` is
-/// dropped after this runs), so no other segment can have claimed the path meanwhile.
-impl Drop for Backing {
-    fn drop(&mut self) {
-        let Backing::NamedFile {
-            path,
-            created: Some(created),
-            ..
-        } = self
-        else {
-            return;
-        };
-        let shown = path.display();
-        match std::fs::symlink_metadata(&*path) {
-            Ok(named) if (named.dev(), named.ino()) == (created.dev, created.ino) => {
-                if let Err(error) = std::fs::remove_file(&*path) {
-                    tracing::warn!(path = %shown, %error, "could not remove segment file");
-                }
-            }
-            Ok(_) => tracing::warn!(
-                path = %shown,
-                "another file took the segment file's path; leaving it in place"
-            ),
-            Err(error) => tracing::warn!(path = %shown, %error, "segment file already gone"),
-        }
-    }
-}
-
-impl Segment {
-    /// Whether the segment file at `path` belongs to a live segment: its creator holds an
-    /// exclusive `flock` on it for the segment's whole life ([`Segment::create_file`]) and the
-    /// kernel drops that lock when the creator exits, `kill -9` included. Probes with a shared,
-    /// non-blocking lock on a new open file description, released before returning; reads
-    /// nothing of the file's contents.
-    pub fn file_in_use(path: &Path) -> std::io::Result<bool> {
-        // O_NOFOLLOW: a symlink planted at the path is not followed to some other file;
-        // O_NONBLOCK: a FIFO planted there does not block the open.
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-            .open(path)?;
-        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared) {
-            Ok(()) => Ok(false),
-            Err(rustix::io::Errno::WOULDBLOCK) => Ok(true),
-            Err(errno) => Err(errno.into()),
-        }
+        (slot < self.slot_count()).then(|| SlotView::of(slot, self.descriptor(slot)))
     }
 }
 
@@ -630,145 +306,17 @@ impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Segment")
             .field("epoch", &format_args!("{:016x}", self.header.epoch))
-            .field("slot_count", &self.geometry.slot_count())
-            .field("slot_size", &self.geometry.slot_size())
+            .field("slot_count", &self.slot_count())
+            .field("slot_size", &self.slot_size())
             .field("path", &self.path())
             .finish_non_exhaustive()
     }
 }
 
-fn backing_file(backing: &Backing) -> &File {
-    match backing {
-        Backing::Memfd(file) | Backing::NamedFile { file, .. } | Backing::ReceivedFile(file) => {
-            file
-        }
-        #[cfg(loom)]
-        Backing::Heap => unreachable!("heap segments are never mapped"),
-    }
-}
-
-/// A segment file must be a regular file of this user that no other user can open.
-fn check_file_metadata(meta: &std::fs::Metadata) -> Result<(), AttachError> {
-    if !meta.file_type().is_file() || meta.file_type().is_fifo() {
-        return Err(AttachError::NotRegularFile);
-    }
-    let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != euid {
-        return Err(AttachError::WrongOwner {
-            found: meta.uid(),
-            expected: euid,
-        });
-    }
-    if meta.mode() & 0o077 != 0 {
-        return Err(AttachError::InsecureMode {
-            found: meta.mode() & 0o7777,
-        });
-    }
-    Ok(())
-}
-
-/// Checks every header field and all size arithmetic against what the segment really is.
-fn validate_header(header: &Header, mapped_len: u64) -> Result<Geometry, AttachError> {
-    if header.magic != MAGIC {
-        return Err(AttachError::BadMagic {
-            found: header.magic,
-            expected: MAGIC,
-        });
-    }
-    if header.layout_version != LAYOUT_VERSION {
-        return Err(AttachError::VersionMismatch {
-            found: header.layout_version,
-            expected: LAYOUT_VERSION,
-        });
-    }
-    let crc = header.compute_crc();
-    if header.header_crc != crc {
-        return Err(AttachError::HeaderCorrupt {
-            found: header.header_crc,
-            expected: crc,
-        });
-    }
-    let mismatch = |field, found: u64, expected: u64| AttachError::LayoutMismatch {
-        field,
-        found,
-        expected,
-    };
-    if u64::from(header.header_size) != HEADER_SIZE {
-        return Err(mismatch(
-            "header_size",
-            header.header_size.into(),
-            HEADER_SIZE,
-        ));
-    }
-    if header.epoch == 0 {
-        return Err(mismatch("epoch", 0, 1));
-    }
-    let geometry =
-        Geometry::new(header.slot_count, header.slot_size).map_err(|error| match error {
-            GeometryError::SlotCount { found } => {
-                mismatch("slot_count", found.into(), MAX_SLOT_COUNT.into())
-            }
-            GeometryError::SlotSize { .. } | GeometryError::TooLarge => {
-                mismatch("slot_size", header.slot_size.into(), MAX_SLOT_SIZE.into())
-            }
-        })?;
-    for (field, found, expected) in [
-        ("descriptors_offset", header.descriptors_offset, HEADER_SIZE),
-        (
-            "payload_offset",
-            header.payload_offset,
-            geometry.payload_offset(),
-        ),
-        ("total_size", header.total_size, geometry.total_size()),
-    ] {
-        if found != expected {
-            return Err(mismatch(field, found, expected));
-        }
-    }
-    if mapped_len != geometry.total_size() {
-        return Err(AttachError::SizeMismatch {
-            found: mapped_len,
-            expected: geometry.total_size(),
-        });
-    }
-    Ok(geometry)
-}
-
-/// A new sealable memfd. `MFD_NOEXEC_SEAL` (Linux >= 6.3) where the kernel has it, so the segment
-/// can never be made executable; older kernels refuse the flag with EINVAL and get a plain one.
-fn memfd() -> Result<OwnedFd, CreateError> {
-    use rustix::fs::{MemfdFlags, memfd_create};
-    let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
-    match memfd_create(c"shmbridge", flags | MemfdFlags::NOEXEC_SEAL) {
-        Err(rustix::io::Errno::INVAL) => memfd_create(c"shmbridge", flags),
-        created => created,
-    }
-    .map_err(|errno| CreateError::Io {
-        op: "memfd_create",
-        source: errno.into(),
-    })
-}
-
-/// Reserves the segment's bytes up front, so running out of space fails here with ENOSPC
-/// instead of later with SIGBUS on a page fault.
-fn reserve(file: &File, size: u64) -> Result<(), CreateError> {
-    let len = i64::try_from(size).map_err(|_| GeometryError::TooLarge)?;
-    match nix::fcntl::posix_fallocate(file, 0, len) {
-        Ok(()) => Ok(()),
-        Err(Errno::ENOSPC) => Err(CreateError::NoSpace { requested: size }),
-        Err(errno) => Err(create_io("posix_fallocate", errno)),
-    }
-}
-
-fn create_io(op: &'static str, errno: Errno) -> CreateError {
-    CreateError::Io {
-        op,
-        source: errno.into(),
-    }
-}
-
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use std::fs::File;
+
     use super::*;
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
 use crate::handle::Handle;
-use crate::host::{Host, Owner};
+use crate::host::{Host, Owner, nanos};
 
 pub use segment_image::check_segment_image;
 pub use slot_ops::{Op, check_slot_ops};
@@ -34,8 +34,7 @@ impl ManualHost {
     }
 
     pub fn advance(&self, by: Duration) {
-        let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
-        self.now_ns.fetch_add(by, SeqCst);
+        self.now_ns.fetch_add(nanos(by), SeqCst);
     }
 
     /// Marks `owner` dead, as if its process had exited.

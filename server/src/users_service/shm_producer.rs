@@ -3,21 +3,23 @@
 //! into a slot, the transport's reaper thread that takes back slots whose handle was never
 //! redeemed, and the slot metrics.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use serde::Serialize;
+use shmbridge::layout::GeometryError;
 use shmbridge::{
     ClaimError, CreateError, FdServer, Handle, Producer, ProducerOptions, ReaperThread,
     ReclaimReason, Reclaims, Segment, SegmentConfig, Stats,
 };
 
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, ShmFault};
 use crate::failpoints;
+use crate::segment_info::SegmentInfo;
 use crate::slot_deadline::{self, SlotDeadlineError};
-use crate::stale_segment;
+
+use super::stale_segment;
 
 /// Shared-memory options of users-service.
 #[derive(clap::Args, Clone, Debug)]
@@ -51,18 +53,6 @@ pub struct ShmArgs {
     pub ready_ttl: Duration,
 }
 
-/// What `GET /shm/segment` tells a gateway so it can attach.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct SegmentInfo {
-    /// Abstract socket name (without the leading `@`).
-    pub socket: String,
-    /// The segment instance, as 16 lowercase hex digits (the handle's first field).
-    pub epoch: String,
-    pub layout_version: u32,
-    pub slot_count: u32,
-    pub slot_size: u32,
-}
-
 /// How often the reaper looks for slots whose holder died, overran its lease, or whose handle
 /// was never redeemed within the TTL.
 const REAP_INTERVAL: Duration = Duration::from_millis(250);
@@ -72,10 +62,10 @@ const REAP_INTERVAL: Duration = Duration::from_millis(250);
 pub enum StartError {
     /// The segment could not be created (no space, no memory, an unwritable directory):
     /// users-service still serves REST and answers 503 on its shared-memory routes.
-    #[error("cannot create the shared-memory segment{location}: {cause}")]
+    #[error("cannot create the shared-memory segment{}: {cause}", location(path.as_deref()))]
     Create {
-        /// ` at PATH` or ` (memfd)`.
-        location: String,
+        /// The segment file's path (`--shm-path`), or `None` for a memfd.
+        path: Option<PathBuf>,
         cause: CreateError,
     },
     /// `--lease` or `--ready-ttl` outside its bounds (the flags' parser refuses these already;
@@ -88,10 +78,27 @@ pub enum StartError {
     /// The file at `--shm-path` belongs to a live segment, or is not ours to replace.
     #[error(transparent)]
     Leftover(#[from] stale_segment::StaleSegmentError),
-    /// A setting users-service must not start with: an invalid geometry, a socket name already
-    /// taken.
+    /// `--slot-count` and `--slot-size` make no valid segment.
+    #[error("invalid segment configuration: {0}")]
+    InvalidGeometry(GeometryError),
+    /// The descriptor server could not take its socket name (already taken, or no such
+    /// abstract socket support).
+    #[error("cannot serve the segment on abstract socket @{socket}: {error}")]
+    Socket {
+        socket: String,
+        error: std::io::Error,
+    },
+    /// The producer or its reaper thread could not start.
     #[error(transparent)]
-    Refused(#[from] anyhow::Error),
+    Producer(std::io::Error),
+}
+
+/// How [`StartError::Create`] names where the segment was to be: ` at PATH` or ` (memfd)`.
+fn location(path: Option<&Path>) -> String {
+    path.map_or_else(
+        || " (memfd)".to_owned(),
+        |path| format!(" at {}", path.display()),
+    )
 }
 
 /// The segment, its descriptor server, the producer writing into it and its reaper. Dropping it
@@ -127,12 +134,9 @@ impl ShmProducer {
             None => Segment::create(&config),
         };
         let segment = Arc::new(created.map_err(|error| match error {
-            CreateError::InvalidConfig(_) => StartError::Refused(error.into()),
+            CreateError::InvalidConfig(geometry) => StartError::InvalidGeometry(geometry),
             cause => StartError::Create {
-                location: args.shm_path.as_ref().map_or_else(
-                    || " (memfd)".to_owned(),
-                    |path| format!(" at {}", path.display()),
-                ),
+                path: args.shm_path.clone(),
                 cause,
             },
         })?);
@@ -141,17 +145,19 @@ impl ShmProducer {
             .shm_socket
             .clone()
             .unwrap_or_else(|| format!("shmbridge-users-{}-{epoch:016x}", std::process::id()));
-        let fd_server = FdServer::spawn(Arc::clone(&segment), &socket).map_err(|error| {
-            anyhow::anyhow!("cannot serve the segment on abstract socket @{socket}: {error}")
-        })?;
+        let fd_server =
+            FdServer::spawn(Arc::clone(&segment), &socket).map_err(|error| StartError::Socket {
+                socket: socket.clone(),
+                error,
+            })?;
         let options = ProducerOptions {
             lease: args.lease,
             ready_ttl: args.ready_ttl,
         };
-        let producer = Arc::new(Producer::new(segment, options).map_err(anyhow::Error::from)?);
+        let producer = Arc::new(Producer::new(segment, options).map_err(StartError::Producer)?);
         let reaper = producer
             .spawn_reaper(REAP_INTERVAL)
-            .map_err(anyhow::Error::from)?;
+            .map_err(StartError::Producer)?;
         let info = SegmentInfo {
             socket,
             epoch: format!("{epoch:016x}"),
@@ -203,14 +209,14 @@ impl ShmProducer {
         let (first_half, second_half) = body.split_at(body.len() / 2);
         // A failed write (the reaper took the slot) drops the guard, which frees the slot.
         let write_failed = |error: std::io::Error| ApiError::ShmStale {
-            reason: format!("writing the slot failed: {error}"),
+            reason: ShmFault::Write(error),
         };
         std::io::Write::write_all(&mut slot, first_half).map_err(write_failed)?;
         failpoints::hit(failpoints::MID_COPY);
         std::io::Write::write_all(&mut slot, second_half).map_err(write_failed)?;
         failpoints::hit(failpoints::BEFORE_PUBLISH);
         slot.publish().map_err(|error| ApiError::ShmStale {
-            reason: error.to_string(),
+            reason: ShmFault::Publish(error),
         })
     }
 
@@ -376,10 +382,13 @@ mod tests {
     #[test]
     fn an_invalid_geometry_refuses_to_start() {
         let cli = Cli::try_parse_from(["test", "--slot-size", "100"]).unwrap();
-        assert!(matches!(
-            ShmProducer::start(&cli.shm),
-            Err(StartError::Refused(_))
-        ));
+        let Err(error @ StartError::InvalidGeometry(_)) = ShmProducer::start(&cli.shm) else {
+            panic!("expected an invalid geometry");
+        };
+        assert_eq!(
+            error.to_string(),
+            "invalid segment configuration: slot size must be a positive multiple of 64, at most 1 GiB"
+        );
     }
 
     #[test]

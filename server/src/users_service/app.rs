@@ -27,12 +27,15 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::api_error::ApiError;
 use crate::dataset::{User, users};
 use crate::failpoints;
-use crate::payload::{CRC_HEADER, Payload, Transport, format_crc, serialize_body};
+use crate::payload::{CRC_HEADER, Payload, format_crc, serialize_body};
 use crate::query::UsersQuery;
 use crate::query_cache::QueryCache;
+use crate::segment_info::SegmentInfo;
 use crate::serve::{CommonArgs, ShutdownSignal, announce, bind, serve_until_signal};
-use crate::shm_producer::{SegmentInfo, ShmArgs, ShmProducer, StartError};
 use crate::telemetry;
+use crate::transport_header::Transport;
+
+use super::shm_producer::{ShmArgs, ShmProducer, StartError};
 
 /// users-service: the producer of the users dataset.
 #[derive(clap::Parser, Clone, Debug)]
@@ -69,8 +72,9 @@ pub struct AppState {
 struct Shared {
     datasets: QueryCache<Arc<[User]>>,
     bodies: Option<QueryCache<Payload>>,
-    /// The segment, or why it could not be created: then only REST is served.
-    shm: Result<Arc<ShmProducer>, String>,
+    /// The segment, or why it could not be created (always a [`StartError::Create`]): then
+    /// only REST is served.
+    shm: Result<Arc<ShmProducer>, StartError>,
     metrics: PrometheusHandle,
 }
 
@@ -78,22 +82,18 @@ impl AppState {
     /// Creates the shared-memory segment and starts serving its descriptor. A segment that
     /// cannot be created (no space, no memory) is logged once and leaves users-service serving
     /// REST only; a setting it must not start with is an error.
-    pub fn new(args: &Args) -> anyhow::Result<AppState> {
+    pub fn new(args: &Args) -> Result<AppState, StartError> {
         let shm = match ShmProducer::start(&args.shm) {
             Ok(producer) => Ok(Arc::new(producer)),
             Err(error @ StartError::Create { .. }) => {
-                let reason = error.to_string();
                 tracing::error!(
-                    reason,
+                    reason = error.to_string(),
                     "starting without shared memory: POST /shm/users, GET /shm/segment and \
                      /readyz answer 503"
                 );
-                Err(reason)
+                Err(error)
             }
-            Err(StartError::Refused(error)) => return Err(error),
-            Err(error @ (StartError::Leftover(_) | StartError::BadDeadline { .. })) => {
-                return Err(error.into());
-            }
+            Err(error) => return Err(error),
         };
         Ok(AppState {
             inner: Arc::new(Shared {
@@ -110,8 +110,8 @@ impl AppState {
         self.inner
             .shm
             .as_ref()
-            .map_err(|reason| ApiError::SegmentUnavailable {
-                reason: reason.clone(),
+            .map_err(|error| ApiError::SegmentUnavailable {
+                reason: error.to_string(),
             })
     }
 
@@ -152,16 +152,12 @@ impl FromRef<AppState> for PrometheusHandle {
 
 /// The users-service routes, ready for `oneshot` in tests or for serving.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/users", get(get_users))
         .route("/shm/users", post(publish_users))
         .route("/shm/segment", get(segment_info))
-        .route("/healthz", get(telemetry::healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(telemetry::metrics_endpoint))
-        .route_layer(axum::middleware::from_fn(telemetry::track_requests))
-        .layer(telemetry::trace_layer())
-        .with_state(state)
+        .route("/readyz", get(readyz));
+    telemetry::observed(routes).with_state(state)
 }
 
 /// Runs users-service until SIGTERM/Ctrl-C.
@@ -256,9 +252,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(shm) => {
             Json(serde_json::json!({ "ready": true, "segment": shm.info() })).into_response()
         }
-        Err(reason) => (
+        Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "ready": false, "reason": reason })),
+            Json(serde_json::json!({ "ready": false, "reason": error.to_string() })),
         )
             .into_response(),
     }
@@ -268,7 +264,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 mod tests {
     use super::*;
     use crate::dataset::{DEFAULT_COUNT, DEFAULT_SEED, MAX_COUNT, users_json};
-    use crate::payload::{CRC_HEADER, TRANSPORT_HEADER, format_crc};
+    use crate::payload::{CRC_HEADER, format_crc};
+    use crate::transport_header::TRANSPORT_HEADER;
     use axum::body::Body;
     use axum::http::{Request, StatusCode, header};
     use clap::Parser;

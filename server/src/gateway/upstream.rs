@@ -10,10 +10,10 @@ use axum::http::StatusCode;
 use bytes::{Bytes, BytesMut};
 use reqwest::Url;
 
-use crate::api_error::{ApiError, SEGMENT_UNAVAILABLE};
+use crate::api_error::{ApiError, BadAnswer, SEGMENT_UNAVAILABLE};
 use crate::payload::{CRC_HEADER, Payload, parse_crc};
 use crate::query::UsersQuery;
-use crate::shm_producer::SegmentInfo;
+use crate::segment_info::SegmentInfo;
 use shmbridge::Handle;
 
 /// Largest body accepted from users-service: the `MAX_COUNT` body is ~3.6 MB, so anything past
@@ -34,7 +34,7 @@ pub struct Upstream {
 impl Upstream {
     /// A client for `base` (e.g. `http://127.0.0.1:8081`) keeping up to `max_idle` idle
     /// keep-alive connections, so steady traffic never pays a TCP handshake.
-    pub fn new(base: Url, deadline: Duration, max_idle: usize) -> anyhow::Result<Upstream> {
+    pub fn new(base: Url, deadline: Duration, max_idle: usize) -> reqwest::Result<Upstream> {
         let client = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(max_idle)
@@ -70,10 +70,10 @@ impl Upstream {
             let payload = Payload::from_bytes(body);
             if payload.crc32 != claimed_crc {
                 metrics::counter!("checksum_failures_total", "transport" => "api").increment(1);
-                return Err(bad_upstream(format!(
-                    "body crc32 {:08x} differs from the {CRC_HEADER} header {claimed_crc:08x}",
-                    payload.crc32
-                )));
+                return Err(bad_upstream(BadAnswer::BodyCrc {
+                    body: payload.crc32,
+                    header: claimed_crc,
+                }));
             }
             Ok(payload)
         })
@@ -89,17 +89,19 @@ impl Upstream {
             let response = accept_ok(response).await?;
             let claimed_crc = claimed_crc(&response)?;
             let body = read_body(response).await?;
-            let text = std::str::from_utf8(&body)
-                .map_err(|_| bad_upstream("handle is not UTF-8".to_owned()))?;
-            let handle: Handle = text
-                .trim()
-                .parse()
-                .map_err(|error| bad_upstream(format!("unparsable handle {text:?}: {error}")))?;
+            let text =
+                std::str::from_utf8(&body).map_err(|_| bad_upstream(BadAnswer::HandleNotUtf8))?;
+            let handle: Handle = text.trim().parse().map_err(|error| {
+                bad_upstream(BadAnswer::Handle {
+                    text: text.to_owned(),
+                    error,
+                })
+            })?;
             if handle.crc != claimed_crc {
-                return Err(bad_upstream(format!(
-                    "handle crc {:08x} differs from the {CRC_HEADER} header {claimed_crc:08x}",
-                    handle.crc
-                )));
+                return Err(bad_upstream(BadAnswer::HandleCrc {
+                    handle: handle.crc,
+                    header: claimed_crc,
+                }));
             }
             Ok(handle)
         })
@@ -113,7 +115,7 @@ impl Upstream {
             let response = self.client.get(url).send().await.map_err(unreachable)?;
             let body = read_body(accept_ok(response).await?).await?;
             serde_json::from_slice(&body)
-                .map_err(|error| bad_upstream(format!("unreadable segment info: {error}")))
+                .map_err(|error| bad_upstream(BadAnswer::SegmentInfo(error)))
         })
         .await
     }
@@ -177,7 +179,7 @@ fn claimed_crc(response: &reqwest::Response) -> Result<u32, ApiError> {
         .get(CRC_HEADER)
         .and_then(|value| value.to_str().ok())
         .and_then(parse_crc)
-        .ok_or_else(|| bad_upstream(format!("missing or malformed {CRC_HEADER} header")))
+        .ok_or_else(|| bad_upstream(BadAnswer::CrcHeader))
 }
 
 /// Passes a 200 through; turns any other status into the matching gateway error. What
@@ -228,7 +230,7 @@ async fn accept_ok(response: reqwest::Response) -> Result<reqwest::Response, Api
                 reason: said,
             }
         }
-        _ => bad_upstream(format!("unexpected answer: {said}")),
+        _ => bad_upstream(BadAnswer::Unexpected { said }),
     })
 }
 
@@ -237,31 +239,30 @@ async fn accept_ok(response: reqwest::Response) -> Result<reqwest::Response, Api
 async fn read_body(mut response: reqwest::Response) -> Result<Bytes, ApiError> {
     let declared = response.content_length();
     if declared.is_some_and(|len| len > MAX_UPSTREAM_BODY_BYTES as u64) {
-        return Err(bad_upstream(format!(
-            "declared body of {} bytes exceeds {MAX_UPSTREAM_BODY_BYTES}",
-            declared.unwrap_or_default()
-        )));
+        return Err(bad_upstream(BadAnswer::DeclaredTooLarge {
+            declared: declared.unwrap_or_default(),
+            limit: MAX_UPSTREAM_BODY_BYTES,
+        }));
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
     while let Some(chunk) = response.chunk().await.map_err(|error| {
-        bad_upstream(format!(
-            "body read failed after {} bytes: {error}",
-            body.len()
-        ))
+        bad_upstream(BadAnswer::BodyRead {
+            read: body.len(),
+            error,
+        })
     })? {
         if body.len() + chunk.len() > MAX_UPSTREAM_BODY_BYTES {
-            return Err(bad_upstream(format!(
-                "body exceeds {MAX_UPSTREAM_BODY_BYTES} bytes"
-            )));
+            return Err(bad_upstream(BadAnswer::TooLarge {
+                limit: MAX_UPSTREAM_BODY_BYTES,
+            }));
         }
         body.extend_from_slice(&chunk);
     }
     if declared.is_some_and(|len| len != body.len() as u64) {
-        return Err(bad_upstream(format!(
-            "body of {} bytes, content-length said {}",
-            body.len(),
-            declared.unwrap_or_default()
-        )));
+        return Err(bad_upstream(BadAnswer::Length {
+            read: body.len(),
+            declared: declared.unwrap_or_default(),
+        }));
     }
     Ok(body.freeze())
 }
@@ -274,19 +275,32 @@ fn unreachable(error: reqwest::Error) -> ApiError {
     }
 }
 
-fn bad_upstream(reason: String) -> ApiError {
+fn bad_upstream(reason: BadAnswer) -> ApiError {
     metrics::counter!("upstream_errors_total", "kind" => "bad_answer").increment(1);
     ApiError::BadUpstream { reason }
 }
 
+/// Why `--upstream` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamUrlError {
+    #[error("not a URL: {0}")]
+    NotUrl(<Url as std::str::FromStr>::Err),
+    #[error("scheme must be http, got {scheme}")]
+    NotHttp { scheme: String },
+    #[error("URL has no host")]
+    NoHost,
+}
+
 /// Parses `--upstream`: an `http://` URL with a host (no TLS in this build; loopback only).
-pub fn parse_upstream_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|error| format!("not a URL: {error}"))?;
+pub fn parse_upstream_url(text: &str) -> Result<Url, UpstreamUrlError> {
+    let url = Url::parse(text).map_err(UpstreamUrlError::NotUrl)?;
     if url.scheme() != "http" {
-        return Err(format!("scheme must be http, got {}", url.scheme()));
+        return Err(UpstreamUrlError::NotHttp {
+            scheme: url.scheme().to_owned(),
+        });
     }
     if url.host().is_none() {
-        return Err("URL has no host".to_owned());
+        return Err(UpstreamUrlError::NoHost);
     }
     Ok(url)
 }
@@ -298,9 +312,20 @@ mod tests {
     #[test]
     fn upstream_url_must_be_plain_http_with_a_host() {
         assert!(parse_upstream_url("http://127.0.0.1:8081").is_ok());
-        assert!(parse_upstream_url("https://127.0.0.1:8081").is_err());
-        assert!(parse_upstream_url("127.0.0.1:8081").is_err());
-        assert!(parse_upstream_url("not a url").is_err());
+        assert_eq!(
+            parse_upstream_url("https://127.0.0.1:8081")
+                .unwrap_err()
+                .to_string(),
+            "scheme must be http, got https"
+        );
+        assert!(matches!(
+            parse_upstream_url("127.0.0.1:8081"),
+            Err(UpstreamUrlError::NotUrl(_) | UpstreamUrlError::NotHttp { .. })
+        ));
+        assert!(matches!(
+            parse_upstream_url("not a url"),
+            Err(UpstreamUrlError::NotUrl(_))
+        ));
     }
 
     #[test]

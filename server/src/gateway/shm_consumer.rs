@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use shmbridge::{AcquireError, Consumer, ConsumerOptions, Handle, ReadError, attach_via_socket};
 
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, BadAnswer, ShmFault};
 use crate::failpoints;
-use crate::upstream::Upstream;
+
+use super::upstream::Upstream;
 
 /// One attached segment and the consumer redeeming handles against it.
 pub struct Attachment {
@@ -29,12 +30,12 @@ impl Attachment {
             AcquireError::WrongEpoch { .. } | AcquireError::Stale { .. } => {
                 metrics::counter!("shm_stale_handles_total").increment(1);
                 ApiError::ShmStale {
-                    reason: error.to_string(),
+                    reason: ShmFault::Acquire(error),
                 }
             }
             AcquireError::SlotOutOfRange { .. } | AcquireError::TooLarge { .. } => {
                 ApiError::BadUpstream {
-                    reason: format!("handle does not fit the segment: {error}"),
+                    reason: BadAnswer::HandleDoesNotFit(error),
                 }
             }
         })?;
@@ -43,20 +44,23 @@ impl Attachment {
             ReadError::ChecksumMismatch { .. } => {
                 metrics::counter!("checksum_failures_total", "transport" => "shm").increment(1);
                 ApiError::ShmCorrupt {
-                    reason: error.to_string(),
+                    reason: ShmFault::Read(error),
                 }
             }
             ReadError::Reclaimed { .. } => {
                 metrics::counter!("shm_stale_handles_total").increment(1);
                 ApiError::ShmStale {
-                    reason: error.to_string(),
+                    reason: ShmFault::Read(error),
                 }
             }
         })?;
         if bytes.len() != handle.len as usize {
             metrics::counter!("checksum_failures_total", "transport" => "shm").increment(1);
             return Err(ApiError::ShmCorrupt {
-                reason: format!("read {} bytes, handle says {}", bytes.len(), handle.len),
+                reason: ShmFault::Length {
+                    read: bytes.len(),
+                    expected: handle.len,
+                },
             });
         }
         Ok(bytes)
@@ -155,11 +159,10 @@ impl ShmClient {
                     .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&attachment));
                 if !matches(&attachment) {
                     return Err(ApiError::ShmStale {
-                        reason: format!(
-                            "handle names epoch {:016x}, users-service now serves {:016x}",
-                            wanted_epoch.unwrap_or_default(),
-                            attachment.epoch()
-                        ),
+                        reason: ShmFault::EpochMoved {
+                            handle: wanted_epoch.unwrap_or_default(),
+                            serving: attachment.epoch(),
+                        },
                     });
                 }
                 Ok(attachment)

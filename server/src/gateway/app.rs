@@ -30,16 +30,18 @@ use reqwest::Url;
 
 use crate::api_error::ApiError;
 use crate::failpoints;
-use crate::payload::{Payload, Transport};
+use crate::payload::Payload;
 use crate::query::UsersQuery;
 use crate::query_cache::QueryCache;
 use crate::serve::{
     CommonArgs, ShutdownSignal, announce, announce_admin, bind, serve_until_signal,
 };
-use crate::shm_consumer::{AttachedTo, ShmClient};
-use crate::slot_deadline;
+use crate::slot_deadline::{self, SlotDeadlineError};
 use crate::telemetry;
-use crate::upstream::{Upstream, parse_upstream_url};
+use crate::transport_header::Transport;
+
+use super::shm_consumer::{AttachedTo, ShmClient};
+use super::upstream::{Upstream, parse_upstream_url};
 
 /// gateway: the front that clients call.
 #[derive(clap::Parser, Clone, Debug)]
@@ -101,14 +103,26 @@ struct Shared {
     metrics: PrometheusHandle,
 }
 
+/// Why [`AppState::new`] refused the arguments.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `--lease` outside its bounds (the flag's parser refuses these already; this catches
+    /// `Args` built in code).
+    #[error("--lease: {0}")]
+    BadLease(SlotDeadlineError),
+    /// The HTTP client for users-service could not be built.
+    #[error(transparent)]
+    Client(reqwest::Error),
+}
+
 impl AppState {
-    pub fn new(args: &Args) -> anyhow::Result<AppState> {
-        // The flag's parser refuses these already; this catches `Args` built in code.
-        let lease = slot_deadline::check(args.lease)
-            .map_err(|error| anyhow::anyhow!("--lease: {error}"))?;
+    pub fn new(args: &Args) -> Result<AppState, StartError> {
+        let lease = slot_deadline::check(args.lease).map_err(StartError::BadLease)?;
+        let upstream = Upstream::new(args.upstream.clone(), args.deadline, args.pool_max_idle)
+            .map_err(StartError::Client)?;
         Ok(AppState {
             inner: Arc::new(Shared {
-                upstream: Upstream::new(args.upstream.clone(), args.deadline, args.pool_max_idle)?,
+                upstream,
                 shm: ShmClient::new(args.shm_socket.clone(), lease),
                 fallback_to_api: args.shm_fallback_to_api,
                 cached: QueryCache::default(),
@@ -126,16 +140,12 @@ impl FromRef<AppState> for PrometheusHandle {
 
 /// The gateway routes, ready for `oneshot` in tests or for serving.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/api/users-via-api", get(users_via_api))
         .route("/api/users-via-shm", get(users_via_shm))
         .route("/api/users-cached", get(users_cached))
-        .route("/healthz", get(telemetry::healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(telemetry::metrics_endpoint))
-        .route_layer(axum::middleware::from_fn(telemetry::track_requests))
-        .layer(telemetry::trace_layer())
-        .with_state(state)
+        .route("/readyz", get(readyz));
+    telemetry::observed(routes).with_state(state)
 }
 
 /// The operators' routes (`--admin-listen`): `GET /status`, readiness with its detail.
@@ -351,7 +361,8 @@ async fn status(State(state): State<AppState>) -> Response {
 mod tests {
     use super::*;
     use crate::dataset::{MAX_COUNT, users_json};
-    use crate::payload::{CRC_HEADER, TRANSPORT_HEADER, format_crc};
+    use crate::payload::{CRC_HEADER, format_crc};
+    use crate::transport_header::TRANSPORT_HEADER;
     use axum::body::Body;
     use axum::http::{Request, header};
     use clap::Parser;

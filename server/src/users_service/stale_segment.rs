@@ -17,21 +17,44 @@ use shmbridge::{AttachError, Segment};
 /// Why the file at `--shm-path` could not be cleared.
 #[derive(Debug, thiserror::Error)]
 pub enum StaleSegmentError {
-    #[error("segment {} is in use by {holder}", path.display())]
-    InUse { path: PathBuf, holder: String },
+    /// A live process holds the file's lock. `creator_pid` is what the header says, when it
+    /// can be read: a hint for the message, not what was decided on.
+    #[error("segment {} is in use by {}", path.display(), holder(*creator_pid))]
+    InUse {
+        path: PathBuf,
+        creator_pid: Option<u32>,
+    },
     #[error("{} exists and is not a regular file; refusing to replace it", path.display())]
     NotRegularFile { path: PathBuf },
     #[error(
         "cannot check the leftover segment {}; remove it or choose another --shm-path: {reason}",
         path.display()
     )]
-    Unchecked { path: PathBuf, reason: String },
+    Unchecked {
+        path: PathBuf,
+        reason: UncheckedReason,
+    },
     #[error("cannot {what} {}: {source}", path.display())]
     Io {
         what: &'static str,
         path: PathBuf,
         source: io::Error,
     },
+}
+
+/// Why a leftover could not be checked. Not a `source` of [`StaleSegmentError::Unchecked`]:
+/// the message already says it.
+#[derive(Debug, thiserror::Error)]
+pub enum UncheckedReason {
+    /// It cannot be opened: another user's file, or no permission.
+    #[error("{0}")]
+    Open(io::Error),
+    /// It opens but is not this user's to remove (another owner, loose permissions), or cannot
+    /// be read.
+    #[error("{0}")]
+    Attach(AttachError),
+    #[error("another file took its place while it was checked")]
+    Replaced,
 }
 
 /// Removes a leftover segment file at `path` when no live segment holds it, so that it can be
@@ -60,7 +83,7 @@ pub fn clear_leftover(path: &Path) -> Result<(), StaleSegmentError> {
         .open(path)
         .map_err(|error| StaleSegmentError::Unchecked {
             path: path.to_owned(),
-            reason: error.to_string(),
+            reason: UncheckedReason::Open(error),
         })?;
     // Exclusive, and held until the file is removed: a live creator holds it for the segment's
     // life, and a second users-service clearing the same path at the same moment finds it
@@ -70,7 +93,9 @@ pub fn clear_leftover(path: &Path) -> Result<(), StaleSegmentError> {
         Err((_, Errno::EWOULDBLOCK)) => {
             return Err(StaleSegmentError::InUse {
                 path: path.to_owned(),
-                holder: holder_hint(path),
+                creator_pid: Segment::attach_file_read_only(path)
+                    .ok()
+                    .map(|segment| segment.header().creator_pid),
             });
         }
         Err((_, errno)) => return Err(io_error("lock", errno.into())),
@@ -85,7 +110,7 @@ pub fn clear_leftover(path: &Path) -> Result<(), StaleSegmentError> {
     if (named.dev(), named.ino()) != (locked.dev(), locked.ino()) {
         return Err(StaleSegmentError::Unchecked {
             path: path.to_owned(),
-            reason: "another file took its place while it was checked".to_owned(),
+            reason: UncheckedReason::Replaced,
         });
     }
     tracing::warn!(path = %path.display(), reason, "replacing a leftover shared-memory segment");
@@ -114,20 +139,17 @@ fn leftover_reason(path: &Path) -> Result<String, StaleSegmentError> {
         )),
         Err(error) => Err(StaleSegmentError::Unchecked {
             path: path.to_owned(),
-            reason: error.to_string(),
+            reason: UncheckedReason::Attach(error),
         }),
     }
 }
 
 /// Who holds the lock, as far as the header says (a hint for the message: the header may be
 /// scribbled, the lock is what was decided on).
-fn holder_hint(path: &Path) -> String {
-    match Segment::attach_file_read_only(path) {
-        Ok(segment) => format!(
-            "pid {} (its creator, which holds the file's lock)",
-            segment.header().creator_pid
-        ),
-        Err(_) => "a live process (it holds the file's lock; the header is unreadable)".to_owned(),
+fn holder(creator_pid: Option<u32>) -> String {
+    match creator_pid {
+        Some(pid) => format!("pid {pid} (its creator, which holds the file's lock)"),
+        None => "a live process (it holds the file's lock; the header is unreadable)".to_owned(),
     }
 }
 

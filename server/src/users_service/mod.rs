@@ -1,0 +1,8 @@
+//! users-service, the producer: its HTTP app, its side of shared memory, and what it does with a
+//! segment file left at its path. An index: the service itself is in `app`.
+
+mod app;
+pub mod shm_producer;
+pub mod stale_segment;
+
+pub use app::{AppState, Args, app, run};
