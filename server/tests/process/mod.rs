@@ -1,144 +1,26 @@
-//! Real service processes for end-to-end tests: started from the package's binaries on
-//! ephemeral ports, address read from their `listening on ADDR` line with a timeout, and killed
-//! and reaped by a guard's `Drop` whatever the test's outcome.
+//! This package's service processes for its end-to-end tests: its own binaries (which have no
+//! fault points) and the fault-point build the chaos harness uses, started, awaited and reaped by
+//! the whole-system tests' process helpers (`shmbridge_system_tests::process`).
 
 #![allow(dead_code)] // each test file uses a different subset
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
-use std::sync::mpsc::{Receiver, channel};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use shmbridge_server::failpoint_build::{self, FailpointBinaries};
+pub use shmbridge_system_tests::process::{ServiceProcess, client};
 
-/// How long a service may take to print its address.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the fail-point build may take: from scratch on a busy 2-core machine it compiles
 /// the whole dependency tree once.
 const FAILPOINT_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
-/// A running service process; killed (SIGKILL) and reaped on drop unless it already exited.
-pub struct ServiceProcess {
-    child: Child,
-    pub address: SocketAddr,
-    /// Lines the process printed on stdout after its `listening on` line.
-    later_stdout: Receiver<String>,
-    /// Its log lines (stderr), kept for tests that check what was logged.
-    log: Receiver<String>,
-}
-
-impl ServiceProcess {
-    /// Starts `binary` with `args` and waits for its `listening on ADDR` line.
-    pub fn start(binary: &str, args: &[&str]) -> ServiceProcess {
-        ServiceProcess::start_with_env(binary, args, &[])
-    }
-
-    /// [`ServiceProcess::start`] with extra environment variables (e.g. `FAILPOINTS`).
-    pub fn start_with_env(binary: &str, args: &[&str], env: &[(&str, &str)]) -> ServiceProcess {
-        let mut child = Command::new(binary)
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let mut process = ServiceProcess {
-            child,
-            address: "0.0.0.0:0".parse().expect("valid placeholder"),
-            later_stdout: forward_lines(stdout),
-            log: forward_lines(stderr),
-        };
-        let first = match process.later_stdout.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(line) => line,
-            Err(error) => panic!("{binary} printed no address within {STARTUP_TIMEOUT:?}: {error}"),
-        };
-        process.address = first
-            .strip_prefix("listening on ")
-            .and_then(|address| address.parse().ok())
-            .unwrap_or_else(|| panic!("{binary} printed {first:?}, not `listening on ADDR`"));
-        process
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    pub fn pid(&self) -> Pid {
-        Pid::from_raw(i32::try_from(self.child.id()).expect("pids fit in i32"))
-    }
-
-    pub fn signal(&self, signal: Signal) {
-        kill(self.pid(), signal).expect("the child is alive and ours");
-    }
-
-    /// Waits at most `timeout` for the process to exit.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait on our child") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Any further stdout line, waiting at most `timeout` (the contract is one line only).
-    pub fn extra_stdout_line(&self, timeout: Duration) -> Option<String> {
-        self.later_stdout.recv_timeout(timeout).ok()
-    }
-
-    /// The first log line containing `needle`, waiting at most `timeout` for it.
-    pub fn log_line_containing(&self, needle: &str, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.log.recv_timeout(left).ok()?;
-            if line.contains(needle) {
-                return Some(line);
-            }
-        }
-    }
-}
-
-/// Reads `source` line by line on a thread, echoing nothing, until it closes.
-fn forward_lines(source: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (lines_tx, lines) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(source).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    lines
-}
-
-impl Drop for ServiceProcess {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
+/// This package's users-service, started with `args`.
 pub fn users_service(args: &[&str]) -> ServiceProcess {
     ServiceProcess::start(env!("CARGO_BIN_EXE_users-service"), args)
 }
 
+/// This package's gateway, started with `args`.
 pub fn gateway(args: &[&str]) -> ServiceProcess {
     ServiceProcess::start(env!("CARGO_BIN_EXE_gateway"), args)
 }
@@ -159,14 +41,4 @@ pub fn failpoint_binaries() -> &'static FailpointBinaries {
         )
         .unwrap_or_else(|error| panic!("{error}"))
     })
-}
-
-/// An HTTP client for tests: every request bounded, no pooled connection reused across a
-/// service restart surprise.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client builds")
 }
