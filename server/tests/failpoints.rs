@@ -5,14 +5,14 @@
 
 mod process;
 
-use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use process::{ServiceProcess, client, failpoint_binaries};
 use reqwest::StatusCode;
 use shmbridge_server::failpoints;
+use shmbridge_system_tests::process::finish_bounded;
 
 /// How long a refusing service may take to exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,7 +21,7 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// and fails the test if it is still running after [`EXIT_TIMEOUT`] (it started instead of
 /// refusing).
 fn run_armed(binary: &str, spec: &str) -> (std::process::ExitStatus, String, String) {
-    let mut child = Command::new(binary)
+    let child = Command::new(binary)
         .args(["--listen", "127.0.0.1:0"])
         .env(failpoints::ENV_VAR, spec)
         .env("NO_COLOR", "1")
@@ -30,35 +30,9 @@ fn run_armed(binary: &str, spec: &str) -> (std::process::ExitStatus, String, Str
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + EXIT_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{binary} started with {}={spec:?} instead of refusing",
-                failpoints::ENV_VAR
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (status, stdout, stderr)
+    let output = finish_bounded(child, EXIT_TIMEOUT);
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status, text(&output.stdout), text(&output.stderr))
 }
 
 #[test]

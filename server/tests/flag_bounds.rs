@@ -2,16 +2,17 @@
 //! `shmbridge::MAX_DEADLINE_AHEAD` (one hour), from the command line or the environment, with a
 //! message naming the flag and the bound, before it binds anything.
 
-use std::io::Read;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use shmbridge_system_tests::process::finish_bounded;
 
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `binary` with `args` and `env`, expecting it to exit by itself; returns its exit code
 /// and stderr. Fails the test (after killing it) if it is still running after the timeout.
 fn refused(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut child = Command::new(binary)
+    let child = Command::new(binary)
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .envs(env.iter().copied())
@@ -20,26 +21,11 @@ fn refused(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, S
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + EXIT_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{binary} {args:?} {env:?} started instead of refusing");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (status.code(), stderr)
+    let output = finish_bounded(child, EXIT_TIMEOUT);
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[test]
