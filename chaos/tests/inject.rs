@@ -10,7 +10,7 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use shmbridge::{
-    AttachError, Consumer, ConsumerOptions, CreateError, FdServer, Producer, ProducerOptions,
+    AttachError, Consumer, ConsumerOptions, ControlServer, CreateError, Producer, ProducerOptions,
     ReadError, Segment, SegmentConfig, SlotState, attach_via_socket,
 };
 use shmbridge_chaos::harness::faults::pid_reuse::{self, HolderRole};
@@ -26,14 +26,14 @@ const SMALL: SegmentConfig = SegmentConfig {
 };
 
 /// A sealed-memfd segment served on a socket name unique to this test.
-fn served_segment(test: &str) -> (Arc<Segment>, FdServer, String) {
+fn served_segment(test: &str) -> (Arc<Segment>, ControlServer, String) {
     let segment = Arc::new(Segment::create(&SMALL).unwrap());
     let socket = format!(
         "shmbridge-chaos-test-{test}-{}-{:016x}",
         std::process::id(),
         segment.epoch()
     );
-    let server = FdServer::spawn(Arc::clone(&segment), &socket).unwrap();
+    let server = ControlServer::spawn(Arc::clone(&segment), &socket).unwrap();
     (segment, server, socket)
 }
 

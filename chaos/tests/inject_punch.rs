@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use shmbridge::layout::{DESCRIPTOR_SIZE, HEADER_SIZE};
 use shmbridge::{
-    AcquireError, Consumer, ConsumerOptions, FdServer, Handle, Producer, ProducerOptions,
+    AcquireError, Consumer, ConsumerOptions, ControlServer, Handle, Producer, ProducerOptions,
     ReadError, Segment, SegmentConfig,
 };
 use shmbridge_chaos::harness::faults::resize::{self, HEADER_RESTORE_LIMIT, PAGE, PunchTarget};
@@ -22,14 +22,14 @@ const SLOTS: SegmentConfig = SegmentConfig {
     slot_size: PAGE as u32,
 };
 
-fn served_segment(test: &str) -> (Arc<Segment>, FdServer, String) {
+fn served_segment(test: &str) -> (Arc<Segment>, ControlServer, String) {
     let segment = Arc::new(Segment::create(&SLOTS).unwrap());
     let socket = format!(
         "shmbridge-chaos-test-punch-{test}-{}-{:016x}",
         std::process::id(),
         segment.epoch()
     );
-    let server = FdServer::spawn(Arc::clone(&segment), &socket).unwrap();
+    let server = ControlServer::spawn(Arc::clone(&segment), &socket).unwrap();
     (segment, server, socket)
 }
 

@@ -60,6 +60,24 @@ pub enum AttachError {
     },
     #[error("descriptor server answered with an unexpected message: {0}")]
     Protocol(&'static str),
+    #[error(
+        "the producer closed the connection without a greeting: this process's uid is not one it \
+         allows, or it already serves as many peers as it may"
+    )]
+    Refused,
+    #[error(
+        "the process answering on the socket runs as uid {uid}, neither this process's ({own}) \
+         nor a trusted producer uid: refusing a segment it hands out"
+    )]
+    UntrustedProducer { uid: u32, own: u32 },
+    #[error(
+        "the process answering on the socket (pid, uid) {answering:?} did not create the segment \
+         it hands out (creator {creator:?}): a squatter on the socket name?"
+    )]
+    NotTheCreator {
+        answering: (u32, u32),
+        creator: (u32, u32),
+    },
     #[error("{op} did not finish within {timeout:?}")]
     TimedOut { op: &'static str, timeout: Duration },
     #[error(

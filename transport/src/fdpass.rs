@@ -1,9 +1,15 @@
-//! Handing a segment's descriptor to consumers over an abstract Unix socket (SCM_RIGHTS).
+//! Handing a segment's descriptor to consumers over an abstract Unix socket (SCM_RIGHTS), and
+//! checking on both ends who is at the other.
 //!
-//! An abstract socket has no file on disk, so nothing is left behind after `kill -9`. The server
-//! answers each connection from a process of its own uid with one message, the greeting below,
-//! carrying the descriptor; other uids get nothing. Connecting and receiving are bounded by the
-//! caller's timeout ([`AttachError::TimedOut`]).
+//! An abstract socket has no file on disk, so nothing is left behind after `kill -9`. The socket
+//! is `SOCK_SEQPACKET` (messages arrive whole). The server
+//! ([`ControlServer`](crate::control::ControlServer)) answers each connection from an allowed uid
+//! with one message, the greeting below, carrying the descriptor; other uids are closed
+//! unanswered ([`AttachError::Refused`]). The connection then stays open as the control channel
+//! ([`crate::control`]). A writable attach checks the answering process in turn: it must be the
+//! segment's creator, running as a trusted uid ([`AttachError::UntrustedProducer`],
+//! [`AttachError::NotTheCreator`]). Connecting and receiving are bounded by the caller's timeout
+//! ([`AttachError::TimedOut`]).
 //!
 //! # Greeting (40 bytes, little-endian; its layout changes with [`LAYOUT_VERSION`])
 //!
@@ -37,19 +43,14 @@
 //! hostile same-uid process, which can write the segment anyway.
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
     connect, getsockopt, recvmsg, sendmsg, setsockopt, socket,
-    sockopt::{PeerCredentials, SendTimeout},
+    sockopt::{PeerCredentials, ReceiveTimeout, SendTimeout},
 };
 use nix::sys::time::TimeVal;
 
@@ -61,8 +62,6 @@ use crate::segment::Segment;
 const GREETING_MAGIC: [u8; 4] = *b"SHMB";
 /// Bytes in a greeting.
 const GREETING_LEN: usize = 40;
-/// How long dropping an [`FdServer`] waits to connect to its own socket to wake its thread.
-const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How far ahead of the producer's clock, read just before it sent the greeting, a peer's clock
 /// may read just after receiving it. The true gap is a wake-up (microseconds); this much allows
 /// for a peer descheduled mid-attach on a loaded machine, while the offsets of a time namespace
@@ -77,17 +76,17 @@ const UNREADABLE: u32 = 2;
 
 /// The producer's view of a connecting peer, as the greeting carries it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct PeerView {
+pub(crate) struct PeerView {
     /// The peer's pid in the producer's PID namespace; 0 when it lies outside.
-    pid: u32,
+    pub(crate) pid: u32,
     /// What the producer's `/proc` shows under `pid`.
-    proc: ProcView,
+    pub(crate) proc: ProcView,
     producer_now_ns: u64,
 }
 
 impl PeerView {
     /// How this process sees the peer with `pid` (from `SO_PEERCRED`), now.
-    fn of_peer(pid: i32) -> Self {
+    pub(crate) fn of_peer(pid: i32) -> Self {
         let pid = u32::try_from(pid).unwrap_or(0);
         let proc = if pid == 0 {
             ProcView::Absent
@@ -156,7 +155,7 @@ impl PeerView {
 
     /// Whether the producer's reaper will recognise `own` as the live process it is, judging
     /// by this view and by `own_now_ns`, this process's clock read on receiving it.
-    fn check(&self, own: Owner, own_now_ns: u64) -> Result<(), AttachError> {
+    pub(crate) fn check(&self, own: Owner, own_now_ns: u64) -> Result<(), AttachError> {
         if self.pid != own.pid {
             return Err(AttachError::ForeignPidNamespace {
                 seen_by_producer: self.pid,
@@ -191,86 +190,7 @@ impl PeerView {
     }
 }
 
-/// Serves a segment's descriptor on an abstract socket from a background thread until dropped.
-pub struct FdServer {
-    name: String,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl FdServer {
-    /// Binds `@socket_name` and starts answering connections.
-    pub fn spawn(segment: Arc<Segment>, socket_name: &str) -> io::Result<Self> {
-        if segment.fd().is_none() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "segment has no descriptor to serve",
-            ));
-        }
-        let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(socket_name)?)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::Builder::new()
-            .name("shmbridge-fd-server".into())
-            .spawn({
-                let stop = Arc::clone(&stop);
-                move || serve(&listener, &segment, &stop)
-            })?;
-        Ok(Self {
-            name: socket_name.to_owned(),
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    pub fn socket_name(&self) -> &str {
-        &self.name
-    }
-}
-
-impl Drop for FdServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        // Wake the blocking accept; if the connect fails the thread is already gone, or busy
-        // accepting a full backlog, after which it sees `stop` anyway.
-        let _ = connect_within(&self.name, Instant::now() + WAKE_TIMEOUT, WAKE_TIMEOUT);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn serve(listener: &UnixListener, segment: &Segment, stop: &AtomicBool) {
-    let euid = nix::unistd::geteuid().as_raw();
-    for stream in listener.incoming() {
-        if stop.load(Ordering::Acquire) {
-            return;
-        }
-        let result = stream.and_then(|stream| {
-            let peer = getsockopt(&stream, PeerCredentials).map_err(io::Error::from)?;
-            if peer.uid() != euid {
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!("peer uid {} is not {euid}", peer.uid()),
-                ));
-            }
-            stream.set_write_timeout(Some(Duration::from_secs(1)))?;
-            let view = PeerView::of_peer(peer.pid());
-            if view.proc == ProcView::Absent {
-                tracing::debug!(
-                    pid = view.pid,
-                    "peer invisible here: told so, it may attach read-only only"
-                );
-            }
-            let fd = segment.fd().map(|fd| fd.as_raw_fd());
-            send_fd(&stream, fd.expect("checked in spawn"), &view)
-        });
-        if let Err(error) = result {
-            tracing::warn!(%error, "descriptor not handed out");
-        }
-    }
-}
-
-fn send_fd(stream: &UnixStream, fd: RawFd, view: &PeerView) -> io::Result<()> {
+pub(crate) fn send_fd(stream: BorrowedFd<'_>, fd: RawFd, view: &PeerView) -> io::Result<()> {
     let greeting = view.encode();
     let fds = [fd];
     sendmsg::<()>(
@@ -285,51 +205,106 @@ fn send_fd(stream: &UnixStream, fd: RawFd, view: &PeerView) -> io::Result<()> {
 
 /// Connects to `@socket_name`, receives the segment descriptor and attaches to it, waiting at
 /// most `timeout` for the answer. Refuses when the producer's reaper could not tell this process
-/// is alive (module doc: another PID or time namespace, invisible in the producer's `/proc`).
+/// is alive (module doc: another PID or time namespace, invisible in the producer's `/proc`), and
+/// when the process answering is not the segment's creator, or runs as another uid (see
+/// [`Greeted::attach`]).
 pub fn attach_via_socket(socket_name: &str, timeout: Duration) -> Result<Segment, AttachError> {
-    let (fd, view, received_at_ns) = fetch_fd(socket_name, timeout)?;
-    let own = Owner::current().map_err(|source| AttachError::Io {
-        op: "read /proc/self/stat",
-        source,
-    })?;
-    view.check(own, received_at_ns)?;
-    Segment::attach_fd(fd)
+    greet(socket_name, timeout)?
+        .attach(&[])
+        .map(|(_, segment)| segment)
 }
 
-/// [`attach_via_socket`] for inspectors: the same validation, mapped `PROT_READ`, so the caller
-/// can read headers and descriptors ([`Segment::inspect`], [`SlotCounts::scan`]) but never write.
+/// [`attach_via_socket`] for inspectors: mapped `PROT_READ`, so the caller can read headers and
+/// descriptors ([`Segment::inspect`], [`SlotCounts::scan`]) but never write. Inspectors hold no
+/// slots, so the greeting's view of this process is not checked.
 ///
 /// [`SlotCounts::scan`]: crate::SlotCounts::scan
 pub fn attach_via_socket_read_only(
     socket_name: &str,
     timeout: Duration,
 ) -> Result<Segment, AttachError> {
-    let (fd, _view, _received_at_ns) = fetch_fd(socket_name, timeout)?;
-    Segment::attach_fd_read_only(fd)
+    Segment::attach_fd_read_only(greet(socket_name, timeout)?.segment_fd)
 }
 
-/// Connects to `@socket_name` and receives the segment descriptor, the producer's view of this
-/// process and this process's clock on receiving it; connecting and receiving together take at
-/// most `timeout`.
-fn fetch_fd(socket_name: &str, timeout: Duration) -> Result<(OwnedFd, PeerView, u64), AttachError> {
+/// A connection to a producer's socket, just greeted.
+pub(crate) struct Greeted {
+    /// The connection, open for the control channel.
+    pub(crate) socket: OwnedFd,
+    segment_fd: OwnedFd,
+    view: PeerView,
+    /// This process's clock on receiving the greeting.
+    received_at_ns: u64,
+}
+
+impl Greeted {
+    /// Checks that the producer's reaper will see this process as alive, that the process that
+    /// answered is the one that created the segment (its pid and uid, from `SO_PEERCRED`, are the
+    /// header's), and that it runs as this process's uid or one of `producer_uids`; then maps the
+    /// segment writable. Whoever squats the socket name is thereby refused, unless it created
+    /// the segment it hands out and runs as a trusted uid.
+    pub(crate) fn attach(self, producer_uids: &[u32]) -> Result<(OwnedFd, Segment), AttachError> {
+        let own = Owner::current().map_err(|source| AttachError::Io {
+            op: "read /proc/self/stat",
+            source,
+        })?;
+        self.view.check(own, self.received_at_ns)?;
+        let producer =
+            getsockopt(&self.socket, PeerCredentials).map_err(|errno| AttachError::Io {
+                op: "read the producer's credentials",
+                source: errno.into(),
+            })?;
+        let own_uid = nix::unistd::geteuid().as_raw();
+        if producer.uid() != own_uid && !producer_uids.contains(&producer.uid()) {
+            return Err(AttachError::UntrustedProducer {
+                uid: producer.uid(),
+                own: own_uid,
+            });
+        }
+        let segment = Segment::attach_fd(self.segment_fd)?;
+        let header = segment.header();
+        let answering = (producer.pid() as u32, producer.uid());
+        if (header.creator_pid, header.creator_uid) != answering {
+            return Err(AttachError::NotTheCreator {
+                answering,
+                creator: (header.creator_pid, header.creator_uid),
+            });
+        }
+        Ok((self.socket, segment))
+    }
+}
+
+/// Connects to `@socket_name` and receives the greeting with the segment descriptor;
+/// connecting and receiving together take at most `timeout`.
+pub(crate) fn greet(socket_name: &str, timeout: Duration) -> Result<Greeted, AttachError> {
     let deadline = Instant::now() + timeout;
-    let stream = connect_within(socket_name, deadline, timeout)?;
+    let socket = connect_within(socket_name, deadline, timeout)?;
     let remaining = remaining_until(deadline).ok_or(AttachError::TimedOut {
         op: "receive the segment descriptor",
         timeout,
     })?;
-    stream
-        .set_read_timeout(Some(remaining))
-        .map_err(|source| AttachError::Io {
-            op: "set socket timeout",
-            source,
-        })?;
-    receive_fd(&stream, timeout)
+    setsockopt(&socket, ReceiveTimeout, &timeval(remaining)).map_err(|errno| AttachError::Io {
+        op: "set socket timeout",
+        source: errno.into(),
+    })?;
+    let (segment_fd, view, received_at_ns) = receive_fd(socket.as_fd(), timeout)?;
+    // The channel's reader waits for answers as long as the connection lives.
+    setsockopt(&socket, ReceiveTimeout, &timeval(Duration::ZERO)).map_err(|errno| {
+        AttachError::Io {
+            op: "clear socket timeout",
+            source: errno.into(),
+        }
+    })?;
+    Ok(Greeted {
+        socket,
+        segment_fd,
+        view,
+        received_at_ns,
+    })
 }
 
 /// The time left until `deadline`, at least 1 ms (a zero socket timeout would mean "forever"),
 /// or `None` once it has passed.
-fn remaining_until(deadline: Instant) -> Option<Duration> {
+pub(crate) fn remaining_until(deadline: Instant) -> Option<Duration> {
     let left = deadline.checked_duration_since(Instant::now())?;
     (!left.is_zero()).then(|| left.max(Duration::from_millis(1)))
 }
@@ -340,11 +315,11 @@ fn remaining_until(deadline: Instant) -> Option<Duration> {
 /// for room in the listener's backlog; a non-blocking one fails at once with EAGAIN and gives
 /// nothing to poll for. `SO_SNDTIMEO` is what bounds that wait (Linux `unix_stream_connect`
 /// sleeps at most the send timeout, then fails with EAGAIN), so the socket gets one first.
-fn connect_within(
+pub(crate) fn connect_within(
     socket_name: &str,
     deadline: Instant,
     timeout: Duration,
-) -> Result<UnixStream, AttachError> {
+) -> Result<OwnedFd, AttachError> {
     let io_error = |op| {
         move |source: Errno| AttachError::Io {
             op,
@@ -354,7 +329,7 @@ fn connect_within(
     let addr = UnixAddr::new_abstract(socket_name.as_bytes()).map_err(io_error("socket name"))?;
     let fd = socket(
         AddressFamily::Unix,
-        SockType::Stream,
+        SockType::SeqPacket,
         SockFlag::SOCK_CLOEXEC,
         None,
     )
@@ -370,7 +345,7 @@ fn connect_within(
         setsockopt(&fd, SendTimeout, &timeval(remaining))
             .map_err(io_error("set connect timeout"))?;
         match connect(fd.as_raw_fd(), &addr) {
-            Ok(()) => return Ok(UnixStream::from(fd)),
+            Ok(()) => return Ok(fd),
             // A signal cut the wait short: wait out the rest.
             Err(Errno::EINTR) => {}
             Err(Errno::EAGAIN) => return Err(timed_out),
@@ -379,7 +354,7 @@ fn connect_within(
     }
 }
 
-fn timeval(duration: Duration) -> TimeVal {
+pub(crate) fn timeval(duration: Duration) -> TimeVal {
     TimeVal::new(
         duration
             .as_secs()
@@ -390,8 +365,8 @@ fn timeval(duration: Duration) -> TimeVal {
 }
 
 /// Receives the greeting and its descriptor; also returns this process's clock read right after.
-fn receive_fd(
-    stream: &UnixStream,
+pub(crate) fn receive_fd(
+    stream: BorrowedFd<'_>,
     timeout: Duration,
 ) -> Result<(OwnedFd, PeerView, u64), AttachError> {
     // Room for more than a greeting, so that a longer message is noticed, not cut to size.
@@ -417,6 +392,9 @@ fn receive_fd(
     })?;
     let received_at_ns = monotonic_now_ns();
     let received = message.bytes;
+    if received == 0 {
+        return Err(AttachError::Refused);
+    }
     let mut fds = Vec::new();
     for cmsg in message.cmsgs().map_err(|errno| AttachError::Io {
         op: "read control message",
@@ -445,6 +423,8 @@ fn receive_fd(
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::segment::SegmentConfig;
 
@@ -643,7 +623,13 @@ mod tests {
             slot_size: 64,
         })
         .unwrap();
-        let (server, peer) = UnixStream::pair().unwrap();
+        let (server, peer) = nix::sys::socket::socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
         let own = me();
         let as_seen_from_a_parent_namespace = PeerView {
             pid: own.pid + 1,
@@ -654,13 +640,13 @@ mod tests {
             producer_now_ns: monotonic_now_ns(),
         };
         send_fd(
-            &server,
+            server.as_fd(),
             segment.fd().unwrap().as_raw_fd(),
             &as_seen_from_a_parent_namespace,
         )
         .unwrap();
-        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let (_fd, view, received_at) = receive_fd(&peer, Duration::from_secs(5)).unwrap();
+        setsockopt(&peer, ReceiveTimeout, &timeval(Duration::from_secs(5))).unwrap();
+        let (_fd, view, received_at) = receive_fd(peer.as_fd(), Duration::from_secs(5)).unwrap();
         assert_eq!(view, as_seen_from_a_parent_namespace);
         assert!(matches!(
             view.check(own, received_at),
@@ -691,7 +677,7 @@ mod tests {
             own.pid,
             segment.epoch()
         );
-        let _server = FdServer::spawn(Arc::clone(&segment), &name).unwrap();
+        let _server = crate::control::ControlServer::spawn(Arc::clone(&segment), &name).unwrap();
         let attached = attach_via_socket(&name, Duration::from_secs(5)).unwrap();
         assert_eq!(attached.epoch(), segment.epoch());
     }

@@ -42,6 +42,7 @@
 //   slots is the single authority for reclamation counts.
 
 mod consumer;
+pub mod control;
 mod error;
 mod fdpass;
 mod handle;
@@ -58,8 +59,9 @@ mod sync;
 pub mod testing;
 
 pub use consumer::{Consumer, ConsumerOptions, ReadGuard};
+pub use control::{ControlClient, ControlServer};
 pub use error::{AcquireError, AttachError, ClaimError, CreateError, PublishError, ReadError};
-pub use fdpass::{FdServer, attach_via_socket, attach_via_socket_read_only};
+pub use fdpass::{attach_via_socket, attach_via_socket_read_only};
 pub use handle::{Handle, HandleParseError};
 pub use host::{Host, Owner, SystemHost, monotonic_now_ns};
 pub use layout::SlotState;

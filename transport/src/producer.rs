@@ -186,6 +186,33 @@ impl Producer {
         })
     }
 
+    /// Takes back a publication nobody will redeem (its consumer said so, or went away), now
+    /// rather than at the end of its TTL. Returns whether it was still waiting: a publication
+    /// already redeemed, reaped or withdrawn is left alone, since its slot has moved on to
+    /// another generation.
+    pub fn withdraw(&self, slot: u32, generation: u64) -> bool {
+        if slot >= self.segment.slot_count() {
+            return false;
+        }
+        let ready = Word::new(generation, SlotState::Ready);
+        let withdrawn = self
+            .segment
+            .descriptor(slot)
+            .transition(ready, SlotState::Free)
+            .is_ok();
+        if withdrawn {
+            Counters::bump(&self.counters.withdrawn);
+            tracing::debug!(slot, generation, "publication withdrawn");
+        }
+        withdrawn
+    }
+
+    /// Whether the publication at `slot` and `generation` still waits for its consumer.
+    pub fn is_unredeemed(&self, slot: u32, generation: u64) -> bool {
+        slot < self.segment.slot_count()
+            && self.segment.descriptor(slot).word() == Word::new(generation, SlotState::Ready)
+    }
+
     pub fn stats(&self) -> Stats {
         self.counters.snapshot(&self.segment)
     }

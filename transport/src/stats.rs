@@ -105,6 +105,9 @@ pub struct Stats {
     pub claims_exhausted: u64,
     /// Reaper passes that found the shared header scribbled on and wrote the valid one back.
     pub header_repairs: u64,
+    /// Publications taken back unredeemed because their consumer released them or closed its
+    /// connection ([`Producer::withdraw`](crate::Producer::withdraw)).
+    pub withdrawn: u64,
 }
 
 #[derive(Debug, Default)]
@@ -116,6 +119,7 @@ pub(crate) struct Counters {
     pub(crate) writes_reclaimed: AtomicU64,
     pub(crate) claims_exhausted: AtomicU64,
     pub(crate) header_repairs: AtomicU64,
+    pub(crate) withdrawn: AtomicU64,
 }
 
 impl Counters {
@@ -142,6 +146,7 @@ impl Counters {
             writes_reclaimed: self.writes_reclaimed.load(Relaxed),
             claims_exhausted: self.claims_exhausted.load(Relaxed),
             header_repairs: self.header_repairs.load(Relaxed),
+            withdrawn: self.withdrawn.load(Relaxed),
         }
     }
 }

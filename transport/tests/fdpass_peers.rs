@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use shmbridge::{FdServer, Segment, SegmentConfig, attach_via_socket, attach_via_socket_read_only};
+use shmbridge::{
+    ControlServer, Segment, SegmentConfig, attach_via_socket, attach_via_socket_read_only,
+};
 
 const CHILD_ROLE: &str = "SHMBRIDGE_TEST_PEER_ROLE";
 const CHILD_SOCKET: &str = "SHMBRIDGE_TEST_PEER_SOCKET";
@@ -33,7 +35,7 @@ fn peer_child() {
         // A producer: serves a segment until killed.
         "serve" => {
             let segment = Arc::new(Segment::create(&small()).unwrap());
-            let _server = FdServer::spawn(segment, &socket).unwrap();
+            let _server = ControlServer::spawn(segment, &socket).unwrap();
             writeln!(stdout, "child ready").unwrap();
             stdout.flush().unwrap();
             std::thread::sleep(Duration::from_secs(60));
@@ -168,7 +170,7 @@ fn a_peer_in_another_pid_namespace_is_refused_and_may_still_inspect() {
     }
     let segment = Arc::new(Segment::create(&small()).unwrap());
     let socket = unique_socket("pidns");
-    let _server = FdServer::spawn(Arc::clone(&segment), &socket).unwrap();
+    let _server = ControlServer::spawn(Arc::clone(&segment), &socket).unwrap();
 
     let (_child, lines) = start_until(
         child_command(PID_NAMESPACE, "attach", &socket),

@@ -30,7 +30,7 @@ fn silent_listener(test: &str, backlog: i32) -> (OwnedFd, String) {
     );
     let fd = socket(
         AddressFamily::Unix,
-        SockType::Stream,
+        SockType::SeqPacket,
         SockFlag::SOCK_CLOEXEC,
         None,
     )
@@ -52,7 +52,7 @@ fn fill_backlog(name: &str) -> Vec<OwnedFd> {
     loop {
         let fd = socket(
             AddressFamily::Unix,
-            SockType::Stream,
+            SockType::SeqPacket,
             SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
             None,
         )

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use shmbridge::{
-    Consumer, ConsumerOptions, FdServer, Producer, ProducerOptions, Segment, SegmentConfig,
+    Consumer, ConsumerOptions, ControlServer, Producer, ProducerOptions, Segment, SegmentConfig,
     SlotCounts, SlotState, attach_via_socket_read_only,
 };
 
@@ -82,7 +82,7 @@ fn producers_and_consumers_refuse_a_read_only_segment() {
         std::process::id(),
         segment.epoch()
     );
-    let _server = FdServer::spawn(Arc::clone(&segment), &name).unwrap();
+    let _server = ControlServer::spawn(Arc::clone(&segment), &name).unwrap();
     let inspector = Arc::new(attach_via_socket_read_only(&name, Duration::from_secs(5)).unwrap());
     assert!(!inspector.is_writable());
     assert_eq!(inspector.epoch(), segment.epoch());

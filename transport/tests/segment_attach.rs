@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use shmbridge::layout::LAYOUT_VERSION;
 use shmbridge::{
-    AttachError, Consumer, ConsumerOptions, CreateError, FdServer, Producer, ProducerOptions,
+    AttachError, Consumer, ConsumerOptions, ControlServer, CreateError, Producer, ProducerOptions,
     Segment, SegmentConfig, attach_via_socket,
 };
 
@@ -207,7 +207,7 @@ fn a_full_tmpfs_fails_creation_with_no_space() {
 fn descriptor_passing_hands_over_a_working_segment() {
     let segment = Arc::new(Segment::create(&SMALL).unwrap());
     let name = format!("shmbridge-test-{}-pass", std::process::id());
-    let server = FdServer::spawn(Arc::clone(&segment), &name).unwrap();
+    let server = ControlServer::spawn(Arc::clone(&segment), &name).unwrap();
     let attached = Arc::new(attach_via_socket(&name, Duration::from_secs(2)).unwrap());
     assert_eq!(attached.epoch(), segment.epoch());
 

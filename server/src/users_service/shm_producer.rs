@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use shmbridge::layout::GeometryError;
 use shmbridge::{
-    ClaimError, CreateError, FdServer, Handle, Producer, ProducerOptions, ReaperThread,
+    ClaimError, ControlServer, CreateError, Handle, Producer, ProducerOptions, ReaperThread,
     ReclaimReason, Reclaims, Segment, SegmentConfig, Stats,
 };
 
@@ -113,7 +113,7 @@ pub struct ShmProducer {
     /// Header repairs already logged.
     reported_header_repairs: AtomicU64,
     _reaper: ReaperThread,
-    _fd_server: FdServer,
+    _fd_server: ControlServer,
 }
 
 impl ShmProducer {
@@ -145,11 +145,12 @@ impl ShmProducer {
             .shm_socket
             .clone()
             .unwrap_or_else(|| format!("shmbridge-users-{}-{epoch:016x}", std::process::id()));
-        let fd_server =
-            FdServer::spawn(Arc::clone(&segment), &socket).map_err(|error| StartError::Socket {
+        let fd_server = ControlServer::spawn(Arc::clone(&segment), &socket).map_err(|error| {
+            StartError::Socket {
                 socket: socket.clone(),
                 error,
-            })?;
+            }
+        })?;
         let options = ProducerOptions {
             lease: args.lease,
             ready_ttl: args.ready_ttl,

@@ -1,0 +1,428 @@
+//! The producer's socket: an abstract `SOCK_SEQPACKET` listener that greets every connection of
+//! an allowed uid with the segment's descriptor ([`crate::fdpass`]) and then, when it serves a
+//! channel, answers that connection's [frames](super::frame) until it closes.
+//!
+//! # Threads
+//!
+//! A connection's frames are read by that connection's own threads, each of which does the work
+//! of the frame it read (making the payload, copying it into a slot) before reading another: no
+//! hand-off to another thread between the socket and the work. The kernel gives each message to
+//! one reader. When a thread takes a frame and leaves no other reading, it starts one more (up to
+//! [`MAX_THREADS_PER_PEER`]), so a stalled publication never blocks the frames behind it; threads
+//! stay for the connection's life, so a steady load starts none.
+//!
+//! # Ownership
+//!
+//! Every publication is recorded in its connection's [`PeerLedger`]. A release frame, or the
+//! connection closing (the consumer exited, crashed or restarted), withdraws the ones not yet
+//! redeemed at once, instead of leaving them to the TTL.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    AddressFamily, Backlog, MsgFlags, Shutdown, SockFlag, SockType, UnixAddr, accept4, bind,
+    getsockopt, listen, recv, send, setsockopt, shutdown, socket,
+    sockopt::{PeerCredentials, SendTimeout},
+};
+
+use crate::control::frame::{Answer, MAX_FRAME_LEN, PublishRequest, Refusal, RefusalCode, Request};
+use crate::control::ledger::{PeerLedger, PublicationLimits};
+use crate::fdpass::{PeerView, connect_within, send_fd, timeval};
+use crate::handle::Handle;
+use crate::host::{ProcView, monotonic_now_ns};
+use crate::producer::Producer;
+use crate::segment::Segment;
+
+/// Threads one connection may have reading and publishing at once.
+pub const MAX_THREADS_PER_PEER: u32 = 64;
+/// How long dropping a [`ControlServer`] waits to connect to its own socket to wake its thread.
+const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an answer may wait for room in a consumer's socket before the connection is
+/// dropped as unresponsive.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What makes and publishes a payload for a publish frame: the application's half of a channel.
+pub trait Publisher: Send + Sync + 'static {
+    /// Writes the payload `request` asks for into a slot of `producer` and publishes it, waiting
+    /// at most `wait` for a free slot.
+    fn publish(
+        &self,
+        producer: &Producer,
+        request: &PublishRequest,
+        wait: Duration,
+    ) -> Result<Handle, Refusal>;
+}
+
+/// Who may connect, and how much they may hold.
+#[derive(Clone, Debug)]
+pub struct ChannelOptions {
+    /// Uids besides this process's own that may connect (`SO_PEERCRED`).
+    pub allowed_uids: Vec<u32>,
+    pub limits: PublicationLimits,
+    /// Connections served at once; more are closed unanswered.
+    pub max_peers: u32,
+}
+
+impl ChannelOptions {
+    pub fn for_segment(segment: &Segment) -> Self {
+        Self {
+            allowed_uids: Vec::new(),
+            limits: PublicationLimits::for_slots(segment.slot_count()),
+            max_peers: 64,
+        }
+    }
+}
+
+/// Serves a segment's descriptor, and a channel if it has one, from background threads until
+/// dropped.
+pub struct ControlServer {
+    name: String,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    segment: Arc<Segment>,
+    channel: Option<Channel>,
+    allowed_uids: Vec<u32>,
+    stop: AtomicBool,
+    connections: Mutex<Vec<Weak<Connection>>>,
+}
+
+struct Channel {
+    producer: Arc<Producer>,
+    publisher: Arc<dyn Publisher>,
+    limits: PublicationLimits,
+    max_peers: u32,
+}
+
+impl ControlServer {
+    /// Binds `@socket_name` and hands the descriptor to every connection of this uid, closing
+    /// each after the greeting: no channel.
+    pub fn spawn(segment: Arc<Segment>, socket_name: &str) -> io::Result<Self> {
+        Self::start(segment, None, Vec::new(), socket_name)
+    }
+
+    /// Binds `@socket_name`, greets every connection of an allowed uid with the descriptor of
+    /// `producer`'s segment and answers its frames with `publisher`.
+    pub fn spawn_channel(
+        producer: Arc<Producer>,
+        publisher: Arc<dyn Publisher>,
+        options: ChannelOptions,
+        socket_name: &str,
+    ) -> io::Result<Self> {
+        let channel = Channel {
+            producer: Arc::clone(&producer),
+            publisher,
+            limits: options.limits,
+            max_peers: options.max_peers,
+        };
+        Self::start(
+            Arc::clone(producer.segment()),
+            Some(channel),
+            options.allowed_uids,
+            socket_name,
+        )
+    }
+
+    fn start(
+        segment: Arc<Segment>,
+        channel: Option<Channel>,
+        allowed_uids: Vec<u32>,
+        socket_name: &str,
+    ) -> io::Result<Self> {
+        if segment.fd().is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "segment has no descriptor to serve",
+            ));
+        }
+        let listener = listen_on(socket_name)?;
+        let shared = Arc::new(Shared {
+            segment,
+            channel,
+            allowed_uids,
+            stop: AtomicBool::new(false),
+            connections: Mutex::default(),
+        });
+        let thread = std::thread::Builder::new()
+            .name("shmbridge-control".into())
+            .spawn({
+                let shared = Arc::clone(&shared);
+                move || accept_loop(&listener, &shared)
+            })?;
+        Ok(Self {
+            name: socket_name.to_owned(),
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn socket_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Connections open now.
+    pub fn peers(&self) -> usize {
+        self.shared.live_connections().len()
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        // Wake the blocking accept; if the connect fails the thread is already gone, or busy
+        // accepting a full backlog, after which it sees `stop` anyway.
+        let _ = connect_within(&self.name, Instant::now() + WAKE_TIMEOUT, WAKE_TIMEOUT);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        // Wakes every connection's readers; each finishes the frame it holds (its wait for a
+        // slot is bounded by the frame's deadline), then exits.
+        for connection in self.shared.live_connections() {
+            connection.close();
+        }
+    }
+}
+
+fn listen_on(socket_name: &str) -> io::Result<OwnedFd> {
+    let addr = UnixAddr::new_abstract(socket_name.as_bytes())?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    bind(fd.as_raw_fd(), &addr)?;
+    listen(&fd, Backlog::new(128)?)?;
+    Ok(fd)
+}
+
+impl Shared {
+    fn live_connections(&self) -> Vec<Arc<Connection>> {
+        let mut connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        connections.retain(|connection| connection.strong_count() > 0);
+        connections.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Why a peer with these credentials gets no greeting, if it does not.
+    fn refusal(&self, uid: u32) -> Option<String> {
+        let own = nix::unistd::geteuid().as_raw();
+        if uid != own && !self.allowed_uids.contains(&uid) {
+            return Some(format!(
+                "peer uid {uid} is neither {own} nor an allowed uid"
+            ));
+        }
+        let channel = self.channel.as_ref()?;
+        let peers = self.live_connections().len();
+        (peers >= channel.max_peers as usize)
+            .then(|| format!("already serving {peers} peers, the most allowed"))
+    }
+}
+
+fn accept_loop(listener: &OwnedFd, shared: &Arc<Shared>) {
+    loop {
+        let accepted = accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC);
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let stream = match accepted {
+            // SAFETY: accept4 just returned this descriptor; nothing else owns it.
+            Ok(fd) => unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
+            Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
+            Err(errno) => {
+                tracing::warn!(%errno, "control socket accept failed");
+                // Out of descriptors or memory: give the process a moment rather than spin.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if let Err(error) = greet(stream, shared) {
+            tracing::warn!(%error, "peer not served");
+        }
+    }
+}
+
+/// Checks the peer, sends the greeting with the descriptor and, with a channel, starts serving
+/// the connection.
+fn greet(stream: OwnedFd, shared: &Arc<Shared>) -> io::Result<()> {
+    let peer = getsockopt(&stream, PeerCredentials)?;
+    if let Some(reason) = shared.refusal(peer.uid()) {
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, reason));
+    }
+    setsockopt(&stream, SendTimeout, &timeval(ANSWER_TIMEOUT))?;
+    let view = PeerView::of_peer(peer.pid());
+    if view.proc == ProcView::Absent {
+        tracing::debug!(
+            pid = view.pid,
+            "peer invisible here: told so, it may attach read-only only"
+        );
+    }
+    let fd = shared.segment.fd().expect("checked in start").as_raw_fd();
+    send_fd(stream.as_fd(), fd, &view)?;
+    let Some(channel) = &shared.channel else {
+        return Ok(());
+    };
+    let connection = Arc::new(Connection {
+        stream,
+        peer_pid: peer.pid(),
+        ledger: PeerLedger::new(channel.limits),
+        shared: Arc::clone(shared),
+        idle: AtomicU32::new(0),
+        threads: AtomicU32::new(0),
+        closed: AtomicBool::new(false),
+    });
+    shared
+        .connections
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(Arc::downgrade(&connection));
+    tracing::debug!(pid = peer.pid(), "control channel opened");
+    connection.add_thread()
+}
+
+/// One consumer's connection and what it holds.
+struct Connection {
+    stream: OwnedFd,
+    peer_pid: i32,
+    ledger: PeerLedger,
+    shared: Arc<Shared>,
+    /// Threads waiting for the next frame.
+    idle: AtomicU32,
+    threads: AtomicU32,
+    closed: AtomicBool,
+}
+
+impl Connection {
+    fn channel(&self) -> &Channel {
+        self.shared
+            .channel
+            .as_ref()
+            .expect("connections exist only with a channel")
+    }
+
+    /// Starts one more thread reading this connection, unless it has the most allowed.
+    fn add_thread(self: &Arc<Self>) -> io::Result<()> {
+        if self.threads.fetch_add(1, Ordering::AcqRel) >= MAX_THREADS_PER_PEER {
+            self.threads.fetch_sub(1, Ordering::AcqRel);
+            return Ok(());
+        }
+        let connection = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("shmbridge-channel".into())
+            .spawn(move || connection.serve())
+            .map(drop)
+            .inspect_err(|_| {
+                self.threads.fetch_sub(1, Ordering::AcqRel);
+            })
+    }
+
+    fn serve(self: Arc<Self>) {
+        // One byte more than the longest frame, so that a longer message shows as one.
+        let mut buf = [0u8; MAX_FRAME_LEN + 1];
+        loop {
+            self.idle.fetch_add(1, Ordering::AcqRel);
+            let received = recv(self.stream.as_raw_fd(), &mut buf, MsgFlags::empty());
+            let idle = self.idle.fetch_sub(1, Ordering::AcqRel) - 1;
+            let len = match received {
+                Ok(0) => break,
+                Ok(len) => len,
+                Err(Errno::EINTR) => continue,
+                Err(errno) => {
+                    tracing::debug!(%errno, "control channel read failed");
+                    break;
+                }
+            };
+            if idle == 0
+                && !self.closed.load(Ordering::Acquire)
+                && let Err(error) = self.add_thread()
+            {
+                tracing::warn!(%error, "cannot start another channel thread");
+            }
+            let request = match Request::decode(&buf[..len]) {
+                Ok(request) => request,
+                Err(error) => {
+                    tracing::warn!(pid = self.peer_pid, %error, "bad control frame; closing the connection");
+                    break;
+                }
+            };
+            match request {
+                Request::Publish(request) => {
+                    let answer = match self.publish(&request) {
+                        Ok(handle) => Answer::Published {
+                            id: request.id,
+                            handle,
+                        },
+                        Err(refusal) => Answer::Refused {
+                            id: request.id,
+                            refusal,
+                        },
+                    };
+                    let frame = answer.encode();
+                    if let Err(errno) =
+                        send(self.stream.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL)
+                    {
+                        tracing::debug!(%errno, "answer not delivered; closing the connection");
+                        break;
+                    }
+                }
+                Request::Release {
+                    slot, generation, ..
+                } => {
+                    self.ledger
+                        .release(&self.channel().producer, slot, generation);
+                }
+            }
+        }
+        self.close();
+        self.threads.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn publish(&self, request: &PublishRequest) -> Result<Handle, Refusal> {
+        let now = monotonic_now_ns();
+        let deadline_exceeded = Refusal {
+            code: RefusalCode::DeadlineExceeded,
+            detail: 0,
+        };
+        if request.deadline_ns <= now {
+            return Err(deadline_exceeded);
+        }
+        let wait = Duration::from_nanos(request.deadline_ns - now);
+        let channel = self.channel();
+        let room = self.ledger.reserve(&channel.producer)?;
+        let handle = channel
+            .publisher
+            .publish(&channel.producer, request, wait)?;
+        if !room.record(&channel.producer, &handle) {
+            return Err(Refusal {
+                code: RefusalCode::Internal,
+                detail: 0,
+            });
+        }
+        Ok(handle)
+    }
+
+    /// The peer is gone or misbehaved: withdraws its unredeemed publications and wakes every
+    /// thread reading the connection. Once is enough; later calls do nothing.
+    fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = shutdown(self.stream.as_raw_fd(), Shutdown::Both);
+        let withdrawn = self.ledger.close(&self.channel().producer);
+        tracing::debug!(
+            pid = self.peer_pid,
+            withdrawn,
+            "control channel closed; its unredeemed publications withdrawn"
+        );
+    }
+}
