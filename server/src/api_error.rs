@@ -14,6 +14,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use shmbridge::control::{Refusal, RequestError};
 use shmbridge::{AcquireError, HandleParseError, PublishError, ReadError};
 
 use crate::payload::CRC_HEADER;
@@ -48,6 +49,15 @@ pub enum ApiError {
     /// Every slot stayed busy for the claim timeout.
     #[error("no free shared-memory slot")]
     SlotsExhausted,
+    /// The producer holds as many unredeemed publications as it allows, for this peer or in
+    /// all.
+    #[error("too many shared-memory publications waiting to be redeemed")]
+    ShmBusy { refusal: Refusal },
+    /// `POST /shm/users` without `--http-signal`.
+    #[error(
+        "POST /shm/users is off: gateways ask over the control socket (start users-service with --http-signal to enable it)"
+    )]
+    HttpSignalDisabled,
     /// The gateway has no usable segment (not attachable, wrong layout version, or
     /// users-service has none).
     #[error("shared memory is unavailable")]
@@ -103,6 +113,10 @@ pub enum BadAnswer {
     HandleDoesNotFit(AcquireError),
     #[error("unreadable segment info: {0}")]
     SegmentInfo(serde_json::Error),
+    /// The control channel answered something impossible (a handle of another segment, a
+    /// malformed frame).
+    #[error("control channel: {0}")]
+    Channel(RequestError),
     /// A status the gateway has no meaning for; `said` is users-service's own words.
     #[error("unexpected answer: {said}")]
     Unexpected { said: String },
@@ -130,6 +144,9 @@ pub enum ShmFault {
     /// The slot was taken back before it could be published.
     #[error(transparent)]
     Publish(PublishError),
+    /// The control channel gave no publication (closed, congested, a failed publication).
+    #[error("control channel: {0}")]
+    Channel(RequestError),
 }
 
 /// The code users-service sends when it has no segment; the gateway maps it to
@@ -152,9 +169,11 @@ impl ApiError {
             | ApiError::UpstreamDeadline { .. }
             | ApiError::UpstreamBusy { .. }
             | ApiError::SlotsExhausted
+            | ApiError::ShmBusy { .. }
             | ApiError::ShmUnavailable { .. }
             | ApiError::SegmentUnavailable { .. }
             | ApiError::ShmStale { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::HttpSignalDisabled => StatusCode::NOT_FOUND,
             ApiError::BadUpstream { .. } | ApiError::ShmCorrupt { .. } => StatusCode::BAD_GATEWAY,
             ApiError::TooLargeForSlot { .. } => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -178,6 +197,8 @@ impl ApiError {
             ApiError::UpstreamBusy { .. } => "upstream_busy",
             ApiError::TooLargeForSlot { .. } => "too_large_for_slot",
             ApiError::SlotsExhausted => "slots_exhausted",
+            ApiError::ShmBusy { .. } => "shm_busy",
+            ApiError::HttpSignalDisabled => "http_signal_disabled",
             ApiError::ShmUnavailable { .. } => "shm_unavailable",
             ApiError::SegmentUnavailable { .. } => SEGMENT_UNAVAILABLE,
             ApiError::ShmStale { .. } => "shm_stale",
@@ -203,9 +224,11 @@ impl ApiError {
                 "no complete answer within the deadline of {}",
                 humantime::format_duration(*deadline)
             ))),
-            ApiError::BadQuery(_) | ApiError::TooLargeForSlot { .. } | ApiError::SlotsExhausted => {
-                None
-            }
+            ApiError::ShmBusy { refusal } => Some(Cow::Owned(refusal.to_string())),
+            ApiError::BadQuery(_)
+            | ApiError::TooLargeForSlot { .. }
+            | ApiError::SlotsExhausted
+            | ApiError::HttpSignalDisabled => None,
         }
     }
 
@@ -235,6 +258,7 @@ impl ApiError {
                 | ApiError::ShmStale { .. }
                 | ApiError::ShmCorrupt { .. }
                 | ApiError::SlotsExhausted
+                | ApiError::ShmBusy { .. }
                 | ApiError::TooLargeForSlot { .. }
                 | ApiError::UpstreamBusy { .. }
         ) || self.status_code() == StatusCode::INSUFFICIENT_STORAGE

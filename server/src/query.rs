@@ -51,6 +51,17 @@ impl UsersQuery {
         Ok(query)
     }
 
+    /// The query for `count` users from `seed`, as a control-channel frame carries them; the
+    /// same cap as the query string's.
+    pub fn new(count: u32, seed: u64) -> Result<UsersQuery, QueryError> {
+        if count > MAX_COUNT {
+            return Err(QueryError::CountTooLarge {
+                value: Shown::new(&count.to_string()),
+            });
+        }
+        Ok(UsersQuery { count, seed })
+    }
+
     /// The query string that [`UsersQuery::parse`] reads back as `self`.
     pub fn to_query_string(self) -> String {
         format!("count={}&seed={}", self.count, self.seed)

@@ -12,8 +12,11 @@ pub const TRANSPORT_HEADER: &str = "x-transport";
 pub enum Transport {
     /// Fetched from users-service over HTTP/JSON.
     Api,
-    /// Passed through shared memory; HTTP carried only the handle.
+    /// Passed through shared memory, asked for over the control channel.
     Shm,
+    /// Passed through shared memory, asked for over HTTP, which carried the handle back (the
+    /// seed's design, behind `--http-signal`).
+    ShmHttp,
     /// Asked for shared memory, served over HTTP because shared memory was unavailable and
     /// `--shm-fallback-to-api` is on.
     ApiFallback,
@@ -26,6 +29,7 @@ impl Transport {
         match self {
             Transport::Api => "api",
             Transport::Shm => "shm",
+            Transport::ShmHttp => "shm-http",
             Transport::ApiFallback => "api-fallback",
             Transport::Cached => "cached",
         }

@@ -69,6 +69,7 @@ async fn a_panic_armed_mid_copy_unwinds_out_of_the_publication_and_frees_the_slo
             "65536",
             "--claim-timeout",
             "50ms",
+            "--http-signal",
         ],
         &[(failpoints::ENV_VAR, &armed)],
     );
@@ -102,6 +103,7 @@ async fn return_mid_copy_kills_users_service_with_sigkill() {
             "2",
             "--slot-size",
             "65536",
+            "--http-signal",
         ],
         &[(failpoints::ENV_VAR, &armed)],
     );

@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixListener};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +19,7 @@ use common::{
 use shmbridge::Handle;
 use shmbridge_server::payload::{Payload, format_crc};
 use shmbridge_server::query::UsersQuery;
+use shmbridge_server::users_service::Bodies;
 use shmbridge_server::users_service::shm_producer::{ShmArgs, ShmProducer};
 
 fn users_reply(
@@ -107,7 +105,8 @@ async fn upstream_server_error_is_a_502() {
     assert_eq!(status, StatusCode::BAD_GATEWAY);
 }
 
-/// A fake users-service with a real segment whose `POST /shm/users` publishes the true
+/// A fake users-service with a real segment whose `POST /shm/users` (the HTTP-signalled path)
+/// publishes the true
 /// payload but answers with `tamper(handle)` instead of the handle itself. Returns its URL and
 /// its descriptor socket name.
 async fn shm_upstream_answering(
@@ -119,7 +118,7 @@ async fn shm_upstream_answering(
         shm: ShmArgs,
     }
     let cli = Cli::try_parse_from(["fake", "--slot-count", "4"]).unwrap();
-    let producer = Arc::new(ShmProducer::start(&cli.shm).unwrap());
+    let producer = Arc::new(ShmProducer::start(&cli.shm, Arc::new(Bodies::new(false))).unwrap());
     let info = producer.info().clone();
     let socket = info.socket.clone();
     let first = Arc::new(Mutex::new(None));
@@ -128,12 +127,7 @@ async fn shm_upstream_answering(
         let first = Arc::clone(&first);
         async move {
             let payload = Payload::generate(UsersQuery::default());
-            let handle = tamper(
-                producer
-                    .publish(&payload.bytes, Duration::from_secs(1))
-                    .unwrap(),
-                &first,
-            );
+            let handle = tamper(producer.publish_for_http(&payload.bytes).unwrap(), &first);
             let mut headers = HeaderMap::new();
             headers.insert("x-payload-crc32", format_crc(handle.crc).parse().unwrap());
             (headers, handle.to_string())
@@ -153,8 +147,8 @@ async fn handle_with_a_wrong_crc_is_a_502_after_one_retry() {
         ..handle
     })
     .await;
-    let gateway = gateway(&upstream, &[]);
-    let (status, _, body) = get(&gateway, "/api/users-via-shm").await;
+    let gateway = gateway(&upstream, &["--http-signal"]);
+    let (status, _, body) = get(&gateway, "/api/users-via-shm-http").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(
         error_message(&body),
@@ -175,10 +169,10 @@ async fn handle_redeemed_before_is_stale_and_a_503() {
     // Always answers with the first handle it published: redeemable once, stale after.
     let (upstream, _) =
         shm_upstream_answering(|handle, first| *first.lock().unwrap().get_or_insert(handle)).await;
-    let gateway = gateway(&upstream, &[]);
-    let (status, _, _) = get(&gateway, "/api/users-via-shm").await;
+    let gateway = gateway(&upstream, &["--http-signal"]);
+    let (status, _, _) = get(&gateway, "/api/users-via-shm-http").await;
     assert_eq!(status, StatusCode::OK);
-    let (status, headers, body) = get(&gateway, "/api/users-via-shm").await;
+    let (status, headers, body) = get(&gateway, "/api/users-via-shm-http").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(headers["retry-after"], "1");
     assert_eq!(error_message(&body), "shared-memory handle is stale");
@@ -195,9 +189,9 @@ async fn unparsable_handle_is_a_502() {
     );
     let gateway = gateway(
         &serve_in_background(garbage).await,
-        &["--shm-socket", &socket],
+        &["--shm-socket", &socket, "--http-signal"],
     );
-    let (status, _, body) = get(&gateway, "/api/users-via-shm").await;
+    let (status, _, body) = get(&gateway, "/api/users-via-shm-http").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(error_message(&body), "users-service sent an invalid answer");
 }
@@ -226,23 +220,10 @@ async fn slow_upstream_is_a_503_within_the_deadline() {
 /// The layout version no build of this crate speaks: the next one.
 const WRONG_VERSION: u32 = shmbridge::layout::LAYOUT_VERSION + 1;
 
-/// A descriptor server speaking another layout version in its greeting.
-fn serve_wrong_layout_version(name: &str, connections: usize) {
-    let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(name).unwrap()).unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(connections) {
-            let mut stream = stream.unwrap();
-            let mut greeting = b"SHMB".to_vec();
-            greeting.extend_from_slice(&WRONG_VERSION.to_le_bytes());
-            let _ = stream.write_all(&greeting);
-        }
-    });
-}
-
 #[tokio::test]
 async fn segment_of_another_layout_version_is_refused_and_reported() {
     let socket = format!("shmbridge-test-wrong-version-{}", std::process::id());
-    serve_wrong_layout_version(&socket, 3);
+    shmbridge_system_tests::fake_producer::serve_layout_version(&socket, WRONG_VERSION, 3);
     let upstream = users_service(&[]).await;
     let (gateway, admin) = gateway_with_admin(&upstream, &["--shm-socket", &socket]);
 

@@ -71,7 +71,7 @@ async fn payload_larger_than_a_slot_is_a_507_on_shm_only() {
     assert_eq!(error_code(&body), "too_large_for_slot");
     assert_eq!(
         error_message(&body),
-        "payload is larger than a shared-memory slot"
+        "payload of 362960 bytes is larger than a shared-memory slot (65536 bytes)"
     );
     let (status, _, _) = get(&gateway, "/api/users-via-api?count=1000").await;
     assert_eq!(status, StatusCode::OK);

@@ -4,4 +4,5 @@
 //! are the ones that need the whole system.
 
 pub mod binary;
+pub mod fake_producer;
 pub mod process;

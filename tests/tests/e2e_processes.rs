@@ -201,25 +201,10 @@ async fn hung_users_service_gives_503_within_the_deadline_then_recovers() {
 /// The layout version no build of this crate speaks: the next one.
 const WRONG_VERSION: u32 = shmbridge::layout::LAYOUT_VERSION + 1;
 
-/// A descriptor server speaking another layout version in its greeting.
-fn serve_wrong_layout_version(name: &str, connections: usize) {
-    use std::io::Write;
-    use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::net::{SocketAddr, UnixListener};
-    let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(name).unwrap()).unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(connections) {
-            let mut greeting = b"SHMB".to_vec();
-            greeting.extend_from_slice(&WRONG_VERSION.to_le_bytes());
-            let _ = stream.unwrap().write_all(&greeting);
-        }
-    });
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segment_of_another_layout_version_is_refused_with_a_clear_log_line() {
     let socket = format!("shmbridge-e2e-wrong-version-{}", std::process::id());
-    serve_wrong_layout_version(&socket, 2);
+    shmbridge_system_tests::fake_producer::serve_layout_version(&socket, WRONG_VERSION, 2);
     let (_users, gateway) = start_pair(&["--shm-socket", &socket]);
     let http = client();
     let response = http

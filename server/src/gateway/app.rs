@@ -1,7 +1,9 @@
 //! The gateway, the front: serves the users body to clients, fetched from users-service over
-//! pooled HTTP (`/api/users-via-api`), passed through shared memory with HTTP carrying only the
-//! handle (`/api/users-via-shm`), or served from a body it serialized once (`/api/users-cached`,
-//! the ceiling for benchmarks). `run` is callable from other crates.
+//! pooled HTTP (`/api/users-via-api`), passed through shared memory and asked for over the
+//! control socket (`/api/users-via-shm`; no HTTP on the way), or served from a body it
+//! serialized once (`/api/users-cached`, the ceiling for benchmarks). With `--http-signal`,
+//! `/api/users-via-shm-http` passes the body through shared memory the seed's way, asking over
+//! HTTP, which carries the handle back. `run` is callable from other crates.
 //!
 //! What clients see of failures is a status, a stable code and a fixed message (`ApiError`);
 //! `/readyz` says only `ready` and one word per dependency. The detail (users-service's error
@@ -68,10 +70,24 @@ pub struct Args {
     /// Idle keep-alive connections kept open to users-service.
     #[arg(long, env = "SHMBRIDGE_POOL_MAX_IDLE", default_value_t = 64)]
     pub pool_max_idle: usize,
-    /// Abstract socket serving users-service's segment descriptor. Default: ask users-service
-    /// (`GET /shm/segment`) at every attach.
+    /// Abstract socket serving users-service's segment and control channel. Default: ask
+    /// users-service (`GET /shm/segment`) at every attach.
     #[arg(long, env = "SHMBRIDGE_SHM_SOCKET")]
     pub shm_socket: Option<String>,
+    /// A uid, besides the gateway's own, trusted to answer on the control socket (repeat for
+    /// several). A process of any other uid answering there is refused, as is one that did not
+    /// create the segment it hands over.
+    #[arg(
+        long = "producer-uid",
+        env = "SHMBRIDGE_PRODUCER_UIDS",
+        value_delimiter = ','
+    )]
+    pub producer_uids: Vec<u32>,
+    /// Also serve `/api/users-via-shm-http`: shared memory asked for over HTTP (`POST
+    /// /shm/users`, which users-service serves only with its own `--http-signal`), the seed's
+    /// design, kept to be measured beside the control channel.
+    #[arg(long, env = "SHMBRIDGE_GATEWAY_HTTP_SIGNAL")]
+    pub http_signal: bool,
     /// How long a read may hold its slot before the reaper takes it back (more than 0, at most
     /// 1h).
     #[arg(long, env = "SHMBRIDGE_LEASE", default_value = "1s", value_parser = slot_deadline::parse)]
@@ -99,6 +115,7 @@ struct Shared {
     upstream: Upstream,
     shm: ShmClient,
     fallback_to_api: bool,
+    http_signal: bool,
     cached: QueryCache<Payload>,
     metrics: PrometheusHandle,
 }
@@ -123,8 +140,9 @@ impl AppState {
         Ok(AppState {
             inner: Arc::new(Shared {
                 upstream,
-                shm: ShmClient::new(args.shm_socket.clone(), lease),
+                shm: ShmClient::new(args.shm_socket.clone(), args.producer_uids.clone(), lease),
                 fallback_to_api: args.shm_fallback_to_api,
+                http_signal: args.http_signal,
                 cached: QueryCache::default(),
                 metrics: telemetry::metrics_handle(),
             }),
@@ -143,6 +161,7 @@ pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .route("/api/users-via-api", get(users_via_api))
         .route("/api/users-via-shm", get(users_via_shm))
+        .route("/api/users-via-shm-http", get(users_via_shm_http))
         .route("/api/users-cached", get(users_cached))
         .route("/readyz", get(readyz));
     telemetry::observed(routes).with_state(state)
@@ -195,22 +214,50 @@ async fn users_via_api(
     Ok(payload.into_response(Transport::Api))
 }
 
-/// `GET /api/users-via-shm`: asks users-service to publish into shared memory, redeems the
-/// handle and verifies the bytes. Stale, corrupt and exhausted slots get one retry; the whole
-/// exchange, retry included, is bounded by the deadline.
-async fn users_via_shm(
+/// How the gateway asks users-service for a publication.
+#[derive(Clone, Copy, Debug)]
+enum Signal {
+    /// A publish frame on the control channel.
+    Channel,
+    /// `POST /shm/users`, the handle coming back over HTTP.
+    Http,
+}
+
+/// `GET /api/users-via-shm`: asks users-service over the control channel to publish into shared
+/// memory, redeems the handle and verifies the bytes.
+async fn users_via_shm(state: State<AppState>, raw: RawQuery) -> Result<Response, ApiError> {
+    via_shm(state, raw, Signal::Channel).await
+}
+
+/// `GET /api/users-via-shm-http` (with `--http-signal`): as `/api/users-via-shm`, asking over HTTP.
+async fn users_via_shm_http(state: State<AppState>, raw: RawQuery) -> Result<Response, ApiError> {
+    if !state.inner.http_signal {
+        return Err(ApiError::HttpSignalDisabled);
+    }
+    via_shm(state, raw, Signal::Http).await
+}
+
+/// Stale, corrupt and exhausted slots get one retry; the whole exchange, retry included, is
+/// bounded by the deadline.
+async fn via_shm(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
+    signal: Signal,
 ) -> Result<Response, ApiError> {
     let query = UsersQuery::parse(raw.as_deref())?;
     let shared = &state.inner;
     let deadline = shared.upstream.deadline();
     let started = Instant::now();
-    let outcome = tokio::time::timeout(deadline, fetch_via_shm(shared, query))
+    let ends = tokio::time::Instant::from_std(started + deadline);
+    let outcome = tokio::time::timeout_at(ends, fetch_via_shm(shared, query, signal, ends))
         .await
         .unwrap_or(Err(ApiError::UpstreamDeadline { deadline }));
+    let transport = match signal {
+        Signal::Channel => Transport::Shm,
+        Signal::Http => Transport::ShmHttp,
+    };
     match outcome {
-        Ok(payload) => Ok(payload.into_response(Transport::Shm)),
+        Ok(payload) => Ok(payload.into_response(transport)),
         Err(error) if shared.fallback_to_api && error.is_shm_failure() => {
             metrics::counter!("shm_fallbacks_total").increment(1);
             tracing::debug!(%error, "shared memory failed; serving over the REST path");
@@ -226,37 +273,56 @@ async fn users_via_shm(
 }
 
 /// One attempt, and one more if the first failed in a way a fresh publication may cure.
-async fn fetch_via_shm(shared: &Shared, query: UsersQuery) -> Result<Payload, ApiError> {
-    match attempt_via_shm(shared, query).await {
+async fn fetch_via_shm(
+    shared: &Shared,
+    query: UsersQuery,
+    signal: Signal,
+    ends: tokio::time::Instant,
+) -> Result<Payload, ApiError> {
+    match attempt_via_shm(shared, query, signal, ends).await {
         Err(error) if error.is_retryable_shm() => {
             metrics::counter!("shm_retries_total").increment(1);
             tracing::debug!(%error, "retrying once through shared memory");
-            attempt_via_shm(shared, query).await
+            attempt_via_shm(shared, query, signal, ends).await
         }
         outcome => outcome,
     }
 }
 
-async fn attempt_via_shm(shared: &Shared, query: UsersQuery) -> Result<Payload, ApiError> {
+async fn attempt_via_shm(
+    shared: &Shared,
+    query: UsersQuery,
+    signal: Signal,
+    ends: tokio::time::Instant,
+) -> Result<Payload, ApiError> {
     let upstream = &shared.upstream;
-    shared
+    let attachment = shared
         .shm
         .attachment(upstream, None, "not_attached")
         .await?;
-    let handle = upstream.publish_users(query).await.inspect_err(|error| {
-        // users-service has no segment: logged once per distinct reason, and kept for the
-        // operators' status, like a failed attach.
-        if let ApiError::ShmUnavailable { .. } = error {
-            shared.shm.note_problem(error);
+    let (attachment, handle) = match signal {
+        Signal::Channel => {
+            let handle = attachment.request(query, ends).await?;
+            (attachment, handle)
         }
-    })?;
+        Signal::Http => {
+            let handle = upstream.publish_users(query).await.inspect_err(|error| {
+                // users-service has no segment: logged once per distinct reason, and kept for
+                // the operators' status, like a failed attach.
+                if let ApiError::ShmUnavailable { .. } = error {
+                    shared.shm.note_problem(error);
+                }
+            })?;
+            let attachment = shared
+                .shm
+                .attachment(upstream, Some(handle.epoch), "epoch_changed")
+                .await?;
+            (attachment, handle)
+        }
+    };
     let span = tracing::Span::current();
     span.record("slot", handle.slot);
     span.record("generation", handle.generation);
-    let attachment = shared
-        .shm
-        .attachment(upstream, Some(handle.epoch), "epoch_changed")
-        .await?;
     let bytes = attachment.redeem(&handle)?;
     Ok(Payload {
         bytes: bytes.into(),

@@ -1,19 +1,28 @@
-//! The gateway's side of shared memory: attaching to users-service's segment through its
-//! descriptor socket, re-attaching when the producer restarts (new epoch) or vanishes, and
-//! redeeming a handle into verified bytes.
+//! The gateway's side of shared memory: connecting to users-service's control socket (which
+//! hands over the segment and then carries publish requests), re-connecting when the producer
+//! restarts (new epoch) or the connection closes, asking for publications, and redeeming a
+//! handle into verified bytes.
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use shmbridge::{AcquireError, Consumer, ConsumerOptions, Handle, ReadError, attach_via_socket};
+use axum::http::StatusCode;
+use shmbridge::control::{RefusalCode, RequestError};
+use shmbridge::{
+    AcquireError, Consumer, ConsumerOptions, ControlClient, Handle, ReadError, monotonic_now_ns,
+};
+use tokio::time::Instant;
 
 use crate::api_error::{ApiError, BadAnswer, ShmFault};
 use crate::failpoints;
+use crate::query::UsersQuery;
 
 use super::upstream::Upstream;
 
-/// One attached segment and the consumer redeeming handles against it.
+/// One connection to the control socket, the segment it handed over, and the consumer redeeming
+/// handles against it.
 pub struct Attachment {
+    channel: ControlClient,
     consumer: Consumer,
     socket: String,
 }
@@ -21,6 +30,70 @@ pub struct Attachment {
 impl Attachment {
     pub fn epoch(&self) -> u64 {
         self.consumer.segment().epoch()
+    }
+
+    /// Whether the control connection is still up.
+    pub fn is_open(&self) -> bool {
+        self.channel.is_open()
+    }
+
+    /// Asks users-service to publish the body for `query` and waits for the handle until
+    /// `deadline`, which the producer is told too. If this future is dropped (deadline, client
+    /// gone), the answer's publication is released when it arrives.
+    pub async fn request(&self, query: UsersQuery, deadline: Instant) -> Result<Handle, ApiError> {
+        let budget = deadline.saturating_duration_since(Instant::now());
+        let deadline_ns = monotonic_now_ns().saturating_add(budget.as_nanos() as u64);
+        let (answered, answer) = tokio::sync::oneshot::channel();
+        self.channel
+            .publish(query.count, query.seed, deadline_ns, move |result| {
+                // The requester is gone: dropping the publication releases it.
+                let _ = answered.send(result);
+            })
+            .map_err(|error| self.channel_error(error, budget))?;
+        let result = match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(RequestError::Closed),
+            Err(_) => Err(RequestError::TimedOut(budget)),
+        };
+        // Redeeming follows at once, without an await: nothing is left to release.
+        result
+            .map(|publication| publication.redeemed())
+            .map_err(|error| self.channel_error(error, budget))
+    }
+
+    /// What a client is told for a request the channel could not serve.
+    fn channel_error(&self, error: RequestError, deadline: Duration) -> ApiError {
+        match error {
+            RequestError::Refused(refusal) => match refusal.code {
+                RefusalCode::TooLarge => ApiError::TooLargeForSlot {
+                    len: refusal.detail as usize,
+                    max: self.consumer.segment().slot_size() as usize,
+                },
+                RefusalCode::Exhausted => ApiError::SlotsExhausted,
+                RefusalCode::PeerBusy | RefusalCode::SegmentBusy => ApiError::ShmBusy { refusal },
+                RefusalCode::DeadlineExceeded => ApiError::UpstreamDeadline { deadline },
+                RefusalCode::BadRequest => ApiError::UpstreamRejected {
+                    status: StatusCode::BAD_REQUEST,
+                    reason: refusal.to_string(),
+                },
+                // A publication that lost its slot mid-write: a fresh one may succeed.
+                RefusalCode::Internal => ApiError::ShmStale {
+                    reason: ShmFault::Channel(error),
+                },
+            },
+            RequestError::TimedOut(_) => ApiError::UpstreamDeadline { deadline },
+            // The connection is gone or stuck: the retry re-connects.
+            RequestError::Closed | RequestError::Congested | RequestError::Send(_) => {
+                ApiError::ShmStale {
+                    reason: ShmFault::Channel(error),
+                }
+            }
+            RequestError::ForeignHandle { .. } | RequestError::BadFrame(_) => {
+                ApiError::BadUpstream {
+                    reason: BadAnswer::Channel(error),
+                }
+            }
+        }
     }
 
     /// Redeems `handle`: acquires its slot, copies the bytes out and verifies them against the
@@ -81,6 +154,8 @@ pub struct ShmClient {
     /// `--shm-socket`; when absent the name is asked from users-service (`GET /shm/segment`)
     /// at each attach, so a restarted producer with a new name is found again.
     configured_socket: Option<String>,
+    /// `--producer-uid`: uids trusted to answer on the socket besides the gateway's own.
+    producer_uids: Vec<u32>,
     attached: RwLock<Option<Arc<Attachment>>>,
     /// Serializes attaching, so a burst of requests after a restart attaches once.
     attaching: tokio::sync::Mutex<()>,
@@ -90,9 +165,14 @@ pub struct ShmClient {
 }
 
 impl ShmClient {
-    pub fn new(configured_socket: Option<String>, lease: Duration) -> ShmClient {
+    pub fn new(
+        configured_socket: Option<String>,
+        producer_uids: Vec<u32>,
+        lease: Duration,
+    ) -> ShmClient {
         ShmClient {
             configured_socket,
+            producer_uids,
             lease,
             attached: RwLock::new(None),
             attaching: tokio::sync::Mutex::new(()),
@@ -107,8 +187,9 @@ impl ShmClient {
             .clone()
     }
 
-    /// Returns an attachment whose epoch is `wanted_epoch` (or any, if `None`), attaching anew
-    /// when the current one does not match. `why` names the trigger in logs and metrics.
+    /// Returns an open attachment whose epoch is `wanted_epoch` (or any, if `None`), attaching
+    /// anew when the current one is closed or does not match. `why` names the trigger in logs
+    /// and metrics.
     pub async fn attachment(
         &self,
         upstream: &Upstream,
@@ -116,7 +197,7 @@ impl ShmClient {
         why: &'static str,
     ) -> Result<Arc<Attachment>, ApiError> {
         let matches = |attachment: &Arc<Attachment>| {
-            wanted_epoch.is_none_or(|epoch| attachment.epoch() == epoch)
+            attachment.is_open() && wanted_epoch.is_none_or(|epoch| attachment.epoch() == epoch)
         };
         if let Some(current) = self.current().filter(matches) {
             return Ok(current);
@@ -181,19 +262,29 @@ impl ShmClient {
         };
         let timeout = upstream.deadline();
         let name = socket.clone();
-        let segment = tokio::task::spawn_blocking(move || attach_via_socket(&name, timeout))
-            .await
-            .map_err(|error| ApiError::Internal {
-                reason: format!("attach task failed: {error}"),
-            })?
-            .map_err(|error| ApiError::ShmUnavailable {
-                reason: format!("cannot attach via @{socket}: {error}"),
+        let producer_uids = self.producer_uids.clone();
+        let channel = tokio::task::spawn_blocking(move || {
+            ControlClient::connect(&name, timeout, &producer_uids)
+        })
+        .await
+        .map_err(|error| ApiError::Internal {
+            reason: format!("attach task failed: {error}"),
+        })?
+        .map_err(|error| ApiError::ShmUnavailable {
+            reason: format!("cannot attach via @{socket}: {error}"),
+        })?;
+        let segment = Arc::clone(channel.segment());
+        let consumer =
+            Consumer::new(segment, ConsumerOptions { lease: self.lease }).map_err(|error| {
+                ApiError::Internal {
+                    reason: format!("cannot create a consumer: {error}"),
+                }
             })?;
-        let consumer = Consumer::new(Arc::new(segment), ConsumerOptions { lease: self.lease })
-            .map_err(|error| ApiError::Internal {
-                reason: format!("cannot create a consumer: {error}"),
-            })?;
-        Ok(Attachment { consumer, socket })
+        Ok(Attachment {
+            channel,
+            consumer,
+            socket,
+        })
     }
 
     /// Logs a shared-memory failure once per distinct reason, and keeps it for the operators'

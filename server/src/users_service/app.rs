@@ -1,16 +1,17 @@
 //! users-service, the producer: serves the deterministic users dataset over HTTP (`GET /users`)
-//! and through shared memory (`POST /shm/users` publishes into a slot and answers with the
-//! handle). `run` is callable from other crates, so a harness can re-execute itself as this
-//! service.
+//! and through shared memory, where gateways ask for publications over the control socket
+//! ([`ShmProducer`]); with `--http-signal`, also the seed's way, `POST /shm/users` publishing
+//! into a slot and answering with the handle. `run` is callable from other crates, so a harness
+//! can re-execute itself as this service.
 //!
-//! Execution policy for CPU-heavy work, the same on both paths so that a comparison of the two
-//! measures the transports and not the scheduling: every users request makes exactly one hop to
-//! tokio's blocking pool ([`off_the_workers`]), and everything that costs CPU time or may wait
-//! happens there — generating a dataset, serializing the body (up to ~3.7 MB at `MAX_COUNT`,
-//! milliseconds), and on the shared-memory path also the copy into the slot with its crc32 and
-//! the wait for a free slot. The async workers only parse, route and move bytes on sockets, so
-//! a heavy or stalled request holds one pool thread while they keep answering everything else.
-//! Under `--cache` a hit costs little, and both paths still take their one hop.
+//! Execution policy for CPU-heavy work, one rule on every path: generating a dataset,
+//! serializing a body (up to ~3.7 MB at `MAX_COUNT`, milliseconds), copying it into a slot with
+//! its crc32 and waiting for a free slot run on threads that may block, never on an async
+//! worker, so a heavy or stalled request holds one such thread while everything else is
+//! answered. An HTTP request arrives on an async worker, so it makes exactly one hop to tokio's
+//! blocking pool ([`off_the_workers`]); a control-channel frame arrives on a thread of its own
+//! connection, which does the work itself (see [`ShmProducer`]): no hop is needed there, and
+//! the shared-memory path pays nothing the REST path does not.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,20 +22,18 @@ use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bytes::Bytes;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::api_error::ApiError;
-use crate::dataset::{User, users};
 use crate::failpoints;
-use crate::payload::{CRC_HEADER, Payload, format_crc, serialize_body};
+use crate::payload::{CRC_HEADER, format_crc};
 use crate::query::UsersQuery;
-use crate::query_cache::QueryCache;
 use crate::segment_info::SegmentInfo;
 use crate::serve::{CommonArgs, ShutdownSignal, announce, bind, serve_until_signal};
 use crate::telemetry;
 use crate::transport_header::Transport;
 
+use super::bodies::Bodies;
 use super::shm_producer::{ShmArgs, ShmProducer, StartError};
 
 /// users-service: the producer of the users dataset.
@@ -54,6 +53,11 @@ pub struct Args {
     /// per request, as in the seed system.)
     #[arg(long, env = "SHMBRIDGE_USERS_CACHE")]
     pub cache: bool,
+    /// Also publish on `POST /shm/users`, answering with the handle over HTTP: the seed's
+    /// design, kept so that it can be measured beside the control channel. Off by default: any
+    /// local process that can reach the port could then hold slots until their TTL.
+    #[arg(long, env = "SHMBRIDGE_HTTP_SIGNAL")]
+    pub http_signal: bool,
     #[command(flatten)]
     pub shm: ShmArgs,
     #[command(flatten)]
@@ -70,8 +74,8 @@ pub struct AppState {
 }
 
 struct Shared {
-    datasets: QueryCache<Arc<[User]>>,
-    bodies: Option<QueryCache<Payload>>,
+    bodies: Arc<Bodies>,
+    http_signal: bool,
     /// The segment, or why it could not be created (always a [`StartError::Create`]): then
     /// only REST is served.
     shm: Result<Arc<ShmProducer>, StartError>,
@@ -83,13 +87,14 @@ impl AppState {
     /// cannot be created (no space, no memory) is logged once and leaves users-service serving
     /// REST only; a setting it must not start with is an error.
     pub fn new(args: &Args) -> Result<AppState, StartError> {
-        let shm = match ShmProducer::start(&args.shm) {
+        let bodies = Arc::new(Bodies::new(args.cache));
+        let shm = match ShmProducer::start(&args.shm, Arc::clone(&bodies)) {
             Ok(producer) => Ok(Arc::new(producer)),
             Err(error @ StartError::Create { .. }) => {
                 tracing::error!(
                     reason = error.to_string(),
-                    "starting without shared memory: POST /shm/users, GET /shm/segment and \
-                     /readyz answer 503"
+                    "starting without shared memory: no control socket; POST /shm/users, GET \
+                     /shm/segment and /readyz answer 503"
                 );
                 Err(error)
             }
@@ -97,8 +102,8 @@ impl AppState {
         };
         Ok(AppState {
             inner: Arc::new(Shared {
-                datasets: QueryCache::default(),
-                bodies: args.cache.then(QueryCache::default),
+                bodies,
+                http_signal: args.http_signal,
                 shm,
                 metrics: telemetry::metrics_handle(),
             }),
@@ -113,34 +118,6 @@ impl AppState {
             .map_err(|error| ApiError::SegmentUnavailable {
                 reason: error.to_string(),
             })
-    }
-
-    /// The body for `query`: serialized now, or taken from the cache under `--cache`.
-    fn payload(&self, query: UsersQuery) -> Payload {
-        let serialize = || Payload::serialize(&self.users(query));
-        match &self.inner.bodies {
-            Some(bodies) => bodies.get_or_insert_with(query, serialize),
-            None => serialize(),
-        }
-    }
-
-    /// The body alone, for the shared-memory path: the cached payload's bytes under `--cache`,
-    /// otherwise serialized now without a checksum (the slot's write guard computes it).
-    fn body(&self, query: UsersQuery) -> Bytes {
-        match &self.inner.bodies {
-            Some(bodies) => {
-                bodies
-                    .get_or_insert_with(query, || Payload::serialize(&self.users(query)))
-                    .bytes
-            }
-            None => serialize_body(&self.users(query)),
-        }
-    }
-
-    fn users(&self, query: UsersQuery) -> Arc<[User]> {
-        self.inner
-            .datasets
-            .get_or_insert_with(query, || users(query.count, query.seed).into())
     }
 }
 
@@ -204,23 +181,27 @@ async fn get_users(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = UsersQuery::parse(raw.as_deref())?;
-    let payload = off_the_workers(move || state.payload(query)).await?;
+    let payload = off_the_workers(move || state.inner.bodies.payload(query)).await?;
     Ok(payload.into_response(Transport::Api))
 }
 
-/// `POST /shm/users?count=N&seed=S`: serializes into a claimed slot, publishes it, and answers
-/// with the handle in text form (`text/plain`), the producer's crc in `x-payload-crc32`.
+/// `POST /shm/users?count=N&seed=S` (only with `--http-signal`): serializes into a claimed slot,
+/// publishes it, and answers with the handle in text form (`text/plain`), the producer's crc in
+/// `x-payload-crc32`.
 async fn publish_users(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
+    if !state.inner.http_signal {
+        return Err(ApiError::HttpSignalDisabled);
+    }
     let query = UsersQuery::parse(raw.as_deref())?;
     let shm = Arc::clone(state.shm()?);
     // Run inline, a few stalled publications froze the whole service on 2 cores (chaos
     // scenario slow-producer); the hop costs ~0.2 ms, and GET /users takes it too.
     let (handle, len) = off_the_workers(move || {
-        let body = state.body(query);
-        shm.publish(&body, shm.claim_timeout())
+        let body = state.inner.bodies.body(query);
+        shm.publish_for_http(&body)
             .map(|handle| (handle, body.len()))
     })
     .await??;
@@ -273,7 +254,14 @@ mod tests {
 
     /// A state with a small segment (4 slots of 64 KiB) unless `extra_args` say otherwise.
     fn test_state(extra_args: &[&str]) -> AppState {
-        let defaults = ["users-service", "--slot-count", "4", "--slot-size", "65536"];
+        let defaults = [
+            "users-service",
+            "--slot-count",
+            "4",
+            "--slot-size",
+            "65536",
+            "--http-signal",
+        ];
         let args = Args::try_parse_from(defaults.iter().chain(extra_args)).unwrap();
         AppState::new(&args).unwrap()
     }

@@ -2,7 +2,9 @@
 //! segment file left at its path. An index: the service itself is in `app`.
 
 mod app;
+mod bodies;
 pub mod shm_producer;
 pub mod stale_segment;
 
 pub use app::{AppState, Args, app, run};
+pub use bodies::Bodies;

@@ -1,13 +1,22 @@
 //! users-service's side of shared memory: the segment it creates at start-up (a sealed memfd, or
-//! a file at `--shm-path`), the descriptor server that hands it to gateways over an abstract socket, publishing one payload
-//! into a slot, the transport's reaper thread that takes back slots whose handle was never
-//! redeemed, and the slot metrics.
+//! a file at `--shm-path`), the control socket that hands it to gateways and answers their
+//! publish frames, publishing one payload into a slot, the transport's reaper thread that takes
+//! back slots whose handle was never redeemed, and the slot metrics.
+//!
+//! Execution policy on the control channel: each connection's own threads read its frames and
+//! do the work of each frame they read — making the body and copying it into the slot — so the
+//! request goes from the socket to its work without changing threads, and no async worker ever
+//! runs it. A stalled publication holds one of those threads; the connection starts another to
+//! read the frames behind it ([`shmbridge::control`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use shmbridge::control::{
+    ChannelOptions, PeerLedger, PublicationLimits, PublishRequest, Publisher, Refusal, RefusalCode,
+};
 use shmbridge::layout::GeometryError;
 use shmbridge::{
     ClaimError, ControlServer, CreateError, Handle, Producer, ProducerOptions, ReaperThread,
@@ -16,9 +25,11 @@ use shmbridge::{
 
 use crate::api_error::{ApiError, ShmFault};
 use crate::failpoints;
+use crate::query::UsersQuery;
 use crate::segment_info::SegmentInfo;
 use crate::slot_deadline::{self, SlotDeadlineError};
 
+use super::bodies::Bodies;
 use super::stale_segment;
 
 /// Shared-memory options of users-service.
@@ -30,8 +41,8 @@ pub struct ShmArgs {
     /// Bytes per slot (a multiple of 64); larger payloads are refused with 507.
     #[arg(long, env = "SHMBRIDGE_SLOT_SIZE", default_value_t = SegmentConfig::default().slot_size)]
     pub slot_size: u32,
-    /// Abstract Unix socket name that serves the segment descriptor to gateways. Default:
-    /// `shmbridge-users-PID-EPOCH`, announced on `GET /shm/segment`.
+    /// Abstract Unix socket name that serves the segment descriptor and the control channel to
+    /// gateways. Default: `shmbridge-users-PID-EPOCH`, announced on `GET /shm/segment`.
     #[arg(long, env = "SHMBRIDGE_SHM_SOCKET")]
     pub shm_socket: Option<String>,
     /// Create the segment as a file at this path (e.g. on a tmpfs) instead of a sealed memfd; it
@@ -51,6 +62,32 @@ pub struct ShmArgs {
     /// than 0, at most 1h).
     #[arg(long, env = "SHMBRIDGE_READY_TTL", default_value = "5s", value_parser = slot_deadline::parse)]
     pub ready_ttl: Duration,
+    /// A uid, besides this process's own, whose processes may connect to the control socket
+    /// (repeat for several). Everyone else is closed unanswered.
+    #[arg(
+        long = "allow-uid",
+        env = "SHMBRIDGE_ALLOW_UIDS",
+        value_delimiter = ','
+    )]
+    pub allow_uids: Vec<u32>,
+    /// Unredeemed publications one peer may hold (a control connection, or the HTTP-signalled
+    /// path as a whole); more answer "busy". Default: half the slots.
+    #[arg(long, env = "SHMBRIDGE_MAX_UNREDEEMED_PER_PEER")]
+    pub max_unredeemed_per_peer: Option<u32>,
+    /// Unredeemed publications the whole segment may hold; more answer "busy". Default: three
+    /// quarters of the slots.
+    #[arg(long, env = "SHMBRIDGE_MAX_UNREDEEMED")]
+    pub max_unredeemed: Option<u32>,
+}
+
+impl ShmArgs {
+    fn limits(&self) -> PublicationLimits {
+        let defaults = PublicationLimits::for_slots(self.slot_count);
+        PublicationLimits {
+            per_peer: self.max_unredeemed_per_peer.unwrap_or(defaults.per_peer),
+            segment: self.max_unredeemed.unwrap_or(defaults.segment),
+        }
+    }
 }
 
 /// How often the reaper looks for slots whose holder died, overran its lease, or whose handle
@@ -81,8 +118,8 @@ pub enum StartError {
     /// `--slot-count` and `--slot-size` make no valid segment.
     #[error("invalid segment configuration: {0}")]
     InvalidGeometry(GeometryError),
-    /// The descriptor server could not take its socket name (already taken, or no such
-    /// abstract socket support).
+    /// The control socket could not take its name (already taken, or no such abstract socket
+    /// support).
     #[error("cannot serve the segment on abstract socket @{socket}: {error}")]
     Socket {
         socket: String,
@@ -101,23 +138,26 @@ fn location(path: Option<&Path>) -> String {
     )
 }
 
-/// The segment, its descriptor server, the producer writing into it and its reaper. Dropping it
-/// stops the reaper and the descriptor server; a memfd disappears with the last mapping and a
+/// The segment, its control socket, the producer writing into it and its reaper. Dropping it
+/// stops the reaper and the control socket; a memfd disappears with the last mapping and a
 /// segment file is removed, so nothing is left on disk.
 pub struct ShmProducer {
     producer: Arc<Producer>,
     info: SegmentInfo,
     claim_timeout: Duration,
+    /// The HTTP-signalled path's publications, held to the same limits as one channel peer.
+    http_peer: PeerLedger,
     /// Reclaims already logged, so each report logs only the new ones.
     reported_reclaims: Mutex<Reclaims>,
     /// Header repairs already logged.
     reported_header_repairs: AtomicU64,
     _reaper: ReaperThread,
-    _fd_server: ControlServer,
+    _control: ControlServer,
 }
 
 impl ShmProducer {
-    pub fn start(args: &ShmArgs) -> Result<ShmProducer, StartError> {
+    /// Creates the segment and serves it, answering publish frames with bodies from `bodies`.
+    pub fn start(args: &ShmArgs, bodies: Arc<Bodies>) -> Result<ShmProducer, StartError> {
         for (flag, value) in [("--lease", args.lease), ("--ready-ttl", args.ready_ttl)] {
             slot_deadline::check(value)
                 .map_err(|source| StartError::BadDeadline { flag, source })?;
@@ -145,17 +185,26 @@ impl ShmProducer {
             .shm_socket
             .clone()
             .unwrap_or_else(|| format!("shmbridge-users-{}-{epoch:016x}", std::process::id()));
-        let fd_server = ControlServer::spawn(Arc::clone(&segment), &socket).map_err(|error| {
-            StartError::Socket {
-                socket: socket.clone(),
-                error,
-            }
-        })?;
         let options = ProducerOptions {
             lease: args.lease,
             ready_ttl: args.ready_ttl,
         };
         let producer = Arc::new(Producer::new(segment, options).map_err(StartError::Producer)?);
+        let channel = ChannelOptions {
+            allowed_uids: args.allow_uids.clone(),
+            limits: args.limits(),
+            ..ChannelOptions::for_segment(producer.segment())
+        };
+        let publisher = Arc::new(ChannelPublisher {
+            bodies,
+            claim_timeout: args.claim_timeout,
+        });
+        let control =
+            ControlServer::spawn_channel(Arc::clone(&producer), publisher, channel, &socket)
+                .map_err(|error| StartError::Socket {
+                    socket: socket.clone(),
+                    error,
+                })?;
         let reaper = producer
             .spawn_reaper(REAP_INTERVAL)
             .map_err(StartError::Producer)?;
@@ -178,10 +227,11 @@ impl ShmProducer {
             producer,
             info,
             claim_timeout: args.claim_timeout,
+            http_peer: PeerLedger::new(args.limits()),
             reported_reclaims: Mutex::new(Reclaims::default()),
             reported_header_repairs: AtomicU64::new(0),
             _reaper: reaper,
-            _fd_server: fd_server,
+            _control: control,
         })
     }
 
@@ -189,36 +239,18 @@ impl ShmProducer {
         &self.info
     }
 
-    /// How long [`ShmProducer::publish`] may wait for a free slot.
-    pub fn claim_timeout(&self) -> Duration {
-        self.claim_timeout
-    }
-
-    /// Claims a slot, copies `body` in and publishes it; the handle carries the crc32 the write
-    /// guard computed over `body` as it copied. Blocks for up to `wait` when every slot is busy,
-    /// so call it off the async workers unless `wait` is zero.
-    pub fn publish(&self, body: &[u8], wait: Duration) -> Result<Handle, ApiError> {
-        let mut slot = self
-            .producer
-            .claim(body.len(), wait)
-            .map_err(|error| match error {
-                ClaimError::TooLarge { len, max } => ApiError::TooLargeForSlot { len, max },
-                ClaimError::Exhausted { .. } => ApiError::SlotsExhausted,
-            })?;
-        failpoints::hit(failpoints::AFTER_CLAIM);
-        // Two writes around MID_COPY, so a crash there leaves a half-written slot behind.
-        let (first_half, second_half) = body.split_at(body.len() / 2);
-        // A failed write (the reaper took the slot) drops the guard, which frees the slot.
-        let write_failed = |error: std::io::Error| ApiError::ShmStale {
-            reason: ShmFault::Write(error),
-        };
-        std::io::Write::write_all(&mut slot, first_half).map_err(write_failed)?;
-        failpoints::hit(failpoints::MID_COPY);
-        std::io::Write::write_all(&mut slot, second_half).map_err(write_failed)?;
-        failpoints::hit(failpoints::BEFORE_PUBLISH);
-        slot.publish().map_err(|error| ApiError::ShmStale {
-            reason: ShmFault::Publish(error),
-        })
+    /// Publishes `body` for the HTTP-signalled path (`POST /shm/users`), within the limits of
+    /// one peer; the handle carries the crc32 the write guard computed over `body` as it
+    /// copied. Blocks for up to the claim timeout when every slot is busy, so call it off the
+    /// async workers.
+    pub fn publish_for_http(&self, body: &[u8]) -> Result<Handle, ApiError> {
+        let room = self
+            .http_peer
+            .reserve(&self.producer)
+            .map_err(|refusal| ApiError::ShmBusy { refusal })?;
+        let handle = write_publication(&self.producer, body, self.claim_timeout)?;
+        room.record(&self.producer, &handle);
+        Ok(handle)
     }
 
     pub fn stats(&self) -> Stats {
@@ -277,6 +309,63 @@ impl ShmProducer {
     }
 }
 
+/// Claims a slot, copies `body` in and publishes it, waiting at most `wait` for a free slot: the
+/// one way users-service writes a publication, on either signalling path.
+fn write_publication(producer: &Producer, body: &[u8], wait: Duration) -> Result<Handle, ApiError> {
+    let mut slot = producer
+        .claim(body.len(), wait)
+        .map_err(|error| match error {
+            ClaimError::TooLarge { len, max } => ApiError::TooLargeForSlot { len, max },
+            ClaimError::Exhausted { .. } => ApiError::SlotsExhausted,
+        })?;
+    failpoints::hit(failpoints::AFTER_CLAIM);
+    // Two writes around MID_COPY, so a crash there leaves a half-written slot behind.
+    let (first_half, second_half) = body.split_at(body.len() / 2);
+    // A failed write (the reaper took the slot) drops the guard, which frees the slot.
+    let write_failed = |error: std::io::Error| ApiError::ShmStale {
+        reason: ShmFault::Write(error),
+    };
+    std::io::Write::write_all(&mut slot, first_half).map_err(write_failed)?;
+    failpoints::hit(failpoints::MID_COPY);
+    std::io::Write::write_all(&mut slot, second_half).map_err(write_failed)?;
+    failpoints::hit(failpoints::BEFORE_PUBLISH);
+    slot.publish().map_err(|error| ApiError::ShmStale {
+        reason: ShmFault::Publish(error),
+    })
+}
+
+/// Answers the control channel's publish frames: the body from [`Bodies`], written by
+/// [`write_publication`] on the thread that read the frame.
+struct ChannelPublisher {
+    bodies: Arc<Bodies>,
+    claim_timeout: Duration,
+}
+
+impl Publisher for ChannelPublisher {
+    fn publish(
+        &self,
+        producer: &Producer,
+        request: &PublishRequest,
+        wait: Duration,
+    ) -> Result<Handle, Refusal> {
+        let refusal = |code, detail| Refusal { code, detail };
+        let query = UsersQuery::new(request.count, request.seed)
+            .map_err(|_| refusal(RefusalCode::BadRequest, 0))?;
+        let body = self.bodies.body(query);
+        let published = write_publication(producer, &body, wait.min(self.claim_timeout));
+        let handle = published.map_err(|error| match error {
+            ApiError::TooLargeForSlot { len, .. } => refusal(RefusalCode::TooLarge, len as u64),
+            ApiError::SlotsExhausted => refusal(RefusalCode::Exhausted, 0),
+            error => {
+                tracing::debug!(error = %error.detailed(), "publication failed");
+                refusal(RefusalCode::Internal, 0)
+            }
+        })?;
+        metrics::counter!("payload_bytes_total", "transport" => "shm").increment(body.len() as u64);
+        Ok(handle)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,12 +374,11 @@ mod tests {
     use clap::Parser;
 
     #[derive(clap::Parser)]
+    #[command(args_override_self = true)]
     struct Cli {
         #[command(flatten)]
         shm: ShmArgs,
     }
-
-    const TIMEOUT: Duration = Duration::from_millis(20);
 
     fn small_producer(extra: &[&str]) -> ShmProducer {
         let args = [
@@ -301,16 +389,21 @@ mod tests {
             "65536",
             "--claim-timeout",
             "20ms",
+            // Above the slot count, so that the segment itself runs out first.
+            "--max-unredeemed-per-peer",
+            "3",
+            "--max-unredeemed",
+            "3",
         ];
         let cli = Cli::try_parse_from(args.iter().chain(extra)).unwrap();
-        ShmProducer::start(&cli.shm).unwrap()
+        ShmProducer::start(&cli.shm, Arc::new(Bodies::new(false))).unwrap()
     }
 
     #[test]
     fn publish_returns_a_handle_with_the_payload_crc_and_len() {
         let producer = small_producer(&[]);
         let payload = Payload::generate(UsersQuery { count: 20, seed: 1 });
-        let handle = producer.publish(&payload.bytes, TIMEOUT).unwrap();
+        let handle = producer.publish_for_http(&payload.bytes).unwrap();
         assert_eq!(handle.crc, payload.crc32);
         assert_eq!(handle.len as usize, payload.bytes.len());
         assert_eq!(format!("{:016x}", handle.epoch), producer.info().epoch);
@@ -324,24 +417,37 @@ mod tests {
             seed: 1,
         });
         assert!(matches!(
-            producer.publish(&big.bytes, TIMEOUT),
+            producer.publish_for_http(&big.bytes),
             Err(ApiError::TooLargeForSlot { .. })
         ));
         let small = Payload::generate(UsersQuery { count: 1, seed: 1 });
-        producer.publish(&small.bytes, TIMEOUT).unwrap();
-        producer.publish(&small.bytes, TIMEOUT).unwrap();
+        producer.publish_for_http(&small.bytes).unwrap();
+        producer.publish_for_http(&small.bytes).unwrap();
         assert!(matches!(
-            producer.publish(&small.bytes, TIMEOUT),
+            producer.publish_for_http(&small.bytes),
             Err(ApiError::SlotsExhausted)
         ));
+    }
+
+    #[test]
+    fn the_http_path_is_held_to_the_per_peer_limit() {
+        let producer = small_producer(&["--max-unredeemed-per-peer", "1"]);
+        let small = Payload::generate(UsersQuery { count: 1, seed: 1 });
+        producer.publish_for_http(&small.bytes).unwrap();
+        let Err(ApiError::ShmBusy { refusal }) = producer.publish_for_http(&small.bytes) else {
+            panic!("expected busy");
+        };
+        assert_eq!(refusal.code, RefusalCode::PeerBusy);
+        assert_eq!(refusal.detail, 1);
+        assert_eq!(producer.stats().slots.free, 1);
     }
 
     #[test]
     fn reaper_frees_unredeemed_slots_after_the_ttl() {
         let producer = small_producer(&["--ready-ttl", "10ms"]);
         let small = Payload::generate(UsersQuery { count: 1, seed: 1 });
-        producer.publish(&small.bytes, TIMEOUT).unwrap();
-        producer.publish(&small.bytes, TIMEOUT).unwrap();
+        producer.publish_for_http(&small.bytes).unwrap();
+        producer.publish_for_http(&small.bytes).unwrap();
         assert_eq!(producer.stats().slots.ready, 2);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while producer.stats().slots.free < 2 {
@@ -370,7 +476,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing").join("segment");
         let cli = Cli::try_parse_from(["test", "--shm-path", path.to_str().unwrap()]).unwrap();
-        let Err(error @ StartError::Create { .. }) = ShmProducer::start(&cli.shm) else {
+        let Err(error @ StartError::Create { .. }) =
+            ShmProducer::start(&cli.shm, Arc::new(Bodies::new(false)))
+        else {
             panic!("expected a create error");
         };
         let expected = format!(
@@ -383,7 +491,9 @@ mod tests {
     #[test]
     fn an_invalid_geometry_refuses_to_start() {
         let cli = Cli::try_parse_from(["test", "--slot-size", "100"]).unwrap();
-        let Err(error @ StartError::InvalidGeometry(_)) = ShmProducer::start(&cli.shm) else {
+        let Err(error @ StartError::InvalidGeometry(_)) =
+            ShmProducer::start(&cli.shm, Arc::new(Bodies::new(false)))
+        else {
             panic!("expected an invalid geometry");
         };
         assert_eq!(
@@ -407,13 +517,16 @@ mod tests {
                 assert!(error.contains(expected), "{error}");
             }
             let at_bound = Cli::try_parse_from(["test", flag, "1h"]).unwrap();
-            assert!(ShmProducer::start(&at_bound.shm).is_ok(), "{flag} 1h");
+            assert!(
+                ShmProducer::start(&at_bound.shm, Arc::new(Bodies::new(false))).is_ok(),
+                "{flag} 1h"
+            );
         }
         // Arguments built in code are held to the same bounds.
         let mut args = Cli::try_parse_from(["test"]).unwrap().shm;
         args.ready_ttl = Duration::from_secs(7200);
         assert!(matches!(
-            ShmProducer::start(&args),
+            ShmProducer::start(&args, Arc::new(Bodies::new(false))),
             Err(StartError::BadDeadline {
                 flag: "--ready-ttl",
                 ..

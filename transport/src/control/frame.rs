@@ -57,7 +57,7 @@
 //! |-------:|-----:|----------|------------------------------------------------|
 //! | 16     | 2    | `code`   | a [`RefusalCode`]                              |
 //! | 18     | 6    | reserved | 0                                              |
-//! | 24     | 8    | `detail` | the limit behind the refusal, or 0 ([`RefusalCode`] says which) |
+//! | 24     | 8    | `detail` | a number that explains the refusal, or 0 ([`RefusalCode`] says which) |
 //!
 //! Reserved bytes must be zero: a decoder refuses a frame that sets them, so that a later
 //! version can give them meaning without an old peer misreading it.
@@ -124,7 +124,7 @@ pub struct Refusal {
 
 fn detail_text(code: RefusalCode, detail: u64) -> String {
     match code {
-        RefusalCode::TooLarge => format!(" (payloads up to {detail} bytes)"),
+        RefusalCode::TooLarge => format!(" (payload of {detail} bytes)"),
         RefusalCode::PeerBusy | RefusalCode::SegmentBusy => {
             format!(" (limit {detail} unredeemed publications)")
         }
@@ -139,7 +139,8 @@ pub enum RefusalCode {
     /// The request makes no payload (a count or seed out of range). `detail`: 0.
     #[error("bad request")]
     BadRequest = 1,
-    /// The payload is larger than a slot. `detail`: the largest payload that fits.
+    /// The payload is larger than a slot. `detail`: the payload's length (the segment's header
+    /// has the slot size).
     #[error("payload too large for a slot")]
     TooLarge = 2,
     /// No slot came free before the deadline. `detail`: 0.

@@ -19,6 +19,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle;
@@ -399,9 +400,15 @@ impl Connection {
         let wait = Duration::from_nanos(request.deadline_ns - now);
         let channel = self.channel();
         let room = self.ledger.reserve(&channel.producer)?;
-        let handle = channel
-            .publisher
-            .publish(&channel.producer, request, wait)?;
+        // A panicking publisher costs its request, not the connection's thread: the write guard
+        // it held gives its slot back as the panic unwinds.
+        let published = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            channel.publisher.publish(&channel.producer, request, wait)
+        }));
+        let handle = published.map_err(|_| Refusal {
+            code: RefusalCode::Internal,
+            detail: 0,
+        })??;
         if !room.record(&channel.producer, &handle) {
             return Err(Refusal {
                 code: RefusalCode::Internal,
