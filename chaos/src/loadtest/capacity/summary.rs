@@ -254,42 +254,19 @@ mod tests {
             (Endpoint::Shm, medians(1_500.0, 1.0, 8.0)),
             (Endpoint::Cached, medians(2_000.0, 0.5, 4.0)),
         ];
-        let got: Vec<(Endpoint, Endpoint, Option<f64>, Option<f64>, Option<f64>)> = ratios(&all)
-            .into_iter()
-            .map(|r| {
-                (
-                    r.numerator,
-                    r.denominator,
-                    r.requests_per_second,
-                    r.p50,
-                    r.p99,
-                )
-            })
-            .collect();
+        let ratio = |numerator, denominator, rate, p50, p99| Ratio {
+            numerator,
+            denominator,
+            requests_per_second: Some(rate),
+            p50: Some(p50),
+            p99: Some(p99),
+        };
         assert_eq!(
-            got,
+            ratios(&all),
             [
-                (
-                    Endpoint::Shm,
-                    Endpoint::Api,
-                    Some(1.5),
-                    Some(0.5),
-                    Some(0.8)
-                ),
-                (
-                    Endpoint::Api,
-                    Endpoint::Cached,
-                    Some(0.5),
-                    Some(4.0),
-                    Some(2.5)
-                ),
-                (
-                    Endpoint::Shm,
-                    Endpoint::Cached,
-                    Some(0.75),
-                    Some(2.0),
-                    Some(2.0)
-                ),
+                ratio(Endpoint::Shm, Endpoint::Api, 1.5, 0.5, 0.8),
+                ratio(Endpoint::Api, Endpoint::Cached, 0.5, 4.0, 2.5),
+                ratio(Endpoint::Shm, Endpoint::Cached, 0.75, 2.0, 2.0),
             ]
         );
     }
