@@ -1,5 +1,6 @@
 //! End to end over real processes: `compare` starts users-service and gateway as children of
-//! the chaos binary, loads both endpoints, stops the children and writes every report format.
+//! the chaos binary, loads both endpoints (mixed, or each alone with `--capacity`), stops the
+//! children and writes every report format.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -12,7 +13,8 @@ use shmbridge_system_tests::process::finish_bounded;
 
 /// The chaos binary the workspace built.
 static BINARY: LazyLock<PathBuf> = LazyLock::new(|| workspace_binary("shmbridge-chaos"));
-/// A 5 s run plus service start-up and stop; generous for a loaded 2-core machine.
+/// A run of 5 to 12 s of load plus service start-up and stop; generous for a loaded 2-core
+/// machine.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 /// Runs the chaos binary, killing it if it outlives `RUN_LIMIT`.
@@ -90,6 +92,113 @@ fn compare_reports_both_endpoints_with_no_corruption() {
     assert!(stats_csv.contains("GET,/api/users-via-shm,") && stats_csv.contains(",Aggregated,"));
     let html = std::fs::read_to_string(&html_path).unwrap();
     assert_eq!(html.matches("<svg").count(), 3);
+}
+
+/// `--capacity`: each endpoint alone, rounds interleaved (api shm cached api shm cached), the
+/// services started once, and a report of per-round figures, medians and ratios, 0 corrupt.
+#[test]
+fn capacity_runs_each_endpoint_alone_in_interleaved_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("capacity.json");
+    let output = run_bounded(&[
+        "compare",
+        "--capacity",
+        "--rounds",
+        "2",
+        "--round-duration",
+        "2s",
+        "--users",
+        "4",
+        "--progress",
+        "quiet",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstderr:\n{stderr}\nstdout:\n{stdout}",
+        output.status
+    );
+
+    // The runs happened in the interleaved order, against one pair of services.
+    let runs: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("run "))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            "run 1/6: round 1/2, api alone for 2s",
+            "run 2/6: round 1/2, shm alone for 2s",
+            "run 3/6: round 1/2, cached alone for 2s",
+            "run 4/6: round 2/2, api alone for 2s",
+            "run 5/6: round 2/2, shm alone for 2s",
+            "run 6/6: round 2/2, cached alone for 2s",
+        ],
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("users-service on ").count(), 1, "{stderr}");
+
+    for text in [
+        "closed loop: 4 users, no think time",
+        "run order: api shm cached api shm cached",
+        "## Medians across rounds",
+        "## Ratios of the medians",
+        "| Shared Memory / REST API (shm/api) |",
+        "| Shared Memory / Cached (ceiling) (shm/cached) |",
+        "| REST API / Cached (ceiling) (api/cached) |",
+        "### Cached (ceiling) (`/api/users-cached`)",
+        "| **Median** |",
+    ] {
+        assert!(stdout.contains(text), "report lacks {text:?}:\n{stdout}");
+    }
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let endpoints = report["endpoints"].as_array().unwrap();
+    let names: Vec<&str> = endpoints
+        .iter()
+        .map(|e| e["endpoint"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["api", "shm", "cached"]);
+    for endpoint in endpoints {
+        assert_eq!(endpoint["corrupt"], 0, "{endpoint}");
+        let rounds = endpoint["rounds"].as_array().unwrap();
+        assert_eq!(rounds.len(), 2, "{endpoint}");
+        for round in rounds {
+            assert!(round["requests"].as_u64().unwrap() > 0, "{round}");
+            assert_eq!(round["corrupt"], 0, "{round}");
+        }
+        assert!(
+            endpoint["medians"]["requests_per_second"].as_f64().unwrap() > 0.0,
+            "{endpoint}"
+        );
+        assert!(
+            endpoint["medians"]["p99_ms"].as_f64().unwrap() > 0.0,
+            "{endpoint}"
+        );
+    }
+    let ratios: Vec<(&str, &str)> = report["ratios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ratio| {
+            assert!(
+                ratio["requests_per_second"].as_f64().unwrap() > 0.0,
+                "{ratio}"
+            );
+            (
+                ratio["numerator"].as_str().unwrap(),
+                ratio["denominator"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ratios,
+        [("shm", "api"), ("api", "cached"), ("shm", "cached")]
+    );
 }
 
 /// Ctrl-C during the load: `compare` stops both services (their ports stop answering) and exits

@@ -36,9 +36,10 @@ pub struct ProfileArgs {
     /// Open loop only: requests in flight at most.
     #[arg(long, default_value_t = 50, requires = "rate")]
     pub connections: u32,
-    /// Endpoints and weights, e.g. `api,shm` (50/50), `api=3,shm=1`, `api,shm,cached`.
-    #[arg(long, default_value = "api,shm")]
-    pub endpoints: EndpointMix,
+    /// Endpoints and weights, e.g. `api,shm` (50/50), `api=3,shm=1`, `api,shm,cached`
+    /// [default: api,shm; `compare --capacity`: api,shm,cached]
+    #[arg(long)]
+    pub endpoints: Option<EndpointMix>,
     /// Per request; a request past it counts as a timeout failure.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -70,7 +71,7 @@ impl ProfileArgs {
             target,
             model,
             duration: self.duration,
-            mix: self.endpoints.clone(),
+            mix: self.endpoints.clone().unwrap_or_default(),
             timeout: self.timeout,
             count: self.count,
             seed: self.seed,

@@ -1,6 +1,7 @@
 //! `compare`, the main job: start users-service and gateway as children of this binary on
-//! ephemeral ports, run the seed's load profile against both endpoints, stop the children,
-//! and print the report beside the seed's figures. The services are this binary's own service
+//! ephemeral ports, run the seed's load profile against both endpoints (or, with `--capacity`,
+//! each endpoint alone in interleaved closed-loop rounds), stop the children, and print the
+//! report beside the seed's figures. The services are this binary's own service
 //! code, built like `cargo build`'s and with no fail points, so what is measured is what users
 //! run.
 
@@ -11,13 +12,16 @@ use std::time::Duration;
 use shmbridge_server::dataset::users_json;
 use tokio::time::Instant;
 
+use crate::loadtest::capacity::{self, CapacityArgs, CapacityPlan, DEFAULT_ENDPOINTS};
 use crate::loadtest::cli::{OutputArgs, ProfileArgs};
+use crate::loadtest::load::endpoint::{Endpoint, EndpointMix};
 use crate::loadtest::load::progress::Progress;
 use crate::loadtest::load::stats::Outcome;
 use crate::loadtest::load::verify::BodyChecker;
 use crate::loadtest::load::{self, LoadError};
-use crate::loadtest::output::{OutputError, write_report};
+use crate::loadtest::output::{OutputError, write_capacity_report, write_report};
 use crate::loadtest::report::RunReport;
+use crate::loadtest::report::capacity::CapacityReport;
 use crate::process::service::{STOP_GRACE, ServiceError, ServiceProcess, ServiceProgram, Stopped};
 
 /// The hidden subcommands that turn this binary into each service.
@@ -30,6 +34,8 @@ pub struct CompareArgs {
     pub profile: ProfileArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub capacity: CapacityArgs,
     /// How long each service may take to announce its address and report ready.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub startup_timeout: Duration,
@@ -53,75 +59,42 @@ pub enum CompareError {
     Output(#[from] OutputError),
 }
 
-/// Runs the whole comparison and returns the number of corrupt bodies seen.
+/// Runs the whole comparison (mixed, or each endpoint alone with `--capacity`) and returns the
+/// number of corrupt bodies seen.
 pub async fn run(args: &CompareArgs) -> Result<u64, CompareError> {
-    let program = std::env::current_exe().map_err(CompareError::OwnExecutable)?;
-    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let service = |subcommand: &'static str, extra: &[&str]| {
-        ServiceProgram::Subcommand {
-            program: program.clone(),
-            subcommand,
-        }
-        .command(listen, extra)
-    };
-
-    let mut users_service = ServiceProcess::start(
-        "users-service",
-        service(
-            SERVE_USERS_SERVICE,
-            if args.cache { &["--cache"] } else { &[] },
-        ),
-        args.startup_timeout,
-    )
-    .await?;
-    users_service.wait_ready(args.startup_timeout).await?;
-    let upstream = users_service.base_url().to_string();
-    let mut gateway = ServiceProcess::start(
-        "gateway",
-        service(SERVE_GATEWAY, &["--upstream", &upstream]),
-        args.startup_timeout,
-    )
-    .await?;
-    gateway.wait_ready(args.startup_timeout).await?;
-    eprintln!(
-        "users-service on {}, gateway on {}",
-        users_service.address(),
-        gateway.address()
-    );
-
-    let config = args.profile.load_config(gateway.base_url());
+    let services = Services::start(args).await?;
     let checker = Arc::new(BodyChecker::new(users_json));
-    preflight(&config, &checker).await?;
+    if args.capacity.capacity {
+        run_capacity(args, services, &checker).await
+    } else {
+        run_mixed(args, services, &checker).await
+    }
+}
+
+/// The seed's way: one run, every request picking its endpoint from the mix.
+async fn run_mixed(
+    args: &CompareArgs,
+    services: Services,
+    checker: &Arc<BodyChecker>,
+) -> Result<u64, CompareError> {
+    let config = args.profile.load_config(services.gateway.base_url());
+    preflight(&config, &config.mix.endpoints(), checker).await?;
     let progress = Progress::new(
         args.output.progress,
         config.duration,
         args.profile.progress_users(),
     );
     let stats = load::run(&config, checker.clone(), progress).await?;
-
     let environment = format!(
-        "users-service ({}) and gateway ({}) started by `compare` as child processes on loopback, load generated from the same machine; bodies {}",
-        users_service.address(),
-        gateway.address(),
+        "{}; bodies {}",
+        services.describe(),
         if args.cache {
             "serialized once and cached (--cache), on both paths"
         } else {
             "serialized per request, as in the seed"
         }
     );
-    for service in [gateway, users_service] {
-        let name = service.name();
-        match service.stop().await? {
-            Stopped::Drained(status) if status.success() => {}
-            Stopped::Drained(status) => {
-                eprintln!("warning: {name} exited with {status} after SIGTERM")
-            }
-            Stopped::Killed => eprintln!(
-                "warning: {name} did not exit within {:?} of SIGTERM and was killed",
-                STOP_GRACE
-            ),
-        }
-    }
+    services.stop().await?;
 
     let payload_bytes = checker.expected(config.count, config.seed).bytes.len();
     let report = RunReport::new(&config, &stats, payload_bytes, environment);
@@ -129,23 +102,135 @@ pub async fn run(args: &CompareArgs) -> Result<u64, CompareError> {
     Ok(stats.corrupt())
 }
 
+/// `--capacity`: every endpoint alone, closed loop, in interleaved rounds, against the same
+/// two service processes throughout.
+async fn run_capacity(
+    args: &CompareArgs,
+    services: Services,
+    checker: &Arc<BodyChecker>,
+) -> Result<u64, CompareError> {
+    let plan = CapacityPlan {
+        endpoints: args
+            .profile
+            .endpoints
+            .as_ref()
+            .map_or_else(|| DEFAULT_ENDPOINTS.to_vec(), EndpointMix::endpoints),
+        users: args.profile.users,
+        rounds: args.capacity.rounds,
+        round_duration: args.capacity.round_duration,
+    };
+    let base = args.profile.load_config(services.gateway.base_url());
+    preflight(&base, &plan.endpoints, checker).await?;
+    let result = capacity::run(&plan, &base, checker, args.output.progress).await?;
+    let environment = services.describe();
+    services.stop().await?;
+
+    let payload_bytes = checker.expected(base.count, base.seed).bytes.len();
+    let report = CapacityReport::new(
+        &plan,
+        &base,
+        &result,
+        payload_bytes,
+        args.cache,
+        environment,
+    );
+    write_capacity_report(&report, &args.output)?;
+    Ok(result.corrupt())
+}
+
+/// users-service and the gateway in front of it, children of this process on loopback ports.
+struct Services {
+    users_service: ServiceProcess,
+    gateway: ServiceProcess,
+}
+
+impl Services {
+    async fn start(args: &CompareArgs) -> Result<Services, CompareError> {
+        let program = std::env::current_exe().map_err(CompareError::OwnExecutable)?;
+        let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let service = |subcommand: &'static str, extra: &[&str]| {
+            ServiceProgram::Subcommand {
+                program: program.clone(),
+                subcommand,
+            }
+            .command(listen, extra)
+        };
+
+        let mut users_service = ServiceProcess::start(
+            "users-service",
+            service(
+                SERVE_USERS_SERVICE,
+                if args.cache { &["--cache"] } else { &[] },
+            ),
+            args.startup_timeout,
+        )
+        .await?;
+        users_service.wait_ready(args.startup_timeout).await?;
+        let upstream = users_service.base_url().to_string();
+        let mut gateway = ServiceProcess::start(
+            "gateway",
+            service(SERVE_GATEWAY, &["--upstream", &upstream]),
+            args.startup_timeout,
+        )
+        .await?;
+        gateway.wait_ready(args.startup_timeout).await?;
+        eprintln!(
+            "users-service on {}, gateway on {}",
+            users_service.address(),
+            gateway.address()
+        );
+        Ok(Services {
+            users_service,
+            gateway,
+        })
+    }
+
+    /// Where the services ran, for the report.
+    fn describe(&self) -> String {
+        format!(
+            "users-service ({}) and gateway ({}) started by `compare` as child processes on loopback, load generated from the same machine",
+            self.users_service.address(),
+            self.gateway.address(),
+        )
+    }
+
+    /// SIGTERM to each, gateway first; a service that exits badly or must be killed is a
+    /// warning, not an error: the measurements are already taken.
+    async fn stop(self) -> Result<(), CompareError> {
+        for service in [self.gateway, self.users_service] {
+            let name = service.name();
+            match service.stop().await? {
+                Stopped::Drained(status) if status.success() => {}
+                Stopped::Drained(status) => {
+                    eprintln!("warning: {name} exited with {status} after SIGTERM")
+                }
+                Stopped::Killed => eprintln!(
+                    "warning: {name} did not exit within {:?} of SIGTERM and was killed",
+                    STOP_GRACE
+                ),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One verified request per endpoint before the clock starts, so a misconfigured service
 /// fails fast with its reason instead of filling a two-minute report with errors.
 async fn preflight(
     config: &load::LoadConfig,
+    endpoints: &[Endpoint],
     checker: &Arc<BodyChecker>,
 ) -> Result<(), CompareError> {
-    let endpoints = config.mix.endpoints();
     let context = load::request::RequestContext::new(
         &config.target,
-        &endpoints,
+        endpoints,
         config.count,
         config.seed,
         1,
         checker.clone(),
     )
     .map_err(LoadError::from)?;
-    for endpoint in endpoints {
+    for &endpoint in endpoints {
         let completed = context
             .execute(endpoint, Instant::now() + config.timeout)
             .await;

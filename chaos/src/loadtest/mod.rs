@@ -1,7 +1,8 @@
 //! The main job: the load engine ([`load`]), the reports it renders ([`report`], written by
 //! [`output`]), the command-line profile ([`cli`]) and `compare` ([`compare`]), which starts both
-//! services and measures them end to end.
+//! services and measures them end to end, mixed or each endpoint alone ([`capacity`]).
 
+pub mod capacity;
 pub mod cli;
 pub mod compare;
 pub mod load;

@@ -1,9 +1,11 @@
-//! Writes a finished run's report: Markdown to stdout, and the CSV, JSON and HTML files asked for.
+//! Writes a finished run's report: Markdown to stdout, and the CSV, JSON and HTML files asked for
+//! (a capacity session: Markdown and JSON).
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::loadtest::cli::OutputArgs;
+use crate::loadtest::report::capacity::{self, CapacityReport};
 use crate::loadtest::report::{RunReport, csv, html, json, markdown};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,11 +21,7 @@ pub enum OutputError {
 }
 
 pub fn write_report(report: &RunReport<'_>, output: &OutputArgs) -> Result<(), OutputError> {
-    let mut stdout = io::stdout().lock();
-    stdout
-        .write_all(markdown::render(report).as_bytes())
-        .and_then(|()| stdout.flush())
-        .map_err(OutputError::Stdout)?;
+    write_stdout(&markdown::render(report))?;
     if let Some(prefix) = &output.csv {
         let written = csv::write(report, prefix).map_err(|source| OutputError::File {
             path: prefix.clone(),
@@ -40,6 +38,27 @@ pub fn write_report(report: &RunReport<'_>, output: &OutputArgs) -> Result<(), O
         write_file(path, &html::render(report)?)?;
     }
     Ok(())
+}
+
+/// `compare --capacity`'s report; `--csv` and `--html` are refused by its command line, since
+/// their layouts describe one mixed run.
+pub fn write_capacity_report(
+    report: &CapacityReport<'_>,
+    output: &OutputArgs,
+) -> Result<(), OutputError> {
+    write_stdout(&capacity::render_markdown(report))?;
+    if let Some(path) = &output.json {
+        write_file(path, &capacity::render_json(report)?)?;
+    }
+    Ok(())
+}
+
+fn write_stdout(text: &str) -> Result<(), OutputError> {
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(OutputError::Stdout)
 }
 
 fn write_file(path: &Path, contents: &str) -> Result<(), OutputError> {

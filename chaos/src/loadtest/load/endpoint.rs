@@ -92,6 +92,14 @@ impl EndpointMix {
         Ok(EndpointMix { weights, total })
     }
 
+    /// `endpoint` alone.
+    pub fn only(endpoint: Endpoint) -> Self {
+        EndpointMix {
+            weights: vec![(endpoint, 1)],
+            total: 1,
+        }
+    }
+
     /// The endpoints with a non-zero weight, in report order.
     pub fn endpoints(&self) -> Vec<Endpoint> {
         let mut endpoints: Vec<Endpoint> = self

@@ -1,6 +1,8 @@
 //! Reports of a load run: Markdown in the seed report's layout (with the seed's figures beside
-//! ours), Locust-compatible CSV, JSON, and a self-contained HTML page with SVG charts.
+//! ours), Locust-compatible CSV, JSON, and a self-contained HTML page with SVG charts; and the
+//! capacity report of `compare --capacity` ([`capacity`]).
 
+pub mod capacity;
 pub mod csv;
 pub mod html;
 pub mod json;

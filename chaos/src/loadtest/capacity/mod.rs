@@ -1,0 +1,238 @@
+//! `compare --capacity`: each endpoint alone, closed loop, in interleaved rounds (A B C A B C),
+//! against services `compare` started once. Owns the plan, the runs and their results; the
+//! arithmetic is in [`summary`], the rendering in `report::capacity`.
+
+pub mod summary;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::loadtest::load::endpoint::{Endpoint, EndpointMix};
+use crate::loadtest::load::progress::{Progress, ProgressMode};
+use crate::loadtest::load::stats::EndpointStats;
+use crate::loadtest::load::users::{ThinkTime, UsersProfile};
+use crate::loadtest::load::verify::BodyChecker;
+use crate::loadtest::load::{self, LoadConfig, LoadError, LoadModel};
+use summary::{Medians, Ratio, RoundFigures, ScheduledRun, ratios, schedule};
+
+/// The endpoints a capacity run measures when `--endpoints` is not given: REST, shared memory
+/// and the gateway's cached body (the ceiling both are measured against).
+pub const DEFAULT_ENDPOINTS: [Endpoint; 3] = [Endpoint::Api, Endpoint::Shm, Endpoint::Cached];
+
+/// Users start this fast in a capacity run: 50 users are all sending within 50 ms, so a round
+/// measures the endpoint at its full load instead of a ramp (the seed's 10/s would spend 5 s of
+/// each round ramping up).
+pub const CAPACITY_SPAWN_RATE: f64 = 1_000.0;
+
+/// The capacity mode's options, beside `compare`'s profile (whose `--users`, `--endpoints`,
+/// `--timeout`, `--count` and `--seed` it uses; open loop, think time, spawn rate and a single
+/// `--duration` do not apply and are refused).
+#[derive(clap::Args, Clone, Debug)]
+pub struct CapacityArgs {
+    /// Capacity mode: run each endpoint alone (not mixed), closed loop (no think time), for
+    /// `--rounds` interleaved rounds (api shm cached api shm cached ...), and print the median
+    /// req/s, p50 and p99 per endpoint with their ratios against REST and the cached ceiling.
+    /// Endpoints default to api,shm,cached; weights in `--endpoints` are ignored.
+    #[arg(
+        long,
+        conflicts_with_all = ["rate", "connections", "wait", "spawn_rate", "duration", "csv", "html"]
+    )]
+    pub capacity: bool,
+    /// Capacity mode: rounds, each running every endpoint once.
+    #[arg(long, default_value_t = 3, requires = "capacity", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
+    /// Capacity mode: how long each endpoint runs in each round.
+    #[arg(long, default_value = "20s", requires = "capacity", value_parser = humantime::parse_duration)]
+    pub round_duration: Duration,
+}
+
+/// What a capacity session runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CapacityPlan {
+    /// In the order each round runs them (and the reports list them).
+    pub endpoints: Vec<Endpoint>,
+    pub users: u32,
+    pub rounds: u32,
+    pub round_duration: Duration,
+}
+
+impl CapacityPlan {
+    /// The runs in session order.
+    pub fn schedule(&self) -> Vec<ScheduledRun> {
+        schedule(&self.endpoints, self.rounds)
+    }
+
+    /// The load of one run: `base`'s target, request parameters and timeout, with this plan's
+    /// users and no think time, against `endpoint` alone, for one round's duration.
+    pub fn round_config(&self, base: &LoadConfig, endpoint: Endpoint) -> LoadConfig {
+        LoadConfig {
+            model: LoadModel::Users(UsersProfile {
+                users: self.users,
+                spawn_rate: CAPACITY_SPAWN_RATE,
+                think: ThinkTime::NONE,
+            }),
+            duration: self.round_duration,
+            mix: EndpointMix::only(endpoint),
+            ..base.clone()
+        }
+    }
+}
+
+/// One endpoint's rounds, and all its requests folded together (for failures and corrupt
+/// samples).
+#[derive(Clone, Debug)]
+pub struct EndpointRounds {
+    pub endpoint: Endpoint,
+    pub rounds: Vec<RoundFigures>,
+    pub all: EndpointStats,
+}
+
+/// Everything a capacity session measured, endpoints in plan order.
+#[derive(Clone, Debug)]
+pub struct CapacityResult {
+    pub endpoints: Vec<EndpointRounds>,
+}
+
+impl CapacityResult {
+    fn new(endpoints: &[Endpoint]) -> Self {
+        CapacityResult {
+            endpoints: endpoints
+                .iter()
+                .map(|&endpoint| EndpointRounds {
+                    endpoint,
+                    rounds: Vec::new(),
+                    all: EndpointStats::default(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Adds run number `run` (1-based) of the session.
+    fn record(
+        &mut self,
+        scheduled: ScheduledRun,
+        run: u32,
+        stats: &EndpointStats,
+        elapsed: Duration,
+    ) {
+        let rounds = self
+            .endpoints
+            .iter_mut()
+            .find(|rounds| rounds.endpoint == scheduled.endpoint)
+            .expect("every scheduled endpoint has its place in the result");
+        rounds
+            .rounds
+            .push(RoundFigures::of(scheduled.round, run, stats, elapsed));
+        rounds.all.merge(stats);
+    }
+
+    /// Each endpoint's medians across its rounds (endpoints that ran no round are left out).
+    pub fn medians(&self) -> Vec<(Endpoint, Medians)> {
+        self.endpoints
+            .iter()
+            .filter_map(|rounds| Some((rounds.endpoint, Medians::of(&rounds.rounds)?)))
+            .collect()
+    }
+
+    pub fn ratios(&self) -> Vec<Ratio> {
+        ratios(&self.medians())
+    }
+
+    pub fn corrupt(&self) -> u64 {
+        self.endpoints.iter().map(|rounds| rounds.all.corrupt).sum()
+    }
+}
+
+/// Runs `plan` against `base.target`: every run verifies every body, as `compare` does.
+pub async fn run(
+    plan: &CapacityPlan,
+    base: &LoadConfig,
+    checker: &Arc<BodyChecker>,
+    progress: ProgressMode,
+) -> Result<CapacityResult, LoadError> {
+    let mut result = CapacityResult::new(&plan.endpoints);
+    let runs = plan.schedule();
+    for (index, scheduled) in runs.iter().enumerate() {
+        let run = index as u32 + 1;
+        eprintln!(
+            "run {run}/{}: round {}/{}, {} alone for {}",
+            runs.len(),
+            scheduled.round,
+            plan.rounds,
+            scheduled.endpoint,
+            humantime::format_duration(plan.round_duration)
+        );
+        let config = plan.round_config(base, scheduled.endpoint);
+        let progress = Progress::new(progress, config.duration, Some(u64::from(plan.users)));
+        let stats = load::run(&config, checker.clone(), progress).await?;
+        let endpoint_stats = stats
+            .endpoints
+            .get(&scheduled.endpoint)
+            .cloned()
+            .unwrap_or_default();
+        result.record(*scheduled, run, &endpoint_stats, stats.elapsed);
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loadtest::load::stats::Outcome;
+    use crate::loadtest::report::fixture;
+
+    fn plan() -> CapacityPlan {
+        CapacityPlan {
+            endpoints: DEFAULT_ENDPOINTS.to_vec(),
+            users: 50,
+            rounds: 2,
+            round_duration: Duration::from_secs(20),
+        }
+    }
+
+    #[test]
+    fn a_round_is_one_endpoint_closed_loop() {
+        let base = fixture::config();
+        let config = plan().round_config(&base, Endpoint::Shm);
+        assert_eq!(config.mix.endpoints(), [Endpoint::Shm]);
+        assert_eq!(config.duration, Duration::from_secs(20));
+        let LoadModel::Users(users) = config.model else {
+            panic!("a capacity round is closed loop: {:?}", config.model);
+        };
+        assert_eq!(users.users, 50);
+        assert_eq!(users.think, ThinkTime::NONE);
+        assert_eq!(users.spawn_rate, CAPACITY_SPAWN_RATE);
+        assert_eq!(
+            (config.target, config.count, config.seed, config.timeout),
+            (base.target, base.count, base.seed, base.timeout)
+        );
+    }
+
+    #[test]
+    fn results_keep_rounds_per_endpoint_and_sum_corrupt() {
+        let plan = plan();
+        let mut result = CapacityResult::new(&plan.endpoints);
+        for (index, scheduled) in plan.schedule().into_iter().enumerate() {
+            let mut stats = EndpointStats::default();
+            stats.record(
+                Duration::ZERO,
+                // below 2 ms, where the histogram is exact
+                Duration::from_micros(100 * (1 + index as u64)),
+                1,
+                &Outcome::Verified,
+            );
+            result.record(scheduled, index as u32 + 1, &stats, Duration::from_secs(1));
+        }
+        let shm = &result.endpoints[1];
+        assert_eq!(shm.endpoint, Endpoint::Shm);
+        let runs: Vec<(u32, u32)> = shm.rounds.iter().map(|r| (r.round, r.run)).collect();
+        assert_eq!(runs, [(1, 2), (2, 5)]);
+        assert_eq!(shm.all.requests, 2);
+        // shm's p50 was 0.2 ms then 0.5 ms: the median of two is their mean.
+        let medians = result.medians();
+        assert_eq!(medians[1].0, Endpoint::Shm);
+        assert_eq!(medians[1].1.p50_ms, 0.35);
+        assert_eq!(result.ratios().len(), 3);
+        assert_eq!(result.corrupt(), 0);
+    }
+}
