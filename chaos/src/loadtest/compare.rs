@@ -156,20 +156,34 @@ impl Services {
             .command(listen, extra)
         };
 
+        // The HTTP-signalled path is off unless measured.
+        let http_signal = args
+            .profile
+            .endpoints
+            .as_ref()
+            .is_some_and(|mix| mix.endpoints().contains(&Endpoint::ShmHttp));
+        let mut users_flags = Vec::new();
+        if args.cache {
+            users_flags.push("--cache");
+        }
+        if http_signal {
+            users_flags.push("--http-signal");
+        }
         let mut users_service = ServiceProcess::start(
             "users-service",
-            service(
-                SERVE_USERS_SERVICE,
-                if args.cache { &["--cache"] } else { &[] },
-            ),
+            service(SERVE_USERS_SERVICE, &users_flags),
             args.startup_timeout,
         )
         .await?;
         users_service.wait_ready(args.startup_timeout).await?;
         let upstream = users_service.base_url().to_string();
+        let mut gateway_flags = vec!["--upstream", upstream.as_str()];
+        if http_signal {
+            gateway_flags.push("--http-signal");
+        }
         let mut gateway = ServiceProcess::start(
             "gateway",
-            service(SERVE_GATEWAY, &["--upstream", &upstream]),
+            service(SERVE_GATEWAY, &gateway_flags),
             args.startup_timeout,
         )
         .await?;

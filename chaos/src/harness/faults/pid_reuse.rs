@@ -92,7 +92,7 @@ impl Fault for PidReuse {
 
     /// A third process holds the slot: only the shm route uses slots.
     fn affects(&self, endpoint: Endpoint) -> bool {
-        endpoint == Endpoint::Shm
+        endpoint.uses_shm()
     }
 
     fn label(&self) -> String {

@@ -68,7 +68,7 @@ impl Fault for Resize {
 
     /// A third process damages the segment: only the shm route reads it.
     fn affects(&self, endpoint: Endpoint) -> bool {
-        endpoint == Endpoint::Shm
+        endpoint.uses_shm()
     }
 
     fn label(&self) -> String {

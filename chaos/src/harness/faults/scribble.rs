@@ -94,7 +94,7 @@ impl Fault for Scribble {
 
     /// A third process damages the segment: only the shm route reads it.
     fn affects(&self, endpoint: Endpoint) -> bool {
-        endpoint == Endpoint::Shm
+        endpoint.uses_shm()
     }
 
     fn label(&self) -> String {

@@ -12,19 +12,34 @@ use serde::Serialize;
 pub enum Endpoint {
     /// `/api/users-via-api`: the gateway fetches the payload from users-service over HTTP.
     Api,
-    /// `/api/users-via-shm`: the payload travels through shared memory, HTTP carries the handle.
+    /// `/api/users-via-shm`: the payload travels through shared memory, asked for over the
+    /// control channel.
     Shm,
-    /// `/api/users-cached`: the gateway serves a pre-serialized body; the ceiling for the other two.
+    /// `/api/users-via-shm-http`: through shared memory, asked for over HTTP, which carries the
+    /// handle back (the seed's design; both services need `--http-signal`).
+    ShmHttp,
+    /// `/api/users-cached`: the gateway serves a pre-serialized body; the ceiling for the others.
     Cached,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 3] = [Endpoint::Api, Endpoint::Shm, Endpoint::Cached];
+    pub const ALL: [Endpoint; 4] = [
+        Endpoint::Api,
+        Endpoint::Shm,
+        Endpoint::ShmHttp,
+        Endpoint::Cached,
+    ];
+
+    /// Whether the payload passes through the shared-memory segment.
+    pub fn uses_shm(self) -> bool {
+        matches!(self, Endpoint::Shm | Endpoint::ShmHttp)
+    }
 
     pub fn path(self) -> &'static str {
         match self {
             Endpoint::Api => "/api/users-via-api",
             Endpoint::Shm => "/api/users-via-shm",
+            Endpoint::ShmHttp => "/api/users-via-shm-http",
             Endpoint::Cached => "/api/users-cached",
         }
     }
@@ -34,6 +49,7 @@ impl Endpoint {
         match self {
             Endpoint::Api => "REST API",
             Endpoint::Shm => "Shared Memory",
+            Endpoint::ShmHttp => "Shared Memory (HTTP-signalled)",
             Endpoint::Cached => "Cached (ceiling)",
         }
     }
@@ -42,6 +58,7 @@ impl Endpoint {
         match self {
             Endpoint::Api => "api",
             Endpoint::Shm => "shm",
+            Endpoint::ShmHttp => "shm-http",
             Endpoint::Cached => "cached",
         }
     }
@@ -60,7 +77,9 @@ impl FromStr for Endpoint {
         Endpoint::ALL
             .into_iter()
             .find(|endpoint| endpoint.short_name() == text)
-            .ok_or_else(|| format!("unknown endpoint {text:?} (expected api, shm or cached)"))
+            .ok_or_else(|| {
+                format!("unknown endpoint {text:?} (expected api, shm, shm-http or cached)")
+            })
     }
 }
 

@@ -199,6 +199,7 @@ fn endpoint_color(endpoint: Endpoint) -> RGBColor {
     match endpoint {
         Endpoint::Api => RGBColor(31, 119, 180),
         Endpoint::Shm => RGBColor(214, 39, 40),
+        Endpoint::ShmHttp => RGBColor(255, 127, 14),
         Endpoint::Cached => RGBColor(44, 160, 44),
     }
 }

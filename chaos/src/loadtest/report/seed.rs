@@ -73,7 +73,8 @@ pub const SEED_TOTAL_FAILURE_PERCENT: f64 = 2.56;
 pub fn seed_figures(endpoint: Endpoint) -> Option<&'static SeedFigures> {
     match endpoint {
         Endpoint::Api => Some(&SEED_REST),
-        Endpoint::Shm => Some(&SEED_SHM),
+        // The seed's shared-memory path was HTTP-signalled; both of ours stand beside it.
+        Endpoint::Shm | Endpoint::ShmHttp => Some(&SEED_SHM),
         Endpoint::Cached => None,
     }
 }
