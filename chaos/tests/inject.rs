@@ -179,7 +179,7 @@ async fn a_squatter_on_a_dead_holders_pid_does_not_keep_its_slot() {
         .await
         .unwrap();
     for role in [HolderRole::Writer, HolderRole::Reader] {
-        let round = pid_reuse::round(&program, guard.0.id(), &url, &info.socket, role)
+        let round = pid_reuse::round(&program, guard.0.id(), &info.socket, role)
             .await
             .unwrap();
         // Equal start times (a squatter started within the holder's 10 ms tick) are the hard

@@ -130,7 +130,7 @@ async fn dead_users_service_gives_503_within_the_deadline_then_recovers_after_re
         .unwrap();
     let metrics = metrics.text().await.unwrap();
     assert!(
-        metrics.contains(r#"shm_reattaches_total{reason="epoch_changed"}"#),
+        metrics.contains(r#"shm_reattaches_total{reason="connection_closed"}"#),
         "{metrics}"
     );
     let segment = http
@@ -399,6 +399,9 @@ async fn metrics_are_prometheus_text_and_counters_move() {
         3.0 * 256_873.0
     );
     let producer = scrape(format!("{}/metrics", users.url())).await;
-    let published = [("route", "/shm/users"), ("status", "200")];
-    assert_eq!(counter(&producer, "http_requests_total", &published), 3.0);
+    let published = [("signal", "channel")];
+    assert_eq!(
+        counter(&producer, "shm_publications_total", &published),
+        3.0
+    );
 }

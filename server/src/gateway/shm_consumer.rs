@@ -218,6 +218,11 @@ impl ShmClient {
                     .take();
                 match &previous {
                     Some(old) => {
+                        let why = if old.is_open() {
+                            why
+                        } else {
+                            "connection_closed"
+                        };
                         metrics::counter!("shm_reattaches_total", "reason" => why).increment(1);
                         tracing::warn!(
                             reason = why,

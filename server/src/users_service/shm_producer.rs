@@ -250,6 +250,7 @@ impl ShmProducer {
             .map_err(|refusal| ApiError::ShmBusy { refusal })?;
         let handle = write_publication(&self.producer, body, self.claim_timeout)?;
         room.record(&self.producer, &handle);
+        metrics::counter!("shm_publications_total", "signal" => "http").increment(1);
         Ok(handle)
     }
 
@@ -361,6 +362,7 @@ impl Publisher for ChannelPublisher {
                 refusal(RefusalCode::Internal, 0)
             }
         })?;
+        metrics::counter!("shm_publications_total", "signal" => "channel").increment(1);
         metrics::counter!("payload_bytes_total", "transport" => "shm").increment(body.len() as u64);
         Ok(handle)
     }

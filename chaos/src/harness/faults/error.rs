@@ -68,18 +68,10 @@ pub enum PidReuseError {
 /// Why users-service would not publish the payload a reader-role holder acquires.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("{0}")]
-    Url(#[from] url::ParseError),
-    #[error("{0}")]
-    Http(#[from] reqwest::Error),
-    #[error("status {status}: {body}")]
-    Status {
-        status: reqwest::StatusCode,
-        body: String,
-    },
-    #[error("unreadable handle {text:?}: {source}")]
-    Handle {
-        text: String,
-        source: shmbridge::HandleParseError,
-    },
+    #[error("cannot open the control channel: {0}")]
+    Attach(#[from] shmbridge::AttachError),
+    #[error("the control channel gave no publication: {0}")]
+    Request(#[from] shmbridge::control::RequestError),
+    #[error("the publishing task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }

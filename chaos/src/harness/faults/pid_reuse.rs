@@ -19,13 +19,12 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use shmbridge::{
-    Consumer, ConsumerOptions, Handle, Owner, Producer, ProducerOptions, Segment,
+    Consumer, ConsumerOptions, ControlClient, Handle, Owner, Producer, ProducerOptions, Segment,
     attach_via_socket, attach_via_socket_read_only,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
-use url::Url;
 
 use super::class::{Fault, FaultClass, FaultContext, Injected};
 use super::error::{FaultError, InjectError, PidReuseError, PublishError};
@@ -109,7 +108,6 @@ impl Fault for PidReuse {
         let round = round(
             &program,
             users_pid.as_raw().unsigned_abs(),
-            &context.supervisor.users_url(),
             &socket,
             self.holder,
         )
@@ -242,12 +240,11 @@ pub struct PidReuseRound {
     pub reclaimed_after_ms: Option<f64>,
 }
 
-/// Runs one round against users-service (`pid`, `url`) whose segment is served on `@socket`;
+/// Runs one round against users-service (`pid`) whose segment is served on `@socket`;
 /// `program` is this binary (for `hold-slot`).
 pub async fn round(
     program: &Path,
     users_service_pid: u32,
-    users_service: &Url,
     socket: &str,
     role: HolderRole,
 ) -> Result<PidReuseRound, InjectError> {
@@ -269,16 +266,18 @@ pub async fn round(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
+    // Open until the holder has acquired the publication: closing it would withdraw it.
+    let mut channel = None;
     if role == HolderRole::Reader {
-        let handle = publish_one(users_service)
-            .await
-            .map_err(PidReuseError::from)?;
+        let (handle, client) = publish_one(socket).await.map_err(PidReuseError::from)?;
         holder.args(["--handle", &handle.to_string()]);
+        channel = Some(client);
     }
     let mut holder = holder
         .spawn()
         .map_err(|error| InjectError::io("start the slot holder", error))?;
     let (slot, generation, dead_pid, holder_start_time) = read_holding(&mut holder).await?;
+    drop(channel);
 
     let paused = Paused::stop(users_service_pid)?;
     holder
@@ -304,24 +303,18 @@ pub async fn round(
     })
 }
 
-/// One publication, whose handle the reader-role holder acquires.
-async fn publish_one(users_service: &Url) -> Result<Handle, PublishError> {
-    let url = users_service.join("/shm/users?count=1&seed=1")?;
-    let response = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()?
-        .post(url)
-        .send()
-        .await?;
-    let status = response.status();
-    let text = response.text().await?;
-    if !status.is_success() {
-        return Err(PublishError::Status { status, body: text });
-    }
-    text.trim()
-        .parse()
-        .map_err(|source| PublishError::Handle { text, source })
+/// One publication, asked for over the control channel on `@socket`, whose handle the
+/// reader-role holder acquires; with the open channel it belongs to.
+async fn publish_one(socket: &str) -> Result<(Handle, ControlClient), PublishError> {
+    let socket = socket.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let client = ControlClient::connect(&socket, Duration::from_secs(5), &[])?;
+        let handle = client
+            .publish_blocking(1, 1, Duration::from_secs(5))?
+            .redeemed();
+        Ok((handle, client))
+    })
+    .await?
 }
 
 async fn read_holding(holder: &mut Child) -> Result<(u32, u64, u32, u64), InjectError> {
