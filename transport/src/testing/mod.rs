@@ -2,6 +2,7 @@
 //! `testing`): a manual clock with simulated processes, and the checkers the fuzz targets call,
 //! so that every fuzz input can also be replayed by plain `cargo test`.
 
+mod control_frame;
 mod segment_image;
 mod slot_ops;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use crate::handle::Handle;
 use crate::host::{Host, Owner, nanos};
 
+pub use control_frame::check_control_frame;
 pub use segment_image::check_segment_image;
 pub use slot_ops::{Op, check_slot_ops};
 
