@@ -83,6 +83,12 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub producer_uids: Vec<u32>,
+    /// Publications the gateway asks for over the control channel at once; more requests wait
+    /// for one of these to be redeemed (within their deadline). Keep it at or below
+    /// users-service's `--max-unredeemed-per-peer` (by default half its slots, 32), or a burst
+    /// is refused there as busy instead of waiting here.
+    #[arg(long, env = "SHMBRIDGE_SHM_MAX_IN_FLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub shm_max_in_flight: u32,
     /// Also serve `/api/users-via-shm-http`: shared memory asked for over HTTP (`POST
     /// /shm/users`, which users-service serves only with its own `--http-signal`), the seed's
     /// design, kept to be measured beside the control channel.
@@ -140,7 +146,12 @@ impl AppState {
         Ok(AppState {
             inner: Arc::new(Shared {
                 upstream,
-                shm: ShmClient::new(args.shm_socket.clone(), args.producer_uids.clone(), lease),
+                shm: ShmClient::new(
+                    args.shm_socket.clone(),
+                    args.producer_uids.clone(),
+                    lease,
+                    args.shm_max_in_flight,
+                ),
                 fallback_to_api: args.shm_fallback_to_api,
                 http_signal: args.http_signal,
                 cached: QueryCache::default(),
@@ -300,8 +311,12 @@ async fn attempt_via_shm(
         .shm
         .attachment(upstream, None, "not_attached")
         .await?;
+    // Held until the bytes are copied out, so the gateway never holds more unredeemed
+    // publications than it has permits.
+    let mut _in_flight = None;
     let (attachment, handle) = match signal {
         Signal::Channel => {
+            _in_flight = Some(shared.shm.in_flight_permit(ends).await?);
             let handle = attachment.request(query, ends).await?;
             (attachment, handle)
         }

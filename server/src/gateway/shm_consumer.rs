@@ -162,6 +162,8 @@ pub struct ShmClient {
     last_problem: Mutex<Option<String>>,
     /// How long a read may hold its slot (`--lease`).
     lease: Duration,
+    /// `--shm-max-in-flight` permits, one per publication asked for and not yet redeemed.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl ShmClient {
@@ -169,14 +171,33 @@ impl ShmClient {
         configured_socket: Option<String>,
         producer_uids: Vec<u32>,
         lease: Duration,
+        max_in_flight: u32,
     ) -> ShmClient {
         ShmClient {
             configured_socket,
             producer_uids,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight as usize)),
             lease,
             attached: RwLock::new(None),
             attaching: tokio::sync::Mutex::new(()),
             last_problem: Mutex::new(None),
+        }
+    }
+
+    /// Waits, until `deadline` at most, for room to ask for one more publication.
+    pub async fn in_flight_permit(
+        &self,
+        deadline: Instant,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        let waited = Instant::now();
+        match tokio::time::timeout_at(deadline, Arc::clone(&self.in_flight).acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(closed)) => Err(ApiError::Internal {
+                reason: format!("in-flight permits: {closed}"),
+            }),
+            Err(_) => Err(ApiError::UpstreamDeadline {
+                deadline: waited.elapsed(),
+            }),
         }
     }
 

@@ -6,7 +6,8 @@
 //! The socket is `SOCK_SEQPACKET`: every frame is one message, sent and received whole, so a
 //! frame is never split or merged with the next one, and a peer dying mid-send leaves no half
 //! frame behind. A message whose length is not its kind's is a protocol error; the producer
-//! closes a connection that sends one.
+//! closes a connection that sends one. An empty message cannot be told from the peer closing
+//! (both read as zero bytes), so it closes the connection too.
 //!
 //! # Layout (little-endian; its version is [`CONTROL_VERSION`])
 //!

@@ -9,7 +9,8 @@
 //! hand-off to another thread between the socket and the work. The kernel gives each message to
 //! one reader. When a thread takes a frame and leaves no other reading, it starts one more (up to
 //! [`MAX_THREADS_PER_PEER`]), so a stalled publication never blocks the frames behind it; threads
-//! stay for the connection's life, so a steady load starts none.
+//! stay for the connection's life, so a steady load starts none. With at most
+//! [`ChannelOptions::max_peers`] connections, the threads are bounded too.
 //!
 //! # Ownership
 //!
@@ -75,7 +76,7 @@ impl ChannelOptions {
         Self {
             allowed_uids: Vec::new(),
             limits: PublicationLimits::for_slots(segment.slot_count()),
-            max_peers: 64,
+            max_peers: 16,
         }
     }
 }
@@ -389,15 +390,14 @@ impl Connection {
     }
 
     fn publish(&self, request: &PublishRequest) -> Result<Handle, Refusal> {
-        let now = monotonic_now_ns();
-        let deadline_exceeded = Refusal {
-            code: RefusalCode::DeadlineExceeded,
-            detail: 0,
-        };
-        if request.deadline_ns <= now {
-            return Err(deadline_exceeded);
+        let left = request.deadline_ns.saturating_sub(monotonic_now_ns());
+        if left == 0 {
+            return Err(Refusal {
+                code: RefusalCode::DeadlineExceeded,
+                detail: 0,
+            });
         }
-        let wait = Duration::from_nanos(request.deadline_ns - now);
+        let wait = Duration::from_nanos(left);
         let channel = self.channel();
         let room = self.ledger.reserve(&channel.producer)?;
         // A panicking publisher costs its request, not the connection's thread: the write guard
