@@ -5,14 +5,14 @@
 #![cfg(not(loom))]
 
 mod channel_support;
+mod child_support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -24,6 +24,7 @@ use shmbridge::{
 };
 
 use channel_support::{TIMEOUT, TestPublisher, payload, producer, unique_socket, wait_until};
+use child_support::{CHILD_WITHIN, line, start_until};
 
 const CHILD_ROLE: &str = "SHMBRIDGE_TEST_CHANNEL_ROLE";
 const CHILD_SOCKET: &str = "SHMBRIDGE_TEST_CHANNEL_SOCKET";
@@ -32,8 +33,6 @@ const CHILD_SEGMENT_FILE: &str = "SHMBRIDGE_TEST_CHANNEL_SEGMENT_FILE";
 const CHILD_PRODUCER_UID: &str = "SHMBRIDGE_TEST_CHANNEL_PRODUCER_UID";
 /// How many publications the killed consumer holds.
 const HELD: u32 = 4;
-/// How long a child may take to start and report.
-const CHILD_WITHIN: Duration = Duration::from_secs(30);
 /// The bound on giving back a dead consumer's publications, from its socket closing.
 const GIVEN_BACK_WITHIN: Duration = Duration::from_millis(100);
 /// `nobody`, the uid and gid of the child that is refused.
@@ -102,15 +101,6 @@ fn channel_child() {
 }
 
 /// Kills the child on drop, so a failing test leaves no process behind.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `exe` running the child entry point in `role`.
 fn child_command(exe: &Path, role: &str, socket: &str) -> Command {
     let mut command = Command::new(exe);
@@ -131,39 +121,6 @@ fn child_command(exe: &Path, role: &str, socket: &str) -> Command {
 
 fn this_binary() -> PathBuf {
     std::env::current_exe().unwrap()
-}
-
-/// Starts `command` and collects its stdout lines until one contains `until`, for at most
-/// [`CHILD_WITHIN`].
-fn start_until(mut command: Command, until: &str) -> (ChildGuard, Vec<String>) {
-    let mut child = ChildGuard(command.spawn().unwrap());
-    let stdout = child.0.stdout.take().unwrap();
-    let (lines, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    loop {
-        let line = received
-            .recv_timeout(CHILD_WITHIN)
-            .unwrap_or_else(|_| panic!("no {until:?} from the child; it said {seen:?}"));
-        let done = line.contains(until);
-        seen.push(line);
-        if done {
-            return (child, seen);
-        }
-    }
-}
-
-fn line<'a>(lines: &'a [String], prefix: &str) -> &'a str {
-    lines
-        .iter()
-        .find_map(|line| line.strip_prefix(prefix))
-        .unwrap_or_else(|| panic!("no {prefix:?} line in {lines:?}"))
 }
 
 #[test]

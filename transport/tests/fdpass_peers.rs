@@ -6,12 +6,14 @@
 //! they say why and return.
 #![cfg(not(loom))]
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+mod child_support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
 
+use child_support::{line, start_until};
 use shmbridge::{
     ControlServer, Segment, SegmentConfig, attach_via_socket, attach_via_socket_read_only,
 };
@@ -20,8 +22,6 @@ const CHILD_ROLE: &str = "SHMBRIDGE_TEST_PEER_ROLE";
 const CHILD_SOCKET: &str = "SHMBRIDGE_TEST_PEER_SOCKET";
 const CHILD_NOT_DUMPABLE: &str = "SHMBRIDGE_TEST_PEER_NOT_DUMPABLE";
 const TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a child may take to start and answer.
-const CHILD_WITHIN: Duration = Duration::from_secs(30);
 
 /// Entry point of the child processes; ignored in a normal run.
 #[test]
@@ -97,15 +97,6 @@ fn namespaces_unavailable(probe: &[&str]) -> Option<String> {
 }
 
 /// Kills the child on drop, so a failing test leaves no process behind.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `wrapper` followed by this test binary running the child entry point in `role`.
 fn child_command(wrapper: &[&str], role: &str, socket: &str) -> Command {
     let exe = std::env::current_exe().unwrap();
@@ -125,39 +116,6 @@ fn child_command(wrapper: &[&str], role: &str, socket: &str) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     command
-}
-
-/// Starts `command` and collects its stdout lines until one contains `until`, for at most
-/// [`CHILD_WITHIN`].
-fn start_until(mut command: Command, until: &str) -> (ChildGuard, Vec<String>) {
-    let mut child = ChildGuard(command.spawn().unwrap());
-    let stdout = child.0.stdout.take().unwrap();
-    let (lines, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    loop {
-        let line = received
-            .recv_timeout(CHILD_WITHIN)
-            .unwrap_or_else(|_| panic!("no {until:?} from the child; it said {seen:?}"));
-        let done = line.contains(until);
-        seen.push(line);
-        if done {
-            return (child, seen);
-        }
-    }
-}
-
-fn line<'a>(lines: &'a [String], prefix: &str) -> &'a str {
-    lines
-        .iter()
-        .find_map(|line| line.strip_prefix(prefix))
-        .unwrap_or_else(|| panic!("no {prefix:?} line in {lines:?}"))
 }
 
 #[test]
