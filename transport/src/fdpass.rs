@@ -3,7 +3,7 @@
 //!
 //! An abstract socket has no file on disk, so nothing is left behind after `kill -9`. The socket
 //! is `SOCK_SEQPACKET` (messages arrive whole). The server
-//! ([`ControlServer`](crate::control::ControlServer)) answers each connection from an allowed uid
+//! (`ControlServer`, in the control module) answers each connection from an allowed uid
 //! with one message, the greeting below, carrying the descriptor; other uids are closed
 //! unanswered ([`AttachError::Refused`]). The connection then stays open as the control channel
 //! ([`crate::control`]). A writable attach checks the answering process in turn: it must be the
@@ -423,8 +423,6 @@ pub(crate) fn receive_fd(
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::segment::SegmentConfig;
 
@@ -652,33 +650,5 @@ mod tests {
             view.check(own, received_at),
             Err(AttachError::ForeignPidNamespace { .. })
         ));
-    }
-
-    /// The real server, and a peer in its own namespace: the view the server computes is the
-    /// process itself, so the attach goes through.
-    #[test]
-    fn the_servers_view_of_a_peer_in_its_namespace_is_the_peer() {
-        let own = me();
-        let view = PeerView::of_peer(own.pid as i32);
-        assert_eq!(view.pid, own.pid);
-        let ProcView::Visible(seen) = view.proc else {
-            panic!("{view:?}");
-        };
-        assert!(own.same_process(&seen), "{seen:?} vs {own:?}");
-        let segment = Arc::new(
-            Segment::create(&SegmentConfig {
-                slot_count: 1,
-                slot_size: 64,
-            })
-            .unwrap(),
-        );
-        let name = format!(
-            "shmbridge-unit-greeting-{}-{:016x}",
-            own.pid,
-            segment.epoch()
-        );
-        let _server = crate::control::ControlServer::spawn(Arc::clone(&segment), &name).unwrap();
-        let attached = attach_via_socket(&name, Duration::from_secs(5)).unwrap();
-        assert_eq!(attached.epoch(), segment.epoch());
     }
 }

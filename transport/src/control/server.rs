@@ -433,3 +433,39 @@ impl Connection {
         );
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::fdpass::attach_via_socket;
+    use crate::host::Owner;
+    use crate::segment::SegmentConfig;
+
+    /// The real server, and a peer in its own namespace: the view the server computes is the
+    /// process itself, so the attach goes through.
+    #[test]
+    fn the_servers_view_of_a_peer_in_its_namespace_is_the_peer() {
+        let own = Owner::current().unwrap();
+        let view = PeerView::of_peer(own.pid as i32);
+        assert_eq!(view.pid, own.pid);
+        let ProcView::Visible(seen) = view.proc else {
+            panic!("{view:?}");
+        };
+        assert!(own.same_process(&seen), "{seen:?} vs {own:?}");
+        let segment = Arc::new(
+            Segment::create(&SegmentConfig {
+                slot_count: 1,
+                slot_size: 64,
+            })
+            .unwrap(),
+        );
+        let name = format!(
+            "shmbridge-unit-greeting-{}-{:016x}",
+            own.pid,
+            segment.epoch()
+        );
+        let _server = ControlServer::spawn(Arc::clone(&segment), &name).unwrap();
+        let attached = attach_via_socket(&name, Duration::from_secs(5)).unwrap();
+        assert_eq!(attached.epoch(), segment.epoch());
+    }
+}
