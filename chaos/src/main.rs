@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use shmbridge_chaos::harness::faults::pid_reuse::{HoldSlotArgs, hold_slot};
+use shmbridge_chaos::harness::faults::rogue::{RogueHogArgs, rogue_hog};
 use shmbridge_chaos::harness::{self, RunArgs, RunError};
 use shmbridge_chaos::inspect::{self, InspectArgs, SegmentSnapshot};
 use shmbridge_chaos::loadtest::cli::{OutputArgs, ProfileArgs};
@@ -53,6 +54,8 @@ enum Command {
     Inspect(InspectArgs),
     #[command(name = "hold-slot", hide = true)]
     HoldSlot(HoldSlotArgs),
+    #[command(name = "rogue-hog", hide = true)]
+    RogueHog(RogueHogArgs),
     #[command(name = compare::SERVE_USERS_SERVICE, hide = true)]
     ServeUsersService(users_service::Args),
     #[command(name = compare::SERVE_GATEWAY, hide = true)]
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
             Command::Run(args) => until_interrupted(run_command(args)).await,
             Command::Inspect(args) => inspect_command(args).await,
             Command::HoldSlot(args) => serve(hold_slot(args)).await,
+            Command::RogueHog(args) => serve(rogue_hog(args)).await,
         }
     })
 }

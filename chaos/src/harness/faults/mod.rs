@@ -11,6 +11,7 @@ pub mod kill;
 pub mod pause;
 pub mod pid_reuse;
 pub mod resize;
+pub mod rogue;
 pub mod scribble;
 pub mod slow;
 pub mod stale;
@@ -32,4 +33,6 @@ fault_classes! {
     FullTmpfs(tmpfs::FullTmpfsSpec),
     /// users-service (run with `--shm-path`) killed and restarted over a stale segment file.
     StaleSegment(stale::StaleSegmentSpec),
+    /// A same-uid process that is not the gateway misbehaving on the control socket.
+    RoguePeer(rogue::RoguePeerSpec),
 }
