@@ -12,6 +12,7 @@ use std::time::Duration;
 use shmbridge_server::dataset::users_json;
 use tokio::time::Instant;
 
+use crate::loadtest::capacity::cpu::Processes;
 use crate::loadtest::capacity::{self, CapacityArgs, CapacityPlan, DEFAULT_ENDPOINTS};
 use crate::loadtest::cli::{OutputArgs, ProfileArgs};
 use crate::loadtest::load::endpoint::{Endpoint, EndpointMix};
@@ -121,7 +122,15 @@ async fn run_capacity(
     };
     let base = args.profile.load_config(services.gateway.base_url());
     preflight(&base, &plan.endpoints, checker).await?;
-    let result = capacity::run(&plan, &base, checker, args.output.progress).await?;
+    let processes = services
+        .gateway
+        .pid()
+        .zip(services.users_service.pid())
+        .map(|(gateway, users_service)| Processes {
+            gateway,
+            users_service,
+        });
+    let result = capacity::run(&plan, &base, checker, args.output.progress, processes).await?;
     let environment = services.describe();
     services.stop().await?;
 

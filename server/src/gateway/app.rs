@@ -83,7 +83,7 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub producer_uids: Vec<u32>,
-    /// Publications the gateway asks for over the control channel at once; more requests wait
+    /// Publications the gateway asks for at once (over either signal); more requests wait
     /// for one of these to be redeemed (within their deadline). Keep it at or below
     /// users-service's `--max-unredeemed-per-peer` (by default half its slots, 32), or a burst
     /// is refused there as busy instead of waiting here.
@@ -312,11 +312,10 @@ async fn attempt_via_shm(
         .attachment(upstream, None, "not_attached")
         .await?;
     // Held until the bytes are copied out, so the gateway never holds more unredeemed
-    // publications than it has permits.
-    let mut _in_flight = None;
+    // publications than it has permits, whichever way it asks for them.
+    let _in_flight = shared.shm.in_flight_permit(ends).await?;
     let (attachment, handle) = match signal {
         Signal::Channel => {
-            _in_flight = Some(shared.shm.in_flight_permit(ends).await?);
             let handle = attachment.request(query, ends).await?;
             (attachment, handle)
         }

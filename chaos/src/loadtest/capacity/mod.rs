@@ -2,6 +2,7 @@
 //! against services `compare` started once. Owns the plan, the runs and their results; the
 //! arithmetic is in [`summary`], the rendering in `report::capacity`.
 
+pub mod cpu;
 pub mod summary;
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use crate::loadtest::load::stats::EndpointStats;
 use crate::loadtest::load::users::{ThinkTime, UsersProfile};
 use crate::loadtest::load::verify::BodyChecker;
 use crate::loadtest::load::{self, LoadConfig, LoadError, LoadModel};
+use cpu::{CpuPerRequest, Processes};
 use summary::{Medians, Ratio, RoundFigures, ScheduledRun, ratios, schedule};
 
 /// The endpoints a capacity run measures when `--endpoints` is not given: REST, shared memory
@@ -114,6 +116,7 @@ impl CapacityResult {
         run: u32,
         stats: &EndpointStats,
         elapsed: Duration,
+        cpu: Option<CpuPerRequest>,
     ) {
         let rounds = self
             .endpoints
@@ -122,7 +125,7 @@ impl CapacityResult {
             .expect("every scheduled endpoint has its place in the result");
         rounds
             .rounds
-            .push(RoundFigures::of(scheduled.round, run, stats, elapsed));
+            .push(RoundFigures::of(scheduled.round, run, stats, elapsed, cpu));
         rounds.all.merge(stats);
     }
 
@@ -143,12 +146,14 @@ impl CapacityResult {
     }
 }
 
-/// Runs `plan` against `base.target`: every run verifies every body, as `compare` does.
+/// Runs `plan` against `base.target`: every run verifies every body, as `compare` does. With
+/// `processes`, each run also measures the CPU time every process spent per request.
 pub async fn run(
     plan: &CapacityPlan,
     base: &LoadConfig,
     checker: &Arc<BodyChecker>,
     progress: ProgressMode,
+    processes: Option<Processes>,
 ) -> Result<CapacityResult, LoadError> {
     let mut result = CapacityResult::new(&plan.endpoints);
     let runs = plan.schedule();
@@ -164,13 +169,18 @@ pub async fn run(
         );
         let config = plan.round_config(base, scheduled.endpoint);
         let progress = Progress::new(progress, config.duration, Some(u64::from(plan.users)));
+        let before = processes.and_then(|processes| processes.snapshot());
         let stats = load::run(&config, checker.clone(), progress).await?;
+        let after = processes.and_then(|processes| processes.snapshot());
         let endpoint_stats = stats
             .endpoints
             .get(&scheduled.endpoint)
             .cloned()
             .unwrap_or_default();
-        result.record(*scheduled, run, &endpoint_stats, stats.elapsed);
+        let cpu = before
+            .zip(after)
+            .and_then(|(before, after)| before.per_request(&after, endpoint_stats.requests));
+        result.record(*scheduled, run, &endpoint_stats, stats.elapsed, cpu);
     }
     Ok(result)
 }
@@ -221,7 +231,13 @@ mod tests {
                 1,
                 &Outcome::Verified,
             );
-            result.record(scheduled, index as u32 + 1, &stats, Duration::from_secs(1));
+            result.record(
+                scheduled,
+                index as u32 + 1,
+                &stats,
+                Duration::from_secs(1),
+                None,
+            );
         }
         let shm = &result.endpoints[1];
         assert_eq!(shm.endpoint, Endpoint::Shm);

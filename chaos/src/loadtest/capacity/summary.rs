@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::cpu::CpuPerRequest;
+
 use crate::loadtest::load::endpoint::Endpoint;
 use crate::loadtest::load::stats::EndpointStats;
 
@@ -43,10 +45,18 @@ pub struct RoundFigures {
     pub p99_ms: f64,
     pub failed: u64,
     pub corrupt: u64,
+    /// CPU time per request by process, where it could be measured.
+    pub cpu: Option<CpuPerRequest>,
 }
 
 impl RoundFigures {
-    pub fn of(round: u32, run: u32, stats: &EndpointStats, elapsed: Duration) -> Self {
+    pub fn of(
+        round: u32,
+        run: u32,
+        stats: &EndpointStats,
+        elapsed: Duration,
+        cpu: Option<CpuPerRequest>,
+    ) -> Self {
         let summary = stats.summary(elapsed);
         RoundFigures {
             round,
@@ -58,6 +68,7 @@ impl RoundFigures {
             p99_ms: summary.percentile_ms(99.0),
             failed: stats.failed(),
             corrupt: stats.corrupt,
+            cpu,
         }
     }
 }
@@ -81,6 +92,8 @@ pub struct Medians {
     pub requests_per_second: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Per process, the median over the rounds that measured it.
+    pub cpu: Option<CpuPerRequest>,
 }
 
 impl Medians {
@@ -89,10 +102,22 @@ impl Medians {
         let column = |figure: fn(&RoundFigures) -> f64| {
             median(&rounds.iter().map(figure).collect::<Vec<_>>())
         };
+        let measured: Vec<CpuPerRequest> = rounds.iter().filter_map(|r| r.cpu).collect();
+        let cpu_column = |figure: fn(&CpuPerRequest) -> f64| {
+            median(&measured.iter().map(figure).collect::<Vec<_>>())
+        };
+        let cpu = (|| {
+            Some(CpuPerRequest {
+                gateway_us: cpu_column(|cpu| cpu.gateway_us)?,
+                users_service_us: cpu_column(|cpu| cpu.users_service_us)?,
+                load_generator_us: cpu_column(|cpu| cpu.load_generator_us)?,
+            })
+        })();
         Some(Medians {
             requests_per_second: column(|r| r.requests_per_second)?,
             p50_ms: column(|r| r.p50_ms)?,
             p99_ms: column(|r| r.p99_ms)?,
+            cpu,
         })
     }
 }
@@ -164,6 +189,7 @@ mod tests {
             p99_ms,
             failed: 0,
             corrupt: 0,
+            cpu: None,
         }
     }
 
@@ -172,7 +198,37 @@ mod tests {
             requests_per_second,
             p50_ms,
             p99_ms,
+            cpu: None,
         }
+    }
+
+    #[test]
+    fn cpu_medians_are_taken_per_process_over_the_rounds_that_measured_them() {
+        let cpu = |gateway_us, users_service_us, load_generator_us| {
+            Some(CpuPerRequest {
+                gateway_us,
+                users_service_us,
+                load_generator_us,
+            })
+        };
+        let rounds = [
+            RoundFigures {
+                cpu: cpu(100.0, 10.0, 50.0),
+                ..figures(1.0, 1.0, 1.0)
+            },
+            RoundFigures {
+                cpu: cpu(300.0, 30.0, 40.0),
+                ..figures(1.0, 1.0, 1.0)
+            },
+            RoundFigures {
+                cpu: cpu(200.0, 90.0, 60.0),
+                ..figures(1.0, 1.0, 1.0)
+            },
+            figures(1.0, 1.0, 1.0),
+        ];
+        let medians = Medians::of(&rounds).unwrap();
+        assert_eq!(medians.cpu, cpu(200.0, 30.0, 50.0));
+        assert_eq!(Medians::of(&rounds[3..]).unwrap().cpu, None);
     }
 
     #[test]
@@ -238,7 +294,7 @@ mod tests {
                 detail: String::new(),
             }),
         );
-        let round = RoundFigures::of(2, 5, &stats, Duration::from_secs(4));
+        let round = RoundFigures::of(2, 5, &stats, Duration::from_secs(4), None);
         assert_eq!((round.round, round.run), (2, 5));
         assert_eq!(round.requests, 101);
         assert_eq!(round.requests_per_second, 25.25);

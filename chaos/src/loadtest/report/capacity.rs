@@ -86,6 +86,7 @@ pub fn render_markdown(report: &CapacityReport<'_>) -> String {
     how_it_was_run(&mut out, report);
     medians(&mut out, report);
     ratios(&mut out, &report.result.ratios());
+    cpu(&mut out, report);
     rounds(&mut out, report);
     failures(&mut out, report.result);
     corruptions(&mut out, report.result);
@@ -161,6 +162,45 @@ fn medians(out: &mut String, report: &CapacityReport<'_>) {
         );
     }
     out.push_str("\nRequests, failures and corrupt bodies are summed over all rounds. Corrupt: a 200 response whose bytes or checksum header differ from the published payload (not counted as a failure).\n\n");
+}
+
+/// Median CPU time per request by process: where a request's time goes on this machine.
+fn cpu(out: &mut String, report: &CapacityReport<'_>) {
+    let medians = report.result.medians();
+    if medians.iter().all(|(_, median)| median.cpu.is_none()) {
+        return;
+    }
+    out.push_str(
+        "## CPU time per request
+
+",
+    );
+    out.push_str("Medians across rounds, in µs of CPU time (user + system, all threads, from `/proc/PID/stat`) each process spent per request served. The load generator verifies every body, so its share is the same work for every endpoint.
+
+");
+    out.push_str(
+        "| Endpoint | gateway | users-service | load generator | total |
+",
+    );
+    out.push_str(
+        "|----------|--------:|--------------:|---------------:|------:|
+",
+    );
+    for (endpoint, median) in &medians {
+        let Some(cpu) = median.cpu else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            endpoint.label(),
+            cpu.gateway_us,
+            cpu.users_service_us,
+            cpu.load_generator_us,
+            cpu.total_us(),
+        );
+    }
+    out.push('\n');
 }
 
 fn ratios(out: &mut String, ratios: &[Ratio]) {
@@ -370,6 +410,7 @@ mod tests {
             p99_ms,
             failed: 0,
             corrupt: 0,
+            cpu: None,
         }
     }
 
