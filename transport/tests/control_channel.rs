@@ -372,3 +372,48 @@ fn a_client_dropped_with_unredeemed_publications_gets_them_withdrawn() {
     assert_eq!(served.producer.stats().withdrawn, 3);
     assert_eq!(served.slots().free, 8);
 }
+
+/// A client without a reader thread, driven the way an event loop would: answers arrive only
+/// when the caller receives them, and the end of the connection fails what is still waiting.
+#[test]
+fn a_driven_client_receives_answers_when_asked_and_learns_of_the_close() {
+    let served = Served::new("driven", 4, limits(2, 3));
+    let (client, answers) =
+        ControlClient::connect_driven(served.server.socket_name(), TIMEOUT, &[]).unwrap();
+    let (answered, answer) = std::sync::mpsc::channel();
+    let send_to = |answered: std::sync::mpsc::Sender<_>| {
+        move |result: Result<shmbridge::control::Publication, RequestError>| {
+            let _ = answered.send(result.map(|publication| publication.redeemed()));
+        }
+    };
+    let deadline = monotonic_now_ns() + TIMEOUT.as_nanos() as u64;
+    client
+        .publish(700, 3, deadline, send_to(answered.clone()))
+        .unwrap();
+    let mut handle = None;
+    wait_until("the answer", TIMEOUT, || {
+        assert!(answers.receive_ready(), "the connection closed");
+        handle = answer.try_recv().ok();
+        handle.is_some()
+    });
+    let handle = handle.unwrap().unwrap();
+    assert_eq!(redeem(&client, &handle), payload(700, 3));
+
+    // Nothing is received unless asked: the answer to a second request waits on the socket.
+    client
+        .publish(10, 4, deadline, send_to(answered.clone()))
+        .unwrap();
+    wait_until("the producer to publish", TIMEOUT, || {
+        served.slots().ready == 1
+    });
+    assert!(answer.try_recv().is_err());
+    drop(served);
+    wait_until("the close", TIMEOUT, || !answers.receive_ready());
+    // The answer sent before the close was delivered; the connection is then known closed.
+    assert!(answer.try_recv().unwrap().is_ok());
+    assert!(!client.is_open());
+    assert!(matches!(
+        client.publish(1, 1, deadline, send_to(answered)),
+        Err(RequestError::Closed)
+    ));
+}

@@ -7,10 +7,12 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use shmbridge::control::{RefusalCode, RequestError};
+use shmbridge::control::{AnswerReader, RefusalCode, RequestError};
 use shmbridge::{
     AcquireError, Consumer, ConsumerOptions, ControlClient, Handle, ReadError, monotonic_now_ns,
 };
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
 use crate::api_error::{ApiError, BadAnswer, ShmFault};
@@ -138,6 +140,29 @@ impl Attachment {
         }
         Ok(bytes)
     }
+}
+
+/// Receives the control channel's answers on the runtime's own event loop, as the socket becomes
+/// readable, rather than on a thread that would then have to wake a worker: one thread wake less
+/// per request. Runs until the connection closes (the [`ControlClient`] is dropped, or the
+/// producer goes away).
+fn receive_answers(answers: AnswerReader) -> std::io::Result<()> {
+    // SAFETY: the reader owns a share of the socket, so the descriptor it returns stays open and
+    // the same for as long as the AsyncFd holds the reader.
+    let socket = unsafe { AsyncFd::register_with_interest(answers, Interest::READABLE) }
+        .map_err(|error| error.into_parts().1)?;
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut ready) = socket.readable().await else {
+                return;
+            };
+            if !ready.get_inner().receive_ready() {
+                return;
+            }
+            ready.clear_ready();
+        }
+    });
+    Ok(())
 }
 
 /// Which segment the gateway is attached to, for the operators' `/status`.
@@ -289,8 +314,8 @@ impl ShmClient {
         let timeout = upstream.deadline();
         let name = socket.clone();
         let producer_uids = self.producer_uids.clone();
-        let channel = tokio::task::spawn_blocking(move || {
-            ControlClient::connect(&name, timeout, &producer_uids)
+        let (channel, answers) = tokio::task::spawn_blocking(move || {
+            ControlClient::connect_driven(&name, timeout, &producer_uids)
         })
         .await
         .map_err(|error| ApiError::Internal {
@@ -298,6 +323,9 @@ impl ShmClient {
         })?
         .map_err(|error| ApiError::ShmUnavailable {
             reason: format!("cannot attach via @{socket}: {error}"),
+        })?;
+        receive_answers(answers).map_err(|error| ApiError::Internal {
+            reason: format!("cannot watch the control socket: {error}"),
         })?;
         let segment = Arc::clone(channel.segment());
         let consumer =

@@ -2,15 +2,18 @@
 //! to the segment it handed over, with any number of publish requests in flight, each answer
 //! matched to its request by id and delivered to the callback the request gave.
 //!
-//! One reader thread receives every answer. The callbacks run on it, so they must be quick: a
-//! gateway's sends the answer to a waiting task and returns. A [`Publication`] that is dropped
+//! Answers are received either by a reader thread of the client's own
+//! ([`ControlClient::connect`]) or, for callers with an event loop, by the caller whenever the
+//! socket is readable ([`ControlClient::connect_driven`] and [`AnswerReader`]: an async gateway
+//! saves a thread wake per answer that way). The callbacks run on whichever receives, so they must
+//! be quick: a gateway's sends the answer to a waiting task and returns. A [`Publication`] that is dropped
 //! unredeemed (its requester gave up, or never came) sends a release frame, so its slot comes
 //! back at once rather than at the TTL; so does an answer that arrives after its requester gave
 //! up ([`ControlClient::abandon`]).
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread::JoinHandle;
@@ -20,7 +23,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
 use thiserror::Error;
 
-use crate::control::frame::{Answer, MAX_FRAME_LEN, PublishRequest, Refusal, Request};
+use crate::control::frame::{Answer, FrameError, MAX_FRAME_LEN, PublishRequest, Refusal, Request};
 use crate::error::AttachError;
 use crate::fdpass::greet;
 use crate::handle::Handle;
@@ -72,6 +75,26 @@ impl ControlClient {
         timeout: Duration,
         producer_uids: &[u32],
     ) -> Result<Self, AttachError> {
+        let (mut client, reader) = Self::connect_driven(socket_name, timeout, producer_uids)?;
+        let thread = std::thread::Builder::new()
+            .name("shmbridge-answers".into())
+            .spawn(move || reader.read_until_closed())
+            .map_err(|source| AttachError::Io {
+                op: "start the answer reader",
+                source,
+            })?;
+        client.reader = Some(thread);
+        Ok(client)
+    }
+
+    /// [`ControlClient::connect`] without a reader thread: the caller receives the answers by
+    /// calling [`AnswerReader::receive_ready`] whenever the socket ([`AnswerReader::as_fd`]) is
+    /// readable, until it reports the connection closed.
+    pub fn connect_driven(
+        socket_name: &str,
+        timeout: Duration,
+        producer_uids: &[u32],
+    ) -> Result<(Self, AnswerReader), AttachError> {
         let (socket, segment) = greet(socket_name, timeout)?.attach(producer_uids)?;
         let inner = Arc::new(Inner {
             socket,
@@ -80,20 +103,16 @@ impl ControlClient {
             next_id: AtomicU64::new(1),
             open: AtomicBool::new(true),
         });
-        let reader = std::thread::Builder::new()
-            .name("shmbridge-answers".into())
-            .spawn({
-                let inner = Arc::clone(&inner);
-                move || inner.read_answers()
-            })
-            .map_err(|source| AttachError::Io {
-                op: "start the answer reader",
-                source,
-            })?;
-        Ok(Self {
-            inner,
-            reader: Some(reader),
-        })
+        let reader = AnswerReader {
+            inner: Arc::clone(&inner),
+        };
+        Ok((
+            Self {
+                inner,
+                reader: None,
+            },
+            reader,
+        ))
     }
 
     pub fn segment(&self) -> &Arc<Segment> {
@@ -192,33 +211,22 @@ impl Inner {
         }
     }
 
-    fn read_answers(self: Arc<Self>) {
-        let mut buf = [0u8; MAX_FRAME_LEN + 1];
-        loop {
-            let len = match recv(self.socket.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-                Ok(0) => break,
-                Ok(len) => len,
-                Err(Errno::EINTR) => continue,
-                Err(errno) => {
-                    tracing::debug!(%errno, "control channel read failed");
-                    break;
-                }
-            };
-            let answer = match Answer::decode(&buf[..len]) {
-                Ok(answer) => answer,
-                Err(error) => {
-                    tracing::warn!(%error, "malformed answer; closing the control channel");
-                    break;
-                }
-            };
-            let completion = self.pending().remove(&answer.id());
-            let result = self.publication(answer);
-            match completion {
-                Some(completion) => completion(result),
-                // Abandoned: dropping the publication releases it.
-                None => drop(result),
-            }
+    /// Delivers one received message to its requester. `Err` for a malformed frame, after
+    /// which the connection is not to be trusted.
+    fn deliver(self: &Arc<Self>, message: &[u8]) -> Result<(), FrameError> {
+        let answer = Answer::decode(message)?;
+        let completion = self.pending().remove(&answer.id());
+        let result = self.publication(answer);
+        match completion {
+            Some(completion) => completion(result),
+            // Abandoned: dropping the publication releases it.
+            None => drop(result),
         }
+        Ok(())
+    }
+
+    /// The connection is over: no more requests, and every one still waiting is told.
+    fn close(&self) {
         let _ = shutdown(self.socket.as_raw_fd(), Shutdown::Both);
         let orphans: Vec<Completion> = {
             let mut pending = self.pending();
@@ -248,6 +256,67 @@ impl Inner {
             }
             Answer::Refused { refusal, .. } => Err(RequestError::Refused(refusal)),
         }
+    }
+}
+
+/// The receiving half of a [`ControlClient`] from [`ControlClient::connect_driven`].
+pub struct AnswerReader {
+    inner: Arc<Inner>,
+}
+
+impl AsFd for AnswerReader {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.socket.as_fd()
+    }
+}
+
+/// The socket's descriptor, the same for the reader's whole life: the reader shares ownership of
+/// the socket, which closes only when the client and the reader are both gone.
+impl AsRawFd for AnswerReader {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.inner.socket.as_raw_fd()
+    }
+}
+
+impl AnswerReader {
+    /// Receives and delivers every answer waiting on the socket, without blocking. Returns
+    /// `true` while the connection is open (nothing more to read now), `false` once it has
+    /// closed or sent a malformed frame; every request still waiting has then been failed with
+    /// [`RequestError::Closed`].
+    pub fn receive_ready(&self) -> bool {
+        self.receive(MsgFlags::MSG_DONTWAIT)
+    }
+
+    /// Receives and delivers answers until the connection closes: the reader thread's loop.
+    fn read_until_closed(self) {
+        while self.receive(MsgFlags::empty()) {}
+    }
+
+    /// Receives answers with `flags` until one would block (`true`) or the connection is over
+    /// (`false`, after closing it).
+    fn receive(&self, flags: MsgFlags) -> bool {
+        let mut buf = [0u8; MAX_FRAME_LEN + 1];
+        loop {
+            let len = match recv(self.inner.socket.as_raw_fd(), &mut buf, flags) {
+                Ok(0) => break,
+                Ok(len) => len,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return true,
+                Err(errno) => {
+                    tracing::debug!(%errno, "control channel read failed");
+                    break;
+                }
+            };
+            if let Err(error) = self.inner.deliver(&buf[..len]) {
+                tracing::warn!(%error, "malformed answer; closing the control channel");
+                break;
+            }
+            if flags.is_empty() {
+                return true;
+            }
+        }
+        self.inner.close();
+        false
     }
 }
 
