@@ -242,3 +242,119 @@ def test_a_port_in_use_is_a_clean_exit_1(service):
     assert taken.returncode == 1
     assert taken.stdout == b""
     assert taken.stderr.startswith(f"error: cannot listen on 127.0.0.1:{service.port}".encode())
+
+
+# The shared-memory wiring, against tests/fake_shmbridge (the planned API's shape) so that it is
+# checked without the native package; the native package's own tests cover the real segment.
+
+FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_shmbridge")
+FAKE_EPOCH = "0123456789abcdef"
+
+
+@pytest.fixture
+def start_with_fake(start, tmp_path, monkeypatch):
+    log = tmp_path / "events.jsonl"
+    monkeypatch.setenv("PYTHONPATH", FAKE)
+    monkeypatch.setenv("FAKE_SHMBRIDGE_LOG", str(log))
+
+    def start_service(*flags):
+        return start("--slot-count", "4", "--slot-size", "65536", *flags)
+
+    def events():
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    start_service.events = events
+    return start_service
+
+
+def test_segment_info_names_the_socket_epoch_and_geometry(start_with_fake):
+    service = start_with_fake("--lease", "1500ms", "--ready-ttl", "2s")
+    status, _, body = service.get("/shm/segment")
+    socket = f"shmbridge-users-{service.process.pid}-{FAKE_EPOCH}"
+    assert status == 200
+    # A struct in Rust: fields in declaration order.
+    assert body.decode() == (
+        f'{{"socket":"{socket}","epoch":"{FAKE_EPOCH}","layout_version":2,"slot_count":4,'
+        '"slot_size":65536}'
+    )
+    status, _, body = service.get("/readyz")
+    assert status == 200
+    # A json! map in Rust: keys sorted, the segment's too.
+    assert body.decode() == (
+        f'{{"ready":true,"segment":{{"epoch":"{FAKE_EPOCH}","layout_version":2,'
+        f'"slot_count":4,"slot_size":65536,"socket":"{socket}"}}}}'
+    )
+    create, serve = start_with_fake.events()[:2]
+    assert create == {
+        "event": "create", "slot_count": 4, "slot_size": 65536, "path": None, "lease": 1.5,
+        "ready_ttl": 2.0,
+    }  # fmt: skip
+    # The callback the control channel calls gives the dataset and refuses what a query would.
+    assert serve == {
+        "event": "serve", "socket": socket, "len": 6177, "crc": 0x342FD311,
+        "refused": "ValueError",
+    }  # fmt: skip
+
+
+def test_shm_socket_flag_names_the_socket(start_with_fake):
+    service = start_with_fake("--shm-socket", "py-users-test", "--cache")
+    assert json.loads(service.get("/shm/segment")[2])["socket"] == "py-users-test"
+    assert start_with_fake.events()[1]["crc"] == 0x342FD311
+
+
+def test_http_signal_publishes_and_maps_typed_errors(start_with_fake, monkeypatch):
+    service = start_with_fake("--http-signal", "--claim-timeout", "50ms")
+    status, headers, body = service.request("POST", "/shm/users?count=30&seed=8")
+    crc = f"{zlib.crc32(users_json(30, 8)):08x}"
+    assert (status, headers["content-type"], headers["x-payload-crc32"]) == (
+        200, "text/plain; charset=utf-8", crc,
+    )  # fmt: skip
+    assert body.decode() == f"{FAKE_EPOCH}-1-1-{len(users_json(30, 8)):x}-{crc}"
+    assert start_with_fake.events()[-1] == {
+        "event": "publish", "len": len(users_json(30, 8)), "timeout": 0.05,
+    }  # fmt: skip
+    status, headers, body = service.request("POST", "/shm/users?count=1000")
+    assert status == 507
+    assert json.loads(body) == {
+        "code": "too_large_for_slot",
+        "error": f"payload of {len(users_json(1000, 28))} bytes is larger than a "
+        "shared-memory slot (65536 bytes)",
+    }
+    assert service.request("POST", "/shm/users?count=x")[0] == 400
+
+    monkeypatch.setenv("FAKE_SHMBRIDGE_EXHAUSTED", "1")
+    exhausted = start_with_fake("--http-signal")
+    status, headers, body = exhausted.request("POST", "/shm/users?count=1")
+    assert (status, headers["retry-after"]) == (503, "1")
+    assert json.loads(body)["code"] == "slots_exhausted"
+
+
+def test_sigterm_closes_the_producer(start_with_fake):
+    service = start_with_fake()
+    assert service.get("/readyz")[0] == 200
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(EXIT_TIMEOUT) == 0
+    assert start_with_fake.events()[-1] == {"event": "close"}
+
+
+def test_bad_geometry_refuses_to_start(start_with_fake):
+    refused = subprocess.run(
+        [sys.executable, SERVICE, "--listen", "127.0.0.1:0", "--slot-size", "1000"],
+        capture_output=True,
+        timeout=EXIT_TIMEOUT,
+    )
+    assert (refused.returncode, refused.stdout) == (1, b"")
+    assert b"error: invalid shared-memory settings: slot size 1000" in refused.stderr
+
+
+def test_an_uncreatable_segment_leaves_rest_serving(start_with_fake, tmp_path):
+    path = tmp_path / "missing" / "segment"
+    service = start_with_fake("--shm-path", str(path))
+    assert service.get("/users?count=2")[2] == users_json(2, 28)
+    status, _, body = service.get("/readyz")
+    assert status == 503
+    assert json.loads(body)["reason"] == (
+        f"cannot create the shared-memory segment at {path}: create segment file failed: "
+        f"no directory for {path}"
+    )
+    assert service.get("/shm/segment")[0] == 503
