@@ -173,6 +173,7 @@ class ChaCha8:
         high = _pack_lanes([counter >> 32 for counter in counters])
         initial = [*self._fixed, low, high, 0, 0]
         x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15 = initial
+        # fmt: off
         for _ in range(_DOUBLE_ROUNDS):
             # Column round: (0,4,8,12) (1,5,9,13) (2,6,10,14) (3,7,11,15).
             x0 = (x0 + x4) & mask; x12 ^= x0; x12 = ((x12 << 16) | (x12 >> 16)) & mask
@@ -215,6 +216,7 @@ class ChaCha8:
             x9 = (x9 + x14) & mask; x4 ^= x9; x4 = ((x4 << 12) | (x4 >> 20)) & mask
             x3 = (x3 + x4) & mask; x14 ^= x3; x14 = ((x14 << 8) | (x14 >> 24)) & mask
             x9 = (x9 + x14) & mask; x4 ^= x9; x4 = ((x4 << 7) | (x4 >> 25)) & mask
+        # fmt: on
         final = (x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15)
         out = [0] * (8 * blocks)
         width = 8 * blocks

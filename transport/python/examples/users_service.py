@@ -43,9 +43,9 @@ import os
 import re
 import signal
 import socket
+import socketserver
 import sys
 import threading
-import time
 import zlib
 from collections import OrderedDict
 from http import HTTPStatus
@@ -343,7 +343,9 @@ class ApiError(Exception):
 
 
 def _compact(value, sort_keys: bool) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys).encode()
+    return json.dumps(
+        value, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys
+    ).encode()
 
 
 class Service:
@@ -434,7 +436,8 @@ class Handler(BaseHTTPRequestHandler):
             except ApiError as error:
                 status, headers, body = self._error(error)
             except Exception as error:  # a bug: answer 500 and keep serving, as axum would
-                print(f"users-service: {method} {path} failed: {error!r}", file=sys.stderr, flush=True)
+                message = f"users-service: {method} {path} failed: {error!r}"
+                print(message, file=sys.stderr, flush=True)
                 internal = ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, "internal", "internal error")
                 status, headers, body = self._error(internal)
             self._respond(status, headers, body, head=method == "HEAD")
@@ -575,6 +578,12 @@ class Server(ThreadingHTTPServer):
     # The load generator opens 50+ connections at once; the default backlog of 5 refuses some.
     request_queue_size = 128
 
+    def server_bind(self):
+        # HTTPServer.server_bind also resolves the host's fully qualified name, a reverse DNS
+        # lookup that can stall start-up for seconds; nothing here uses the name.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
 
 class Server6(Server):
     address_family = socket.AF_INET6
@@ -609,7 +618,9 @@ def _duration(text: str) -> float:
     while position < len(text):
         match = _DURATION_PART.match(text, position)
         if match is None:
-            raise argparse.ArgumentTypeError(f"expected a duration such as 200ms or 1s, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected a duration such as 200ms or 1s, got {text!r}"
+            )
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         position = match.end()
         while position < len(text) and text[position] == " ":
@@ -631,55 +642,73 @@ def parse_args(argv=None):
         "shared memory (byte-identical to the Rust users-service).",
     )
     parser.add_argument(
-        "--listen", type=_listen, default=_listen(env("SHMBRIDGE_USERS_LISTEN", DEFAULT_LISTEN)),
+        "--listen",
+        type=_listen,
+        default=_listen(env("SHMBRIDGE_USERS_LISTEN", DEFAULT_LISTEN)),
         help="HOST:PORT to listen on; port 0 picks a free port (printed on stdout)",
     )
     parser.add_argument(
-        "--cache", action="store_true", default=_env_flag("SHMBRIDGE_USERS_CACHE"),
+        "--cache",
+        action="store_true",
+        default=_env_flag("SHMBRIDGE_USERS_CACHE"),
         help="serve bodies serialized once per (count, seed) instead of per request",
     )
     parser.add_argument(
-        "--http-signal", action="store_true", default=_env_flag("SHMBRIDGE_HTTP_SIGNAL"),
+        "--http-signal",
+        action="store_true",
+        default=_env_flag("SHMBRIDGE_HTTP_SIGNAL"),
         help="also publish on POST /shm/users, answering with the handle (the seed's design)",
     )
     parser.add_argument(
-        "--slot-count", type=int, default=int(env("SHMBRIDGE_SLOT_COUNT", DEFAULT_SLOT_COUNT)),
+        "--slot-count",
+        type=int,
+        default=int(env("SHMBRIDGE_SLOT_COUNT", DEFAULT_SLOT_COUNT)),
         help="slots in the segment",
     )
     parser.add_argument(
-        "--slot-size", type=int, default=int(env("SHMBRIDGE_SLOT_SIZE", DEFAULT_SLOT_SIZE)),
+        "--slot-size",
+        type=int,
+        default=int(env("SHMBRIDGE_SLOT_SIZE", DEFAULT_SLOT_SIZE)),
         help="bytes per slot (a multiple of 64)",
     )
     parser.add_argument(
-        "--shm-socket", default=env("SHMBRIDGE_SHM_SOCKET"),
+        "--shm-socket",
+        default=env("SHMBRIDGE_SHM_SOCKET"),
         help="abstract socket name for the descriptor and the control channel "
         "(default shmbridge-users-PID-EPOCH)",
     )
     parser.add_argument(
-        "--shm-path", default=env("SHMBRIDGE_SHM_PATH"),
+        "--shm-path",
+        default=env("SHMBRIDGE_SHM_PATH"),
         help="create the segment as a file at this path instead of a sealed memfd",
     )
     parser.add_argument(
-        "--claim-timeout", type=_duration,
+        "--claim-timeout",
+        type=_duration,
         default=_duration(env("SHMBRIDGE_CLAIM_TIMEOUT", DEFAULT_CLAIM_TIMEOUT)),
         help="how long POST /shm/users waits for a free slot (default 200ms)",
     )
     parser.add_argument(
-        "--lease", type=_duration, default=_duration(env("SHMBRIDGE_LEASE", DEFAULT_LEASE)),
+        "--lease",
+        type=_duration,
+        default=_duration(env("SHMBRIDGE_LEASE", DEFAULT_LEASE)),
         help="how long a publication may hold its slot while writing it (default 1s)",
     )
     parser.add_argument(
-        "--ready-ttl", type=_duration,
+        "--ready-ttl",
+        type=_duration,
         default=_duration(env("SHMBRIDGE_READY_TTL", DEFAULT_READY_TTL)),
         help="how long a published slot waits for its reader (default 5s)",
     )
     parser.add_argument(
-        "--shutdown-timeout", type=_duration,
+        "--shutdown-timeout",
+        type=_duration,
         default=_duration(env("SHMBRIDGE_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT)),
         help="how long in-flight requests may run after SIGTERM (default 10s)",
     )
     parser.add_argument(
-        "--no-shm", action="store_true",
+        "--no-shm",
+        action="store_true",
         help="serve REST only, without creating a segment (/readyz answers 503)",
     )
     return parser.parse_args(argv)

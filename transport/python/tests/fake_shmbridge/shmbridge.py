@@ -60,8 +60,14 @@ class Producer:
         self._slot_size = slot_size
         self._published = 0
         self._exhausted = os.environ.get("FAKE_SHMBRIDGE_EXHAUSTED") == "1"
-        _log("create", slot_count=slot_count, slot_size=slot_size, path=path, lease=lease,
-             ready_ttl=ready_ttl)
+        _log(
+            "create",
+            slot_count=slot_count,
+            slot_size=slot_size,
+            path=path,
+            lease=lease,
+            ready_ttl=ready_ttl,
+        )
 
     def serve(self, callback, socket_name=None):
         # What the control channel would ask for: one good query and one over the cap.
@@ -72,8 +78,7 @@ class Producer:
         except Exception as error:  # the native side turns it into a failed publication
             refused = type(error).__name__
         self.socket_name = socket_name or "fake-default"
-        _log("serve", socket=self.socket_name, len=len(body), crc=zlib.crc32(body),
-             refused=refused)
+        _log("serve", socket=self.socket_name, len=len(body), crc=zlib.crc32(body), refused=refused)
         return self.socket_name
 
     def publish(self, data, timeout=0.2):
