@@ -264,14 +264,14 @@ class StartError(Exception):
 class Segment:
     """The producer, its descriptor socket and what GET /shm/segment says about them."""
 
-    def __init__(self, producer, socket_name: str, slot_count: int, slot_size: int):
+    def __init__(self, producer, socket_name: str, layout_version: int, args):
         self.producer = producer
         self.info = {
             "socket": socket_name,
             "epoch": f"{producer.epoch:016x}",
-            "layout_version": shmbridge.LAYOUT_VERSION,
-            "slot_count": slot_count,
-            "slot_size": slot_size,
+            "layout_version": layout_version,
+            "slot_count": args.slot_count,
+            "slot_size": args.slot_size,
         }
 
     @classmethod
@@ -280,6 +280,10 @@ class Segment:
         ``SegmentUnavailable`` when shared memory cannot be had (then REST is served alone)."""
         if shmbridge is None:
             raise SegmentUnavailable(SHMBRIDGE_IMPORT_ERROR)
+        # GET /shm/segment tells gateways the layout they are about to attach to.
+        layout_version = getattr(shmbridge, "LAYOUT_VERSION", None)
+        if layout_version is None:
+            raise SegmentUnavailable("the shmbridge package does not export LAYOUT_VERSION")
         try:
             producer = shmbridge.Producer(
                 slot_count=args.slot_count,
@@ -295,13 +299,14 @@ class Segment:
             raise SegmentUnavailable(
                 f"cannot create the shared-memory segment{where}: {error}"
             ) from error
+        socket_name = args.shm_socket or f"shmbridge-users-{os.getpid()}-{producer.epoch:016x}"
         try:
-            socket_name = args.shm_socket or f"shmbridge-users-{os.getpid()}-{producer.epoch:016x}"
             served = producer.serve(channel_callback(bodies), socket_name)
-            return cls(producer, served, args.slot_count, args.slot_size)
-        except BaseException:
+        except (ValueError, shmbridge.Error, OSError) as error:
+            # As in Rust, a socket that cannot be served (a name in use) is not started with.
             producer.close()
-            raise
+            raise StartError(f"cannot serve the control socket @{socket_name}: {error}") from error
+        return cls(producer, served, layout_version, args)
 
     def publish_for_http(self, body: bytes, timeout: float):
         return self.producer.publish(body, timeout=timeout)

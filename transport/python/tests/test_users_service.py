@@ -349,6 +349,20 @@ def test_bad_geometry_refuses_to_start(start_with_fake):
     assert b"error: invalid shared-memory settings: slot size 1000" in refused.stderr
 
 
+def test_a_control_socket_in_use_refuses_to_start_and_closes_the_segment(start_with_fake):
+    refused = subprocess.run(
+        [sys.executable, SERVICE, "--listen", "127.0.0.1:0", "--shm-socket", "taken"],
+        capture_output=True,
+        check=False,
+        timeout=EXIT_TIMEOUT,
+    )
+    assert (refused.returncode, refused.stdout) == (1, b"")
+    assert (
+        refused.stderr == b"error: cannot serve the control socket @taken: address already in use\n"
+    )
+    assert [event["event"] for event in start_with_fake.events()] == ["create", "close"]
+
+
 def test_an_uncreatable_segment_leaves_rest_serving(start_with_fake, tmp_path):
     path = tmp_path / "missing" / "segment"
     service = start_with_fake("--shm-path", str(path))

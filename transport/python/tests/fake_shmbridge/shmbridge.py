@@ -70,6 +70,8 @@ class Producer:
         )
 
     def serve(self, callback, socket_name=None):
+        if socket_name == "taken":
+            raise Error("address already in use")
         # What the control channel would ask for: one good query and one over the cap.
         body = callback(17, 5)
         try:
