@@ -173,50 +173,17 @@ class ChaCha8:
         high = _pack_lanes([counter >> 32 for counter in counters])
         initial = [*self._fixed, low, high, 0, 0]
         x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15 = initial
-        # fmt: off
         for _ in range(_DOUBLE_ROUNDS):
-            # Column round: (0,4,8,12) (1,5,9,13) (2,6,10,14) (3,7,11,15).
-            x0 = (x0 + x4) & mask; x12 ^= x0; x12 = ((x12 << 16) | (x12 >> 16)) & mask
-            x8 = (x8 + x12) & mask; x4 ^= x8; x4 = ((x4 << 12) | (x4 >> 20)) & mask
-            x0 = (x0 + x4) & mask; x12 ^= x0; x12 = ((x12 << 8) | (x12 >> 24)) & mask
-            x8 = (x8 + x12) & mask; x4 ^= x8; x4 = ((x4 << 7) | (x4 >> 25)) & mask
-
-            x1 = (x1 + x5) & mask; x13 ^= x1; x13 = ((x13 << 16) | (x13 >> 16)) & mask
-            x9 = (x9 + x13) & mask; x5 ^= x9; x5 = ((x5 << 12) | (x5 >> 20)) & mask
-            x1 = (x1 + x5) & mask; x13 ^= x1; x13 = ((x13 << 8) | (x13 >> 24)) & mask
-            x9 = (x9 + x13) & mask; x5 ^= x9; x5 = ((x5 << 7) | (x5 >> 25)) & mask
-
-            x2 = (x2 + x6) & mask; x14 ^= x2; x14 = ((x14 << 16) | (x14 >> 16)) & mask
-            x10 = (x10 + x14) & mask; x6 ^= x10; x6 = ((x6 << 12) | (x6 >> 20)) & mask
-            x2 = (x2 + x6) & mask; x14 ^= x2; x14 = ((x14 << 8) | (x14 >> 24)) & mask
-            x10 = (x10 + x14) & mask; x6 ^= x10; x6 = ((x6 << 7) | (x6 >> 25)) & mask
-
-            x3 = (x3 + x7) & mask; x15 ^= x3; x15 = ((x15 << 16) | (x15 >> 16)) & mask
-            x11 = (x11 + x15) & mask; x7 ^= x11; x7 = ((x7 << 12) | (x7 >> 20)) & mask
-            x3 = (x3 + x7) & mask; x15 ^= x3; x15 = ((x15 << 8) | (x15 >> 24)) & mask
-            x11 = (x11 + x15) & mask; x7 ^= x11; x7 = ((x7 << 7) | (x7 >> 25)) & mask
-
-            # Diagonal round: (0,5,10,15) (1,6,11,12) (2,7,8,13) (3,4,9,14).
-            x0 = (x0 + x5) & mask; x15 ^= x0; x15 = ((x15 << 16) | (x15 >> 16)) & mask
-            x10 = (x10 + x15) & mask; x5 ^= x10; x5 = ((x5 << 12) | (x5 >> 20)) & mask
-            x0 = (x0 + x5) & mask; x15 ^= x0; x15 = ((x15 << 8) | (x15 >> 24)) & mask
-            x10 = (x10 + x15) & mask; x5 ^= x10; x5 = ((x5 << 7) | (x5 >> 25)) & mask
-
-            x1 = (x1 + x6) & mask; x12 ^= x1; x12 = ((x12 << 16) | (x12 >> 16)) & mask
-            x11 = (x11 + x12) & mask; x6 ^= x11; x6 = ((x6 << 12) | (x6 >> 20)) & mask
-            x1 = (x1 + x6) & mask; x12 ^= x1; x12 = ((x12 << 8) | (x12 >> 24)) & mask
-            x11 = (x11 + x12) & mask; x6 ^= x11; x6 = ((x6 << 7) | (x6 >> 25)) & mask
-
-            x2 = (x2 + x7) & mask; x13 ^= x2; x13 = ((x13 << 16) | (x13 >> 16)) & mask
-            x8 = (x8 + x13) & mask; x7 ^= x8; x7 = ((x7 << 12) | (x7 >> 20)) & mask
-            x2 = (x2 + x7) & mask; x13 ^= x2; x13 = ((x13 << 8) | (x13 >> 24)) & mask
-            x8 = (x8 + x13) & mask; x7 ^= x8; x7 = ((x7 << 7) | (x7 >> 25)) & mask
-
-            x3 = (x3 + x4) & mask; x14 ^= x3; x14 = ((x14 << 16) | (x14 >> 16)) & mask
-            x9 = (x9 + x14) & mask; x4 ^= x9; x4 = ((x4 << 12) | (x4 >> 20)) & mask
-            x3 = (x3 + x4) & mask; x14 ^= x3; x14 = ((x14 << 8) | (x14 >> 24)) & mask
-            x9 = (x9 + x14) & mask; x4 ^= x9; x4 = ((x4 << 7) | (x4 >> 25)) & mask
-        # fmt: on
+            # Column round.
+            x0, x4, x8, x12 = _quarter_round(x0, x4, x8, x12, mask)
+            x1, x5, x9, x13 = _quarter_round(x1, x5, x9, x13, mask)
+            x2, x6, x10, x14 = _quarter_round(x2, x6, x10, x14, mask)
+            x3, x7, x11, x15 = _quarter_round(x3, x7, x11, x15, mask)
+            # Diagonal round.
+            x0, x5, x10, x15 = _quarter_round(x0, x5, x10, x15, mask)
+            x1, x6, x11, x12 = _quarter_round(x1, x6, x11, x12, mask)
+            x2, x7, x8, x13 = _quarter_round(x2, x7, x8, x13, mask)
+            x3, x4, x9, x14 = _quarter_round(x3, x4, x9, x14, mask)
         final = (x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15)
         out = [0] * (8 * blocks)
         width = 8 * blocks
@@ -232,6 +199,24 @@ class ChaCha8:
 
 
 _BIG_ENDIAN = sys.byteorder == "big"
+
+
+def _quarter_round(a: int, b: int, c: int, d: int, mask: int) -> tuple:
+    """The ChaCha quarter round on every lane at once (``mask`` keeps the low 32 bits of each
+    64-bit lane: it drops an addition's carry and a rotation's spill into the next lane)."""
+    a = (a + b) & mask
+    d ^= a
+    d = ((d << 16) | (d >> 16)) & mask
+    c = (c + d) & mask
+    b ^= c
+    b = ((b << 12) | (b >> 20)) & mask
+    a = (a + b) & mask
+    d ^= a
+    d = ((d << 8) | (d >> 24)) & mask
+    c = (c + d) & mask
+    b ^= c
+    b = ((b << 7) | (b >> 25)) & mask
+    return a, b, c, d
 
 
 def _pack_lanes(values: list) -> int:

@@ -618,20 +618,19 @@ _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m":
 
 def _duration(text: str) -> float:
     """Seconds from a humantime-style duration such as ``200ms``, ``1s``, ``1m 30s``."""
-    position, total = 0, 0.0
+    refusal = argparse.ArgumentTypeError(f"expected a duration such as 200ms or 1s, got {text!r}")
     text = text.strip()
+    if not text:
+        raise refusal
+    position, total = 0, 0.0
     while position < len(text):
         match = _DURATION_PART.match(text, position)
         if match is None:
-            raise argparse.ArgumentTypeError(
-                f"expected a duration such as 200ms or 1s, got {text!r}"
-            )
+            raise refusal
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         position = match.end()
         while position < len(text) and text[position] == " ":
             position += 1
-    if not text:
-        raise argparse.ArgumentTypeError("expected a duration such as 200ms or 1s, got ''")
     return total
 
 
