@@ -6,7 +6,25 @@ Blocking calls release the GIL while they wait or copy, and take a timeout in se
 
 from os import PathLike
 from types import TracebackType
-from typing import Callable, Dict, Optional, Sequence, Type, TypedDict, Union
+from typing import Callable, Dict, Optional, Sequence, Type, TypedDict, Union, final
+
+__all__ = [
+    "LAYOUT_VERSION",
+    "__version__",
+    "AttachError",
+    "Busy",
+    "ChecksumMismatch",
+    "Closed",
+    "Consumer",
+    "Error",
+    "Exhausted",
+    "Handle",
+    "Producer",
+    "Stale",
+    "TimedOut",
+    "TooLarge",
+    "VersionMismatch",
+]
 
 __version__: str
 LAYOUT_VERSION: int
@@ -42,11 +60,12 @@ class TimedOut(Error):
 class Closed(Error):
     """The producer, consumer or control channel is closed."""
 
+@final
 class Handle:
     """Names one publication. ``str(handle)`` is ``EPOCH-SLOT-GENERATION-LEN-CRC`` in lowercase
     hex, the form that travels between processes (and between Python and Rust)."""
 
-    def __init__(self, epoch: int, slot: int, generation: int, len: int, crc: int) -> None: ...
+    def __new__(cls, epoch: int, slot: int, generation: int, len: int, crc: int) -> Handle: ...
     @staticmethod
     def parse(text: str) -> Handle:
         """Parses the text form; ``ValueError`` unless it is exactly what ``str()`` produces."""
@@ -61,7 +80,7 @@ class Handle:
     @property
     def crc(self) -> int:
         """crc32 of the payload (``zlib.crc32`` of the bytes)."""
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
 class _SlotCounts(TypedDict):
@@ -80,21 +99,22 @@ class _Stats(TypedDict):
     withdrawn: int
     peers: int
 
+@final
 class Producer:
     """Creates a segment (a sealed memfd, or a new file at ``path``) and publishes into it. A
     reaper thread takes back slots whose writer outlived ``lease`` or whose publication waited
     longer than ``ready_ttl`` (seconds) for its consumer. ``ValueError`` for a bad geometry
     (``slot_size`` a multiple of 64) or duration."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         slot_count: int = 64,
         slot_size: int = 524288,
         path: Optional[Union[str, PathLike[str]]] = None,
         lease: float = 1.0,
         ready_ttl: float = 5.0,
         reap_interval: float = 0.25,
-    ) -> None: ...
+    ) -> Producer: ...
     @property
     def epoch(self) -> int: ...
     @property
@@ -115,7 +135,7 @@ class Producer:
         claim_timeout: float = 0.2,
         max_unredeemed_per_peer: Optional[int] = None,
         max_unredeemed: Optional[int] = None,
-        allowed_uids: Sequence[int] = (),
+        allowed_uids: Optional[Sequence[int]] = None,
     ) -> str:
         """Serves the segment on an abstract Unix socket (default ``shmbridge-py-PID-EPOCH``)
         from background threads and returns its name. With ``callback``, also answers
@@ -137,12 +157,13 @@ class Producer:
         tb: Optional[TracebackType],
     ) -> bool: ...
 
+@final
 class Consumer:
     """Attached to a producer's segment through its socket."""
 
     @staticmethod
     def connect(
-        socket_name: str, timeout: float = 5.0, producer_uids: Sequence[int] = ()
+        socket_name: str, timeout: float = 5.0, producer_uids: Optional[Sequence[int]] = None
     ) -> Consumer:
         """Raises AttachError (VersionMismatch for a segment of another layout version)."""
     @property

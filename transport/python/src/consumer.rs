@@ -37,17 +37,21 @@ impl PyConsumer {
     /// within `timeout` seconds. `producer_uids`: uids besides this process's own whose
     /// producers are trusted.
     #[staticmethod]
-    #[pyo3(signature = (socket_name, timeout=5.0, producer_uids=Vec::new()))]
+    #[pyo3(signature = (socket_name, timeout=5.0, producer_uids=None))]
     fn connect(
         py: Python<'_>,
         socket_name: &str,
         timeout: f64,
-        producer_uids: Vec<u32>,
+        producer_uids: Option<Vec<u32>>,
     ) -> PyResult<Self> {
         let timeout = seconds::positive("timeout", timeout)?;
         let live = py.detach(|| -> PyResult<Live> {
-            let client = ControlClient::connect(socket_name, timeout, &producer_uids)
-                .map_err(errors::attach)?;
+            let client = ControlClient::connect(
+                socket_name,
+                timeout,
+                producer_uids.as_deref().unwrap_or_default(),
+            )
+            .map_err(errors::attach)?;
             let consumer = Consumer::new(Arc::clone(client.segment()), ConsumerOptions::default())
                 .map_err(|error| errors::AttachError::new_err(error.to_string()))?;
             Ok(Live { consumer, client })

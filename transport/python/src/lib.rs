@@ -16,6 +16,8 @@ mod handle;
 mod producer;
 mod seconds;
 
+/// Hand payloads between processes through a shared-memory segment of fixed-size slots; every
+/// read is the exact published bytes (crc32-verified) or a typed error.
 #[pymodule]
 #[pyo3(name = "shmbridge")]
 fn shmbridge_module(module: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -165,7 +165,7 @@ impl PyProducer {
     /// `shmbridge-py-PID-EPOCH`) and, with a `callback`, the control channel: a consumer's
     /// request for `(count, seed)` is answered by publishing `callback(count, seed)`, which must
     /// return `bytes`. Returns the socket name.
-    #[pyo3(signature = (callback=None, socket_name=None, *, claim_timeout=0.2, max_unredeemed_per_peer=None, max_unredeemed=None, allowed_uids=Vec::new()))]
+    #[pyo3(signature = (callback=None, socket_name=None, *, claim_timeout=0.2, max_unredeemed_per_peer=None, max_unredeemed=None, allowed_uids=None))]
     #[allow(clippy::too_many_arguments)]
     fn serve(
         &self,
@@ -175,7 +175,7 @@ impl PyProducer {
         claim_timeout: f64,
         max_unredeemed_per_peer: Option<u32>,
         max_unredeemed: Option<u32>,
-        allowed_uids: Vec<u32>,
+        allowed_uids: Option<Vec<u32>>,
     ) -> PyResult<String> {
         if let Some(callback) = &callback
             && !callback.bind(py).is_callable()
@@ -198,7 +198,7 @@ impl PyProducer {
             Some(callback) => {
                 let defaults = PublicationLimits::for_slots(producer.segment().slot_count());
                 let options = ChannelOptions {
-                    allowed_uids,
+                    allowed_uids: allowed_uids.unwrap_or_default(),
                     limits: PublicationLimits {
                         per_peer: max_unredeemed_per_peer.unwrap_or(defaults.per_peer),
                         segment: max_unredeemed.unwrap_or(defaults.segment),
