@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Builds the shmbridge wheel into a fresh virtual environment and runs the Python test suite
+# (the package's tests, the users-service example's and its dataset's) against it, as a user
+# would after `pip install ./transport/python`. Called by .ci/run; runs from any directory.
+#
+# The venv is made in a temporary directory and removed afterwards, unless SHMBRIDGE_PY_VENV
+# names one to (re)create and keep. maturin builds the wheel in release mode into the
+# workspace's target directory (CARGO_TARGET_DIR, default ROOT/target) with the workspace's
+# Cargo.lock, so a second run compiles only what changed.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+
+if [[ -n "${SHMBRIDGE_PY_VENV:-}" ]]; then
+    venv="$SHMBRIDGE_PY_VENV"
+    rm -rf "$venv"
+else
+    scratch="$(mktemp -d)"
+    trap 'rm -rf "$scratch"' EXIT
+    venv="$scratch/venv"
+fi
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+
+started=$SECONDS
+python3 -m venv "$venv"
+# pip fetches maturin (pyproject.toml's build backend) into an isolated build environment.
+"$venv/bin/pip" install --quiet --disable-pip-version-check ./transport/python pytest mypy
+echo "wheel built and installed in $((SECONDS - started)) s"
+# Run from outside the source tree, so `import shmbridge` can only find the installed package.
+cd "$venv"
+# The stubs editors read (shmbridge.pyi) against the module as built: names, signatures, defaults.
+"$venv/bin/python" -m mypy.stubtest shmbridge \
+    --allowlist "$root/transport/python/tests/stubtest-allowlist.txt"
+"$venv/bin/python" -m pytest -q -p no:cacheprovider "$root/transport/python/tests"
+echo "python build + tests took $((SECONDS - started)) s"

@@ -1,0 +1,780 @@
+"""users-service in Python: the seed's architecture rerun with a Python producer.
+
+Serves the deterministic users dataset (``users_dataset``, byte-identical to the Rust
+users-service for the same ``count``/``seed``) over HTTP and through shmbridge shared memory,
+with the Rust service's routes, headers, error bodies and start-up contract, so the gateway
+and the chaos harness can run against either:
+
+- ``GET /users?count=N&seed=S``: the JSON array; ``content-type: application/json``,
+  ``content-length``, ``x-payload-crc32`` (8 lowercase hex digits), ``x-transport: api``.
+  A bad query is a 400 ``{"code":"bad_query","error":...}`` with the Rust service's message.
+- ``GET /healthz``: ``{"status":"ok"}``.
+- ``GET /readyz``: ``{"ready":true,"segment":{...}}``, or 503 with the reason when the
+  segment could not be created (then only REST is served, as in Rust).
+- ``GET /shm/segment``: socket, epoch (16 hex digits), layout_version, slot_count, slot_size.
+- ``POST /shm/users`` (only with ``--http-signal``): publishes into a slot and answers with the
+  handle's text form.
+- The control channel (``shmbridge.Producer.serve``): gateways ask for ``(count, seed)`` and get
+  a handle to a slot holding the same bytes.
+
+Run: ``python3 users_service.py --listen 127.0.0.1:0``; it prints one line ``listening on
+HOST:PORT`` on stdout once it accepts connections. SIGTERM or SIGINT: stop accepting, let
+in-flight requests finish for up to ``--shutdown-timeout``, close the producer, exit 0.
+"""
+
+# Design notes for maintainers:
+# - As in Rust, generated users are kept per (count, seed) in a small LRU and serialized per
+#   request (the seed system's per-request work); `--cache` keeps the serialized bodies too.
+#   Both caches hold at most 16 queries and 32 MiB; a generated user weighs ~1 KiB of Python
+#   objects (measured with tracemalloc), which is what the dataset cache counts.
+# - JSON bodies of errors and of /readyz come from serde_json `json!` maps in Rust, whose keys
+#   are sorted (no `preserve_order`), while /shm/segment serializes a struct in field order;
+#   the dumps below reproduce each, so the bytes match the Rust service's.
+# - ThreadingHTTPServer: one thread per connection, HTTP/1.1 keep-alive (the gateway pools
+#   connections), Nagle off so a header write and a body write are not held back by delayed
+#   ACKs.
+# - The shared-memory part needs the native `shmbridge` package (transport/python). Without it,
+#   or when the segment cannot be created, the service serves REST only and says why on
+#   /readyz, like the Rust service with an uncreatable segment.
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import zlib
+from collections import OrderedDict
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote_to_bytes
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import users_dataset  # noqa: E402  (beside this file, found through the path set above)
+from users_dataset import DEFAULT_COUNT, DEFAULT_SEED, MAX_COUNT, U64_MAX  # noqa: E402
+
+try:
+    import shmbridge
+except ImportError as error:  # the native package is built separately (maturin)
+    shmbridge = None
+    SHMBRIDGE_IMPORT_ERROR = f"the shmbridge package is not installed ({error})"
+else:
+    SHMBRIDGE_IMPORT_ERROR = None
+
+CRC_HEADER = "x-payload-crc32"
+TRANSPORT_HEADER = "x-transport"
+RETRY_AFTER_SECONDS = "1"
+SEGMENT_UNAVAILABLE = "segment_unavailable"
+
+# Defaults of the Rust users-service (SegmentConfig::default, ShmArgs, CommonArgs).
+DEFAULT_LISTEN = "127.0.0.1:8081"
+DEFAULT_SLOT_COUNT = 64
+DEFAULT_SLOT_SIZE = 512 * 1024
+DEFAULT_CLAIM_TIMEOUT = "200ms"
+DEFAULT_LEASE = "1s"
+DEFAULT_READY_TTL = "5s"
+DEFAULT_SHUTDOWN_TIMEOUT = "10s"
+
+CACHE_MAX_ENTRIES = 16
+CACHE_MAX_BYTES = 32 << 20
+USER_WEIGHT_BYTES = 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# Query parsing: server/src/query.rs, message for message.
+
+
+class QueryError(Exception):
+    """A bad query string; ``str(error)`` is the message sent to the client."""
+
+
+def _shown(text: str) -> str:
+    """Client text quoted in an error: at most 40 characters, then an ellipsis, in Rust's
+    ``{:?}`` form (``"..."`` with backslash escapes)."""
+    cut = text[:40] + ("…" if len(text) > 40 else "")
+    return '"' + "".join(_debug_char(char) for char in cut) + '"'
+
+
+_DEBUG_ESCAPES = {"\t": "\\t", "\r": "\\r", "\n": "\\n", "\\": "\\\\", '"': '\\"', "\0": "\\0"}
+
+
+def _debug_char(char: str) -> str:
+    # Rust's str Debug escapes these, and shows other non-printable characters as \u{hex};
+    # Python's isprintable() draws the same line (control, format, separator, unassigned).
+    if char in _DEBUG_ESCAPES:
+        return _DEBUG_ESCAPES[char]
+    if char.isprintable():
+        return char
+    return f"\\u{{{ord(char):x}}}"
+
+
+def _not_a_number(name: str, value: str) -> QueryError:
+    upper = MAX_COUNT if name == "count" else U64_MAX
+    return QueryError(
+        f"query parameter {name} must be a non-negative integer from 0 to {upper}, "
+        f"got {_shown(value)}"
+    )
+
+
+_DIGITS = re.compile(r"[0-9]+\Z", re.ASCII)
+_U64_TEXT = re.compile(r"\+?[0-9]+\Z", re.ASCII)  # Rust's u64::from_str takes a leading +
+
+
+def _form_pairs(raw: str):
+    """``application/x-www-form-urlencoded`` pairs as the Rust `form_urlencoded` crate reads
+    them: split on ``&``, empty pieces skipped, ``+`` is a space, percent-decoded, invalid UTF-8
+    replaced."""
+    for piece in raw.split("&"):
+        if not piece:
+            continue
+        name, _, value = piece.partition("=")
+        yield _form_decode(name), _form_decode(value)
+
+
+def _form_decode(text: str) -> str:
+    return unquote_to_bytes(text.replace("+", " ")).decode("utf-8", "replace")
+
+
+def _u64(text: str):
+    """The value of ``[+]digits`` if it fits in a u64, else None. Leading zeros are allowed
+    (as by Rust's parser), and no more than 20 significant digits reach int(), which refuses
+    strings over 4300 digits."""
+    significant = text.lstrip("+").lstrip("0") or "0"
+    if len(significant) > 20:
+        return None
+    number = int(significant)
+    return number if number <= U64_MAX else None
+
+
+def parse_query(raw: str) -> tuple:
+    """``(count, seed)`` from a raw query string (without the ``?``); empty gives defaults."""
+    count, seed = DEFAULT_COUNT, DEFAULT_SEED
+    seen = set()
+    for name, value in _form_pairs(raw):
+        if name not in ("count", "seed"):
+            raise QueryError(
+                f"unknown query parameter {_shown(name)}; accepted parameters are count and seed"
+            )
+        if name in seen:
+            raise QueryError(f"query parameter {name} is given more than once")
+        seen.add(name)
+        if name == "count":
+            if not _DIGITS.match(value):
+                raise _not_a_number("count", value)
+            # A digit string too long for u64 is still a number, just far over the cap.
+            number = _u64(value)
+            if number is None or number > MAX_COUNT:
+                raise QueryError(f"count {_shown(value)} is above the maximum of {MAX_COUNT}")
+            count = number
+        else:
+            number = _u64(value) if _U64_TEXT.match(value) else None
+            if number is None:
+                raise _not_a_number("seed", value)
+            seed = number
+    return count, seed
+
+
+# ---------------------------------------------------------------------------------------------
+# Bodies: generated once per query, serialized per request or (--cache) once.
+
+
+class QueryCache:
+    """A thread-safe LRU bounded by entries and by the summed weight of its values; a value
+    heavier than the whole bound is returned but not kept (server/src/query_cache.rs)."""
+
+    def __init__(self, max_entries: int = CACHE_MAX_ENTRIES, max_bytes: int = CACHE_MAX_BYTES):
+        self._entries: OrderedDict = OrderedDict()
+        self._bytes = 0
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._lock = threading.Lock()
+
+    def get_or_insert(self, key, make, weigh):
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                return entry[0]
+        # Made outside the lock: a slow query must not stall hits on others. Two threads
+        # missing the same key both make it; the values are equal, the last one is kept.
+        value = make()
+        weight = weigh(value)
+        if weight > self._max_bytes:
+            return value
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            self._entries[key] = (value, weight)
+            self._bytes += weight
+            while len(self._entries) > self._max_entries or self._bytes > self._max_bytes:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self._bytes -= dropped
+        return value
+
+
+class Bodies:
+    """The users bodies every path serves (GET /users, the control channel, POST /shm/users)."""
+
+    def __init__(self, cache: bool):
+        self._datasets = QueryCache()
+        self._payloads = QueryCache() if cache else None
+
+    def payload(self, count: int, seed: int) -> tuple:
+        """``(body, crc32)`` for GET /users."""
+        if self._payloads is None:
+            body = self._serialize(count, seed)
+            return body, zlib.crc32(body)
+        return self._cached_payload(count, seed)
+
+    def body(self, count: int, seed: int) -> bytes:
+        """The body alone, for shared memory (the slot's writer checksums it as it copies)."""
+        if self._payloads is None:
+            return self._serialize(count, seed)
+        return self._cached_payload(count, seed)[0]
+
+    def _cached_payload(self, count: int, seed: int) -> tuple:
+        def make():
+            body = self._serialize(count, seed)
+            return body, zlib.crc32(body)
+
+        return self._payloads.get_or_insert((count, seed), make, lambda payload: len(payload[0]))
+
+    def _serialize(self, count: int, seed: int) -> bytes:
+        users = self._datasets.get_or_insert(
+            (count, seed),
+            lambda: users_dataset.users(count, seed),
+            lambda users: len(users) * USER_WEIGHT_BYTES,
+        )
+        return users_dataset.serialize(users)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared memory through the shmbridge package.
+
+
+class StartError(Exception):
+    """A setting the service must not start with (exit status 1, as in Rust)."""
+
+
+class Segment:
+    """The producer, its descriptor socket and what GET /shm/segment says about them."""
+
+    def __init__(self, producer, socket_name: str, layout_version: int, args):
+        self.producer = producer
+        self.info = {
+            "socket": socket_name,
+            "epoch": f"{producer.epoch:016x}",
+            "layout_version": layout_version,
+            "slot_count": args.slot_count,
+            "slot_size": args.slot_size,
+        }
+
+    @classmethod
+    def start(cls, args, bodies: Bodies) -> "Segment":
+        """Creates the segment and serves it. Raises ``StartError`` for a bad setting and
+        ``SegmentUnavailable`` when shared memory cannot be had (then REST is served alone)."""
+        if shmbridge is None:
+            raise SegmentUnavailable(SHMBRIDGE_IMPORT_ERROR)
+        # GET /shm/segment tells gateways the layout they are about to attach to.
+        layout_version = getattr(shmbridge, "LAYOUT_VERSION", None)
+        if layout_version is None:
+            raise SegmentUnavailable("the shmbridge package does not export LAYOUT_VERSION")
+        try:
+            producer = shmbridge.Producer(
+                slot_count=args.slot_count,
+                slot_size=args.slot_size,
+                path=args.shm_path,
+                lease=args.lease,
+                ready_ttl=args.ready_ttl,
+            )
+        except (ValueError, TypeError) as error:
+            raise StartError(f"invalid shared-memory settings: {error}") from error
+        except (shmbridge.Error, OSError) as error:
+            where = f" at {args.shm_path}" if args.shm_path else ""
+            raise SegmentUnavailable(
+                f"cannot create the shared-memory segment{where}: {error}"
+            ) from error
+        socket_name = args.shm_socket or f"shmbridge-users-{os.getpid()}-{producer.epoch:016x}"
+        try:
+            served = producer.serve(channel_callback(bodies), socket_name)
+        except (ValueError, shmbridge.Error, OSError) as error:
+            # As in Rust, a socket that cannot be served (a name in use) is not started with.
+            producer.close()
+            raise StartError(f"cannot serve the control socket @{socket_name}: {error}") from error
+        return cls(producer, served, layout_version, args)
+
+    def publish_for_http(self, body: bytes, timeout: float):
+        return self.producer.publish(body, timeout=timeout)
+
+    def close(self) -> None:
+        self.producer.close()
+
+
+class SegmentUnavailable(Exception):
+    """Shared memory could not be set up; REST is still served."""
+
+
+def channel_callback(bodies: Bodies):
+    """What the producer calls for a publish frame over the control channel: the body bytes
+    for ``(count, seed)``, refusing what a query string would refuse."""
+
+    def body_for(count: int, seed: int) -> bytes:
+        if not 0 <= count <= MAX_COUNT:
+            raise ValueError(f"count {count} is above the maximum of {MAX_COUNT}")
+        if not 0 <= seed <= U64_MAX:
+            raise ValueError(f"seed {seed} is not a u64")
+        return bodies.body(count, seed)
+
+    return body_for
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP.
+
+
+class ApiError(Exception):
+    """An error answer: status, stable code, client-facing message (api_error.rs)."""
+
+    def __init__(self, status: HTTPStatus, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _compact(value, sort_keys: bool) -> bytes:
+    return json.dumps(
+        value, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys
+    ).encode()
+
+
+class Service:
+    """What the request handlers share."""
+
+    def __init__(self, args, bodies: Bodies, segment, segment_error):
+        self.args = args
+        self.bodies = bodies
+        self.segment = segment
+        self.segment_error = segment_error
+        self._in_flight = 0
+        self._idle = threading.Condition()
+
+    def segment_or_503(self) -> Segment:
+        if self.segment is None:
+            raise ApiError(
+                HTTPStatus.SERVICE_UNAVAILABLE, SEGMENT_UNAVAILABLE, "shared memory is unavailable"
+            )
+        return self.segment
+
+    def begin(self) -> None:
+        with self._idle:
+            self._in_flight += 1
+
+    def end(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Waits for in-flight requests to finish; False when ``timeout`` passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    service: Service  # set on the subclass that `make_server` builds
+
+    # (method, path) -> handler name; other methods on a known path are a 405 with Allow.
+    ROUTES = {
+        "/users": {"GET": "get_users"},
+        "/healthz": {"GET": "get_healthz"},
+        "/readyz": {"GET": "get_readyz"},
+        "/shm/segment": {"GET": "get_segment"},
+        "/shm/users": {"POST": "post_shm_users"},
+    }
+
+    def do_GET(self):
+        self._dispatch("GET")
+
+    def do_HEAD(self):
+        self._dispatch("HEAD")
+
+    def do_POST(self):
+        self._dispatch("POST")
+
+    def do_PUT(self):
+        self._dispatch("PUT")
+
+    def do_DELETE(self):
+        self._dispatch("DELETE")
+
+    def do_PATCH(self):
+        self._dispatch("PATCH")
+
+    def do_OPTIONS(self):
+        self._dispatch("OPTIONS")
+
+    def _dispatch(self, method: str) -> None:
+        self.service.begin()
+        try:
+            self._discard_request_body()
+            path, _, query = self.path.partition("?")
+            methods = self.ROUTES.get(path)
+            if methods is None:
+                self._respond(HTTPStatus.NOT_FOUND, [], b"")
+                return
+            # As axum does, a GET route answers HEAD with the GET's headers and no body.
+            name = methods.get("GET" if method == "HEAD" else method)
+            if name is None:
+                allowed = ",".join(m for allowed in methods for m in _with_head(allowed))
+                self._respond(HTTPStatus.METHOD_NOT_ALLOWED, [("allow", allowed)], b"")
+                return
+            try:
+                status, headers, body = getattr(self, name)(query)
+            except ApiError as error:
+                status, headers, body = self._error(error)
+            except Exception as error:  # a bug: answer 500 and keep serving, as axum would
+                message = f"users-service: {method} {path} failed: {error!r}"
+                print(message, file=sys.stderr, flush=True)
+                internal = ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, "internal", "internal error")
+                status, headers, body = self._error(internal)
+            self._respond(status, headers, body, head=method == "HEAD")
+        finally:
+            self.service.end()
+
+    def _discard_request_body(self) -> None:
+        if "transfer-encoding" in self.headers:
+            # No route takes a body; rather than parse chunks, read no further requests.
+            self.close_connection = True
+            return
+        length = self.headers.get("content-length")
+        if length is None:
+            return
+        try:
+            remaining = int(length)
+        except ValueError:
+            self.close_connection = True
+            return
+        if remaining > 1 << 20:
+            self.close_connection = True
+            return
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, 1 << 16))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+
+    def _respond(self, status, headers, body: bytes, head: bool = False) -> None:
+        self.send_response_only(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("content-length", str(len(body)))
+        self.send_header("date", self.date_time_string())
+        self.end_headers()
+        if not head and body:
+            self.wfile.write(body)
+
+    @staticmethod
+    def _error(error: ApiError):
+        headers = [("content-type", "application/json")]
+        if error.status == HTTPStatus.SERVICE_UNAVAILABLE:
+            headers.append(("retry-after", RETRY_AFTER_SECONDS))
+        return error.status, headers, _compact({"error": error.message, "code": error.code}, True)
+
+    @staticmethod
+    def _json(value, sort_keys: bool, status=HTTPStatus.OK):
+        return status, [("content-type", "application/json")], _compact(value, sort_keys)
+
+    # Routes ---------------------------------------------------------------------------------
+
+    def get_users(self, query: str):
+        count, seed = _parse_or_400(query)
+        body, crc = self.service.bodies.payload(count, seed)
+        headers = [
+            ("content-type", "application/json"),
+            (CRC_HEADER, f"{crc:08x}"),
+            (TRANSPORT_HEADER, "api"),
+        ]
+        return HTTPStatus.OK, headers, body
+
+    def get_healthz(self, _query: str):
+        return self._json({"status": "ok"}, True)
+
+    def get_readyz(self, _query: str):
+        service = self.service
+        if service.segment is None:
+            answer = {"ready": False, "reason": service.segment_error}
+            return self._json(answer, True, HTTPStatus.SERVICE_UNAVAILABLE)
+        return self._json({"ready": True, "segment": service.segment.info}, True)
+
+    def get_segment(self, _query: str):
+        # A struct in Rust: its fields in declaration order, not sorted.
+        return self._json(self.service.segment_or_503().info, False)
+
+    def post_shm_users(self, query: str):
+        service = self.service
+        if not service.args.http_signal:
+            raise ApiError(
+                HTTPStatus.NOT_FOUND,
+                "http_signal_disabled",
+                "POST /shm/users is off: gateways ask over the control socket (start "
+                "users-service with --http-signal to enable it)",
+            )
+        count, seed = _parse_or_400(query)
+        segment = service.segment_or_503()
+        body = service.bodies.body(count, seed)
+        handle = _publish(segment, body, service.args.claim_timeout, service.args.slot_size)
+        headers = [("content-type", "text/plain; charset=utf-8"), (CRC_HEADER, f"{handle.crc:08x}")]
+        return HTTPStatus.OK, headers, str(handle).encode()
+
+    def log_message(self, format, *args):  # noqa: A002  (the base class's signature)
+        # Per-request lines would only fill the harness's pipes (it keeps warnings only).
+        pass
+
+
+def _with_head(method: str):
+    return ("GET", "HEAD") if method == "GET" else (method,)
+
+
+def _parse_or_400(query: str) -> tuple:
+    try:
+        return parse_query(query)
+    except QueryError as error:
+        raise ApiError(HTTPStatus.BAD_REQUEST, "bad_query", str(error)) from error
+
+
+def _publish(segment: Segment, body: bytes, timeout: float, slot_size: int):
+    """Publishes for POST /shm/users, mapping the typed errors as api_error.rs does."""
+    try:
+        return segment.publish_for_http(body, timeout)
+    except shmbridge.TooLarge as error:
+        raise ApiError(
+            HTTPStatus.INSUFFICIENT_STORAGE,
+            "too_large_for_slot",
+            f"payload of {len(body)} bytes is larger than a shared-memory slot ({slot_size} bytes)",
+        ) from error
+    except shmbridge.Exhausted as error:
+        raise ApiError(
+            HTTPStatus.SERVICE_UNAVAILABLE, "slots_exhausted", "no free shared-memory slot"
+        ) from error
+    except shmbridge.Busy as error:
+        raise ApiError(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            "shm_busy",
+            "too many shared-memory publications waiting to be redeemed",
+        ) from error
+    except shmbridge.Closed as error:
+        raise ApiError(
+            HTTPStatus.SERVICE_UNAVAILABLE, SEGMENT_UNAVAILABLE, "shared memory is unavailable"
+        ) from error
+    except shmbridge.Error as error:
+        print(f"users-service: publication failed: {error}", file=sys.stderr, flush=True)
+        raise ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, "internal", "internal error") from error
+
+
+class Server(ThreadingHTTPServer):
+    # The load generator opens 50+ connections at once; the default backlog of 5 refuses some.
+    request_queue_size = 128
+
+    def server_bind(self):
+        # HTTPServer.server_bind also resolves the host's fully qualified name, a reverse DNS
+        # lookup that can stall start-up for seconds; nothing here uses the name.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
+class Server6(Server):
+    address_family = socket.AF_INET6
+
+
+def make_server(args, service: Service) -> ThreadingHTTPServer:
+    host, port = args.listen
+    handler = type("UsersHandler", (Handler,), {"service": service})
+    server_class = Server6 if ":" in host else Server
+    return server_class((host, port), handler)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line.
+
+
+def _listen(text: str) -> tuple:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ns|us|µs|ms|s|m|h)", re.ASCII)
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(text: str) -> float:
+    """Seconds from a humantime-style duration such as ``200ms``, ``1s``, ``1m 30s``."""
+    refusal = argparse.ArgumentTypeError(f"expected a duration such as 200ms or 1s, got {text!r}")
+    text = text.strip()
+    if not text:
+        raise refusal
+    position, total = 0, 0.0
+    while position < len(text):
+        match = _DURATION_PART.match(text, position)
+        if match is None:
+            raise refusal
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+        while position < len(text) and text[position] == " ":
+            position += 1
+    return total
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
+def parse_args(argv=None):
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="users-service",
+        description="The producer, in Python: serves the users dataset over HTTP and through "
+        "shared memory (byte-identical to the Rust users-service).",
+    )
+    parser.add_argument(
+        "--listen",
+        type=_listen,
+        default=_listen(env("SHMBRIDGE_USERS_LISTEN", DEFAULT_LISTEN)),
+        help="HOST:PORT to listen on; port 0 picks a free port (printed on stdout)",
+    )
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        default=_env_flag("SHMBRIDGE_USERS_CACHE"),
+        help="serve bodies serialized once per (count, seed) instead of per request",
+    )
+    parser.add_argument(
+        "--http-signal",
+        action="store_true",
+        default=_env_flag("SHMBRIDGE_HTTP_SIGNAL"),
+        help="also publish on POST /shm/users, answering with the handle (the seed's design)",
+    )
+    parser.add_argument(
+        "--slot-count",
+        type=int,
+        default=int(env("SHMBRIDGE_SLOT_COUNT", DEFAULT_SLOT_COUNT)),
+        help="slots in the segment",
+    )
+    parser.add_argument(
+        "--slot-size",
+        type=int,
+        default=int(env("SHMBRIDGE_SLOT_SIZE", DEFAULT_SLOT_SIZE)),
+        help="bytes per slot (a multiple of 64)",
+    )
+    parser.add_argument(
+        "--shm-socket",
+        default=env("SHMBRIDGE_SHM_SOCKET"),
+        help="abstract socket name for the descriptor and the control channel "
+        "(default shmbridge-users-PID-EPOCH)",
+    )
+    parser.add_argument(
+        "--shm-path",
+        default=env("SHMBRIDGE_SHM_PATH"),
+        help="create the segment as a file at this path instead of a sealed memfd",
+    )
+    parser.add_argument(
+        "--claim-timeout",
+        type=_duration,
+        default=_duration(env("SHMBRIDGE_CLAIM_TIMEOUT", DEFAULT_CLAIM_TIMEOUT)),
+        help="how long POST /shm/users waits for a free slot (default 200ms)",
+    )
+    parser.add_argument(
+        "--lease",
+        type=_duration,
+        default=_duration(env("SHMBRIDGE_LEASE", DEFAULT_LEASE)),
+        help="how long a publication may hold its slot while writing it (default 1s)",
+    )
+    parser.add_argument(
+        "--ready-ttl",
+        type=_duration,
+        default=_duration(env("SHMBRIDGE_READY_TTL", DEFAULT_READY_TTL)),
+        help="how long a published slot waits for its reader (default 5s)",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=_duration,
+        default=_duration(env("SHMBRIDGE_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT)),
+        help="how long in-flight requests may run after SIGTERM (default 10s)",
+    )
+    parser.add_argument(
+        "--no-shm",
+        action="store_true",
+        help="serve REST only, without creating a segment (/readyz answers 503)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    # SIGTERM and SIGINT are blocked in every thread (threads inherit the mask, the native
+    # producer's included) and taken by the main thread with sigtimedwait: no handler runs
+    # at an arbitrary point, and one sent right after the announcement waits, pending.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+
+    bodies = Bodies(args.cache)
+    segment, segment_error = None, None
+    if args.no_shm:
+        segment_error = "started with --no-shm"
+    else:
+        try:
+            segment = Segment.start(args, bodies)
+        except StartError as error:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            return 1
+        except SegmentUnavailable as error:
+            segment_error = str(error)
+            print(
+                "users-service: starting without shared memory: no control socket; POST "
+                f"/shm/users, GET /shm/segment and /readyz answer 503: {segment_error}",
+                file=sys.stderr,
+                flush=True,
+            )
+    service = Service(args, bodies, segment, segment_error)
+    try:
+        try:
+            server = make_server(args, service)
+        except OSError as error:
+            host, port = args.listen
+            print(f"error: cannot listen on {host}:{port}: {error}", file=sys.stderr, flush=True)
+            return 1
+        host, port = server.server_address[:2]
+        shown = f"[{host}]" if ":" in host else host
+        print(f"listening on {shown}:{port}", flush=True)
+        serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+        serving.start()
+        # Waking once a second checks that the HTTP thread still runs.
+        while signal.sigtimedwait(stop_signals, 1.0) is None:
+            if not serving.is_alive():
+                print("error: the HTTP server stopped", file=sys.stderr, flush=True)
+                return 1
+        server.shutdown()
+        server.server_close()
+        if not service.drain(args.shutdown_timeout):
+            print(
+                "users-service: in-flight requests outlived --shutdown-timeout",
+                file=sys.stderr,
+                flush=True,
+            )
+        return 0
+    finally:
+        if segment is not None:
+            segment.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
