@@ -19,6 +19,11 @@ const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 /// Runs the chaos binary, killing it if it outlives `RUN_LIMIT`.
 fn run_bounded(args: &[&str]) -> Output {
+    run_within(args, RUN_LIMIT)
+}
+
+/// Runs the chaos binary, killing it if it outlives `limit`.
+fn run_within(args: &[&str], limit: Duration) -> Output {
     let child = Command::new(&*BINARY)
         .args(args)
         .stdin(Stdio::null())
@@ -26,7 +31,7 @@ fn run_bounded(args: &[&str]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the chaos binary starts");
-    finish_bounded(child, RUN_LIMIT)
+    finish_bounded(child, limit)
 }
 
 #[test]
@@ -289,4 +294,48 @@ fn startup_timeout_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("users-service did not"), "{stderr}");
     assert!(output.stdout.is_empty());
+}
+
+/// The seed's own architecture: a Python users-service (the `shmbridge` package, built into a
+/// virtual environment by `compare` itself) behind the Rust gateway, which redeems what the
+/// Python producer publishes. Every body is verified byte for byte against the Rust dataset.
+#[test]
+fn compare_runs_the_seed_profile_against_the_python_users_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("python.json");
+    // Building the wheel from a cold target dir takes about a minute on 2 cores.
+    let output = run_within(
+        &[
+            "compare",
+            "--users-service",
+            "python",
+            "--duration",
+            "5s",
+            "--users",
+            "10",
+            "--progress",
+            "lines",
+            "--json",
+            json_path.to_str().unwrap(),
+        ],
+        Duration::from_secs(600),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstderr:\n{stderr}\nstdout:\n{stdout}",
+        output.status
+    );
+    assert!(
+        stdout.contains("users-service in Python"),
+        "the report names the Python service:\n{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    for endpoint in report["endpoints"].as_array().unwrap() {
+        assert_eq!(endpoint["corrupt"], 0, "{endpoint}");
+        assert_eq!(endpoint["failed"], 0, "{endpoint}");
+        assert!(endpoint["requests"].as_u64().unwrap() > 0, "{endpoint}");
+    }
 }

@@ -11,20 +11,20 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 if [[ -n "${SHMBRIDGE_PY_VENV:-}" ]]; then
     venv="$SHMBRIDGE_PY_VENV"
-    rm -rf "$venv"
 else
     scratch="$(mktemp -d)"
     trap 'rm -rf "$scratch"' EXIT
     venv="$scratch/venv"
 fi
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 
 started=$SECONDS
-python3 -m venv "$venv"
-# pip fetches maturin (pyproject.toml's build backend) into an isolated build environment.
-"$venv/bin/pip" install --quiet --disable-pip-version-check ./transport/python pytest mypy
+# The Rust users-service, for the tests of a Python consumer of the Rust producer.
+cargo build --quiet -p shmbridge-server --bin users-service
+export SHMBRIDGE_USERS_SERVICE_BIN="$CARGO_TARGET_DIR/debug/users-service"
+bash transport/python/install.sh "$venv" pytest mypy
 echo "wheel built and installed in $((SECONDS - started)) s"
 # Run from outside the source tree, so `import shmbridge` can only find the installed package.
 cd "$venv"

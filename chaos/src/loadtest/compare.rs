@@ -23,6 +23,7 @@ use crate::loadtest::load::{self, LoadError};
 use crate::loadtest::output::{OutputError, write_capacity_report, write_report};
 use crate::loadtest::report::RunReport;
 use crate::loadtest::report::capacity::CapacityReport;
+use crate::process::python::{self, PythonError};
 use crate::process::service::{STOP_GRACE, ServiceError, ServiceProcess, ServiceProgram, Stopped};
 
 /// The hidden subcommands that turn this binary into each service.
@@ -44,6 +45,18 @@ pub struct CompareArgs {
     /// request (the seed serialized per request), so the run compares the transports alone.
     #[arg(long)]
     pub cache: bool,
+    /// Which users-service to measure behind our gateway: this program's Rust one, or the
+    /// seed's kind, a Python service (`transport/python/examples/users_service.py`, built into
+    /// `target/python-venv` first: needs python3 with venv and pip).
+    #[arg(long, value_enum, default_value_t = UsersServiceKind::Rust)]
+    pub users_service: UsersServiceKind,
+}
+
+/// The implementations of users-service `compare` can start.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsersServiceKind {
+    Rust,
+    Python,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +65,8 @@ pub enum CompareError {
     OwnExecutable(std::io::Error),
     #[error(transparent)]
     Service(#[from] ServiceError),
+    #[error(transparent)]
+    Python(#[from] PythonError),
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("the services are up but {path} does not serve the payload correctly: {reason}")]
@@ -151,6 +166,7 @@ async fn run_capacity(
 struct Services {
     users_service: ServiceProcess,
     gateway: ServiceProcess,
+    kind: UsersServiceKind,
 }
 
 impl Services {
@@ -178,12 +194,14 @@ impl Services {
         if http_signal {
             users_flags.push("--http-signal");
         }
-        let mut users_service = ServiceProcess::start(
-            "users-service",
-            service(SERVE_USERS_SERVICE, &users_flags),
-            args.startup_timeout,
-        )
-        .await?;
+        let users_command = match args.users_service {
+            UsersServiceKind::Rust => service(SERVE_USERS_SERVICE, &users_flags),
+            UsersServiceKind::Python => {
+                python::users_service().await?.command(listen, &users_flags)
+            }
+        };
+        let mut users_service =
+            ServiceProcess::start("users-service", users_command, args.startup_timeout).await?;
         users_service.wait_ready(args.startup_timeout).await?;
         let upstream = users_service.base_url().to_string();
         let mut gateway_flags = vec!["--upstream", upstream.as_str()];
@@ -205,13 +223,20 @@ impl Services {
         Ok(Services {
             users_service,
             gateway,
+            kind: args.users_service,
         })
     }
 
     /// Where the services ran, for the report.
     fn describe(&self) -> String {
         format!(
-            "users-service ({}) and gateway ({}) started by `compare` as child processes on loopback, load generated from the same machine",
+            "users-service{} ({}) and gateway ({}) started by `compare` as child processes on loopback, load generated from the same machine",
+            match self.kind {
+                UsersServiceKind::Rust => "",
+                UsersServiceKind::Python => {
+                    " in Python (transport/python/examples/users_service.py)"
+                }
+            },
             self.users_service.address(),
             self.gateway.address(),
         )

@@ -76,6 +76,13 @@ pub enum ServiceProgram {
     /// A service binary of its own: the fail-point build that `run` makes
     /// (`shmbridge_server::failpoint_build`).
     Binary(PathBuf),
+    /// A script run by an interpreter: the Python users-service
+    /// (`transport/python/examples/users_service.py`) in a virtual environment with the
+    /// `shmbridge` package.
+    Script {
+        interpreter: PathBuf,
+        script: PathBuf,
+    },
 }
 
 impl ServiceProgram {
@@ -93,20 +100,14 @@ impl ServiceProgram {
                 command.arg(subcommand);
                 command
             }
-            ServiceProgram::Binary(binary) => {
-                let mut command = Command::new(binary);
-                // The harness's own subcommands ask for the parent-death signal themselves; a
-                // plain service binary does not, so it is asked for here, in the child between
-                // fork and exec, so that no service outlives a harness killed with SIGKILL.
-                // SAFETY: the closure only makes the prctl(PR_SET_PDEATHSIG) system call, which
-                // is async-signal-safe, allocates nothing and touches no memory shared with the
-                // parent, as code between fork and exec must.
-                unsafe {
-                    command.pre_exec(|| {
-                        nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(io::Error::from)
-                    });
-                }
-                command
+            ServiceProgram::Binary(binary) => exits_with_parent(Command::new(binary)),
+            ServiceProgram::Script {
+                interpreter,
+                script,
+            } => {
+                let mut command = Command::new(interpreter);
+                command.arg(script);
+                exits_with_parent(command)
             }
         };
         command.args(["--listen", &listen.to_string()]).args(extra);
@@ -121,6 +122,20 @@ impl ServiceProgram {
         }
         command
     }
+}
+
+/// Asks for the parent-death signal in the child between fork and exec, so that no service
+/// outlives a harness killed with SIGKILL. The harness's own subcommands ask for it themselves; a
+/// plain binary or an interpreter does not.
+fn exits_with_parent(mut command: Command) -> Command {
+    // SAFETY: the closure only makes the prctl(PR_SET_PDEATHSIG) system call, which is
+    // async-signal-safe, allocates nothing and touches no memory shared with the parent, as code
+    // between fork and exec must.
+    unsafe {
+        command
+            .pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(io::Error::from));
+    }
+    command
 }
 
 /// How a service ended when asked to stop.

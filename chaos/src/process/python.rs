@@ -1,0 +1,62 @@
+//! The Python users-service (`transport/python/examples/users_service.py`, standard-library
+//! Python over the `shmbridge` package) as a service program: a virtual environment under
+//! `target/`, with the package built and installed from this checkout
+//! (`transport/python/install.sh`) each time, so it always matches the Rust side it is measured
+//! against.
+
+use std::path::{Path, PathBuf};
+
+use super::service::ServiceProgram;
+
+/// Why the Python users-service cannot be started.
+#[derive(Debug, thiserror::Error)]
+pub enum PythonError {
+    #[error(
+        "the Python users-service is run from the source checkout this program was built in \
+         ({0}), which is not there"
+    )]
+    NoCheckout(PathBuf),
+    #[error("cannot run transport/python/install.sh: {0}")]
+    Spawn(std::io::Error),
+    #[error(
+        "installing the shmbridge Python package failed ({0}); it needs python3 with venv, pip \
+         and the package registry"
+    )]
+    Install(std::process::ExitStatus),
+}
+
+/// The checkout this binary was built from.
+fn checkout() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the chaos crate sits inside the workspace")
+        .to_owned()
+}
+
+/// Builds the package into a fresh virtual environment and returns the program that runs the
+/// Python users-service in it.
+pub async fn users_service() -> Result<ServiceProgram, PythonError> {
+    let root = checkout();
+    let script = root.join("transport/python/examples/users_service.py");
+    if !script.is_file() {
+        return Err(PythonError::NoCheckout(root));
+    }
+    let venv = root.join("target/python-venv");
+    eprintln!(
+        "building the shmbridge Python package into {}",
+        venv.display()
+    );
+    let status = tokio::process::Command::new("bash")
+        .arg(root.join("transport/python/install.sh"))
+        .arg(&venv)
+        .status()
+        .await
+        .map_err(PythonError::Spawn)?;
+    if !status.success() {
+        return Err(PythonError::Install(status));
+    }
+    Ok(ServiceProgram::Script {
+        interpreter: venv.join("bin/python"),
+        script,
+    })
+}
