@@ -20,6 +20,7 @@ use std::time::Duration;
 use shmbridge_server::failpoint_build::{self, FailpointBinaries, FailpointBuildError};
 
 use crate::loadtest::load::progress::ProgressMode;
+use crate::process::python::{self, PythonError, UsersServiceKind};
 use crate::process::supervisor::ServicePrograms;
 use scenario::{Scenario, ScenarioError, scenario_files};
 use scenario_run::{RunOptions, ScenarioResult, run_scenario};
@@ -76,6 +77,8 @@ pub enum RunError {
     Build(#[from] FailpointBuildError),
     #[error("the fail-point build task failed: {0}")]
     BuildTask(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Python(#[from] PythonError),
 }
 
 /// Runs the scenarios; `Ok(true)` when every invariant of every scenario held.
@@ -102,8 +105,17 @@ pub async fn run(args: &RunArgs) -> Result<bool, RunError> {
         .collect::<Result<Vec<_>, ScenarioError>>()?;
     let program = std::env::current_exe().map_err(RunError::OwnExecutable)?;
     let binaries = build_failpoint_services(&program, args.build_timeout).await?;
+    let python_users_service = if scenarios
+        .iter()
+        .any(|(_, scenario)| scenario.users_service == UsersServiceKind::Python)
+    {
+        Some(python::users_service().await?)
+    } else {
+        None
+    };
     let options = RunOptions {
         services: ServicePrograms::failpoint_build(&binaries),
+        python_users_service,
         program,
         startup_timeout: args.startup_timeout,
         progress: args.progress,

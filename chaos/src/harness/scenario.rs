@@ -18,6 +18,7 @@ use crate::loadtest::load::endpoint::EndpointMix;
 use crate::loadtest::load::open_loop::OpenLoopProfile;
 use crate::loadtest::load::users::{ThinkTime, UsersProfile};
 use crate::loadtest::load::{LoadConfig, LoadModel};
+use crate::process::python::UsersServiceKind;
 
 /// The seed of a scenario file that names none.
 pub const DEFAULT_SCENARIO_SEED: u64 = 1;
@@ -32,6 +33,10 @@ pub struct Scenario {
     /// Fixes the fault schedule and the request sequence; `--seed` overrides it.
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// Which users-service runs: `"rust"` (the default, with fail points) or `"python"` (the
+    /// Python users-service, which has none: fail-point faults cannot reach it).
+    #[serde(default)]
+    pub users_service: UsersServiceKind,
     pub load: LoadSection,
     pub fault: FaultSpec,
     /// What `--quick` changes: a shorter run with fewer faults, for CI.
@@ -385,7 +390,12 @@ max_recovery = "1500ms"
                 "{} names itself differently",
                 path.display()
             );
-            assert_eq!(scenario.fault.kind(), scenario.name);
+            let kind = scenario.fault.kind();
+            let expected = match scenario.users_service {
+                UsersServiceKind::Rust => kind.to_owned(),
+                UsersServiceKind::Python => format!("{kind}-python"),
+            };
+            assert_eq!(scenario.name, expected);
         }
     }
 }

@@ -23,6 +23,8 @@ use crate::inspect::SlotRow;
 use crate::loadtest::load::progress::{Progress, ProgressMode};
 use crate::loadtest::load::verify::BodyChecker;
 use crate::loadtest::load::{self, LoadConfig, LoadError};
+use crate::process::python::UsersServiceKind;
+use crate::process::service::ServiceProgram;
 use crate::process::supervisor::{ServicePrograms, Supervisor, SupervisorError, UnexpectedDeath};
 
 /// The end of every load run with no fault in it: the last fault's recovery must show
@@ -49,6 +51,8 @@ pub struct RunOptions {
     pub program: PathBuf,
     /// The services every scenario runs: the harness's fail-point build.
     pub services: ServicePrograms,
+    /// The Python users-service, for scenarios that ask for it (prepared only if one does).
+    pub python_users_service: Option<ServiceProgram>,
     pub startup_timeout: Duration,
     pub progress: ProgressMode,
     pub quick: bool,
@@ -193,9 +197,16 @@ async fn run_checked(
     let first_arming = plan
         .first()
         .and_then(|fault| fault.action.arming_in_advance());
+    let mut services = options.services.clone();
+    if scenario.users_service == UsersServiceKind::Python {
+        services.users_service = options
+            .python_users_service
+            .clone()
+            .expect("prepared for every run with a Python scenario");
+    }
     let mut supervisor = Supervisor::start(
         options.program.clone(),
-        options.services.clone(),
+        services,
         options.startup_timeout,
         restart_delay,
         users_service_args,

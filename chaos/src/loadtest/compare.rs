@@ -23,7 +23,7 @@ use crate::loadtest::load::{self, LoadError};
 use crate::loadtest::output::{OutputError, write_capacity_report, write_report};
 use crate::loadtest::report::RunReport;
 use crate::loadtest::report::capacity::CapacityReport;
-use crate::process::python::{self, PythonError};
+use crate::process::python::{self, PythonError, UsersServiceKind};
 use crate::process::service::{STOP_GRACE, ServiceError, ServiceProcess, ServiceProgram, Stopped};
 
 /// The hidden subcommands that turn this binary into each service.
@@ -50,13 +50,6 @@ pub struct CompareArgs {
     /// `target/python-venv` first: needs python3 with venv and pip).
     #[arg(long, value_enum, default_value_t = UsersServiceKind::Rust)]
     pub users_service: UsersServiceKind,
-}
-
-/// The implementations of users-service `compare` can start.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UsersServiceKind {
-    Rust,
-    Python,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,20 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
+
 use super::service::ServiceProgram;
+
+/// The implementations of users-service the harness can start.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UsersServiceKind {
+    /// This program's own (server/src/users_service).
+    #[default]
+    Rust,
+    /// `transport/python/examples/users_service.py` over the `shmbridge` package: no fail points.
+    Python,
+}
 
 /// Why the Python users-service cannot be started.
 #[derive(Debug, thiserror::Error)]
