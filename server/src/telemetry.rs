@@ -126,7 +126,12 @@ fn describe_metrics() {
     describe_counter!(
         "shm_fallbacks_total",
         Unit::Count,
-        "Shared-memory requests served over REST because of --shm-fallback-to-api"
+        "Shared-memory requests served over REST instead (--shm-fallback-to-api, --transport auto), by the error that caused it"
+    );
+    describe_counter!(
+        "transport_choices_total",
+        Unit::Count,
+        "GET /api/users requests by the transport --transport chose, and why"
     );
     describe_gauge!("shm_slots", Unit::Count, "Segment slots by state");
     describe_counter!(

@@ -8,6 +8,7 @@ use common::{
     assert_no_leak, error_code, error_message, gateway, gateway_with_admin, get, users_service,
 };
 use shmbridge_server::dataset::{DEFAULT_COUNT, DEFAULT_SEED, users_json};
+use shmbridge_server::gateway::estimated_body_bytes;
 use shmbridge_server::payload::{CRC_HEADER, format_crc};
 use shmbridge_server::transport_header::TRANSPORT_HEADER;
 
@@ -138,4 +139,55 @@ async fn metrics_count_requests_by_route_and_status() {
         text.contains("http_request_duration_seconds_bucket"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn auto_picks_by_size_falls_back_to_rest_and_counts_its_choices() {
+    let upstream = users_service(&[]).await;
+    let threshold = estimated_body_bytes(100).to_string();
+    let auto = gateway(&upstream, &["--auto-shm-min-bytes", &threshold]);
+    for (count, transport) in [(99, "api"), (100, "shm"), (DEFAULT_COUNT, "shm")] {
+        let uri = format!("/api/users?count={count}&seed=4");
+        let (status, headers, body) = get(&auto, &uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert_eq!(headers[TRANSPORT_HEADER], transport, "{uri}");
+        assert!(body == users_json(count, 4), "{uri}: body differs");
+    }
+
+    // The recorder is shared by every gateway in this test binary, so counts are compared
+    // before and after.
+    let socket = format!("shmbridge-test-auto-nobody-{}", std::process::id());
+    let cut_off = gateway_with_admin(&upstream, &["--shm-socket", &socket]).0;
+    let chosen = r#"transport_choices_total{choice="shm",reason="at_or_above_threshold"}"#;
+    let fell_back = r#"shm_fallbacks_total{code="shm_unavailable"}"#;
+    let before = get(&cut_off, "/metrics").await.2;
+    let (status, headers, body) = get(&cut_off, "/api/users?count=300&seed=5").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[TRANSPORT_HEADER], "api-fallback");
+    assert!(body == users_json(300, 5));
+    let after = get(&cut_off, "/metrics").await.2;
+    for series in [chosen, fell_back] {
+        assert_eq!(
+            counter(&after, series),
+            counter(&before, series) + 1,
+            "{series}"
+        );
+    }
+
+    let forced = gateway_with_admin(&upstream, &["--shm-socket", &socket, "--transport", "shm"]).0;
+    let (status, _, body) = get(&forced, "/api/users?count=300").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_code(&body), "shm_unavailable");
+    let rest = gateway(&upstream, &["--transport", "api"]);
+    let (status, headers, _) = get(&rest, "/api/users?count=5000").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[TRANSPORT_HEADER], "api");
+}
+
+/// The value of one counter series in a Prometheus text exposition; 0 when absent.
+fn counter(exposition: &[u8], series: &str) -> u64 {
+    let text = std::str::from_utf8(exposition).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
 }

@@ -43,6 +43,7 @@ use crate::telemetry;
 use crate::transport_header::Transport;
 
 use super::shm_consumer::{AttachedTo, ShmClient};
+use super::transport_choice::{Route, TransportChoice, TransportPolicy};
 use super::upstream::{Upstream, parse_upstream_url};
 
 /// gateway: the front that clients call.
@@ -107,6 +108,14 @@ pub struct Args {
     /// `x-transport: api-fallback` and counted). Off by default so shm failures stay visible.
     #[arg(long, env = "SHMBRIDGE_SHM_FALLBACK_TO_API")]
     pub shm_fallback_to_api: bool,
+    /// How `GET /api/users` moves the body: `api`, `shm`, or `auto`: shared memory for bodies of
+    /// at least `--auto-shm-min-bytes` (estimated from the count), REST below it and whenever
+    /// shared memory fails (`x-transport: api-fallback`).
+    #[arg(long, env = "SHMBRIDGE_TRANSPORT", value_enum, default_value_t = TransportChoice::Auto)]
+    pub transport: TransportChoice,
+    /// Under `--transport auto`, the smallest body sent through shared memory.
+    #[arg(long, env = "SHMBRIDGE_AUTO_SHM_MIN_BYTES", default_value_t = 0)]
+    pub auto_shm_min_bytes: u64,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -121,6 +130,7 @@ struct Shared {
     upstream: Upstream,
     shm: ShmClient,
     fallback_to_api: bool,
+    transport: TransportPolicy,
     http_signal: bool,
     cached: QueryCache<Payload>,
     metrics: PrometheusHandle,
@@ -153,6 +163,10 @@ impl AppState {
                     args.shm_max_in_flight,
                 ),
                 fallback_to_api: args.shm_fallback_to_api,
+                transport: TransportPolicy {
+                    choice: args.transport,
+                    shm_min_bytes: args.auto_shm_min_bytes,
+                },
                 http_signal: args.http_signal,
                 cached: QueryCache::default(),
                 metrics: telemetry::metrics_handle(),
@@ -170,6 +184,7 @@ impl FromRef<AppState> for PrometheusHandle {
 /// The gateway routes, ready for `oneshot` in tests or for serving.
 pub fn app(state: AppState) -> Router {
     let routes = Router::new()
+        .route("/api/users", get(users))
         .route("/api/users-via-api", get(users_via_api))
         .route("/api/users-via-shm", get(users_via_shm))
         .route("/api/users-via-shm-http", get(users_via_shm_http))
@@ -225,6 +240,17 @@ async fn users_via_api(
     Ok(payload.into_response(Transport::Api))
 }
 
+/// `GET /api/users`: the body over the transport `--transport` picks for it.
+async fn users(state: State<AppState>, raw: RawQuery) -> Result<Response, ApiError> {
+    let query = UsersQuery::parse(raw.0.as_deref())?;
+    match state.inner.transport.route(query) {
+        Route::Api => users_via_api(state, raw).await,
+        Route::Shm { fallback_to_api } => {
+            via_shm(state, raw, Signal::Channel, fallback_to_api).await
+        }
+    }
+}
+
 /// How the gateway asks users-service for a publication.
 #[derive(Clone, Copy, Debug)]
 enum Signal {
@@ -237,7 +263,8 @@ enum Signal {
 /// `GET /api/users-via-shm`: asks users-service over the control channel to publish into shared
 /// memory, redeems the handle and verifies the bytes.
 async fn users_via_shm(state: State<AppState>, raw: RawQuery) -> Result<Response, ApiError> {
-    via_shm(state, raw, Signal::Channel).await
+    let fallback_to_api = state.inner.fallback_to_api;
+    via_shm(state, raw, Signal::Channel, fallback_to_api).await
 }
 
 /// `GET /api/users-via-shm-http` (with `--http-signal`): as `/api/users-via-shm`, asking over HTTP.
@@ -245,15 +272,18 @@ async fn users_via_shm_http(state: State<AppState>, raw: RawQuery) -> Result<Res
     if !state.inner.http_signal {
         return Err(ApiError::HttpSignalDisabled);
     }
-    via_shm(state, raw, Signal::Http).await
+    let fallback_to_api = state.inner.fallback_to_api;
+    via_shm(state, raw, Signal::Http, fallback_to_api).await
 }
 
 /// Stale, corrupt and exhausted slots get one retry; the whole exchange, retry included, is
-/// bounded by the deadline.
+/// bounded by the deadline. With `fallback_to_api`, a failure of shared memory itself is served
+/// over REST instead, within the same deadline.
 async fn via_shm(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
     signal: Signal,
+    fallback_to_api: bool,
 ) -> Result<Response, ApiError> {
     let query = UsersQuery::parse(raw.as_deref())?;
     let shared = &state.inner;
@@ -269,8 +299,8 @@ async fn via_shm(
     };
     match outcome {
         Ok(payload) => Ok(payload.into_response(transport)),
-        Err(error) if shared.fallback_to_api && error.is_shm_failure() => {
-            metrics::counter!("shm_fallbacks_total").increment(1);
+        Err(error) if fallback_to_api && error.is_shm_failure() => {
+            metrics::counter!("shm_fallbacks_total", "code" => error.code()).increment(1);
             tracing::debug!(%error, "shared memory failed; serving over the REST path");
             // The fallback shares the request's deadline rather than starting a new one.
             let remaining = deadline.saturating_sub(started.elapsed());

@@ -3,6 +3,8 @@
 
 mod app;
 pub mod shm_consumer;
+mod transport_choice;
 pub mod upstream;
 
 pub use app::{AppState, Args, StartError, admin_app, app, run};
+pub use transport_choice::{TransportChoice, estimated_body_bytes};
