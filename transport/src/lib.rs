@@ -61,7 +61,9 @@ pub mod testing;
 
 pub use consumer::{Consumer, ConsumerOptions, ReadGuard};
 pub use control::{ControlClient, ControlServer};
-pub use error::{AcquireError, AttachError, ClaimError, CreateError, PublishError, ReadError};
+pub use error::{
+    AcquireError, AttachError, ClaimError, CreateError, PublishError, ReadError, RedeemError,
+};
 pub use fdpass::{attach_via_socket, attach_via_socket_read_only};
 pub use handle::{Handle, HandleParseError};
 pub use host::{Host, Owner, SystemHost, monotonic_now_ns};

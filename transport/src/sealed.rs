@@ -146,12 +146,10 @@ impl SealedPayload {
     /// `bytes` written into a new sealed memfd.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SealedError> {
         let mut writer = SealedWriter::new()?;
-        writer
-            .write_all(bytes)
-            .map_err(|source| SealedError::Io {
-                op: "write payload",
-                source,
-            })?;
+        writer.write_all(bytes).map_err(|source| SealedError::Io {
+            op: "write payload",
+            source,
+        })?;
         writer.finish()
     }
 
@@ -230,12 +228,14 @@ impl SealedBytes {
             // F_SEAL_SHRINK means the file stays at least `len` bytes long, so no page of the
             // mapping can ever fault with SIGBUS. Seals cannot be removed. The mapping is
             // read-only and private to this value.
-            Some(unsafe { MmapOptions::new().len(map_len).map(&file) }.map_err(|source| {
-                SealedError::Io {
-                    op: "map payload",
-                    source,
-                }
-            })?)
+            Some(
+                unsafe { MmapOptions::new().len(map_len).map(&file) }.map_err(|source| {
+                    SealedError::Io {
+                        op: "map payload",
+                        source,
+                    }
+                })?,
+            )
         };
         let bytes = Self { map };
         let found = crc32fast::hash(&bytes);
