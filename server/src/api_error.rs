@@ -15,7 +15,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use shmbridge::control::{Refusal, RequestError};
-use shmbridge::{AcquireError, HandleParseError, PublishError, ReadError};
+use shmbridge::{AcquireError, HandleParseError, PublishError, ReadError, RedeemError};
 
 use crate::payload::CRC_HEADER;
 use crate::query::QueryError;
@@ -111,6 +111,9 @@ pub enum BadAnswer {
     /// The handle names a slot or length the attached segment does not have.
     #[error("handle does not fit the segment: {0}")]
     HandleDoesNotFit(AcquireError),
+    /// A sealed publication's descriptor is missing, not sealed, or not the handle's size.
+    #[error("sealed payload: {0}")]
+    Sealed(RedeemError),
     #[error("unreadable segment info: {0}")]
     SegmentInfo(serde_json::Error),
     /// The control channel answered something impossible (a handle of another segment, a
@@ -144,6 +147,9 @@ pub enum ShmFault {
     /// The slot was taken back before it could be published.
     #[error(transparent)]
     Publish(PublishError),
+    /// A sealed publication was reclaimed before it was redeemed, or did not verify.
+    #[error(transparent)]
+    Redeem(RedeemError),
     /// The control channel gave no publication (closed, congested, a failed publication).
     #[error("control channel: {0}")]
     Channel(RequestError),

@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use reqwest::Url;
+use shmbridge::Handle;
 
 use crate::api_error::ApiError;
 use crate::failpoints;
@@ -344,11 +345,12 @@ async fn attempt_via_shm(
     // Held until the bytes are copied out, so the gateway never holds more unredeemed
     // publications than it has permits, whichever way it asks for them.
     let _in_flight = shared.shm.in_flight_permit(ends).await?;
-    let (attachment, handle) = match signal {
+    let (attachment, publication) = match signal {
         Signal::Channel => {
-            let handle = attachment.request(query, ends).await?;
-            (attachment, handle)
+            let publication = attachment.request(query, ends).await?;
+            (attachment, publication)
         }
+        // A handle over HTTP is always a slot's: descriptors cannot travel over HTTP.
         Signal::Http => {
             let handle = upstream.publish_users(query).await.inspect_err(|error| {
                 // users-service has no segment: logged once per distinct reason, and kept for
@@ -361,17 +363,23 @@ async fn attempt_via_shm(
                 .shm
                 .attachment(upstream, Some(handle.epoch), "epoch_changed")
                 .await?;
-            (attachment, handle)
+            record_handle(&handle);
+            let bytes = attachment.redeem(&handle)?;
+            return Ok(Payload {
+                bytes: bytes.into(),
+                crc32: handle.crc,
+            });
         }
     };
+    record_handle(publication.handle());
+    attachment.redeem_publication(publication).await
+}
+
+/// Notes the handle being redeemed in the request's span.
+fn record_handle(handle: &Handle) {
     let span = tracing::Span::current();
     span.record("slot", handle.slot);
     span.record("generation", handle.generation);
-    let bytes = attachment.redeem(&handle)?;
-    Ok(Payload {
-        bytes: bytes.into(),
-        crc32: handle.crc,
-    })
 }
 
 /// `GET /api/users-cached`: the same body, serialized once per query by the gateway itself; no

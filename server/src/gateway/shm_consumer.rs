@@ -7,9 +7,11 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use shmbridge::control::{AnswerReader, RefusalCode, RequestError};
+use bytes::Bytes;
+use shmbridge::control::{AnswerReader, Publication, RefusalCode, RequestError};
 use shmbridge::{
-    AcquireError, Consumer, ConsumerOptions, ControlClient, Handle, ReadError, monotonic_now_ns,
+    AcquireError, Consumer, ConsumerOptions, ControlClient, Handle, ReadError, RedeemError,
+    SealedError, monotonic_now_ns,
 };
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -17,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::api_error::{ApiError, BadAnswer, ShmFault};
 use crate::failpoints;
+use crate::payload::Payload;
 use crate::query::UsersQuery;
 
 use super::upstream::Upstream;
@@ -39,10 +42,15 @@ impl Attachment {
         self.channel.is_open()
     }
 
-    /// Asks users-service to publish the body for `query` and waits for the handle until
+    /// Asks users-service to publish the body for `query` and waits for the answer until
     /// `deadline`, which the producer is told too. If this future is dropped (deadline, client
-    /// gone), the answer's publication is released when it arrives.
-    pub async fn request(&self, query: UsersQuery, deadline: Instant) -> Result<Handle, ApiError> {
+    /// gone), the answer's publication is released when it arrives; so is the returned one if it
+    /// is dropped unredeemed.
+    pub async fn request(
+        &self,
+        query: UsersQuery,
+        deadline: Instant,
+    ) -> Result<Publication, ApiError> {
         let budget = deadline.saturating_duration_since(Instant::now());
         let deadline_ns = monotonic_now_ns().saturating_add(budget.as_nanos() as u64);
         let (answered, answer) = tokio::sync::oneshot::channel();
@@ -57,10 +65,7 @@ impl Attachment {
             Ok(Err(_)) => Err(RequestError::Closed),
             Err(_) => Err(RequestError::TimedOut(budget)),
         };
-        // Redeeming follows at once, without an await: nothing is left to release.
-        result
-            .map(|publication| publication.redeemed())
-            .map_err(|error| self.channel_error(error, budget))
+        result.map_err(|error| self.channel_error(error, budget))
     }
 
     /// What a client is told for a request the channel could not serve.
@@ -98,22 +103,44 @@ impl Attachment {
         }
     }
 
+    /// Redeems a publication from [`Attachment::request`] into verified bytes: a slot's copied
+    /// out ([`Attachment::redeem`]), a sealed payload's mapped and checked in place, on the
+    /// blocking pool (it is above a slot's size: a crc32 over megabytes is no work for an async
+    /// worker). The bytes of a sealed payload are served from the mapping itself: no copy.
+    pub async fn redeem_publication(
+        self: &Arc<Self>,
+        publication: Publication,
+    ) -> Result<Payload, ApiError> {
+        let crc32 = publication.handle().crc;
+        if !publication.is_sealed() {
+            let handle = publication.redeemed();
+            return Ok(Payload {
+                bytes: self.redeem(&handle)?.into(),
+                crc32,
+            });
+        }
+        let attachment = Arc::clone(self);
+        // Moved into the task: if this future is dropped, the redemption still completes and
+        // releases the ticket, and the mapping is dropped with the task's result.
+        let sealed = tokio::task::spawn_blocking(move || {
+            publication
+                .redeem_sealed(&attachment.consumer)
+                .map_err(redeem_error)
+        })
+        .await
+        .map_err(|error| ApiError::Internal {
+            reason: format!("redeeming task failed: {error}"),
+        })??;
+        Ok(Payload {
+            bytes: Bytes::from_owner(sealed),
+            crc32,
+        })
+    }
+
     /// Redeems `handle`: acquires its slot, copies the bytes out and verifies them against the
     /// handle's crc32 and length. A handle is redeemable once.
     pub fn redeem(&self, handle: &Handle) -> Result<Vec<u8>, ApiError> {
-        let guard = self.consumer.acquire(handle).map_err(|error| match error {
-            AcquireError::WrongEpoch { .. } | AcquireError::Stale { .. } => {
-                metrics::counter!("shm_stale_handles_total").increment(1);
-                ApiError::ShmStale {
-                    reason: ShmFault::Acquire(error),
-                }
-            }
-            AcquireError::SlotOutOfRange { .. } | AcquireError::TooLarge { .. } => {
-                ApiError::BadUpstream {
-                    reason: BadAnswer::HandleDoesNotFit(error),
-                }
-            }
-        })?;
+        let guard = self.consumer.acquire(handle).map_err(acquire_error)?;
         failpoints::hit(failpoints::MID_READ);
         let bytes = guard.copy_out().map_err(|error| match error {
             ReadError::ChecksumMismatch { .. } => {
@@ -139,6 +166,50 @@ impl Attachment {
             });
         }
         Ok(bytes)
+    }
+}
+
+/// What a client is told for a handle that could not be acquired.
+fn acquire_error(error: AcquireError) -> ApiError {
+    match error {
+        AcquireError::WrongEpoch { .. } | AcquireError::Stale { .. } => {
+            metrics::counter!("shm_stale_handles_total").increment(1);
+            ApiError::ShmStale {
+                reason: ShmFault::Acquire(error),
+            }
+        }
+        AcquireError::SlotOutOfRange { .. } | AcquireError::TooLarge { .. } => {
+            ApiError::BadUpstream {
+                reason: BadAnswer::HandleDoesNotFit(error),
+            }
+        }
+    }
+}
+
+/// What a client is told for a sealed publication that did not verify.
+fn redeem_error(error: RedeemError) -> ApiError {
+    match error {
+        RedeemError::Acquire(error) => acquire_error(error),
+        RedeemError::Sealed(SealedError::ChecksumMismatch { .. }) => {
+            metrics::counter!("checksum_failures_total", "transport" => "shm").increment(1);
+            ApiError::ShmCorrupt {
+                reason: ShmFault::Redeem(error),
+            }
+        }
+        RedeemError::Reclaimed { .. } => {
+            metrics::counter!("shm_stale_handles_total").increment(1);
+            ApiError::ShmStale {
+                reason: ShmFault::Redeem(error),
+            }
+        }
+        RedeemError::Sealed(SealedError::Io { .. }) => ApiError::Internal {
+            reason: error.to_string(),
+        },
+        // A descriptor that is not sealed, not the handle's size, or missing: users-service
+        // sent what no correct producer sends.
+        RedeemError::NotSealed { .. } | RedeemError::Sealed(_) => ApiError::BadUpstream {
+            reason: BadAnswer::Sealed(error),
+        },
     }
 }
 
