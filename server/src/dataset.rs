@@ -122,22 +122,26 @@ pub fn write_json_array<U: Borrow<User>>(
     users: impl IntoIterator<Item = U>,
     out: &mut impl Write,
 ) -> io::Result<u64> {
-    let mut buffered = Counted {
-        inner: BufWriter::with_capacity(WRITE_CHUNK_BYTES, out),
-        written: 0,
-    };
-    let written = write_array(users, &mut buffered);
+    // Counted below the buffer: it sees one write a chunk, not one a JSON token.
+    let mut buffered = BufWriter::with_capacity(
+        WRITE_CHUNK_BYTES,
+        Counted {
+            inner: out,
+            written: 0,
+        },
+    );
+    let outcome = write_array(users, &mut buffered);
     // Dropping a BufWriter flushes it: after a failed write that would try the destination
     // that just failed once more (and wait on it again). What is left is discarded instead;
     // after a success nothing is.
-    let _unwritten = buffered.inner.into_parts();
-    written
+    let (counted, _unwritten) = buffered.into_parts();
+    outcome.map(|()| counted.written)
 }
 
-fn write_array<U: Borrow<User>, W: Write>(
+fn write_array<U: Borrow<User>>(
     users: impl IntoIterator<Item = U>,
-    out: &mut Counted<W>,
-) -> io::Result<u64> {
+    out: &mut impl Write,
+) -> io::Result<()> {
     out.write_all(b"[")?;
     for (index, user) in users.into_iter().enumerate() {
         if index > 0 {
@@ -148,8 +152,7 @@ fn write_array<U: Borrow<User>, W: Write>(
         serde_json::to_writer(&mut *out, user.borrow())?;
     }
     out.write_all(b"]")?;
-    out.flush()?;
-    Ok(out.written)
+    out.flush()
 }
 
 /// The first `count` users drawn from `seed`, held in memory.
