@@ -14,8 +14,8 @@ use crate::query::UsersQuery;
 use crate::query_cache::QueryCache;
 
 /// Queries of more users than this are large: their users are generated as they are serialized
-/// and never kept, so no request holds a whole large dataset (10,000 users, the old cap, hold
-/// ~4.5 MB in memory; 262,144 would hold ~120 MB), and without `--cache` their REST body is
+/// and never kept, so no request holds a whole large dataset (10,000 users, the old cap, weigh
+/// 4.7 MB as a dataset; 262,144 would weigh ~124 MB), and without `--cache` their REST body is
 /// streamed ([`Bodies::streams`]). Smaller queries keep today's measured path unchanged.
 pub const MAX_KEPT_USERS: u32 = 10_000;
 
