@@ -1,5 +1,7 @@
 //! The deterministic users dataset: the same `(count, seed)` gives the same JSON bytes on every
 //! machine, run and endpoint, so a checker can know the exact expected body of any response.
+//! Bodies are written one user at a time into any [`Write`] ([`write_users_json`]), so a body of
+//! [`MAX_COUNT`] users (~91 MiB) never needs the whole dataset, or the whole body, in memory.
 
 // Design notes for maintainers:
 // - The generator is ChaCha8 from `rand_chacha`, seeded with the 32 bytes
@@ -10,6 +12,13 @@
 // - Choices use `next_u64() % len`; the bias is below 2^-50 for these list sizes and, more to the
 //   point, it is deterministic.
 // - All names, domains and phone numbers are fictional (example.* domains, 555 exchange).
+// - There is one serializer, `write_json_array`: it writes `[`, the users separated by `,`, and
+//   `]`, each user through serde_json, which is byte for byte serde_json's compact output of the
+//   whole `Vec<User>` (a unit test holds it to that). In-memory bodies are the same writer
+//   aimed at a `Vec`.
+
+use std::borrow::Borrow;
+use std::io::{self, BufWriter, Write};
 
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -28,9 +37,23 @@ pub const DEFAULT_SEED: u64 = 28;
 /// 256,873 bytes.
 pub const DEFAULT_COUNT: u32 = 708;
 
-/// The largest `count` a request may ask for: about 3.7 MB of JSON, well above the default and
-/// small enough that one request cannot make a service allocate without bound.
-pub const MAX_COUNT: u32 = 10_000;
+/// The largest `count` a request may ask for: 262,144 (2^18) users, 95,663,254 bytes (91.2 MiB)
+/// of JSON with [`DEFAULT_SEED`] (measured; ~365 bytes a user). Every seed reaches at least
+/// 64 MiB at this count: no user serializes to fewer than [`MIN_USER_BYTES`] bytes with its
+/// separating comma, and 262,144 x 298 = 78,118,912 bytes > 67,108,864 (a unit test derives the
+/// bound from the word lists). The cap still bounds what one request can cost: bodies are
+/// written in bounded chunks, never held whole unless a cache keeps them.
+pub const MAX_COUNT: u32 = 262_144;
+
+/// A lower bound on the bytes one user adds to a body (its JSON object and the comma before
+/// it): every field at its shortest choice, as `tests::shortest_user` builds it.
+pub const MIN_USER_BYTES: u64 = 298;
+
+/// Bytes [`write_json_array`] gathers before it writes to its destination: each write the
+/// destination sees is at most this large and, but for the last, short of it by less than one
+/// JSON token (the buffer goes out when the next token does not fit), whatever the destination
+/// is (a `Vec`, a channel to a socket, a memfd), so a destination needs no buffering of its own.
+pub const WRITE_CHUNK_BYTES: usize = 64 << 10;
 
 /// One user record, in the field order it is serialized.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -75,16 +98,90 @@ pub struct Address {
     pub country: &'static str,
 }
 
-/// The exact JSON body (a compact array) both endpoints return for `count` users from `seed`.
+/// The exact JSON body (a compact array) both endpoints return for `count` users from `seed`,
+/// in memory: [`write_users_json`] into a `Vec`.
 pub fn users_json(count: u32, seed: u64) -> Vec<u8> {
-    let users = users(count, seed);
-    serde_json::to_vec(&users).expect("a Vec<User> has only string keys and always serializes")
+    // Records average ~365 bytes; reserving 512 each means one allocation instead of a dozen
+    // grow-and-copy steps, and untouched capacity costs no memory pages.
+    let mut body = Vec::with_capacity(2 + count as usize * 512);
+    write_users_json(count, seed, &mut body).expect("writing into a Vec cannot fail");
+    body
 }
 
-/// The first `count` users drawn from `seed`.
+/// Writes the body of `count` users from `seed` (the bytes of [`users_json`]) into `out`,
+/// generating each user just before it is serialized: memory stays at one user and one
+/// [`WRITE_CHUNK_BYTES`] buffer whatever `count` is. Returns the number of bytes written; on
+/// an error from `out` stops there and returns it.
+pub fn write_users_json(count: u32, seed: u64, out: &mut impl Write) -> io::Result<u64> {
+    write_json_array(generated_users(count, seed), out)
+}
+
+/// Writes `users` as one compact JSON array into `out`, in chunks of [`WRITE_CHUNK_BYTES`],
+/// and returns the number of bytes written. The one serializer of users bodies.
+pub fn write_json_array<U: Borrow<User>>(
+    users: impl IntoIterator<Item = U>,
+    out: &mut impl Write,
+) -> io::Result<u64> {
+    // Counted below the buffer: it sees one write a chunk, not one a JSON token.
+    let mut buffered = BufWriter::with_capacity(
+        WRITE_CHUNK_BYTES,
+        Counted {
+            inner: out,
+            written: 0,
+        },
+    );
+    let outcome = write_array(users, &mut buffered);
+    // Dropping a BufWriter flushes it: after a failed write that would try the destination
+    // that just failed once more (and wait on it again). What is left is discarded instead;
+    // after a success nothing is.
+    let (counted, _unwritten) = buffered.into_parts();
+    outcome.map(|()| counted.written)
+}
+
+fn write_array<U: Borrow<User>>(
+    users: impl IntoIterator<Item = U>,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    out.write_all(b"[")?;
+    for (index, user) in users.into_iter().enumerate() {
+        if index > 0 {
+            out.write_all(b",")?;
+        }
+        // serde_json reports only the writer's own errors for these records (string keys,
+        // no maps or floats); `From` turns them back into that io::Error.
+        serde_json::to_writer(&mut *out, user.borrow())?;
+    }
+    out.write_all(b"]")?;
+    out.flush()
+}
+
+/// The first `count` users drawn from `seed`, held in memory.
 pub fn users(count: u32, seed: u64) -> Vec<User> {
+    generated_users(count, seed).collect()
+}
+
+/// The first `count` users drawn from `seed`, each generated when the iterator is advanced.
+pub fn generated_users(count: u32, seed: u64) -> impl Iterator<Item = User> {
     let mut draw = Draw::new(seed);
-    (1..=count).map(|id| draw.user(id)).collect()
+    (1..=count).map(move |id| draw.user(id))
+}
+
+/// A writer that counts the bytes passed through it.
+struct Counted<W> {
+    inner: W,
+    written: u64,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.written += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 const FIRST_NAMES: &[&str] = &[
@@ -487,9 +584,201 @@ mod tests {
         assert_eq!(users_json(0, DEFAULT_SEED), b"[]");
     }
 
+    /// The pins the Python port (transport/python/tests/test_dataset.py) checks against too.
     #[test]
-    fn max_count_body_fits_in_a_few_megabytes() {
-        let len = users_json(MAX_COUNT, DEFAULT_SEED).len();
-        assert!((3_000_000..5_000_000).contains(&len), "{len}");
+    fn larger_bodies_are_pinned() {
+        for (count, seed, len, pinned) in [
+            (2_000, 1, 725_873, "4083193f"),
+            (10_000, DEFAULT_SEED, 3_633_046, "ac5f2dff"),
+        ] {
+            let body = users_json(count, seed);
+            assert_eq!(body.len(), len, "{count} users, seed {seed}");
+            let crc = crc32fast::hash(&body);
+            assert_eq!(format!("{crc:08x}"), pinned, "{count} users, seed {seed}");
+        }
+    }
+
+    /// The serializer against its specification: serde_json's output for the whole array.
+    #[test]
+    fn written_body_is_serde_json_of_the_whole_array() {
+        for (count, seed) in [
+            (0, 1),
+            (1, DEFAULT_SEED),
+            (2, 5),
+            (DEFAULT_COUNT, 9),
+            (3_000, 2),
+        ] {
+            let whole = serde_json::to_vec(&users(count, seed)).unwrap();
+            let mut written = Vec::new();
+            let len = write_users_json(count, seed, &mut written).unwrap();
+            assert_eq!(written, whole, "{count} users, seed {seed}");
+            assert_eq!(len, whole.len() as u64);
+            assert_eq!(users_json(count, seed), whole);
+        }
+    }
+
+    /// Records the size of every write and accepts at most `limit` bytes per call.
+    struct Recorder {
+        body: Vec<u8>,
+        writes: Vec<usize>,
+        limit: usize,
+    }
+
+    impl Write for Recorder {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let taken = buf.len().min(self.limit);
+            self.writes.push(buf.len());
+            self.body.extend_from_slice(&buf[..taken]);
+            Ok(taken)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn destination_sees_whole_chunks_and_may_take_them_in_parts() {
+        let expected = users_json(2_000, 4);
+        let mut recorder = Recorder {
+            body: Vec::new(),
+            writes: Vec::new(),
+            limit: usize::MAX,
+        };
+        write_users_json(2_000, 4, &mut recorder).unwrap();
+        assert_eq!(recorder.body, expected);
+        let (last, whole) = recorder.writes.split_last().unwrap();
+        // No token of these records is near 256 bytes long.
+        let nearly_full = WRITE_CHUNK_BYTES - 256..=WRITE_CHUNK_BYTES;
+        assert!(
+            whole.iter().all(|len| nearly_full.contains(len)),
+            "{whole:?}"
+        );
+        assert!((1..=WRITE_CHUNK_BYTES).contains(last));
+
+        let mut short_writes = Recorder {
+            body: Vec::new(),
+            writes: Vec::new(),
+            limit: 1_000,
+        };
+        write_users_json(2_000, 4, &mut short_writes).unwrap();
+        assert_eq!(short_writes.body, expected);
+    }
+
+    /// Fails every write after the first `accepted` bytes, counting the attempts.
+    struct Failing {
+        accepted: usize,
+        attempts_after_failure: usize,
+        failed: bool,
+    }
+
+    impl Write for Failing {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.failed {
+                self.attempts_after_failure += 1;
+            }
+            if buf.len() > self.accepted {
+                self.failed = true;
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            self.accepted -= buf.len();
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A destination that fails (a client gone) ends the writing with its error, and is not
+    /// written to again (a BufWriter dropped unflushed would try once more).
+    #[test]
+    fn a_failing_destination_stops_the_writing_with_its_error() {
+        let mut failing = Failing {
+            accepted: 2 * WRITE_CHUNK_BYTES,
+            attempts_after_failure: 0,
+            failed: false,
+        };
+        let error = write_users_json(10_000, 1, &mut failing).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);
+        assert!(failing.failed);
+        assert_eq!(failing.attempts_after_failure, 0);
+    }
+
+    /// Every field at its shortest choice: no generated user serializes shorter than this.
+    /// Mirrors the formats in `Draw::user` (the email's and street's numbers have at least one
+    /// digit; the phone, postal code and timestamp have fixed widths).
+    fn shortest_user() -> User {
+        fn shortest<'a>(words: impl IntoIterator<Item = &'a str>) -> &'a str {
+            words.into_iter().min_by_key(|word| word.len()).unwrap()
+        }
+        let first_name = shortest(FIRST_NAMES.iter().copied());
+        let last_name = shortest(LAST_NAMES.iter().copied());
+        let (city, state) = *CITIES.iter().min_by_key(|(city, _)| city.len()).unwrap();
+        let job_title = JOB_LEVELS
+            .iter()
+            .flat_map(|level| JOB_ROLES.iter().map(move |role| (level, role)))
+            .map(|(level, role)| match *level {
+                "" => (*role).to_owned(),
+                level => format!("{level} {role}"),
+            })
+            .min_by_key(String::len)
+            .unwrap();
+        User {
+            id: 1,
+            first_name,
+            last_name,
+            email: format!(
+                "{}.{}1@{}",
+                first_name.to_ascii_lowercase(),
+                last_name.to_ascii_lowercase(),
+                shortest(EMAIL_DOMAINS.iter().copied())
+            ),
+            phone: "+1-201-555-0100".to_owned(),
+            address: Address {
+                street: format!(
+                    "1 {} {}",
+                    shortest(STREET_NAMES.iter().copied()),
+                    shortest(STREET_KINDS.iter().copied())
+                ),
+                city,
+                state,
+                postal_code: "10000".to_owned(),
+                country: "US",
+            },
+            company: format!(
+                "{} {}",
+                shortest(COMPANY_STEMS.iter().copied()),
+                shortest(COMPANY_KINDS.iter().copied())
+            ),
+            job_title,
+            created_at: "2015-01-01T00:00:00Z".to_owned(),
+            tags: vec![shortest(TAGS.iter().copied())],
+        }
+    }
+
+    #[test]
+    fn min_user_bytes_is_the_shortest_user_and_its_comma() {
+        let shortest = serde_json::to_vec(&shortest_user()).unwrap().len() as u64;
+        assert_eq!(shortest + 1, MIN_USER_BYTES);
+    }
+
+    /// The bound is only a bound if no real user beats it: 20,000 users over four seeds.
+    #[test]
+    fn no_generated_user_is_shorter_than_the_bound() {
+        for seed in [0, 1, DEFAULT_SEED, u64::MAX] {
+            for user in generated_users(5_000, seed) {
+                let len = serde_json::to_vec(&user).unwrap().len() as u64;
+                assert!(len + 1 >= MIN_USER_BYTES, "seed {seed}: {user:?}");
+            }
+        }
+    }
+
+    /// At the cap every seed gives at least 64 MiB: a body of n users is `[`, n users, n - 1
+    /// commas and `]`, so at least 1 + n x MIN_USER_BYTES bytes.
+    #[test]
+    fn every_seed_reaches_64_mib_at_the_cap() {
+        let at_least = 1 + u64::from(MAX_COUNT) * MIN_USER_BYTES;
+        assert!(at_least >= 64 << 20, "{at_least}");
     }
 }

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::dataset::User;
-use crate::payload::Payload;
+use crate::payload::{BodySummary, Payload};
 use crate::query::UsersQuery;
 
 /// The memory a cached value holds, in bytes (close enough to bound the cache, not exact).
@@ -27,6 +27,12 @@ pub trait Weigh {
 impl Weigh for Payload {
     fn weight(&self) -> usize {
         self.bytes.len()
+    }
+}
+
+impl Weigh for BodySummary {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<BodySummary>()
     }
 }
 
@@ -70,9 +76,11 @@ impl<V> Default for QueryCache<V> {
 impl<V> QueryCache<V> {
     /// Queries kept: benchmarks use one, so they never reach it.
     pub const MAX_ENTRIES: usize = 16;
-    /// Bytes of values kept: 16 bodies of the default size take 4 MiB; the bound stops a
-    /// client asking for `MAX_COUNT` bodies (~3.7 MB each) from holding more than eight.
-    pub const MAX_BYTES: usize = 32 << 20;
+    /// Bytes of values kept: one 64 MiB body (the largest step of a payload-size sweep, served
+    /// cached by users-service `--cache` and by the gateway's cached ceiling) fits beside
+    /// ~96 MiB of others, and so does one body of `MAX_COUNT` users (~91 MiB); two such bodies
+    /// do not, so a client cycling through seeds at the cap holds at most one.
+    pub const MAX_BYTES: usize = 160 << 20;
 
     pub fn new(max_entries: usize, max_bytes: usize) -> Self {
         QueryCache {
@@ -258,6 +266,26 @@ mod tests {
             cache.get(query(1)),
             Some(Weighs(10)),
             "nothing was evicted for it"
+        );
+    }
+
+    /// The sizes issue 14 needs: a 64 MiB body stays cached beside a body of `MAX_COUNT`
+    /// users; a second body at the cap pushes the older one out rather than growing the cache.
+    #[test]
+    fn the_default_bound_keeps_a_64_mib_body_and_one_body_at_the_cap() {
+        let cap_body = Weighs(95_663_254);
+        let cache = QueryCache::<Weighs>::default();
+        cache.get_or_insert_with(query(1), || Weighs(64 << 20));
+        cache.get_or_insert_with(query(2), || cap_body);
+        assert_eq!(cache.get(query(1)), Some(Weighs(64 << 20)));
+        assert_eq!(cache.get(query(2)), Some(cap_body));
+        cache.get_or_insert_with(query(3), || cap_body);
+        assert_eq!(cache.get(query(2)), None, "the older body at the cap went");
+        assert_eq!(cache.get(query(3)), Some(cap_body));
+        assert_eq!(
+            cache.bytes(),
+            cap_body.0,
+            "two at the cap do not fit beside anything"
         );
     }
 

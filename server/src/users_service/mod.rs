@@ -5,6 +5,7 @@ mod app;
 mod bodies;
 pub mod shm_producer;
 pub mod stale_segment;
+mod streamed_body;
 
 pub use app::{AppState, Args, app, run};
-pub use bodies::Bodies;
+pub use bodies::{Bodies, MAX_KEPT_USERS};
