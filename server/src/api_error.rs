@@ -46,6 +46,10 @@ pub enum ApiError {
     /// The payload does not fit in one shared-memory slot.
     #[error("payload of {len} bytes is larger than a shared-memory slot ({max} bytes)")]
     TooLargeForSlot { len: usize, max: usize },
+    /// The payload is larger than users-service publishes through shared memory at all
+    /// (its `--max-payload`). Never truncated: the REST route serves it.
+    #[error("payload is larger than the shared-memory limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
     /// Every slot stayed busy for the claim timeout.
     #[error("no free shared-memory slot")]
     SlotsExhausted,
@@ -182,6 +186,7 @@ impl ApiError {
             ApiError::HttpSignalDisabled => StatusCode::NOT_FOUND,
             ApiError::BadUpstream { .. } | ApiError::ShmCorrupt { .. } => StatusCode::BAD_GATEWAY,
             ApiError::TooLargeForSlot { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::UpstreamRejected { status, .. } => *status,
         }
@@ -202,6 +207,7 @@ impl ApiError {
             ApiError::UpstreamRejected { .. } => "upstream_rejected",
             ApiError::UpstreamBusy { .. } => "upstream_busy",
             ApiError::TooLargeForSlot { .. } => "too_large_for_slot",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::SlotsExhausted => "slots_exhausted",
             ApiError::ShmBusy { .. } => "shm_busy",
             ApiError::HttpSignalDisabled => "http_signal_disabled",
@@ -233,6 +239,7 @@ impl ApiError {
             ApiError::ShmBusy { refusal } => Some(Cow::Owned(refusal.to_string())),
             ApiError::BadQuery(_)
             | ApiError::TooLargeForSlot { .. }
+            | ApiError::PayloadTooLarge { .. }
             | ApiError::SlotsExhausted
             | ApiError::HttpSignalDisabled => None,
         }
@@ -266,6 +273,7 @@ impl ApiError {
                 | ApiError::SlotsExhausted
                 | ApiError::ShmBusy { .. }
                 | ApiError::TooLargeForSlot { .. }
+                | ApiError::PayloadTooLarge { .. }
                 | ApiError::UpstreamBusy { .. }
         ) || self.status_code() == StatusCode::INSUFFICIENT_STORAGE
     }

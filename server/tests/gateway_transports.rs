@@ -64,17 +64,60 @@ async fn default_body_has_the_seed_report_size_on_both_routes() {
 }
 
 #[tokio::test]
-async fn payload_larger_than_a_slot_is_a_507_on_shm_only() {
-    let upstream = users_service(&["--slot-size", "65536"]).await;
+async fn bodies_above_a_slot_travel_sealed_and_arrive_exact() {
+    for cache in [&[][..], &["--cache"][..]] {
+        let upstream = users_service(&[&["--slot-size", "65536"][..], cache].concat()).await;
+        let gateway = gateway(&upstream, &[]);
+        // 1,000 users are made whole and then found too large for a slot; 12,000 are written
+        // straight into the payload as they are generated.
+        for count in [150, 1_000, 12_000] {
+            let uri = format!("/api/users-via-shm?count={count}&seed=8");
+            let (status, headers, body) = get(&gateway, &uri).await;
+            assert_eq!(status, StatusCode::OK, "{uri} {cache:?}");
+            assert_eq!(headers[TRANSPORT_HEADER], "shm", "{uri}");
+            assert!(
+                body == users_json(count, 8),
+                "{uri} {cache:?}: body differs"
+            );
+            assert_eq!(headers[CRC_HEADER], format_crc(crc32fast::hash(&body)));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_body_above_the_shared_memory_limit_is_a_413_naming_it() {
+    let upstream = users_service(&["--slot-size", "65536", "--max-payload", "100000"]).await;
     let gateway = gateway(&upstream, &[]);
-    let (status, _, body) = get(&gateway, "/api/users-via-shm?count=1000").await;
+    for count in [1_000, 12_000] {
+        let (status, _, body) = get(&gateway, &format!("/api/users-via-shm?count={count}")).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{count}");
+        assert_eq!(error_code(&body), "payload_too_large");
+        assert_eq!(
+            error_message(&body),
+            "payload is larger than the shared-memory limit of 100000 bytes"
+        );
+    }
+    let (status, _, body) = get(&gateway, "/api/users-via-api?count=1000").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == users_json(1_000, DEFAULT_SEED));
+    // auto serves it over REST instead.
+    let (status, headers, _) = get(&gateway, "/api/users?count=1000").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[TRANSPORT_HEADER], "api-fallback");
+}
+
+#[tokio::test]
+async fn the_http_signal_carries_no_descriptor_so_above_a_slot_it_is_a_507() {
+    let upstream = users_service(&["--slot-size", "65536", "--http-signal"]).await;
+    let gateway = gateway(&upstream, &["--http-signal"]);
+    let (status, _, body) = get(&gateway, "/api/users-via-shm-http?count=1000").await;
     assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
     assert_eq!(error_code(&body), "too_large_for_slot");
     assert_eq!(
         error_message(&body),
-        "payload of 362960 bytes is larger than a shared-memory slot (65536 bytes)"
+        "payload is larger than a shared-memory slot"
     );
-    let (status, _, _) = get(&gateway, "/api/users-via-api?count=1000").await;
+    let (status, _, _) = get(&gateway, "/api/users-via-shm-http?count=100").await;
     assert_eq!(status, StatusCode::OK);
 }
 

@@ -72,9 +72,8 @@ impl Attachment {
     fn channel_error(&self, error: RequestError, deadline: Duration) -> ApiError {
         match error {
             RequestError::Refused(refusal) => match refusal.code {
-                RefusalCode::TooLarge => ApiError::TooLargeForSlot {
-                    len: refusal.detail as usize,
-                    max: self.consumer.segment().slot_size() as usize,
+                RefusalCode::TooLarge => ApiError::PayloadTooLarge {
+                    limit: refusal.detail,
                 },
                 RefusalCode::Exhausted => ApiError::SlotsExhausted,
                 RefusalCode::PeerBusy | RefusalCode::SegmentBusy => ApiError::ShmBusy { refusal },

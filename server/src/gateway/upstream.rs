@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use reqwest::Url;
 
 use crate::api_error::{ApiError, BadAnswer, SEGMENT_UNAVAILABLE};
@@ -16,9 +16,9 @@ use crate::query::UsersQuery;
 use crate::segment_info::SegmentInfo;
 use shmbridge::Handle;
 
-/// Largest body accepted from users-service: the `MAX_COUNT` body is ~3.6 MB, so anything past
-/// this is garbage, not data.
-pub const MAX_UPSTREAM_BODY_BYTES: usize = 8 << 20;
+/// Largest body accepted from users-service: the `MAX_COUNT` body is 91.2 MiB at the default
+/// seed (users vary by a few percent between seeds), so anything past this is garbage, not data.
+pub const MAX_UPSTREAM_BODY_BYTES: usize = 128 << 20;
 
 /// A users-service reachable over HTTP.
 #[derive(Clone, Debug)]
@@ -66,8 +66,7 @@ impl Upstream {
             let response = self.client.get(url).send().await.map_err(unreachable)?;
             let response = accept_ok(response).await?;
             let claimed_crc = claimed_crc(&response)?;
-            let body = read_body(response).await?;
-            let payload = Payload::from_bytes(body);
+            let payload = read_body(response).await?;
             if payload.crc32 != claimed_crc {
                 metrics::counter!("checksum_failures_total", "transport" => "api").increment(1);
                 return Err(bad_upstream(BadAnswer::BodyCrc {
@@ -88,7 +87,7 @@ impl Upstream {
             let response = self.client.post(url).send().await.map_err(unreachable)?;
             let response = accept_ok(response).await?;
             let claimed_crc = claimed_crc(&response)?;
-            let body = read_body(response).await?;
+            let body = read_body(response).await?.bytes;
             let text =
                 std::str::from_utf8(&body).map_err(|_| bad_upstream(BadAnswer::HandleNotUtf8))?;
             let handle: Handle = text.trim().parse().map_err(|error| {
@@ -113,7 +112,7 @@ impl Upstream {
         let url = self.url("/shm/segment", None);
         self.bounded(async {
             let response = self.client.get(url).send().await.map_err(unreachable)?;
-            let body = read_body(accept_ok(response).await?).await?;
+            let body = read_body(accept_ok(response).await?).await?.bytes;
             serde_json::from_slice(&body)
                 .map_err(|error| bad_upstream(BadAnswer::SegmentInfo(error)))
         })
@@ -190,7 +189,10 @@ async fn accept_ok(response: reqwest::Response) -> Result<reqwest::Response, Api
     if status == StatusCode::OK {
         return Ok(response);
     }
-    let body = read_body(response).await.unwrap_or_default();
+    let body = read_body(response)
+        .await
+        .map(|payload| payload.bytes)
+        .unwrap_or_default();
     let answer = serde_json::from_slice::<serde_json::Value>(&body).ok();
     let field = |name: &str| {
         answer
@@ -234,9 +236,11 @@ async fn accept_ok(response: reqwest::Response) -> Result<reqwest::Response, Api
     })
 }
 
-/// Reads the whole body, refusing one that disagrees with its content-length or exceeds
-/// [`MAX_UPSTREAM_BODY_BYTES`].
-async fn read_body(mut response: reqwest::Response) -> Result<Bytes, ApiError> {
+/// Reads the whole body with its crc32, refusing one that disagrees with its content-length or
+/// exceeds [`MAX_UPSTREAM_BODY_BYTES`]. The crc32 is computed chunk by chunk as the body
+/// arrives, while each chunk is still in cache, and never as one long pass over a large body on
+/// the async worker.
+async fn read_body(mut response: reqwest::Response) -> Result<Payload, ApiError> {
     let declared = response.content_length();
     if declared.is_some_and(|len| len > MAX_UPSTREAM_BODY_BYTES as u64) {
         return Err(bad_upstream(BadAnswer::DeclaredTooLarge {
@@ -245,6 +249,7 @@ async fn read_body(mut response: reqwest::Response) -> Result<Bytes, ApiError> {
         }));
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    let mut crc = crc32fast::Hasher::new();
     while let Some(chunk) = response.chunk().await.map_err(|error| {
         bad_upstream(BadAnswer::BodyRead {
             read: body.len(),
@@ -256,6 +261,7 @@ async fn read_body(mut response: reqwest::Response) -> Result<Bytes, ApiError> {
                 limit: MAX_UPSTREAM_BODY_BYTES,
             }));
         }
+        crc.update(&chunk);
         body.extend_from_slice(&chunk);
     }
     if declared.is_some_and(|len| len != body.len() as u64) {
@@ -264,7 +270,10 @@ async fn read_body(mut response: reqwest::Response) -> Result<Bytes, ApiError> {
             declared: declared.unwrap_or_default(),
         }));
     }
-    Ok(body.freeze())
+    Ok(Payload {
+        bytes: body.freeze(),
+        crc32: crc.finalize(),
+    })
 }
 
 fn unreachable(error: reqwest::Error) -> ApiError {

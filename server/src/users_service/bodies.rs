@@ -44,6 +44,11 @@ impl Bodies {
         }
     }
 
+    /// Whether serialized bodies are kept (`--cache`).
+    pub fn is_caching(&self) -> bool {
+        self.serialized.is_some()
+    }
+
     /// Whether `query`'s REST body is streamed rather than held whole: a large query
     /// ([`MAX_KEPT_USERS`]) without `--cache` (a cached body is already whole).
     pub fn streams(&self, query: UsersQuery) -> bool {

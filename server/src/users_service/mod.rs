@@ -3,6 +3,7 @@
 
 mod app;
 mod bodies;
+mod sealed_bodies;
 pub mod shm_producer;
 pub mod stale_segment;
 mod streamed_body;

@@ -31,6 +31,7 @@ use crate::segment_info::SegmentInfo;
 use crate::slot_deadline::{self, SlotDeadlineError};
 
 use super::bodies::Bodies;
+use super::sealed_bodies::{SealError, SealedBodies};
 use super::stale_segment;
 
 /// Shared-memory options of users-service.
@@ -39,7 +40,8 @@ pub struct ShmArgs {
     /// Slots in the segment: how many payloads can be in flight at once.
     #[arg(long, env = "SHMBRIDGE_SLOT_COUNT", default_value_t = SegmentConfig::default().slot_count)]
     pub slot_count: u32,
-    /// Bytes per slot (a multiple of 64); larger payloads are refused with 507.
+    /// Bytes per slot (a multiple of 64). Larger bodies travel as sealed payloads on the control
+    /// channel (`--max-payload`); the HTTP-signalled path refuses them with 507.
     #[arg(long, env = "SHMBRIDGE_SLOT_SIZE", default_value_t = SegmentConfig::default().slot_size)]
     pub slot_size: u32,
     /// Abstract Unix socket name that serves the segment descriptor and the control channel to
@@ -79,6 +81,14 @@ pub struct ShmArgs {
     /// quarters of the slots.
     #[arg(long, env = "SHMBRIDGE_MAX_UNREDEEMED")]
     pub max_unredeemed: Option<u32>,
+    /// Largest body published through shared memory, as a sealed payload when it is above a
+    /// slot; a larger one is refused (the gateway answers 413 naming this limit).
+    #[arg(long, env = "SHMBRIDGE_MAX_PAYLOAD", default_value_t = ProducerOptions::default().max_payload as u64)]
+    pub max_payload: u64,
+    /// Bytes of sealed payloads published and not yet redeemed, in all; past it a publication
+    /// waits (within the claim timeout) and is then refused as exhausted.
+    #[arg(long, env = "SHMBRIDGE_MAX_SEALED_BYTES", default_value_t = ProducerOptions::default().max_sealed_bytes)]
+    pub max_sealed_bytes: u64,
 }
 
 impl ShmArgs {
@@ -189,7 +199,8 @@ impl ShmProducer {
         let options = ProducerOptions {
             lease: args.lease,
             ready_ttl: args.ready_ttl,
-            ..ProducerOptions::default()
+            max_payload: usize::try_from(args.max_payload).unwrap_or(usize::MAX),
+            max_sealed_bytes: args.max_sealed_bytes,
         };
         let producer = Arc::new(Producer::new(segment, options).map_err(StartError::Producer)?);
         let channel = ChannelOptions {
@@ -198,6 +209,7 @@ impl ShmProducer {
             ..ChannelOptions::for_segment(producer.segment())
         };
         let publisher = Arc::new(ChannelPublisher {
+            sealed: SealedBodies::new(bodies.is_caching(), args.max_payload),
             bodies,
             claim_timeout: args.claim_timeout,
         });
@@ -340,12 +352,43 @@ fn write_publication(producer: &Producer, body: &[u8], wait: Duration) -> Result
     })
 }
 
-/// Answers the control channel's publish frames: the body from [`Bodies`], written by
-/// [`write_publication`] on the thread that read the frame. Bodies above the slot size are
-/// refused TooLarge for now (no sealed publications on this path yet).
+/// Answers the control channel's publish frames on the thread that read the frame: a body that
+/// fits a slot written by [`write_publication`], a larger one as a sealed payload
+/// ([`SealedBodies`]), whose descriptor the answer carries.
 struct ChannelPublisher {
     bodies: Arc<Bodies>,
+    sealed: SealedBodies,
     claim_timeout: Duration,
+}
+
+impl ChannelPublisher {
+    fn publish_sealed(
+        &self,
+        producer: &Producer,
+        query: UsersQuery,
+        wait: Duration,
+    ) -> Result<Published, Refusal> {
+        let payload = self
+            .sealed
+            .payload(&self.bodies, query)
+            .map_err(|error| match error {
+                SealError::TooLarge { limit } => refused(RefusalCode::TooLarge, limit),
+                error => {
+                    tracing::warn!(%error, "sealed payload not made");
+                    refused(RefusalCode::Internal, 0)
+                }
+            })?;
+        failpoints::hit(failpoints::BEFORE_PUBLISH);
+        let handle = producer.publish_sealed(&payload, wait)?;
+        Ok(Published {
+            handle,
+            sealed: Some(payload),
+        })
+    }
+}
+
+fn refused(code: RefusalCode, detail: u64) -> Refusal {
+    Refusal { code, detail }
 }
 
 impl Publisher for ChannelPublisher {
@@ -355,22 +398,32 @@ impl Publisher for ChannelPublisher {
         request: &PublishRequest,
         wait: Duration,
     ) -> Result<Published, Refusal> {
-        let refusal = |code, detail| Refusal { code, detail };
         let query = UsersQuery::new(request.count, request.seed)
-            .map_err(|_| refusal(RefusalCode::BadRequest, 0))?;
-        let body = self.bodies.body(query);
-        let published = write_publication(producer, &body, wait.min(self.claim_timeout));
-        let handle = published.map_err(|error| match error {
-            ApiError::TooLargeForSlot { len, .. } => refusal(RefusalCode::TooLarge, len as u64),
-            ApiError::SlotsExhausted => refusal(RefusalCode::Exhausted, 0),
-            error => {
-                tracing::debug!(error = %error.detailed(), "publication failed");
-                refusal(RefusalCode::Internal, 0)
+            .map_err(|_| refused(RefusalCode::BadRequest, 0))?;
+        let wait = wait.min(self.claim_timeout);
+        let slot_size = u64::from(producer.segment().slot_size());
+        let published = if SealedBodies::certainly_above(query, slot_size) {
+            self.publish_sealed(producer, query, wait)?
+        } else {
+            let body = self.bodies.body(query);
+            if body.len() as u64 > slot_size {
+                self.publish_sealed(producer, query, wait)?
+            } else {
+                write_publication(producer, &body, wait)
+                    .map_err(|error| match error {
+                        ApiError::SlotsExhausted => refused(RefusalCode::Exhausted, 0),
+                        error => {
+                            tracing::debug!(error = %error.detailed(), "publication failed");
+                            refused(RefusalCode::Internal, 0)
+                        }
+                    })?
+                    .into()
             }
-        })?;
+        };
         metrics::counter!("shm_publications_total", "signal" => "channel").increment(1);
-        metrics::counter!("payload_bytes_total", "transport" => "shm").increment(body.len() as u64);
-        Ok(handle.into())
+        metrics::counter!("payload_bytes_total", "transport" => "shm")
+            .increment(u64::from(published.handle.len));
+        Ok(published)
     }
 }
 

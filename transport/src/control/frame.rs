@@ -138,7 +138,7 @@ pub struct Refusal {
 
 fn detail_text(code: RefusalCode, detail: u64) -> String {
     match code {
-        RefusalCode::TooLarge => format!(" (payload of {detail} bytes)"),
+        RefusalCode::TooLarge => format!(" (the limit is {detail} bytes)"),
         RefusalCode::PeerBusy | RefusalCode::SegmentBusy => {
             format!(" (limit {detail} unredeemed publications)")
         }
@@ -154,8 +154,9 @@ pub enum RefusalCode {
     #[error("bad request")]
     BadRequest = 1,
     /// The payload is larger than the producer publishes: above the slot size where it has no
-    /// sealed publications, above its largest sealed payload otherwise. `detail`: the payload's
-    /// length.
+    /// sealed publications, above its largest sealed payload otherwise. `detail`: that limit,
+    /// in bytes (a producer may stop making a body once it passes the limit, so the body's own
+    /// length is not always known).
     #[error("payload too large")]
     TooLarge = 2,
     /// No slot came free before the deadline, or (for a sealed payload) no room under the
@@ -198,7 +199,7 @@ impl From<ClaimError> for Refusal {
     /// The refusal a publisher answers when its producer found no room.
     fn from(error: ClaimError) -> Self {
         let (code, detail) = match error {
-            ClaimError::TooLarge { len, .. } => (RefusalCode::TooLarge, len as u64),
+            ClaimError::TooLarge { max, .. } => (RefusalCode::TooLarge, max as u64),
             ClaimError::Exhausted { .. } | ClaimError::BytesExhausted { .. } => {
                 (RefusalCode::Exhausted, 0)
             }

@@ -1,0 +1,186 @@
+//! users-service's bodies above one slot, as sealed payloads (`shmbridge::SealedPayload`, a memfd
+//! the kernel keeps immutable): written straight into the memfd, a large query's users generated
+//! as they are written, so no such body is ever held whole in this process; under `--cache`
+//! kept sealed, so every publication of the query hands out the same immutable payload and
+//! copies nothing.
+
+use std::io::{self, Write};
+
+use shmbridge::{SealedError, SealedPayload, SealedWriter};
+
+use crate::dataset::MIN_USER_BYTES;
+use crate::failpoints;
+use crate::query::UsersQuery;
+use crate::query_cache::{QueryCache, Weigh};
+
+use super::bodies::Bodies;
+
+impl Weigh for SealedPayload {
+    fn weight(&self) -> usize {
+        usize::try_from(self.len()).unwrap_or(usize::MAX)
+    }
+}
+
+/// Why no sealed payload was made for a query.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// The body is longer than `--max-payload`: writing it stopped there.
+    #[error("the body is larger than the shared-memory limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// The memfd could not be made, written or sealed (no memory, too many descriptors).
+    #[error(transparent)]
+    Sealed(#[from] SealedError),
+    #[error("writing the body into its payload failed: {0}")]
+    Write(io::Error),
+}
+
+/// Makes and, under `--cache`, keeps the sealed payloads of bodies above a slot.
+pub struct SealedBodies {
+    /// `Some` under `--cache`: payloads kept within the serialized bodies' byte bound.
+    cached: Option<QueryCache<SealedPayload>>,
+    /// `--max-payload`.
+    max_payload: u64,
+}
+
+impl SealedBodies {
+    pub fn new(cache: bool, max_payload: u64) -> Self {
+        Self {
+            cached: cache.then(QueryCache::default),
+            max_payload,
+        }
+    }
+
+    /// Whether `query`'s body is certainly above `slot_size` without making it: at least
+    /// [`MIN_USER_BYTES`] per user. Such a body goes straight into a payload; any other is made
+    /// first ([`Bodies::body`], bounded) and routed by its real length.
+    pub fn certainly_above(query: UsersQuery, slot_size: u64) -> bool {
+        u64::from(query.count) * MIN_USER_BYTES > slot_size
+    }
+
+    /// The sealed payload for `query`: kept under `--cache`, otherwise written now.
+    pub fn payload(&self, bodies: &Bodies, query: UsersQuery) -> Result<SealedPayload, SealError> {
+        match &self.cached {
+            Some(cached) => match cached.get(query) {
+                Some(payload) => Ok(payload),
+                None => {
+                    let payload = self.write(bodies, query)?;
+                    Ok(cached.get_or_insert_with(query, || payload))
+                }
+            },
+            None => self.write(bodies, query),
+        }
+    }
+
+    fn write(&self, bodies: &Bodies, query: UsersQuery) -> Result<SealedPayload, SealError> {
+        let mut out = Capped {
+            inner: SealedWriter::new()?,
+            left: self.max_payload,
+        };
+        bodies
+            .write_body(query, &mut out)
+            .map_err(|error| match error.kind() {
+                io::ErrorKind::FileTooLarge => SealError::TooLarge {
+                    limit: self.max_payload,
+                },
+                _ => SealError::Write(error),
+            })?;
+        // A crash here leaves a written, unsealed memfd that nobody else holds: the kernel frees
+        // it with the process.
+        failpoints::hit(failpoints::MID_COPY);
+        Ok(out.inner.finish()?)
+    }
+}
+
+/// A writer that refuses, with `FileTooLarge`, the first write that would take it past `left`
+/// bytes, so an oversized body stops at the limit instead of being written whole.
+struct Capped<W> {
+    inner: W,
+    left: u64,
+}
+
+impl<W: Write> Write for Capped<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            return Err(io::ErrorKind::FileTooLarge.into());
+        }
+        let written = self.inner.write(buf)?;
+        self.left -= written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::users_json;
+    use std::os::fd::{AsFd, AsRawFd};
+
+    fn query(count: u32, seed: u64) -> UsersQuery {
+        UsersQuery::new(count, seed).unwrap()
+    }
+
+    #[test]
+    fn a_payload_holds_the_exact_body_and_its_crc() {
+        let bodies = Bodies::new(false);
+        for count in [3_000, 12_000] {
+            let payload = SealedBodies::new(false, 64 << 20)
+                .payload(&bodies, query(count, 9))
+                .unwrap();
+            let expected = users_json(count, 9);
+            assert_eq!(payload.len(), expected.len() as u64);
+            assert_eq!(payload.crc(), crc32fast::hash(&expected));
+        }
+    }
+
+    #[test]
+    fn a_body_above_the_limit_stops_there_with_the_limit() {
+        let bodies = Bodies::new(false);
+        let limit = 1 << 20;
+        for count in [3_000, 12_000] {
+            match SealedBodies::new(false, limit).payload(&bodies, query(count, 1)) {
+                Err(SealError::TooLarge { limit: said }) => assert_eq!(said, limit),
+                other => panic!("{count} users: {other:?}"),
+            }
+        }
+        let exact = users_json(3_000, 1).len() as u64;
+        assert!(
+            SealedBodies::new(false, exact)
+                .payload(&bodies, query(3_000, 1))
+                .is_ok(),
+            "a body of exactly the limit is published"
+        );
+    }
+
+    #[test]
+    fn under_cache_every_publication_shares_one_payload() {
+        let bodies = Bodies::new(true);
+        let sealed = SealedBodies::new(true, 64 << 20);
+        let first = sealed.payload(&bodies, query(3_000, 2)).unwrap();
+        let second = sealed.payload(&bodies, query(3_000, 2)).unwrap();
+        let memfd = |payload: &SealedPayload| payload.as_fd().as_raw_fd();
+        assert_eq!(
+            memfd(&first),
+            memfd(&second),
+            "the cached payload is handed out again"
+        );
+        let uncached = SealedBodies::new(false, 64 << 20);
+        let third = uncached.payload(&bodies, query(3_000, 2)).unwrap();
+        assert_ne!(memfd(&first), memfd(&third));
+    }
+
+    #[test]
+    fn the_size_bound_never_sends_a_slot_sized_body_to_a_payload() {
+        for count in [1, 100, 1_000, 10_000, 20_000] {
+            let real = users_json(count, 5).len() as u64;
+            for slot_size in [64 << 10, 512 << 10, 4 << 20] {
+                if SealedBodies::certainly_above(query(count, 5), slot_size) {
+                    assert!(real > slot_size, "{count} users, slot {slot_size}");
+                }
+            }
+        }
+    }
+}
