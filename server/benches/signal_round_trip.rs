@@ -100,7 +100,8 @@ impl Clients {
         let handle = match signal {
             Signal::Channel => {
                 let deadline = tokio::time::Instant::now() + DEADLINE;
-                self.attachment.request(query, deadline).await
+                let publication = self.attachment.request(query, deadline).await;
+                publication.map(|publication| publication.redeemed())
             }
             Signal::Http => self.upstream.publish_users(query).await,
         };
