@@ -129,7 +129,7 @@ impl Bench {
             .expect("the client runtime starts");
         let base = service.url().parse().expect("the service's URL parses");
         let upstream = Upstream::new(base, DEADLINE, 4).expect("the HTTP client builds");
-        let shm = ShmClient::new(None, Vec::new(), LEASE, 32);
+        let shm = ShmClient::new(None, Vec::new(), LEASE, 32, DEADLINE);
         let attachment = runtime
             .block_on(shm.attachment(&upstream, None, "bench"))
             .unwrap_or_else(|error| panic!("cannot attach to users-service: {error}"));

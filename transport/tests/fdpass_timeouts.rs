@@ -11,38 +11,14 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, connect, listen, socket,
-};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+use shmbridge::testing::silent_listener;
 use shmbridge::{AttachError, attach_via_socket, attach_via_socket_read_only};
 
 /// What the tests give the attach.
 const ATTACH_TIMEOUT: Duration = Duration::from_millis(200);
 /// How long a test waits for the attach to give up: an attach still waiting then is unbounded.
 const VERDICT_WITHIN: Duration = Duration::from_secs(20);
-
-/// A listener on a fresh abstract name that never accepts, with a backlog of `backlog`.
-fn silent_listener(test: &str, backlog: i32) -> (OwnedFd, String) {
-    let name = format!(
-        "shmbridge-test-{test}-{}-{:016x}",
-        std::process::id(),
-        fastrand::u64(..)
-    );
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    bind(
-        fd.as_raw_fd(),
-        &UnixAddr::new_abstract(name.as_bytes()).unwrap(),
-    )
-    .unwrap();
-    listen(&fd, Backlog::new(backlog).unwrap()).unwrap();
-    (fd, name)
-}
 
 /// Connects without blocking until the listener's backlog refuses more; returns the
 /// connections, which must stay open to keep it full.

@@ -104,7 +104,8 @@ impl RecoverySummary {
 pub struct Invariants {
     pub requests: u64,
     pub ok: u64,
-    /// Failures that are clean answers (an HTTP error, a refused connection...) by class.
+    /// Failures that are clean answers (an HTTP error, a refused connection...) by class and
+    /// detail (for an HTTP error, the gateway's error code).
     pub clean_failures: BTreeMap<String, u64>,
     pub corrupt: u64,
     /// Requests with no complete answer before the client's timeout.
@@ -137,7 +138,7 @@ impl Invariants {
         for (failure, &count) in &total.failures {
             match failure.class {
                 FailureClass::Timeout => outlived_deadline += count,
-                ref class => *clean_failures.entry(class.to_string()).or_default() += count,
+                _ => *clean_failures.entry(failure.to_string()).or_default() += count,
             }
         }
         Invariants {

@@ -69,6 +69,12 @@ pub struct Args {
     /// Deadline for everything one request asks of users-service; past it the client gets a 503.
     #[arg(long, env = "SHMBRIDGE_DEADLINE", default_value = "2s", value_parser = humantime::parse_duration)]
     pub deadline: Duration,
+    /// Bound on attaching to users-service's segment (looking up its socket, connecting,
+    /// receiving the greeting), and on a request's wait for another request's attach; at most
+    /// `--deadline`. A producer that does not greet in time costs a 503 (`shm_unavailable`),
+    /// and the next request tries a fresh attach.
+    #[arg(long, env = "SHMBRIDGE_ATTACH_TIMEOUT", default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub attach_timeout: Duration,
     /// Idle keep-alive connections kept open to users-service.
     #[arg(long, env = "SHMBRIDGE_POOL_MAX_IDLE", default_value_t = 64)]
     pub pool_max_idle: usize,
@@ -162,6 +168,7 @@ impl AppState {
                     args.producer_uids.clone(),
                     lease,
                     args.shm_max_in_flight,
+                    args.attach_timeout,
                 ),
                 fallback_to_api: args.shm_fallback_to_api,
                 transport: TransportPolicy {

@@ -2,12 +2,19 @@
 //! hands over the segment and then carries publish requests), re-connecting when the producer
 //! restarts (new epoch) or the connection closes, asking for publications, and redeeming a
 //! handle into verified bytes.
+//!
+//! Attaching is bounded by `--attach-timeout` (default 250 ms), well inside a request's
+//! deadline: the lookup of the socket's name, the connect and the greeting together, and the
+//! wait of a request for another one's attach. A producer that accepts but does not greet
+//! (stopped, starved, still starting) thus costs the requests that meet it a quick 503, not
+//! every shared-memory request the whole deadline behind one attach.
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use bytes::Bytes;
+use humantime::format_duration;
 use shmbridge::control::{AnswerReader, Publication, RefusalCode, RequestError};
 use shmbridge::{
     AcquireError, Consumer, ConsumerOptions, ControlClient, Handle, ReadError, RedeemError,
@@ -252,8 +259,11 @@ pub struct ShmClient {
     /// `--producer-uid`: uids trusted to answer on the socket besides the gateway's own.
     producer_uids: Vec<u32>,
     attached: RwLock<Option<Arc<Attachment>>>,
-    /// Serializes attaching, so a burst of requests after a restart attaches once.
+    /// Serializes attaching, so a burst of requests after a restart attaches once. Held at
+    /// most `attach_timeout` by one attach, and waited for at most that long.
     attaching: tokio::sync::Mutex<()>,
+    /// `--attach-timeout`: the bound on one attach, and on a request's wait for another's.
+    attach_timeout: Duration,
     last_problem: Mutex<Option<String>>,
     /// How long a read may hold its slot (`--lease`).
     lease: Duration,
@@ -267,10 +277,12 @@ impl ShmClient {
         producer_uids: Vec<u32>,
         lease: Duration,
         max_in_flight: u32,
+        attach_timeout: Duration,
     ) -> ShmClient {
         ShmClient {
             configured_socket,
             producer_uids,
+            attach_timeout,
             in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight as usize)),
             lease,
             attached: RwLock::new(None),
@@ -318,7 +330,17 @@ impl ShmClient {
         if let Some(current) = self.current().filter(matches) {
             return Ok(current);
         }
-        let _attaching = self.attaching.lock().await;
+        // The attach in progress ends within the same bound, so a request normally gets its
+        // turn; one that does not (queued behind several) fails now rather than at its deadline.
+        let bound = self.attach_bound(upstream);
+        let Ok(_attaching) = tokio::time::timeout(bound, self.attaching.lock()).await else {
+            return Err(ApiError::ShmUnavailable {
+                reason: format!(
+                    "other requests' attaches held the way for over {}",
+                    format_duration(bound)
+                ),
+            });
+        };
         // Another request may have attached while this one waited.
         if let Some(current) = self.current().filter(matches) {
             return Ok(current);
@@ -376,12 +398,34 @@ impl ShmClient {
         }
     }
 
+    /// `--attach-timeout`, or the request deadline if that is shorter.
+    fn attach_bound(&self, upstream: &Upstream) -> Duration {
+        self.attach_timeout.min(upstream.deadline())
+    }
+
+    /// Looks up the socket's name (unless configured), connects and attaches, all within
+    /// [`ShmClient::attach_bound`].
     async fn attach(&self, upstream: &Upstream) -> Result<Attachment, ApiError> {
+        let bound = self.attach_bound(upstream);
+        let ends = Instant::now() + bound;
         let socket = match &self.configured_socket {
             Some(socket) => socket.clone(),
-            None => upstream.segment_info().await?.socket,
+            None => {
+                tokio::time::timeout_at(ends, upstream.segment_info())
+                    .await
+                    .map_err(|_| ApiError::ShmUnavailable {
+                        reason: format!(
+                            "users-service did not name its segment's socket within the attach \
+                         timeout of {}",
+                            format_duration(bound)
+                        ),
+                    })??
+                    .socket
+            }
         };
-        let timeout = upstream.deadline();
+        // What is left of the bound; connecting and the greeting each give up by then (socket
+        // timeouts), so the blocking task below ends by then too.
+        let timeout = ends.saturating_duration_since(Instant::now());
         let name = socket.clone();
         let producer_uids = self.producer_uids.clone();
         let (channel, answers) = tokio::task::spawn_blocking(move || {

@@ -1,9 +1,11 @@
 //! Test support shared by the crate's tests, the loom models and the fuzz targets (feature
-//! `testing`): a manual clock with simulated processes, and the checkers the fuzz targets call,
-//! so that every fuzz input can also be replayed by plain `cargo test`.
+//! `testing`): a manual clock with simulated processes, the checkers the fuzz targets call,
+//! so that every fuzz input can also be replayed by plain `cargo test`, and a descriptor socket
+//! that never answers.
 
 mod control_frame;
 mod segment_image;
+mod silent_socket;
 mod slot_ops;
 
 use std::collections::HashSet;
@@ -16,6 +18,7 @@ use crate::host::{Host, Owner, nanos};
 
 pub use control_frame::check_control_frame;
 pub use segment_image::check_segment_image;
+pub use silent_socket::silent_listener;
 pub use slot_ops::{Op, check_slot_ops};
 
 /// A [`Host`] whose clock moves only when told to and whose processes die only when killed.

@@ -93,13 +93,13 @@ impl RequestContext {
         })?;
         let status = response.status();
         if status != StatusCode::OK {
-            // The error body is read only to count its bytes; its text may hold slot numbers
-            // or offsets, which would split one failure kind into many rows.
-            let body_bytes = response.bytes().await.map_or(0, |body| body.len() as u64);
+            // Of the error body only its stable `code` is kept: the message may hold slot
+            // numbers or offsets, which would split one failure kind into many rows.
+            let body = response.bytes().await.unwrap_or_default();
             return Err(failed(
                 FailureClass::Status(status.as_u16()),
-                status_reason(status),
-                body_bytes,
+                status_detail(status, &body),
+                body.len() as u64,
             ));
         }
         let crc_header = match response.headers().get(CRC_HEADER) {
@@ -144,9 +144,35 @@ fn failed(class: FailureClass, detail: String, body_bytes: u64) -> Completed {
     }
 }
 
-fn status_reason(status: StatusCode) -> String {
-    status.canonical_reason().unwrap_or_default().to_owned()
+/// The status's reason phrase, and the `code` of the gateway's JSON error body
+/// (`{"error": ..., "code": ...}`) when there is one, e.g. `Service Unavailable (upstream_timeout)`:
+/// two 503s of different causes are two rows.
+fn status_detail(status: StatusCode, body: &[u8]) -> String {
+    let reason = status.canonical_reason().unwrap_or_default();
+    match error_code(body) {
+        Some(code) => format!("{reason} ({code})"),
+        None => reason.to_owned(),
+    }
 }
+
+/// The error body's `code`, if it is one of the short snake_case words the gateway sends;
+/// anything else (another server's text) would be a row per answer.
+fn error_code(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        code: String,
+    }
+    let code = serde_json::from_slice::<ErrorBody>(body).ok()?.code;
+    let word = !code.is_empty()
+        && code.len() <= MAX_CODE_LEN
+        && code
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte == b'_');
+    word.then_some(code)
+}
+
+/// The longest error code kept; the gateway's are under 25 characters.
+const MAX_CODE_LEN: usize = 40;
 
 /// The innermost cause of a client error (e.g. "Connection refused (os error 111)"): the outer
 /// messages carry the URL, which would split identical failures into separate rows.
@@ -156,4 +182,36 @@ fn root_cause(error: &reqwest::Error) -> String {
         cause = source;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_failure_names_the_error_code() {
+        let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+        let body =
+            br#"{"error": "users-service did not answer in time", "code": "upstream_timeout"}"#;
+        assert_eq!(
+            status_detail(unavailable, body),
+            "Service Unavailable (upstream_timeout)"
+        );
+        assert_eq!(
+            status_detail(StatusCode::BAD_GATEWAY, br#"{"code":"shm_corrupt"}"#),
+            "Bad Gateway (shm_corrupt)"
+        );
+        for not_a_code in [
+            &b"<html>busy</html>"[..],
+            br#"{"error": "no code"}"#,
+            br#"{"code": "slot 17 at offset 4096"}"#,
+            br#"{"code": ""}"#,
+            br#"{"code": 503}"#,
+        ] {
+            assert_eq!(
+                status_detail(unavailable, not_a_code),
+                "Service Unavailable"
+            );
+        }
+    }
 }

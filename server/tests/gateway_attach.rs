@@ -1,0 +1,190 @@
+//! Every wait of the gateway's shared-memory path on a producer that does not answer is bounded
+//! well inside the request deadline, and ends in a clean 503: a producer that accepts the
+//! connection but never greets, a users-service that never says where its socket is, and a
+//! producer whose connection closes with a request pending.
+//!
+//! The gateways here have a 10 s deadline and a 100 ms attach timeout, and each request must be
+//! answered within half the deadline: before the attach was bounded, these requests took the
+//! whole deadline (and the concurrent ones waited behind the first), so a margin of 50 times
+//! the attach timeout leaves the scheduler plenty of room and still tells the two apart.
+
+mod common;
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use shmbridge::control::{ChannelOptions, PublishRequest, Publisher, Refusal, RefusalCode};
+use shmbridge::testing::silent_listener;
+use shmbridge::{ControlServer, Handle, Producer, ProducerOptions, Segment, SegmentConfig};
+
+use common::{error_code, gateway, get};
+
+const DEADLINE: &str = "10s";
+const ATTACH_TIMEOUT: &str = "100ms";
+/// Half the deadline: a request answered later waited for the deadline, not the attach bound.
+const ANSWERED_WITHIN: Duration = Duration::from_secs(5);
+/// How long a test waits for something that should happen at once before it fails.
+const VERDICT_WITHIN: Duration = Duration::from_secs(20);
+/// Requests sent at once: at [`ATTACH_TIMEOUT`] each, one after the other, 12 s, beyond the
+/// deadline.
+const BURST: usize = 120;
+/// A port nothing listens on: these gateways never need the REST path.
+const NO_UPSTREAM: &str = "http://127.0.0.1:9";
+
+/// Sends `requests` GETs to `/api/users-via-shm` at once; returns each one's status, error code
+/// and how long it took.
+async fn concurrent_shm_requests(
+    gateway: &axum::Router,
+    requests: usize,
+) -> Vec<(StatusCode, String, Duration)> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..requests {
+        let gateway = gateway.clone();
+        set.spawn(async move {
+            let started = Instant::now();
+            let (status, _, body) = get(&gateway, "/api/users-via-shm").await;
+            (status, error_code(&body), started.elapsed())
+        });
+    }
+    let answers = tokio::time::timeout(VERDICT_WITHIN, set.join_all())
+        .await
+        .expect("the requests were not answered even after their deadline");
+    assert_eq!(answers.len(), requests);
+    answers
+}
+
+fn assert_quick_503s(answers: &[(StatusCode, String, Duration)]) {
+    for (status, code, took) in answers {
+        assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{answers:?}");
+        assert_eq!(code, "shm_unavailable", "{answers:?}");
+        assert!(*took < ANSWERED_WITHIN, "{answers:?}");
+    }
+}
+
+/// A producer that accepts connections but never greets (stopped, starved or still starting,
+/// as the kernel queues connections for a listener that does not accept) holds each request at
+/// most for the attach timeout, and the requests that arrive meanwhile do not queue behind it
+/// up to their deadlines: [`BURST`] requests attaching one after the other for the attach
+/// timeout each would take longer than the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_that_never_greets_costs_the_attach_timeout_not_the_deadline() {
+    let (_listener, socket) = silent_listener("gateway-never-greets", 32);
+    let gateway = gateway(
+        NO_UPSTREAM,
+        &[
+            "--shm-socket",
+            &socket,
+            "--deadline",
+            DEADLINE,
+            "--attach-timeout",
+            ATTACH_TIMEOUT,
+        ],
+    );
+    assert_quick_503s(&concurrent_shm_requests(&gateway, BURST).await);
+}
+
+/// A users-service that accepts the gateway's `GET /shm/segment` and never answers holds an
+/// attach no longer than the attach timeout either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_service_that_never_names_its_socket_costs_the_attach_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    // Accepts and keeps every connection open, unanswered, until the test ends.
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = listener.accept().await {
+            held.push(connection);
+        }
+    });
+    let gateway = gateway(
+        &upstream,
+        &["--deadline", DEADLINE, "--attach-timeout", ATTACH_TIMEOUT],
+    );
+    assert_quick_503s(&concurrent_shm_requests(&gateway, 4).await);
+    silent.abort();
+}
+
+/// Tells the test each publish frame arrived, then holds it (never answering) until the test
+/// lets go or [`VERDICT_WITHIN`] passes.
+struct Holding {
+    arrived: mpsc::Sender<()>,
+    release: Mutex<mpsc::Receiver<()>>,
+}
+
+impl Publisher for Holding {
+    fn publish(&self, _: &Producer, _: &PublishRequest, _: Duration) -> Result<Handle, Refusal> {
+        let _ = self.arrived.send(());
+        let _ = self
+            .release
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recv_timeout(VERDICT_WITHIN);
+        Err(Refusal {
+            code: RefusalCode::Internal,
+            detail: 0,
+        })
+    }
+}
+
+/// A producer whose connection closes while a publish request waits for its answer (it
+/// crashed, or dropped the connection): the request is woken by the close and answered at
+/// once, with the retry's attach finding no producer, rather than at its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_pending_when_the_connection_closes_is_answered_at_once() {
+    let segment = Segment::create(&SegmentConfig {
+        slot_count: 2,
+        slot_size: 4096,
+    })
+    .unwrap();
+    let producer = Arc::new(Producer::new(Arc::new(segment), ProducerOptions::default()).unwrap());
+    let (arrived, arrival) = mpsc::channel();
+    let (release, held) = mpsc::channel();
+    let publisher = Arc::new(Holding {
+        arrived,
+        release: Mutex::new(held),
+    });
+    let socket = format!(
+        "shmbridge-test-gateway-closes-{}-{:016x}",
+        std::process::id(),
+        producer.segment().epoch()
+    );
+    let server = ControlServer::spawn_channel(
+        Arc::clone(&producer),
+        publisher,
+        ChannelOptions::for_segment(producer.segment()),
+        &socket,
+    )
+    .unwrap();
+    let gateway = gateway(
+        NO_UPSTREAM,
+        &[
+            "--shm-socket",
+            &socket,
+            "--deadline",
+            DEADLINE,
+            "--attach-timeout",
+            ATTACH_TIMEOUT,
+        ],
+    );
+    let request = tokio::spawn(async move {
+        let started = Instant::now();
+        let (status, _, body) = get(&gateway, "/api/users-via-shm").await;
+        (status, error_code(&body), started.elapsed())
+    });
+    tokio::task::spawn_blocking(move || arrival.recv_timeout(VERDICT_WITHIN))
+        .await
+        .unwrap()
+        .expect("the publish frame never reached the producer");
+    // Closes the connection (and the socket) with the frame still unanswered.
+    tokio::task::spawn_blocking(move || drop(server))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(VERDICT_WITHIN, request)
+        .await
+        .expect("the request was not answered even after its deadline")
+        .unwrap();
+    drop(release);
+    assert_quick_503s(&[answer]);
+}
