@@ -13,7 +13,7 @@ use shmbridge_server::dataset::users_json;
 use tokio::time::Instant;
 
 use crate::loadtest::capacity::cpu::Processes;
-use crate::loadtest::capacity::{self, CapacityArgs, CapacityPlan, DEFAULT_ENDPOINTS};
+use crate::loadtest::capacity::{self, CapacityArgs, CapacityPlan, DEFAULT_ENDPOINTS, RoundLoad};
 use crate::loadtest::cli::{OutputArgs, ProfileArgs};
 use crate::loadtest::load::endpoint::{Endpoint, EndpointMix};
 use crate::loadtest::load::progress::Progress;
@@ -137,7 +137,9 @@ async fn run_capacity(
             .endpoints
             .as_ref()
             .map_or_else(|| DEFAULT_ENDPOINTS.to_vec(), EndpointMix::endpoints),
-        users: args.profile.users,
+        load: RoundLoad::Closed {
+            users: args.profile.users,
+        },
         rounds: args.capacity.rounds,
         round_duration: args.capacity.round_duration,
     };
