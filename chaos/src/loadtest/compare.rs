@@ -138,7 +138,7 @@ async fn run_capacity(
             .as_ref()
             .map_or_else(|| DEFAULT_ENDPOINTS.to_vec(), EndpointMix::endpoints),
         load: RoundLoad::Closed {
-            users: args.profile.users,
+            users: args.profile.users(),
         },
         rounds: args.capacity.rounds,
         round_duration: args.capacity.round_duration,
