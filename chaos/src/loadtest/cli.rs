@@ -203,7 +203,7 @@ mod tests {
             &["--profile", "seed-10x", "--spawn-rate", "2"],
             &["--profile", "seed-10x", "--rate", "100"],
         ] {
-            let error = parse(conflicting).err().expect("a conflict is refused");
+            let error = parse(conflicting).expect_err("a conflict is refused");
             assert_eq!(
                 error.kind(),
                 clap::error::ErrorKind::ArgumentConflict,

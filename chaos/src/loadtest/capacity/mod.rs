@@ -84,6 +84,14 @@ impl RoundLoad {
         }
     }
 
+    /// `closed loop` or `open loop`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RoundLoad::Closed { .. } => "closed loop",
+            RoundLoad::Open(_) => "open loop",
+        }
+    }
+
     /// The command-line flags that ask for this load.
     pub fn flags(self) -> String {
         match self {

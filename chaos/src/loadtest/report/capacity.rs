@@ -227,7 +227,7 @@ fn ratios(out: &mut String, ratios: &[Ratio]) {
     out.push('\n');
 }
 
-fn format_ratio(ratio: Option<f64>) -> String {
+pub(super) fn format_ratio(ratio: Option<f64>) -> String {
     ratio.map_or(NO_VALUE.to_owned(), |ratio| format!("{ratio:.2}×"))
 }
 
