@@ -239,13 +239,13 @@ fn medians(out: &mut String, sizes: &[ModelAtSize<'_>]) {
         for cell in &size.cells {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {:.1} | {:.1} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {:.1} | {} | {} | {} | {} |",
                 size.target,
                 cell.endpoint.label(),
                 format_ms(cell.p50_ms),
                 format_ms(cell.p99_ms),
                 cell.requests_per_second,
-                cell.megabytes_per_second,
+                format_throughput(cell.megabytes_per_second),
                 thousands(cell.requests),
                 thousands(cell.failed),
                 thousands(cell.corrupt),
@@ -256,15 +256,30 @@ fn medians(out: &mut String, sizes: &[ModelAtSize<'_>]) {
 }
 
 fn ratios(out: &mut String, sizes: &[ModelAtSize<'_>]) {
-    out.push_str(
-        "Ratios of the medians: below 1 in p50, faster; above 1 in req/s, more served.\n\n",
-    );
+    out.push_str("Ratios of the medians: below 1 in p50, faster; above 1 in req/s, more served. — where either side served no verified body (its figures time error answers).\n\n");
     out.push_str("| Size | shm/REST p50 | shm/REST req/s | shm/ceiling p50 | shm/ceiling req/s | shm wins |\n");
     out.push_str("|-----:|-------------:|---------------:|----------------:|------------------:|----------|\n");
     for size in sizes {
-        let against = |denominator| shm_over(&size.ratios, denominator);
+        let served = |endpoint| {
+            size.cells
+                .iter()
+                .any(|cell| cell.endpoint == endpoint && !cell.served_nothing())
+        };
+        let against = |denominator| {
+            shm_over(&size.ratios, denominator)
+                .filter(|_| served(Endpoint::Shm) && served(denominator))
+        };
         let (api, cached) = (against(Endpoint::Api), against(Endpoint::Cached));
-        let wins = shm_wins(&size.cells).map_or(NO_VALUE, |wins| if wins { "yes" } else { "no" });
+        let shm_errors = size
+            .cells
+            .iter()
+            .any(|cell| cell.endpoint == Endpoint::Shm && !cell.clean());
+        let wins = match shm_wins(&size.cells) {
+            None => NO_VALUE,
+            Some(true) => "yes",
+            Some(false) if shm_errors => "no (shm errors)",
+            Some(false) => "no",
+        };
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {wins} |",
@@ -276,6 +291,17 @@ fn ratios(out: &mut String, sizes: &[ModelAtSize<'_>]) {
         );
     }
     out.push('\n');
+}
+
+/// Throughput with three significant figures down to 0.001: small bodies at a low rate move
+/// well under 1 MB/s.
+fn format_throughput(value: f64) -> String {
+    match value {
+        value if value >= 100.0 => format!("{value:.0}"),
+        value if value >= 10.0 => format!("{value:.1}"),
+        value if value >= 1.0 => format!("{value:.2}"),
+        value => format!("{value:.3}"),
+    }
 }
 
 fn failures(out: &mut String, report: &SweepReport<'_>) {
@@ -463,7 +489,8 @@ pub fn render_json(report: &SweepReport<'_>) -> serde_json::Result<String> {
 }
 
 /// The page: per load model, latency (p50 dark, p99 light) and throughput against size, both
-/// axes logarithmic, then the Markdown report.
+/// axes logarithmic, then the Markdown report. Sizes where an endpoint served no verified body
+/// are left out of its lines.
 pub fn render_html(report: &SweepReport<'_>) -> Result<String, ChartError> {
     let size_label = |bytes: &f64| Size(bytes.round() as u64).to_string();
     let mut charts = Vec::new();
@@ -473,7 +500,11 @@ pub fn render_html(report: &SweepReport<'_>) -> Result<String, ChartError> {
             sizes
                 .iter()
                 .filter_map(|size| {
-                    let cell = size.cells.iter().find(|cell| cell.endpoint == endpoint)?;
+                    // A cell of error answers only would chart the time of an error.
+                    let cell = size
+                        .cells
+                        .iter()
+                        .find(|cell| cell.endpoint == endpoint && !cell.served_nothing())?;
                     Some((size.fit.bytes as f64, figure(cell)))
                 })
                 .collect()
@@ -683,7 +714,9 @@ mod tests {
             "**Crossover**: **1 MiB** (shm wins there and at every larger measured size)",
             // 100 requests of 1,048,000 bytes in 2 s
             "| 1 MiB | REST API | 8.00 | 16.00 | 50.0 | 52.4 | 100 | 0 | 0 |",
-            "| 1 MiB | Shared Memory | 4.00 | 8.00 | 100.0 | 104.8 | 200 | 0 | 0 |",
+            "| 1 MiB | Shared Memory | 4.00 | 8.00 | 100.0 | 105 | 200 | 0 | 0 |",
+            // 200 bodies of 1,000 bytes in 2 s
+            "| 1 KiB | Shared Memory | 2.00 | 4.00 | 100.0 | 0.100 | 200 | 0 | 0 |",
             "| 1 KiB | 2.00× | 2.00× | 2.00× | 0.50× | no |",
             "| 1 MiB | 0.50× | 2.00× | 2.00× | 0.50× | yes |",
         ] {
@@ -722,7 +755,9 @@ mod tests {
         let text = render_markdown(&report(&plan, &result));
         for line in [
             "**Crossover**: **none** (shm does not win at the largest measured size)",
-            "| 1 MiB | Shared Memory | 0.50 | 1.00 | 100.0 | 0.0 | 200 | 200 | 0 |",
+            "| 1 MiB | Shared Memory | 0.50 | 1.00 | 100.0 | 0.000 | 200 | 200 | 0 |",
+            // fast 507s give no ratio
+            "| 1 MiB | — | — | — | — | no (shm errors) |",
             "| 1 MiB | --users 8 | Shared Memory | HTTP 507: Insufficient Storage | 200 |",
             "| 1 MiB | --rate 20 --connections 16 | Shared Memory | HTTP 507: Insufficient Storage | 200 |",
         ] {
