@@ -2,14 +2,13 @@
 //! finds each size's count, runs every endpoint at every measured size closed loop and open
 //! loop, reports a size it cannot reach without stopping, and stops the children.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use shmbridge_system_tests::binary::workspace_binary;
-use shmbridge_system_tests::process::finish_bounded;
+use shmbridge_system_tests::process::{addresses_in, run_within};
 
 /// The chaos binary the workspace built.
 static BINARY: LazyLock<PathBuf> = LazyLock::new(|| workspace_binary("shmbridge-chaos"));
@@ -22,8 +21,9 @@ fn sweep_measures_every_endpoint_at_each_reachable_size_and_stops_its_services()
     let dir = tempfile::tempdir().unwrap();
     let json_path = dir.path().join("sweep.json");
     let html_path = dir.path().join("sweep.html");
-    let child = Command::new(&*BINARY)
-        .args([
+    let output = run_within(
+        &BINARY,
+        &[
             "sweep",
             // 100 bytes is less than one user: reported, not measured, and not fatal
             "--sizes",
@@ -44,13 +44,9 @@ fn sweep_measures_every_endpoint_at_each_reachable_size_and_stops_its_services()
             json_path.to_str().unwrap(),
             "--html",
             html_path.to_str().unwrap(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the chaos binary starts");
-    let output = finish_bounded(child, RUN_LIMIT);
+        ],
+        RUN_LIMIT,
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -111,10 +107,7 @@ fn sweep_measures_every_endpoint_at_each_reachable_size_and_stops_its_services()
         .lines()
         .find(|line| line.starts_with("users-service on "))
         .unwrap_or_else(|| panic!("no services line:\n{stderr}"));
-    let addresses: Vec<SocketAddr> = services_line
-        .split([' ', ','])
-        .filter_map(|word| word.parse().ok())
-        .collect();
+    let addresses = addresses_in(services_line);
     assert_eq!(addresses.len(), 2, "{services_line}");
     for address in &addresses {
         assert!(
@@ -127,14 +120,11 @@ fn sweep_measures_every_endpoint_at_each_reachable_size_and_stops_its_services()
 /// `--csv` is refused before any service starts: a sweep's rows are not Locust's.
 #[test]
 fn sweep_refuses_csv() {
-    let child = Command::new(&*BINARY)
-        .args(["sweep", "--sizes", "1K", "--csv", "/nonexistent/prefix"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the chaos binary starts");
-    let output = finish_bounded(child, RUN_LIMIT);
+    let output = run_within(
+        &BINARY,
+        &["sweep", "--sizes", "1K", "--csv", "/nonexistent/prefix"],
+        RUN_LIMIT,
+    );
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("sweep writes no CSV"), "{stderr}");
