@@ -209,6 +209,11 @@ mod tests {
             users_service: Pid::this(),
         };
         reset_works().expect("clear_refs resets VmHWM on this kernel");
+        // An earlier, larger peak that a step must not report.
+        let mut earlier = memmap2::MmapMut::map_anon(192 << 20).unwrap();
+        earlier.iter_mut().step_by(4096).for_each(|byte| *byte = 1);
+        drop(earlier);
+        let earlier_peak = status_field(Pid::this(), "VmHWM").unwrap();
         for method in [
             PeakMethod::HighWaterMark,
             PeakMethod::Sampled { why: "test".into() },
@@ -224,6 +229,11 @@ mod tests {
             assert!(
                 peak.gateway_kib >= before + 60 * 1024,
                 "{method:?}: peak {} kB, before {before} kB",
+                peak.gateway_kib
+            );
+            assert!(
+                peak.gateway_kib + 64 * 1024 < earlier_peak,
+                "{method:?}: peak {} kB still holds the earlier {earlier_peak} kB",
                 peak.gateway_kib
             );
         }
