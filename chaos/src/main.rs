@@ -1,4 +1,4 @@
-//! The `shmbridge-chaos` command: `compare` (the main job), `load`, `run` (the chaos
+//! The `shmbridge-chaos` command: `compare` (the main job), `sweep`, `load`, `run` (the chaos
 //! scenarios), and the hidden subcommands that make this same binary run users-service or the
 //! gateway as the children of `compare` (without fault points; `run` starts a separate
 //! fail-point build of the services instead).
@@ -18,6 +18,7 @@ use shmbridge_chaos::loadtest::load::verify::BodyChecker;
 use shmbridge_chaos::loadtest::load::{self, LoadError, check_target};
 use shmbridge_chaos::loadtest::output::{OutputError, write_report};
 use shmbridge_chaos::loadtest::report::RunReport;
+use shmbridge_chaos::loadtest::sweep::{self, SweepArgs, SweepError};
 use shmbridge_server::dataset::users_json;
 use shmbridge_server::{gateway, users_service};
 use url::Url;
@@ -43,6 +44,12 @@ enum Command {
     /// test (50 users, 10/s, 2 minutes) against both endpoints and print the report beside the
     /// seed's figures. Exits 3 if any body was corrupt.
     Compare(CompareArgs),
+    /// Payload-size sweep: start the services as `compare` does and measure REST, shared memory
+    /// and the cached ceiling over a ladder of body sizes (1 KiB to 64 MiB by default), each
+    /// endpoint alone in interleaved rounds, closed loop and open loop; print per size the
+    /// medians, ratios, each service's peak RSS and the crossover size. Exits 3 if any body was
+    /// corrupt.
+    Sweep(SweepArgs),
     /// Load a running gateway and print the report. Exits 3 if any body was corrupt.
     Load(LoadArgs),
     /// Run chaos scenarios: start the services, load them while injecting the scenario's
@@ -93,6 +100,7 @@ fn main() -> ExitCode {
             Command::ServeUsersService(args) => serve(users_service::run(args)).await,
             Command::ServeGateway(args) => serve(gateway::run(args)).await,
             Command::Compare(args) => until_interrupted(compare_command(args)).await,
+            Command::Sweep(args) => until_interrupted(sweep_command(args)).await,
             Command::Load(args) => until_interrupted(load_command(args)).await,
             Command::Run(args) => until_interrupted(run_command(args)).await,
             Command::Inspect(args) => inspect_command(args).await,
@@ -172,6 +180,10 @@ async fn run_command(args: RunArgs) -> Result<ExitCode, RunError> {
 
 async fn compare_command(args: CompareArgs) -> Result<ExitCode, CompareError> {
     compare::run(&args).await.map(corrupt_exit)
+}
+
+async fn sweep_command(args: SweepArgs) -> Result<ExitCode, SweepError> {
+    sweep::run(&args).await.map(corrupt_exit)
 }
 
 async fn load_command(args: LoadArgs) -> Result<ExitCode, LoadCommandError> {

@@ -1,6 +1,7 @@
 //! Real service processes for end-to-end tests: started from the workspace's binaries on
 //! ephemeral ports, address read from their `listening on ADDR` line with a timeout, and killed
-//! and reaped by a guard's `Drop` whatever the test's outcome; and a bounded wait for any child.
+//! and reaped by a guard's `Drop` whatever the test's outcome; and a bounded wait for any child
+//! or command.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -172,4 +173,24 @@ pub fn finish_bounded(mut child: Child, limit: Duration) -> Output {
         thread::sleep(Duration::from_millis(100));
     }
     child.wait_with_output().expect("reaping works")
+}
+
+/// Runs `program` with `args` (stdin closed, stdout and stderr kept) to its end, killing it if
+/// it outlives `limit`.
+pub fn run_within(program: &Path, args: &[&str], limit: Duration) -> Output {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{} does not start: {error}", program.display()));
+    finish_bounded(child, limit)
+}
+
+/// The addresses in a line such as `compare`'s `users-service on A, gateway on B`.
+pub fn addresses_in(line: &str) -> Vec<SocketAddr> {
+    line.split([' ', ','])
+        .filter_map(|word| word.parse().ok())
+        .collect()
 }

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use shmbridge_system_tests::binary::workspace_binary;
-use shmbridge_system_tests::process::finish_bounded;
+use shmbridge_system_tests::process;
 
 /// The chaos binary the workspace built.
 static BINARY: LazyLock<PathBuf> = LazyLock::new(|| workspace_binary("shmbridge-chaos"));
@@ -24,14 +24,7 @@ fn run_bounded(args: &[&str]) -> Output {
 
 /// Runs the chaos binary, killing it if it outlives `limit`.
 fn run_within(args: &[&str], limit: Duration) -> Output {
-    let child = Command::new(&*BINARY)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the chaos binary starts");
-    finish_bounded(child, limit)
+    process::run_within(&BINARY, args, limit)
 }
 
 #[test]
@@ -211,7 +204,7 @@ fn capacity_runs_each_endpoint_alone_in_interleaved_rounds() {
 #[test]
 fn interrupted_compare_stops_its_services() {
     use std::io::{BufRead, BufReader};
-    use std::net::{SocketAddr, TcpStream};
+    use std::net::TcpStream;
     use std::sync::mpsc;
 
     use nix::sys::signal::{Signal, kill};
@@ -253,10 +246,7 @@ fn interrupted_compare_stops_its_services() {
         }
     };
     // "users-service on A, gateway on B"
-    let addresses: Vec<SocketAddr> = services_line
-        .split([' ', ','])
-        .filter_map(|word| word.parse().ok())
-        .collect();
+    let addresses = process::addresses_in(&services_line);
     assert_eq!(addresses.len(), 2, "{services_line}");
     for address in &addresses {
         TcpStream::connect_timeout(address, Duration::from_secs(5)).expect("service is up");

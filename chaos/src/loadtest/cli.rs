@@ -12,16 +12,50 @@ use crate::loadtest::load::open_loop::OpenLoopProfile;
 use crate::loadtest::load::progress::ProgressMode;
 use crate::loadtest::load::users::{ThinkTime, UsersProfile};
 use crate::loadtest::load::{LoadConfig, LoadModel};
+use crate::loadtest::report::seed::{SEED_SPAWN_RATE, SEED_USERS};
+
+/// A named closed-loop profile: its users and spawn rate. Think time and duration stay the
+/// seed's (`--wait`, `--duration`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Profile {
+    /// The seed report's: 50 users, 10 started per second.
+    #[default]
+    Seed,
+    /// 10× the seed's users: 500 users, 50 started per second (the seed's 5 s ramp), the
+    /// seed's think time.
+    #[value(name = "seed-10x")]
+    Seed10x,
+}
+
+impl Profile {
+    pub fn users(self) -> u32 {
+        match self {
+            Profile::Seed => SEED_USERS,
+            Profile::Seed10x => 10 * SEED_USERS,
+        }
+    }
+
+    pub fn spawn_rate(self) -> f64 {
+        match self {
+            Profile::Seed => SEED_SPAWN_RATE,
+            Profile::Seed10x => 5.0 * SEED_SPAWN_RATE,
+        }
+    }
+}
 
 /// The load profile; every default is the seed report's.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ProfileArgs {
-    /// Simulated users (closed loop).
-    #[arg(long, default_value_t = 50)]
-    pub users: u32,
-    /// Users started per second until all run.
-    #[arg(long, default_value_t = 10.0)]
-    pub spawn_rate: f64,
+    /// Named profile giving the users and spawn rate; `--users`/`--spawn-rate` set them
+    /// directly instead.
+    #[arg(long, value_enum, default_value_t, conflicts_with_all = ["users", "spawn_rate", "rate"])]
+    pub profile: Profile,
+    /// Simulated users (closed loop) [default: the profile's, the seed's 50]
+    #[arg(long)]
+    pub users: Option<u32>,
+    /// Users started per second until all run [default: the profile's, the seed's 10]
+    #[arg(long)]
+    pub spawn_rate: Option<f64>,
     /// Length of the run (e.g. 2m, 20s); requests in flight at the end may finish.
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     pub duration: Duration,
@@ -62,8 +96,8 @@ impl ProfileArgs {
                 connections: self.connections,
             }),
             None => LoadModel::Users(UsersProfile {
-                users: self.users,
-                spawn_rate: self.spawn_rate,
+                users: self.users(),
+                spawn_rate: self.spawn_rate(),
                 think: self.wait,
             }),
         };
@@ -79,9 +113,19 @@ impl ProfileArgs {
         }
     }
 
+    /// Simulated users: `--users`, else the profile's.
+    pub fn users(&self) -> u32 {
+        self.users.unwrap_or(self.profile.users())
+    }
+
+    /// Users started per second: `--spawn-rate`, else the profile's.
+    pub fn spawn_rate(&self) -> f64 {
+        self.spawn_rate.unwrap_or(self.profile.spawn_rate())
+    }
+
     /// Users to show in the progress display (none in open loop).
     pub fn progress_users(&self) -> Option<u64> {
-        self.rate.is_none().then_some(u64::from(self.users))
+        self.rate.is_none().then_some(u64::from(self.users()))
     }
 }
 
@@ -100,4 +144,71 @@ pub struct OutputArgs {
     /// Progress display on stderr: a bar on a terminal, periodic lines otherwise.
     #[arg(long, value_enum, default_value_t)]
     pub progress: ProgressMode,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        profile: ProfileArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ProfileArgs, clap::Error> {
+        Command::try_parse_from(std::iter::once("compare").chain(args.iter().copied()))
+            .map(|command| command.profile)
+    }
+
+    fn users_of(profile: &ProfileArgs) -> UsersProfile {
+        match profile
+            .load_config("http://127.0.0.1:1".parse().unwrap())
+            .model
+        {
+            LoadModel::Users(users) => users,
+            other => panic!("expected closed-loop users, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_default_profile_is_the_seeds() {
+        let profile = parse(&[]).unwrap();
+        let users = users_of(&profile);
+        assert_eq!((users.users, users.spawn_rate), (50, 10.0));
+        assert_eq!(users.think, ThinkTime::SEED);
+        assert_eq!(profile.duration, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn seed_10x_has_ten_times_the_users_and_the_seeds_think_time_and_duration() {
+        let profile = parse(&["--profile", "seed-10x"]).unwrap();
+        let users = users_of(&profile);
+        assert_eq!((users.users, users.spawn_rate), (500, 50.0));
+        assert_eq!(users.think, ThinkTime::SEED);
+        assert_eq!(profile.duration, Duration::from_secs(120));
+        assert_eq!(profile.progress_users(), Some(500));
+    }
+
+    #[test]
+    fn explicit_users_override_the_default_profile_but_not_a_named_one() {
+        let profile = parse(&["--users", "7", "--spawn-rate", "2"]).unwrap();
+        let users = users_of(&profile);
+        assert_eq!((users.users, users.spawn_rate), (7, 2.0));
+        assert!(parse(&["--rate", "100"]).unwrap().rate.is_some());
+        for conflicting in [
+            &["--profile", "seed-10x", "--users", "7"][..],
+            &["--profile", "seed-10x", "--spawn-rate", "2"],
+            &["--profile", "seed-10x", "--rate", "100"],
+        ] {
+            let error = parse(conflicting).expect_err("a conflict is refused");
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{conflicting:?}"
+            );
+        }
+    }
 }

@@ -13,7 +13,7 @@ use shmbridge_server::dataset::users_json;
 use tokio::time::Instant;
 
 use crate::loadtest::capacity::cpu::Processes;
-use crate::loadtest::capacity::{self, CapacityArgs, CapacityPlan, DEFAULT_ENDPOINTS};
+use crate::loadtest::capacity::{self, CapacityArgs, CapacityPlan, DEFAULT_ENDPOINTS, RoundLoad};
 use crate::loadtest::cli::{OutputArgs, ProfileArgs};
 use crate::loadtest::load::endpoint::{Endpoint, EndpointMix};
 use crate::loadtest::load::progress::Progress;
@@ -38,6 +38,13 @@ pub struct CompareArgs {
     pub output: OutputArgs,
     #[command(flatten)]
     pub capacity: CapacityArgs,
+    #[command(flatten)]
+    pub services: ServiceArgs,
+}
+
+/// How `compare` (and `sweep`) start the services they measure.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServiceArgs {
     /// How long each service may take to announce its address and report ready.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub startup_timeout: Duration,
@@ -71,7 +78,13 @@ pub enum CompareError {
 /// Runs the whole comparison (mixed, or each endpoint alone with `--capacity`) and returns the
 /// number of corrupt bodies seen.
 pub async fn run(args: &CompareArgs) -> Result<u64, CompareError> {
-    let services = Services::start(args).await?;
+    // The HTTP-signalled path is off unless measured.
+    let http_signal = args
+        .profile
+        .endpoints
+        .as_ref()
+        .is_some_and(|mix| mix.endpoints().contains(&Endpoint::ShmHttp));
+    let services = Services::start(&args.services, http_signal, "compare").await?;
     let checker = Arc::new(BodyChecker::new(users_json));
     if args.capacity.capacity {
         run_capacity(args, services, &checker).await
@@ -97,7 +110,7 @@ async fn run_mixed(
     let environment = format!(
         "{}; bodies {}",
         services.describe(),
-        if args.cache {
+        if args.services.cache {
             "serialized once and cached (--cache), on both paths"
         } else {
             "serialized per request, as in the seed"
@@ -124,21 +137,22 @@ async fn run_capacity(
             .endpoints
             .as_ref()
             .map_or_else(|| DEFAULT_ENDPOINTS.to_vec(), EndpointMix::endpoints),
-        users: args.profile.users,
+        load: RoundLoad::Closed {
+            users: args.profile.users(),
+        },
         rounds: args.capacity.rounds,
         round_duration: args.capacity.round_duration,
     };
     let base = args.profile.load_config(services.gateway.base_url());
     preflight(&base, &plan.endpoints, checker).await?;
-    let processes = services
-        .gateway
-        .pid()
-        .zip(services.users_service.pid())
-        .map(|(gateway, users_service)| Processes {
-            gateway,
-            users_service,
-        });
-    let result = capacity::run(&plan, &base, checker, args.output.progress, processes).await?;
+    let result = capacity::run(
+        &plan,
+        &base,
+        checker,
+        args.output.progress,
+        services.processes(),
+    )
+    .await?;
     let environment = services.describe();
     services.stop().await?;
 
@@ -148,7 +162,7 @@ async fn run_capacity(
         &base,
         &result,
         payload_bytes,
-        args.cache,
+        args.services.cache,
         environment,
     );
     write_capacity_report(&report, &args.output)?;
@@ -156,14 +170,22 @@ async fn run_capacity(
 }
 
 /// users-service and the gateway in front of it, children of this process on loopback ports.
-struct Services {
-    users_service: ServiceProcess,
-    gateway: ServiceProcess,
+pub(crate) struct Services {
+    pub(crate) users_service: ServiceProcess,
+    pub(crate) gateway: ServiceProcess,
     kind: UsersServiceKind,
+    /// The subcommand that started them (`compare`, `sweep`), for the report.
+    started_by: &'static str,
 }
 
 impl Services {
-    async fn start(args: &CompareArgs) -> Result<Services, CompareError> {
+    /// Starts both for the subcommand `started_by`; `http_signal` also turns on the
+    /// HTTP-signalled shared-memory path on both.
+    pub(crate) async fn start(
+        args: &ServiceArgs,
+        http_signal: bool,
+        started_by: &'static str,
+    ) -> Result<Services, CompareError> {
         let program = std::env::current_exe().map_err(CompareError::OwnExecutable)?;
         let listen = SocketAddr::from(([127, 0, 0, 1], 0));
         let service = |subcommand: &'static str, extra: &[&str]| {
@@ -174,12 +196,6 @@ impl Services {
             .command(listen, extra)
         };
 
-        // The HTTP-signalled path is off unless measured.
-        let http_signal = args
-            .profile
-            .endpoints
-            .as_ref()
-            .is_some_and(|mix| mix.endpoints().contains(&Endpoint::ShmHttp));
         let mut users_flags = Vec::new();
         if args.cache {
             users_flags.push("--cache");
@@ -217,13 +233,25 @@ impl Services {
             users_service,
             gateway,
             kind: args.users_service,
+            started_by,
         })
     }
 
+    /// Both process ids, while both children run.
+    pub(crate) fn processes(&self) -> Option<Processes> {
+        self.gateway
+            .pid()
+            .zip(self.users_service.pid())
+            .map(|(gateway, users_service)| Processes {
+                gateway,
+                users_service,
+            })
+    }
+
     /// Where the services ran, for the report.
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
-            "users-service{} ({}) and gateway ({}) started by `compare` as child processes on loopback, load generated from the same machine",
+            "users-service{} ({}) and gateway ({}) started by `{}` as child processes on loopback, load generated from the same machine",
             match self.kind {
                 UsersServiceKind::Rust => "",
                 UsersServiceKind::Python => {
@@ -232,12 +260,13 @@ impl Services {
             },
             self.users_service.address(),
             self.gateway.address(),
+            self.started_by,
         )
     }
 
     /// SIGTERM to each, gateway first; a service that exits badly or must be killed is a
     /// warning, not an error: the measurements are already taken.
-    async fn stop(self) -> Result<(), CompareError> {
+    pub(crate) async fn stop(self) -> Result<(), CompareError> {
         for service in [self.gateway, self.users_service] {
             let name = service.name();
             match service.stop().await? {

@@ -8,3 +8,4 @@ pub mod compare;
 pub mod load;
 pub mod output;
 pub mod report;
+pub mod sweep;

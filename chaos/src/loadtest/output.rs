@@ -1,11 +1,12 @@
 //! Writes a finished run's report: Markdown to stdout, and the CSV, JSON and HTML files asked for
-//! (a capacity session: Markdown and JSON).
+//! (a capacity session: Markdown and JSON; a sweep: Markdown, JSON and HTML).
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::loadtest::cli::OutputArgs;
 use crate::loadtest::report::capacity::{self, CapacityReport};
+use crate::loadtest::report::sweep::{self, SweepReport};
 use crate::loadtest::report::{RunReport, csv, html, json, markdown};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,21 @@ pub fn write_capacity_report(
     write_stdout(&capacity::render_markdown(report))?;
     if let Some(path) = &output.json {
         write_file(path, &capacity::render_json(report)?)?;
+    }
+    Ok(())
+}
+
+/// `sweep`'s report: Markdown, and the JSON and HTML asked for (its caller refuses `--csv`).
+pub fn write_sweep_report(
+    report: &SweepReport<'_>,
+    output: &OutputArgs,
+) -> Result<(), OutputError> {
+    write_stdout(&sweep::render_markdown(report))?;
+    if let Some(path) = &output.json {
+        write_file(path, &sweep::render_json(report)?)?;
+    }
+    if let Some(path) = &output.html {
+        write_file(path, &sweep::render_html(report)?)?;
     }
     Ok(())
 }

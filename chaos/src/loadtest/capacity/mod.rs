@@ -5,10 +5,14 @@
 pub mod cpu;
 pub mod summary;
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
+
 use crate::loadtest::load::endpoint::{Endpoint, EndpointMix};
+use crate::loadtest::load::open_loop::OpenLoopProfile;
 use crate::loadtest::load::progress::{Progress, ProgressMode};
 use crate::loadtest::load::stats::EndpointStats;
 use crate::loadtest::load::users::{ThinkTime, UsersProfile};
@@ -48,12 +52,84 @@ pub struct CapacityArgs {
     pub round_duration: Duration,
 }
 
+/// How each run loads its one endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(tag = "model", rename_all = "snake_case")]
+pub enum RoundLoad {
+    /// This many users, no think time, all started at [`CAPACITY_SPAWN_RATE`]: what the
+    /// endpoint serves at full load.
+    Closed { users: u32 },
+    /// A fixed request rate (wrk2 model): what latency the endpoint gives at that rate.
+    Open(OpenLoopProfile),
+}
+
+impl RoundLoad {
+    /// The load model of one run.
+    fn model(self) -> LoadModel {
+        match self {
+            RoundLoad::Closed { users } => LoadModel::Users(UsersProfile {
+                users,
+                spawn_rate: CAPACITY_SPAWN_RATE,
+                think: ThinkTime::NONE,
+            }),
+            RoundLoad::Open(profile) => LoadModel::OpenLoop(profile),
+        }
+    }
+
+    /// Users to show in the progress display (none in open loop).
+    fn progress_users(self) -> Option<u64> {
+        match self {
+            RoundLoad::Closed { users } => Some(u64::from(users)),
+            RoundLoad::Open(_) => None,
+        }
+    }
+
+    /// `closed loop` or `open loop`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RoundLoad::Closed { .. } => "closed loop",
+            RoundLoad::Open(_) => "open loop",
+        }
+    }
+
+    /// The command-line flags that ask for this load.
+    pub fn flags(self) -> String {
+        match self {
+            RoundLoad::Closed { users } => format!("--users {users}"),
+            RoundLoad::Open(profile) => {
+                format!(
+                    "--rate {} --connections {}",
+                    profile.rate, profile.connections
+                )
+            }
+        }
+    }
+}
+
+/// For the reports' "how it was run".
+impl fmt::Display for RoundLoad {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            RoundLoad::Closed { users } => write!(
+                f,
+                "closed loop: {users} users, no think time (each user sends its next request as soon as its last one is answered), all started within {:.0} ms",
+                f64::from(users) * 1000.0 / CAPACITY_SPAWN_RATE
+            ),
+            RoundLoad::Open(profile) => write!(
+                f,
+                "open loop: {} requests/second, at most {} in flight, latency measured from each request's scheduled send time",
+                profile.rate, profile.connections
+            ),
+        }
+    }
+}
+
 /// What a capacity session runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CapacityPlan {
     /// In the order each round runs them (and the reports list them).
     pub endpoints: Vec<Endpoint>,
-    pub users: u32,
+    pub load: RoundLoad,
     pub rounds: u32,
     pub round_duration: Duration,
 }
@@ -65,14 +141,10 @@ impl CapacityPlan {
     }
 
     /// The load of one run: `base`'s target, request parameters and timeout, with this plan's
-    /// users and no think time, against `endpoint` alone, for one round's duration.
+    /// load, against `endpoint` alone, for one round's duration.
     pub fn round_config(&self, base: &LoadConfig, endpoint: Endpoint) -> LoadConfig {
         LoadConfig {
-            model: LoadModel::Users(UsersProfile {
-                users: self.users,
-                spawn_rate: CAPACITY_SPAWN_RATE,
-                think: ThinkTime::NONE,
-            }),
+            model: self.load.model(),
             duration: self.round_duration,
             mix: EndpointMix::only(endpoint),
             ..base.clone()
@@ -168,7 +240,7 @@ pub async fn run(
             humantime::format_duration(plan.round_duration)
         );
         let config = plan.round_config(base, scheduled.endpoint);
-        let progress = Progress::new(progress, config.duration, Some(u64::from(plan.users)));
+        let progress = Progress::new(progress, config.duration, plan.load.progress_users());
         let before = processes.and_then(|processes| processes.snapshot());
         let stats = load::run(&config, checker.clone(), progress).await?;
         let after = processes.and_then(|processes| processes.snapshot());
@@ -194,7 +266,7 @@ mod tests {
     fn plan() -> CapacityPlan {
         CapacityPlan {
             endpoints: DEFAULT_ENDPOINTS.to_vec(),
-            users: 50,
+            load: RoundLoad::Closed { users: 50 },
             rounds: 2,
             round_duration: Duration::from_secs(20),
         }
@@ -215,6 +287,27 @@ mod tests {
         assert_eq!(
             (config.target, config.count, config.seed, config.timeout),
             (base.target, base.count, base.seed, base.timeout)
+        );
+    }
+
+    #[test]
+    fn an_open_loop_round_keeps_its_rate_and_connections() {
+        let open = OpenLoopProfile {
+            rate: 40.0,
+            connections: 8,
+        };
+        let plan = CapacityPlan {
+            load: RoundLoad::Open(open),
+            ..plan()
+        };
+        let config = plan.round_config(&fixture::config(), Endpoint::Cached);
+        assert_eq!(config.model, LoadModel::OpenLoop(open));
+        assert_eq!(config.mix.endpoints(), [Endpoint::Cached]);
+        assert_eq!(plan.load.flags(), "--rate 40 --connections 8");
+        assert!(
+            plan.load
+                .to_string()
+                .starts_with("open loop: 40 requests/second, at most 8")
         );
     }
 

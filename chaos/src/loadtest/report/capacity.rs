@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::machine::MachineInfo;
 use super::{format_ms, thousands};
 use crate::loadtest::capacity::summary::{Medians, Ratio, RoundFigures};
-use crate::loadtest::capacity::{CAPACITY_SPAWN_RATE, CapacityPlan, CapacityResult};
+use crate::loadtest::capacity::{CapacityPlan, CapacityResult, RoundLoad};
 use crate::loadtest::load::LoadConfig;
 use crate::loadtest::load::endpoint::Endpoint;
 use crate::loadtest::load::stats::Failure;
@@ -60,10 +60,10 @@ impl<'a> CapacityReport<'a> {
     fn command(&self) -> String {
         let endpoints: Vec<String> = self.plan.endpoints.iter().map(|e| e.to_string()).collect();
         format!(
-            "cargo run --release -p shmbridge-chaos -- compare --capacity --rounds {} --round-duration {} --users {} --endpoints {} --count {} --seed {} --timeout {}{}",
+            "cargo run --release -p shmbridge-chaos -- compare --capacity --rounds {} --round-duration {} {} --endpoints {} --count {} --seed {} --timeout {}{}",
             self.plan.rounds,
             humantime::format_duration(self.plan.round_duration),
-            self.plan.users,
+            self.plan.load.flags(),
             endpoints.join(","),
             self.base.count,
             self.base.seed,
@@ -104,9 +104,8 @@ fn how_it_was_run(out: &mut String, report: &CapacityReport<'_>) {
     out.push_str("## How it was run\n\n");
     let _ = writeln!(
         out,
-        "- **Mode**: capacity: each endpoint alone (never mixed with another), closed loop: {} users, no think time (each user sends its next request as soon as its last one is answered), all started within {:.0} ms",
-        plan.users,
-        f64::from(plan.users) * 1000.0 / CAPACITY_SPAWN_RATE
+        "- **Mode**: capacity: each endpoint alone (never mixed with another), {}",
+        plan.load
     );
     let _ = writeln!(
         out,
@@ -228,7 +227,7 @@ fn ratios(out: &mut String, ratios: &[Ratio]) {
     out.push('\n');
 }
 
-fn format_ratio(ratio: Option<f64>) -> String {
+pub(super) fn format_ratio(ratio: Option<f64>) -> String {
     ratio.map_or(NO_VALUE.to_owned(), |ratio| format!("{ratio:.2}×"))
 }
 
@@ -311,7 +310,9 @@ struct JsonCapacity<'a> {
     machine: &'a MachineInfo,
     command: String,
     cache: bool,
-    users: u32,
+    /// Flattened: a closed-loop session keeps its top-level `users`.
+    #[serde(flatten)]
+    load: RoundLoad,
     rounds: u32,
     round_duration_seconds: f64,
     /// Endpoints in the order each round runs them.
@@ -353,7 +354,7 @@ pub fn render_json(report: &CapacityReport<'_>) -> serde_json::Result<String> {
         machine: &report.machine,
         command: report.command(),
         cache: report.cache,
-        users: report.plan.users,
+        load: report.plan.load,
         rounds: report.plan.rounds,
         round_duration_seconds: report.plan.round_duration.as_secs_f64(),
         order: &report.plan.endpoints,
@@ -458,7 +459,7 @@ mod tests {
     fn plan() -> CapacityPlan {
         CapacityPlan {
             endpoints: DEFAULT_ENDPOINTS.to_vec(),
-            users: 50,
+            load: RoundLoad::Closed { users: 50 },
             rounds: 2,
             round_duration: Duration::from_secs(20),
         }
@@ -499,6 +500,10 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&render_json(&report).unwrap()).unwrap();
         assert_eq!(json["mode"], "capacity");
         assert_eq!(json["cache"], false);
+        assert_eq!(
+            (&json["model"], &json["users"]),
+            (&"closed".into(), &50.into())
+        );
         assert_eq!(json["order"], serde_json::json!(["api", "shm", "cached"]));
         let shm = &json["endpoints"][1];
         assert_eq!(shm["endpoint"], "shm");

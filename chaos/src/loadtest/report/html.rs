@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
+use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
 use plotters::prelude::*;
 
 use super::{RunReport, markdown};
@@ -15,6 +16,9 @@ const CHART_SIZE: (u32, u32) = (960, 420);
 const MAX_NINES: f64 = 4.0;
 const DISTRIBUTION_POINTS: u32 = 200;
 
+/// Labels on a logarithmic size axis at most: 1 KiB .. 64 MiB is 17 powers of 2.
+const LOG_X_LABELS: usize = 17;
+
 #[derive(Debug, thiserror::Error)]
 #[error("cannot draw the {chart} chart: {reason}")]
 pub struct ChartError {
@@ -22,7 +26,8 @@ pub struct ChartError {
     reason: String,
 }
 
-type Series = (String, RGBColor, Vec<(f64, f64)>);
+/// One line: its legend, its color and its (x, y) points.
+pub(super) type Series = (String, RGBColor, Vec<(f64, f64)>);
 
 pub fn render(report: &RunReport<'_>) -> Result<String, ChartError> {
     let mut latency_series = Vec::new();
@@ -96,20 +101,29 @@ pub fn render(report: &RunReport<'_>) -> Result<String, ChartError> {
             Some(&nines_label),
         )?,
     ];
-    let mut page = String::from(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>shmbridge load test</title>\
-         <style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}pre{white-space:pre-wrap;background:#f6f6f6;padding:1em}</style>\
-         </head><body>\n<h1>shmbridge load test</h1>\n",
+    Ok(page(
+        "shmbridge load test",
+        &charts,
+        &markdown::render(report),
+    ))
+}
+
+/// The page: a title, the charts, then the Markdown report as preformatted text.
+pub(super) fn page(title: &str, charts: &[String], report: &str) -> String {
+    let mut page = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
+         <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}pre{{white-space:pre-wrap;background:#f6f6f6;padding:1em}}</style>\
+         </head><body>\n<h1>{title}</h1>\n",
     );
-    for chart in &charts {
+    for chart in charts {
         let _ = writeln!(page, "<figure>{chart}</figure>");
     }
     let _ = writeln!(
         page,
         "<h2>Report</h2>\n<pre>{}</pre>\n</body></html>",
-        escape_html(&markdown::render(report))
+        escape_html(report)
     );
-    Ok(page)
+    page
 }
 
 fn line_chart(
@@ -120,29 +134,105 @@ fn line_chart(
     series: &[Series],
     x_label: Option<&dyn Fn(&f64) -> String>,
 ) -> Result<String, ChartError> {
-    let failed = |reason: String| ChartError { chart, reason };
     let points = series.iter().flat_map(|(_, _, points)| points);
     let x_max = points.clone().map(|(x, _)| *x).fold(1.0, f64::max);
     let y_max = points.map(|(_, y)| *y).fold(0.0, f64::max).max(0.001) * 1.1;
+    // One label per whole "nine" (0%, 90%, 99%, ...): the distribution's x range always ends
+    // on a whole nine.
+    let labels = x_label.map(|formatter| (x_max as usize + 1, formatter));
+    draw(
+        Axes {
+            chart,
+            caption,
+            x_description,
+            y_description,
+            x_labels: labels,
+        },
+        series,
+        0.0..x_max,
+        0.0..y_max,
+    )
+}
+
+/// A chart whose axes are both logarithmic: x in powers of 2 (sizes), y in powers of 10.
+/// Points at or below 0 cannot be placed and are left out.
+pub(super) fn log_log_chart(
+    chart: &'static str,
+    caption: &str,
+    x_description: &str,
+    y_description: &str,
+    series: &[Series],
+    x_label: &dyn Fn(&f64) -> String,
+) -> Result<String, ChartError> {
+    let series: Vec<Series> = series
+        .iter()
+        .map(|(name, color, points)| {
+            let placed = points.iter().copied().filter(|&(x, y)| x > 0.0 && y > 0.0);
+            (name.clone(), *color, placed.collect())
+        })
+        .collect();
+    let points = series.iter().flat_map(|(_, _, points)| points);
+    let bounds = |values: &mut dyn Iterator<Item = f64>| {
+        values.fold(None, |range: Option<(f64, f64)>, value| {
+            Some(range.map_or((value, value), |(low, high)| {
+                (low.min(value), high.max(value))
+            }))
+        })
+    };
+    let (x_min, x_max) = bounds(&mut points.clone().map(|(x, _)| *x)).unwrap_or((1.0, 2.0));
+    let (y_min, y_max) = bounds(&mut points.map(|(_, y)| *y)).unwrap_or((1.0, 10.0));
+    draw(
+        Axes {
+            chart,
+            caption,
+            x_description,
+            y_description,
+            x_labels: Some((LOG_X_LABELS, x_label)),
+        },
+        &series,
+        (x_min / 1.5..x_max * 1.5).log_scale().base(2.0),
+        (y_min / 2.0..y_max * 2.0).log_scale(),
+    )
+}
+
+/// Writes an axis label.
+type Formatter<'a> = &'a dyn Fn(&f64) -> String;
+
+/// The words and labels around a chart.
+struct Axes<'a> {
+    chart: &'static str,
+    caption: &'a str,
+    x_description: &'a str,
+    y_description: &'a str,
+    /// How many x labels at most, and how each is written (plotters' numbers otherwise).
+    x_labels: Option<(usize, Formatter<'a>)>,
+}
+
+fn draw<X, Y>(axes: Axes<'_>, series: &[Series], x: X, y: Y) -> Result<String, ChartError>
+where
+    X: AsRangedCoord<Value = f64>,
+    Y: AsRangedCoord<Value = f64>,
+    X::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let chart = axes.chart;
+    let failed = |reason: String| ChartError { chart, reason };
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, CHART_SIZE).into_drawing_area();
         root.fill(&WHITE)
             .map_err(|error| failed(error.to_string()))?;
         let mut context = ChartBuilder::on(&root)
-            .caption(caption, ("sans-serif", 20))
+            .caption(axes.caption, ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+            .build_cartesian_2d(x, y)
             .map_err(|error| failed(error.to_string()))?;
         let mut mesh = context.configure_mesh();
-        mesh.x_desc(x_description).y_desc(y_description);
-        if let Some(formatter) = x_label {
-            // One label per whole "nine" (0%, 90%, 99%, ...): the distribution's x range
-            // always ends on a whole nine.
-            mesh.x_labels(x_max as usize + 1)
-                .x_label_formatter(formatter);
+        mesh.x_desc(axes.x_description).y_desc(axes.y_description);
+        if let Some((count, formatter)) = axes.x_labels {
+            mesh.x_labels(count).x_label_formatter(formatter);
         }
         mesh.draw().map_err(|error| failed(error.to_string()))?;
         for (name, color, points) in series {
@@ -195,7 +285,7 @@ fn ms(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
 
-fn endpoint_color(endpoint: Endpoint) -> RGBColor {
+pub(super) fn endpoint_color(endpoint: Endpoint) -> RGBColor {
     match endpoint {
         Endpoint::Api => RGBColor(31, 119, 180),
         Endpoint::Shm => RGBColor(214, 39, 40),
@@ -204,7 +294,7 @@ fn endpoint_color(endpoint: Endpoint) -> RGBColor {
     }
 }
 
-fn lighter(color: RGBColor) -> RGBColor {
+pub(super) fn lighter(color: RGBColor) -> RGBColor {
     let lift = |channel: u8| channel + (255 - channel) / 2;
     RGBColor(lift(color.0), lift(color.1), lift(color.2))
 }

@@ -50,8 +50,21 @@ fn configuration(out: &mut String, report: &RunReport<'_>) {
     );
     match config.model {
         LoadModel::Users(users) => {
-            let _ = writeln!(out, "- **Number of Users**: {}", users.users);
-            let _ = writeln!(out, "- **Spawn Rate**: {} users/second", users.spawn_rate);
+            let _ = writeln!(
+                out,
+                "- **Number of Users**: {}{}",
+                users.users,
+                seed_differs(users.users != seed::SEED_USERS, seed::SEED_USERS)
+            );
+            let _ = writeln!(
+                out,
+                "- **Spawn Rate**: {} users/second{}",
+                users.spawn_rate,
+                seed_differs(
+                    users.spawn_rate != seed::SEED_SPAWN_RATE,
+                    seed::SEED_SPAWN_RATE
+                )
+            );
             let _ = writeln!(
                 out,
                 "- **Think Time**: {} per user between requests{}",
@@ -283,6 +296,16 @@ fn distribution(out: &mut String, rows: &[(Endpoint, &EndpointStats, LatencySumm
     }
 }
 
+/// " (the seed's was X)" where our setting differs from the seed's, so the seed columns are
+/// read as what they are.
+fn seed_differs(differs: bool, seed: impl std::fmt::Display) -> String {
+    if differs {
+        format!(" (the seed's was {seed}; its figures below are for that)")
+    } else {
+        String::new()
+    }
+}
+
 fn seed_value(seed: Option<&SeedFigures>, figure: impl Fn(&SeedFigures) -> String) -> String {
     seed.map_or(NO_SEED_FIGURE.to_owned(), figure)
 }
@@ -321,5 +344,27 @@ mod tests {
         );
         assert!(text.contains("| 75% of requests | ≤ 3.00ms | ≤ 13ms |"));
         assert!(text.contains("- **Payload Size**: 256,873 bytes (count=708, seed=28"));
+        assert!(text.contains("- **Number of Users**: 50\n"), "{text}");
+    }
+
+    #[test]
+    fn a_profile_other_than_the_seeds_says_what_the_seed_ran() {
+        let mut config = fixture::config();
+        config.model = LoadModel::Users(crate::loadtest::load::users::UsersProfile {
+            users: 500,
+            spawn_rate: 50.0,
+            think: crate::loadtest::load::users::ThinkTime::SEED,
+        });
+        let stats = fixture::stats();
+        let text = render(&RunReport::new(&config, &stats, 256_873, "test".into()));
+        assert!(
+            text.contains(
+                "- **Number of Users**: 500 (the seed's was 50; its figures below are for that)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("- **Spawn Rate**: 50 users/second (the seed's was 10;"));
+        // the seed's tables are still there beside ours
+        assert!(text.contains("| **Total** | **3.00** | **6** | **24.65** | **2,926** |"));
     }
 }

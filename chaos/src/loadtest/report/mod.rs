@@ -1,6 +1,6 @@
 //! Reports of a load run: Markdown in the seed report's layout (with the seed's figures beside
 //! ours), Locust-compatible CSV, JSON, and a self-contained HTML page with SVG charts; and the
-//! capacity report of `compare --capacity` ([`capacity`]).
+//! capacity report of `compare --capacity` ([`capacity`]); the report of `sweep` ([`sweep`]).
 
 pub mod capacity;
 pub mod csv;
@@ -9,6 +9,7 @@ pub mod json;
 pub mod machine;
 pub mod markdown;
 pub mod seed;
+pub mod sweep;
 
 use std::time::SystemTime;
 
