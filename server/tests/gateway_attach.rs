@@ -15,9 +15,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use shmbridge::control::{ChannelOptions, PublishRequest, Publisher, Refusal, RefusalCode};
+use shmbridge::control::{
+    ChannelOptions, PublishRequest, Published, Publisher, Refusal, RefusalCode,
+};
 use shmbridge::testing::silent_listener;
-use shmbridge::{ControlServer, Handle, Producer, ProducerOptions, Segment, SegmentConfig};
+use shmbridge::{ControlServer, Producer, ProducerOptions, Segment, SegmentConfig};
 
 use common::{error_code, gateway, get};
 
@@ -114,7 +116,7 @@ struct Holding {
 }
 
 impl Publisher for Holding {
-    fn publish(&self, _: &Producer, _: &PublishRequest, _: Duration) -> Result<Handle, Refusal> {
+    fn publish(&self, _: &Producer, _: &PublishRequest, _: Duration) -> Result<Published, Refusal> {
         let _ = self.arrived.send(());
         let _ = self
             .release
