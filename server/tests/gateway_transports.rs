@@ -197,8 +197,8 @@ async fn auto_picks_by_size_falls_back_to_rest_and_counts_its_choices() {
         assert!(body == users_json(count, 4), "{uri}: body differs");
     }
 
-    // The recorder is shared by every gateway in this test binary, so counts are compared
-    // before and after.
+    // The recorder is shared by every gateway in this test binary, and tests run at once, so
+    // counts are compared before and after, and may have grown by more than this request.
     let socket = format!("shmbridge-test-auto-nobody-{}", std::process::id());
     let cut_off = gateway_with_admin(&upstream, &["--shm-socket", &socket]).0;
     let chosen = r#"transport_choices_total{choice="shm",reason="at_or_above_threshold"}"#;
@@ -210,10 +210,9 @@ async fn auto_picks_by_size_falls_back_to_rest_and_counts_its_choices() {
     assert!(body == users_json(300, 5));
     let after = get(&cut_off, "/metrics").await.2;
     for series in [chosen, fell_back] {
-        assert_eq!(
-            counter(&after, series),
-            counter(&before, series) + 1,
-            "{series}"
+        assert!(
+            counter(&after, series) > counter(&before, series),
+            "{series} did not grow"
         );
     }
 
