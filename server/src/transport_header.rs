@@ -8,7 +8,7 @@ use std::fmt;
 pub const TRANSPORT_HEADER: &str = "x-transport";
 
 /// How a body reached the client, sent as [`TRANSPORT_HEADER`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Transport {
     /// Fetched from users-service over HTTP/JSON.
     Api,
@@ -25,6 +25,21 @@ pub enum Transport {
 }
 
 impl Transport {
+    pub const ALL: [Transport; 5] = [
+        Transport::Api,
+        Transport::Shm,
+        Transport::ShmHttp,
+        Transport::ApiFallback,
+        Transport::Cached,
+    ];
+
+    /// The transport a header value names, as [`Transport::as_str`] writes it.
+    pub fn parse(value: &str) -> Option<Transport> {
+        Transport::ALL
+            .into_iter()
+            .find(|transport| transport.as_str() == value)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Api => "api",

@@ -20,19 +20,23 @@ pub enum Endpoint {
     ShmHttp,
     /// `/api/users-cached`: the gateway serves a pre-serialized body; the ceiling for the others.
     Cached,
+    /// `/api/users`: the transport the gateway's `--transport` picks per request (`auto`: by
+    /// size, REST when shared memory fails); `x-transport` says which one it took.
+    Auto,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 4] = [
+    pub const ALL: [Endpoint; 5] = [
         Endpoint::Api,
         Endpoint::Shm,
         Endpoint::ShmHttp,
         Endpoint::Cached,
+        Endpoint::Auto,
     ];
 
-    /// Whether the payload passes through the shared-memory segment.
+    /// Whether the payload may pass through the shared-memory segment.
     pub fn uses_shm(self) -> bool {
-        matches!(self, Endpoint::Shm | Endpoint::ShmHttp)
+        matches!(self, Endpoint::Shm | Endpoint::ShmHttp | Endpoint::Auto)
     }
 
     pub fn path(self) -> &'static str {
@@ -41,6 +45,7 @@ impl Endpoint {
             Endpoint::Shm => "/api/users-via-shm",
             Endpoint::ShmHttp => "/api/users-via-shm-http",
             Endpoint::Cached => "/api/users-cached",
+            Endpoint::Auto => "/api/users",
         }
     }
 
@@ -51,6 +56,7 @@ impl Endpoint {
             Endpoint::Shm => "Shared Memory",
             Endpoint::ShmHttp => "Shared Memory (HTTP-signalled)",
             Endpoint::Cached => "Cached (ceiling)",
+            Endpoint::Auto => "Hybrid (--transport)",
         }
     }
 
@@ -60,6 +66,7 @@ impl Endpoint {
             Endpoint::Shm => "shm",
             Endpoint::ShmHttp => "shm-http",
             Endpoint::Cached => "cached",
+            Endpoint::Auto => "auto",
         }
     }
 }
@@ -78,7 +85,7 @@ impl FromStr for Endpoint {
             .into_iter()
             .find(|endpoint| endpoint.short_name() == text)
             .ok_or_else(|| {
-                format!("unknown endpoint {text:?} (expected api, shm, shm-http or cached)")
+                format!("unknown endpoint {text:?} (expected api, shm, shm-http, cached or auto)")
             })
     }
 }

@@ -54,6 +54,7 @@ pub(super) async fn run_open_loop(profile: OpenLoopProfile, generator: Arc<Gener
                         detail: "no free connection before the deadline".into(),
                     }),
                     body_bytes: 0,
+                    transport: None,
                 },
             };
             generator.recorder.record(endpoint, scheduled, &completed);

@@ -107,12 +107,14 @@ impl Recorder {
             .stats
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        stats.entry(endpoint).or_default().record(
+        let endpoint_stats = stats.entry(endpoint).or_default();
+        endpoint_stats.record(
             started_after,
             latency,
             completed.body_bytes,
             &completed.outcome,
         );
+        endpoint_stats.count_transport(&completed.outcome, completed.transport);
     }
 
     pub fn snapshot(&self) -> LiveSnapshot {

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::endpoint::Endpoint;
 use super::stats::{Failure, FailureClass, Outcome};
 use super::verify::{BodyChecker, CRC_HEADER, Verdict};
+use shmbridge_server::transport_header::{TRANSPORT_HEADER, Transport};
 
 /// What every request of a run shares: the client with its keep-alive pool, the URL of each
 /// endpoint, and the checker that knows the expected bytes.
@@ -26,6 +27,9 @@ pub struct RequestContext {
 pub struct Completed {
     pub outcome: Outcome,
     pub body_bytes: u64,
+    /// The gateway's `x-transport` on a 200: which path the body took (`None` when absent or
+    /// not one the gateway sends).
+    pub transport: Option<Transport>,
 }
 
 impl RequestContext {
@@ -113,6 +117,10 @@ impl RequestContext {
                     .to_owned(),
             ),
         };
+        let transport = response
+            .headers()
+            .get(TRANSPORT_HEADER)
+            .and_then(|value| Transport::parse(value.to_str().ok()?));
         let mut verification = self.checker.start(self.count, self.seed);
         while let Some(chunk) = response
             .chunk()
@@ -133,6 +141,7 @@ impl RequestContext {
         Ok(Completed {
             outcome,
             body_bytes,
+            transport,
         })
     }
 }
@@ -141,6 +150,7 @@ fn failed(class: FailureClass, detail: String, body_bytes: u64) -> Completed {
     Completed {
         outcome: Outcome::Failed(Failure { class, detail }),
         body_bytes,
+        transport: None,
     }
 }
 

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::endpoint::Endpoint;
 use super::verify::Corruption;
+use shmbridge_server::transport_header::Transport;
 
 /// Latencies are recorded in microseconds, from 1 µs to one hour, with 3 significant digits
 /// (values below 2,048 µs are exact; above, the error is under 0.1%).
@@ -92,6 +93,8 @@ pub struct EndpointStats {
     pub corruption_samples: Vec<Corruption>,
     /// One bucket per second since the run started, by the request's start time.
     pub timeline: Vec<TimelineBucket>,
+    /// Verified bodies by the transport the gateway said it took (`x-transport`).
+    pub transports: BTreeMap<Transport, u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -124,6 +127,7 @@ impl Default for EndpointStats {
             body_bytes: 0,
             corruption_samples: Vec::new(),
             timeline: Vec::new(),
+            transports: BTreeMap::new(),
         }
     }
 }
@@ -164,6 +168,13 @@ impl EndpointStats {
         }
     }
 
+    /// Counts a verified body's transport.
+    pub fn count_transport(&mut self, outcome: &Outcome, transport: Option<Transport>) {
+        if let (Outcome::Verified, Some(transport)) = (outcome, transport) {
+            *self.transports.entry(transport).or_default() += 1;
+        }
+    }
+
     /// Folds `other` into `self`, second by second.
     pub fn merge(&mut self, other: &EndpointStats) {
         self.latency
@@ -175,6 +186,9 @@ impl EndpointStats {
         self.body_bytes += other.body_bytes;
         for (failure, count) in &other.failures {
             *self.failures.entry(failure.clone()).or_default() += count;
+        }
+        for (transport, count) in &other.transports {
+            *self.transports.entry(*transport).or_default() += count;
         }
         let room = CORRUPTION_SAMPLES_KEPT.saturating_sub(self.corruption_samples.len());
         self.corruption_samples

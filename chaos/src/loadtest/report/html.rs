@@ -291,6 +291,7 @@ pub(super) fn endpoint_color(endpoint: Endpoint) -> RGBColor {
         Endpoint::Shm => RGBColor(214, 39, 40),
         Endpoint::ShmHttp => RGBColor(255, 127, 14),
         Endpoint::Cached => RGBColor(44, 160, 44),
+        Endpoint::Auto => RGBColor(148, 103, 189),
     }
 }
 

@@ -8,6 +8,7 @@ use super::{RunReport, format_ms, thousands};
 use crate::loadtest::load::LoadModel;
 use crate::loadtest::load::endpoint::Endpoint;
 use crate::loadtest::load::stats::{EndpointStats, LatencySummary, percent};
+use shmbridge_server::transport_header::Transport;
 
 /// Shown where the seed has no figure.
 const NO_SEED_FIGURE: &str = "—";
@@ -33,6 +34,7 @@ pub fn render(report: &RunReport<'_>) -> String {
     response_times(&mut out, &rows);
     error_rates(&mut out, &rows, &total);
     failures(&mut out, &rows);
+    transports_taken(&mut out, &rows);
     corruptions(&mut out, &rows);
     distribution(&mut out, &rows);
     out
@@ -260,6 +262,40 @@ fn failures(out: &mut String, rows: &[(Endpoint, &EndpointStats, LatencySummary)
     out.push('\n');
 }
 
+/// Verified bodies by the transport the gateway took (`x-transport`), for runs where that is not
+/// the endpoint's own: the hybrid endpoint, or a fallback to REST.
+fn transports_taken(out: &mut String, rows: &[(Endpoint, &EndpointStats, LatencySummary)]) {
+    let mixed = rows.iter().any(|(endpoint, stats, _)| {
+        *endpoint == Endpoint::Auto || stats.transports.contains_key(&Transport::ApiFallback)
+    });
+    if !mixed {
+        return;
+    }
+    let taken: Vec<Transport> = Transport::ALL
+        .into_iter()
+        .filter(|transport| {
+            rows.iter()
+                .any(|(_, stats, _)| stats.transports.contains_key(transport))
+        })
+        .collect();
+    out.push_str("### Transport Taken (verified bodies, by `x-transport`)\n\n| Endpoint |");
+    for transport in &taken {
+        let _ = write!(out, " {transport} |");
+    }
+    out.push_str("\n|----------|");
+    out.push_str(&"------|".repeat(taken.len()));
+    out.push('\n');
+    for (endpoint, stats, _) in rows {
+        let _ = write!(out, "| {} |", endpoint.label());
+        for transport in &taken {
+            let count = stats.transports.get(transport).copied().unwrap_or(0);
+            let _ = write!(out, " {} |", thousands(count));
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+}
+
 fn corruptions(out: &mut String, rows: &[(Endpoint, &EndpointStats, LatencySummary)]) {
     if rows.iter().all(|(_, stats, _)| stats.corrupt == 0) {
         return;
@@ -313,7 +349,38 @@ fn seed_value(seed: Option<&SeedFigures>, figure: impl Fn(&SeedFigures) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::loadtest::load::stats::Outcome;
     use crate::loadtest::report::fixture;
+    use std::time::Duration;
+
+    #[test]
+    fn the_hybrid_endpoint_shows_the_transports_it_took() {
+        let config = fixture::config();
+        let mut stats = fixture::stats();
+        let text = render(&RunReport::new(&config, &stats, 256_873, "test".into()));
+        assert!(!text.contains("Transport Taken"), "{text}");
+
+        let mut auto = EndpointStats::default();
+        for (transport, times) in [(Transport::Shm, 3), (Transport::ApiFallback, 1)] {
+            for _ in 0..times {
+                auto.record(
+                    Duration::ZERO,
+                    Duration::from_millis(1),
+                    9,
+                    &Outcome::Verified,
+                );
+                auto.count_transport(&Outcome::Verified, Some(transport));
+            }
+        }
+        stats.endpoints.insert(Endpoint::Auto, auto);
+        let text = render(&RunReport::new(&config, &stats, 256_873, "test".into()));
+        assert!(
+            text.contains("| Endpoint | shm | api-fallback |\n"),
+            "{text}"
+        );
+        assert!(text.contains("| Hybrid (--transport) | 3 | 1 |"), "{text}");
+        assert!(text.contains("| REST API | 0 | 0 |"), "{text}");
+    }
 
     #[test]
     fn tables_show_ours_beside_the_seeds() {
