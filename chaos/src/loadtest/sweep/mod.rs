@@ -22,6 +22,8 @@ use crate::loadtest::cli::OutputArgs;
 use crate::loadtest::compare::{CompareError, ServiceArgs, Services};
 use crate::loadtest::load::endpoint::{Endpoint, EndpointMix};
 use crate::loadtest::load::open_loop::OpenLoopProfile;
+use crate::loadtest::load::request::RequestContext;
+use crate::loadtest::load::stats::Outcome;
 use crate::loadtest::load::users::{ThinkTime, UsersProfile};
 use crate::loadtest::load::verify::BodyChecker;
 use crate::loadtest::load::{LoadConfig, LoadError, LoadModel};
@@ -296,6 +298,7 @@ async fn measure(
         };
         eprintln!("{position}: count {} = {} bytes", fit.count, fit.bytes);
         let base = plan.base_config(services.gateway.base_url(), fit.count);
+        warm_up(plan, &base, &checker, &position).await?;
         let peak = processes
             .zip(peak_method.as_ref())
             .map(|(processes, method)| PeakStep::start(method, processes));
@@ -325,6 +328,37 @@ async fn measure(
         peak_method,
         probes: search.probes(),
     })
+}
+
+/// One unmeasured request per endpoint before a size's rounds, so every path has made and
+/// cached its body (users-service's serialized and sealed bodies, the gateway's cached one):
+/// the rounds then measure moving a body, and the ceiling is not timed generating its own.
+async fn warm_up(
+    plan: &SweepPlan,
+    base: &LoadConfig,
+    checker: &Arc<BodyChecker>,
+    position: &str,
+) -> Result<(), SweepError> {
+    let context = RequestContext::new(
+        &base.target,
+        &plan.endpoints,
+        base.count,
+        base.seed,
+        1,
+        Arc::clone(checker),
+    )
+    .map_err(LoadError::from)?;
+    for &endpoint in &plan.endpoints {
+        let deadline = tokio::time::Instant::now() + plan.timeout;
+        let completed = context.execute(endpoint, deadline).await;
+        if !matches!(completed.outcome, Outcome::Verified) {
+            eprintln!(
+                "{position}: warm-up request to {endpoint} gave no verified body: {:?}",
+                completed.outcome
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
