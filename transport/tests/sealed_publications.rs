@@ -418,3 +418,29 @@ fn a_redeemed_payloads_memory_goes_with_its_last_holder() {
     drop(bytes);
     assert!(!memfds_held().contains(&memfd), "memfd left behind");
 }
+
+/// The reaper takes back a ticket whose TTL passed like any publication, and its bytes stop
+/// counting: the budget is not held by a consumer that never came.
+#[test]
+fn a_ticket_past_its_ttl_is_reaped_and_its_bytes_stop_counting() {
+    let producer = producer_with(
+        2,
+        ProducerOptions {
+            ready_ttl: Duration::from_millis(1),
+            ..options(MIB, MIB)
+        },
+    );
+    let payload = SealedPayload::from_bytes(&vec![6; MIB]).unwrap();
+    let handle = producer.publish_sealed(&payload, Duration::ZERO).unwrap();
+    assert_eq!(producer.stats().sealed_bytes_in_flight, MIB as u64);
+    // Past the TTL (stamped in whole milliseconds, rounded up) whatever the scheduler does.
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(producer.reap().get(shmbridge::ReclaimReason::TtlExpired), 1);
+    assert_eq!(producer.stats().sealed_bytes_in_flight, 0);
+    assert!(matches!(
+        consumer(&producer).redeem_sealed(&handle, dup(&payload)),
+        Err(RedeemError::Acquire(shmbridge::AcquireError::Stale { .. }))
+    ));
+    // The whole budget is free again.
+    producer.publish_sealed(&payload, Duration::ZERO).unwrap();
+}
