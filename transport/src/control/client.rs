@@ -126,6 +126,11 @@ impl ControlClient {
         producer_uids: &[u32],
     ) -> Result<(Self, AnswerReader), AttachError> {
         let (socket, segment) = greet(socket_name, timeout)?.attach(producer_uids)?;
+        Ok(Self::over(socket, segment))
+    }
+
+    /// A client on `socket`, already greeted, attached to `segment`, and its reader.
+    fn over(socket: OwnedFd, segment: Segment) -> (Self, AnswerReader) {
         let inner = Arc::new(Inner {
             socket,
             segment: Arc::new(segment),
@@ -136,13 +141,13 @@ impl ControlClient {
         let reader = AnswerReader {
             inner: Arc::clone(&inner),
         };
-        Ok((
+        (
             Self {
                 inner,
                 reader: None,
             },
             reader,
-        ))
+        )
     }
 
     pub fn segment(&self) -> &Arc<Segment> {
@@ -504,22 +509,10 @@ mod tests {
                 slot_size: SLOT_SIZE,
             })
             .unwrap();
-            let inner = Arc::new(Inner {
-                socket: consumer,
-                segment: Arc::new(segment),
-                pending: Mutex::default(),
-                next_id: AtomicU64::new(1),
-                open: AtomicBool::new(true),
-            });
-            let reader = AnswerReader {
-                inner: Arc::clone(&inner),
-            };
+            let (client, reader) = ControlClient::over(consumer, segment);
             Self {
                 producer,
-                client: ControlClient {
-                    inner,
-                    reader: None,
-                },
+                client,
                 reader,
             }
         }
