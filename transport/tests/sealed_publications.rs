@@ -126,14 +126,14 @@ fn sealed_publications_round_trip_over_the_channel_byte_for_byte() {
 }
 
 #[test]
-fn a_body_above_the_largest_payload_is_refused_too_large_naming_its_length() {
+fn a_body_above_the_largest_payload_is_refused_too_large_naming_the_limit() {
     let producer = producer_with(4, options(2 * MIB, 8 * MIB));
     let (_server, client) = serve(&producer, "sealed-too-large");
     let len = 2 * MIB as u32 + 1;
     match client.publish_blocking(len, 1, TIMEOUT) {
         Err(RequestError::Refused(refusal)) => {
             assert_eq!(refusal.code, RefusalCode::TooLarge);
-            assert_eq!(refusal.detail, u64::from(len));
+            assert_eq!(refusal.detail, 2 * MIB as u64);
         }
         other => panic!("expected TooLarge, got {other:?}"),
     }
