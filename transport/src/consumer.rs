@@ -1,14 +1,18 @@
-//! The consumer side: redeem a [`Handle`], read the bytes, verify them, release the slot.
+//! The consumer side: redeem a [`Handle`], read the bytes, verify them, release the slot; or, for
+//! a sealed publication, take its ticket, verify the descriptor that came with the handle and
+//! release the ticket.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{AcquireError, ReadError};
+use crate::error::{AcquireError, ReadError, RedeemError};
 use crate::handle::Handle;
 use crate::host::{Host, Owner, SystemHost, nanos};
 use crate::layout::{SlotState, Word};
 use crate::payload;
+use crate::sealed::{SealedBytes, SealedError};
 use crate::segment::Segment;
 use crate::stats::{Counters, Stats};
 
@@ -74,6 +78,52 @@ impl Consumer {
     /// is redeemable once: the first acquire moves the generation on.
     pub fn acquire(&self, handle: &Handle) -> Result<ReadGuard<'_>, AcquireError> {
         let segment = &self.segment;
+        if handle.len > segment.slot_size() {
+            return Err(AcquireError::TooLarge {
+                len: handle.len,
+                max: segment.slot_size(),
+            });
+        }
+        self.take(handle)
+    }
+
+    /// Redeems a sealed publication: takes its ticket (the slot `handle` names, READY at the
+    /// handle's generation), verifies `fd` against the handle's length and crc
+    /// ([`SealedBytes::verify`]: seals, size, crc over the mapping), then releases the ticket.
+    /// A ticket reclaimed before its release means the publication was given up, so its bytes
+    /// are discarded ([`RedeemError::Reclaimed`]). `fd` is closed on return either way; the
+    /// bytes stay mapped for the life of the result.
+    pub fn redeem_sealed(&self, handle: &Handle, fd: OwnedFd) -> Result<SealedBytes, RedeemError> {
+        let slot_size = self.segment.slot_size();
+        if handle.len <= slot_size {
+            return Err(RedeemError::NotSealed {
+                len: handle.len,
+                slot_size,
+            });
+        }
+        let mut ticket = self.take(handle)?;
+        let verified = SealedBytes::verify(fd, handle.len.into(), handle.crc);
+        if let Err(SealedError::ChecksumMismatch { expected, found }) = &verified {
+            Counters::bump(&self.counters.checksum_failures);
+            tracing::warn!(
+                slot = handle.slot,
+                expected,
+                found,
+                "sealed payload checksum mismatch"
+            );
+        }
+        // Released whatever the verification said: the ticket is spent either way.
+        let released = ticket.release();
+        let bytes = verified?;
+        released.map_err(|_| RedeemError::Reclaimed { slot: handle.slot })?;
+        Ok(bytes)
+    }
+
+    /// Takes the slot `handle` names, READY at exactly the handle's generation, whatever the
+    /// handle's length: a slot's payload for [`Consumer::acquire`], a ticket for
+    /// [`Consumer::redeem_sealed`].
+    fn take(&self, handle: &Handle) -> Result<ReadGuard<'_>, AcquireError> {
+        let segment = &self.segment;
         if handle.epoch != segment.epoch() {
             Counters::bump(&self.counters.stale_handles);
             return Err(AcquireError::WrongEpoch {
@@ -85,12 +135,6 @@ impl Consumer {
             return Err(AcquireError::SlotOutOfRange {
                 slot: handle.slot,
                 slots: segment.slot_count(),
-            });
-        }
-        if handle.len > segment.slot_size() {
-            return Err(AcquireError::TooLarge {
-                len: handle.len,
-                max: segment.slot_size(),
             });
         }
         let descriptor = segment.descriptor(handle.slot);

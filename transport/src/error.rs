@@ -10,6 +10,7 @@ use thiserror::Error;
 
 use crate::host::Owner;
 use crate::layout::{GeometryError, SlotState};
+use crate::sealed::SealedError;
 
 /// Creating a segment failed; nothing is left behind.
 #[derive(Debug, Error)]
@@ -119,13 +120,24 @@ fn clock_offset(producer: &u64, own: &u64) -> String {
     }
 }
 
-/// `claim` found no slot.
+/// `claim` or `publish_sealed` found no room.
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
 pub enum ClaimError {
-    #[error("payload of {len} bytes is larger than a slot ({max} bytes)")]
+    /// `max` is the slot size for `claim`, the largest sealed payload for `publish_sealed`.
+    #[error("payload of {len} bytes is larger than the {max} bytes allowed")]
     TooLarge { len: usize, max: usize },
     #[error("all {slots} slots stayed busy until the deadline")]
     Exhausted { slots: u32 },
+    /// `publish_sealed` was given a payload a slot holds: it travels by `claim`, since a handle
+    /// whose length fits a slot names slot bytes, never a sealed payload.
+    #[error("payload of {len} bytes fits a slot ({slot_size} bytes): publish it in a slot")]
+    FitsInSlot { len: usize, slot_size: usize },
+    /// Sealed payloads not yet redeemed held so many bytes until the deadline that this one
+    /// would have passed `max` (`ProducerOptions::max_sealed_bytes`).
+    #[error(
+        "sealed payloads in flight stayed at {in_flight} of at most {max} bytes until the deadline"
+    )]
+    BytesExhausted { in_flight: u64, max: u64 },
 }
 
 /// `publish` found the slot no longer held by this writer.
@@ -153,6 +165,20 @@ pub enum AcquireError {
         found: u64,
         found_state: Option<SlotState>,
     },
+}
+
+/// `redeem_sealed` gave no verified bytes. The ticket was released (or never acquired) and the
+/// descriptor closed, whatever the reason.
+#[derive(Debug, Error)]
+pub enum RedeemError {
+    #[error(transparent)]
+    Acquire(#[from] AcquireError),
+    #[error("handle length {len} fits a slot ({slot_size} bytes): not a sealed publication")]
+    NotSealed { len: u32, slot_size: u32 },
+    #[error(transparent)]
+    Sealed(#[from] SealedError),
+    #[error("the ticket of slot {slot} was reclaimed before its release; the bytes are discarded")]
+    Reclaimed { slot: u32 },
 }
 
 /// Reading an acquired slot did not give the published bytes.

@@ -190,17 +190,87 @@ impl PeerView {
     }
 }
 
-pub(crate) fn send_fd(stream: BorrowedFd<'_>, fd: RawFd, view: &PeerView) -> io::Result<()> {
-    let greeting = view.encode();
-    let fds = [fd];
+pub(crate) fn send_fd(
+    stream: BorrowedFd<'_>,
+    fd: BorrowedFd<'_>,
+    view: &PeerView,
+) -> io::Result<()> {
+    send_message(stream, &view.encode(), Some(fd))
+}
+
+/// Sends `bytes` as one message, with `fd` attached as SCM_RIGHTS when given: the one way the
+/// crate sends on its sockets (the greeting, and the control channel's answers). Fails rather
+/// than raising SIGPIPE when the peer is gone.
+pub(crate) fn send_message(
+    stream: BorrowedFd<'_>,
+    bytes: &[u8],
+    fd: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
+    let fds = fd.map(|fd| [fd.as_raw_fd()]);
+    let rights: Vec<ControlMessage<'_>> = fds
+        .as_ref()
+        .map(|fds| ControlMessage::ScmRights(&fds[..]))
+        .into_iter()
+        .collect();
     sendmsg::<()>(
         stream.as_raw_fd(),
-        &[IoSlice::new(&greeting)],
-        &[ControlMessage::ScmRights(&fds)],
+        &[IoSlice::new(bytes)],
+        &rights,
         MsgFlags::MSG_NOSIGNAL,
         None,
     )?;
     Ok(())
+}
+
+/// Why [`receive_message`] returned no message.
+#[derive(Debug)]
+pub(crate) enum ReceiveError {
+    /// The receive itself failed (`EAGAIN` when nothing is waiting or the timeout ran out).
+    Sys(Errno),
+    /// The descriptors sent did not fit the room for one (`MSG_CTRUNC`); those that arrived
+    /// are closed.
+    Truncated,
+    /// More than one descriptor arrived with the message; all are closed.
+    TooMany { count: usize },
+}
+
+/// One message received into `buf`: its length and the one descriptor it carried, if any.
+/// Descriptors arrive close-on-exec (`MSG_CMSG_CLOEXEC`); every descriptor of a message that is
+/// refused is closed before this returns. The one way the crate receives on its sockets.
+pub(crate) fn receive_message(
+    stream: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: MsgFlags,
+) -> Result<(usize, Option<OwnedFd>), ReceiveError> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let message = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        flags | MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(ReceiveError::Sys)?;
+    let mut fds = Vec::new();
+    for cmsg in message.cmsgs().map_err(ReceiveError::Sys)? {
+        if let ControlMessageOwned::ScmRights(rights) = cmsg {
+            // SAFETY: the kernel just installed these descriptors in this process for us; each
+            // is owned by nobody else.
+            fds.extend(
+                rights
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    if message.flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(ReceiveError::Truncated);
+    }
+    let len = message.bytes;
+    if fds.len() > 1 {
+        return Err(ReceiveError::TooMany { count: fds.len() });
+    }
+    Ok((len, fds.pop()))
 }
 
 /// Connects to `@socket_name`, receives the segment descriptor and attaches to it, waiting at
@@ -371,54 +441,29 @@ pub(crate) fn receive_fd(
 ) -> Result<(OwnedFd, PeerView, u64), AttachError> {
     // Room for more than a greeting, so that a longer message is noticed, not cut to size.
     let mut buf = [0u8; 2 * GREETING_LEN];
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let message = recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|errno| match errno {
-        // The read timeout ran out: the server accepted but never answered.
-        Errno::EAGAIN => AttachError::TimedOut {
-            op: "receive the segment descriptor",
-            timeout,
-        },
-        errno => AttachError::Io {
-            op: "receive descriptor",
-            source: errno.into(),
-        },
-    })?;
+    let (received, fd) =
+        receive_message(stream, &mut buf, MsgFlags::empty()).map_err(|error| match error {
+            // The read timeout ran out: the server accepted but never answered.
+            ReceiveError::Sys(Errno::EAGAIN) => AttachError::TimedOut {
+                op: "receive the segment descriptor",
+                timeout,
+            },
+            ReceiveError::Sys(errno) => AttachError::Io {
+                op: "receive descriptor",
+                source: errno.into(),
+            },
+            ReceiveError::Truncated => AttachError::Protocol("control message truncated"),
+            ReceiveError::TooMany { .. } => {
+                AttachError::Protocol("expected exactly one descriptor")
+            }
+        })?;
     let received_at_ns = monotonic_now_ns();
-    let received = message.bytes;
     if received == 0 {
         return Err(AttachError::Refused);
     }
-    let mut fds = Vec::new();
-    for cmsg in message.cmsgs().map_err(|errno| AttachError::Io {
-        op: "read control message",
-        source: errno.into(),
-    })? {
-        if let ControlMessageOwned::ScmRights(rights) = cmsg {
-            // SAFETY: the kernel just installed these descriptors in this process for us; each
-            // is owned by nobody else.
-            fds.extend(
-                rights
-                    .into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
-        }
-    }
-    if message.flags.contains(MsgFlags::MSG_CTRUNC) {
-        return Err(AttachError::Protocol("control message truncated"));
-    }
     let view = PeerView::decode(&buf[..received])?;
-    let mut fds = fds.into_iter();
-    match (fds.next(), fds.next()) {
-        (Some(fd), None) => Ok((fd, view, received_at_ns)),
-        _ => Err(AttachError::Protocol("expected exactly one descriptor")),
-    }
+    let fd = fd.ok_or(AttachError::Protocol("expected exactly one descriptor"))?;
+    Ok((fd, view, received_at_ns))
 }
 
 #[cfg(all(test, not(loom)))]
@@ -639,7 +684,7 @@ mod tests {
         };
         send_fd(
             server.as_fd(),
-            segment.fd().unwrap().as_raw_fd(),
+            segment.fd().unwrap(),
             &as_seen_from_a_parent_namespace,
         )
         .unwrap();

@@ -51,6 +51,7 @@ pub mod layout;
 mod payload;
 mod producer;
 mod reaper;
+mod sealed;
 mod segment;
 mod slot;
 mod stats;
@@ -60,12 +61,15 @@ pub mod testing;
 
 pub use consumer::{Consumer, ConsumerOptions, ReadGuard};
 pub use control::{ControlClient, ControlServer};
-pub use error::{AcquireError, AttachError, ClaimError, CreateError, PublishError, ReadError};
+pub use error::{
+    AcquireError, AttachError, ClaimError, CreateError, PublishError, ReadError, RedeemError,
+};
 pub use fdpass::{attach_via_socket, attach_via_socket_read_only};
 pub use handle::{Handle, HandleParseError};
 pub use host::{Host, Owner, SystemHost, monotonic_now_ns};
 pub use layout::SlotState;
 pub use producer::{Producer, ProducerOptions, ReaperThread, WriteGuard};
 pub use reaper::MAX_DEADLINE_AHEAD;
+pub use sealed::{SealedBytes, SealedError, SealedPayload, SealedWriter};
 pub use segment::{Segment, SegmentConfig, SlotView};
 pub use stats::{ReclaimReason, Reclaims, SlotCounts, Stats};

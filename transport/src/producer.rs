@@ -1,4 +1,6 @@
-//! The producer side: claim a free slot, write the payload into it, publish it as a [`Handle`].
+//! The producer side: claim a free slot, write the payload into it, publish it as a [`Handle`];
+//! or publish a sealed payload larger than a slot on a ticket (a slot claimed and published
+//! without its payload area), keeping count of the sealed bytes in flight.
 
 use std::io;
 use std::sync::atomic::AtomicU32;
@@ -14,8 +16,10 @@ use crate::host::{Host, Owner, SystemHost, nanos};
 use crate::layout::{SlotState, Word};
 use crate::payload;
 use crate::reaper::Reaper;
+use crate::sealed::SealedPayload;
 use crate::segment::Segment;
 use crate::stats::{Counters, Reclaims, Stats};
+use crate::sync;
 
 /// How long a producer may hold what it claims. Both durations must stay within
 /// [`MAX_DEADLINE_AHEAD`](crate::MAX_DEADLINE_AHEAD) (one hour): the reaper treats deadlines further
@@ -26,15 +30,24 @@ pub struct ProducerOptions {
     pub lease: Duration,
     /// How long a published slot waits for its consumer before the reaper takes it back.
     pub ready_ttl: Duration,
+    /// The largest sealed payload [`Producer::publish_sealed`] accepts (at most `u32::MAX`, what
+    /// a handle's length holds).
+    pub max_payload: usize,
+    /// How many bytes of sealed payloads may wait for their consumers at once; a publication that
+    /// would pass it waits for room, then fails with [`ClaimError::BytesExhausted`].
+    pub max_sealed_bytes: u64,
 }
 
 impl Default for ProducerOptions {
     /// A hand-off takes well under a millisecond; a one-second lease only ever expires on a
     /// paused or hung writer. The TTL covers a consumer that is slow to redeem under load.
+    /// Sealed payloads: 64 MiB each, 256 MiB in flight, so four of the largest can wait at once.
     fn default() -> Self {
         Self {
             lease: Duration::from_secs(1),
             ready_ttl: Duration::from_secs(5),
+            max_payload: 64 << 20,
+            max_sealed_bytes: 256 << 20,
         }
     }
 }
@@ -49,7 +62,40 @@ pub struct Producer {
     /// contending for slot 0. Process-local and only a hint: std atomics, not the loom shim.
     cursor: AtomicU32,
     reaper: Mutex<Reaper>,
+    /// Sealed publications whose bytes may still count against `max_sealed_bytes`.
+    sealed: sync::Mutex<SealedTickets>,
     counters: Counters,
+}
+
+/// The producer's record of its sealed publications not known to be over.
+#[derive(Debug, Default)]
+struct SealedTickets {
+    tickets: Vec<Ticket>,
+    /// Bytes of publications being made now, counted before their ticket exists so that
+    /// publishers racing for the last room cannot all pass the limit.
+    reserved: u64,
+}
+
+/// One sealed publication: its slot, its READY generation and its length.
+#[derive(Clone, Copy, Debug)]
+struct Ticket {
+    slot: u32,
+    ready: u64,
+    bytes: u64,
+}
+
+impl SealedTickets {
+    /// Forgets every ticket that no longer waits or is being redeemed (state word past
+    /// READY(g) and READING(g+1): released, withdrawn or reclaimed); returns the bytes still in
+    /// flight, reservations included.
+    fn prune(&mut self, segment: &Segment) -> u64 {
+        self.tickets.retain(|ticket| {
+            let word = segment.descriptor(ticket.slot).word();
+            word == Word::new(ticket.ready, SlotState::Ready)
+                || word == Word::new(ticket.ready.wrapping_add(1), SlotState::Reading)
+        });
+        self.tickets.iter().map(|ticket| ticket.bytes).sum::<u64>() + self.reserved
+    }
 }
 
 impl Producer {
@@ -83,6 +129,7 @@ impl Producer {
             host,
             cursor: AtomicU32::new(0),
             reaper,
+            sealed: sync::Mutex::new(SealedTickets::default()),
             counters: Counters::default(),
         }
     }
@@ -98,7 +145,12 @@ impl Producer {
         if len > max {
             return Err(ClaimError::TooLarge { len, max });
         }
-        let deadline = self.host.now_ns().saturating_add(nanos(timeout));
+        self.claim_until(len, self.host.now_ns().saturating_add(nanos(timeout)))
+    }
+
+    /// [`Producer::claim`] of a `len` already checked against the slot size, until `deadline`
+    /// (host nanoseconds).
+    fn claim_until(&self, len: usize, deadline: u64) -> Result<WriteGuard<'_>, ClaimError> {
         let mut backoff = Duration::from_micros(10);
         loop {
             if let Some(guard) = self.try_claim(len) {
@@ -165,7 +217,107 @@ impl Producer {
         }
         let reclaims = reaper.reap(&self.segment, self.host.as_ref(), self.options.lease);
         self.counters.add_reclaims(&reclaims);
+        drop(reaper);
+        self.sealed_in_flight();
         reclaims
+    }
+
+    /// Publishes `payload`, a sealed payload larger than a slot, on a ticket: a slot claimed and
+    /// published with the payload's length and crc but without its payload area. The handle's
+    /// length above the slot size tells the consumer the bytes come as a descriptor (the
+    /// caller sends `payload`'s along with the handle), to redeem with
+    /// [`Consumer::redeem_sealed`](crate::Consumer::redeem_sealed).
+    ///
+    /// Waits at most `timeout`, first for room under
+    /// [`ProducerOptions::max_sealed_bytes`] ([`ClaimError::BytesExhausted`]), then for a free
+    /// slot ([`ClaimError::Exhausted`]). Refuses a payload above
+    /// [`ProducerOptions::max_payload`] (or `max_sealed_bytes`) with [`ClaimError::TooLarge`],
+    /// and one a slot holds with [`ClaimError::FitsInSlot`]: that one goes through
+    /// [`Producer::claim`], since a handle whose length fits a slot names slot bytes.
+    pub fn publish_sealed(
+        &self,
+        payload: &SealedPayload,
+        timeout: Duration,
+    ) -> Result<Handle, ClaimError> {
+        let len = payload.len();
+        let max = self.max_sealed_len();
+        if len > max {
+            return Err(ClaimError::TooLarge {
+                len: usize::try_from(len).unwrap_or(usize::MAX),
+                max: usize::try_from(max).unwrap_or(usize::MAX),
+            });
+        }
+        let slot_size = self.segment.slot_size();
+        if len <= u64::from(slot_size) {
+            return Err(ClaimError::FitsInSlot {
+                len: len as usize,
+                slot_size: slot_size as usize,
+            });
+        }
+        let deadline = self.host.now_ns().saturating_add(nanos(timeout));
+        let room = self.reserve_sealed(len, deadline)?;
+        // `len <= max <= u32::MAX`, checked above.
+        let len = len as u32;
+        loop {
+            let ticket = self.claim_until(0, deadline)?;
+            // Lost only to a reaper that judged the ticket's lease over between claim and
+            // publish; nothing was written, so another claim is as good.
+            if let Ok(handle) = ticket.publish_stamped(len, payload.crc()) {
+                room.record(&handle);
+                Counters::bump(&self.counters.sealed_publications);
+                return Ok(handle);
+            }
+        }
+    }
+
+    /// The largest sealed payload this producer publishes.
+    fn max_sealed_len(&self) -> u64 {
+        (self.options.max_payload as u64)
+            .min(self.options.max_sealed_bytes)
+            .min(u64::from(u32::MAX))
+    }
+
+    /// Reserves `len` sealed bytes, waiting until `deadline` for earlier sealed publications to
+    /// be redeemed, withdrawn or reclaimed (reaping meanwhile, as [`Producer::claim`] does).
+    fn reserve_sealed(&self, len: u64, deadline: u64) -> Result<SealedRoom<'_>, ClaimError> {
+        let max = self.options.max_sealed_bytes;
+        let mut backoff = Duration::from_micros(10);
+        loop {
+            let in_flight = {
+                let mut sealed = self.lock_sealed();
+                let in_flight = sealed.prune(&self.segment);
+                if in_flight + len <= max {
+                    sealed.reserved += len;
+                    return Ok(SealedRoom {
+                        producer: self,
+                        len,
+                    });
+                }
+                in_flight
+            };
+            if self.reap().total() > 0 {
+                continue;
+            }
+            let now = self.host.now_ns();
+            if now >= deadline {
+                Counters::bump(&self.counters.claims_exhausted);
+                return Err(ClaimError::BytesExhausted { in_flight, max });
+            }
+            self.host
+                .sleep(backoff.min(Duration::from_nanos(deadline - now)));
+            backoff = (backoff * 2).min(Duration::from_millis(1));
+        }
+    }
+
+    fn lock_sealed(&self) -> sync::MutexGuard<'_, SealedTickets> {
+        self.sealed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Bytes of sealed publications still waiting for, or being redeemed by, their consumers.
+    fn sealed_in_flight(&self) -> u64 {
+        self.lock_sealed().prune(&self.segment)
     }
 
     /// Runs [`Producer::reap`] every `interval` on a background thread until the returned
@@ -214,7 +366,40 @@ impl Producer {
     }
 
     pub fn stats(&self) -> Stats {
-        self.counters.snapshot(&self.segment)
+        Stats {
+            sealed_bytes_in_flight: self.sealed_in_flight(),
+            ..self.counters.snapshot(&self.segment)
+        }
+    }
+}
+
+/// Sealed bytes reserved for one publication being made; recorded as a ticket once published,
+/// given back if dropped unrecorded.
+struct SealedRoom<'a> {
+    producer: &'a Producer,
+    len: u64,
+}
+
+impl SealedRoom<'_> {
+    /// Turns the reservation into the ticket of `handle`, under one lock so that the bytes are
+    /// never counted twice nor not at all.
+    fn record(mut self, handle: &Handle) {
+        let mut sealed = self.producer.lock_sealed();
+        sealed.tickets.push(Ticket {
+            slot: handle.slot,
+            ready: handle.generation,
+            bytes: self.len,
+        });
+        sealed.reserved -= self.len;
+        self.len = 0;
+    }
+}
+
+impl Drop for SealedRoom<'_> {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            self.producer.lock_sealed().reserved -= self.len;
+        }
     }
 }
 
@@ -282,13 +467,19 @@ impl WriteGuard<'_> {
     }
 
     /// Makes the written bytes available to whoever holds the returned handle.
-    pub fn publish(mut self) -> Result<Handle, PublishError> {
+    pub fn publish(self) -> Result<Handle, PublishError> {
+        let crc = self.hasher.clone().finalize();
+        let len = self.written as u32;
+        self.publish_stamped(len, crc)
+    }
+
+    /// Publishes the slot with `len` and `crc` stamped: the bytes written into it, or a sealed
+    /// payload's (a ticket, whose payload area is left alone).
+    fn publish_stamped(mut self, len: u32, crc: u32) -> Result<Handle, PublishError> {
         self.finished = true;
         let producer = self.producer;
         let descriptor = producer.segment.descriptor(self.slot);
         let ready = self.held.next(SlotState::Ready);
-        let crc = self.hasher.clone().finalize();
-        let len = self.written as u32;
         let ttl_end = producer
             .host
             .now_ns()

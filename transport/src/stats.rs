@@ -108,6 +108,12 @@ pub struct Stats {
     /// Publications taken back unredeemed because their consumer released them or closed its
     /// connection ([`Producer::withdraw`](crate::Producer::withdraw)).
     pub withdrawn: u64,
+    /// Publications made as sealed payloads ([`Producer::publish_sealed`](crate::Producer::publish_sealed)).
+    pub sealed_publications: u64,
+    /// Bytes of sealed publications not yet redeemed, withdrawn or reclaimed: what
+    /// [`ProducerOptions::max_sealed_bytes`](crate::ProducerOptions::max_sealed_bytes) bounds.
+    /// Always 0 for a consumer.
+    pub sealed_bytes_in_flight: u64,
 }
 
 #[derive(Debug, Default)]
@@ -120,6 +126,7 @@ pub(crate) struct Counters {
     pub(crate) claims_exhausted: AtomicU64,
     pub(crate) header_repairs: AtomicU64,
     pub(crate) withdrawn: AtomicU64,
+    pub(crate) sealed_publications: AtomicU64,
 }
 
 impl Counters {
@@ -147,6 +154,8 @@ impl Counters {
             claims_exhausted: self.claims_exhausted.load(Relaxed),
             header_repairs: self.header_repairs.load(Relaxed),
             withdrawn: self.withdrawn.load(Relaxed),
+            sealed_publications: self.sealed_publications.load(Relaxed),
+            sealed_bytes_in_flight: 0,
         }
     }
 }

@@ -18,8 +18,8 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 use shmbridge::control::{
-    Answer, ChannelOptions, PublicationLimits, PublishRequest, Publisher, Refusal, RefusalCode,
-    Request, RequestError,
+    Answer, ChannelOptions, PublicationLimits, PublishRequest, Published, Publisher, Refusal,
+    RefusalCode, Request, RequestError,
 };
 use shmbridge::{
     Consumer, ConsumerOptions, ControlClient, ControlServer, Handle, Producer, SlotCounts,
@@ -122,7 +122,7 @@ impl Publisher for Gate {
         producer: &Producer,
         request: &PublishRequest,
         wait: Duration,
-    ) -> Result<Handle, Refusal> {
+    ) -> Result<Published, Refusal> {
         let mut inside = self.inside.lock().unwrap_or_else(PoisonError::into_inner);
         inside.0 += 1;
         inside.1 = inside.1.max(inside.0);

@@ -37,6 +37,7 @@ fn producer(
         ProducerOptions {
             lease,
             ready_ttl: ttl,
+            ..ProducerOptions::default()
         },
         ManualHost::process(process),
         host.clone(),

@@ -473,6 +473,7 @@ fn a_hole_punching_process_never_makes_a_read_return_wrong_bytes_and_slots_come_
                 // A producer that waits a lease before taking a damaged slot back does so soon.
                 lease: Duration::from_millis(100),
                 ready_ttl: Duration::from_secs(60),
+                ..ProducerOptions::default()
             },
         )
         .unwrap(),

@@ -35,6 +35,7 @@ fn options() -> ProducerOptions {
         // so quickly; the TTL long, so that no publication the test keeps expires under it.
         lease: Duration::from_millis(100),
         ready_ttl: Duration::from_secs(600),
+        ..ProducerOptions::default()
     }
 }
 

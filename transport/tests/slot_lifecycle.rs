@@ -38,6 +38,7 @@ fn world(slot_count: u32) -> World {
         ProducerOptions {
             lease: LEASE,
             ready_ttl: TTL,
+            ..ProducerOptions::default()
         },
         ManualHost::process(1),
         host.clone(),
@@ -391,6 +392,7 @@ fn the_periodic_reaper_reclaims_without_being_asked() {
             ProducerOptions {
                 lease: Duration::from_millis(1),
                 ready_ttl: Duration::from_millis(1),
+                ..ProducerOptions::default()
             },
         )
         .unwrap(),

@@ -90,7 +90,7 @@ impl Attachment {
                     reason: ShmFault::Channel(error),
                 }
             }
-            RequestError::ForeignHandle { .. } | RequestError::BadFrame(_) => {
+            RequestError::ForeignHandle { .. } | RequestError::Protocol(_) => {
                 ApiError::BadUpstream {
                     reason: BadAnswer::Channel(error),
                 }

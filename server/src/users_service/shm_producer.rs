@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use shmbridge::control::{
-    ChannelOptions, PeerLedger, PublicationLimits, PublishRequest, Publisher, Refusal, RefusalCode,
+    ChannelOptions, PeerLedger, PublicationLimits, PublishRequest, Published, Publisher, Refusal,
+    RefusalCode,
 };
 use shmbridge::layout::GeometryError;
 use shmbridge::{
@@ -188,6 +189,7 @@ impl ShmProducer {
         let options = ProducerOptions {
             lease: args.lease,
             ready_ttl: args.ready_ttl,
+            ..ProducerOptions::default()
         };
         let producer = Arc::new(Producer::new(segment, options).map_err(StartError::Producer)?);
         let channel = ChannelOptions {
@@ -318,6 +320,9 @@ fn write_publication(producer: &Producer, body: &[u8], wait: Duration) -> Result
         .map_err(|error| match error {
             ClaimError::TooLarge { len, max } => ApiError::TooLargeForSlot { len, max },
             ClaimError::Exhausted { .. } => ApiError::SlotsExhausted,
+            error @ (ClaimError::FitsInSlot { .. } | ClaimError::BytesExhausted { .. }) => {
+                unreachable!("claim answered {error}, which only sealed publishing does")
+            }
         })?;
     failpoints::hit(failpoints::AFTER_CLAIM);
     // Two writes around MID_COPY, so a crash there leaves a half-written slot behind.
@@ -336,7 +341,8 @@ fn write_publication(producer: &Producer, body: &[u8], wait: Duration) -> Result
 }
 
 /// Answers the control channel's publish frames: the body from [`Bodies`], written by
-/// [`write_publication`] on the thread that read the frame.
+/// [`write_publication`] on the thread that read the frame. Bodies above the slot size are
+/// refused TooLarge for now (no sealed publications on this path yet).
 struct ChannelPublisher {
     bodies: Arc<Bodies>,
     claim_timeout: Duration,
@@ -348,7 +354,7 @@ impl Publisher for ChannelPublisher {
         producer: &Producer,
         request: &PublishRequest,
         wait: Duration,
-    ) -> Result<Handle, Refusal> {
+    ) -> Result<Published, Refusal> {
         let refusal = |code, detail| Refusal { code, detail };
         let query = UsersQuery::new(request.count, request.seed)
             .map_err(|_| refusal(RefusalCode::BadRequest, 0))?;
@@ -364,7 +370,7 @@ impl Publisher for ChannelPublisher {
         })?;
         metrics::counter!("shm_publications_total", "signal" => "channel").increment(1);
         metrics::counter!("payload_bytes_total", "transport" => "shm").increment(body.len() as u64);
-        Ok(handle)
+        Ok(handle.into())
     }
 }
 

@@ -85,6 +85,13 @@ impl PyConsumer {
                 .client
                 .publish_blocking(count, seed, timeout)
                 .map_err(errors::request)?;
+            if publication.is_sealed() {
+                // Larger than a slot: verified in place, then copied once into the bytes object.
+                let sealed = publication
+                    .redeem_sealed(&live.consumer)
+                    .map_err(errors::redeem)?;
+                return Ok(sealed.to_vec());
+            }
             let handle = *publication.handle();
             let guard = live.consumer.acquire(&handle).map_err(errors::acquire)?;
             // Acquired: the producer has nothing left to withdraw.
@@ -109,10 +116,20 @@ impl PyConsumer {
         let timeout = seconds::positive("timeout", timeout)?;
         let live = self.live()?;
         let handle = py.detach(|| {
-            live.client
+            let publication = live
+                .client
                 .publish_blocking(count, seed, timeout)
-                .map(|publication| publication.redeemed())
-                .map_err(errors::request)
+                .map_err(errors::request)?;
+            if publication.is_sealed() {
+                // Its bytes came as a descriptor, which a handle's text cannot carry: dropping
+                // the publication gives it back to the producer.
+                return Err(errors::TooLarge::new_err(format!(
+                    "the publication of {} bytes is larger than a slot and comes as a \
+                     descriptor; use request() for it",
+                    publication.handle().len
+                )));
+            }
+            Ok(publication.redeemed())
         })?;
         Ok(PyHandle(handle))
     }

@@ -6,7 +6,9 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use shmbridge::control::{RefusalCode, RequestError};
-use shmbridge::{AcquireError, ClaimError, CreateError, PublishError, ReadError};
+use shmbridge::{
+    AcquireError, ClaimError, CreateError, PublishError, ReadError, RedeemError, SealedError,
+};
 
 create_exception!(
     shmbridge,
@@ -101,7 +103,10 @@ pub fn attach(error: shmbridge::AttachError) -> PyErr {
 pub fn claim(error: ClaimError) -> PyErr {
     match error {
         ClaimError::TooLarge { .. } => TooLarge::new_err(error.to_string()),
-        ClaimError::Exhausted { .. } => Exhausted::new_err(error.to_string()),
+        ClaimError::Exhausted { .. } | ClaimError::BytesExhausted { .. } => {
+            Exhausted::new_err(error.to_string())
+        }
+        ClaimError::FitsInSlot { .. } => Error::new_err(error.to_string()),
     }
 }
 
@@ -128,6 +133,17 @@ pub fn read(error: ReadError) -> PyErr {
     }
 }
 
+pub fn redeem(error: RedeemError) -> PyErr {
+    match error {
+        RedeemError::Acquire(error) => acquire(error),
+        RedeemError::Sealed(SealedError::ChecksumMismatch { .. }) => {
+            ChecksumMismatch::new_err(error.to_string())
+        }
+        RedeemError::Reclaimed { .. } => Stale::new_err(error.to_string()),
+        RedeemError::NotSealed { .. } | RedeemError::Sealed(_) => Error::new_err(error.to_string()),
+    }
+}
+
 pub fn request(error: RequestError) -> PyErr {
     let text = error.to_string();
     match error {
@@ -143,6 +159,6 @@ pub fn request(error: RequestError) -> PyErr {
         // The producer does not read its requests: as with a full ledger, try again later.
         RequestError::Congested => Busy::new_err(text),
         RequestError::ForeignHandle { .. } => Stale::new_err(text),
-        RequestError::Send(_) | RequestError::BadFrame(_) => Error::new_err(text),
+        RequestError::Send(_) | RequestError::Protocol(_) => Error::new_err(text),
     }
 }

@@ -15,7 +15,8 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use shmbridge::control::{
-    ChannelOptions, PublicationLimits, PublishRequest, Publisher, Refusal, RefusalCode,
+    ChannelOptions, PublicationLimits, PublishRequest, Published, Publisher, Refusal, RefusalCode,
+    publish_bytes,
 };
 use shmbridge::{
     ClaimError, ControlServer, Handle, Producer, ProducerOptions, PublishError, ReaperThread,
@@ -91,6 +92,7 @@ impl PyProducer {
         let options = ProducerOptions {
             lease: deadline("lease", lease)?,
             ready_ttl: deadline("ready_ttl", ready_ttl)?,
+            ..ProducerOptions::default()
         };
         let reap_interval = seconds::positive("reap_interval", reap_interval)?;
         let config = SegmentConfig {
@@ -249,6 +251,8 @@ impl PyProducer {
         dict.set_item("claims_exhausted", stats.claims_exhausted)?;
         dict.set_item("header_repairs", stats.header_repairs)?;
         dict.set_item("withdrawn", stats.withdrawn)?;
+        dict.set_item("sealed_publications", stats.sealed_publications)?;
+        dict.set_item("sealed_bytes_in_flight", stats.sealed_bytes_in_flight)?;
         let peers = lock(&live.control).as_ref().map_or(0, ControlServer::peers);
         dict.set_item("peers", peers)?;
         Ok(dict)
@@ -307,7 +311,7 @@ impl Publisher for CallbackPublisher {
         producer: &Producer,
         request: &PublishRequest,
         wait: Duration,
-    ) -> Result<Handle, Refusal> {
+    ) -> Result<Published, Refusal> {
         let refusal = |code, detail| Refusal { code, detail };
         Python::attach(|py| {
             let callback = self.callback.bind(py);
@@ -329,18 +333,10 @@ impl Publisher for CallbackPublisher {
                     return Err(refusal(code, 0));
                 }
             };
+            // By size: a slot when one holds the body, a sealed payload (its descriptor goes
+            // with the answer) up to the producer's largest.
             let data = body.as_bytes();
-            let written =
-                py.detach(|| write_publication(producer, data, wait.min(self.claim_timeout)));
-            written.map_err(|error| match error {
-                WriteError::Claim(ClaimError::TooLarge { len, .. }) => {
-                    refusal(RefusalCode::TooLarge, len as u64)
-                }
-                WriteError::Claim(ClaimError::Exhausted { .. }) => {
-                    refusal(RefusalCode::Exhausted, 0)
-                }
-                WriteError::Write(_) | WriteError::Publish(_) => refusal(RefusalCode::Internal, 0),
-            })
+            py.detach(|| publish_bytes(producer, data, wait.min(self.claim_timeout)))
         })
     }
 }

@@ -10,6 +10,12 @@
 //! unredeemed (its requester gave up, or never came) sends a release frame, so its slot comes
 //! back at once rather than at the TTL; so does an answer that arrives after its requester gave
 //! up ([`ControlClient::abandon`]).
+//!
+//! A sealed publication's answer carries the payload's descriptor (see "Descriptors" in
+//! [`frame`](super::frame)); the [`Publication`] holds it until the caller takes it
+//! ([`Publication::take_sealed`], [`Publication::redeem_sealed`]). Whatever breaks the rule of
+//! one descriptor exactly with a sealed-size answer is a [`ProtocolError`]: the request it
+//! answers fails with it, the connection closes, and every descriptor received is closed.
 
 use std::collections::HashMap;
 use std::io;
@@ -20,14 +26,16 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
+use nix::sys::socket::{MsgFlags, Shutdown, send, shutdown};
 use thiserror::Error;
 
+use crate::consumer::Consumer;
 use crate::control::frame::{Answer, FrameError, MAX_FRAME_LEN, PublishRequest, Refusal, Request};
-use crate::error::AttachError;
-use crate::fdpass::greet;
+use crate::error::{AttachError, RedeemError};
+use crate::fdpass::{ReceiveError, greet, receive_message};
 use crate::handle::Handle;
 use crate::host::{monotonic_now_ns, nanos};
+use crate::sealed::SealedBytes;
 use crate::segment::Segment;
 
 /// Why a request got no publication.
@@ -45,8 +53,30 @@ pub enum RequestError {
     TimedOut(Duration),
     #[error("the producer answered with a handle of segment {found:016x}, not {attached:016x}")]
     ForeignHandle { found: u64, attached: u64 },
-    #[error("the producer sent a malformed frame: {0}")]
-    BadFrame(#[from] crate::control::frame::FrameError),
+    #[error("the producer broke the control protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+}
+
+/// How a producer's message broke the control protocol. The connection is closed after any of
+/// these, and every descriptor that came with the message is closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum ProtocolError {
+    #[error("malformed frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("a message's descriptors did not fit the room for one (MSG_CTRUNC)")]
+    DescriptorsTruncated,
+    #[error("a message carried {count} descriptors, at most one is allowed")]
+    TooManyDescriptors { count: usize },
+    #[error(
+        "a descriptor came with an answer that carries none (a refusal, or a publication of \
+         {len} bytes, which fits the {slot_size}-byte slots)"
+    )]
+    UnexpectedDescriptor { len: u32, slot_size: u32 },
+    #[error(
+        "the sealed publication of {len} bytes (above the {slot_size}-byte slot size) came \
+         without its descriptor"
+    )]
+    MissingDescriptor { len: u32, slot_size: u32 },
 }
 
 type Completion = Box<dyn FnOnce(Result<Publication, RequestError>) + Send>;
@@ -211,18 +241,23 @@ impl Inner {
         }
     }
 
-    /// Delivers one received message to its requester. `Err` for a malformed frame, after
-    /// which the connection is not to be trusted.
-    fn deliver(self: &Arc<Self>, message: &[u8]) -> Result<(), FrameError> {
+    /// Delivers one received message, and the descriptor that came with it, to its requester.
+    /// `Err` when the message breaks the protocol, after which the connection is not to be
+    /// trusted; the requester it answers, if it names one, gets the error too.
+    fn deliver(self: &Arc<Self>, message: &[u8], fd: Option<OwnedFd>) -> Result<(), ProtocolError> {
         let answer = Answer::decode(message)?;
         let completion = self.pending().remove(&answer.id());
-        let result = self.publication(answer);
+        let result = self.publication(answer, fd);
+        let broken = match &result {
+            Err(RequestError::Protocol(error)) => Some(*error),
+            _ => None,
+        };
         match completion {
             Some(completion) => completion(result),
             // Abandoned: dropping the publication releases it.
             None => drop(result),
         }
-        Ok(())
+        broken.map_or(Ok(()), Err)
     }
 
     /// The connection is over: no more requests, and every one still waiting is told.
@@ -238,9 +273,26 @@ impl Inner {
         }
     }
 
-    fn publication(self: &Arc<Self>, answer: Answer) -> Result<Publication, RequestError> {
-        match answer {
-            Answer::Published { id, handle } => {
+    /// The publication `answer` and `fd` make, checking that `fd` comes exactly with a
+    /// sealed-size answer.
+    fn publication(
+        self: &Arc<Self>,
+        answer: Answer,
+        fd: Option<OwnedFd>,
+    ) -> Result<Publication, RequestError> {
+        let slot_size = self.segment.slot_size();
+        match (answer, fd) {
+            (Answer::Published { id, handle }, sealed) => {
+                let len = handle.len;
+                match (len > slot_size, &sealed) {
+                    (true, None) => {
+                        return Err(ProtocolError::MissingDescriptor { len, slot_size }.into());
+                    }
+                    (false, Some(_)) => {
+                        return Err(ProtocolError::UnexpectedDescriptor { len, slot_size }.into());
+                    }
+                    _ => {}
+                }
                 let attached = self.segment.epoch();
                 if handle.epoch != attached {
                     return Err(RequestError::ForeignHandle {
@@ -251,10 +303,14 @@ impl Inner {
                 Ok(Publication {
                     id,
                     handle,
+                    sealed,
                     channel: Some(Arc::clone(self)),
                 })
             }
-            Answer::Refused { refusal, .. } => Err(RequestError::Refused(refusal)),
+            (Answer::Refused { .. }, Some(_)) => {
+                Err(ProtocolError::UnexpectedDescriptor { len: 0, slot_size }.into())
+            }
+            (Answer::Refused { refusal, .. }, None) => Err(RequestError::Refused(refusal)),
         }
     }
 }
@@ -297,18 +353,28 @@ impl AnswerReader {
     fn receive(&self, flags: MsgFlags) -> bool {
         let mut buf = [0u8; MAX_FRAME_LEN + 1];
         loop {
-            let len = match recv(self.inner.socket.as_raw_fd(), &mut buf, flags) {
-                Ok(0) => break,
-                Ok(len) => len,
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => return true,
-                Err(errno) => {
+            let (len, fd) = match receive_message(self.inner.socket.as_fd(), &mut buf, flags) {
+                Ok((0, _)) => break,
+                Ok(message) => message,
+                Err(ReceiveError::Sys(Errno::EINTR)) => continue,
+                Err(ReceiveError::Sys(Errno::EAGAIN)) => return true,
+                Err(ReceiveError::Sys(errno)) => {
                     tracing::debug!(%errno, "control channel read failed");
                     break;
                 }
+                Err(ReceiveError::Truncated) => {
+                    let error = ProtocolError::DescriptorsTruncated;
+                    tracing::warn!(%error, "closing the control channel");
+                    break;
+                }
+                Err(ReceiveError::TooMany { count }) => {
+                    let error = ProtocolError::TooManyDescriptors { count };
+                    tracing::warn!(%error, "closing the control channel");
+                    break;
+                }
             };
-            if let Err(error) = self.inner.deliver(&buf[..len]) {
-                tracing::warn!(%error, "malformed answer; closing the control channel");
+            if let Err(error) = self.inner.deliver(&buf[..len], fd) {
+                tracing::warn!(%error, "closing the control channel");
                 break;
             }
             if flags.is_empty() {
@@ -321,16 +387,47 @@ impl AnswerReader {
 }
 
 /// A publication made for this client and not yet redeemed. Dropping it without
-/// [`Publication::redeemed`] tells the producer to take it back.
+/// [`Publication::redeemed`] or [`Publication::redeem_sealed`] tells the producer to take it
+/// back.
 pub struct Publication {
     id: u64,
     handle: Handle,
+    /// The payload's descriptor, for a sealed publication, until taken.
+    sealed: Option<OwnedFd>,
     channel: Option<Arc<Inner>>,
 }
 
 impl Publication {
     pub fn handle(&self) -> &Handle {
         &self.handle
+    }
+
+    /// Whether this is a sealed publication (its handle's length is above the slot size, and
+    /// its payload came as a descriptor).
+    pub fn is_sealed(&self) -> bool {
+        self.sealed.is_some()
+    }
+
+    /// The sealed payload's descriptor, once (for [`Consumer::redeem_sealed`]); `None` for a
+    /// publication in a slot, or when already taken. The publication is still released on drop
+    /// unless marked [`Publication::redeemed`].
+    pub fn take_sealed(&mut self) -> Option<OwnedFd> {
+        self.sealed.take()
+    }
+
+    /// Redeems a sealed publication with `consumer` ([`Consumer::redeem_sealed`]). Whatever the
+    /// outcome the ticket is spent (released, or never held), so nothing is sent on drop.
+    /// Without a descriptor (a publication in a slot, or one already taken) this is
+    /// [`RedeemError::NotSealed`] and the publication is released instead.
+    pub fn redeem_sealed(mut self, consumer: &Consumer) -> Result<SealedBytes, RedeemError> {
+        let Some(fd) = self.sealed.take() else {
+            return Err(RedeemError::NotSealed {
+                len: self.handle.len,
+                slot_size: consumer.segment().slot_size(),
+            });
+        };
+        self.channel = None;
+        consumer.redeem_sealed(&self.handle, fd)
     }
 
     /// The handle was redeemed (or its slot acquired): nothing to release.
@@ -345,6 +442,7 @@ impl std::fmt::Debug for Publication {
         f.debug_struct("Publication")
             .field("id", &self.id)
             .field("handle", &self.handle)
+            .field("sealed", &self.sealed.is_some())
             .finish_non_exhaustive()
     }
 }

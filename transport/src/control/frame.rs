@@ -9,6 +9,17 @@
 //! closes a connection that sends one. An empty message cannot be told from the peer closing
 //! (both read as zero bytes), so it closes the connection too.
 //!
+//! # Descriptors
+//!
+//! Exactly one frame carries a descriptor: a **published** answer whose handle's `len` is above
+//! the segment's slot size (a sealed publication) carries the payload's memfd as `SCM_RIGHTS` on
+//! the same message. No other frame carries one. A receiver leaves room for one descriptor
+//! (`CMSG_SPACE(sizeof(int))`, `MSG_CMSG_CLOEXEC`) and treats as a protocol error, closing the
+//! connection and every descriptor received: `MSG_CTRUNC`, more than one descriptor, a
+//! descriptor on any other frame (a published answer within the slot size, a refusal, any
+//! request), and a sealed-size published answer without one. The receiver then redeems it as
+//! "Sealed publications" in [`crate::layout`] says.
+//!
 //! # Layout (little-endian; its version is [`CONTROL_VERSION`])
 //!
 //! Every frame starts with the same 16 bytes:
@@ -41,7 +52,8 @@
 //! | 20     | 4    | reserved     | 0                              |
 //! | 24     | 8    | `generation` | the handle's generation        |
 //!
-//! **published** (producer → consumer, 48 bytes): the [`Handle`] of the publication.
+//! **published** (producer → consumer, 48 bytes): the [`Handle`] of the publication; with the
+//! payload's descriptor attached when `len` is above the slot size (see "Descriptors").
 //!
 //! | offset | size | field        |
 //! |-------:|-----:|--------------|
@@ -65,6 +77,7 @@
 
 use thiserror::Error;
 
+use crate::error::ClaimError;
 use crate::handle::Handle;
 use crate::layout::MAX_GENERATION;
 
@@ -140,11 +153,13 @@ pub enum RefusalCode {
     /// The request makes no payload (a count or seed out of range). `detail`: 0.
     #[error("bad request")]
     BadRequest = 1,
-    /// The payload is larger than a slot. `detail`: the payload's length (the segment's header
-    /// has the slot size).
-    #[error("payload too large for a slot")]
+    /// The payload is larger than the producer publishes: above the slot size where it has no
+    /// sealed publications, above its largest sealed payload otherwise. `detail`: the payload's
+    /// length.
+    #[error("payload too large")]
     TooLarge = 2,
-    /// No slot came free before the deadline. `detail`: 0.
+    /// No slot came free before the deadline, or (for a sealed payload) no room under the
+    /// producer's limit on sealed bytes in flight. `detail`: 0.
     #[error("every slot is busy")]
     Exhausted = 3,
     /// This connection already holds as many unredeemed publications as it may. `detail`: the limit.
@@ -176,6 +191,21 @@ impl RefusalCode {
 
     fn from_wire(value: u16) -> Option<Self> {
         Self::ALL.into_iter().find(|code| *code as u16 == value)
+    }
+}
+
+impl From<ClaimError> for Refusal {
+    /// The refusal a publisher answers when its producer found no room.
+    fn from(error: ClaimError) -> Self {
+        let (code, detail) = match error {
+            ClaimError::TooLarge { len, .. } => (RefusalCode::TooLarge, len as u64),
+            ClaimError::Exhausted { .. } | ClaimError::BytesExhausted { .. } => {
+                (RefusalCode::Exhausted, 0)
+            }
+            // A publisher that routes by size never asks for this.
+            ClaimError::FitsInSlot { .. } => (RefusalCode::Internal, 0),
+        };
+        Self { code, detail }
     }
 }
 

@@ -9,7 +9,9 @@ mod client;
 mod ledger;
 mod server;
 
-pub use client::{AnswerReader, ControlClient, Publication, RequestError};
+pub use client::{AnswerReader, ControlClient, ProtocolError, Publication, RequestError};
 pub use frame::{Answer, PublishRequest, Refusal, RefusalCode, Request};
 pub use ledger::{PeerLedger, PublicationLimits, Reservation};
-pub use server::{ChannelOptions, ControlServer, MAX_THREADS_PER_PEER, Publisher};
+pub use server::{
+    ChannelOptions, ControlServer, MAX_THREADS_PER_PEER, Published, Publisher, publish_bytes,
+};

@@ -29,16 +29,19 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::socket::{
     AddressFamily, Backlog, MsgFlags, Shutdown, SockFlag, SockType, UnixAddr, accept4, bind,
-    getsockopt, listen, recv, send, setsockopt, shutdown, socket,
+    getsockopt, listen, setsockopt, shutdown, socket,
     sockopt::{PeerCredentials, SendTimeout},
 };
 
 use crate::control::frame::{Answer, MAX_FRAME_LEN, PublishRequest, Refusal, RefusalCode, Request};
 use crate::control::ledger::{PeerLedger, PublicationLimits};
-use crate::fdpass::{PeerView, connect_within, send_fd, timeval};
+use crate::fdpass::{
+    PeerView, ReceiveError, connect_within, receive_message, send_fd, send_message, timeval,
+};
 use crate::handle::Handle;
 use crate::host::{ProcView, monotonic_now_ns};
 use crate::producer::Producer;
+use crate::sealed::SealedPayload;
 use crate::segment::Segment;
 
 /// Threads one connection may have reading and publishing at once.
@@ -51,14 +54,62 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What makes and publishes a payload for a publish frame: the application's half of a channel.
 pub trait Publisher: Send + Sync + 'static {
-    /// Writes the payload `request` asks for into a slot of `producer` and publishes it, waiting
-    /// at most `wait` for a free slot.
+    /// Publishes the payload `request` asks for with `producer`, waiting at most `wait` for
+    /// room: a body a slot holds written into a slot ([`Producer::claim`]), a larger one as a
+    /// sealed payload ([`Producer::publish_sealed`]) returned along with its handle, so that its
+    /// descriptor travels with the answer ([`publish_bytes`] does either by size).
     fn publish(
         &self,
         producer: &Producer,
         request: &PublishRequest,
         wait: Duration,
-    ) -> Result<Handle, Refusal>;
+    ) -> Result<Published, Refusal>;
+}
+
+/// A publication a [`Publisher`] made: its handle and, exactly when the handle's length is above
+/// the slot size, the sealed payload whose descriptor the answer carries. The server drops its
+/// reference to the payload once the answer is sent.
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub handle: Handle,
+    pub sealed: Option<SealedPayload>,
+}
+
+impl From<Handle> for Published {
+    /// A publication in a slot.
+    fn from(handle: Handle) -> Self {
+        Self {
+            handle,
+            sealed: None,
+        }
+    }
+}
+
+/// Publishes `bytes` with `producer`, routed by size: into a slot when one holds them, else as
+/// a sealed payload; waits at most `wait` for room.
+pub fn publish_bytes(
+    producer: &Producer,
+    bytes: &[u8],
+    wait: Duration,
+) -> Result<Published, Refusal> {
+    let internal = Refusal {
+        code: RefusalCode::Internal,
+        detail: 0,
+    };
+    if bytes.len() <= producer.segment().slot_size() as usize {
+        let mut slot = producer.claim(bytes.len(), wait)?;
+        std::io::Write::write_all(&mut slot, bytes).map_err(|_| internal)?;
+        return Ok(slot.publish().map_err(|_| internal)?.into());
+    }
+    let payload = SealedPayload::from_bytes(bytes).map_err(|error| {
+        tracing::warn!(%error, "sealed payload not made");
+        internal
+    })?;
+    let handle = producer.publish_sealed(&payload, wait)?;
+    Ok(Published {
+        handle,
+        sealed: Some(payload),
+    })
 }
 
 /// Who may connect, and how much they may hold.
@@ -269,7 +320,7 @@ fn greet(stream: OwnedFd, shared: &Arc<Shared>) -> io::Result<()> {
             "peer invisible here: told so, it may attach read-only only"
         );
     }
-    let fd = shared.segment.fd().expect("checked in start").as_raw_fd();
+    let fd = shared.segment.fd().expect("checked in start");
     send_fd(stream.as_fd(), fd, &view)?;
     let Some(channel) = &shared.channel else {
         return Ok(());
@@ -290,6 +341,20 @@ fn greet(stream: OwnedFd, shared: &Arc<Shared>) -> io::Result<()> {
         .push(Arc::downgrade(&connection));
     tracing::debug!(pid = peer.pid(), "control channel opened");
     connection.add_thread()
+}
+
+/// Whether a publication travels the way its handle says: a sealed payload of the handle's length
+/// and crc exactly when the length is above the slot size.
+fn routed_by_size(published: &Published, slot_size: u32) -> bool {
+    let handle = &published.handle;
+    match &published.sealed {
+        None => handle.len <= slot_size,
+        Some(payload) => {
+            handle.len > slot_size
+                && payload.len() == u64::from(handle.len)
+                && payload.crc() == handle.crc
+        }
+    }
 }
 
 /// One consumer's connection and what it holds.
@@ -333,13 +398,20 @@ impl Connection {
         let mut buf = [0u8; MAX_FRAME_LEN + 1];
         loop {
             self.idle.fetch_add(1, Ordering::AcqRel);
-            let received = recv(self.stream.as_raw_fd(), &mut buf, MsgFlags::empty());
+            let received = receive_message(self.stream.as_fd(), &mut buf, MsgFlags::empty());
             let idle = self.idle.fetch_sub(1, Ordering::AcqRel) - 1;
             let len = match received {
-                Ok(0) => break,
-                Ok(len) => len,
-                Err(Errno::EINTR) => continue,
-                Err(errno) => {
+                Ok((0, _)) => break,
+                Ok((len, None)) => len,
+                Ok((_, Some(_))) | Err(ReceiveError::Truncated | ReceiveError::TooMany { .. }) => {
+                    tracing::warn!(
+                        pid = self.peer_pid,
+                        "a request carried a descriptor; closing the connection"
+                    );
+                    break;
+                }
+                Err(ReceiveError::Sys(Errno::EINTR)) => continue,
+                Err(ReceiveError::Sys(errno)) => {
                     tracing::debug!(%errno, "control channel read failed");
                     break;
                 }
@@ -359,23 +431,30 @@ impl Connection {
             };
             match request {
                 Request::Publish(request) => {
-                    let answer = match self.publish(&request) {
-                        Ok(handle) => Answer::Published {
-                            id: request.id,
-                            handle,
-                        },
-                        Err(refusal) => Answer::Refused {
-                            id: request.id,
-                            refusal,
-                        },
+                    let (answer, sealed) = match self.publish(&request) {
+                        Ok(Published { handle, sealed }) => (
+                            Answer::Published {
+                                id: request.id,
+                                handle,
+                            },
+                            sealed,
+                        ),
+                        Err(refusal) => (
+                            Answer::Refused {
+                                id: request.id,
+                                refusal,
+                            },
+                            None,
+                        ),
                     };
-                    let frame = answer.encode();
-                    if let Err(errno) =
-                        send(self.stream.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL)
-                    {
-                        tracing::debug!(%errno, "answer not delivered; closing the connection");
+                    let fd = sealed.as_ref().map(AsFd::as_fd);
+                    if let Err(error) = send_message(self.stream.as_fd(), &answer.encode(), fd) {
+                        tracing::debug!(%error, "answer not delivered; closing the connection");
                         break;
                     }
+                    // This process's reference to a sealed payload goes now (a cache may keep
+                    // its own); the consumer's descriptor keeps the bytes.
+                    drop(sealed);
                 }
                 Request::Release {
                     slot, generation, ..
@@ -389,7 +468,7 @@ impl Connection {
         self.threads.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn publish(&self, request: &PublishRequest) -> Result<Handle, Refusal> {
+    fn publish(&self, request: &PublishRequest) -> Result<Published, Refusal> {
         let left = request.deadline_ns.saturating_sub(monotonic_now_ns());
         if left == 0 {
             return Err(Refusal {
@@ -405,17 +484,26 @@ impl Connection {
         let published = std::panic::catch_unwind(AssertUnwindSafe(|| {
             channel.publisher.publish(&channel.producer, request, wait)
         }));
-        let handle = published.map_err(|_| Refusal {
+        let internal = Refusal {
             code: RefusalCode::Internal,
             detail: 0,
-        })??;
-        if !room.record(&channel.producer, &handle) {
-            return Err(Refusal {
-                code: RefusalCode::Internal,
-                detail: 0,
-            });
+        };
+        let published = published.map_err(|_| internal)??;
+        let handle = &published.handle;
+        if !room.record(&channel.producer, handle) {
+            return Err(internal);
         }
-        Ok(handle)
+        if !routed_by_size(&published, channel.producer.segment().slot_size()) {
+            tracing::warn!(
+                len = handle.len,
+                sealed = published.sealed.is_some(),
+                "the publisher's payload does not match its handle's size class; withdrawn"
+            );
+            self.ledger
+                .release(&channel.producer, handle.slot, handle.generation);
+            return Err(internal);
+        }
+        Ok(published)
     }
 
     /// The peer is gone or misbehaved: withdraws its unredeemed publications and wakes every

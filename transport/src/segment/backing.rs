@@ -280,18 +280,11 @@ fn check_file_metadata(meta: &std::fs::Metadata) -> Result<(), AttachError> {
     Ok(())
 }
 
-/// A new sealable memfd. `MFD_NOEXEC_SEAL` (Linux >= 6.3) where the kernel has it, so the segment
-/// can never be made executable; older kernels refuse the flag with EINVAL and get a plain one.
+/// A new sealable memfd (see [`crate::sealed::sealable_memfd`]).
 fn memfd() -> Result<OwnedFd, CreateError> {
-    use rustix::fs::{MemfdFlags, memfd_create};
-    let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
-    match memfd_create(c"shmbridge", flags | MemfdFlags::NOEXEC_SEAL) {
-        Err(rustix::io::Errno::INVAL) => memfd_create(c"shmbridge", flags),
-        created => created,
-    }
-    .map_err(|errno| CreateError::Io {
+    crate::sealed::sealable_memfd(c"shmbridge").map_err(|source| CreateError::Io {
         op: "memfd_create",
-        source: errno.into(),
+        source,
     })
 }
 

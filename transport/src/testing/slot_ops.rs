@@ -135,6 +135,7 @@ pub fn check_slot_ops(ops: &[Op]) {
     let options = ProducerOptions {
         lease: LEASE,
         ready_ttl: TTL,
+        ..ProducerOptions::default()
     };
     // Every identity a process can have, made up front so that guards can borrow them.
     let processes: Vec<Process> = (0..PROCESSES * INCARNATIONS)
@@ -196,6 +197,10 @@ pub fn check_slot_ops(ops: &[Op]) {
                     }
                     Err(crate::ClaimError::TooLarge { .. }) => assert!(len > SLOT_SIZE as usize),
                     Err(crate::ClaimError::Exhausted { .. }) => {}
+                    Err(
+                        error @ (crate::ClaimError::FitsInSlot { .. }
+                        | crate::ClaimError::BytesExhausted { .. }),
+                    ) => unreachable!("claim answered {error}, which only sealed publishing does"),
                 }
             }
             Op::Write { writer, len, seed } => {

@@ -2,12 +2,11 @@
 //! request alone, a producer whose publications only the channel can free (1 h TTL, no reaper),
 //! unique socket names, and a bounded poll.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shmbridge::control::{PublishRequest, Publisher, Refusal, RefusalCode};
-use shmbridge::{ClaimError, Handle, Producer, ProducerOptions, Segment, SegmentConfig};
+use shmbridge::control::{PublishRequest, Published, Publisher, Refusal, publish_bytes};
+use shmbridge::{Producer, ProducerOptions, Segment, SegmentConfig};
 
 /// Connect, attach and answer timeouts: generous, since the tests never wait them out when
 /// the code under test works.
@@ -20,7 +19,8 @@ pub fn payload(count: u32, seed: u64) -> Vec<u8> {
     (0..count).map(|_| random.u8(..)).collect()
 }
 
-/// Publishes [`payload`]`(count, seed)`, the way an application's publisher would.
+/// Publishes [`payload`]`(count, seed)`, the way an application's publisher would: in a slot
+/// when it fits, sealed when it does not.
 pub struct TestPublisher;
 
 impl Publisher for TestPublisher {
@@ -29,19 +29,8 @@ impl Publisher for TestPublisher {
         producer: &Producer,
         request: &PublishRequest,
         wait: Duration,
-    ) -> Result<Handle, Refusal> {
-        let refused = |code, detail| Refusal { code, detail };
-        let bytes = payload(request.count, request.seed);
-        let mut slot = producer
-            .claim(bytes.len(), wait)
-            .map_err(|error| match error {
-                ClaimError::TooLarge { max, .. } => refused(RefusalCode::TooLarge, max as u64),
-                ClaimError::Exhausted { .. } => refused(RefusalCode::Exhausted, 0),
-            })?;
-        slot.write_all(&bytes)
-            .map_err(|_| refused(RefusalCode::Internal, 0))?;
-        slot.publish()
-            .map_err(|_| refused(RefusalCode::Internal, 0))
+    ) -> Result<Published, Refusal> {
+        publish_bytes(producer, &payload(request.count, request.seed), wait)
     }
 }
 

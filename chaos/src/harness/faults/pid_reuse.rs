@@ -196,6 +196,7 @@ pub async fn hold_slot(args: HoldSlotArgs) -> anyhow::Result<()> {
             let options = ProducerOptions {
                 lease: HOLDER_LEASE,
                 ready_ttl: HOLDER_LEASE,
+                ..ProducerOptions::default()
             };
             let producer = Producer::new(segment, options)?;
             let guard = producer.claim(1, Duration::from_secs(1))?;

@@ -357,8 +357,10 @@ mod tests {
     use nix::sys::socket::socketpair;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
-    use shmbridge::control::{ChannelOptions, ControlServer, PublicationLimits, Publisher};
-    use shmbridge::{Handle, Producer, ProducerOptions, SegmentConfig};
+    use shmbridge::control::{
+        ChannelOptions, ControlServer, PublicationLimits, Published, Publisher,
+    };
+    use shmbridge::{Producer, ProducerOptions, SegmentConfig};
 
     use super::super::{Garbage, judge_hog, judge_truncated};
     use super::*;
@@ -400,13 +402,15 @@ mod tests {
             producer: &Producer,
             _: &PublishRequest,
             wait: Duration,
-        ) -> Result<Handle, Refusal> {
+        ) -> Result<Published, Refusal> {
             let refused = |code| Refusal { code, detail: 0 };
             let mut slot = producer
                 .claim(3, wait)
                 .map_err(|_| refused(RefusalCode::Exhausted))?;
             io::Write::write_all(&mut slot, b"abc").map_err(|_| refused(RefusalCode::Internal))?;
-            slot.publish().map_err(|_| refused(RefusalCode::Internal))
+            slot.publish()
+                .map(Published::from)
+                .map_err(|_| refused(RefusalCode::Internal))
         }
     }
 

@@ -1,0 +1,420 @@
+//! Sealed publications, bodies larger than a slot: through the control channel (the payload's
+//! descriptor travels with the answer) and through the producer and consumer directly. Covers
+//! exact bytes at 1, 8 and 64 MiB; the consumer's refusals (unsealed, wrong size, wrong crc,
+//! redeemed twice); the producer's limits (TooLarge, FitsInSlot, the byte budget with its bounded
+//! wait and recovery); mixed slot and sealed publications run to exhaustion and back to empty
+//! with nothing leaked; a closed consumer's publications withdrawn with their bytes; and the
+//! memory given back to the kernel once every descriptor and mapping is gone.
+#![cfg(not(loom))]
+
+mod channel_support;
+
+use std::collections::HashSet;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shmbridge::control::{ChannelOptions, RefusalCode, RequestError};
+use shmbridge::{
+    ClaimError, Consumer, ConsumerOptions, ControlClient, ControlServer, Handle, Producer,
+    ProducerOptions, RedeemError, SealedError, SealedPayload, Segment, SegmentConfig,
+};
+
+use channel_support::{TIMEOUT, TestPublisher, payload, producer, unique_socket, wait_until};
+
+const MIB: usize = 1 << 20;
+const SLOT_SIZE: u32 = 4096;
+
+/// A producer over `slots` 4 KiB slots with `options`.
+fn producer_with(slots: u32, options: ProducerOptions) -> Arc<Producer> {
+    let segment = Segment::create(&SegmentConfig {
+        slot_count: slots,
+        slot_size: SLOT_SIZE,
+    })
+    .unwrap();
+    Arc::new(Producer::new(Arc::new(segment), options).unwrap())
+}
+
+/// Sealed limits as given, and a TTL no test outlives (but within the hour the reaper takes for
+/// the longest honest deadline: these producers reap while they wait for room), so only the
+/// test frees publications.
+fn options(max_payload: usize, max_sealed_bytes: usize) -> ProducerOptions {
+    ProducerOptions {
+        ready_ttl: Duration::from_secs(600),
+        max_payload,
+        max_sealed_bytes: max_sealed_bytes as u64,
+        ..ProducerOptions::default()
+    }
+}
+
+fn consumer(producer: &Producer) -> Consumer {
+    Consumer::new(Arc::clone(producer.segment()), ConsumerOptions::default()).unwrap()
+}
+
+fn dup(payload: &SealedPayload) -> OwnedFd {
+    payload.as_fd().try_clone_to_owned().unwrap()
+}
+
+/// The inode of a payload's memfd, to look for it among this process's descriptors and
+/// mappings (other tests run in the same process, so names alone would not tell ours apart).
+fn inode(payload: &SealedPayload) -> u64 {
+    nix::sys::stat::fstat(payload.as_fd()).unwrap().st_ino
+}
+
+/// Inodes of every memfd this process still holds open or mapped.
+fn memfds_held() -> HashSet<u64> {
+    let mut held = HashSet::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let is_memfd = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().starts_with("/memfd:"));
+        if is_memfd && let Ok(meta) = std::fs::metadata(entry.path()) {
+            held.insert(meta.ino());
+        }
+    }
+    for line in std::fs::read_to_string("/proc/self/maps").unwrap().lines() {
+        if line.contains("/memfd:") {
+            let inode = line.split_whitespace().nth(4).unwrap();
+            held.insert(inode.parse().unwrap());
+        }
+    }
+    held
+}
+
+#[test]
+fn sealed_publications_round_trip_over_the_channel_byte_for_byte() {
+    let producer = producer(4);
+    let server = ControlServer::spawn_channel(
+        Arc::clone(&producer),
+        Arc::new(TestPublisher),
+        ChannelOptions::for_segment(producer.segment()),
+        &unique_socket("sealed-round-trip"),
+    )
+    .unwrap();
+    let client = ControlClient::connect(server.socket_name(), TIMEOUT, &[]).unwrap();
+    let consumer = Consumer::new(Arc::clone(client.segment()), ConsumerOptions::default()).unwrap();
+    for (seed, len) in [(1, MIB), (2, 8 * MIB), (3, 64 * MIB)] {
+        let publication = client.publish_blocking(len as u32, seed, TIMEOUT).unwrap();
+        assert!(publication.is_sealed(), "{len} bytes");
+        assert_eq!(publication.handle().len as usize, len);
+        assert_eq!(producer.stats().sealed_bytes_in_flight, len as u64);
+        let bytes = publication.redeem_sealed(&consumer).unwrap();
+        assert!(
+            bytes[..] == payload(len as u32, seed)[..],
+            "{len} bytes differ"
+        );
+        assert_eq!(producer.stats().sealed_bytes_in_flight, 0);
+    }
+    // A slot-sized body on the same connection still travels in a slot, with no descriptor.
+    let small = client.publish_blocking(100, 4, TIMEOUT).unwrap();
+    assert!(!small.is_sealed());
+    let handle = small.redeemed();
+    assert_eq!(
+        consumer.acquire(&handle).unwrap().copy_out().unwrap(),
+        payload(100, 4)
+    );
+    let stats = producer.stats();
+    assert_eq!(stats.sealed_publications, 3);
+    assert_eq!(stats.slots.free, 4);
+    assert_eq!(stats.withdrawn, 0);
+}
+
+#[test]
+fn a_body_above_the_largest_payload_is_refused_too_large_naming_its_length() {
+    let producer = producer_with(4, options(2 * MIB, 8 * MIB));
+    let server = ControlServer::spawn_channel(
+        Arc::clone(&producer),
+        Arc::new(TestPublisher),
+        ChannelOptions::for_segment(producer.segment()),
+        &unique_socket("sealed-too-large"),
+    )
+    .unwrap();
+    let client = ControlClient::connect(server.socket_name(), TIMEOUT, &[]).unwrap();
+    let len = 2 * MIB as u32 + 1;
+    match client.publish_blocking(len, 1, TIMEOUT) {
+        Err(RequestError::Refused(refusal)) => {
+            assert_eq!(refusal.code, RefusalCode::TooLarge);
+            assert_eq!(refusal.detail, u64::from(len));
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert_eq!(producer.stats().slots.free, 4);
+    assert_eq!(producer.stats().sealed_bytes_in_flight, 0);
+    // Exactly the largest is published.
+    let publication = client.publish_blocking(len - 1, 1, TIMEOUT).unwrap();
+    assert!(publication.is_sealed());
+}
+
+#[test]
+fn publish_sealed_refuses_what_is_too_large_or_fits_a_slot() {
+    let producer = producer_with(2, options(MIB, 4 * MIB));
+    let over = SealedPayload::from_bytes(&vec![7; MIB + 1]).unwrap();
+    assert_eq!(
+        producer.publish_sealed(&over, Duration::ZERO),
+        Err(ClaimError::TooLarge {
+            len: MIB + 1,
+            max: MIB
+        })
+    );
+    let fits = SealedPayload::from_bytes(&[7; SLOT_SIZE as usize]).unwrap();
+    assert_eq!(
+        producer.publish_sealed(&fits, Duration::ZERO),
+        Err(ClaimError::FitsInSlot {
+            len: SLOT_SIZE as usize,
+            slot_size: SLOT_SIZE as usize
+        })
+    );
+    // Ordinary claims above the slot size stay TooLarge against the slot.
+    assert!(matches!(
+        producer.claim(SLOT_SIZE as usize + 1, Duration::ZERO),
+        Err(ClaimError::TooLarge { max, .. }) if max == SLOT_SIZE as usize
+    ));
+    let stats = producer.stats();
+    assert_eq!((stats.slots.free, stats.sealed_bytes_in_flight), (2, 0));
+}
+
+#[test]
+fn the_byte_budget_waits_its_timeout_then_recovers_once_bytes_are_redeemed() {
+    let producer = producer_with(8, options(2 * MIB, 2 * MIB));
+    let consumer = consumer(&producer);
+    let first = SealedPayload::from_bytes(&vec![1; 3 * MIB / 2]).unwrap();
+    let second = SealedPayload::from_bytes(&vec![2; MIB]).unwrap();
+    let held = producer.publish_sealed(&first, Duration::ZERO).unwrap();
+
+    let wait = Duration::from_millis(50);
+    let start = Instant::now();
+    let refused = producer.publish_sealed(&second, wait).unwrap_err();
+    assert!(
+        start.elapsed() >= wait,
+        "gave up after {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        refused,
+        ClaimError::BytesExhausted {
+            in_flight: (3 * MIB / 2) as u64,
+            max: 2 * MIB as u64
+        }
+    );
+    assert_eq!(producer.stats().claims_exhausted, 1);
+    // The refused publication took no slot.
+    assert_eq!(producer.stats().slots.ready, 1);
+
+    consumer.redeem_sealed(&held, dup(&first)).unwrap();
+    let handle = producer.publish_sealed(&second, Duration::ZERO).unwrap();
+    assert_eq!(producer.stats().sealed_bytes_in_flight, MIB as u64);
+    assert!(
+        consumer
+            .redeem_sealed(&handle, dup(&second))
+            .unwrap()
+            .iter()
+            .all(|&b| b == 2)
+    );
+}
+
+/// The wait is for room, not a fixed sleep: a redemption on another thread lets the waiting
+/// publication through well before its timeout.
+#[test]
+fn a_waiting_publication_goes_through_when_room_comes_free() {
+    let producer = producer_with(8, options(2 * MIB, 2 * MIB));
+    let first = SealedPayload::from_bytes(&vec![1; 3 * MIB / 2]).unwrap();
+    let second = SealedPayload::from_bytes(&vec![2; MIB]).unwrap();
+    let held = producer.publish_sealed(&first, Duration::ZERO).unwrap();
+    let redeemer = std::thread::spawn({
+        let consumer = consumer(&producer);
+        let fd = dup(&first);
+        move || {
+            std::thread::sleep(Duration::from_millis(20));
+            consumer.redeem_sealed(&held, fd).unwrap().len()
+        }
+    });
+    producer.publish_sealed(&second, TIMEOUT).unwrap();
+    assert_eq!(redeemer.join().unwrap(), 3 * MIB / 2);
+}
+
+#[test]
+fn the_consumer_refuses_an_unsealed_descriptor_and_spends_the_ticket() {
+    let producer = producer_with(2, ProducerOptions::default());
+    let consumer = consumer(&producer);
+    let bytes = vec![5; 2 * SLOT_SIZE as usize];
+    let payload = SealedPayload::from_bytes(&bytes).unwrap();
+    let handle = producer.publish_sealed(&payload, Duration::ZERO).unwrap();
+
+    // Same bytes, same size, same crc, but writable: the producer could change them later.
+    let unsealed = tempfile::tempfile().unwrap();
+    std::io::Write::write_all(&mut &unsealed, &bytes).unwrap();
+    let refused = consumer
+        .redeem_sealed(&handle, OwnedFd::from(unsealed))
+        .unwrap_err();
+    assert!(
+        matches!(refused, RedeemError::Sealed(SealedError::NotSealed { .. })),
+        "{refused:?}"
+    );
+    // The ticket was released: nothing waits, nothing counts, and it cannot be redeemed again.
+    let stats = producer.stats();
+    assert_eq!((stats.slots.free, stats.sealed_bytes_in_flight), (2, 0));
+    assert!(matches!(
+        consumer.redeem_sealed(&handle, dup(&payload)),
+        Err(RedeemError::Acquire(shmbridge::AcquireError::Stale { .. }))
+    ));
+}
+
+#[test]
+fn the_consumer_refuses_the_wrong_size_or_crc() {
+    let producer = producer_with(2, ProducerOptions::default());
+    let consumer = consumer(&producer);
+    let payload = SealedPayload::from_bytes(&vec![9; 3 * SLOT_SIZE as usize]).unwrap();
+
+    let handle = producer.publish_sealed(&payload, Duration::ZERO).unwrap();
+    let longer = Handle {
+        len: handle.len + 1,
+        ..handle
+    };
+    assert!(matches!(
+        consumer.redeem_sealed(&longer, dup(&payload)),
+        Err(RedeemError::Sealed(SealedError::WrongSize { expected, actual }))
+            if expected == u64::from(handle.len) + 1 && actual == u64::from(handle.len)
+    ));
+
+    let handle = producer.publish_sealed(&payload, Duration::ZERO).unwrap();
+    let other_crc = Handle {
+        crc: handle.crc ^ 1,
+        ..handle
+    };
+    assert!(matches!(
+        consumer.redeem_sealed(&other_crc, dup(&payload)),
+        Err(RedeemError::Sealed(SealedError::ChecksumMismatch { found, .. })) if found == handle.crc
+    ));
+    assert_eq!(consumer.stats().checksum_failures, 1);
+    assert_eq!(producer.stats().slots.free, 2);
+    assert_eq!(producer.stats().sealed_bytes_in_flight, 0);
+}
+
+#[test]
+fn a_sealed_publication_redeems_once() {
+    let producer = producer_with(2, ProducerOptions::default());
+    let consumer = consumer(&producer);
+    let payload = SealedPayload::from_bytes(&vec![3; 2 * SLOT_SIZE as usize]).unwrap();
+    let handle = producer.publish_sealed(&payload, Duration::ZERO).unwrap();
+    let bytes = consumer.redeem_sealed(&handle, dup(&payload)).unwrap();
+    assert_eq!(bytes.len(), 2 * SLOT_SIZE as usize);
+    assert!(matches!(
+        consumer.redeem_sealed(&handle, dup(&payload)),
+        Err(RedeemError::Acquire(shmbridge::AcquireError::Stale { .. }))
+    ));
+    // A sealed handle is not a slot's: acquire refuses it before touching the slot.
+    let again = producer.publish_sealed(&payload, Duration::ZERO).unwrap();
+    assert!(matches!(
+        consumer.acquire(&again),
+        Err(shmbridge::AcquireError::TooLarge { .. })
+    ));
+    assert!(producer.is_unredeemed(again.slot, again.generation));
+}
+
+/// Slot and sealed publications of mixed sizes until the segment or the byte budget runs out,
+/// then every one redeemed: all slots free, no sealed byte counted, and no memfd of the run
+/// left open or mapped once the results are dropped.
+#[test]
+fn mixed_sizes_run_to_exhaustion_and_back_to_empty_leaking_nothing() {
+    const SLOTS: u32 = 8;
+    let producer = producer_with(SLOTS, options(2 * MIB, 5 * MIB));
+    let consumer = consumer(&producer);
+    let mut random = fastrand::Rng::with_seed(14);
+    let mut inodes = HashSet::new();
+    for round in 0..3 {
+        let mut slot_held = Vec::new();
+        let mut sealed_held = Vec::new();
+        let exhausted = loop {
+            if random.bool() {
+                let len = random.usize(1..=SLOT_SIZE as usize);
+                let bytes = payload(len as u32, round);
+                let mut slot = match producer.claim(len, Duration::ZERO) {
+                    Ok(slot) => slot,
+                    Err(error) => break error,
+                };
+                std::io::Write::write_all(&mut slot, &bytes).unwrap();
+                slot_held.push((slot.publish().unwrap(), bytes));
+            } else {
+                let len = random.usize(SLOT_SIZE as usize + 1..=2 * MIB);
+                let bytes = payload(len as u32, round);
+                let sealed = SealedPayload::from_bytes(&bytes).unwrap();
+                inodes.insert(inode(&sealed));
+                match producer.publish_sealed(&sealed, Duration::ZERO) {
+                    Ok(handle) => sealed_held.push((handle, sealed, bytes)),
+                    Err(error) => break error,
+                }
+            }
+        };
+        assert!(
+            matches!(
+                exhausted,
+                ClaimError::Exhausted { .. } | ClaimError::BytesExhausted { .. }
+            ),
+            "{exhausted:?}"
+        );
+        let in_flight: u64 = sealed_held.iter().map(|(_, p, _)| p.len()).sum();
+        assert_eq!(producer.stats().sealed_bytes_in_flight, in_flight);
+        assert!(in_flight <= 5 * MIB as u64);
+        let mut results = Vec::new();
+        for (handle, bytes) in slot_held {
+            assert_eq!(
+                consumer.acquire(&handle).unwrap().copy_out().unwrap(),
+                bytes
+            );
+        }
+        for (handle, sealed, bytes) in sealed_held {
+            let redeemed = consumer.redeem_sealed(&handle, dup(&sealed)).unwrap();
+            assert!(redeemed[..] == bytes[..]);
+            results.push(redeemed);
+        }
+        let stats = producer.stats();
+        assert_eq!(stats.slots.free, SLOTS, "round {round}");
+        assert_eq!(stats.sealed_bytes_in_flight, 0, "round {round}");
+    }
+    let held = memfds_held();
+    assert!(
+        inodes.iter().all(|inode| !held.contains(inode)),
+        "payload memfds still open or mapped"
+    );
+    assert!(producer.stats().sealed_publications > 0);
+}
+
+#[test]
+fn a_closed_consumers_sealed_publications_are_withdrawn_and_stop_counting() {
+    let producer = producer(4);
+    let server = ControlServer::spawn_channel(
+        Arc::clone(&producer),
+        Arc::new(TestPublisher),
+        ChannelOptions::for_segment(producer.segment()),
+        &unique_socket("sealed-closed"),
+    )
+    .unwrap();
+    let client = ControlClient::connect(server.socket_name(), TIMEOUT, &[]).unwrap();
+    let held: Vec<_> = (0..2)
+        .map(|seed| client.publish_blocking(MIB as u32, seed, TIMEOUT).unwrap())
+        .collect();
+    assert_eq!(producer.stats().sealed_bytes_in_flight, 2 * MIB as u64);
+    drop(client);
+    wait_until("sealed publications withdrawn", TIMEOUT, || {
+        let stats = producer.stats();
+        stats.withdrawn == 2 && stats.sealed_bytes_in_flight == 0 && stats.slots.free == 4
+    });
+    drop(held);
+}
+
+/// Once the producer, the answer and the consumer's result are gone, so is the memfd: the
+/// kernel frees its pages with the last descriptor and mapping.
+#[test]
+fn a_redeemed_payloads_memory_goes_with_its_last_holder() {
+    let producer = producer_with(2, ProducerOptions::default());
+    let consumer = consumer(&producer);
+    let payload = SealedPayload::from_bytes(&vec![4; MIB]).unwrap();
+    let memfd = inode(&payload);
+    let handle = producer.publish_sealed(&payload, Duration::ZERO).unwrap();
+    let bytes = consumer.redeem_sealed(&handle, dup(&payload)).unwrap();
+    drop(payload);
+    assert!(memfds_held().contains(&memfd), "the mapping keeps it");
+    assert_eq!(bytes.len(), MIB);
+    drop(bytes);
+    assert!(!memfds_held().contains(&memfd), "memfd left behind");
+}
