@@ -3,6 +3,7 @@
 //! so that every fuzz input can also be replayed by plain `cargo test`.
 
 mod control_frame;
+mod sealed_tickets;
 mod segment_image;
 mod slot_ops;
 
