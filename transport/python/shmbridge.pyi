@@ -43,7 +43,8 @@ class Exhausted(Error):
     """No slot came free before the timeout."""
 
 class TooLarge(Error):
-    """The payload is larger than a slot."""
+    """The payload is larger than a slot (``publish``, ``request_handle``) or than the producer's
+    largest payload (64 MiB, for bodies the channel carries)."""
 
 class Busy(Error):
     """The producer holds as many unredeemed publications as it allows."""
@@ -97,6 +98,8 @@ class _Stats(TypedDict):
     claims_exhausted: int
     header_repairs: int
     withdrawn: int
+    sealed_publications: int
+    sealed_bytes_in_flight: int
     peers: int
 
 @final
@@ -139,7 +142,8 @@ class Producer:
     ) -> str:
         """Serves the segment on an abstract Unix socket (default ``shmbridge-py-PID-EPOCH``)
         from background threads and returns its name. With ``callback``, also answers
-        control-channel requests: ``callback(count, seed)`` returns the payload ``bytes``. A
+        control-channel requests: ``callback(count, seed)`` returns the payload ``bytes``; a body
+        larger than a slot (up to 64 MiB) travels as a sealed memfd with the answer. A
         ``ValueError`` from it refuses the request as a bad request, any other exception (or a
         non-bytes result) as a producer failure; it is reported through ``sys.unraisablehook``
         and the producer keeps serving. Unredeemed publications are limited per connection
@@ -174,7 +178,8 @@ class Consumer:
         """Asks the producer over the control channel for the payload of ``(count, seed)`` and
         redeems it. Raises Busy, Exhausted, TooLarge, TimedOut, Closed, Error (refused)."""
     def request_handle(self, count: int, seed: int, timeout: float = 2.0) -> Handle:
-        """Like ``request``, but returns the handle unredeemed."""
+        """Like ``request``, but returns the handle unredeemed. A publication larger than a slot
+        comes as a descriptor no handle can carry: TooLarge (and it is given back)."""
     def redeem(self, handle: Union[Handle, str]) -> bytes:
         """The verified bytes. Raises Stale, ChecksumMismatch, ValueError (bad text)."""
     def close(self) -> None: ...

@@ -122,7 +122,7 @@ impl Consumer {
     /// Takes the slot `handle` names, READY at exactly the handle's generation, whatever the
     /// handle's length: a slot's payload for [`Consumer::acquire`], a ticket for
     /// [`Consumer::redeem_sealed`].
-    fn take(&self, handle: &Handle) -> Result<ReadGuard<'_>, AcquireError> {
+    pub(crate) fn take(&self, handle: &Handle) -> Result<ReadGuard<'_>, AcquireError> {
         let segment = &self.segment;
         if handle.epoch != segment.epoch() {
             Counters::bump(&self.counters.stale_handles);

@@ -43,13 +43,13 @@
 //! hostile same-uid process, which can write the segment anyway.
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
-    connect, getsockopt, recvmsg, sendmsg, setsockopt, socket,
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr, connect, getsockopt,
+    sendmsg, setsockopt, socket,
     sockopt::{PeerCredentials, ReceiveTimeout, SendTimeout},
 };
 use nix::sys::time::TimeVal;
@@ -235,42 +235,38 @@ pub(crate) enum ReceiveError {
 }
 
 /// One message received into `buf`: its length and the one descriptor it carried, if any.
-/// Descriptors arrive close-on-exec (`MSG_CMSG_CLOEXEC`); every descriptor of a message that is
-/// refused is closed before this returns. The one way the crate receives on its sockets.
+/// There is room for one descriptor; they arrive close-on-exec (`MSG_CMSG_CLOEXEC`), and every
+/// descriptor of a message that is refused is closed before this returns, those the kernel
+/// installed before it ran out of room included. `nonblocking`: `MSG_DONTWAIT`. The one way the
+/// crate receives on its sockets.
 pub(crate) fn receive_message(
     stream: BorrowedFd<'_>,
     buf: &mut [u8],
-    flags: MsgFlags,
+    nonblocking: bool,
 ) -> Result<(usize, Option<OwnedFd>), ReceiveError> {
-    let mut iov = [IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let message = recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        flags | MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(ReceiveError::Sys)?;
-    let mut fds = Vec::new();
-    for cmsg in message.cmsgs().map_err(ReceiveError::Sys)? {
-        if let ControlMessageOwned::ScmRights(rights) = cmsg {
-            // SAFETY: the kernel just installed these descriptors in this process for us; each
-            // is owned by nobody else.
-            fds.extend(
-                rights
-                    .into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut flags = RecvFlags::CMSG_CLOEXEC;
+    if nonblocking {
+        flags |= RecvFlags::DONTWAIT;
+    }
+    let message = rustix::net::recvmsg(stream, &mut [IoSliceMut::new(buf)], &mut control, flags)
+        .map_err(|errno| ReceiveError::Sys(Errno::from_raw(errno.raw_os_error())))?;
+    // Owned from here: dropped, hence closed, on every refusal below.
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for cmsg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(rights) = cmsg {
+            fds.extend(rights);
         }
     }
-    if message.flags.contains(MsgFlags::MSG_CTRUNC) {
+    if message.flags.contains(ReturnFlags::CTRUNC) {
         return Err(ReceiveError::Truncated);
     }
-    let len = message.bytes;
     if fds.len() > 1 {
         return Err(ReceiveError::TooMany { count: fds.len() });
     }
-    Ok((len, fds.pop()))
+    Ok((message.bytes, fds.pop()))
 }
 
 /// Connects to `@socket_name`, receives the segment descriptor and attaches to it, waiting at
@@ -441,22 +437,19 @@ pub(crate) fn receive_fd(
 ) -> Result<(OwnedFd, PeerView, u64), AttachError> {
     // Room for more than a greeting, so that a longer message is noticed, not cut to size.
     let mut buf = [0u8; 2 * GREETING_LEN];
-    let (received, fd) =
-        receive_message(stream, &mut buf, MsgFlags::empty()).map_err(|error| match error {
-            // The read timeout ran out: the server accepted but never answered.
-            ReceiveError::Sys(Errno::EAGAIN) => AttachError::TimedOut {
-                op: "receive the segment descriptor",
-                timeout,
-            },
-            ReceiveError::Sys(errno) => AttachError::Io {
-                op: "receive descriptor",
-                source: errno.into(),
-            },
-            ReceiveError::Truncated => AttachError::Protocol("control message truncated"),
-            ReceiveError::TooMany { .. } => {
-                AttachError::Protocol("expected exactly one descriptor")
-            }
-        })?;
+    let (received, fd) = receive_message(stream, &mut buf, false).map_err(|error| match error {
+        // The read timeout ran out: the server accepted but never answered.
+        ReceiveError::Sys(Errno::EAGAIN) => AttachError::TimedOut {
+            op: "receive the segment descriptor",
+            timeout,
+        },
+        ReceiveError::Sys(errno) => AttachError::Io {
+            op: "receive descriptor",
+            source: errno.into(),
+        },
+        ReceiveError::Truncated => AttachError::Protocol("control message truncated"),
+        ReceiveError::TooMany { .. } => AttachError::Protocol("expected exactly one descriptor"),
+    })?;
     let received_at_ns = monotonic_now_ns();
     if received == 0 {
         return Err(AttachError::Refused);

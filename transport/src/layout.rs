@@ -47,7 +47,7 @@
 //! | 16     | 8    | `owner_start_time` | tagged: holder's start time, so a reused pid is not mistaken for it |
 //! | 24     | 8    | `owner_pidfs_ino`  | tagged: holder's pidfs inode number, or 0 when unknown  |
 //! | 32     | 8    | `deadline_ms`      | tagged: CLOCK_MONOTONIC ms, rounded up: lease end (writing, reading) or TTL end (ready) |
-//! | 40     | 8    | `len`              | tagged: published payload length (informational)        |
+//! | 40     | 8    | `len`              | tagged: published payload length (informational; above `slot_size`: a ticket, see "Sealed publications") |
 //! | 48     | 8    | `crc`              | tagged: published crc32 (informational; readers check the handle's) |
 //! | 56     | 8    | reserved           | zero                                                    |
 //!
@@ -118,6 +118,46 @@
 //!    with `fallocate(FALLOC_FL_PUNCH_HOLE)`): never claim it. The producer's reaper restores it to
 //!    FREE at a generation [`GENERATION_JUMP`] beyond the highest it has seen for the slot, so no
 //!    handle from before the damage can name a publication made after it.
+//!
+//! # Sealed publications
+//!
+//! A body larger than `slot_size` does not go into the segment: it travels as a *sealed
+//! payload*, a memfd of its own, and takes one slot of the segment as its *ticket*. A peer
+//! follows these rules:
+//!
+//! 1. **A handle's `len` above `slot_size` means sealed.** Such a handle names a ticket, never
+//!    slot bytes; its payload area is not read or written. `len <= slot_size` always means the
+//!    bytes are in the slot. A producer never publishes a sealed payload a slot could hold.
+//! 2. **The producer** writes the payload into `memfd_create(MFD_CLOEXEC | MFD_ALLOW_SEALING)`
+//!    with write(2) (never through a writable mapping), computes the crc32 of the bytes written,
+//!    then adds `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`. It claims a ticket
+//!    exactly like a slot (FREE -> WRITING, stamping the holder), stamps `len` (the payload's
+//!    length, above `slot_size`), `crc` and the TTL for the READY generation, and publishes
+//!    (WRITING -> READY) without touching the payload area. Every rule above (tags, leases, TTL,
+//!    reclamation, withdrawal) applies to tickets unchanged.
+//! 3. **The descriptor travels with the answer**: on the control channel, the published frame
+//!    for a sealed handle carries the memfd as `SCM_RIGHTS` on the same message, and no other
+//!    frame carries a descriptor (see "Descriptors" in [`crate::control::frame`]). A sealed
+//!    handle cannot travel as text alone.
+//! 4. **The consumer** takes the ticket by handle (READY(g) -> READING(g+1), as for a slot),
+//!    then verifies the descriptor before it trusts a byte: `F_GET_SEALS` contains at least
+//!    `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW` (`F_SEAL_SEAL` is not required), `fstat`'s size
+//!    equals the handle's `len`, and the crc32 over a read-only mapping equals the handle's `crc`.
+//!    Whatever the outcome it releases the ticket (READING -> FREE); if that exchange fails the
+//!    ticket was reclaimed and the bytes are discarded. A handle is redeemable once: the second
+//!    take finds the generation moved on.
+//! 5. With those seals the mapping's bytes can never change (write(2), writable mappings and
+//!    hole punching fail with EPERM for every process) and never shrink (no SIGBUS), so the crc
+//!    checked over the mapping holds for every later read, and the mapping can be served without
+//!    a private copy. The kernel frees the memory when the last descriptor and mapping close.
+//! 6. A producer bounds the sealed bytes waiting for consumers: a ticket's bytes count while its
+//!    state word is READY(g) or READING(g+1), and stop counting once it moves on.
+//!
+//! [`LAYOUT_VERSION`] stays 2: no byte of the segment changed meaning. A ticket is a slot
+//! descriptor used by the existing transitions, and a peer built before sealed publications
+//! refuses a handle whose `len` exceeds `slot_size` before any exchange (as it always has), so it
+//! never reads a ticket's payload area as a body; its reaper reclaims tickets as it reclaims
+//! slots.
 //!
 //! What the protocol promises against a process that writes garbage into the segment: every read
 //! is the exact published bytes or an error (the crc32 comes from the handle, not the segment).

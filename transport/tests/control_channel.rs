@@ -292,6 +292,18 @@ impl RawPeer {
         send(self.raw(), frame, MsgFlags::MSG_NOSIGNAL).unwrap();
     }
 
+    /// Sends `frame` with `fd` attached, which no request may carry.
+    fn send_with_fd(&self, frame: &[u8], fd: std::os::fd::RawFd) {
+        nix::sys::socket::sendmsg::<()>(
+            self.raw(),
+            &[std::io::IoSlice::new(frame)],
+            &[nix::sys::socket::ControlMessage::ScmRights(&[fd])],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .unwrap();
+    }
+
     /// The next message, or `None` once the producer closed the connection.
     fn receive(&self) -> Option<Vec<u8>> {
         let mut buf = [0u8; 128];
@@ -349,6 +361,31 @@ fn a_garbage_frame_closes_only_its_connection_and_withdraws_what_it_held() {
     let after = honest.publish_blocking(100, 2, TIMEOUT).unwrap();
     assert_eq!(redeem(&honest, after.handle()), payload(100, 2));
     after.redeemed();
+}
+
+/// Only a producer's published answer may carry a descriptor: a request with one is a protocol
+/// error, and its connection is closed unanswered.
+#[test]
+fn a_request_carrying_a_descriptor_closes_its_connection() {
+    let served = Served::new("request-fd", 4, limits(2, 3));
+    let rogue = RawPeer::connect(served.server.socket_name());
+    let request = Request::Publish(PublishRequest {
+        id: 1,
+        count: 50,
+        seed: 1,
+        deadline_ns: monotonic_now_ns() + TIMEOUT.as_nanos() as u64,
+    });
+    let (_read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    rogue.send_with_fd(
+        &request.encode(),
+        std::os::fd::AsRawFd::as_raw_fd(&write_end),
+    );
+    assert_eq!(
+        rogue.receive(),
+        None,
+        "answered a request carrying a descriptor"
+    );
+    assert_eq!(served.slots().free, 4);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The control channel between real processes (this test binary, re-executed as a child): a
-//! consumer killed with publications it never redeemed gives them back as soon as its socket
-//! closes; a process of another uid is refused by the producer; and the consumer refuses a
+//! consumer killed with publications it never redeemed (in slots, or sealed with their bytes
+//! counted) gives them back as soon as its socket closes; a process of another uid is refused by the producer; and the consumer refuses a
 //! process that answers on the socket name with a segment it did not create.
 #![cfg(not(loom))]
 
@@ -29,6 +29,8 @@ use child_support::{CHILD_WITHIN, line, start_until};
 const CHILD_ROLE: &str = "SHMBRIDGE_TEST_CHANNEL_ROLE";
 const CHILD_SOCKET: &str = "SHMBRIDGE_TEST_CHANNEL_SOCKET";
 const CHILD_SEGMENT_FILE: &str = "SHMBRIDGE_TEST_CHANNEL_SEGMENT_FILE";
+/// Bytes in each publication the killed consumer holds.
+const CHILD_BODY_LEN: &str = "SHMBRIDGE_TEST_CHANNEL_BODY_LEN";
 /// A uid the producer trusts besides its own, handed to a child that may connect anyway.
 const CHILD_PRODUCER_UID: &str = "SHMBRIDGE_TEST_CHANNEL_PRODUCER_UID";
 /// How many publications the killed consumer holds.
@@ -51,9 +53,10 @@ fn channel_child() {
     match role.as_str() {
         // A consumer: takes publications, never redeems them, and waits to be killed.
         "hold" => {
+            let len: u32 = std::env::var(CHILD_BODY_LEN).unwrap().parse().unwrap();
             let client = ControlClient::connect(&socket, TIMEOUT, &[]).unwrap();
             let held: Vec<_> = (0..HELD)
-                .map(|seed| client.publish_blocking(100, seed.into(), TIMEOUT).unwrap())
+                .map(|seed| client.publish_blocking(len, seed.into(), TIMEOUT).unwrap())
                 .collect();
             writeln!(stdout, "holding {}", held.len()).unwrap();
             writeln!(stdout, "child ready").unwrap();
@@ -125,6 +128,18 @@ fn this_binary() -> PathBuf {
 
 #[test]
 fn a_killed_consumers_publications_come_back_within_100_ms_of_its_socket_closing() {
+    killed_consumer_gives_back(100);
+}
+
+/// Sealed publications (bodies above the 4 KiB slots) come back the same way, and their bytes
+/// stop counting against the producer's budget.
+#[test]
+fn a_killed_consumers_sealed_publications_come_back_with_their_bytes() {
+    killed_consumer_gives_back(64 << 10);
+}
+
+/// A child holds [`HELD`] publications of `len` bytes and is killed.
+fn killed_consumer_gives_back(len: u32) {
     // Only the channel can free what the child holds: a 1 h TTL and no reaper.
     let producer = producer(8);
     let options = ChannelOptions {
@@ -143,12 +158,17 @@ fn a_killed_consumers_publications_come_back_within_100_ms_of_its_socket_closing
     .unwrap();
     let ready = || SlotCounts::scan(producer.segment()).ready;
 
-    let (mut child, lines) = start_until(
-        child_command(&this_binary(), "hold", server.socket_name()),
-        "child ready",
-    );
+    let mut command = child_command(&this_binary(), "hold", server.socket_name());
+    command.env(CHILD_BODY_LEN, len.to_string());
+    let (mut child, lines) = start_until(command, "child ready");
     assert_eq!(line(&lines, "holding "), HELD.to_string());
     assert_eq!(ready(), HELD);
+    let sealed = if len > producer.segment().slot_size() {
+        u64::from(HELD * len)
+    } else {
+        0
+    };
+    assert_eq!(producer.stats().sealed_bytes_in_flight, sealed);
 
     let pid = Pid::from_raw(child.0.id() as i32);
     let killed_at = Instant::now();
@@ -171,6 +191,7 @@ fn a_killed_consumers_publications_come_back_within_100_ms_of_its_socket_closing
         "given back {given_back:?} after the socket closed, more than {GIVEN_BACK_WITHIN:?}"
     );
     assert_eq!(producer.stats().withdrawn, u64::from(HELD));
+    assert_eq!(producer.stats().sealed_bytes_in_flight, 0);
     assert_eq!(SlotCounts::scan(producer.segment()).free, 8);
 }
 

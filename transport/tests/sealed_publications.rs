@@ -81,17 +81,23 @@ fn memfds_held() -> HashSet<u64> {
     held
 }
 
-#[test]
-fn sealed_publications_round_trip_over_the_channel_byte_for_byte() {
-    let producer = producer(4);
+/// `producer` serving a channel with [`TestPublisher`], and a client connected to it.
+fn serve(producer: &Arc<Producer>, test: &str) -> (ControlServer, ControlClient) {
     let server = ControlServer::spawn_channel(
-        Arc::clone(&producer),
+        Arc::clone(producer),
         Arc::new(TestPublisher),
         ChannelOptions::for_segment(producer.segment()),
-        &unique_socket("sealed-round-trip"),
+        &unique_socket(test),
     )
     .unwrap();
     let client = ControlClient::connect(server.socket_name(), TIMEOUT, &[]).unwrap();
+    (server, client)
+}
+
+#[test]
+fn sealed_publications_round_trip_over_the_channel_byte_for_byte() {
+    let producer = producer(4);
+    let (_server, client) = serve(&producer, "sealed-round-trip");
     let consumer = Consumer::new(Arc::clone(client.segment()), ConsumerOptions::default()).unwrap();
     for (seed, len) in [(1, MIB), (2, 8 * MIB), (3, 64 * MIB)] {
         let publication = client.publish_blocking(len as u32, seed, TIMEOUT).unwrap();
@@ -122,14 +128,7 @@ fn sealed_publications_round_trip_over_the_channel_byte_for_byte() {
 #[test]
 fn a_body_above_the_largest_payload_is_refused_too_large_naming_its_length() {
     let producer = producer_with(4, options(2 * MIB, 8 * MIB));
-    let server = ControlServer::spawn_channel(
-        Arc::clone(&producer),
-        Arc::new(TestPublisher),
-        ChannelOptions::for_segment(producer.segment()),
-        &unique_socket("sealed-too-large"),
-    )
-    .unwrap();
-    let client = ControlClient::connect(server.socket_name(), TIMEOUT, &[]).unwrap();
+    let (_server, client) = serve(&producer, "sealed-too-large");
     let len = 2 * MIB as u32 + 1;
     match client.publish_blocking(len, 1, TIMEOUT) {
         Err(RequestError::Refused(refusal)) => {
@@ -382,14 +381,7 @@ fn mixed_sizes_run_to_exhaustion_and_back_to_empty_leaking_nothing() {
 #[test]
 fn a_closed_consumers_sealed_publications_are_withdrawn_and_stop_counting() {
     let producer = producer(4);
-    let server = ControlServer::spawn_channel(
-        Arc::clone(&producer),
-        Arc::new(TestPublisher),
-        ChannelOptions::for_segment(producer.segment()),
-        &unique_socket("sealed-closed"),
-    )
-    .unwrap();
-    let client = ControlClient::connect(server.socket_name(), TIMEOUT, &[]).unwrap();
+    let (_server, client) = serve(&producer, "sealed-closed");
     let held: Vec<_> = (0..2)
         .map(|seed| client.publish_blocking(MIB as u32, seed, TIMEOUT).unwrap())
         .collect();
@@ -417,4 +409,30 @@ fn a_redeemed_payloads_memory_goes_with_its_last_holder() {
     assert_eq!(bytes.len(), MIB);
     drop(bytes);
     assert!(!memfds_held().contains(&memfd), "memfd left behind");
+}
+
+/// The reaper takes back a ticket whose TTL passed like any publication, and its bytes stop
+/// counting: the budget is not held by a consumer that never came.
+#[test]
+fn a_ticket_past_its_ttl_is_reaped_and_its_bytes_stop_counting() {
+    let producer = producer_with(
+        2,
+        ProducerOptions {
+            ready_ttl: Duration::from_millis(1),
+            ..options(MIB, MIB)
+        },
+    );
+    let payload = SealedPayload::from_bytes(&vec![6; MIB]).unwrap();
+    let handle = producer.publish_sealed(&payload, Duration::ZERO).unwrap();
+    assert_eq!(producer.stats().sealed_bytes_in_flight, MIB as u64);
+    // Past the TTL (stamped in whole milliseconds, rounded up) whatever the scheduler does.
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(producer.reap().get(shmbridge::ReclaimReason::TtlExpired), 1);
+    assert_eq!(producer.stats().sealed_bytes_in_flight, 0);
+    assert!(matches!(
+        consumer(&producer).redeem_sealed(&handle, dup(&payload)),
+        Err(RedeemError::Acquire(shmbridge::AcquireError::Stale { .. }))
+    ));
+    // The whole budget is free again.
+    producer.publish_sealed(&payload, Duration::ZERO).unwrap();
 }

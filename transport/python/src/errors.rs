@@ -38,7 +38,7 @@ create_exception!(
     shmbridge,
     TooLarge,
     Error,
-    "The payload is larger than a slot."
+    "The payload is larger than a slot (publish, request_handle) or than the producer's largest payload (64 MiB, for bodies the channel carries)."
 );
 create_exception!(
     shmbridge,

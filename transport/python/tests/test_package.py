@@ -201,10 +201,19 @@ def test_a_raising_callback_fails_the_request_and_the_producer_keeps_serving(pro
     assert producer.stats()["slots"]["free"] == 8
 
 
-def test_a_callback_payload_larger_than_a_slot_is_too_large(served):
-    _, consumer = served
-    with pytest.raises(shmbridge.TooLarge, match="payload of 65544 bytes"):
-        consumer.request(64 * 1024 // 8 + 1, 1)
+def test_a_callback_payload_larger_than_a_slot_travels_sealed(served):
+    producer, consumer = served
+    count = 64 * 1024 // 8 + 1
+    assert consumer.request(count, 1) == payload(count, 1)
+    stats = producer.stats()
+    assert (stats["sealed_publications"], stats["sealed_bytes_in_flight"]) == (1, 0)
+    # A handle alone cannot carry the descriptor: refused, and the publication given back.
+    with pytest.raises(shmbridge.TooLarge, match="comes as a descriptor"):
+        consumer.request_handle(count, 2)
+    deadline = time.monotonic() + 5
+    while producer.stats()["sealed_bytes_in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert producer.stats()["sealed_bytes_in_flight"] == 0
 
 
 def test_the_per_peer_limit_answers_busy(producer):

@@ -126,6 +126,11 @@ impl ControlClient {
         producer_uids: &[u32],
     ) -> Result<(Self, AnswerReader), AttachError> {
         let (socket, segment) = greet(socket_name, timeout)?.attach(producer_uids)?;
+        Ok(Self::over(socket, segment))
+    }
+
+    /// A client on `socket`, already greeted, attached to `segment`, and its reader.
+    fn over(socket: OwnedFd, segment: Segment) -> (Self, AnswerReader) {
         let inner = Arc::new(Inner {
             socket,
             segment: Arc::new(segment),
@@ -136,13 +141,13 @@ impl ControlClient {
         let reader = AnswerReader {
             inner: Arc::clone(&inner),
         };
-        Ok((
+        (
             Self {
                 inner,
                 reader: None,
             },
             reader,
-        ))
+        )
     }
 
     pub fn segment(&self) -> &Arc<Segment> {
@@ -340,20 +345,21 @@ impl AnswerReader {
     /// closed or sent a malformed frame; every request still waiting has then been failed with
     /// [`RequestError::Closed`].
     pub fn receive_ready(&self) -> bool {
-        self.receive(MsgFlags::MSG_DONTWAIT)
+        self.receive(true)
     }
 
     /// Receives and delivers answers until the connection closes: the reader thread's loop.
     fn read_until_closed(self) {
-        while self.receive(MsgFlags::empty()) {}
+        while self.receive(false) {}
     }
 
-    /// Receives answers with `flags` until one would block (`true`) or the connection is over
-    /// (`false`, after closing it).
-    fn receive(&self, flags: MsgFlags) -> bool {
+    /// Receives answers until one would block (`nonblocking`: `true`) or, blocking, one answer
+    /// (`true`), or until the connection is over (`false`, after closing it).
+    fn receive(&self, nonblocking: bool) -> bool {
         let mut buf = [0u8; MAX_FRAME_LEN + 1];
         loop {
-            let (len, fd) = match receive_message(self.inner.socket.as_fd(), &mut buf, flags) {
+            let (len, fd) = match receive_message(self.inner.socket.as_fd(), &mut buf, nonblocking)
+            {
                 Ok((0, _)) => break,
                 Ok(message) => message,
                 Err(ReceiveError::Sys(Errno::EINTR)) => continue,
@@ -377,7 +383,7 @@ impl AnswerReader {
                 tracing::warn!(%error, "closing the control channel");
                 break;
             }
-            if flags.is_empty() {
+            if !nonblocking {
                 return true;
             }
         }
@@ -457,5 +463,262 @@ impl Drop for Publication {
                 generation: self.handle.generation,
             });
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use nix::sys::socket::{
+        AddressFamily, ControlMessage, SockFlag, SockType, recv, sendmsg, socketpair,
+    };
+
+    use super::*;
+    use crate::control::frame::RefusalCode;
+    use crate::fdpass::send_message;
+    use crate::sealed::SealedPayload;
+    use crate::segment::SegmentConfig;
+
+    const SLOT_SIZE: u32 = 64;
+
+    /// A client over one end of a socket pair, driven by hand; the other end plays the producer.
+    struct Rig {
+        producer: OwnedFd,
+        client: ControlClient,
+        reader: AnswerReader,
+    }
+
+    type Answers = mpsc::Receiver<Result<Publication, RequestError>>;
+
+    fn result(answers: &Answers) -> Result<Publication, RequestError> {
+        answers.try_recv().expect("the requester was answered")
+    }
+
+    impl Rig {
+        fn new() -> Self {
+            let (producer, consumer) = socketpair(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .unwrap();
+            let segment = Segment::create(&SegmentConfig {
+                slot_count: 2,
+                slot_size: SLOT_SIZE,
+            })
+            .unwrap();
+            let (client, reader) = ControlClient::over(consumer, segment);
+            Self {
+                producer,
+                client,
+                reader,
+            }
+        }
+
+        /// Sends a publish request; returns its id, as the producer reads it, and where its
+        /// answer goes.
+        fn request(&self) -> (u64, Answers) {
+            let (answered, answers) = mpsc::channel();
+            self.client
+                .publish(1, 1, u64::MAX, move |result| {
+                    let _ = answered.send(result);
+                })
+                .unwrap();
+            let frame = self.next_request().expect("a publish frame");
+            let Request::Publish(request) = frame else {
+                panic!("{frame:?}")
+            };
+            (request.id, answers)
+        }
+
+        fn next_request(&self) -> Option<Request> {
+            let mut buf = [0u8; MAX_FRAME_LEN + 1];
+            let len = recv(self.producer.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT).ok()?;
+            Some(Request::decode(&buf[..len]).unwrap())
+        }
+
+        fn handle(&self, len: u32) -> Handle {
+            Handle {
+                epoch: self.client.segment().epoch(),
+                slot: 1,
+                generation: 7,
+                len,
+                crc: 0,
+            }
+        }
+
+        fn answer(&self, answer: Answer, fds: &[BorrowedFd<'_>]) {
+            let raw: Vec<_> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+            let rights = [ControlMessage::ScmRights(&raw)];
+            let cmsgs = if raw.is_empty() { &[][..] } else { &rights[..] };
+            sendmsg::<()>(
+                self.producer.as_raw_fd(),
+                &[std::io::IoSlice::new(&answer.encode())],
+                cmsgs,
+                MsgFlags::empty(),
+                None,
+            )
+            .unwrap();
+        }
+    }
+
+    /// A pipe whose write end is sent: once every copy of it is closed, the read end reads
+    /// end-of-file, which shows the receiver closed the copy it got; while one is open, it
+    /// reads EAGAIN (non-blocking), so a leak fails the test instead of hanging it.
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        use nix::fcntl::OFlag;
+        nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).unwrap()
+    }
+
+    fn closed_everywhere(read_end: &OwnedFd) -> bool {
+        let mut byte = [0u8; 1];
+        nix::unistd::read(read_end, &mut byte) == Ok(0)
+    }
+
+    fn protocol_error(result: Result<Publication, RequestError>) -> ProtocolError {
+        match result {
+            Err(RequestError::Protocol(error)) => error,
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_sealed_answer_hands_out_its_descriptor_and_releases_unless_redeemed() {
+        let rig = Rig::new();
+        let (id, answers) = rig.request();
+        let payload = SealedPayload::from_bytes(&[1; 100]).unwrap();
+        let handle = rig.handle(100);
+        rig.answer(Answer::Published { id, handle }, &[payload.as_fd()]);
+        assert!(rig.reader.receive_ready());
+        let mut publication = result(&answers).unwrap();
+        assert!(publication.is_sealed());
+        let fd = publication.take_sealed().expect("the descriptor");
+        assert!(publication.take_sealed().is_none(), "handed out once");
+        let seen = nix::sys::stat::fstat(&fd).unwrap().st_ino;
+        assert_eq!(seen, nix::sys::stat::fstat(payload.as_fd()).unwrap().st_ino);
+        drop(publication);
+        assert_eq!(
+            rig.next_request(),
+            Some(Request::Release {
+                id,
+                slot: 1,
+                generation: 7
+            })
+        );
+        assert!(rig.client.is_open());
+    }
+
+    #[test]
+    fn a_sealed_size_answer_without_its_descriptor_fails_and_closes() {
+        let rig = Rig::new();
+        let (id, answers) = rig.request();
+        let (_, waiting) = rig.request();
+        rig.answer(
+            Answer::Published {
+                id,
+                handle: rig.handle(SLOT_SIZE + 1),
+            },
+            &[],
+        );
+        assert!(!rig.reader.receive_ready(), "the connection stayed open");
+        assert!(!rig.client.is_open());
+        // The requester it answered learns why; the waiting one that the connection closed.
+        assert_eq!(
+            protocol_error(result(&answers)),
+            ProtocolError::MissingDescriptor {
+                len: SLOT_SIZE + 1,
+                slot_size: SLOT_SIZE
+            }
+        );
+        assert!(matches!(result(&waiting), Err(RequestError::Closed)));
+    }
+
+    #[test]
+    fn a_descriptor_on_a_slot_sized_answer_or_a_refusal_fails_closed() {
+        let candidates = |rig: &Rig, id| {
+            [
+                Answer::Published {
+                    id,
+                    handle: rig.handle(SLOT_SIZE),
+                },
+                Answer::Refused {
+                    id,
+                    refusal: Refusal {
+                        code: RefusalCode::Exhausted,
+                        detail: 0,
+                    },
+                },
+            ]
+        };
+        for index in 0..2 {
+            let rig = Rig::new();
+            let (id, answers) = rig.request();
+            let (read_end, write_end) = pipe();
+            let answer = candidates(&rig, id)[index];
+            rig.answer(answer, &[write_end.as_fd()]);
+            drop(write_end);
+            assert!(!rig.reader.receive_ready(), "{answer:?}: still open");
+            assert!(matches!(
+                protocol_error(result(&answers)),
+                ProtocolError::UnexpectedDescriptor { .. }
+            ));
+            assert!(closed_everywhere(&read_end), "{answer:?}: descriptor kept");
+        }
+    }
+
+    #[test]
+    fn more_descriptors_than_one_close_the_connection_and_every_descriptor() {
+        // Two fit the room for one (the control buffer is rounded up), three do not.
+        for count in [2, 3] {
+            let rig = Rig::new();
+            let (id, answers) = rig.request();
+            let (read_end, write_end) = pipe();
+            let fds = vec![write_end.as_fd(); count];
+            let payload = SealedPayload::from_bytes(&[1; 100]).unwrap();
+            let mut fds = fds;
+            fds[0] = payload.as_fd();
+            rig.answer(
+                Answer::Published {
+                    id,
+                    handle: rig.handle(100),
+                },
+                &fds,
+            );
+            drop(write_end);
+            assert!(
+                !rig.reader.receive_ready(),
+                "{count} descriptors: still open"
+            );
+            assert!(matches!(result(&answers), Err(RequestError::Closed)));
+            assert!(
+                closed_everywhere(&read_end),
+                "{count} descriptors: one kept"
+            );
+        }
+    }
+
+    #[test]
+    fn a_sealed_answer_for_an_abandoned_request_is_released_and_its_descriptor_closed() {
+        let rig = Rig::new();
+        let (id, _) = rig.request();
+        rig.client.abandon(id);
+        let (read_end, write_end) = pipe();
+        // Not a sealed payload, but nothing looks at it before the abandoned answer is dropped.
+        send_message(
+            rig.producer.as_fd(),
+            &Answer::Published {
+                id,
+                handle: rig.handle(SLOT_SIZE * 2),
+            }
+            .encode(),
+            Some(write_end.as_fd()),
+        )
+        .unwrap();
+        drop(write_end);
+        assert!(rig.reader.receive_ready());
+        assert!(closed_everywhere(&read_end));
+        assert!(matches!(rig.next_request(), Some(Request::Release { .. })));
     }
 }

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    AddressFamily, Backlog, MsgFlags, Shutdown, SockFlag, SockType, UnixAddr, accept4, bind,
-    getsockopt, listen, setsockopt, shutdown, socket,
+    AddressFamily, Backlog, Shutdown, SockFlag, SockType, UnixAddr, accept4, bind, getsockopt,
+    listen, setsockopt, shutdown, socket,
     sockopt::{PeerCredentials, SendTimeout},
 };
 
@@ -398,7 +398,7 @@ impl Connection {
         let mut buf = [0u8; MAX_FRAME_LEN + 1];
         loop {
             self.idle.fetch_add(1, Ordering::AcqRel);
-            let received = receive_message(self.stream.as_fd(), &mut buf, MsgFlags::empty());
+            let received = receive_message(self.stream.as_fd(), &mut buf, false);
             let idle = self.idle.fetch_sub(1, Ordering::AcqRel) - 1;
             let len = match received {
                 Ok((0, _)) => break,
