@@ -56,6 +56,52 @@ fn slot_ops_seeds_and_regressions() {
     assert!(replayed > 0, "no committed seeds");
 }
 
+/// The named seeds are written as operations by `fuzz/make_slot_ops_seeds.py`, which encodes them
+/// the way `Vec<Op>` decodes: each must decode to the run the script meant. This fails when `Op`'s
+/// variants are reordered or one is inserted before others, which changes what every kept input
+/// means (re-encode them, then regenerate these).
+#[test]
+fn slot_ops_named_seeds_are_the_documented_runs() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/slot_ops");
+    let bytes = std::fs::read(path.join("sealed-room-runs-out")).unwrap();
+    let decoded = Vec::<Op>::arbitrary_take_rest(Unstructured::new(&bytes)).unwrap();
+    let sealed = |process, len, seed| Op::PublishSealed { process, len, seed };
+    let redeem = |process, ticket, fd_of| Op::RedeemSealed {
+        process,
+        ticket,
+        fd_of,
+    };
+    let meant = vec![
+        sealed(0, 1000, 1),
+        sealed(0, 700, 2),
+        sealed(0, 500, 3),
+        sealed(0, 1100, 4),
+        sealed(0, 100, 5),
+        redeem(1, 1, 0),
+        sealed(0, 900, 6),
+        Op::WithdrawSealed { ticket: 0 },
+        sealed(0, 900, 6),
+        redeem(2, 2, 1),
+        sealed(1, 600, 7),
+        Op::LoseDescriptor { ticket: 3 },
+        Op::Crash { process: 1 },
+        Op::Advance { millis: 5000 },
+        Op::Reap,
+        Op::Claim {
+            process: 2,
+            len: 50,
+        },
+        Op::Write {
+            writer: 0,
+            len: 50,
+            seed: 9,
+        },
+        Op::Publish { writer: 0 },
+        Op::CheckSealedRead { read: 0 },
+    ];
+    assert_eq!(format!("{decoded:?}"), format!("{meant:?}"));
+}
+
 #[test]
 fn slot_ops_random_runs() {
     random_inputs(3000, 600, slot_ops_input);
