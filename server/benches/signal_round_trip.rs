@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
-use shmbridge::Handle;
+use shmbridge::{ConsumerOptions, Handle};
 use shmbridge_server::dataset::{DEFAULT_COUNT, DEFAULT_SEED, users_json};
 use shmbridge_server::gateway::shm_consumer::{Attachment, ShmClient};
 use shmbridge_server::gateway::upstream::Upstream;
@@ -129,7 +129,16 @@ impl Bench {
             .expect("the client runtime starts");
         let base = service.url().parse().expect("the service's URL parses");
         let upstream = Upstream::new(base, DEADLINE, 4).expect("the HTTP client builds");
-        let shm = ShmClient::new(None, Vec::new(), LEASE, 32, DEADLINE);
+        let shm = ShmClient::new(
+            None,
+            Vec::new(),
+            ConsumerOptions {
+                lease: LEASE,
+                ..ConsumerOptions::default()
+            },
+            32,
+            DEADLINE,
+        );
         let attachment = runtime
             .block_on(shm.attachment(&upstream, None, "bench"))
             .unwrap_or_else(|error| panic!("cannot attach to users-service: {error}"));

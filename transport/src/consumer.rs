@@ -15,6 +15,7 @@ use crate::payload;
 use crate::sealed::{SealedBytes, SealedError};
 use crate::segment::Segment;
 use crate::stats::{Counters, Stats};
+use crate::verified_payloads::VerifiedPayloads;
 
 /// How long a consumer may hold a slot it reads; at most
 /// [`MAX_DEADLINE_AHEAD`](crate::MAX_DEADLINE_AHEAD) (one hour).
@@ -22,12 +23,18 @@ use crate::stats::{Counters, Stats};
 pub struct ConsumerOptions {
     /// How long an acquired slot may stay READING before the reaper takes it back.
     pub lease: Duration,
+    /// Bytes of verified sealed payloads to keep mapped, so that the same immutable payload
+    /// handed over again (a producer's cached body) is not mapped and checksummed again
+    /// (`verified_payloads.rs` says why that is sound). 0, the default,
+    /// keeps none. Kept payloads stay in memory until evicted.
+    pub keep_verified_bytes: u64,
 }
 
 impl Default for ConsumerOptions {
     fn default() -> Self {
         Self {
             lease: Duration::from_secs(1),
+            keep_verified_bytes: 0,
         }
     }
 }
@@ -39,6 +46,7 @@ pub struct Consumer {
     owner: Owner,
     host: Arc<dyn Host>,
     counters: Counters,
+    verified: VerifiedPayloads,
 }
 
 impl Consumer {
@@ -67,6 +75,7 @@ impl Consumer {
             owner,
             host,
             counters: Counters::default(),
+            verified: VerifiedPayloads::new(options.keep_verified_bytes),
         }
     }
 
@@ -89,7 +98,9 @@ impl Consumer {
 
     /// Redeems a sealed publication: takes its ticket (the slot `handle` names, READY at the
     /// handle's generation), verifies `fd` against the handle's length and crc
-    /// ([`SealedBytes::verify`]: seals, size, crc over the mapping), then releases the ticket.
+    /// ([`SealedBytes::verify`]: seals, size, crc over the mapping; or, for a payload kept by
+    /// [`ConsumerOptions::keep_verified_bytes`], the same file already verified), then releases
+    /// the ticket.
     /// A ticket reclaimed before its release means the publication was given up, so its bytes
     /// are discarded ([`RedeemError::Reclaimed`]). `fd` is closed on return either way; the
     /// bytes stay mapped for the life of the result.
@@ -102,7 +113,7 @@ impl Consumer {
             });
         }
         let mut ticket = self.take(handle)?;
-        let verified = SealedBytes::verify(fd, handle.len.into(), handle.crc);
+        let verified = self.verified.verify(fd, handle.len.into(), handle.crc);
         if let Err(SealedError::ChecksumMismatch { expected, found }) = &verified {
             Counters::bump(&self.counters.checksum_failures);
             tracing::warn!(

@@ -58,6 +58,7 @@ mod stats;
 mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod verified_payloads;
 
 pub use consumer::{Consumer, ConsumerOptions, ReadGuard};
 pub use control::{ControlClient, ControlServer};

@@ -178,10 +178,11 @@ impl AsFd for SealedPayload {
 /// A received payload, verified: sealed against writing, shrinking and growing, of the expected
 /// size and crc32. Derefs to its bytes, which are the mapping itself (no copy) and can never
 /// change. Holds no descriptor: the mapping alone keeps the memory, which the kernel frees when
-/// the last mapping and descriptor of the payload are gone.
+/// the last mapping and descriptor of the payload are gone. Clones share the one mapping.
+#[derive(Clone)]
 pub struct SealedBytes {
     /// `None` for an empty payload, which has nothing to map.
-    map: Option<Mmap>,
+    map: Option<Arc<Mmap>>,
 }
 
 impl SealedBytes {
@@ -230,15 +231,14 @@ impl SealedBytes {
             // mapping existed when the seal was added, or adding it would have failed), and
             // F_SEAL_SHRINK means the file stays at least `len` bytes long, so no page of the
             // mapping can ever fault with SIGBUS. Seals cannot be removed. The mapping is
-            // read-only and private to this value.
-            Some(
-                unsafe { MmapOptions::new().len(map_len).populate().map(&file) }.map_err(
-                    |source| SealedError::Io {
-                        op: "map payload",
-                        source,
-                    },
-                )?,
-            )
+            // read-only and shared only by this value's clones.
+            let map = unsafe { MmapOptions::new().len(map_len).populate().map(&file) }.map_err(
+                |source| SealedError::Io {
+                    op: "map payload",
+                    source,
+                },
+            )?;
+            Some(Arc::new(map))
         };
         let bytes = Self { map };
         let found = crc32fast::hash(&bytes);
@@ -256,7 +256,7 @@ impl Deref for SealedBytes {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or_default()
+        self.map.as_deref().map(|map| &map[..]).unwrap_or_default()
     }
 }
 

@@ -72,7 +72,10 @@ fn producer(
 fn consumer(host: &Arc<ManualHost>, segment: &Arc<Segment>, process: u32) -> Arc<Consumer> {
     Arc::new(Consumer::with_host(
         Arc::clone(segment),
-        ConsumerOptions { lease: LONG },
+        ConsumerOptions {
+            lease: LONG,
+            ..ConsumerOptions::default()
+        },
         ManualHost::process(process),
         host.clone(),
     ))

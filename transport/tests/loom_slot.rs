@@ -52,7 +52,10 @@ fn consumer(
 ) -> Arc<Consumer> {
     Arc::new(Consumer::with_host(
         Arc::clone(segment),
-        ConsumerOptions { lease },
+        ConsumerOptions {
+            lease,
+            ..ConsumerOptions::default()
+        },
         ManualHost::process(process),
         host.clone(),
     ))

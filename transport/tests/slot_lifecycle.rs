@@ -46,7 +46,10 @@ fn world(slot_count: u32) -> World {
     let consumer_owner = ManualHost::process(2);
     let consumer = Consumer::with_host(
         Arc::clone(&segment),
-        ConsumerOptions { lease: LEASE },
+        ConsumerOptions {
+            lease: LEASE,
+            ..ConsumerOptions::default()
+        },
         consumer_owner,
         host.clone(),
     );

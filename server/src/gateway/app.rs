@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use reqwest::Url;
-use shmbridge::Handle;
+use shmbridge::{ConsumerOptions, Handle};
 
 use crate::api_error::ApiError;
 use crate::failpoints;
@@ -111,6 +111,12 @@ pub struct Args {
     /// the main address. Off unless given; bind it to loopback.
     #[arg(long, env = "SHMBRIDGE_GATEWAY_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// Bytes of verified sealed payloads (bodies above a slot) kept mapped: users-service under
+    /// `--cache` hands the same immutable memfd for every publication of a body, and one the
+    /// gateway already verified is served from its kept mapping instead of being mapped and
+    /// checksummed again. 0 checks every payload.
+    #[arg(long, env = "SHMBRIDGE_KEEP_VERIFIED_BYTES", default_value_t = 160 << 20)]
+    pub keep_verified_bytes: u64,
     /// Serve /api/users-via-shm over the REST path when shared memory fails (marked
     /// `x-transport: api-fallback` and counted). Off by default so shm failures stay visible.
     #[arg(long, env = "SHMBRIDGE_SHM_FALLBACK_TO_API")]
@@ -166,7 +172,10 @@ impl AppState {
                 shm: ShmClient::new(
                     args.shm_socket.clone(),
                     args.producer_uids.clone(),
-                    lease,
+                    ConsumerOptions {
+                        lease,
+                        keep_verified_bytes: args.keep_verified_bytes,
+                    },
                     args.shm_max_in_flight,
                     args.attach_timeout,
                 ),

@@ -265,8 +265,9 @@ pub struct ShmClient {
     /// `--attach-timeout`: the bound on one attach, and on a request's wait for another's.
     attach_timeout: Duration,
     last_problem: Mutex<Option<String>>,
-    /// How long a read may hold its slot (`--lease`).
-    lease: Duration,
+    /// How long a read may hold its slot (`--lease`), and how many verified sealed payloads
+    /// stay mapped (`--keep-verified-bytes`), for each attachment's consumer.
+    consumer: ConsumerOptions,
     /// `--shm-max-in-flight` permits, one per publication asked for and not yet redeemed.
     in_flight: Arc<tokio::sync::Semaphore>,
 }
@@ -275,7 +276,7 @@ impl ShmClient {
     pub fn new(
         configured_socket: Option<String>,
         producer_uids: Vec<u32>,
-        lease: Duration,
+        consumer: ConsumerOptions,
         max_in_flight: u32,
         attach_timeout: Duration,
     ) -> ShmClient {
@@ -284,7 +285,7 @@ impl ShmClient {
             producer_uids,
             attach_timeout,
             in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight as usize)),
-            lease,
+            consumer,
             attached: RwLock::new(None),
             attaching: tokio::sync::Mutex::new(()),
             last_problem: Mutex::new(None),
@@ -443,10 +444,8 @@ impl ShmClient {
         })?;
         let segment = Arc::clone(channel.segment());
         let consumer =
-            Consumer::new(segment, ConsumerOptions { lease: self.lease }).map_err(|error| {
-                ApiError::Internal {
-                    reason: format!("cannot create a consumer: {error}"),
-                }
+            Consumer::new(segment, self.consumer).map_err(|error| ApiError::Internal {
+                reason: format!("cannot create a consumer: {error}"),
             })?;
         Ok(Attachment {
             channel,

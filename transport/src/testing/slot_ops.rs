@@ -178,7 +178,10 @@ pub fn check_slot_ops(ops: &[Op]) {
                 producer: Producer::with_host(Arc::clone(&segment), options, owner, host.clone()),
                 consumer: Consumer::with_host(
                     Arc::clone(&segment),
-                    ConsumerOptions { lease: LEASE },
+                    ConsumerOptions {
+                        lease: LEASE,
+                        ..ConsumerOptions::default()
+                    },
                     owner,
                     host.clone(),
                 ),

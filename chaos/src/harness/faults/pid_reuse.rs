@@ -212,6 +212,7 @@ pub async fn hold_slot(args: HoldSlotArgs) -> anyhow::Result<()> {
                 segment,
                 ConsumerOptions {
                     lease: HOLDER_LEASE,
+                    ..ConsumerOptions::default()
                 },
             )?;
             let _guard = consumer.acquire(&handle)?;
