@@ -177,7 +177,10 @@ impl Consumer {
     }
 
     pub fn stats(&self) -> Stats {
-        self.counters.snapshot(&self.segment)
+        Stats {
+            sealed_reused: self.verified.reused(),
+            ..self.counters.snapshot(&self.segment)
+        }
     }
 }
 

@@ -114,6 +114,10 @@ pub struct Stats {
     /// [`ProducerOptions::max_sealed_bytes`](crate::ProducerOptions::max_sealed_bytes) bounds.
     /// Always 0 for a consumer.
     pub sealed_bytes_in_flight: u64,
+    /// Sealed payloads a consumer served from a mapping it had verified before
+    /// ([`ConsumerOptions::keep_verified_bytes`](crate::ConsumerOptions::keep_verified_bytes)).
+    /// Always 0 for a producer.
+    pub sealed_reused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -156,6 +160,7 @@ impl Counters {
             withdrawn: self.withdrawn.load(Relaxed),
             sealed_publications: self.sealed_publications.load(Relaxed),
             sealed_bytes_in_flight: 0,
+            sealed_reused: 0,
         }
     }
 }
