@@ -9,6 +9,13 @@
 //! size, crc32) once, and its seals (WRITE, SHRINK, GROW) can never be removed, so its bytes and
 //! size are what they were then. The handle's length and crc32 must still equal the entry's:
 //! a producer naming other bytes for the same file is refused as it would be by a fresh check.
+//!
+//! Only payloads handed over more than once are kept: a payload is first only *noted* (its
+//! identity, length and crc32, no mapping held), and kept when it comes again and passes a full
+//! check again. A producer that makes every payload afresh therefore leaves nothing mapped here,
+//! and memory still follows what is in flight; one that hands out a cached payload has it served
+//! from here from the third time on. A noted identity is only a hint, never trusted: its file
+//! may be gone and its inode number reused, which is why the second sight checks in full.
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
@@ -24,10 +31,23 @@ struct Kept {
     bytes: SealedBytes,
 }
 
+/// How many payloads seen once are remembered, to be kept if they come again.
+const NOTED: usize = 64;
+
+/// A payload verified once and not kept: what it would take to recognise it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Noted {
+    device: u64,
+    inode: u64,
+    len: u64,
+    crc: u32,
+}
+
 /// Verified payloads, most recently used first, holding at most `max_bytes` of mappings.
 pub(crate) struct VerifiedPayloads {
     max_bytes: u64,
     kept: Mutex<VecDeque<Kept>>,
+    noted: Mutex<VecDeque<Noted>>,
     /// Payloads served from a kept mapping, without a new check.
     reused: AtomicU64,
 }
@@ -38,8 +58,25 @@ impl VerifiedPayloads {
         Self {
             max_bytes,
             kept: Mutex::new(VecDeque::new()),
+            noted: Mutex::new(VecDeque::new()),
             reused: AtomicU64::new(0),
         }
+    }
+
+    /// Whether `payload` was noted before (and is no longer, since it is about to be kept);
+    /// notes it otherwise.
+    fn seen_before(&self, payload: Noted) -> bool {
+        let mut noted = self
+            .noted
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(position) = noted.iter().position(|entry| *entry == payload) {
+            noted.remove(position);
+            return true;
+        }
+        noted.push_front(payload);
+        noted.truncate(NOTED);
+        false
     }
 
     /// How many payloads were served from a kept mapping.
@@ -48,8 +85,8 @@ impl VerifiedPayloads {
     }
 
     /// `fd` checked against `len` and `crc`: the kept mapping of the same file if there is one,
-    /// otherwise [`SealedBytes::verify`], whose result is kept when it fits. `fd` is closed on
-    /// return either way.
+    /// otherwise [`SealedBytes::verify`], whose result is kept when it fits and was seen before.
+    /// `fd` is closed on return either way.
     pub(crate) fn verify(
         &self,
         fd: OwnedFd,
@@ -93,7 +130,13 @@ impl VerifiedPayloads {
         // Checked outside the lock: a crc32 over megabytes must not hold up other redemptions.
         drop(kept);
         let bytes = SealedBytes::verify(fd, len, crc)?;
-        if len <= self.max_bytes {
+        let payload = Noted {
+            device,
+            inode,
+            len,
+            crc,
+        };
+        if len <= self.max_bytes && self.seen_before(payload) {
             let mut kept = self
                 .kept
                 .lock()
@@ -137,9 +180,15 @@ mod tests {
     fn a_payload_handed_over_again_is_served_from_the_kept_mapping() {
         let verified = VerifiedPayloads::new(1 << 20);
         let cached = payload(100_000, 1);
+        check(&verified, &cached);
         let first = check(&verified, &cached);
+        assert_eq!(
+            verified.reused(),
+            0,
+            "seen once only: checked again, now kept"
+        );
         let again = check(&verified, &cached);
-        assert_eq!(first.as_ptr(), again.as_ptr(), "one mapping, checked once");
+        assert_eq!(first.as_ptr(), again.as_ptr(), "the kept mapping");
         assert_eq!(verified.reused(), 1);
         let other = payload(100_000, 1);
         let fresh = check(&verified, &other);
@@ -149,6 +198,16 @@ mod tests {
             "same bytes, another file: checked anew"
         );
         assert_eq!(&*fresh, &*first);
+    }
+
+    #[test]
+    fn payloads_made_afresh_each_time_are_never_kept() {
+        let verified = VerifiedPayloads::new(1 << 20);
+        for seed in 0..3 {
+            check(&verified, &payload(10_000, seed));
+        }
+        assert!(verified.kept.lock().unwrap().is_empty());
+        assert_eq!(verified.reused(), 0);
     }
 
     #[test]
@@ -164,6 +223,7 @@ mod tests {
     fn a_kept_file_named_with_other_bytes_is_refused() {
         let verified = VerifiedPayloads::new(1 << 20);
         let cached = payload(10_000, 3);
+        check(&verified, &cached);
         check(&verified, &cached);
         let fd = || cached.as_fd().try_clone_to_owned().unwrap();
         assert!(matches!(
@@ -183,7 +243,7 @@ mod tests {
     fn the_least_recently_used_go_first_past_the_bound() {
         let verified = VerifiedPayloads::new(25_000);
         let payloads: Vec<SealedPayload> = (0..3).map(|seed| payload(10_000, seed)).collect();
-        for payload in &payloads {
+        for payload in payloads.iter().chain(&payloads) {
             check(&verified, payload);
         }
         // 30,000 bytes were verified into 25,000 of room: the oldest went, the newest stayed.
