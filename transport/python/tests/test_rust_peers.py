@@ -57,7 +57,7 @@ def test_a_python_consumer_redeems_the_rust_producers_publications(rust_users_se
 def test_the_rust_producer_refuses_a_count_above_the_cap_with_a_typed_error(rust_users_service):
     with shmbridge.Consumer.connect(segment_socket(rust_users_service), timeout=10) as consumer:
         with pytest.raises(shmbridge.Error) as refused:
-            consumer.request(10_001, 1, timeout=10)
+            consumer.request(262_145, 1, timeout=10)
         assert "bad request" in str(refused.value)
         # The connection still serves.
         assert consumer.request(3, 7, timeout=10) == users_json(3, 7)
