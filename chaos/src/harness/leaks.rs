@@ -46,6 +46,9 @@ pub struct Leaks {
     /// Sealed payload bytes still counted in flight.
     pub sealed_bytes: u64,
     pub sealed_bytes_source: SealedBytesSource,
+    /// Sealed publications users-service made in its last life, when it reports them: shows
+    /// that the large bodies did travel sealed.
+    pub sealed_publications: Option<u64>,
     /// Sealed payload memfds each service still maps or holds open, or why they could not be
     /// counted.
     pub payload_memfds: Result<Vec<PayloadMemfds>, String>,
@@ -83,33 +86,34 @@ pub async fn check(supervisor: &Supervisor) -> Result<Leaks, SegmentError> {
     let snapshot =
         wait_until_all_free(&segment, deadline.saturating_duration_since(Instant::now())).await;
     let held: Vec<SlotRow> = snapshot.held().cloned().collect();
-    let (sealed_bytes, sealed_bytes_source) =
-        match producer_sealed_bytes(supervisor, deadline).await {
-            Some(bytes) => (bytes, SealedBytesSource::Producer),
-            None => (
-                ticket_bytes(&held, info.slot_size),
-                SealedBytesSource::SegmentTickets,
-            ),
-        };
+    let producer = producer_stats(supervisor, deadline).await;
+    let (sealed_bytes, sealed_bytes_source) = match producer {
+        Some(stats) => (stats.sealed_bytes_in_flight, SealedBytesSource::Producer),
+        None => (
+            ticket_bytes(&held, info.slot_size),
+            SealedBytesSource::SegmentTickets,
+        ),
+    };
     let payload_memfds = payload_memfds(supervisor, deadline).await;
     Ok(Leaks {
         held,
         sealed_bytes,
         sealed_bytes_source,
+        sealed_publications: producer.map(|stats| stats.sealed_publications),
         payload_memfds,
     })
 }
 
-/// The producer's sealed bytes in flight, polled until 0 or `deadline`; `None` when
-/// users-service does not answer `GET /shm/stats` with its figures (one that has no such route).
-async fn producer_sealed_bytes(supervisor: &Supervisor, deadline: Instant) -> Option<u64> {
+/// The producer's sealed figures, polled until no byte is in flight or `deadline`; `None` when
+/// users-service does not answer `GET /shm/stats` with them (one that has no such route).
+async fn producer_stats(supervisor: &Supervisor, deadline: Instant) -> Option<ShmStatsInfo> {
     loop {
         let stats = match supervisor.get(Role::UsersService, "/shm/stats").await {
             Ok((200, body)) => serde_json::from_str::<ShmStatsInfo>(&body).ok()?,
             _ => return None,
         };
         if stats.sealed_bytes_in_flight == 0 || Instant::now() >= deadline {
-            return Some(stats.sealed_bytes_in_flight);
+            return Some(stats);
         }
         tokio::time::sleep(POLL).await;
     }

@@ -43,6 +43,20 @@ pub fn scenario_markdown(result: &ScenarioResult) -> String {
         result.elapsed.as_secs_f64(),
         result.replay
     );
+    if let Some(load) = &result.load {
+        let _ = writeln!(
+            out,
+            "Load: endpoints `{}`, count `{}`{}, for {}.\n",
+            load.mix,
+            load.counts,
+            if load.counts.only().is_some() {
+                ""
+            } else {
+                " (each request draws its count by weight)"
+            },
+            humantime::format_duration(load.duration)
+        );
+    }
     if let Some(reason) = &result.skipped {
         let _ = writeln!(out, "Skipped: {reason}\n");
     }
@@ -101,6 +115,14 @@ pub fn scenario_markdown(result: &ScenarioResult) -> String {
             leaked_bytes(invariants, result.sealed_bytes_source),
             "0".into(),
             invariants.leaked_bytes == Some(0),
+        ),
+        (
+            "sealed publications (users-service's last life)",
+            result
+                .sealed_publications
+                .map_or_else(|| "not reported".to_owned(), |made| made.to_string()),
+            String::new(),
+            true,
         ),
         (
             "leftover payload memfds (gateway, users-service)",

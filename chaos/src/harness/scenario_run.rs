@@ -96,6 +96,8 @@ pub struct ScenarioResult {
     pub leaked: Vec<SlotRow>,
     /// Where the leaked sealed bytes were read.
     pub sealed_bytes_source: Option<SealedBytesSource>,
+    /// Sealed publications users-service reported for its last life (`None`: not reported).
+    pub sealed_publications: Option<u64>,
     /// Each service's sealed payload memfds at the end (mapped, open).
     pub payload_memfds: Vec<PayloadMemfds>,
     /// What the services' own counters caught (since each one's last start).
@@ -151,6 +153,7 @@ pub async fn run_scenario(
         unexpected_deaths: Vec::new(),
         leaked: Vec::new(),
         sealed_bytes_source: None,
+        sealed_publications: None,
         payload_memfds: Vec::new(),
         detections: Vec::new(),
         detection_errors: Vec::new(),
@@ -296,6 +299,7 @@ async fn run_checked(
             invariants.leaked_bytes = Some(leaks.sealed_bytes);
             result.leaked = leaks.held;
             result.sealed_bytes_source = Some(leaks.sealed_bytes_source);
+            result.sealed_publications = leaks.sealed_publications;
             match leaks.payload_memfds {
                 Ok(memfds) => {
                     invariants.leftover_payload_memfds =
