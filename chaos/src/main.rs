@@ -17,7 +17,7 @@ use shmbridge_chaos::loadtest::load::progress::Progress;
 use shmbridge_chaos::loadtest::load::verify::BodyChecker;
 use shmbridge_chaos::loadtest::load::{self, LoadError, check_target};
 use shmbridge_chaos::loadtest::output::{OutputError, write_report};
-use shmbridge_chaos::loadtest::report::RunReport;
+use shmbridge_chaos::loadtest::report::{RunReport, payload_sizes};
 use shmbridge_chaos::loadtest::sweep::{self, SweepArgs, SweepError};
 use shmbridge_server::dataset::users_json;
 use shmbridge_server::{gateway, users_service};
@@ -196,9 +196,13 @@ async fn load_command(args: LoadArgs) -> Result<ExitCode, LoadCommandError> {
         args.profile.progress_users(),
     );
     let stats = load::run(&config, checker.clone(), progress).await?;
-    let payload_bytes = checker.expected(config.count, config.seed).bytes.len();
     let environment = format!("gateway at {} (started separately)", args.target);
-    let report = RunReport::new(&config, &stats, payload_bytes, environment);
+    let report = RunReport::new(
+        &config,
+        &stats,
+        payload_sizes(&config, &checker),
+        environment,
+    );
     write_report(&report, &args.output)?;
     Ok(corrupt_exit(stats.corrupt()))
 }

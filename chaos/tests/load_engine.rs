@@ -12,6 +12,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use shmbridge_chaos::loadtest::load::counts::CountMix;
 use shmbridge_chaos::loadtest::load::endpoint::{Endpoint, EndpointMix};
 use shmbridge_chaos::loadtest::load::open_loop::OpenLoopProfile;
 use shmbridge_chaos::loadtest::load::progress::Progress;
@@ -113,7 +114,7 @@ fn config(address: SocketAddr, model: LoadModel, duration: Duration, mix: &str) 
         duration,
         mix: mix.parse().unwrap(),
         timeout: Duration::from_millis(500),
-        count: 1_000,
+        counts: CountMix::single(1_000),
         seed: 9,
         rng_seed: 1,
     }
@@ -320,4 +321,32 @@ async fn open_loop_latency_counts_from_the_scheduled_time() {
 #[test]
 fn endpoint_mix_default_is_the_seeds_even_split() {
     assert_eq!(EndpointMix::default(), "api,shm".parse().unwrap());
+}
+
+#[tokio::test]
+async fn a_count_mix_verifies_each_body_against_its_own_count() {
+    let address = start_server(ShmFault::None).await;
+    let mut config = config(
+        address,
+        capacity_users(4),
+        Duration::from_millis(400),
+        "api,shm",
+    );
+    config.counts = "10=1,1000=1".parse().unwrap();
+    let stats = run_against(&config).await;
+    let total = stats.total();
+    assert!(total.requests >= 20, "only {} requests", total.requests);
+    assert_eq!(total.verified, total.requests, "{stats:?}");
+    // Every body verified, and their bytes lie strictly between all-small and all-large: both
+    // counts were asked for, each checked against its own expected body.
+    let (small, large) = (
+        test_body(10, 9).len() as u64,
+        test_body(1_000, 9).len() as u64,
+    );
+    assert!(
+        total.requests * small < total.body_bytes && total.body_bytes < total.requests * large,
+        "{} bytes in {} requests",
+        total.body_bytes,
+        total.requests
+    );
 }

@@ -29,6 +29,8 @@ users = 4
 wait = "10ms..40ms"
 duration = "6s"
 endpoints = "api,shm"
+# 3,000 users are ~1.1 MB, above one 512 KiB slot: those bodies travel sealed.
+counts = "708=3,3000=1"
 
 [fault.pause]
 count = 2
@@ -105,11 +107,13 @@ fn a_pause_scenario_passes_with_no_corrupt_body() {
         .find(|line| line.starts_with("| pause |"))
         .unwrap_or_else(|| panic!("no summary row in:\n{stdout}"));
     let cells: Vec<&str> = summary.split('|').map(str::trim).collect();
-    // | Scenario | Seed | Faults | Requests | OK | Clean | Corrupt | Outlived | Deaths | Leaked | Recovery | Verdict |
+    // | Scenario | Seed | Faults | Requests | OK | Clean | Corrupt | Outlived | Deaths | Leaked slots
+    // | Leaked bytes | Recovery | Verdict |
     assert_eq!(cells[2], "11", "the scenario's seed: {summary}");
     assert_eq!(cells[3], "2", "both faults injected: {summary}");
     assert_eq!(cells[7], "0", "corrupt bodies: {summary}");
-    assert_eq!(cells[12], "PASS", "{summary}");
+    assert_eq!(cells[11], "0", "leaked bytes: {summary}");
+    assert_eq!(cells[13], "PASS", "{summary}");
     assert!(
         stdout.contains(&format!(
             "cargo run --release -p shmbridge-chaos -- run {scenario} --seed 11"
@@ -121,7 +125,16 @@ fn a_pause_scenario_passes_with_no_corrupt_body() {
     let invariants = &json["scenarios"][0]["invariants"];
     assert_eq!(invariants["corrupt"], 0);
     assert_eq!(invariants["leaked_slots"], 0);
+    assert_eq!(invariants["leaked_bytes"], 0);
+    assert_eq!(invariants["leftover_payload_memfds"], 0);
     assert!(invariants["ok"].as_u64().unwrap() > 0, "{invariants}");
+    let result = &json["scenarios"][0];
+    assert_eq!(result["load"]["count"], "708=3,3000=1");
+    assert_eq!(result["sealed_bytes_source"], "producer");
+    assert!(
+        result["sealed_publications"].as_u64().unwrap() > 0,
+        "no body travelled sealed: {result}"
+    );
 }
 
 #[test]

@@ -71,6 +71,6 @@ pub use host::{Host, Owner, SystemHost, monotonic_now_ns};
 pub use layout::SlotState;
 pub use producer::{Producer, ProducerOptions, ReaperThread, WriteGuard};
 pub use reaper::MAX_DEADLINE_AHEAD;
-pub use sealed::{SealedBytes, SealedError, SealedPayload, SealedWriter};
+pub use sealed::{PAYLOAD_MEMFD_NAME, SealedBytes, SealedError, SealedPayload, SealedWriter};
 pub use segment::{Segment, SegmentConfig, SlotView};
 pub use stats::{ReclaimReason, Reclaims, SlotCounts, Stats};

@@ -76,6 +76,11 @@ pub(crate) fn sealable_memfd(name: &std::ffi::CStr) -> io::Result<OwnedFd> {
     .map_err(io::Error::from)
 }
 
+/// The name every sealed payload's memfd carries: `/proc/PID/maps` and `/proc/PID/fd` show it as
+/// `/memfd:shmbridge-payload (deleted)`, so a process's leftover payloads can be counted (the
+/// segment's own memfd is `shmbridge`).
+pub const PAYLOAD_MEMFD_NAME: &std::ffi::CStr = c"shmbridge-payload";
+
 /// Writes a payload into a new memfd with write(2), computing its crc32 as the bytes go by, so
 /// a generated body needs no intermediate buffer. [`SealedWriter::finish`] seals it.
 #[derive(Debug)]
@@ -87,7 +92,7 @@ pub struct SealedWriter {
 
 impl SealedWriter {
     pub fn new() -> Result<Self, SealedError> {
-        let fd = sealable_memfd(c"shmbridge-payload").map_err(|source| SealedError::Io {
+        let fd = sealable_memfd(PAYLOAD_MEMFD_NAME).map_err(|source| SealedError::Io {
             op: "memfd_create",
             source,
         })?;

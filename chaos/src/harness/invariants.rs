@@ -1,6 +1,6 @@
 //! The checkers of a chaos scenario, counted like Jepsen's: requests, verified answers, clean
 //! failures by class, corrupt bodies, requests that outlived their deadline, unexpected
-//! process deaths, leaked slots, faults injected, and the recovery time after each fault
+//! process deaths, leaked slots and sealed bytes, leftover payload memfds, faults injected, and the recovery time after each fault
 //! (from the faulted service being back to the first verified answer on every path through
 //! it). The arithmetic here is pure so it is tested without processes.
 
@@ -114,8 +114,17 @@ pub struct Invariants {
     /// Slots not free once the load stopped and both services were healthy, read from the
     /// segment's slot table; `None` if it could not be read.
     pub leaked_slots: Option<u32>,
+    /// Sealed payload bytes still counted in flight once the load stopped and the TTL passed
+    /// (the producer's count, or the segment's tickets); `None` if the segment could not be
+    /// read.
+    pub leaked_bytes: Option<u64>,
     /// Why the slot table could not be read.
     pub leak_check_error: Option<String>,
+    /// Sealed payload memfds the gateway and users-service still map or hold open at the end;
+    /// `None` if they could not be counted.
+    pub leftover_payload_memfds: Option<u32>,
+    /// Why the payload memfds could not be counted.
+    pub payload_memfd_error: Option<String>,
     pub faults_planned: u32,
     /// Faults carried out, by what was done.
     pub faults: BTreeMap<String, u64>,
@@ -149,7 +158,10 @@ impl Invariants {
             outlived_deadline,
             unexpected_deaths: 0,
             leaked_slots: None,
+            leaked_bytes: None,
             leak_check_error: None,
+            leftover_payload_memfds: None,
+            payload_memfd_error: None,
             faults_planned,
             faults: BTreeMap::new(),
             recovery: RecoverySummary::default(),
@@ -191,6 +203,22 @@ impl Invariants {
             None => violations.push(format!(
                 "the leaked slots could not be read: {}",
                 self.leak_check_error
+                    .as_deref()
+                    .unwrap_or("no reason given")
+            )),
+        }
+        // An unread slot table is reported once, above: the bytes come from the same check.
+        if let Some(leaked) = self.leaked_bytes.filter(|&leaked| leaked > 0) {
+            violations.push(format!("{leaked} sealed bytes leaked (must be 0)"));
+        }
+        match self.leftover_payload_memfds {
+            Some(0) => {}
+            Some(left) => violations.push(format!(
+                "{left} sealed payload memfds still mapped or open (must be 0)"
+            )),
+            None => violations.push(format!(
+                "the payload memfds could not be counted: {}",
+                self.payload_memfd_error
                     .as_deref()
                     .unwrap_or("no reason given")
             )),
@@ -301,7 +329,10 @@ mod tests {
             outlived_deadline: 0,
             unexpected_deaths: 0,
             leaked_slots: Some(0),
+            leaked_bytes: Some(0),
             leak_check_error: None,
+            leftover_payload_memfds: Some(0),
+            payload_memfd_error: None,
             faults_planned: 3,
             faults: BTreeMap::from([("SIGKILL gateway".to_owned(), 3)]),
             recovery: RecoverySummary::of(&[Some(ms(200)), Some(ms(400))]),
@@ -316,7 +347,7 @@ mod tests {
         let expect = Expectations::default();
         assert_eq!(passing().violations(&expect), Vec::<String>::new());
         type Breaks = fn(&mut Invariants);
-        let cases: [(Breaks, &str); 9] = [
+        let cases: [(Breaks, &str); 12] = [
             (
                 |run| run.fault_violations.push("fault 2: resized".into()),
                 "fault 2: resized",
@@ -326,6 +357,18 @@ mod tests {
             (|run| run.unexpected_deaths = 1, "unexpected"),
             (|run| run.leaked_slots = Some(3), "3 slots leaked"),
             (|run| run.leaked_slots = None, "could not be read"),
+            (
+                |run| run.leaked_bytes = Some(5_800_000),
+                "5800000 sealed bytes leaked",
+            ),
+            (
+                |run| run.leftover_payload_memfds = Some(2),
+                "2 sealed payload memfds",
+            ),
+            (
+                |run| run.leftover_payload_memfds = None,
+                "payload memfds could not be counted",
+            ),
             (|run| run.faults.clear(), "no fault"),
             (
                 |run| run.recovery = RecoverySummary::of(&[Some(ms(1500))]),

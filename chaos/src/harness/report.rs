@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::invariants::Invariants;
+use super::leaks::SealedBytesSource;
 use super::scenario_run::ScenarioResult;
 
 /// Fault notes listed per scenario besides those of faults that showed a violation.
@@ -42,6 +43,20 @@ pub fn scenario_markdown(result: &ScenarioResult) -> String {
         result.elapsed.as_secs_f64(),
         result.replay
     );
+    if let Some(load) = &result.load {
+        let _ = writeln!(
+            out,
+            "Load: endpoints `{}`, count `{}`{}, for {}.\n",
+            load.mix,
+            load.counts,
+            if load.counts.only().is_some() {
+                ""
+            } else {
+                " (each request draws its count by weight)"
+            },
+            humantime::format_duration(load.duration)
+        );
+    }
     if let Some(reason) = &result.skipped {
         let _ = writeln!(out, "Skipped: {reason}\n");
     }
@@ -94,6 +109,26 @@ pub fn scenario_markdown(result: &ScenarioResult) -> String {
             leaked(invariants),
             "0".into(),
             invariants.leaked_slots == Some(0),
+        ),
+        (
+            "leaked bytes (sealed payloads in flight)",
+            leaked_bytes(invariants, result.sealed_bytes_source),
+            "0".into(),
+            invariants.leaked_bytes == Some(0),
+        ),
+        (
+            "sealed publications (users-service's last life)",
+            result
+                .sealed_publications
+                .map_or_else(|| "not reported".to_owned(), |made| made.to_string()),
+            String::new(),
+            true,
+        ),
+        (
+            "leftover payload memfds (gateway, users-service)",
+            leftover_memfds(invariants),
+            "0".into(),
+            invariants.leftover_payload_memfds == Some(0),
         ),
         (
             "faults injected",
@@ -210,6 +245,22 @@ pub fn scenario_markdown(result: &ScenarioResult) -> String {
             );
         }
     }
+    if result
+        .payload_memfds
+        .iter()
+        .any(|memfds| memfds.total() > 0)
+    {
+        out.push_str(
+            "\n| Service holding sealed payloads | Pid | Mappings | Descriptors |\n|---|---:|---:|---:|\n",
+        );
+        for memfds in &result.payload_memfds {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                memfds.service, memfds.pid, memfds.mappings, memfds.descriptors
+            );
+        }
+    }
     for death in &result.unexpected_deaths {
         let _ = writeln!(
             out,
@@ -226,14 +277,14 @@ pub fn scenario_markdown(result: &ScenarioResult) -> String {
 pub fn summary_markdown(results: &[ScenarioResult]) -> String {
     let mut out = String::from(
         "## Chaos summary\n\n\
-         | Scenario | Seed | Faults | Requests | OK | Clean failures | Corrupt | Outlived deadline | Unexpected deaths | Leaked slots | Recovery max / p99 | Verdict |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+         | Scenario | Seed | Faults | Requests | OK | Clean failures | Corrupt | Outlived deadline | Unexpected deaths | Leaked slots | Leaked bytes | Recovery max / p99 | Verdict |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for result in results {
         let _ = match &result.invariants {
             Some(run) => writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} |",
                 result.name,
                 result.seed,
                 run.faults_injected(),
@@ -244,13 +295,14 @@ pub fn summary_markdown(results: &[ScenarioResult]) -> String {
                 run.outlived_deadline,
                 run.unexpected_deaths,
                 leaked(run),
+                leaked_bytes(run, result.sealed_bytes_source),
                 seconds(run.recovery.max),
                 seconds(run.recovery.p99),
                 verdict(result)
             ),
             None => writeln!(
                 out,
-                "| {} | {} | | | | | | | | | | {} |",
+                "| {} | {} | | | | | | | | | | | {} |",
                 result.name,
                 result.seed,
                 verdict(result)
@@ -277,6 +329,22 @@ fn leaked(invariants: &Invariants) -> String {
     invariants
         .leaked_slots
         .map_or_else(|| "unread".to_owned(), |leaked| leaked.to_string())
+}
+
+fn leaked_bytes(invariants: &Invariants, source: Option<SealedBytesSource>) -> String {
+    match (invariants.leaked_bytes, source) {
+        (None, _) => "unread".to_owned(),
+        (Some(bytes), Some(SealedBytesSource::SegmentTickets)) => {
+            format!("{bytes} (segment tickets)")
+        }
+        (Some(bytes), _) => bytes.to_string(),
+    }
+}
+
+fn leftover_memfds(invariants: &Invariants) -> String {
+    invariants
+        .leftover_payload_memfds
+        .map_or_else(|| "unread".to_owned(), |left| left.to_string())
 }
 
 fn seconds(duration: Option<Duration>) -> String {

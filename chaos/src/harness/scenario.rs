@@ -14,6 +14,7 @@ use url::Url;
 
 use super::faults::FaultSpec;
 use super::faults::spec::{duration, from_str};
+use crate::loadtest::load::counts::CountMix;
 use crate::loadtest::load::endpoint::EndpointMix;
 use crate::loadtest::load::open_loop::OpenLoopProfile;
 use crate::loadtest::load::users::{ThinkTime, UsersProfile};
@@ -66,6 +67,11 @@ pub struct LoadSection {
     /// Per request, from the client's side; a request past it outlived its deadline.
     #[serde(default = "default_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
+    /// The users per body: one count (`"708"`, the default) or a weighted mix drawn per request
+    /// with the scenario's seed, e.g. `"708=19,12000=1"` (one request in twenty asks for a
+    /// ~5.8 MB body, which travels as a sealed payload).
+    #[serde(default = "default_counts", deserialize_with = "from_str")]
+    pub counts: CountMix,
 }
 
 /// `[quick]`: overrides for `--quick`.
@@ -186,7 +192,7 @@ impl Scenario {
             duration: self.load.duration,
             mix: self.load.endpoints.clone(),
             timeout: self.load.timeout,
-            count: DEFAULT_COUNT,
+            counts: self.load.counts.clone(),
             seed: DEFAULT_SEED,
             rng_seed: seed,
         }
@@ -252,6 +258,10 @@ fn default_seed() -> u64 {
     DEFAULT_SCENARIO_SEED
 }
 
+fn default_counts() -> CountMix {
+    CountMix::single(DEFAULT_COUNT)
+}
+
 fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -288,6 +298,7 @@ users = 4
 wait = "10ms..50ms"
 duration = "20s"
 endpoints = "api,shm"
+counts = "708=9,12000=1"
 
 [fault.pause]
 count = 10
@@ -313,6 +324,9 @@ max_recovery = "1500ms"
         assert_eq!(scenario.seed, 7);
         assert_eq!(scenario.load.duration, Duration::from_secs(20));
         assert_eq!(scenario.load.timeout, Duration::from_secs(5));
+        assert_eq!(scenario.load.counts.weighted(), &[(708, 9), (12_000, 1)]);
+        let config = scenario.load_config("http://127.0.0.1:1".parse().unwrap(), 7);
+        assert_eq!(config.counts, scenario.load.counts);
         let FaultSpec::Pause(pause) = &scenario.fault else {
             panic!("expected a pause fault, got {:?}", scenario.fault);
         };
@@ -361,6 +375,17 @@ max_recovery = "1500ms"
             .unwrap_err()
             .to_string();
         assert!(error.contains("load.duration"), "{error}");
+    }
+
+    #[test]
+    fn counts_default_to_the_seeds_and_a_bad_mix_names_the_field() {
+        let scenario = parse(&GOOD.replace("counts = \"708=9,12000=1\"\n", "")).unwrap();
+        assert_eq!(scenario.load.counts, CountMix::single(DEFAULT_COUNT));
+        let error = parse(&GOOD.replace("12000=1", "12000=x"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("counts"), "{error}");
+        assert!(error.contains("\"x\""), "{error}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! One scenario from start to verdict: start both services (armed if the first fault needs
 //! it), drive the load with an observer while the fault schedule runs beside it, keep a
 //! fault-free tail so the last fault's recovery is seen, then wait for both services to be
-//! healthy, read the leaked slots, stop the services and judge the counts.
+//! healthy, read the leaked slots, sealed bytes and payload memfds, stop the services and judge
+//! the counts.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use super::faults::FaultSpec;
 use super::faults::class::{FaultContext, Injected};
 use super::faults::error::{FaultError, InjectError};
 use super::invariants::{Invariants, RecoverySummary, SuccessLog, recovery_time};
-use super::leaks;
+use super::leaks::{self, PayloadMemfds, SealedBytesSource};
 use super::scenario::{Expectations, Scenario};
 use super::schedule::{self, PlannedFault};
 use crate::inspect::SlotRow;
@@ -93,6 +94,12 @@ pub struct ScenarioResult {
     pub unexpected_deaths: Vec<UnexpectedDeath>,
     /// The slots still held at the end, as the segment's slot table showed them.
     pub leaked: Vec<SlotRow>,
+    /// Where the leaked sealed bytes were read.
+    pub sealed_bytes_source: Option<SealedBytesSource>,
+    /// Sealed publications users-service reported for its last life (`None`: not reported).
+    pub sealed_publications: Option<u64>,
+    /// Each service's sealed payload memfds at the end (mapped, open).
+    pub payload_memfds: Vec<PayloadMemfds>,
     /// What the services' own counters caught (since each one's last start).
     pub detections: Vec<Detection>,
     /// Services whose counters could not be read.
@@ -145,6 +152,9 @@ pub async fn run_scenario(
         invariants: None,
         unexpected_deaths: Vec::new(),
         leaked: Vec::new(),
+        sealed_bytes_source: None,
+        sealed_publications: None,
+        payload_memfds: Vec::new(),
         detections: Vec::new(),
         detection_errors: Vec::new(),
         violations: Vec::new(),
@@ -251,7 +261,7 @@ async fn run_checked(
     let mut faults = faults?;
 
     supervisor.wait_healthy().await?;
-    let leaked = leaks::leaked_slots(&supervisor).await;
+    let leaks = leaks::check(&supervisor).await;
     (result.detections, result.detection_errors) = detections::read(&supervisor).await;
     let unexpected = supervisor.shutdown().await?;
 
@@ -283,12 +293,27 @@ async fn run_checked(
         }
     }
     invariants.recovery = RecoverySummary::of(&recoveries);
-    match leaked {
-        Ok(held) => {
-            invariants.leaked_slots = Some(u32::try_from(held.len()).unwrap_or(u32::MAX));
-            result.leaked = held;
+    match leaks {
+        Ok(leaks) => {
+            invariants.leaked_slots = Some(u32::try_from(leaks.held.len()).unwrap_or(u32::MAX));
+            invariants.leaked_bytes = Some(leaks.sealed_bytes);
+            result.leaked = leaks.held;
+            result.sealed_bytes_source = Some(leaks.sealed_bytes_source);
+            result.sealed_publications = leaks.sealed_publications;
+            match leaks.payload_memfds {
+                Ok(memfds) => {
+                    invariants.leftover_payload_memfds =
+                        Some(memfds.iter().map(PayloadMemfds::total).sum());
+                    result.payload_memfds = memfds;
+                }
+                Err(error) => invariants.payload_memfd_error = Some(error),
+            }
         }
-        Err(error) => invariants.leak_check_error = Some(error.to_string()),
+        Err(error) => {
+            let error = error.to_string();
+            invariants.payload_memfd_error = Some(format!("the leak check stopped: {error}"));
+            invariants.leak_check_error = Some(error);
+        }
     }
     invariants.unexpected_deaths = unexpected.len();
     result.faults = faults;

@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shmbridge_server::dataset::{DEFAULT_COUNT, DEFAULT_SEED, MAX_COUNT};
+use shmbridge_server::dataset::{DEFAULT_COUNT, DEFAULT_SEED};
 use url::Url;
 
+use crate::loadtest::load::counts::CountMix;
 use crate::loadtest::load::endpoint::EndpointMix;
 use crate::loadtest::load::open_loop::OpenLoopProfile;
 use crate::loadtest::load::progress::ProgressMode;
@@ -78,12 +79,14 @@ pub struct ProfileArgs {
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
     /// Users per response (`count` query parameter); the default gives the seed's 256,873 bytes.
-    #[arg(long, default_value_t = DEFAULT_COUNT, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_COUNT)))]
-    pub count: u32,
+    /// A weighted mix, e.g. `708=9,12000=1`, has each request pick its count (with the run's
+    /// random seed); at most 8 counts. `--capacity` takes one count.
+    #[arg(long, default_value_t = CountMix::single(DEFAULT_COUNT))]
+    pub count: CountMix,
     /// Dataset seed (`seed` query parameter).
     #[arg(long, default_value_t = DEFAULT_SEED)]
     pub seed: u64,
-    /// Seed for think times and endpoint picks; random if not given (the report prints it).
+    /// Seed for think times, endpoint and count picks; random if not given (the report prints it).
     #[arg(long)]
     pub rng_seed: Option<u64>,
 }
@@ -107,7 +110,7 @@ impl ProfileArgs {
             duration: self.duration,
             mix: self.endpoints.clone().unwrap_or_default(),
             timeout: self.timeout,
-            count: self.count,
+            counts: self.count.clone(),
             seed: self.seed,
             rng_seed: self.rng_seed.unwrap_or_else(rand::random),
         }

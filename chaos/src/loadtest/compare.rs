@@ -15,14 +15,15 @@ use tokio::time::Instant;
 use crate::loadtest::capacity::cpu::Processes;
 use crate::loadtest::capacity::{self, CapacityArgs, CapacityPlan, DEFAULT_ENDPOINTS, RoundLoad};
 use crate::loadtest::cli::{OutputArgs, ProfileArgs};
+use crate::loadtest::load::counts::CountMix;
 use crate::loadtest::load::endpoint::{Endpoint, EndpointMix};
 use crate::loadtest::load::progress::Progress;
 use crate::loadtest::load::stats::Outcome;
 use crate::loadtest::load::verify::BodyChecker;
 use crate::loadtest::load::{self, LoadError};
 use crate::loadtest::output::{OutputError, write_capacity_report, write_report};
-use crate::loadtest::report::RunReport;
 use crate::loadtest::report::capacity::CapacityReport;
+use crate::loadtest::report::{RunReport, payload_sizes};
 use crate::process::python::{self, PythonError, UsersServiceKind};
 use crate::process::service::{STOP_GRACE, ServiceError, ServiceProcess, ServiceProgram, Stopped};
 
@@ -69,6 +70,10 @@ pub enum CompareError {
     Python(#[from] PythonError),
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error(
+        "--capacity measures one payload size; --count {0} mixes several (run them one by one)"
+    )]
+    MixedCapacity(CountMix),
     #[error("the services are up but {path} does not serve the payload correctly: {reason}")]
     Preflight { path: &'static str, reason: String },
     #[error(transparent)]
@@ -84,6 +89,9 @@ pub async fn run(args: &CompareArgs) -> Result<u64, CompareError> {
         .endpoints
         .as_ref()
         .is_some_and(|mix| mix.endpoints().contains(&Endpoint::ShmHttp));
+    if args.capacity.capacity && args.profile.count.only().is_none() {
+        return Err(CompareError::MixedCapacity(args.profile.count.clone()));
+    }
     let services = Services::start(&args.services, http_signal, "compare").await?;
     let checker = Arc::new(BodyChecker::new(users_json));
     if args.capacity.capacity {
@@ -118,8 +126,12 @@ async fn run_mixed(
     );
     services.stop().await?;
 
-    let payload_bytes = checker.expected(config.count, config.seed).bytes.len();
-    let report = RunReport::new(&config, &stats, payload_bytes, environment);
+    let report = RunReport::new(
+        &config,
+        &stats,
+        payload_sizes(&config, checker),
+        environment,
+    );
     write_report(&report, &args.output)?;
     Ok(stats.corrupt())
 }
@@ -156,7 +168,7 @@ async fn run_capacity(
     let environment = services.describe();
     services.stop().await?;
 
-    let payload_bytes = checker.expected(base.count, base.seed).bytes.len();
+    let payload_bytes = payload_sizes(&base, checker).iter().sum();
     let report = CapacityReport::new(
         &plan,
         &base,
@@ -294,15 +306,21 @@ async fn preflight(
     let context = load::request::RequestContext::new(
         &config.target,
         endpoints,
-        config.count,
+        &config.counts.counts(),
         config.seed,
         1,
         checker.clone(),
     )
     .map_err(LoadError::from)?;
-    for &endpoint in endpoints {
+    for (&endpoint, count) in endpoints.iter().flat_map(|endpoint| {
+        config
+            .counts
+            .counts()
+            .into_iter()
+            .map(move |count| (endpoint, count))
+    }) {
         let completed = context
-            .execute(endpoint, Instant::now() + config.timeout)
+            .execute(endpoint, count, Instant::now() + config.timeout)
             .await;
         let reason = match completed.outcome {
             Outcome::Verified => continue,

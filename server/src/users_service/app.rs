@@ -29,7 +29,7 @@ use crate::api_error::ApiError;
 use crate::failpoints;
 use crate::payload::{CRC_HEADER, format_crc};
 use crate::query::UsersQuery;
-use crate::segment_info::SegmentInfo;
+use crate::segment_info::{SegmentInfo, ShmStatsInfo};
 use crate::serve::{CommonArgs, ShutdownSignal, announce, bind, serve_until_signal};
 use crate::telemetry;
 use crate::transport_header::Transport;
@@ -135,6 +135,7 @@ pub fn app(state: AppState) -> Router {
         .route("/users", get(get_users))
         .route("/shm/users", post(publish_users))
         .route("/shm/segment", get(segment_info))
+        .route("/shm/stats", get(shm_stats))
         .route("/readyz", get(readyz));
     telemetry::observed(routes).with_state(state)
 }
@@ -265,6 +266,11 @@ async fn publish_users(
 /// `GET /shm/segment`: where and what the segment is, for gateways to attach.
 async fn segment_info(State(state): State<AppState>) -> Result<Json<SegmentInfo>, ApiError> {
     Ok(Json(state.shm()?.info().clone()))
+}
+
+/// `GET /shm/stats`: the sealed payloads out now.
+async fn shm_stats(State(state): State<AppState>) -> Result<Json<ShmStatsInfo>, ApiError> {
+    Ok(Json(state.shm()?.stats_info()))
 }
 
 /// `GET /readyz`: ready once the segment exists, which is from start-up on; 503 with the reason
@@ -447,6 +453,21 @@ mod tests {
         let info: SegmentInfo = serde_json::from_slice(&body).unwrap();
         assert_eq!(info, expected);
         assert_eq!(info.slot_count, 4);
+    }
+
+    #[tokio::test]
+    async fn shm_stats_answers_the_producers_sealed_figures() {
+        let state = test_state(&[]);
+        let (status, _, body) = get(app(state), "/shm/stats").await;
+        assert_eq!(status, StatusCode::OK);
+        let stats: ShmStatsInfo = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            stats,
+            ShmStatsInfo {
+                sealed_publications: 0,
+                sealed_bytes_in_flight: 0
+            }
+        );
     }
 
     #[tokio::test]

@@ -27,7 +27,7 @@ use shmbridge::{
 use crate::api_error::{ApiError, ShmFault};
 use crate::failpoints;
 use crate::query::UsersQuery;
-use crate::segment_info::SegmentInfo;
+use crate::segment_info::{SegmentInfo, ShmStatsInfo};
 use crate::slot_deadline::{self, SlotDeadlineError};
 
 use super::bodies::Bodies;
@@ -272,6 +272,15 @@ impl ShmProducer {
         self.producer.stats()
     }
 
+    /// What `GET /shm/stats` answers: the sealed figures of [`Producer::stats`], read now.
+    pub fn stats_info(&self) -> ShmStatsInfo {
+        let stats = self.producer.stats();
+        ShmStatsInfo {
+            sealed_publications: stats.sealed_publications,
+            sealed_bytes_in_flight: stats.sealed_bytes_in_flight,
+        }
+    }
+
     /// Exports slot and reclaim metrics, and logs reclaims since the last report.
     pub fn report(&self) {
         let stats = self.producer.stats();
@@ -458,6 +467,23 @@ mod tests {
         ];
         let cli = Cli::try_parse_from(args.iter().chain(extra)).unwrap();
         ShmProducer::start(&cli.shm, Arc::new(Bodies::new(false))).unwrap()
+    }
+
+    #[test]
+    fn stats_info_counts_a_sealed_publication_until_it_is_withdrawn() {
+        let producer = small_producer(&[]);
+        let mut writer = shmbridge::SealedWriter::new().unwrap();
+        std::io::Write::write_all(&mut writer, &[7u8; 100_000]).unwrap();
+        let payload = writer.finish().unwrap();
+        let handle = producer
+            .producer
+            .publish_sealed(&payload, Duration::from_millis(20))
+            .unwrap();
+        let info = producer.stats_info();
+        assert_eq!(info.sealed_publications, 1);
+        assert_eq!(info.sealed_bytes_in_flight, 100_000);
+        assert!(producer.producer.withdraw(handle.slot, handle.generation));
+        assert_eq!(producer.stats_info().sealed_bytes_in_flight, 0);
     }
 
     #[test]

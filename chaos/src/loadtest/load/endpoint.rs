@@ -6,6 +6,8 @@ use std::str::FromStr;
 use rand::Rng;
 use serde::Serialize;
 
+use super::weighted::Weighted;
+
 /// One gateway route. The order of the variants is the order of rows in every report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,74 +94,35 @@ impl FromStr for Endpoint {
 
 /// Which endpoints a run hits and how often, e.g. `api,shm` (50/50) or `api=3,shm=1`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EndpointMix {
-    weights: Vec<(Endpoint, u32)>,
-    total: u32,
-}
+pub struct EndpointMix(Weighted<Endpoint>);
 
 impl EndpointMix {
     pub fn new(weights: Vec<(Endpoint, u32)>) -> Result<Self, String> {
-        let mut seen = Vec::new();
-        for &(endpoint, _) in &weights {
-            if seen.contains(&endpoint) {
-                return Err(format!("endpoint {endpoint} listed twice"));
-            }
-            seen.push(endpoint);
-        }
-        let total = weights
-            .iter()
-            .try_fold(0u32, |sum, &(_, weight)| sum.checked_add(weight))
-            .ok_or("endpoint weights overflow")?;
-        if total == 0 {
-            return Err(
-                "the endpoint mix needs at least one endpoint with a weight above 0".into(),
-            );
-        }
-        Ok(EndpointMix { weights, total })
+        Weighted::new(weights, "endpoint").map(EndpointMix)
     }
 
     /// `endpoint` alone.
     pub fn only(endpoint: Endpoint) -> Self {
-        EndpointMix {
-            weights: vec![(endpoint, 1)],
-            total: 1,
-        }
+        EndpointMix(Weighted::one(endpoint))
     }
 
     /// The endpoints with a non-zero weight, in report order.
     pub fn endpoints(&self) -> Vec<Endpoint> {
-        let mut endpoints: Vec<Endpoint> = self
-            .weights
-            .iter()
-            .filter(|(_, weight)| *weight > 0)
-            .map(|(endpoint, _)| *endpoint)
-            .collect();
+        let mut endpoints: Vec<Endpoint> = self.0.drawable().collect();
         endpoints.sort();
         endpoints
     }
 
     pub fn pick(&self, rng: &mut impl Rng) -> Endpoint {
-        let mut ticket = rng.random_range(0..self.total);
-        for &(endpoint, weight) in &self.weights {
-            if ticket < weight {
-                return endpoint;
-            }
-            ticket -= weight;
-        }
-        unreachable!(
-            "ticket {ticket} drawn below the total weight {}",
-            self.total
-        )
+        self.0.pick(rng)
     }
 }
 
 impl Default for EndpointMix {
     /// The seed's mix: every request picks REST or shared memory with equal odds.
     fn default() -> Self {
-        EndpointMix {
-            weights: vec![(Endpoint::Api, 1), (Endpoint::Shm, 1)],
-            total: 2,
-        }
+        EndpointMix::new(vec![(Endpoint::Api, 1), (Endpoint::Shm, 1)])
+            .expect("two distinct endpoints of weight 1")
     }
 }
 
@@ -167,20 +130,7 @@ impl FromStr for EndpointMix {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let weights = text
-            .split(',')
-            .map(|item| match item.split_once('=') {
-                Some((name, weight)) => Ok((
-                    name.trim().parse()?,
-                    weight
-                        .trim()
-                        .parse()
-                        .map_err(|_| format!("weight {weight:?} is not a whole number"))?,
-                )),
-                None => Ok((item.trim().parse()?, 1)),
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        EndpointMix::new(weights)
+        Weighted::parse(text, "endpoint", str::parse).map(EndpointMix)
     }
 }
 
@@ -193,12 +143,7 @@ impl Serialize for EndpointMix {
 
 impl fmt::Display for EndpointMix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let items: Vec<String> = self
-            .weights
-            .iter()
-            .map(|(endpoint, weight)| format!("{endpoint}={weight}"))
-            .collect();
-        f.write_str(&items.join(","))
+        self.0.fmt(f)
     }
 }
 
@@ -211,7 +156,7 @@ mod tests {
     #[test]
     fn parses_names_and_weights() {
         let mix: EndpointMix = "api=3, shm".parse().unwrap();
-        assert_eq!(mix.weights, vec![(Endpoint::Api, 3), (Endpoint::Shm, 1)]);
+        assert_eq!(mix.0.items(), &[(Endpoint::Api, 3), (Endpoint::Shm, 1)]);
         assert_eq!(mix.to_string(), "api=3,shm=1");
     }
 

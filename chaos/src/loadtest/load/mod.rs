@@ -2,6 +2,7 @@
 //! verifies every body, and returns per-endpoint statistics. `compare` and the chaos scenarios
 //! both run their traffic through `run`.
 
+pub mod counts;
 pub mod endpoint;
 pub mod open_loop;
 pub mod progress;
@@ -10,6 +11,7 @@ pub mod request;
 pub mod stats;
 pub mod users;
 pub mod verify;
+pub mod weighted;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use url::{Host, Url};
 
+use counts::CountMix;
 use endpoint::EndpointMix;
 use open_loop::OpenLoopProfile;
 use progress::{LiveSnapshot, Progress};
@@ -50,10 +53,12 @@ pub struct LoadConfig {
     /// Per request; a request past it is a timeout failure.
     #[serde(serialize_with = "serialize_seconds")]
     pub timeout: Duration,
-    /// The `count` and `seed` query parameters every request carries.
-    pub count: u32,
+    /// The `count` query parameter: one for every request, or a mix drawn per request.
+    #[serde(rename = "count")]
+    pub counts: CountMix,
+    /// The `seed` query parameter every request carries.
     pub seed: u64,
-    /// Seeds think times and endpoint picks, so a run's request sequence can be replayed.
+    /// Seeds think times, endpoint and count picks, so a run's request sequence can be replayed.
     pub rng_seed: u64,
 }
 
@@ -77,6 +82,7 @@ struct Generator {
     end: Instant,
     timeout: Duration,
     mix: EndpointMix,
+    counts: CountMix,
     rng_seed: u64,
     context: RequestContext,
     recorder: Arc<Recorder>,
@@ -167,12 +173,14 @@ pub async fn run_observed(
 ) -> Result<RunStats, LoadError> {
     config.validate()?;
     let endpoints = config.mix.endpoints();
-    // Generate the expected body before the clock starts, so the first request is not slower.
-    checker.expected(config.count, config.seed);
+    // Generate the expected bodies before the clock starts, so the first requests are not slower.
+    for count in config.counts.counts() {
+        checker.expected(count, config.seed);
+    }
     let context = RequestContext::new(
         &config.target,
         &endpoints,
-        config.count,
+        &config.counts.counts(),
         config.seed,
         config.max_connections(),
         checker,
@@ -188,6 +196,7 @@ pub async fn run_observed(
         end: started + config.duration,
         timeout: config.timeout,
         mix: config.mix.clone(),
+        counts: config.counts.clone(),
         rng_seed: config.rng_seed,
         context,
         recorder: recorder.clone(),

@@ -42,11 +42,12 @@ pub(super) async fn run_open_loop(profile: OpenLoopProfile, generator: Arc<Gener
         }
         tokio::time::sleep_until(scheduled).await;
         let endpoint = generator.mix.pick(&mut rng);
+        let count = generator.counts.pick(&mut rng);
         let (generator, slots) = (generator.clone(), slots.clone());
         in_flight.spawn(async move {
             let deadline = scheduled + generator.timeout;
             let completed = match tokio::time::timeout_at(deadline, slots.acquire_owned()).await {
-                Ok(Ok(_slot)) => generator.context.execute(endpoint, deadline).await,
+                Ok(Ok(_slot)) => generator.context.execute(endpoint, count, deadline).await,
                 Ok(Err(_closed)) => unreachable!("the semaphore is never closed"),
                 Err(_elapsed) => Completed {
                     outcome: Outcome::Failed(Failure {

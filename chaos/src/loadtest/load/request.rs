@@ -14,12 +14,11 @@ use super::verify::{BodyChecker, CRC_HEADER, Verdict};
 use shmbridge_server::transport_header::{TRANSPORT_HEADER, Transport};
 
 /// What every request of a run shares: the client with its keep-alive pool, the URL of each
-/// endpoint, and the checker that knows the expected bytes.
+/// endpoint and count, and the checker that knows the expected bytes.
 pub struct RequestContext {
     client: Client,
-    urls: BTreeMap<Endpoint, Url>,
+    urls: BTreeMap<(Endpoint, u32), Url>,
     checker: Arc<BodyChecker>,
-    count: u32,
     seed: u64,
 }
 
@@ -36,7 +35,7 @@ impl RequestContext {
     pub fn new(
         target: &Url,
         endpoints: &[Endpoint],
-        count: u32,
+        counts: &[u32],
         seed: u64,
         max_connections: usize,
         checker: Arc<BodyChecker>,
@@ -50,35 +49,35 @@ impl RequestContext {
             .build()?;
         let urls = endpoints
             .iter()
-            .map(|&endpoint| {
+            .flat_map(|&endpoint| counts.iter().map(move |&count| (endpoint, count)))
+            .map(|(endpoint, count)| {
                 let mut url = target.clone();
                 url.set_path(endpoint.path());
                 url.query_pairs_mut()
                     .clear()
                     .append_pair("count", &count.to_string())
                     .append_pair("seed", &seed.to_string());
-                (endpoint, url)
+                ((endpoint, count), url)
             })
             .collect();
         Ok(RequestContext {
             client,
             urls,
             checker,
-            count,
             seed,
         })
     }
 
-    /// Sends one GET to `endpoint` and gives up at `deadline`.
-    pub async fn execute(&self, endpoint: Endpoint, deadline: Instant) -> Completed {
-        let Some(url) = self.urls.get(&endpoint) else {
+    /// Sends one GET for `count` users to `endpoint` and gives up at `deadline`.
+    pub async fn execute(&self, endpoint: Endpoint, count: u32, deadline: Instant) -> Completed {
+        let Some(url) = self.urls.get(&(endpoint, count)) else {
             return failed(
                 FailureClass::Body,
-                format!("endpoint {endpoint} is not in this run"),
+                format!("endpoint {endpoint} with count {count} is not in this run"),
                 0,
             );
         };
-        match tokio::time::timeout_at(deadline, self.fetch(url.clone())).await {
+        match tokio::time::timeout_at(deadline, self.fetch(url.clone(), count)).await {
             Err(_elapsed) => failed(FailureClass::Timeout, String::new(), 0),
             Ok(Ok(completed) | Err(completed)) => completed,
         }
@@ -86,7 +85,7 @@ impl RequestContext {
 
     /// Sends the request and verifies the body as it streams in. `Err` carries a failure
     /// so that `?` ends the request at the first problem.
-    async fn fetch(&self, url: Url) -> Result<Completed, Completed> {
+    async fn fetch(&self, url: Url, count: u32) -> Result<Completed, Completed> {
         let mut response = self.client.get(url).send().await.map_err(|error| {
             let class = if error.is_timeout() {
                 FailureClass::Timeout
@@ -121,7 +120,7 @@ impl RequestContext {
             .headers()
             .get(TRANSPORT_HEADER)
             .and_then(|value| Transport::parse(value.to_str().ok()?));
-        let mut verification = self.checker.start(self.count, self.seed);
+        let mut verification = self.checker.start(count, self.seed);
         while let Some(chunk) = response
             .chunk()
             .await

@@ -125,10 +125,11 @@ async fn run_one_user(think: ThinkTime, mut rng: StdRng, generator: Arc<Generato
     active.fetch_add(1, Ordering::Relaxed);
     while Instant::now() < generator.end {
         let endpoint = generator.mix.pick(&mut rng);
+        let count = generator.counts.pick(&mut rng);
         let sent = Instant::now();
         let completed = generator
             .context
-            .execute(endpoint, sent + generator.timeout)
+            .execute(endpoint, count, sent + generator.timeout)
             .await;
         generator.recorder.record(endpoint, sent, &completed);
         let pause = think.sample(&mut rng);

@@ -11,6 +11,7 @@ use super::{format_ms, thousands};
 use crate::loadtest::capacity::summary::{Medians, Ratio, RoundFigures};
 use crate::loadtest::capacity::{CapacityPlan, CapacityResult, RoundLoad};
 use crate::loadtest::load::LoadConfig;
+use crate::loadtest::load::counts::CountMix;
 use crate::loadtest::load::endpoint::Endpoint;
 use crate::loadtest::load::stats::Failure;
 use crate::loadtest::load::verify::Corruption;
@@ -24,7 +25,8 @@ pub struct CapacityReport<'a> {
     /// What every run shared: target, `count`, `seed`, timeout.
     pub base: &'a LoadConfig,
     pub result: &'a CapacityResult,
-    /// Size of the expected body for the runs' `count`/`seed`.
+    /// Size of the expected body for the runs' one `count` and `seed` (`compare --capacity`
+    /// refuses a mix of counts).
     pub payload_bytes: usize,
     /// Whether users-service ran with `--cache`.
     pub cache: bool,
@@ -65,7 +67,7 @@ impl<'a> CapacityReport<'a> {
             humantime::format_duration(self.plan.round_duration),
             self.plan.load.flags(),
             endpoints.join(","),
-            self.base.count,
+            self.base.counts,
             self.base.seed,
             humantime::format_duration(self.base.timeout),
             if self.cache { " --cache" } else { "" }
@@ -119,7 +121,7 @@ fn how_it_was_run(out: &mut String, report: &CapacityReport<'_>) {
         out,
         "- **Payload Size**: {} bytes (count={}, seed={})",
         thousands(report.payload_bytes as u64),
-        report.base.count,
+        report.base.counts,
         report.base.seed
     );
     let _ = writeln!(
@@ -317,7 +319,7 @@ struct JsonCapacity<'a> {
     round_duration_seconds: f64,
     /// Endpoints in the order each round runs them.
     order: &'a [Endpoint],
-    count: u32,
+    count: &'a CountMix,
     seed: u64,
     timeout_seconds: f64,
     payload_bytes: usize,
@@ -358,7 +360,7 @@ pub fn render_json(report: &CapacityReport<'_>) -> serde_json::Result<String> {
         rounds: report.plan.rounds,
         round_duration_seconds: report.plan.round_duration.as_secs_f64(),
         order: &report.plan.endpoints,
-        count: report.base.count,
+        count: &report.base.counts,
         seed: report.base.seed,
         timeout_seconds: report.base.timeout.as_secs_f64(),
         payload_bytes: report.payload_bytes,

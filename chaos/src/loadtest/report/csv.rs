@@ -127,7 +127,7 @@ mod tests {
     #[test]
     fn stats_csv_has_locusts_columns_and_an_aggregated_row() {
         let (config, stats) = (fixture::config(), fixture::stats());
-        let report = RunReport::new(&config, &stats, 100, "test".into());
+        let report = RunReport::new(&config, &stats, vec![100], "test".into());
         let mut buffer = Vec::new();
         write_stats(&report, csv::Writer::from_writer(&mut buffer)).unwrap();
         let text = String::from_utf8(buffer).unwrap();
@@ -149,7 +149,7 @@ mod tests {
     #[test]
     fn failures_csv_lists_failures_and_corruption() {
         let (config, stats) = (fixture::config(), fixture::stats());
-        let report = RunReport::new(&config, &stats, 100, "test".into());
+        let report = RunReport::new(&config, &stats, vec![100], "test".into());
         let mut buffer = Vec::new();
         write_failures(&report, csv::Writer::from_writer(&mut buffer)).unwrap();
         let text = String::from_utf8(buffer).unwrap();

@@ -17,10 +17,20 @@ struct JsonReport<'a> {
     environment: &'a str,
     machine: &'a MachineInfo,
     config: &'a LoadConfig,
-    payload_bytes: usize,
+    /// The body size when the run has one count; `null` for a mix (see `payload_sizes`).
+    payload_bytes: Option<usize>,
+    payload_sizes: Vec<PayloadSize>,
     elapsed_seconds: f64,
     endpoints: Vec<JsonEndpoint<'a>>,
     total: JsonEndpoint<'a>,
+}
+
+/// One count of the run's mix and its body.
+#[derive(Serialize)]
+struct PayloadSize {
+    count: u32,
+    weight: u32,
+    bytes: usize,
 }
 
 #[derive(Serialize)]
@@ -66,7 +76,22 @@ pub fn render(report: &RunReport<'_>) -> serde_json::Result<String> {
         environment: &report.environment,
         machine: &report.machine,
         config: report.config,
-        payload_bytes: report.payload_bytes,
+        payload_bytes: match report.payload_bytes[..] {
+            [bytes] => Some(bytes),
+            _ => None,
+        },
+        payload_sizes: report
+            .config
+            .counts
+            .weighted()
+            .iter()
+            .zip(&report.payload_bytes)
+            .map(|(&(count, weight), &bytes)| PayloadSize {
+                count,
+                weight,
+                bytes,
+            })
+            .collect(),
         elapsed_seconds: elapsed.as_secs_f64(),
         endpoints: report
             .stats

@@ -86,14 +86,37 @@ fn configuration(out: &mut String, report: &RunReport<'_>) {
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "- **Payload Size**: {} bytes (count={}, seed={}; the seed's was {})",
-        thousands(report.payload_bytes as u64),
-        config.count,
-        config.seed,
-        thousands(seed::SEED_PAYLOAD_BYTES)
-    );
+    match config.counts.weighted() {
+        [(count, _)] => {
+            let _ = writeln!(
+                out,
+                "- **Payload Size**: {} bytes (count={count}, seed={}; the seed's was {})",
+                thousands(report.payload_bytes.first().copied().unwrap_or_default() as u64),
+                config.seed,
+                thousands(seed::SEED_PAYLOAD_BYTES)
+            );
+        }
+        weighted => {
+            let sizes: Vec<String> = weighted
+                .iter()
+                .zip(&report.payload_bytes)
+                .map(|(&(count, weight), &bytes)| {
+                    format!(
+                        "count={count} ({} bytes) weight {weight}",
+                        thousands(bytes as u64)
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "- **Payload Sizes**: each request picks a count at random by weight (`--count {}`): {} (seed={}; the seed's was {} bytes)",
+                config.counts,
+                sizes.join(", "),
+                config.seed,
+                thousands(seed::SEED_PAYLOAD_BYTES)
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "- **Endpoint Mix**: {} (each request picks one at random by weight)",
@@ -357,7 +380,12 @@ mod tests {
     fn the_hybrid_endpoint_shows_the_transports_it_took() {
         let config = fixture::config();
         let mut stats = fixture::stats();
-        let text = render(&RunReport::new(&config, &stats, 256_873, "test".into()));
+        let text = render(&RunReport::new(
+            &config,
+            &stats,
+            vec![256_873],
+            "test".into(),
+        ));
         assert!(!text.contains("Transport Taken"), "{text}");
 
         let mut auto = EndpointStats::default();
@@ -373,7 +401,12 @@ mod tests {
             }
         }
         stats.endpoints.insert(Endpoint::Auto, auto);
-        let text = render(&RunReport::new(&config, &stats, 256_873, "test".into()));
+        let text = render(&RunReport::new(
+            &config,
+            &stats,
+            vec![256_873],
+            "test".into(),
+        ));
         assert!(
             text.contains("| Endpoint | shm | api-fallback |\n"),
             "{text}"
@@ -385,7 +418,7 @@ mod tests {
     #[test]
     fn tables_show_ours_beside_the_seeds() {
         let (config, stats) = (fixture::config(), fixture::stats());
-        let report = RunReport::new(&config, &stats, 256_873, "test".into());
+        let report = RunReport::new(&config, &stats, vec![256_873], "test".into());
         let text = render(&report);
         // 4 requests in 2 s; the seed's 12.39 req/s and 1,471 requests beside them.
         assert!(
@@ -423,7 +456,12 @@ mod tests {
             think: crate::loadtest::load::users::ThinkTime::SEED,
         });
         let stats = fixture::stats();
-        let text = render(&RunReport::new(&config, &stats, 256_873, "test".into()));
+        let text = render(&RunReport::new(
+            &config,
+            &stats,
+            vec![256_873],
+            "test".into(),
+        ));
         assert!(
             text.contains(
                 "- **Number of Users**: 500 (the seed's was 50; its figures below are for that)"

@@ -15,14 +15,15 @@ use std::time::SystemTime;
 
 use crate::loadtest::load::LoadConfig;
 use crate::loadtest::load::stats::RunStats;
+use crate::loadtest::load::verify::BodyChecker;
 use machine::MachineInfo;
 
 /// Everything a report shows about one run.
 pub struct RunReport<'a> {
     pub config: &'a LoadConfig,
     pub stats: &'a RunStats,
-    /// Size of the expected body for the run's `count`/`seed`.
-    pub payload_bytes: usize,
+    /// Size of the expected body of each count of the run's mix, in the mix's order.
+    pub payload_bytes: Vec<usize>,
     pub machine: MachineInfo,
     /// When the run ended, RFC 3339 UTC.
     pub date: String,
@@ -34,7 +35,7 @@ impl<'a> RunReport<'a> {
     pub fn new(
         config: &'a LoadConfig,
         stats: &'a RunStats,
-        payload_bytes: usize,
+        payload_bytes: Vec<usize>,
         environment: String,
     ) -> Self {
         RunReport {
@@ -46,6 +47,16 @@ impl<'a> RunReport<'a> {
             environment,
         }
     }
+}
+
+/// The size of the expected body of each count of `config`'s mix, in the mix's order.
+pub fn payload_sizes(config: &LoadConfig, checker: &BodyChecker) -> Vec<usize> {
+    config
+        .counts
+        .weighted()
+        .iter()
+        .map(|&(count, _)| checker.expected(count, config.seed).bytes.len())
+        .collect()
 }
 
 /// Milliseconds with two decimals: our latencies are often below one millisecond.
@@ -71,6 +82,7 @@ pub fn thousands(value: u64) -> String {
 pub(crate) mod fixture {
     use std::time::Duration;
 
+    use crate::loadtest::load::counts::CountMix;
     use crate::loadtest::load::endpoint::{Endpoint, EndpointMix};
     use crate::loadtest::load::stats::{EndpointStats, Failure, FailureClass, Outcome, RunStats};
     use crate::loadtest::load::users::{ThinkTime, UsersProfile};
@@ -88,7 +100,7 @@ pub(crate) mod fixture {
             duration: Duration::from_secs(120),
             mix: EndpointMix::default(),
             timeout: Duration::from_secs(5),
-            count: 708,
+            counts: CountMix::single(708),
             seed: 28,
             rng_seed: 42,
         }

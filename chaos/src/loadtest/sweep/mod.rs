@@ -20,6 +20,7 @@ use shmbridge_server::dataset::{DEFAULT_SEED, users_json};
 use crate::loadtest::capacity::{self, CapacityPlan, CapacityResult, DEFAULT_ENDPOINTS, RoundLoad};
 use crate::loadtest::cli::OutputArgs;
 use crate::loadtest::compare::{CompareError, ServiceArgs, Services};
+use crate::loadtest::load::counts::CountMix;
 use crate::loadtest::load::endpoint::{Endpoint, EndpointMix};
 use crate::loadtest::load::open_loop::OpenLoopProfile;
 use crate::loadtest::load::request::RequestContext;
@@ -178,7 +179,7 @@ impl SweepPlan {
             duration: self.round_duration,
             mix: EndpointMix::only(Endpoint::Api),
             timeout: self.timeout,
-            count,
+            counts: CountMix::single(count),
             seed: self.seed,
             rng_seed: self.rng_seed,
         }
