@@ -126,8 +126,11 @@ pub struct Args {
     /// shared memory fails (`x-transport: api-fallback`).
     #[arg(long, env = "SHMBRIDGE_TRANSPORT", value_enum, default_value_t = TransportChoice::Auto)]
     pub transport: TransportChoice,
-    /// Under `--transport auto`, the smallest body sent through shared memory.
-    #[arg(long, env = "SHMBRIDGE_AUTO_SHM_MIN_BYTES", default_value_t = 0)]
+    /// Under `--transport auto`, the smallest body sent through shared memory. The default is
+    /// where `sweep --cache` (docs/sample-sweep-report.md) found shared memory's p50 at or below
+    /// REST's at that size and every larger one under both load models (closed loop: from
+    /// 1 KiB; open loop: from 64 KiB; below it the two differ by well under a millisecond).
+    #[arg(long, env = "SHMBRIDGE_AUTO_SHM_MIN_BYTES", default_value_t = 64 << 10)]
     pub auto_shm_min_bytes: u64,
     #[command(flatten)]
     pub common: CommonArgs,

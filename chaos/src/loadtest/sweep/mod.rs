@@ -299,7 +299,7 @@ async fn measure(
         };
         eprintln!("{position}: count {} = {} bytes", fit.count, fit.bytes);
         let base = plan.base_config(services.gateway.base_url(), fit.count);
-        warm_up(plan, &base, &checker, &position).await?;
+        warm_up(plan, &base, fit.count, &checker, &position).await?;
         let peak = processes
             .zip(peak_method.as_ref())
             .map(|(processes, method)| PeakStep::start(method, processes));
@@ -337,13 +337,14 @@ async fn measure(
 async fn warm_up(
     plan: &SweepPlan,
     base: &LoadConfig,
+    count: u32,
     checker: &Arc<BodyChecker>,
     position: &str,
 ) -> Result<(), SweepError> {
     let context = RequestContext::new(
         &base.target,
         &plan.endpoints,
-        base.count,
+        &[count],
         base.seed,
         1,
         Arc::clone(checker),
@@ -351,7 +352,7 @@ async fn warm_up(
     .map_err(LoadError::from)?;
     for &endpoint in &plan.endpoints {
         let deadline = tokio::time::Instant::now() + plan.timeout;
-        let completed = context.execute(endpoint, deadline).await;
+        let completed = context.execute(endpoint, count, deadline).await;
         if !matches!(completed.outcome, Outcome::Verified) {
             eprintln!(
                 "{position}: warm-up request to {endpoint} gave no verified body: {:?}",
