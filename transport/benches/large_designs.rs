@@ -125,16 +125,24 @@ impl Bench {
             .expect("memfd_create"),
         );
         (&memfd).write_all(&self.source).expect("write the body");
-        fcntl(
-            &memfd,
-            FcntlArg::F_ADD_SEALS(
-                SealFlag::F_SEAL_WRITE
-                    | SealFlag::F_SEAL_SHRINK
-                    | SealFlag::F_SEAL_GROW
-                    | SealFlag::F_SEAL_SEAL,
-            ),
-        )
-        .expect("seal the body");
+        let seal = || {
+            fcntl(
+                &memfd,
+                FcntlArg::F_ADD_SEALS(
+                    SealFlag::F_SEAL_WRITE
+                        | SealFlag::F_SEAL_SHRINK
+                        | SealFlag::F_SEAL_GROW
+                        | SealFlag::F_SEAL_SEAL,
+                ),
+            )
+        };
+        // EBUSY while a page monitor holds a transient page reference, as `SealedWriter::finish`
+        // (which retries the same way) explains.
+        (0..3)
+            .map(|_| seal())
+            .find(|sealed| *sealed != Err(nix::errno::Errno::EBUSY))
+            .unwrap_or(Err(nix::errno::Errno::EBUSY))
+            .expect("seal the body");
         let mut handle = [0u8; 12];
         handle[..8].copy_from_slice(&(len as u64).to_le_bytes());
         handle[8..].copy_from_slice(&written.to_le_bytes());

@@ -36,6 +36,9 @@ pub(crate) const REQUIRED_SEALS: SealFlag = SealFlag::F_SEAL_WRITE
     .union(SealFlag::F_SEAL_SHRINK)
     .union(SealFlag::F_SEAL_GROW);
 
+/// Times [`SealedWriter::finish`] asks for the seals while the kernel answers EBUSY.
+const SEAL_ATTEMPTS: u32 = 3;
+
 /// Why a payload could not be made, or a received one is not trusted.
 #[derive(Debug, Error)]
 pub enum SealedError {
@@ -114,12 +117,27 @@ impl SealedWriter {
 
     /// Seals the payload against every change (write, shrink, grow, and further seals) and
     /// hands it out.
+    ///
+    /// The kernel refuses F_SEAL_WRITE with EBUSY while any page of the file has a reference it
+    /// cannot account for, after waiting about 150 ms for it to go. Such references are
+    /// transient: a memory monitor sampling pages (DAMON's reclaim, on by default on this kind
+    /// of VM) takes and drops them. Both benches met it on 64 MiB bodies, so sealing is tried
+    /// [`SEAL_ATTEMPTS`] times before the EBUSY is returned.
     pub fn finish(self) -> Result<SealedPayload, SealedError> {
-        fcntl(
-            &self.file,
-            FcntlArg::F_ADD_SEALS(REQUIRED_SEALS | SealFlag::F_SEAL_SEAL),
-        )
-        .map_err(io_error("seal payload"))?;
+        let seal = || {
+            fcntl(
+                &self.file,
+                FcntlArg::F_ADD_SEALS(REQUIRED_SEALS | SealFlag::F_SEAL_SEAL),
+            )
+        };
+        let mut sealed = seal();
+        for _ in 1..SEAL_ATTEMPTS {
+            if sealed != Err(Errno::EBUSY) {
+                break;
+            }
+            sealed = seal();
+        }
+        sealed.map_err(io_error("seal payload"))?;
         Ok(SealedPayload {
             fd: Arc::new(OwnedFd::from(self.file)),
             len: self.len,
