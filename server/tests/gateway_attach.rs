@@ -57,6 +57,21 @@ async fn concurrent_shm_requests(
     answers
 }
 
+/// A gateway told to attach to `socket`, with the test's deadline and attach timeout.
+fn gateway_on_socket(socket: &str) -> axum::Router {
+    gateway(
+        NO_UPSTREAM,
+        &[
+            "--shm-socket",
+            socket,
+            "--deadline",
+            DEADLINE,
+            "--attach-timeout",
+            ATTACH_TIMEOUT,
+        ],
+    )
+}
+
 fn assert_quick_503s(answers: &[(StatusCode, String, Duration)]) {
     for (status, code, took) in answers {
         assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{answers:?}");
@@ -73,17 +88,7 @@ fn assert_quick_503s(answers: &[(StatusCode, String, Duration)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_that_never_greets_costs_the_attach_timeout_not_the_deadline() {
     let (_listener, socket) = silent_listener("gateway-never-greets", 32);
-    let gateway = gateway(
-        NO_UPSTREAM,
-        &[
-            "--shm-socket",
-            &socket,
-            "--deadline",
-            DEADLINE,
-            "--attach-timeout",
-            ATTACH_TIMEOUT,
-        ],
-    );
+    let gateway = gateway_on_socket(&socket);
     assert_quick_503s(&concurrent_shm_requests(&gateway, BURST).await);
 }
 
@@ -159,17 +164,7 @@ async fn a_request_pending_when_the_connection_closes_is_answered_at_once() {
         &socket,
     )
     .unwrap();
-    let gateway = gateway(
-        NO_UPSTREAM,
-        &[
-            "--shm-socket",
-            &socket,
-            "--deadline",
-            DEADLINE,
-            "--attach-timeout",
-            ATTACH_TIMEOUT,
-        ],
-    );
+    let gateway = gateway_on_socket(&socket);
     let request = tokio::spawn(async move {
         let started = Instant::now();
         let (status, _, body) = get(&gateway, "/api/users-via-shm").await;
