@@ -167,12 +167,15 @@ pub enum AcquireError {
     },
 }
 
-/// `redeem_sealed` gave no verified bytes. The ticket was released (or never acquired) and the
-/// descriptor closed, whatever the reason.
+/// A publication gave no verified bytes. Its slot or ticket was released (or never acquired)
+/// and a sealed payload's descriptor closed, whatever the reason.
 #[derive(Debug, Error)]
 pub enum RedeemError {
     #[error(transparent)]
     Acquire(#[from] AcquireError),
+    /// A slot's copy, or an inline body, did not verify.
+    #[error(transparent)]
+    Read(#[from] ReadError),
     #[error("handle length {len} fits a slot ({slot_size} bytes): not a sealed publication")]
     NotSealed { len: u32, slot_size: u32 },
     #[error(transparent)]

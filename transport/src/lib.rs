@@ -47,6 +47,7 @@ mod error;
 mod fdpass;
 mod handle;
 mod host;
+pub mod http;
 pub mod layout;
 mod payload;
 mod producer;

@@ -271,7 +271,7 @@ impl Producer {
     }
 
     /// The largest sealed payload this producer publishes.
-    fn max_sealed_len(&self) -> u64 {
+    pub(crate) fn max_sealed_len(&self) -> u64 {
         (self.options.max_payload as u64)
             .min(self.options.max_sealed_bytes)
             .min(u64::from(u32::MAX))
@@ -464,6 +464,21 @@ impl WriteGuard<'_> {
             slot: self.slot,
             generation: self.held.generation(),
         }
+    }
+
+    /// The bytes written so far, read back from the slot and checked against the crc32 of what
+    /// was written: a third process may have changed them meanwhile, and a changed byte must not
+    /// travel on under a checksum computed over it. `None` when they changed or the slot was
+    /// reclaimed.
+    pub(crate) fn read_back(&self) -> Option<Vec<u8>> {
+        let mut bytes = Vec::new();
+        payload::load(
+            self.producer.segment.payload(self.slot),
+            self.written,
+            &mut bytes,
+        );
+        (self.is_held() && crc32fast::hash(&bytes) == self.hasher.clone().finalize())
+            .then_some(bytes)
     }
 
     /// Makes the written bytes available to whoever holds the returned handle.

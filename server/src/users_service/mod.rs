@@ -3,6 +3,7 @@
 
 mod app;
 mod bodies;
+mod channel_routes;
 mod sealed_bodies;
 pub mod shm_producer;
 pub mod stale_segment;

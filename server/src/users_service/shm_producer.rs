@@ -14,10 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use shmbridge::control::{
-    ChannelOptions, PeerLedger, PublicationLimits, PublishRequest, Published, Publisher, Refusal,
-    RefusalCode,
-};
+use shmbridge::control::{ChannelOptions, Handler, PeerLedger, PublicationLimits};
 use shmbridge::layout::GeometryError;
 use shmbridge::{
     ClaimError, ControlServer, CreateError, Handle, Producer, ProducerOptions, ReaperThread,
@@ -26,12 +23,9 @@ use shmbridge::{
 
 use crate::api_error::{ApiError, ShmFault};
 use crate::failpoints;
-use crate::query::UsersQuery;
 use crate::segment_info::{SegmentInfo, ShmStatsInfo};
 use crate::slot_deadline::{self, SlotDeadlineError};
 
-use super::bodies::Bodies;
-use super::sealed_bodies::{SealError, SealedBodies};
 use super::stale_segment;
 
 /// Shared-memory options of users-service.
@@ -167,8 +161,8 @@ pub struct ShmProducer {
 }
 
 impl ShmProducer {
-    /// Creates the segment and serves it, answering publish frames with bodies from `bodies`.
-    pub fn start(args: &ShmArgs, bodies: Arc<Bodies>) -> Result<ShmProducer, StartError> {
+    /// Creates the segment and serves it, answering the channel's requests with `handler`.
+    pub fn start(args: &ShmArgs, handler: Arc<dyn Handler>) -> Result<ShmProducer, StartError> {
         for (flag, value) in [("--lease", args.lease), ("--ready-ttl", args.ready_ttl)] {
             slot_deadline::check(value)
                 .map_err(|source| StartError::BadDeadline { flag, source })?;
@@ -208,13 +202,8 @@ impl ShmProducer {
             limits: args.limits(),
             ..ChannelOptions::for_segment(producer.segment())
         };
-        let publisher = Arc::new(ChannelPublisher {
-            sealed: SealedBodies::new(bodies.is_caching(), args.max_payload),
-            bodies,
-            claim_timeout: args.claim_timeout,
-        });
         let control =
-            ControlServer::spawn_channel(Arc::clone(&producer), publisher, channel, &socket)
+            ControlServer::spawn_channel(Arc::clone(&producer), handler, channel, &socket)
                 .map_err(|error| StartError::Socket {
                     socket: socket.clone(),
                     error,
@@ -361,81 +350,6 @@ fn write_publication(producer: &Producer, body: &[u8], wait: Duration) -> Result
     })
 }
 
-/// Answers the control channel's publish frames on the thread that read the frame: a body that
-/// fits a slot written by [`write_publication`], a larger one as a sealed payload
-/// ([`SealedBodies`]), whose descriptor the answer carries.
-struct ChannelPublisher {
-    bodies: Arc<Bodies>,
-    sealed: SealedBodies,
-    claim_timeout: Duration,
-}
-
-impl ChannelPublisher {
-    fn publish_sealed(
-        &self,
-        producer: &Producer,
-        query: UsersQuery,
-        wait: Duration,
-    ) -> Result<Published, Refusal> {
-        let payload = self
-            .sealed
-            .payload(&self.bodies, query)
-            .map_err(|error| match error {
-                SealError::TooLarge { limit } => refused(RefusalCode::TooLarge, limit),
-                error => {
-                    tracing::warn!(%error, "sealed payload not made");
-                    refused(RefusalCode::Internal, 0)
-                }
-            })?;
-        failpoints::hit(failpoints::BEFORE_PUBLISH);
-        let handle = producer.publish_sealed(&payload, wait)?;
-        Ok(Published {
-            handle,
-            sealed: Some(payload),
-        })
-    }
-}
-
-fn refused(code: RefusalCode, detail: u64) -> Refusal {
-    Refusal { code, detail }
-}
-
-impl Publisher for ChannelPublisher {
-    fn publish(
-        &self,
-        producer: &Producer,
-        request: &PublishRequest,
-        wait: Duration,
-    ) -> Result<Published, Refusal> {
-        let query = UsersQuery::new(request.count, request.seed)
-            .map_err(|_| refused(RefusalCode::BadRequest, 0))?;
-        let wait = wait.min(self.claim_timeout);
-        let slot_size = u64::from(producer.segment().slot_size());
-        let published = if SealedBodies::certainly_above(query, slot_size) {
-            self.publish_sealed(producer, query, wait)?
-        } else {
-            let body = self.bodies.body(query);
-            if body.len() as u64 > slot_size {
-                self.publish_sealed(producer, query, wait)?
-            } else {
-                write_publication(producer, &body, wait)
-                    .map_err(|error| match error {
-                        ApiError::SlotsExhausted => refused(RefusalCode::Exhausted, 0),
-                        error => {
-                            tracing::debug!(error = %error.detailed(), "publication failed");
-                            refused(RefusalCode::Internal, 0)
-                        }
-                    })?
-                    .into()
-            }
-        };
-        metrics::counter!("shm_publications_total", "signal" => "channel").increment(1);
-        metrics::counter!("payload_bytes_total", "transport" => "shm")
-            .increment(u64::from(published.handle.len));
-        Ok(published)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,6 +362,11 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         shm: ShmArgs,
+    }
+
+    /// A channel that answers every request with an empty 200: these tests publish directly.
+    fn no_routes() -> Arc<dyn Handler> {
+        Arc::new(|_: &[u8], _: &mut shmbridge::control::ResponseWriter<'_>| Ok(()))
     }
 
     fn small_producer(extra: &[&str]) -> ShmProducer {
@@ -466,7 +385,7 @@ mod tests {
             "3",
         ];
         let cli = Cli::try_parse_from(args.iter().chain(extra)).unwrap();
-        ShmProducer::start(&cli.shm, Arc::new(Bodies::new(false))).unwrap()
+        ShmProducer::start(&cli.shm, no_routes()).unwrap()
     }
 
     #[test]
@@ -564,7 +483,7 @@ mod tests {
         let path = dir.path().join("missing").join("segment");
         let cli = Cli::try_parse_from(["test", "--shm-path", path.to_str().unwrap()]).unwrap();
         let Err(error @ StartError::Create { .. }) =
-            ShmProducer::start(&cli.shm, Arc::new(Bodies::new(false)))
+            ShmProducer::start(&cli.shm, no_routes())
         else {
             panic!("expected a create error");
         };
@@ -579,7 +498,7 @@ mod tests {
     fn an_invalid_geometry_refuses_to_start() {
         let cli = Cli::try_parse_from(["test", "--slot-size", "100"]).unwrap();
         let Err(error @ StartError::InvalidGeometry(_)) =
-            ShmProducer::start(&cli.shm, Arc::new(Bodies::new(false)))
+            ShmProducer::start(&cli.shm, no_routes())
         else {
             panic!("expected an invalid geometry");
         };
@@ -605,7 +524,7 @@ mod tests {
             }
             let at_bound = Cli::try_parse_from(["test", flag, "1h"]).unwrap();
             assert!(
-                ShmProducer::start(&at_bound.shm, Arc::new(Bodies::new(false))).is_ok(),
+                ShmProducer::start(&at_bound.shm, no_routes()).is_ok(),
                 "{flag} 1h"
             );
         }
@@ -613,7 +532,7 @@ mod tests {
         let mut args = Cli::try_parse_from(["test"]).unwrap().shm;
         args.ready_ttl = Duration::from_secs(7200);
         assert!(matches!(
-            ShmProducer::start(&args, Arc::new(Bodies::new(false))),
+            ShmProducer::start(&args, no_routes()),
             Err(StartError::BadDeadline {
                 flag: "--ready-ttl",
                 ..

@@ -1,21 +1,22 @@
 //! The consumer's end of the control channel: one connection to a producer's socket, attached
-//! to the segment it handed over, with any number of publish requests in flight, each answer
-//! matched to its request by id and delivered to the callback the request gave.
+//! to the segment it handed over, with any number of requests in flight, each answer matched to
+//! its request by id.
 //!
-//! Answers are received either by a reader thread of the client's own
-//! ([`ControlClient::connect`]) or, for callers with an event loop, by the caller whenever the
-//! socket is readable ([`ControlClient::connect_driven`] and [`AnswerReader`]: an async gateway
-//! saves a thread wake per answer that way). The callbacks run on whichever receives, so they must
-//! be quick: a gateway's sends the answer to a waiting task and returns. A [`Publication`] that is dropped
-//! unredeemed (its requester gave up, or never came) sends a release frame, so its slot comes
-//! back at once rather than at the TTL; so does an answer that arrives after its requester gave
-//! up ([`ControlClient::abandon`]).
+//! [`ControlClient::request`] asks and waits for the verified [`Response`].
+//! [`ControlClient::request_with`] asks without waiting: the callback gets the unredeemed
+//! [`Publication`], which [`Publication::redeem`] turns into the response — the one place that
+//! reads a body from whichever tier the producer chose. Answers are received either by a reader
+//! thread of the client's own ([`ControlClient::connect`]) or, for callers with an event loop, by
+//! the caller whenever the socket is readable ([`ControlClient::connect_driven`] and
+//! [`AnswerReader`]: an async gateway saves a thread wake per answer that way). The callbacks run
+//! on whichever receives, so they must be quick. A [`Publication`] dropped unredeemed (its
+//! requester gave up, or never came) sends a release frame, so its slot comes back at once
+//! rather than at the TTL; so does an answer that arrives after its requester gave up
+//! ([`ControlClient::abandon`]).
 //!
-//! A sealed publication's answer carries the payload's descriptor (see "Descriptors" in
-//! [`frame`](super::frame)); the [`Publication`] holds it until the caller takes it
-//! ([`Publication::take_sealed`], [`Publication::redeem_sealed`]). Whatever breaks the rule of
-//! one descriptor exactly with a sealed-size answer is a [`ProtocolError`]: the request it
-//! answers fails with it, the connection closes, and every descriptor received is closed.
+//! Whatever breaks the rules of "Tiers" and "Descriptors" in [`frame`](super::frame) is a
+//! [`ProtocolError`]: the request it answers fails with it, the connection closes, and every
+//! descriptor received is closed.
 
 use std::collections::HashMap;
 use std::io;
@@ -29,20 +30,25 @@ use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, Shutdown, send, shutdown};
 use thiserror::Error;
 
-use crate::consumer::Consumer;
-use crate::control::frame::{Answer, FrameError, MAX_FRAME_LEN, PublishRequest, Refusal, Request};
-use crate::error::{AttachError, RedeemError};
+use crate::consumer::{Consumer, ConsumerOptions};
+use crate::control::body::{Body, Response};
+use crate::control::frame::{
+    Answer, FrameError, MAX_ANSWER_FRAME_LEN, MAX_REQUEST_LEN, Placement, Refusal, Request,
+    ResponseHead, Tier,
+};
+use crate::error::{AttachError, ReadError, RedeemError};
 use crate::fdpass::{ReceiveError, greet, receive_message};
 use crate::handle::Handle;
 use crate::host::{monotonic_now_ns, nanos};
-use crate::sealed::SealedBytes;
 use crate::segment::Segment;
 
-/// Why a request got no publication.
+/// Why a request got no response.
 #[derive(Debug, Error)]
 pub enum RequestError {
     #[error("the producer refused: {0}")]
     Refused(Refusal),
+    #[error("a request of {len} bytes is above the channel's bound of {MAX_REQUEST_LEN}")]
+    RequestTooLarge { len: usize },
     #[error("the control channel is closed")]
     Closed,
     #[error("the control channel is congested: the producer is not reading its requests")]
@@ -55,11 +61,13 @@ pub enum RequestError {
     ForeignHandle { found: u64, attached: u64 },
     #[error("the producer broke the control protocol: {0}")]
     Protocol(#[from] ProtocolError),
+    #[error("the body did not verify: {0}")]
+    Redeem(#[from] RedeemError),
 }
 
 /// How a producer's message broke the control protocol. The connection is closed after any of
 /// these, and every descriptor that came with the message is closed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum ProtocolError {
     #[error("malformed frame: {0}")]
     Frame(#[from] FrameError),
@@ -67,19 +75,36 @@ pub enum ProtocolError {
     DescriptorsTruncated,
     #[error("a message carried {count} descriptors, at most one is allowed")]
     TooManyDescriptors { count: usize },
-    #[error(
-        "a descriptor came with an answer that carries none (a refusal, or a publication of \
-         {len} bytes, which fits the {slot_size}-byte slots)"
-    )]
-    UnexpectedDescriptor { len: u32, slot_size: u32 },
-    #[error(
-        "the sealed publication of {len} bytes (above the {slot_size}-byte slot size) came \
-         without its descriptor"
-    )]
-    MissingDescriptor { len: u32, slot_size: u32 },
+    #[error("a descriptor came with an answer that carries none (a refusal, an inline or slot body)")]
+    UnexpectedDescriptor,
+    #[error("the sealed publication of {len} bytes came without its descriptor")]
+    MissingDescriptor { len: u32 },
+    #[error("a {tier} body of {len} bytes does not fit that tier (slots hold {slot_size} bytes)")]
+    WrongTier { tier: &'static str, len: u32, slot_size: u32 },
 }
 
 type Completion = Box<dyn FnOnce(Result<Publication, RequestError>) + Send>;
+
+/// How a [`ControlClient`] connects.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// The bound on connecting and attaching.
+    pub timeout: Duration,
+    /// Uids trusted to answer on the socket besides this process's own.
+    pub producer_uids: Vec<u32>,
+    /// How the client's consumer reads the segment.
+    pub consumer: ConsumerOptions,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(1),
+            producer_uids: Vec::new(),
+            consumer: ConsumerOptions::default(),
+        }
+    }
+}
 
 /// A connection to a producer's control channel.
 pub struct ControlClient {
@@ -89,7 +114,7 @@ pub struct ControlClient {
 
 struct Inner {
     socket: OwnedFd,
-    segment: Arc<Segment>,
+    consumer: Consumer,
     pending: Mutex<HashMap<u64, Completion>>,
     next_id: AtomicU64,
     open: AtomicBool,
@@ -97,15 +122,9 @@ struct Inner {
 
 impl ControlClient {
     /// Connects to `@socket_name`, attaches to the segment it hands over after the checks of
-    /// [`attach_via_socket`](crate::attach_via_socket) (`producer_uids` are trusted besides this
-    /// process's own uid), and starts the reader thread. Connecting and attaching take at most
-    /// `timeout`.
-    pub fn connect(
-        socket_name: &str,
-        timeout: Duration,
-        producer_uids: &[u32],
-    ) -> Result<Self, AttachError> {
-        let (mut client, reader) = Self::connect_driven(socket_name, timeout, producer_uids)?;
+    /// [`attach_via_socket`](crate::attach_via_socket), and starts the reader thread.
+    pub fn connect(socket_name: &str, options: &ClientOptions) -> Result<Self, AttachError> {
+        let (mut client, reader) = Self::connect_driven(socket_name, options)?;
         let thread = std::thread::Builder::new()
             .name("shmbridge-answers".into())
             .spawn(move || reader.read_until_closed())
@@ -122,24 +141,31 @@ impl ControlClient {
     /// readable, until it reports the connection closed.
     pub fn connect_driven(
         socket_name: &str,
-        timeout: Duration,
-        producer_uids: &[u32],
+        options: &ClientOptions,
     ) -> Result<(Self, AnswerReader), AttachError> {
-        let (socket, segment) = greet(socket_name, timeout)?.attach(producer_uids)?;
-        Ok(Self::over(socket, segment))
+        let (socket, segment) =
+            greet(socket_name, options.timeout)?.attach(&options.producer_uids)?;
+        let consumer = Consumer::new(Arc::new(segment), options.consumer).map_err(|source| {
+            AttachError::Io {
+                op: "start the consumer",
+                source,
+            }
+        })?;
+        Ok(Self::over(socket, consumer))
     }
 
-    /// A client on `socket`, already greeted, attached to `segment`, and its reader.
-    fn over(socket: OwnedFd, segment: Segment) -> (Self, AnswerReader) {
+    /// A client on `socket`, already greeted, reading with `consumer`, and its reader.
+    fn over(socket: OwnedFd, consumer: Consumer) -> (Self, AnswerReader) {
         let inner = Arc::new(Inner {
             socket,
-            segment: Arc::new(segment),
+            consumer,
             pending: Mutex::default(),
             next_id: AtomicU64::new(1),
             open: AtomicBool::new(true),
         });
         let reader = AnswerReader {
             inner: Arc::clone(&inner),
+            buf: Mutex::new(vec![0; MAX_ANSWER_FRAME_LEN + 1]),
         };
         (
             Self {
@@ -151,7 +177,12 @@ impl ControlClient {
     }
 
     pub fn segment(&self) -> &Arc<Segment> {
-        &self.inner.segment
+        self.inner.consumer.segment()
+    }
+
+    /// The consumer that redeems this client's publications (its stats, its options).
+    pub fn consumer(&self) -> &Consumer {
+        &self.inner.consumer
     }
 
     /// Whether the connection is still up (the producer has not closed it or died).
@@ -159,17 +190,36 @@ impl ControlClient {
         self.inner.open.load(Ordering::Acquire)
     }
 
-    /// Asks for the payload of `count` users from `seed`, to be published before `deadline_ns`
-    /// (`CLOCK_MONOTONIC`); `on_answer` gets the publication or why there is none, on the reader
-    /// thread. Returns the request's id at once, or an error without calling `on_answer`. Never
-    /// blocks: a full socket is [`RequestError::Congested`].
-    pub fn publish(
+    /// Sends `request` and waits at most `timeout` for its verified response.
+    pub fn request(&self, request: &[u8], timeout: Duration) -> Result<Response, RequestError> {
+        let (answered, answer) = mpsc::sync_channel(1);
+        let deadline_ns = monotonic_now_ns().saturating_add(nanos(timeout));
+        let id = self.request_with(request, deadline_ns, move |result| {
+            let _ = answered.send(result);
+        })?;
+        let publication = answer.recv_timeout(timeout).unwrap_or_else(|error| {
+            self.abandon(id);
+            Err(match error {
+                mpsc::RecvTimeoutError::Timeout => RequestError::TimedOut(timeout),
+                mpsc::RecvTimeoutError::Disconnected => RequestError::Closed,
+            })
+        })?;
+        Ok(publication.redeem()?)
+    }
+
+    /// Sends `request`, to be answered before `deadline_ns` (`CLOCK_MONOTONIC`); `on_answer`
+    /// gets the publication or why there is none, on whichever thread receives. Returns the
+    /// request's id at once, or an error without calling `on_answer`. Never blocks: a full
+    /// socket is [`RequestError::Congested`].
+    pub fn request_with(
         &self,
-        count: u32,
-        seed: u64,
+        request: &[u8],
         deadline_ns: u64,
         on_answer: impl FnOnce(Result<Publication, RequestError>) + Send + 'static,
     ) -> Result<u64, RequestError> {
+        if request.len() > MAX_REQUEST_LEN {
+            return Err(RequestError::RequestTooLarge { len: request.len() });
+        }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         {
             let mut pending = self.inner.pending();
@@ -178,13 +228,12 @@ impl ControlClient {
             }
             pending.insert(id, Box::new(on_answer));
         }
-        let request = Request::Publish(PublishRequest {
+        let frame = Request::Publish {
             id,
-            count,
-            seed,
             deadline_ns,
-        });
-        self.inner.send(&request).inspect_err(|_| {
+            request,
+        };
+        self.inner.send(&frame).inspect_err(|_| {
             self.inner.pending().remove(&id);
         })?;
         Ok(id)
@@ -194,27 +243,6 @@ impl ControlClient {
     /// publication answered later is released.
     pub fn abandon(&self, id: u64) {
         self.inner.pending().remove(&id);
-    }
-
-    /// [`ControlClient::publish`], waiting at most `timeout` for the answer.
-    pub fn publish_blocking(
-        &self,
-        count: u32,
-        seed: u64,
-        timeout: Duration,
-    ) -> Result<Publication, RequestError> {
-        let (answered, answer) = mpsc::sync_channel(1);
-        let deadline_ns = monotonic_now_ns().saturating_add(nanos(timeout));
-        let id = self.publish(count, seed, deadline_ns, move |result| {
-            let _ = answered.send(result);
-        })?;
-        answer.recv_timeout(timeout).unwrap_or_else(|error| {
-            self.abandon(id);
-            Err(match error {
-                mpsc::RecvTimeoutError::Timeout => RequestError::TimedOut(timeout),
-                mpsc::RecvTimeoutError::Disconnected => RequestError::Closed,
-            })
-        })
     }
 }
 
@@ -232,7 +260,7 @@ impl Inner {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn send(&self, request: &Request) -> Result<(), RequestError> {
+    fn send(&self, request: &Request<'_>) -> Result<(), RequestError> {
         let frame = request.encode();
         match send(
             self.socket.as_raw_fd(),
@@ -254,7 +282,7 @@ impl Inner {
         let completion = self.pending().remove(&answer.id());
         let result = self.publication(answer, fd);
         let broken = match &result {
-            Err(RequestError::Protocol(error)) => Some(*error),
+            Err(RequestError::Protocol(error)) => Some(error.clone()),
             _ => None,
         };
         match completion {
@@ -278,51 +306,76 @@ impl Inner {
         }
     }
 
-    /// The publication `answer` and `fd` make, checking that `fd` comes exactly with a
-    /// sealed-size answer.
+    /// The publication `answer` and `fd` make, checking that the body fits its tier and that
+    /// `fd` comes exactly with a sealed one.
     fn publication(
         self: &Arc<Self>,
-        answer: Answer,
+        answer: Answer<'_>,
         fd: Option<OwnedFd>,
     ) -> Result<Publication, RequestError> {
-        let slot_size = self.segment.slot_size();
-        match (answer, fd) {
-            (Answer::Published { id, handle }, sealed) => {
-                let len = handle.len;
-                match (len > slot_size, &sealed) {
-                    (true, None) => {
-                        return Err(ProtocolError::MissingDescriptor { len, slot_size }.into());
-                    }
-                    (false, Some(_)) => {
-                        return Err(ProtocolError::UnexpectedDescriptor { len, slot_size }.into());
-                    }
-                    _ => {}
-                }
-                let attached = self.segment.epoch();
-                if handle.epoch != attached {
-                    return Err(RequestError::ForeignHandle {
-                        found: handle.epoch,
-                        attached,
-                    });
-                }
-                Ok(Publication {
-                    id,
-                    handle,
-                    sealed,
-                    channel: Some(Arc::clone(self)),
-                })
+        let (id, head, placement) = match answer {
+            Answer::Refused { .. } if fd.is_some() => {
+                return Err(ProtocolError::UnexpectedDescriptor.into());
             }
-            (Answer::Refused { .. }, Some(_)) => {
-                Err(ProtocolError::UnexpectedDescriptor { len: 0, slot_size }.into())
+            Answer::Refused { refusal, .. } => return Err(RequestError::Refused(refusal)),
+            Answer::Published {
+                id,
+                head,
+                placement,
+            } => (id, head, placement),
+        };
+        let slot_size = self.consumer.segment().slot_size();
+        let wrong_tier = |tier: Tier, len: u32| ProtocolError::WrongTier {
+            tier: tier.as_str(),
+            len,
+            slot_size,
+        };
+        let body = match (placement, fd) {
+            (Placement::Sealed(handle), None) => {
+                return Err(ProtocolError::MissingDescriptor { len: handle.len }.into());
             }
-            (Answer::Refused { refusal, .. }, None) => Err(RequestError::Refused(refusal)),
+            (Placement::Inline { .. } | Placement::Slot(_), Some(_)) => {
+                return Err(ProtocolError::UnexpectedDescriptor.into());
+            }
+            (Placement::Inline { body, crc }, None) => Pending::Inline {
+                body: body.to_vec(),
+                crc,
+            },
+            (Placement::Slot(handle), None) if handle.len > slot_size => {
+                return Err(wrong_tier(Tier::Slot, handle.len).into());
+            }
+            (Placement::Slot(handle), None) => Pending::Slot(self.ours(handle)?),
+            (Placement::Sealed(handle), Some(_)) if handle.len <= slot_size => {
+                return Err(wrong_tier(Tier::Sealed, handle.len).into());
+            }
+            (Placement::Sealed(handle), Some(fd)) => Pending::Sealed(self.ours(handle)?, fd),
+        };
+        Ok(Publication {
+            id,
+            head,
+            body: Some(body),
+            channel: Arc::clone(self),
+        })
+    }
+
+    /// `handle`, if it names the attached segment.
+    fn ours(&self, handle: Handle) -> Result<Handle, RequestError> {
+        let attached = self.consumer.segment().epoch();
+        if handle.epoch != attached {
+            return Err(RequestError::ForeignHandle {
+                found: handle.epoch,
+                attached,
+            });
         }
+        Ok(handle)
     }
 }
 
 /// The receiving half of a [`ControlClient`] from [`ControlClient::connect_driven`].
 pub struct AnswerReader {
     inner: Arc<Inner>,
+    /// Room for the longest answer and one byte more.
+    buf: Mutex<Vec<u8>>,
 }
 
 impl AsFd for AnswerReader {
@@ -356,7 +409,7 @@ impl AnswerReader {
     /// Receives answers until one would block (`nonblocking`: `true`) or, blocking, one answer
     /// (`true`), or until the connection is over (`false`, after closing it).
     fn receive(&self, nonblocking: bool) -> bool {
-        let mut buf = [0u8; MAX_FRAME_LEN + 1];
+        let mut buf = self.buf.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             let (len, fd) = match receive_message(self.inner.socket.as_fd(), &mut buf, nonblocking)
             {
@@ -392,54 +445,89 @@ impl AnswerReader {
     }
 }
 
-/// A publication made for this client and not yet redeemed. Dropping it without
-/// [`Publication::redeemed`] or [`Publication::redeem_sealed`] tells the producer to take it
-/// back.
+/// A body not yet read from its tier.
+enum Pending {
+    Inline { body: Vec<u8>, crc: u32 },
+    Slot(Handle),
+    Sealed(Handle, OwnedFd),
+}
+
+/// A response made for this client and not yet redeemed. Dropping it without
+/// [`Publication::redeem`] tells the producer to take back its slot or ticket.
 pub struct Publication {
     id: u64,
-    handle: Handle,
-    /// The payload's descriptor, for a sealed publication, until taken.
-    sealed: Option<OwnedFd>,
-    channel: Option<Arc<Inner>>,
+    head: ResponseHead,
+    /// `None` once redeemed.
+    body: Option<Pending>,
+    channel: Arc<Inner>,
 }
 
 impl Publication {
-    pub fn handle(&self) -> &Handle {
-        &self.handle
+    pub fn head(&self) -> &ResponseHead {
+        &self.head
     }
 
-    /// Whether this is a sealed publication (its handle's length is above the slot size, and
-    /// its payload came as a descriptor).
-    pub fn is_sealed(&self) -> bool {
-        self.sealed.is_some()
+    /// The tier the producer chose for the body.
+    pub fn tier(&self) -> Tier {
+        match self.body.as_ref().expect("not yet redeemed") {
+            Pending::Inline { .. } => Tier::Inline,
+            Pending::Slot(_) => Tier::Slot,
+            Pending::Sealed(..) => Tier::Sealed,
+        }
     }
 
-    /// The sealed payload's descriptor, once (for [`Consumer::redeem_sealed`]); `None` for a
-    /// publication in a slot, or when already taken. The publication is still released on drop
-    /// unless marked [`Publication::redeemed`].
-    pub fn take_sealed(&mut self) -> Option<OwnedFd> {
-        self.sealed.take()
+    /// The body's length in bytes.
+    pub fn len(&self) -> u64 {
+        match self.body.as_ref().expect("not yet redeemed") {
+            Pending::Inline { body, .. } => body.len() as u64,
+            Pending::Slot(handle) | Pending::Sealed(handle, _) => handle.len.into(),
+        }
     }
 
-    /// Redeems a sealed publication with `consumer` ([`Consumer::redeem_sealed`]). Whatever the
-    /// outcome the ticket is spent (released, or never held), so nothing is sent on drop.
-    /// Without a descriptor (a publication in a slot, or one already taken) this is
-    /// [`RedeemError::NotSealed`] and the publication is released instead.
-    pub fn redeem_sealed(mut self, consumer: &Consumer) -> Result<SealedBytes, RedeemError> {
-        let Some(fd) = self.sealed.take() else {
-            return Err(RedeemError::NotSealed {
-                len: self.handle.len,
-                slot_size: consumer.segment().slot_size(),
-            });
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The handle of a slot or sealed publication; `None` for an inline body.
+    pub fn handle(&self) -> Option<&Handle> {
+        match self.body.as_ref().expect("not yet redeemed") {
+            Pending::Inline { .. } => None,
+            Pending::Slot(handle) | Pending::Sealed(handle, _) => Some(handle),
+        }
+    }
+
+    /// Reads and verifies the body from its tier: an inline body against its crc32, a slot's
+    /// copied out and checked ([`Consumer::acquire`]), a sealed payload's seals, size and crc32
+    /// checked and the mapping kept ([`Consumer::redeem_sealed`]; above a slot's size, so call
+    /// it where megabytes of crc32 may run). Whatever the outcome, the slot or ticket is spent:
+    /// nothing is sent on drop.
+    pub fn redeem(mut self) -> Result<Response, RedeemError> {
+        let consumer = &self.channel.consumer;
+        let body = match self.body.take().expect("redeemed once") {
+            Pending::Inline { body, crc } => {
+                let found = crc32fast::hash(&body);
+                if found != crc {
+                    return Err(ReadError::ChecksumMismatch {
+                        expected: crc,
+                        found,
+                    }
+                    .into());
+                }
+                Body::new(Tier::Inline, body.into())
+            }
+            Pending::Slot(handle) => {
+                let bytes = consumer.acquire(&handle)?.copy_out()?;
+                Body::new(Tier::Slot, bytes.into())
+            }
+            Pending::Sealed(handle, fd) => {
+                let sealed = consumer.redeem_sealed(&handle, fd)?;
+                Body::new(Tier::Sealed, bytes::Bytes::from_owner(sealed))
+            }
         };
-        self.channel = None;
-        consumer.redeem_sealed(&self.handle, fd)
-    }
-
-    /// The handle was redeemed (or its slot acquired): nothing to release.
-    pub fn redeemed(mut self) -> Handle {
-        self.channel = None;
-        self.handle
+        Ok(Response {
+            head: std::mem::take(&mut self.head),
+            body,
+        })
     }
 }
 
@@ -447,20 +535,21 @@ impl std::fmt::Debug for Publication {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publication")
             .field("id", &self.id)
-            .field("handle", &self.handle)
-            .field("sealed", &self.sealed.is_some())
+            .field("head", &self.head)
+            .field("tier", &self.body.as_ref().map(|_| self.tier()))
+            .field("handle", &self.body.as_ref().and_then(|_| self.handle()))
             .finish_non_exhaustive()
     }
 }
 
 impl Drop for Publication {
     fn drop(&mut self) {
-        if let Some(channel) = self.channel.take() {
+        if let Some(Pending::Slot(handle) | Pending::Sealed(handle, _)) = self.body.take() {
             // Best effort: if it cannot be sent, the TTL takes the slot back.
-            let _ = channel.send(&Request::Release {
+            let _ = self.channel.send(&Request::Release {
                 id: self.id,
-                slot: self.handle.slot,
-                generation: self.handle.generation,
+                slot: handle.slot,
+                generation: handle.generation,
             });
         }
     }
@@ -468,6 +557,7 @@ impl Drop for Publication {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use std::io::Write;
     use std::os::fd::AsFd;
 
     use nix::sys::socket::{
@@ -475,16 +565,19 @@ mod tests {
     };
 
     use super::*;
-    use crate::control::frame::RefusalCode;
+    use crate::control::frame::{MAX_REQUEST_FRAME_LEN, RefusalCode};
     use crate::fdpass::send_message;
+    use crate::producer::{Producer, ProducerOptions};
     use crate::sealed::SealedPayload;
     use crate::segment::SegmentConfig;
 
     const SLOT_SIZE: u32 = 64;
 
-    /// A client over one end of a socket pair, driven by hand; the other end plays the producer.
+    /// A client over one end of a socket pair, driven by hand; the other end plays the producer's
+    /// socket, and a real producer on the client's segment makes the publications it answers with.
     struct Rig {
-        producer: OwnedFd,
+        socket: OwnedFd,
+        producer: Producer,
         client: ControlClient,
         reader: AnswerReader,
     }
@@ -497,20 +590,25 @@ mod tests {
 
     impl Rig {
         fn new() -> Self {
-            let (producer, consumer) = socketpair(
+            let (socket, client_end) = socketpair(
                 AddressFamily::Unix,
                 SockType::SeqPacket,
                 None,
                 SockFlag::SOCK_CLOEXEC,
             )
             .unwrap();
-            let segment = Segment::create(&SegmentConfig {
-                slot_count: 2,
-                slot_size: SLOT_SIZE,
-            })
-            .unwrap();
-            let (client, reader) = ControlClient::over(consumer, segment);
+            let segment = Arc::new(
+                Segment::create(&SegmentConfig {
+                    slot_count: 2,
+                    slot_size: SLOT_SIZE,
+                })
+                .unwrap(),
+            );
+            let producer = Producer::new(Arc::clone(&segment), ProducerOptions::default()).unwrap();
+            let consumer = Consumer::new(segment, ConsumerOptions::default()).unwrap();
+            let (client, reader) = ControlClient::over(client_end, consumer);
             Self {
+                socket,
                 producer,
                 client,
                 reader,
@@ -520,25 +618,41 @@ mod tests {
         /// Sends a publish request; returns its id, as the producer reads it, and where its
         /// answer goes.
         fn request(&self) -> (u64, Answers) {
+            self.request_bytes(b"GET /users?count=1 HTTP/1.1")
+        }
+
+        /// [`Rig::request`] of `bytes`, which must reach the producer exactly.
+        fn request_bytes(&self, bytes: &[u8]) -> (u64, Answers) {
             let (answered, answers) = mpsc::channel();
-            self.client
-                .publish(1, 1, u64::MAX, move |result| {
+            let id = self
+                .client
+                .request_with(bytes, u64::MAX, move |result| {
                     let _ = answered.send(result);
                 })
                 .unwrap();
-            let frame = self.next_request().expect("a publish frame");
-            let Request::Publish(request) = frame else {
-                panic!("{frame:?}")
+            let frame = self.next_frame().expect("a publish frame");
+            let Ok(Request::Publish {
+                id: read,
+                deadline_ns,
+                request,
+            }) = Request::decode(&frame)
+            else {
+                panic!("{frame:02x?}")
             };
-            (request.id, answers)
+            assert_eq!((read, deadline_ns), (id, u64::MAX));
+            assert!(request == bytes, "the request's bytes changed on the way");
+            (id, answers)
         }
 
-        fn next_request(&self) -> Option<Request> {
-            let mut buf = [0u8; MAX_FRAME_LEN + 1];
-            let len = recv(self.producer.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT).ok()?;
-            Some(Request::decode(&buf[..len]).unwrap())
+        /// The next frame the client sent, if one is waiting.
+        fn next_frame(&self) -> Option<Vec<u8>> {
+            let mut buf = vec![0u8; MAX_REQUEST_FRAME_LEN + 1];
+            let len = recv(self.socket.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT).ok()?;
+            buf.truncate(len);
+            Some(buf)
         }
 
+        /// A handle of the client's segment that names nothing published.
         fn handle(&self, len: u32) -> Handle {
             Handle {
                 epoch: self.client.segment().epoch(),
@@ -549,12 +663,29 @@ mod tests {
             }
         }
 
-        fn answer(&self, answer: Answer, fds: &[BorrowedFd<'_>]) {
+        /// `bytes` published in a slot of the segment.
+        fn slot(&self, bytes: &[u8]) -> Handle {
+            let mut slot = self.producer.claim(bytes.len(), Duration::ZERO).unwrap();
+            slot.write_all(bytes).unwrap();
+            slot.publish().unwrap()
+        }
+
+        /// `bytes` (more than a slot holds) published as a sealed payload.
+        fn sealed(&self, bytes: &[u8]) -> (Handle, SealedPayload) {
+            let payload = SealedPayload::from_bytes(bytes).unwrap();
+            let handle = self
+                .producer
+                .publish_sealed(&payload, Duration::ZERO)
+                .unwrap();
+            (handle, payload)
+        }
+
+        fn answer(&self, answer: &Answer<'_>, fds: &[BorrowedFd<'_>]) {
             let raw: Vec<_> = fds.iter().map(AsRawFd::as_raw_fd).collect();
             let rights = [ControlMessage::ScmRights(&raw)];
             let cmsgs = if raw.is_empty() { &[][..] } else { &rights[..] };
             sendmsg::<()>(
-                self.producer.as_raw_fd(),
+                self.socket.as_raw_fd(),
                 &[std::io::IoSlice::new(&answer.encode())],
                 cmsgs,
                 MsgFlags::empty(),
@@ -562,6 +693,35 @@ mod tests {
             )
             .unwrap();
         }
+
+        /// Every slot free and no sealed byte counted: nothing the rig published leaked.
+        fn assert_nothing_held(&self) {
+            let stats = self.producer.stats();
+            assert_eq!(stats.slots.free, 2, "{stats:?}");
+            assert_eq!(stats.sealed_bytes_in_flight, 0, "{stats:?}");
+        }
+    }
+
+    fn published(id: u64, placement: Placement<'_>) -> Answer<'_> {
+        Answer::Published {
+            id,
+            head: ResponseHead::default(),
+            placement,
+        }
+    }
+
+    fn head() -> ResponseHead {
+        let mut head = ResponseHead::default();
+        head.set_status(201).unwrap();
+        head.set_content_type("application/octet-stream").unwrap();
+        head.add_header("x-request-id", "r-1").unwrap();
+        head
+    }
+
+    fn bytes(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
     }
 
     /// A pipe whose write end is sent: once every copy of it is closed, the read end reads
@@ -585,41 +745,161 @@ mod tests {
     }
 
     #[test]
-    fn a_sealed_answer_hands_out_its_descriptor_and_releases_unless_redeemed() {
+    fn a_request_travels_byte_for_byte_up_to_its_bound() {
         let rig = Rig::new();
-        let (id, answers) = rig.request();
-        let payload = SealedPayload::from_bytes(&[1; 100]).unwrap();
-        let handle = rig.handle(100);
-        rig.answer(Answer::Published { id, handle }, &[payload.as_fd()]);
-        assert!(rig.reader.receive_ready());
-        let mut publication = result(&answers).unwrap();
-        assert!(publication.is_sealed());
-        let fd = publication.take_sealed().expect("the descriptor");
-        assert!(publication.take_sealed().is_none(), "handed out once");
-        let seen = nix::sys::stat::fstat(&fd).unwrap().st_ino;
-        assert_eq!(seen, nix::sys::stat::fstat(payload.as_fd()).unwrap().st_ino);
-        drop(publication);
-        assert_eq!(
-            rig.next_request(),
-            Some(Request::Release {
-                id,
-                slot: 1,
-                generation: 7
-            })
+        let mut ids = std::collections::HashSet::new();
+        for request in [
+            Vec::new(),
+            vec![0],
+            b"POST /x\r\n\r\n\0\xff".to_vec(),
+            bytes(MAX_REQUEST_LEN, 3),
+        ] {
+            let (id, _answers) = rig.request_bytes(&request);
+            assert!(ids.insert(id), "id {id} given twice");
+        }
+        // One byte more is refused before anything is sent, and the callback is not called.
+        let (answered, answers) = mpsc::channel::<()>();
+        let refused =
+            rig.client
+                .request_with(&bytes(MAX_REQUEST_LEN + 1, 3), u64::MAX, move |_| {
+                    drop(answered)
+                });
+        assert!(
+            matches!(refused, Err(RequestError::RequestTooLarge { len }) if len == MAX_REQUEST_LEN + 1),
+            "{refused:?}"
         );
+        assert_eq!(answers.try_recv(), Err(mpsc::TryRecvError::Disconnected));
+        assert_eq!(rig.next_frame(), None, "an oversized request was sent");
         assert!(rig.client.is_open());
     }
 
     #[test]
-    fn a_sealed_size_answer_without_its_descriptor_fails_and_closes() {
+    fn a_sealed_answer_carries_its_descriptor_to_redeem_and_releases_unless_redeemed() {
+        let rig = Rig::new();
+        let body = bytes(100, 1);
+        let (id, answers) = rig.request();
+        let (handle, payload) = rig.sealed(&body);
+        rig.answer(
+            &Answer::Published {
+                id,
+                head: head(),
+                placement: Placement::Sealed(handle),
+            },
+            &[payload.as_fd()],
+        );
+        assert!(rig.reader.receive_ready());
+        let publication = result(&answers).unwrap();
+        assert_eq!(publication.tier(), Tier::Sealed);
+        assert_eq!(
+            (publication.len(), publication.handle()),
+            (100, Some(&handle))
+        );
+        assert_eq!(publication.head(), &head());
+        let response = publication.redeem().unwrap();
+        assert_eq!(response.head, head());
+        assert_eq!(response.body.tier(), Tier::Sealed);
+        assert_eq!(&response.body[..], &body[..]);
+        assert_eq!(
+            rig.next_frame(),
+            None,
+            "a redeemed publication was released"
+        );
+
+        // The same, dropped unredeemed: released by its handle, and its descriptor closed.
+        let (id, answers) = rig.request();
+        let (handle, payload) = rig.sealed(&bytes(200, 2));
+        rig.answer(
+            &published(id, Placement::Sealed(handle)),
+            &[payload.as_fd()],
+        );
+        assert!(rig.reader.receive_ready());
+        drop(result(&answers).unwrap());
+        assert_eq!(
+            Request::decode(&rig.next_frame().expect("a release")),
+            Ok(Request::Release {
+                id,
+                slot: handle.slot,
+                generation: handle.generation
+            })
+        );
+        assert!(rig.producer.withdraw(handle.slot, handle.generation));
+        drop((payload, response));
+        rig.assert_nothing_held();
+        assert!(rig.client.is_open());
+    }
+
+    #[test]
+    fn inline_and_slot_answers_redeem_to_their_bytes_and_a_bad_inline_crc_does_not_verify() {
+        let rig = Rig::new();
+        let body = bytes(40, 4);
+        let (id, answers) = rig.request();
+        let crc = crc32fast::hash(&body);
+        rig.answer(
+            &Answer::Published {
+                id,
+                head: head(),
+                placement: Placement::Inline { body: &body, crc },
+            },
+            &[],
+        );
+        assert!(rig.reader.receive_ready());
+        let publication = result(&answers).unwrap();
+        assert_eq!(
+            (publication.tier(), publication.handle()),
+            (Tier::Inline, None)
+        );
+        let response = publication.redeem().unwrap();
+        assert_eq!(
+            (response.head, response.body.tier()),
+            (head(), Tier::Inline)
+        );
+        assert_eq!(&response.body[..], &body[..]);
+
+        let (id, answers) = rig.request();
+        let handle = rig.slot(&body);
+        rig.answer(&published(id, Placement::Slot(handle)), &[]);
+        assert!(rig.reader.receive_ready());
+        let publication = result(&answers).unwrap();
+        assert_eq!(publication.tier(), Tier::Slot);
+        let response = publication.redeem().unwrap();
+        assert_eq!(response.body.tier(), Tier::Slot);
+        assert_eq!(&response.body.into_bytes()[..], &body[..]);
+
+        // An inline body whose crc does not match fails its redemption, not the connection; an
+        // inline answer holds nothing, so nothing is released.
+        let (id, answers) = rig.request();
+        rig.answer(
+            &published(
+                id,
+                Placement::Inline {
+                    body: &body,
+                    crc: crc ^ 1,
+                },
+            ),
+            &[],
+        );
+        assert!(rig.reader.receive_ready());
+        let redeemed = result(&answers).unwrap().redeem();
+        assert!(
+            matches!(
+                redeemed,
+                Err(RedeemError::Read(ReadError::ChecksumMismatch { expected, found }))
+                    if expected == crc ^ 1 && found == crc
+            ),
+            "{redeemed:?}"
+        );
+        assert_eq!(rig.next_frame(), None);
+        assert!(rig.client.is_open());
+        rig.assert_nothing_held();
+    }
+
+    #[test]
+    fn a_sealed_answer_without_its_descriptor_fails_and_closes() {
         let rig = Rig::new();
         let (id, answers) = rig.request();
         let (_, waiting) = rig.request();
         rig.answer(
-            Answer::Published {
-                id,
-                handle: rig.handle(SLOT_SIZE + 1),
-            },
+            &published(id, Placement::Sealed(rig.handle(SLOT_SIZE + 1))),
             &[],
         );
         assert!(!rig.reader.receive_ready(), "the connection stayed open");
@@ -627,43 +907,50 @@ mod tests {
         // The requester it answered learns why; the waiting one that the connection closed.
         assert_eq!(
             protocol_error(result(&answers)),
-            ProtocolError::MissingDescriptor {
-                len: SLOT_SIZE + 1,
-                slot_size: SLOT_SIZE
-            }
+            ProtocolError::MissingDescriptor { len: SLOT_SIZE + 1 }
         );
         assert!(matches!(result(&waiting), Err(RequestError::Closed)));
+        assert!(matches!(
+            rig.client.request_with(b"", u64::MAX, |_| {}),
+            Err(RequestError::Closed)
+        ));
     }
 
     #[test]
-    fn a_descriptor_on_a_slot_sized_answer_or_a_refusal_fails_closed() {
+    fn a_descriptor_on_an_inline_or_slot_answer_or_a_refusal_fails_closed() {
+        let body = [7u8; 8];
         let candidates = |rig: &Rig, id| {
             [
-                Answer::Published {
+                published(
                     id,
-                    handle: rig.handle(SLOT_SIZE),
-                },
+                    Placement::Inline {
+                        body: &body,
+                        crc: crc32fast::hash(&body),
+                    },
+                ),
+                published(id, Placement::Slot(rig.handle(SLOT_SIZE))),
                 Answer::Refused {
                     id,
-                    refusal: Refusal {
-                        code: RefusalCode::Exhausted,
-                        detail: 0,
-                    },
+                    refusal: Refusal::new(RefusalCode::Exhausted, 0),
                 },
             ]
         };
-        for index in 0..2 {
+        for index in 0..3 {
             let rig = Rig::new();
             let (id, answers) = rig.request();
+            let (_, waiting) = rig.request();
             let (read_end, write_end) = pipe();
-            let answer = candidates(&rig, id)[index];
-            rig.answer(answer, &[write_end.as_fd()]);
+            let answer = candidates(&rig, id)[index].clone();
+            rig.answer(&answer, &[write_end.as_fd()]);
             drop(write_end);
             assert!(!rig.reader.receive_ready(), "{answer:?}: still open");
-            assert!(matches!(
+            assert!(!rig.client.is_open());
+            assert_eq!(
                 protocol_error(result(&answers)),
-                ProtocolError::UnexpectedDescriptor { .. }
-            ));
+                ProtocolError::UnexpectedDescriptor,
+                "{answer:?}"
+            );
+            assert!(matches!(result(&waiting), Err(RequestError::Closed)));
             assert!(closed_everywhere(&read_end), "{answer:?}: descriptor kept");
         }
     }
@@ -675,17 +962,10 @@ mod tests {
             let rig = Rig::new();
             let (id, answers) = rig.request();
             let (read_end, write_end) = pipe();
-            let fds = vec![write_end.as_fd(); count];
-            let payload = SealedPayload::from_bytes(&[1; 100]).unwrap();
-            let mut fds = fds;
+            let (handle, payload) = rig.sealed(&bytes(100, 5));
+            let mut fds = vec![write_end.as_fd(); count];
             fds[0] = payload.as_fd();
-            rig.answer(
-                Answer::Published {
-                    id,
-                    handle: rig.handle(100),
-                },
-                &fds,
-            );
+            rig.answer(&published(id, Placement::Sealed(handle)), &fds);
             drop(write_end);
             assert!(
                 !rig.reader.receive_ready(),
@@ -699,6 +979,96 @@ mod tests {
         }
     }
 
+    /// A tier must fit its body's length: a slot answer longer than a slot, or a sealed answer
+    /// that a slot would hold, breaks the protocol, closes the connection and every descriptor.
+    #[test]
+    fn a_body_in_the_wrong_tier_for_its_length_fails_and_closes() {
+        let rig = Rig::new();
+        let (id, answers) = rig.request();
+        rig.answer(
+            &published(id, Placement::Slot(rig.handle(SLOT_SIZE + 1))),
+            &[],
+        );
+        assert!(!rig.reader.receive_ready(), "the connection stayed open");
+        assert_eq!(
+            protocol_error(result(&answers)),
+            ProtocolError::WrongTier {
+                tier: "slot",
+                len: SLOT_SIZE + 1,
+                slot_size: SLOT_SIZE
+            }
+        );
+
+        for len in [0, 1, SLOT_SIZE] {
+            let rig = Rig::new();
+            let (id, answers) = rig.request();
+            let (read_end, write_end) = pipe();
+            rig.answer(
+                &published(id, Placement::Sealed(rig.handle(len))),
+                &[write_end.as_fd()],
+            );
+            drop(write_end);
+            assert!(
+                !rig.reader.receive_ready(),
+                "{len}: the connection stayed open"
+            );
+            assert!(!rig.client.is_open());
+            assert_eq!(
+                protocol_error(result(&answers)),
+                ProtocolError::WrongTier {
+                    tier: "sealed",
+                    len,
+                    slot_size: SLOT_SIZE
+                }
+            );
+            assert!(closed_everywhere(&read_end), "{len}: descriptor kept");
+        }
+
+        // The bounds themselves are the right tiers.
+        let rig = Rig::new();
+        let (id, answers) = rig.request();
+        let handle = rig.slot(&bytes(SLOT_SIZE as usize, 6));
+        rig.answer(&published(id, Placement::Slot(handle)), &[]);
+        assert!(rig.reader.receive_ready());
+        let body = result(&answers).unwrap().redeem().unwrap().body;
+        assert_eq!(&body[..], &bytes(SLOT_SIZE as usize, 6)[..]);
+        let (id, answers) = rig.request();
+        let (handle, payload) = rig.sealed(&bytes(SLOT_SIZE as usize + 1, 6));
+        rig.answer(
+            &published(id, Placement::Sealed(handle)),
+            &[payload.as_fd()],
+        );
+        assert!(rig.reader.receive_ready());
+        let body = result(&answers).unwrap().redeem().unwrap().body;
+        assert_eq!(&body[..], &bytes(SLOT_SIZE as usize + 1, 6)[..]);
+        assert!(rig.client.is_open());
+    }
+
+    /// A handle of another segment fails its own request and closes its descriptor; the
+    /// connection is not at fault for it and stays open.
+    #[test]
+    fn a_handle_of_another_segment_fails_only_its_request() {
+        let rig = Rig::new();
+        let (id, answers) = rig.request();
+        let (read_end, write_end) = pipe();
+        let foreign = Handle {
+            epoch: rig.client.segment().epoch() ^ 1,
+            ..rig.handle(SLOT_SIZE + 1)
+        };
+        rig.answer(
+            &published(id, Placement::Sealed(foreign)),
+            &[write_end.as_fd()],
+        );
+        drop(write_end);
+        assert!(rig.reader.receive_ready());
+        assert!(matches!(
+            result(&answers),
+            Err(RequestError::ForeignHandle { found, .. }) if found == foreign.epoch
+        ));
+        assert!(closed_everywhere(&read_end));
+        assert!(rig.client.is_open());
+    }
+
     #[test]
     fn a_sealed_answer_for_an_abandoned_request_is_released_and_its_descriptor_closed() {
         let rig = Rig::new();
@@ -707,18 +1077,59 @@ mod tests {
         let (read_end, write_end) = pipe();
         // Not a sealed payload, but nothing looks at it before the abandoned answer is dropped.
         send_message(
-            rig.producer.as_fd(),
-            &Answer::Published {
-                id,
-                handle: rig.handle(SLOT_SIZE * 2),
-            }
-            .encode(),
+            rig.socket.as_fd(),
+            &published(id, Placement::Sealed(rig.handle(SLOT_SIZE * 2))).encode(),
             Some(write_end.as_fd()),
         )
         .unwrap();
         drop(write_end);
         assert!(rig.reader.receive_ready());
         assert!(closed_everywhere(&read_end));
-        assert!(matches!(rig.next_request(), Some(Request::Release { .. })));
+        assert_eq!(
+            Request::decode(&rig.next_frame().expect("a release")),
+            Ok(Request::Release {
+                id,
+                slot: 1,
+                generation: 7
+            })
+        );
+    }
+
+    /// A slot answer for an abandoned request is released too; an inline one holds nothing and
+    /// sends nothing.
+    #[test]
+    fn abandoned_slot_answers_are_released_and_inline_ones_need_not_be() {
+        let rig = Rig::new();
+        let (id, _) = rig.request();
+        rig.client.abandon(id);
+        let handle = rig.slot(&bytes(10, 7));
+        rig.answer(&published(id, Placement::Slot(handle)), &[]);
+        assert!(rig.reader.receive_ready());
+        let frame = rig.next_frame().expect("a release");
+        let Ok(Request::Release {
+            slot, generation, ..
+        }) = Request::decode(&frame)
+        else {
+            panic!("{frame:02x?}");
+        };
+        assert!(rig.producer.withdraw(slot, generation));
+
+        let (id, _) = rig.request();
+        rig.client.abandon(id);
+        let body = [1u8; 3];
+        rig.answer(
+            &published(
+                id,
+                Placement::Inline {
+                    body: &body,
+                    crc: crc32fast::hash(&body),
+                },
+            ),
+            &[],
+        );
+        assert!(rig.reader.receive_ready());
+        assert_eq!(rig.next_frame(), None);
+        assert!(rig.client.is_open());
+        rig.assert_nothing_held();
     }
 }

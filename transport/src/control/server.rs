@@ -33,15 +33,17 @@ use nix::sys::socket::{
     sockopt::{PeerCredentials, SendTimeout},
 };
 
-use crate::control::frame::{Answer, MAX_FRAME_LEN, PublishRequest, Refusal, RefusalCode, Request};
+use crate::control::frame::{
+    Answer, CONTROL_VERSION, MAX_INLINE_LEN, MAX_REQUEST_FRAME_LEN, MAX_REQUEST_LEN, Placement,
+    Refusal, RefusalCode, Request, oversized_publish_id, other_version_id,
+};
 use crate::control::ledger::{PeerLedger, PublicationLimits};
+use crate::control::response::{Finished, Handler, ResponseWriter};
 use crate::fdpass::{
     PeerView, ReceiveError, connect_within, receive_message, send_fd, send_message, timeval,
 };
-use crate::handle::Handle;
 use crate::host::{ProcView, monotonic_now_ns};
 use crate::producer::Producer;
-use crate::sealed::SealedPayload;
 use crate::segment::Segment;
 
 /// Threads one connection may have reading and publishing at once.
@@ -52,66 +54,6 @@ const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// dropped as unresponsive.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// What makes and publishes a payload for a publish frame: the application's half of a channel.
-pub trait Publisher: Send + Sync + 'static {
-    /// Publishes the payload `request` asks for with `producer`, waiting at most `wait` for
-    /// room: a body a slot holds written into a slot ([`Producer::claim`]), a larger one as a
-    /// sealed payload ([`Producer::publish_sealed`]) returned along with its handle, so that its
-    /// descriptor travels with the answer ([`publish_bytes`] does either by size).
-    fn publish(
-        &self,
-        producer: &Producer,
-        request: &PublishRequest,
-        wait: Duration,
-    ) -> Result<Published, Refusal>;
-}
-
-/// A publication a [`Publisher`] made: its handle and, exactly when the handle's length is above
-/// the slot size, the sealed payload whose descriptor the answer carries. The server drops its
-/// reference to the payload once the answer is sent.
-#[derive(Clone, Debug)]
-pub struct Published {
-    pub handle: Handle,
-    pub sealed: Option<SealedPayload>,
-}
-
-impl From<Handle> for Published {
-    /// A publication in a slot.
-    fn from(handle: Handle) -> Self {
-        Self {
-            handle,
-            sealed: None,
-        }
-    }
-}
-
-/// Publishes `bytes` with `producer`, routed by size: into a slot when one holds them, else as
-/// a sealed payload; waits at most `wait` for room.
-pub fn publish_bytes(
-    producer: &Producer,
-    bytes: &[u8],
-    wait: Duration,
-) -> Result<Published, Refusal> {
-    let internal = Refusal {
-        code: RefusalCode::Internal,
-        detail: 0,
-    };
-    if bytes.len() <= producer.segment().slot_size() as usize {
-        let mut slot = producer.claim(bytes.len(), wait)?;
-        std::io::Write::write_all(&mut slot, bytes).map_err(|_| internal)?;
-        return Ok(slot.publish().map_err(|_| internal)?.into());
-    }
-    let payload = SealedPayload::from_bytes(bytes).map_err(|error| {
-        tracing::warn!(%error, "sealed payload not made");
-        internal
-    })?;
-    let handle = producer.publish_sealed(&payload, wait)?;
-    Ok(Published {
-        handle,
-        sealed: Some(payload),
-    })
-}
-
 /// Who may connect, and how much they may hold.
 #[derive(Clone, Debug)]
 pub struct ChannelOptions {
@@ -120,7 +62,15 @@ pub struct ChannelOptions {
     pub limits: PublicationLimits,
     /// Connections served at once; more are closed unanswered.
     pub max_peers: u32,
+    /// Bodies up to this many bytes travel inline in the answer (at most [`MAX_INLINE_LEN`]);
+    /// larger ones in a slot or sealed.
+    pub inline_threshold: usize,
 }
+
+/// Bodies up to this many bytes travel inline by default: measured with
+/// `cargo bench -p shmbridge --bench tiers`, where inline and slot cost the same near 32 KiB on
+/// this kind of machine; below it inline saves the slot's claim, release and state changes.
+pub const DEFAULT_INLINE_THRESHOLD: usize = 16 * 1024;
 
 impl ChannelOptions {
     pub fn for_segment(segment: &Segment) -> Self {
@@ -128,6 +78,7 @@ impl ChannelOptions {
             allowed_uids: Vec::new(),
             limits: PublicationLimits::for_slots(segment.slot_count()),
             max_peers: 16,
+            inline_threshold: DEFAULT_INLINE_THRESHOLD,
         }
     }
 }
@@ -150,9 +101,10 @@ struct Shared {
 
 struct Channel {
     producer: Arc<Producer>,
-    publisher: Arc<dyn Publisher>,
+    handler: Arc<dyn Handler>,
     limits: PublicationLimits,
     max_peers: u32,
+    inline_threshold: usize,
 }
 
 impl ControlServer {
@@ -163,18 +115,19 @@ impl ControlServer {
     }
 
     /// Binds `@socket_name`, greets every connection of an allowed uid with the descriptor of
-    /// `producer`'s segment and answers its frames with `publisher`.
+    /// `producer`'s segment and answers its requests with `handler`.
     pub fn spawn_channel(
         producer: Arc<Producer>,
-        publisher: Arc<dyn Publisher>,
+        handler: Arc<dyn Handler>,
         options: ChannelOptions,
         socket_name: &str,
     ) -> io::Result<Self> {
         let channel = Channel {
             producer: Arc::clone(&producer),
-            publisher,
+            handler,
             limits: options.limits,
             max_peers: options.max_peers,
+            inline_threshold: options.inline_threshold.min(MAX_INLINE_LEN),
         };
         Self::start(
             Arc::clone(producer.segment()),
@@ -343,20 +296,6 @@ fn greet(stream: OwnedFd, shared: &Arc<Shared>) -> io::Result<()> {
     connection.add_thread()
 }
 
-/// Whether a publication travels the way its handle says: a sealed payload of the handle's length
-/// and crc exactly when the length is above the slot size.
-fn routed_by_size(published: &Published, slot_size: u32) -> bool {
-    let handle = &published.handle;
-    match &published.sealed {
-        None => handle.len <= slot_size,
-        Some(payload) => {
-            handle.len > slot_size
-                && payload.len() == u64::from(handle.len)
-                && payload.crc() == handle.crc
-        }
-    }
-}
-
 /// One consumer's connection and what it holds.
 struct Connection {
     stream: OwnedFd,
@@ -395,7 +334,7 @@ impl Connection {
 
     fn serve(self: Arc<Self>) {
         // One byte more than the longest frame, so that a longer message shows as one.
-        let mut buf = [0u8; MAX_FRAME_LEN + 1];
+        let mut buf = vec![0u8; MAX_REQUEST_FRAME_LEN + 1];
         loop {
             self.idle.fetch_add(1, Ordering::AcqRel);
             let received = receive_message(self.stream.as_fd(), &mut buf, false);
@@ -422,88 +361,127 @@ impl Connection {
             {
                 tracing::warn!(%error, "cannot start another channel thread");
             }
-            let request = match Request::decode(&buf[..len]) {
-                Ok(request) => request,
-                Err(error) => {
-                    tracing::warn!(pid = self.peer_pid, %error, "bad control frame; closing the connection");
-                    break;
-                }
-            };
-            match request {
-                Request::Publish(request) => {
-                    let (answer, sealed) = match self.publish(&request) {
-                        Ok(Published { handle, sealed }) => (
-                            Answer::Published {
-                                id: request.id,
-                                handle,
-                            },
-                            sealed,
-                        ),
-                        Err(refusal) => (
-                            Answer::Refused {
-                                id: request.id,
-                                refusal,
-                            },
-                            None,
-                        ),
-                    };
-                    let fd = sealed.as_ref().map(AsFd::as_fd);
-                    if let Err(error) = send_message(self.stream.as_fd(), &answer.encode(), fd) {
-                        tracing::debug!(%error, "answer not delivered; closing the connection");
-                        break;
-                    }
-                    // This process's reference to a sealed payload goes now (a cache may keep
-                    // its own); the consumer's descriptor keeps the bytes.
-                    drop(sealed);
-                }
-                Request::Release {
-                    slot, generation, ..
-                } => {
-                    self.ledger
-                        .release(&self.channel().producer, slot, generation);
-                }
+            if !self.answer(&buf[..len]) {
+                break;
             }
         }
         self.close();
         self.threads.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn publish(&self, request: &PublishRequest) -> Result<Published, Refusal> {
-        let left = request.deadline_ns.saturating_sub(monotonic_now_ns());
-        if left == 0 {
-            return Err(Refusal {
-                code: RefusalCode::DeadlineExceeded,
-                detail: 0,
-            });
+    /// Does what one received message asks; `false` when the connection is to close.
+    fn answer(&self, message: &[u8]) -> bool {
+        if message.len() > MAX_REQUEST_FRAME_LEN
+            && let Some(id) = oversized_publish_id(message)
+        {
+            let refusal = Refusal::new(RefusalCode::RequestTooLarge, MAX_REQUEST_LEN as u64);
+            return self.send(&Answer::Refused { id, refusal }, None);
         }
-        let wait = Duration::from_nanos(left);
+        if let Some(id) = other_version_id(message) {
+            tracing::warn!(
+                pid = self.peer_pid,
+                found = message[4],
+                "a frame of another control version; refusing it and closing the connection"
+            );
+            let refusal = Refusal::new(RefusalCode::Version, CONTROL_VERSION.into());
+            self.send(&Answer::Refused { id, refusal }, None);
+            return false;
+        }
+        let request = match Request::decode(message) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::warn!(pid = self.peer_pid, %error, "bad control frame; closing the connection");
+                return false;
+            }
+        };
+        match request {
+            Request::Publish {
+                id,
+                deadline_ns,
+                request,
+            } => {
+                let (answer, sealed) = match self.publish(request, deadline_ns) {
+                    Ok((head, Finished::Inline { body, crc })) => {
+                        let placement = Placement::Inline { body: &body, crc };
+                        let answer = Answer::Published { id, head, placement };
+                        return self.send(&answer, None);
+                    }
+                    Ok((head, Finished::Slot(handle))) => {
+                        let placement = Placement::Slot(handle);
+                        (Answer::Published { id, head, placement }, None)
+                    }
+                    Ok((head, Finished::Sealed(handle, payload))) => {
+                        let placement = Placement::Sealed(handle);
+                        (Answer::Published { id, head, placement }, Some(payload))
+                    }
+                    Err(refusal) => (Answer::Refused { id, refusal }, None),
+                };
+                // This process's reference to a sealed payload goes after the answer (a cache may
+                // keep its own); the consumer's descriptor keeps the bytes.
+                self.send(&answer, sealed.as_ref().map(AsFd::as_fd))
+            }
+            Request::Release {
+                slot, generation, ..
+            } => {
+                self.ledger
+                    .release(&self.channel().producer, slot, generation);
+                true
+            }
+        }
+    }
+
+    fn send(&self, answer: &Answer<'_>, fd: Option<std::os::fd::BorrowedFd<'_>>) -> bool {
+        match send_message(self.stream.as_fd(), &answer.encode(), fd) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::debug!(%error, "answer not delivered; closing the connection");
+                false
+            }
+        }
+    }
+
+    /// Runs the handler for `request` and publishes what it wrote, within the peer's limits.
+    fn publish(
+        &self,
+        request: &[u8],
+        deadline_ns: u64,
+    ) -> Result<(crate::control::frame::ResponseHead, Finished), Refusal> {
+        let left = deadline_ns.saturating_sub(monotonic_now_ns());
+        if left == 0 {
+            return Err(Refusal::new(RefusalCode::DeadlineExceeded, 0));
+        }
+        let deadline = Instant::now() + Duration::from_nanos(left);
         let channel = self.channel();
         let room = self.ledger.reserve(&channel.producer)?;
-        // A panicking publisher costs its request, not the connection's thread: the write guard
-        // it held gives its slot back as the panic unwinds.
-        let published = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            channel.publisher.publish(&channel.producer, request, wait)
+        let mut response =
+            ResponseWriter::new(&channel.producer, channel.inline_threshold, deadline);
+        // A panicking handler costs its request, not the connection's thread: the slot its
+        // writer held is given back as the panic unwinds.
+        let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            channel.handler.handle(request, &mut response)
         }));
-        let internal = Refusal {
-            code: RefusalCode::Internal,
-            detail: 0,
+        let failed = match handled {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some("the handler panicked".to_owned()),
         };
-        let published = published.map_err(|_| internal)??;
-        let handle = &published.handle;
-        if !room.record(&channel.producer, handle) {
-            return Err(internal);
+        if let Some(error) = failed {
+            // A refusal the writer recorded (too large, no room) says more than the error it
+            // made the handler return.
+            return Err(response.refusal().unwrap_or_else(|| {
+                tracing::warn!(%error, "handler failed");
+                Refusal::new(RefusalCode::HandlerFailed, 0)
+            }));
         }
-        if !routed_by_size(&published, channel.producer.segment().slot_size()) {
-            tracing::warn!(
-                len = handle.len,
-                sealed = published.sealed.is_some(),
-                "the publisher's payload does not match its handle's size class; withdrawn"
-            );
-            self.ledger
-                .release(&channel.producer, handle.slot, handle.generation);
-            return Err(internal);
+        let (head, finished) = response.finish()?;
+        let handle = match &finished {
+            Finished::Inline { .. } => return Ok((head, finished)),
+            Finished::Slot(handle) | Finished::Sealed(handle, _) => *handle,
+        };
+        if !room.record(&channel.producer, &handle) {
+            return Err(Refusal::new(RefusalCode::Internal, 0));
         }
-        Ok(published)
+        Ok((head, finished))
     }
 
     /// The peer is gone or misbehaved: withdraws its unredeemed publications and wakes every

@@ -1,0 +1,328 @@
+//! The producer's half of a request: the [`Handler`] an application gives the channel, and the
+//! [`ResponseWriter`] it writes its response into. The writer decides the body's tier from the
+//! bytes it actually receives, and writes them straight into that tier as they come, computing
+//! the crc32 on the way:
+//!
+//! - up to the inline threshold, into a private buffer that travels in the answer itself;
+//! - past it, into a slot of the segment (the buffer copied in once, later bytes directly);
+//! - past the slot size, into a memfd that is sealed when the handler returns (the slot's bytes
+//!   read back once, checked against the crc of what was written, then the slot given back).
+//!
+//! A handler that knows its body's length says so first ([`ResponseWriter::expect_len`]) and
+//! its bytes go straight to their final tier with no buffer and no read-back. A handler that
+//! already holds an immutable sealed payload hands it over as it is
+//! ([`ResponseWriter::send_sealed`]).
+
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+use crate::control::frame::{HeadError, Refusal, RefusalCode, ResponseHead};
+use crate::handle::Handle;
+use crate::producer::{Producer, WriteGuard};
+use crate::sealed::{SealedPayload, SealedWriter};
+
+/// What a handler's error is: anything, reported to the consumer as
+/// [`RefusalCode::HandlerFailed`] and logged here.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The application's side of a channel: answers one request by writing its response.
+///
+/// Runs on a thread of the connection that sent the request (see [`ControlServer`]), so it may
+/// block; it should finish before the request's deadline ([`ResponseWriter::deadline`]). An
+/// error or a panic fails only this request, with [`RefusalCode::HandlerFailed`].
+///
+/// [`ControlServer`]: crate::ControlServer
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, request: &[u8], response: &mut ResponseWriter<'_>)
+    -> Result<(), HandlerError>;
+}
+
+impl<F> Handler for F
+where
+    F: Fn(&[u8], &mut ResponseWriter<'_>) -> Result<(), HandlerError> + Send + Sync + 'static,
+{
+    fn handle(
+        &self,
+        request: &[u8],
+        response: &mut ResponseWriter<'_>,
+    ) -> Result<(), HandlerError> {
+        self(request, response)
+    }
+}
+
+/// A response being written: its head, and its body in the tier it has reached.
+pub struct ResponseWriter<'p> {
+    producer: &'p Producer,
+    head: ResponseHead,
+    inline_threshold: usize,
+    deadline: Instant,
+    body: Body<'p>,
+    /// Why the body cannot be published, once a write found out; the request's refusal.
+    refusal: Option<Refusal>,
+}
+
+enum Body<'p> {
+    Buffer(Vec<u8>),
+    Slot(WriteGuard<'p>),
+    Sealed(SealedWriter),
+    Shared(SealedPayload),
+}
+
+/// A response ready to answer with.
+#[derive(Debug)]
+pub(crate) enum Finished {
+    Inline { body: Vec<u8>, crc: u32 },
+    Slot(Handle),
+    Sealed(Handle, SealedPayload),
+}
+
+impl<'p> ResponseWriter<'p> {
+    pub(crate) fn new(producer: &'p Producer, inline_threshold: usize, deadline: Instant) -> Self {
+        Self {
+            producer,
+            head: ResponseHead::default(),
+            inline_threshold,
+            deadline,
+            body: Body::Buffer(Vec::new()),
+            refusal: None,
+        }
+    }
+
+    /// The status (default 200).
+    pub fn set_status(&mut self, status: u16) -> Result<(), HeadError> {
+        self.head.set_status(status)
+    }
+
+    pub fn set_content_type(&mut self, content_type: &str) -> Result<(), HeadError> {
+        self.head.set_content_type(content_type)
+    }
+
+    pub fn add_header(&mut self, name: &str, value: &str) -> Result<(), HeadError> {
+        self.head.add_header(name, value)
+    }
+
+    pub fn head(&self) -> &ResponseHead {
+        &self.head
+    }
+
+    /// When the consumer stops waiting: waits for room end then, and work past it is wasted.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Bytes of body written so far.
+    pub fn written(&self) -> u64 {
+        match &self.body {
+            Body::Buffer(buffer) => buffer.len() as u64,
+            Body::Slot(slot) => slot.written() as u64,
+            Body::Sealed(writer) => writer.len(),
+            Body::Shared(payload) => payload.len(),
+        }
+    }
+
+    /// The body will be `len` bytes: its tier is chosen now, so every byte goes straight there.
+    /// Call it before writing. A body larger than the producer publishes is refused at once
+    /// ([`RefusalCode::TooLarge`]), before the handler makes any of it.
+    pub fn expect_len(&mut self, len: u64) -> io::Result<()> {
+        if self.written() > 0 {
+            return Err(io::Error::other("expect_len after the body was written"));
+        }
+        let slot_size = self.slot_size();
+        if len <= self.inline_threshold as u64 {
+            self.body = Body::Buffer(Vec::with_capacity(len as usize));
+        } else if len <= slot_size as u64 {
+            let slot = self.producer.claim(len as usize, self.wait());
+            self.body = Body::Slot(self.or_refuse(slot.map_err(Refusal::from))?);
+        } else {
+            self.check_sealed_len(len)?;
+            self.body = Body::Sealed(self.sealed_writer()?);
+        }
+        Ok(())
+    }
+
+    /// Answers with `payload`, an immutable sealed payload the handler keeps (a cache hands the
+    /// same one to every request for it), instead of writing a body. It must be larger than a
+    /// slot, and nothing may have been written.
+    pub fn send_sealed(&mut self, payload: SealedPayload) -> io::Result<()> {
+        if self.written() > 0 {
+            return Err(io::Error::other("send_sealed after the body was written"));
+        }
+        if payload.len() <= self.slot_size() as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a sealed payload a slot holds travels in the slot: write its bytes",
+            ));
+        }
+        self.check_sealed_len(payload.len())?;
+        self.body = Body::Shared(payload);
+        Ok(())
+    }
+
+    /// The refusal this request gets, when the body cannot be published.
+    pub(crate) fn refusal(&self) -> Option<Refusal> {
+        self.refusal
+    }
+
+    /// Publishes the body in its tier.
+    pub(crate) fn finish(self) -> Result<(ResponseHead, Finished), Refusal> {
+        if let Some(refusal) = self.refusal {
+            return Err(refusal);
+        }
+        let internal = Refusal::new(RefusalCode::Internal, 0);
+        let wait = self.wait();
+        let finished = match self.body {
+            // Every write past the threshold moved the body on (`grow`).
+            Body::Buffer(body) => Finished::Inline {
+                crc: crc32fast::hash(&body),
+                body,
+            },
+            Body::Slot(slot) => Finished::Slot(slot.publish().map_err(|_| internal)?),
+            Body::Sealed(writer) => {
+                let payload = writer.finish().map_err(|error| {
+                    tracing::warn!(%error, "sealed payload not made");
+                    internal
+                })?;
+                sealed(self.producer, payload, wait)?
+            }
+            Body::Shared(payload) => sealed(self.producer, payload, wait)?,
+        };
+        Ok((self.head, finished))
+    }
+
+    fn slot_size(&self) -> usize {
+        self.producer.segment().slot_size() as usize
+    }
+
+    fn wait(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Records `refusal` as the request's, and turns it into the error a write returns.
+    fn or_refuse<T>(&mut self, result: Result<T, Refusal>) -> io::Result<T> {
+        result.map_err(|refusal| {
+            self.refusal = Some(refusal);
+            io::Error::other(refusal)
+        })
+    }
+
+    fn check_sealed_len(&mut self, len: u64) -> io::Result<()> {
+        let max = self.producer.max_sealed_len();
+        let checked = if len > max {
+            Err(Refusal::new(RefusalCode::TooLarge, max))
+        } else {
+            Ok(())
+        };
+        self.or_refuse(checked)
+    }
+
+    fn sealed_writer(&mut self) -> io::Result<SealedWriter> {
+        let writer = SealedWriter::new().map_err(|error| {
+            tracing::warn!(%error, "no memfd for a sealed payload");
+            Refusal::new(RefusalCode::Internal, 0)
+        });
+        self.or_refuse(writer)
+    }
+
+    /// Moves the body to the tier that holds `more` bytes beyond what it has.
+    fn grow(&mut self, more: usize) -> io::Result<()> {
+        let total = self.written() as usize + more;
+        let slot_size = self.slot_size();
+        match &self.body {
+            Body::Buffer(_) if total > self.inline_threshold => {
+                let buffered = match self.take_body() {
+                    Body::Buffer(buffered) => buffered,
+                    _ => unreachable!("matched a buffer"),
+                };
+                if total > slot_size {
+                    return self.to_sealed(&buffered, total);
+                }
+                let slot = self.producer.claim(slot_size, self.wait());
+                let mut slot = self.or_refuse(slot.map_err(Refusal::from))?;
+                slot.write_all(&buffered)?;
+                self.body = Body::Slot(slot);
+                Ok(())
+            }
+            Body::Slot(_) if total > slot_size => {
+                let written = match self.take_body() {
+                    // Dropped unpublished once read back, which gives the slot back.
+                    Body::Slot(slot) => slot.read_back(),
+                    _ => unreachable!("matched a slot"),
+                };
+                let written = written.ok_or(Refusal::new(RefusalCode::Internal, 0));
+                let written = self.or_refuse(written)?;
+                self.to_sealed(&written, total)
+            }
+            Body::Sealed(_) => self.check_sealed_len(total as u64),
+            Body::Shared(_) => Err(io::Error::other("write after send_sealed")),
+            Body::Buffer(_) | Body::Slot(_) => Ok(()),
+        }
+    }
+
+    fn take_body(&mut self) -> Body<'p> {
+        std::mem::replace(&mut self.body, Body::Buffer(Vec::new()))
+    }
+
+    /// Continues the body in a new sealed payload that starts with `written`.
+    fn to_sealed(&mut self, written: &[u8], total: usize) -> io::Result<()> {
+        self.check_sealed_len(total as u64)?;
+        let mut writer = self.sealed_writer()?;
+        writer.write_all(written)?;
+        self.body = Body::Sealed(writer);
+        Ok(())
+    }
+}
+
+/// Publishes `payload` on a ticket.
+fn sealed(producer: &Producer, payload: SealedPayload, wait: Duration) -> Result<Finished, Refusal> {
+    let handle = producer.publish_sealed(&payload, wait)?;
+    Ok(Finished::Sealed(handle, payload))
+}
+
+impl Write for ResponseWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(refusal) = self.refusal {
+            return Err(io::Error::other(refusal));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.grow(buf.len())?;
+        match &mut self.body {
+            Body::Buffer(buffer) => {
+                buffer.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            Body::Slot(slot) => {
+                let written = slot.write(buf);
+                if written.is_err() {
+                    // The reaper took the slot (the lease ran out mid-write).
+                    self.refusal = Some(Refusal::new(RefusalCode::Internal, 0));
+                }
+                written
+            }
+            Body::Sealed(writer) => writer.write(buf),
+            Body::Shared(_) => unreachable!("grow refuses writes after send_sealed"),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for ResponseWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tier = match self.body {
+            Body::Buffer(_) => "buffer",
+            Body::Slot(_) => "slot",
+            Body::Sealed(_) => "sealed",
+            Body::Shared(_) => "shared",
+        };
+        f.debug_struct("ResponseWriter")
+            .field("head", &self.head)
+            .field("tier", &tier)
+            .field("written", &self.written())
+            .field("refusal", &self.refusal)
+            .finish_non_exhaustive()
+    }
+}
