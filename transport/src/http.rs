@@ -22,7 +22,8 @@
 
 use thiserror::Error;
 
-use crate::control::frame::{MAX_HEADER_NAME_LEN, MAX_HEADER_VALUE_LEN, MAX_HEADERS};
+use crate::control::frame::MAX_HEADERS;
+use crate::control::head::{is_field_value, is_token};
 
 /// A parsed HTTP request, borrowing from the bytes it came in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,7 +61,9 @@ impl<'a> HttpRequest<'a> {
 
     /// The path, without the query.
     pub fn path(&self) -> &'a str {
-        self.target.split_once('?').map_or(self.target, |(path, _)| path)
+        self.target
+            .split_once('?')
+            .map_or(self.target, |(path, _)| path)
     }
 
     /// The raw query (without `?`), if the target has one.
@@ -74,7 +77,7 @@ impl<'a> HttpRequest<'a> {
     /// When a part would not parse back: the method, target, a header name or value breaks
     /// its rule, or there are too many headers.
     pub fn encode(&self) -> Result<Vec<u8>, HttpRequestError> {
-        if !is_token(self.method) {
+        if !is_token(self.method.as_bytes()) {
             return Err(HttpRequestError::RequestLine);
         }
         if !is_target(self.target) {
@@ -89,7 +92,7 @@ impl<'a> HttpRequest<'a> {
         out.extend_from_slice(self.target.as_bytes());
         out.extend_from_slice(b"\r\n");
         for (name, value) in &self.headers {
-            if !is_name(name) || !is_value(value) {
+            if !is_token(name.as_bytes()) || !is_value(value) {
                 return Err(HttpRequestError::Header);
             }
             out.extend_from_slice(name.as_bytes());
@@ -106,7 +109,7 @@ impl<'a> HttpRequest<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self, HttpRequestError> {
         let (line, mut rest) = split_line(bytes).ok_or(HttpRequestError::Unterminated)?;
         let (method, target) = line.split_once(' ').ok_or(HttpRequestError::RequestLine)?;
-        if !is_token(method) || !is_target(target) {
+        if !is_token(method.as_bytes()) || !is_target(target) {
             return Err(HttpRequestError::RequestLine);
         }
         let mut headers = Vec::new();
@@ -120,7 +123,7 @@ impl<'a> HttpRequest<'a> {
                 return Err(HttpRequestError::TooManyHeaders);
             }
             let (name, value) = line.split_once(": ").ok_or(HttpRequestError::Header)?;
-            if !is_name(name) || !is_value(value) {
+            if !is_token(name.as_bytes()) || !is_value(value) {
                 return Err(HttpRequestError::Header);
             }
             headers.push((name, value));
@@ -141,26 +144,10 @@ fn split_line(bytes: &[u8]) -> Option<(&str, &[u8])> {
     Some((line, &bytes[end + 2..]))
 }
 
-fn is_tchar(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
-}
-
-fn is_token(text: &str) -> bool {
-    !text.is_empty() && text.len() <= MAX_HEADER_NAME_LEN && text.bytes().all(is_tchar)
-}
-
-fn is_name(name: &str) -> bool {
-    is_token(name)
-}
-
-/// Visible ASCII, spaces and tabs, not starting or ending with whitespace (which the `": "`
-/// separator and line ends would not carry back).
+/// A header value that the `": "` separator and the line's end carry back unchanged: no
+/// leading or trailing whitespace.
 fn is_value(value: &str) -> bool {
-    value.len() <= MAX_HEADER_VALUE_LEN
-        && value
-            .bytes()
-            .all(|byte| byte == b'\t' || (b' '..=b'~').contains(&byte))
-        && value.trim_matches([' ', '\t']) == value
+    is_field_value(value.as_bytes()) && value.trim_matches([' ', '\t']) == value
 }
 
 fn is_target(target: &str) -> bool {

@@ -61,7 +61,11 @@ impl ChannelRoutes {
     }
 
     /// Routes `request` through the app and returns its response.
-    fn route(&self, state: Arc<Shared>, request: &HttpRequest<'_>) -> Result<axum::response::Response, HandlerError> {
+    fn route(
+        &self,
+        state: Arc<Shared>,
+        request: &HttpRequest<'_>,
+    ) -> Result<axum::response::Response, HandlerError> {
         let mut builder = Request::builder()
             .method(request.method)
             .uri(request.target);
@@ -92,7 +96,11 @@ impl ChannelRoutes {
 }
 
 impl Handler for ChannelRoutes {
-    fn handle(&self, request: &[u8], response: &mut ResponseWriter<'_>) -> Result<(), HandlerError> {
+    fn handle(
+        &self,
+        request: &[u8],
+        response: &mut ResponseWriter<'_>,
+    ) -> Result<(), HandlerError> {
         let request = HttpRequest::parse(request)?;
         let state = self
             .state

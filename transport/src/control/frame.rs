@@ -479,7 +479,10 @@ impl Answer<'_> {
                     Placement::Inline { body, .. } => body,
                     _ => &[][..],
                 };
-                assert!(inline.len() <= MAX_INLINE_LEN, "inline body above its bound");
+                assert!(
+                    inline.len() <= MAX_INLINE_LEN,
+                    "inline body above its bound"
+                );
                 let mut frame = header(PUBLISHED, *id, PUBLISHED_FIXED_LEN);
                 frame.reserve(head_len + inline.len());
                 frame[16] = placement.tier() as u8;
@@ -856,7 +859,10 @@ mod tests {
         .encode();
         let mut bad = inline.clone();
         bad[16] = 4;
-        assert_eq!(Answer::decode(&bad), Err(FrameError::UnknownTier { tier: 4 }));
+        assert_eq!(
+            Answer::decode(&bad),
+            Err(FrameError::UnknownTier { tier: 4 })
+        );
         let mut bad = inline.clone();
         bad[32] = 1;
         assert_eq!(Answer::decode(&bad), Err(FrameError::InlineHandle));
@@ -864,7 +870,10 @@ mod tests {
         bad[36..40].copy_from_slice(&(MAX_INLINE_LEN as u32 + 1).to_le_bytes());
         assert!(matches!(
             Answer::decode(&bad),
-            Err(FrameError::Bound { field: "inline body", .. })
+            Err(FrameError::Bound {
+                field: "inline body",
+                ..
+            })
         ));
         let mut bad = inline.clone();
         bad[20..24].copy_from_slice(&(MAX_HEAD_LEN as u32 + 1).to_le_bytes());

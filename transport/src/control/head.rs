@@ -201,19 +201,27 @@ fn check_status(status: u16) -> Result<(), HeadError> {
     }
 }
 
-/// An RFC 9110 token (`tchar`s), 1 to [`MAX_HEADER_NAME_LEN`] bytes.
-fn check_name(name: &[u8]) -> Result<(), HeadError> {
+/// An RFC 9110 token (`tchar`s), 1 to [`MAX_HEADER_NAME_LEN`] bytes: a header name, a method.
+pub(crate) fn is_token(text: &[u8]) -> bool {
     let tchar = |byte: u8| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte);
-    if name.is_empty() || name.len() > MAX_HEADER_NAME_LEN || !name.iter().all(|&b| tchar(b)) {
+    !text.is_empty() && text.len() <= MAX_HEADER_NAME_LEN && text.iter().all(|&b| tchar(b))
+}
+
+/// Visible ASCII, spaces and tabs, at most [`MAX_HEADER_VALUE_LEN`] bytes: a header value.
+pub(crate) fn is_field_value(value: &[u8]) -> bool {
+    let allowed = |byte: u8| byte == b'\t' || (b' '..=b'~').contains(&byte);
+    value.len() <= MAX_HEADER_VALUE_LEN && value.iter().all(|&b| allowed(b))
+}
+
+fn check_name(name: &[u8]) -> Result<(), HeadError> {
+    if !is_token(name) {
         return Err(HeadError::Name(String::from_utf8_lossy(name).into_owned()));
     }
     Ok(())
 }
 
-/// Visible ASCII, spaces and tabs, at most [`MAX_HEADER_VALUE_LEN`] bytes.
 fn check_value(value: &[u8]) -> Result<(), HeadError> {
-    let allowed = |byte: u8| byte == b'\t' || (b' '..=b'~').contains(&byte);
-    if value.len() > MAX_HEADER_VALUE_LEN || !value.iter().all(|&b| allowed(b)) {
+    if !is_field_value(value) {
         return Err(HeadError::Value { len: value.len() });
     }
     Ok(())
@@ -246,7 +254,10 @@ mod tests {
         let mut head = ResponseHead::default();
         assert_eq!(head.set_status(99), Err(HeadError::Status(99)));
         assert_eq!(head.set_status(1000), Err(HeadError::Status(1000)));
-        assert!(matches!(head.add_header("bad name", "v"), Err(HeadError::Name(_))));
+        assert!(matches!(
+            head.add_header("bad name", "v"),
+            Err(HeadError::Name(_))
+        ));
         assert!(matches!(head.add_header("", "v"), Err(HeadError::Name(_))));
         assert!(matches!(
             head.add_header("x", "a\r\nset-cookie: evil"),
@@ -257,8 +268,15 @@ mod tests {
             Err(HeadError::Value { .. })
         ));
         let long = "v".repeat(MAX_HEADER_VALUE_LEN + 1);
-        assert!(matches!(head.add_header("x", &long), Err(HeadError::Value { .. })));
-        assert_eq!(head, ResponseHead::default(), "a refused change changes nothing");
+        assert!(matches!(
+            head.add_header("x", &long),
+            Err(HeadError::Value { .. })
+        ));
+        assert_eq!(
+            head,
+            ResponseHead::default(),
+            "a refused change changes nothing"
+        );
     }
 
     #[test]
@@ -287,11 +305,17 @@ mod tests {
         let mut bytes = Vec::new();
         head().encode_into(&mut bytes);
         for cut in 0..bytes.len() {
-            assert!(ResponseHead::decode(200, &bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                ResponseHead::decode(200, &bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert_eq!(ResponseHead::decode(200, &longer), Err(HeadError::Malformed));
+        assert_eq!(
+            ResponseHead::decode(200, &longer),
+            Err(HeadError::Malformed)
+        );
         assert_eq!(ResponseHead::decode(42, &bytes), Err(HeadError::Status(42)));
         let mut bad_name = Vec::new();
         bad_name.extend_from_slice(&0u16.to_le_bytes());

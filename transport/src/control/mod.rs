@@ -9,7 +9,7 @@ pub mod frame;
 
 mod body;
 mod client;
-mod head;
+pub(crate) mod head;
 mod ledger;
 mod response;
 mod server;

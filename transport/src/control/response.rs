@@ -273,7 +273,11 @@ impl<'p> ResponseWriter<'p> {
 }
 
 /// Publishes `payload` on a ticket.
-fn sealed(producer: &Producer, payload: SealedPayload, wait: Duration) -> Result<Finished, Refusal> {
+fn sealed(
+    producer: &Producer,
+    payload: SealedPayload,
+    wait: Duration,
+) -> Result<Finished, Refusal> {
     let handle = producer.publish_sealed(&payload, wait)?;
     Ok(Finished::Sealed(handle, payload))
 }

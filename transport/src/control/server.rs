@@ -35,7 +35,7 @@ use nix::sys::socket::{
 
 use crate::control::frame::{
     Answer, CONTROL_VERSION, MAX_INLINE_LEN, MAX_REQUEST_FRAME_LEN, MAX_REQUEST_LEN, Placement,
-    Refusal, RefusalCode, Request, oversized_publish_id, other_version_id,
+    Refusal, RefusalCode, Request, other_version_id, oversized_publish_id,
 };
 use crate::control::ledger::{PeerLedger, PublicationLimits};
 use crate::control::response::{Finished, Handler, ResponseWriter};
@@ -403,16 +403,34 @@ impl Connection {
                 let (answer, sealed) = match self.publish(request, deadline_ns) {
                     Ok((head, Finished::Inline { body, crc })) => {
                         let placement = Placement::Inline { body: &body, crc };
-                        let answer = Answer::Published { id, head, placement };
+                        let answer = Answer::Published {
+                            id,
+                            head,
+                            placement,
+                        };
                         return self.send(&answer, None);
                     }
                     Ok((head, Finished::Slot(handle))) => {
                         let placement = Placement::Slot(handle);
-                        (Answer::Published { id, head, placement }, None)
+                        (
+                            Answer::Published {
+                                id,
+                                head,
+                                placement,
+                            },
+                            None,
+                        )
                     }
                     Ok((head, Finished::Sealed(handle, payload))) => {
                         let placement = Placement::Sealed(handle);
-                        (Answer::Published { id, head, placement }, Some(payload))
+                        (
+                            Answer::Published {
+                                id,
+                                head,
+                                placement,
+                            },
+                            Some(payload),
+                        )
                     }
                     Err(refusal) => (Answer::Refused { id, refusal }, None),
                 };
