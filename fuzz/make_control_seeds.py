@@ -1,26 +1,91 @@
 #!/usr/bin/env python3
 # Usage: python3 fuzz/make_control_seeds.py fuzz/seeds/control_frame
-# Writes one valid control-channel frame of each kind (control version 1), built from the frame
-# spec in transport/src/control/frame.rs alone, so that the replay in transport/tests/fuzz_replay.rs
-# also checks that the decoder agrees with the documented layout.
-import os, struct, sys
+# Writes valid control-channel frames of every kind (control version 2: publish with an opaque
+# request, release, published inline/slot/sealed with a response head, a refusal of every code),
+# plus one frame of version 1, built from the frame spec in the module doc of
+# transport/src/control/frame.rs alone, so that the replay in transport/tests/fuzz_replay.rs also
+# checks that the decoder agrees with the documented layout. Every multi-byte field is
+# little-endian.
+import os, struct, sys, zlib
 
-def header(kind, frame_id):
-    # magic, version, kind, reserved u16, id
-    return struct.pack('<4sBBHQ', b'SHMC', 1, kind, 0, frame_id)
+VERSION = 2
+PUBLISH, RELEASE, PUBLISHED, REFUSED = 1, 2, 3, 4
+INLINE, SLOT, SEALED = 1, 2, 3
+
+
+def header(kind, frame_id, version=VERSION):
+    # magic, version u8, kind u8, reserved u16, id u64: 16 bytes
+    return struct.pack('<4sBBHQ', b'SHMC', version, kind, 0, frame_id)
+
+
+def publish(frame_id, deadline_ns, request):
+    # deadline_ns u64, request_len u32, reserved u32, then the request: 32 + request_len bytes
+    return header(PUBLISH, frame_id) + struct.pack('<QII', deadline_ns, len(request), 0) + request
+
+
+def release(frame_id, slot, generation):
+    # slot u32, reserved u32, generation u64: 32 bytes
+    return header(RELEASE, frame_id) + struct.pack('<IIQ', slot, 0, generation)
+
+
+def head(content_type=b'', headers=()):
+    # u16 content-type length and its bytes, u16 header count, then per header u16 name length,
+    # name, u16 value length, value
+    out = struct.pack('<H', len(content_type)) + content_type + struct.pack('<H', len(headers))
+    for name, value in headers:
+        out += struct.pack('<H', len(name)) + name + struct.pack('<H', len(value)) + value
+    return out
+
+
+def published(frame_id, tier, status, head_bytes, epoch=0, slot=0, length=0, generation=0,
+              crc=0, body=b''):
+    # tier u8, reserved u8, status u16, head_len u32, epoch u64, slot u32, len u32,
+    # generation u64, crc u32, reserved u32: 56 bytes; then the head, then an inline body
+    assert tier == INLINE or not body
+    if tier == INLINE:
+        assert (epoch, slot, generation) == (0, 0, 0)
+        length, crc = len(body), zlib.crc32(body)
+    return (header(PUBLISHED, frame_id)
+            + struct.pack('<BBHIQIIQII', tier, 0, status, len(head_bytes), epoch, slot, length,
+                          generation, crc, 0)
+            + head_bytes + body)
+
+
+def refused(frame_id, code, detail):
+    # code u16, reserved 6 bytes, detail u64: 32 bytes
+    return header(REFUSED, frame_id) + struct.pack('<H6sQ', code, bytes(6), detail)
+
+
+EPOCH = 0x9f86d081884c7d65
+JSON_HEAD = head(b'application/json', [(b'x-payload-crc32', b'5d41402a'),
+                                        (b'cache-control', b'no-store')])
+INLINE_BODY = b'{"users":[{"id":1,"name":"Ada"}]}'
 
 frames = {
-    # publish: count, reserved u32, seed, deadline_ns
-    'publish': header(1, 7) + struct.pack('<IIQQ', 1000, 0, 42, 123_456_789_000),
-    # release: slot, reserved u32, generation
-    'release': header(2, 7) + struct.pack('<IIQ', 3, 0, 26),
-    # published: epoch, slot, len, generation, crc, reserved u32
-    'published': header(3, 9) + struct.pack('<QIIQII', 0x9f86d081884c7d65, 3, 256_873, 26,
-                                            0x5d41402a, 0),
-    # refused: code u16, reserved 6 bytes, detail (PeerBusy = 4, limit 32)
-    'refused_peer_busy': header(4, 1) + struct.pack('<H6sQ', 4, bytes(6), 32),
-    # refused: TooLarge = 2, detail = the largest payload that fits
-    'refused_too_large': header(4, 2) + struct.pack('<H6sQ', 2, bytes(6), 4096),
+    # The HTTP convention of transport/src/http.rs in the opaque request.
+    'publish': publish(7, 123_456_789_000,
+                       b'GET /users?count=1000&seed=42\r\naccept: application/json\r\n\r\n'),
+    'publish_empty': publish(8, 1, b''),
+    'publish_binary': publish(9, 2**64 - 1, bytes(range(256))),
+    'release': release(7, 3, 26),
+    'published_inline': published(9, INLINE, 200, JSON_HEAD, body=INLINE_BODY),
+    'published_inline_empty': published(10, INLINE, 204, head()),
+    'published_slot': published(11, SLOT, 201, head(b'text/plain; charset=utf-8'), EPOCH, 3,
+                                2000, 26, 0x5d41402a),
+    'published_sealed': published(12, SEALED, 200, head(), EPOCH, 5, 256_873, 27, 0x1234abcd),
+    # One per refusal code; detail as the code's doc says.
+    'refused_too_large': refused(1, 1, 4096),
+    'refused_exhausted': refused(2, 2, 0),
+    'refused_peer_busy': refused(3, 3, 32),
+    'refused_segment_busy': refused(4, 4, 48),
+    'refused_deadline_exceeded': refused(5, 5, 0),
+    'refused_internal': refused(6, 6, 0),
+    'refused_request_too_large': refused(7, 7, 65536),
+    'refused_handler_failed': refused(8, 8, 0),
+    'refused_version': refused(9, 9, VERSION),
+    # A version-1 publish (count u32, reserved u32, seed u64, deadline_ns u64): every decoder of
+    # this version names it as another version, and a producer refuses it with `Version`.
+    'v1_publish': header(PUBLISH, 13, version=1) + struct.pack('<IIQQ', 1000, 0, 42, 123_456_789),
 }
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)

@@ -188,7 +188,7 @@ async fn sweep_command(args: SweepArgs) -> Result<ExitCode, SweepError> {
 
 async fn load_command(args: LoadArgs) -> Result<ExitCode, LoadCommandError> {
     check_target(&args.target, args.allow_remote)?;
-    let config = args.profile.load_config(args.target.clone());
+    let config = args.profile.load_config(args.target.clone())?;
     let checker = Arc::new(BodyChecker::new(users_json));
     let progress = Progress::new(
         args.output.progress,

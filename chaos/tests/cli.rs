@@ -27,6 +27,7 @@ fn every_public_subcommand_has_help() {
             "--csv",
             "--json",
             "--html",
+            "--path",
         ] {
             assert!(help.contains(flag), "{subcommand} --help lacks {flag}");
         }
@@ -95,4 +96,42 @@ fn the_services_compare_runs_refuse_fail_points() {
             "{subcommand}: {stderr}"
         );
     }
+}
+
+#[test]
+fn sweep_help_names_its_patterns_and_subset() {
+    let output = Command::new(BINARY)
+        .args(["sweep", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--sizes",
+        "--patterns",
+        "--subset-sizes",
+        "[default: random,zeros,text]",
+    ] {
+        assert!(help.contains(flag), "sweep --help lacks {flag}:\n{help}");
+    }
+}
+
+/// A `/blobs` query users-service would refuse is refused before anything is sent, with the
+/// reason.
+#[test]
+fn load_refuses_a_bad_path_before_sending() {
+    let output = Command::new(BINARY)
+        .args([
+            "load",
+            "--target",
+            "http://127.0.0.1:1",
+            "--path",
+            "/blobs?size=lots",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "clap usage error");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("size"), "{stderr}");
+    assert!(output.stdout.is_empty());
 }

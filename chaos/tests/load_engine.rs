@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -18,9 +18,12 @@ use shmbridge_chaos::loadtest::load::open_loop::OpenLoopProfile;
 use shmbridge_chaos::loadtest::load::progress::Progress;
 use shmbridge_chaos::loadtest::load::recorder::{RequestObserver, RequestRecord};
 use shmbridge_chaos::loadtest::load::stats::{FailureClass, Outcome, RunStats};
+use shmbridge_chaos::loadtest::load::target::{RequestMix, Resource};
 use shmbridge_chaos::loadtest::load::users::{ThinkTime, UsersProfile};
 use shmbridge_chaos::loadtest::load::verify::{BodyChecker, Corruption};
 use shmbridge_chaos::loadtest::load::{LoadConfig, LoadModel, run, run_observed};
+use shmbridge_server::blobs::{BlobQuery, blob_bytes};
+use shmbridge_server::transport_header::Transport;
 use tokio::time::Instant;
 
 fn test_body(count: u32, seed: u64) -> Vec<u8> {
@@ -92,6 +95,33 @@ fn respond(params: &HashMap<String, String>, flip_at: Option<usize>) -> Response
     (headers, body).into_response()
 }
 
+/// A `/blobs` body as users-service makes it, carried by `transport`.
+async fn serve_blob(transport: &'static str, RawQuery(query): RawQuery) -> Response {
+    let query = BlobQuery::parse(query.as_deref(), 1 << 30).unwrap();
+    let body = blob_bytes(&query);
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "x-payload-crc32",
+        HeaderValue::from_str(&format!("{:08x}", crc32fast::hash(&body))).unwrap(),
+    );
+    headers.insert("x-transport", HeaderValue::from_static(transport));
+    (headers, body).into_response()
+}
+
+/// A path nothing in the load tool can generate: `good` answers with its own crc32, otherwise
+/// with the crc32 of other bytes.
+fn other(good: bool) -> Response {
+    let body = b"bytes only the upstream knows".to_vec();
+    let crc = crc32fast::hash(if good { &body[..] } else { &body[1..] });
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "x-payload-crc32",
+        HeaderValue::from_str(&format!("{crc:08x}")).unwrap(),
+    );
+    headers.insert("x-transport", HeaderValue::from_static("shm-inline"));
+    (headers, body).into_response()
+}
+
 async fn start_server(fault: ShmFault) -> SocketAddr {
     let state = Arc::new(ServerState {
         fault,
@@ -100,6 +130,10 @@ async fn start_server(fault: ShmFault) -> SocketAddr {
     let app = Router::new()
         .route(Endpoint::Api.path(), get(serve_api))
         .route(Endpoint::Shm.path(), get(serve_shm))
+        .route("/via-api/blobs", get(|query| serve_blob("api", query)))
+        .route("/via-shm/blobs", get(|query| serve_blob("shm-slot", query)))
+        .route("/via-shm/other", get(|| async { other(true) }))
+        .route("/via-api/other", get(|| async { other(false) }))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -114,7 +148,7 @@ fn config(address: SocketAddr, model: LoadModel, duration: Duration, mix: &str) 
         duration,
         mix: mix.parse().unwrap(),
         timeout: Duration::from_millis(500),
-        counts: CountMix::single(1_000),
+        requests: RequestMix::users(&CountMix::single(1_000)),
         seed: 9,
         rng_seed: 1,
     }
@@ -332,7 +366,7 @@ async fn a_count_mix_verifies_each_body_against_its_own_count() {
         Duration::from_millis(400),
         "api,shm",
     );
-    config.counts = "10=1,1000=1".parse().unwrap();
+    config.requests = RequestMix::users(&"10=1,1000=1".parse().unwrap());
     let stats = run_against(&config).await;
     let total = stats.total();
     assert!(total.requests >= 20, "only {} requests", total.requests);
@@ -349,4 +383,69 @@ async fn a_count_mix_verifies_each_body_against_its_own_count() {
         total.body_bytes,
         total.requests
     );
+}
+
+#[tokio::test]
+async fn paths_are_asked_through_each_endpoints_prefix_and_checked_by_generator_or_checksum() {
+    let address = start_server(ShmFault::None).await;
+    let mut config = config(
+        address,
+        capacity_users(4),
+        Duration::from_millis(400),
+        "api,shm",
+    );
+    let blob = "/blobs?size=70000&pattern=text&seed=4";
+    config.requests = RequestMix::new(
+        None,
+        &[(blob.parse().unwrap(), 1), ("/other".parse().unwrap(), 1)],
+    )
+    .unwrap();
+    let collect = Arc::new(Resources::default());
+    let stats = run_observed(
+        &config,
+        Arc::new(BodyChecker::new(test_body)),
+        Progress::quiet(),
+        Some(collect.clone()),
+    )
+    .await
+    .unwrap();
+    // Through /via-shm both verify: the blob against the generator, the other path against
+    // its checksum header; both were asked for.
+    let shm = &stats.endpoints[&Endpoint::Shm];
+    assert!(shm.requests >= 10, "{shm:?}");
+    assert_eq!(shm.verified, shm.requests, "{shm:?}");
+    let slot = shm.transports[&Transport::ShmSlot];
+    let inline = shm.transports[&Transport::ShmInline];
+    assert_eq!(slot + inline, shm.requests);
+    assert!(slot > 0 && inline > 0, "{:?}", shm.transports);
+    assert_eq!(
+        shm.body_bytes,
+        slot * 70_000 + inline * b"bytes only the upstream knows".len() as u64
+    );
+    // Through /via-api the other path's header names other bytes: corrupt, by checksum, on
+    // every one of its answers; the blob still verifies.
+    let api = &stats.endpoints[&Endpoint::Api];
+    assert!(api.corrupt > 0, "{api:?}");
+    assert_eq!(api.verified, api.transports[&Transport::Api]);
+    assert_eq!(api.verified + api.corrupt, api.requests);
+    assert!(matches!(
+        api.corruption_samples[0],
+        Corruption::Checksum { actual_len: 29, .. }
+    ));
+    let seen = collect.0.lock().unwrap();
+    assert_eq!(seen.len() as u64, stats.total().requests);
+    assert!(
+        seen.iter()
+            .all(|resource| matches!(resource, Resource::Path(_)))
+    );
+}
+
+/// Collects the resource of every request it is shown.
+#[derive(Default)]
+struct Resources(std::sync::Mutex<Vec<Resource>>);
+
+impl RequestObserver for Resources {
+    fn observe(&self, request: &RequestRecord<'_>) {
+        self.0.lock().unwrap().push(request.resource.clone());
+    }
 }

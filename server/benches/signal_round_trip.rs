@@ -15,12 +15,13 @@
 // cost the same between processes as between threads, so nothing is lost by this. `--cache`
 // serializes the body once, so what is timed is the signal plus the copy into the slot.
 //
-// Both paths are asked through the gateway's own client code (`Attachment::request` and
-// `Upstream::publish_users`, a keep-alive reqwest client), from a task spawned on a
-// multi-threaded runtime as a gateway request handler would be, so each pays the wake-ups the
-// gateway pays and no more. The clock runs inside that task from just before the request to
-// the handle in hand; the handle is then redeemed (acquire, copy out, crc check) after the clock
-// stops, so the segment never fills. The bytes are compared with the dataset once per path at
+// Both paths are asked through the gateway's own client code (`Attachment::request`, sending
+// the HTTP request `GET /users` in the channel's encoding, and `Upstream::publish_users`, a
+// keep-alive reqwest client), from a task spawned on a multi-threaded runtime as a gateway
+// request handler would be, so each pays the wake-ups the gateway pays and no more. The clock
+// runs inside that task from just before the request to the handle in hand (over the channel,
+// the publication that carries it); the body is then redeemed (acquire, copy out, crc check)
+// after the clock stops, so the segment never fills. The bytes are compared with the dataset once per path at
 // start-up, so the bench measures publications that are real.
 //
 // "Idle" sleeps `IDLE_GAP` before each request, long enough for users-service's threads and the
@@ -31,6 +32,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
+use shmbridge::control::Publication;
+use shmbridge::http::HttpRequest;
 use shmbridge::{ConsumerOptions, Handle};
 use shmbridge_server::dataset::{DEFAULT_COUNT, DEFAULT_SEED, users_json};
 use shmbridge_server::gateway::shm_consumer::{Attachment, ShmClient};
@@ -94,18 +97,45 @@ struct Clients {
     upstream: Upstream,
 }
 
+/// What a signal's round trip hands back: the handle, and over the channel the publication
+/// that carries it (redeemed through it).
+enum Signalled {
+    Channel(Publication),
+    Http(Handle),
+}
+
 impl Clients {
-    async fn handle(&self, signal: Signal) -> Handle {
+    async fn handle(&self, signal: Signal) -> Signalled {
         let query = UsersQuery::default();
-        let handle = match signal {
+        let signalled = match signal {
             Signal::Channel => {
+                let target = format!("/users?{}", query.to_query_string());
+                let request = HttpRequest::get(&target).encode().expect("a valid request");
                 let deadline = tokio::time::Instant::now() + DEADLINE;
-                let publication = self.attachment.request(query, deadline).await;
-                publication.map(|publication| publication.redeemed())
+                let publication = self.attachment.request(&request, deadline).await;
+                publication.map(Signalled::Channel)
             }
-            Signal::Http => self.upstream.publish_users(query).await,
+            Signal::Http => self
+                .upstream
+                .publish_users(query)
+                .await
+                .map(Signalled::Http),
         };
-        handle.unwrap_or_else(|error| panic!("{} round trip failed: {error}", signal.name()))
+        signalled.unwrap_or_else(|error| panic!("{} round trip failed: {error}", signal.name()))
+    }
+
+    /// The verified body and the crc32 it was verified against.
+    async fn redeem(&self, signalled: Signalled) -> (Vec<u8>, u32) {
+        let redeemed = match signalled {
+            Signalled::Channel(publication) => Attachment::redeem(publication)
+                .await
+                .map(|redeemed| (redeemed.response.body.to_vec(), redeemed.crc32)),
+            Signalled::Http(handle) => self
+                .attachment
+                .redeem_handle(&handle)
+                .map(|bytes| (bytes, handle.crc)),
+        };
+        redeemed.unwrap_or_else(|error| panic!("redeeming failed: {error}"))
     }
 }
 
@@ -159,12 +189,11 @@ impl Bench {
         let expected = users_json(DEFAULT_COUNT, DEFAULT_SEED);
         for signal in [Signal::Channel, Signal::Http] {
             let clients = &self.clients;
-            let handle = self.runtime.block_on(clients.handle(signal));
-            let bytes = clients
-                .attachment
-                .redeem(&handle)
-                .unwrap_or_else(|error| panic!("{} handle: {error}", signal.name()));
-            assert_eq!(handle.crc, crc32fast::hash(&expected), "{}", signal.name());
+            let (bytes, crc) = self.runtime.block_on(async {
+                let signalled = clients.handle(signal).await;
+                clients.redeem(signalled).await
+            });
+            assert_eq!(crc, crc32fast::hash(&expected), "{}", signal.name());
             assert!(
                 bytes == expected,
                 "{}: not the dataset's bytes",
@@ -179,11 +208,9 @@ impl Bench {
         let clients = Arc::clone(&self.clients);
         let task = self.runtime.spawn(async move {
             let start = Instant::now();
-            let handle = clients.handle(signal).await;
+            let signalled = clients.handle(signal).await;
             let elapsed = start.elapsed();
-            if let Err(error) = clients.attachment.redeem(&handle) {
-                panic!("{} handle: {error}", signal.name());
-            }
+            clients.redeem(signalled).await;
             elapsed
         });
         self.runtime

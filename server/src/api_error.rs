@@ -33,6 +33,11 @@ pub enum ApiError {
     /// users-service did not answer in full within the deadline.
     #[error("users-service did not answer in time")]
     UpstreamDeadline { deadline: Duration },
+    /// The producer refused a request over the control channel because its deadline passed
+    /// there (waiting for a slot, or read late): the client sees [`ApiError::UpstreamDeadline`]'s
+    /// status, code and message, and the gateway's `--transport auto` may still try REST.
+    #[error("users-service did not answer in time")]
+    ShmDeadline { deadline: Duration },
     /// users-service answered something the gateway cannot trust.
     #[error("users-service sent an invalid answer")]
     BadUpstream { reason: BadAnswer },
@@ -76,6 +81,18 @@ pub enum ApiError {
     /// The bytes read did not match the producer's checksum.
     #[error("shared-memory payload failed verification")]
     ShmCorrupt { reason: ShmFault },
+    /// The client's request (its body, or over shared memory its head and body) is larger than
+    /// the gateway forwards; `limit` is that bound in bytes.
+    #[error("request is larger than the limit of {limit} bytes")]
+    RequestTooLarge { limit: usize },
+    /// The client's request cannot be written in the control channel's request encoding (a
+    /// header value HTTP allows but the encoding does not, too many headers), and REST was not
+    /// allowed to carry it instead.
+    #[error("the request cannot be carried over shared memory")]
+    RequestNotForwardable { reason: String },
+    /// A path the gateway neither serves nor forwards (private, or outside `--forward-prefix`).
+    #[error("no such route")]
+    NotForwarded,
     /// A failure inside this service that the client cannot act on.
     #[error("internal error")]
     Internal { reason: String },
@@ -127,6 +144,24 @@ pub enum BadAnswer {
     /// A status the gateway has no meaning for; `said` is users-service's own words.
     #[error("unexpected answer: {said}")]
     Unexpected { said: String },
+    /// The producer refused for a reason no correct exchange has (its handler failed, another
+    /// control version).
+    #[error("the producer refused: {0}")]
+    Refused(Refusal),
+    /// A response head that cannot be written as HTTP (a status, name or value HTTP does not
+    /// allow).
+    #[error("response head cannot be written as HTTP: {detail}")]
+    Head { detail: String },
+    /// More response headers, or header bytes, than the gateway passes on.
+    #[error(
+        "{count} response headers of {bytes} bytes, above the bound of {max_count} headers and {max_bytes} bytes"
+    )]
+    HeaderBlock {
+        count: usize,
+        bytes: usize,
+        max_count: usize,
+        max_bytes: usize,
+    },
 }
 
 /// What went wrong in a hand-off through shared memory: the detail behind
@@ -177,16 +212,20 @@ impl ApiError {
             ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::UpstreamUnavailable { .. }
             | ApiError::UpstreamDeadline { .. }
+            | ApiError::ShmDeadline { .. }
             | ApiError::UpstreamBusy { .. }
             | ApiError::SlotsExhausted
             | ApiError::ShmBusy { .. }
             | ApiError::ShmUnavailable { .. }
             | ApiError::SegmentUnavailable { .. }
             | ApiError::ShmStale { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::HttpSignalDisabled => StatusCode::NOT_FOUND,
+            ApiError::HttpSignalDisabled | ApiError::NotForwarded => StatusCode::NOT_FOUND,
+            ApiError::RequestNotForwardable { .. } => StatusCode::BAD_REQUEST,
             ApiError::BadUpstream { .. } | ApiError::ShmCorrupt { .. } => StatusCode::BAD_GATEWAY,
             ApiError::TooLargeForSlot { .. } => StatusCode::INSUFFICIENT_STORAGE,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::RequestTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::UpstreamRejected { status, .. } => *status,
         }
@@ -197,7 +236,7 @@ impl ApiError {
         match self {
             ApiError::BadQuery(_) => "bad_query",
             ApiError::UpstreamUnavailable { .. } => "upstream_unavailable",
-            ApiError::UpstreamDeadline { .. } => "upstream_timeout",
+            ApiError::UpstreamDeadline { .. } | ApiError::ShmDeadline { .. } => "upstream_timeout",
             ApiError::BadUpstream { .. } => "upstream_invalid",
             ApiError::UpstreamRejected { status, .. }
                 if *status == StatusCode::INSUFFICIENT_STORAGE =>
@@ -215,6 +254,9 @@ impl ApiError {
             ApiError::SegmentUnavailable { .. } => SEGMENT_UNAVAILABLE,
             ApiError::ShmStale { .. } => "shm_stale",
             ApiError::ShmCorrupt { .. } => "shm_corrupt",
+            ApiError::RequestTooLarge { .. } => "request_too_large",
+            ApiError::RequestNotForwardable { .. } => "request_not_forwardable",
+            ApiError::NotForwarded => "not_found",
             ApiError::Internal { .. } => "internal",
         }
     }
@@ -227,6 +269,7 @@ impl ApiError {
             | ApiError::UpstreamBusy { reason }
             | ApiError::ShmUnavailable { reason }
             | ApiError::SegmentUnavailable { reason }
+            | ApiError::RequestNotForwardable { reason }
             | ApiError::Internal { reason } => Some(Cow::Borrowed(reason)),
             ApiError::BadUpstream { reason } => Some(Cow::Owned(reason.to_string())),
             ApiError::ShmStale { reason } | ApiError::ShmCorrupt { reason } => {
@@ -236,11 +279,17 @@ impl ApiError {
                 "no complete answer within the deadline of {}",
                 humantime::format_duration(*deadline)
             ))),
+            ApiError::ShmDeadline { deadline } => Some(Cow::Owned(format!(
+                "the producer let the deadline of {} pass before publishing",
+                humantime::format_duration(*deadline)
+            ))),
             ApiError::ShmBusy { refusal } => Some(Cow::Owned(refusal.to_string())),
             ApiError::BadQuery(_)
             | ApiError::TooLargeForSlot { .. }
             | ApiError::PayloadTooLarge { .. }
             | ApiError::SlotsExhausted
+            | ApiError::RequestTooLarge { .. }
+            | ApiError::NotForwarded
             | ApiError::HttpSignalDisabled => None,
         }
     }
@@ -253,20 +302,32 @@ impl ApiError {
         }
     }
 
-    /// Transient shared-memory failures that one fresh publication may cure.
+    /// Transient shared-memory failures that one fresh publication may cure: a stale or
+    /// corrupt publication, no free slot, users-service busy on the HTTP signal.
     pub fn is_retryable_shm(&self) -> bool {
         matches!(
             self,
-            ApiError::ShmStale { .. } | ApiError::ShmCorrupt { .. } | ApiError::UpstreamBusy { .. }
+            ApiError::ShmStale { .. }
+                | ApiError::ShmCorrupt { .. }
+                | ApiError::SlotsExhausted
+                | ApiError::UpstreamBusy { .. }
         )
     }
 
-    /// Failures of the shared-memory path itself, which `--shm-fallback-to-api` may route around
+    /// Failures of the shared-memory path itself, which `--shm-fallback-to-api` and the
+    /// gateway's `--transport auto` may route around over REST: not attached, busy, exhausted,
+    /// the deadline passed inside the channel, a body or request shared memory does not carry
     /// (users-service being down is not one: the REST path would fail the same way).
+    /// [`ApiError::RequestTooLarge`] is one because the gateway bounds a REST request's body
+    /// before it chooses a transport: when it reaches this question, the bound it broke was
+    /// the channel's.
     pub fn is_shm_failure(&self) -> bool {
         matches!(
             self,
             ApiError::ShmUnavailable { .. }
+                | ApiError::ShmDeadline { .. }
+                | ApiError::RequestTooLarge { .. }
+                | ApiError::RequestNotForwardable { .. }
                 | ApiError::SegmentUnavailable { .. }
                 | ApiError::ShmStale { .. }
                 | ApiError::ShmCorrupt { .. }
@@ -291,6 +352,7 @@ impl IntoResponse for ApiError {
             self,
             ApiError::UpstreamUnavailable { .. }
                 | ApiError::UpstreamDeadline { .. }
+                | ApiError::ShmDeadline { .. }
                 | ApiError::ShmUnavailable { .. }
                 | ApiError::SegmentUnavailable { .. }
                 | ApiError::TooLargeForSlot { .. }
@@ -424,6 +486,26 @@ mod tests {
                     reason: DETAIL.into(),
                 },
                 "internal",
+            ),
+            (
+                ApiError::ShmDeadline {
+                    deadline: Duration::from_millis(2500),
+                },
+                "upstream_timeout",
+            ),
+            (
+                ApiError::RequestNotForwardable {
+                    reason: DETAIL.into(),
+                },
+                "request_not_forwardable",
+            ),
+            (
+                ApiError::BadUpstream {
+                    reason: BadAnswer::Head {
+                        detail: DETAIL.into(),
+                    },
+                },
+                "upstream_invalid",
             ),
         ];
         for (error, code) in cases {

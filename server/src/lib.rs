@@ -7,6 +7,7 @@
 //! one serves and the other reads, serving, telemetry, fault points).
 
 pub mod api_error;
+pub mod blobs;
 pub mod dataset;
 pub mod failpoint_build;
 pub mod failpoints;

@@ -1,6 +1,6 @@
-//! A small bounded map from a users query to something derived from it (a generated dataset,
-//! a serialized body), shared by concurrent handlers, evicting the least recently used entry
-//! when full.
+//! A small bounded map from a users query (or any other key: the gateway keys forwarded bodies
+//! by path and query) to something derived from it (a generated dataset, a serialized body),
+//! shared by concurrent handlers, evicting the least recently used entry when full.
 //!
 //! Bounded twice: at most [`QueryCache::MAX_ENTRIES`] queries and [`QueryCache::MAX_BYTES`]
 //! of values (as [`Weigh`] counts them). When an insert goes over either bound, the least
@@ -12,7 +12,9 @@
 //! between two requests for a hot one still pushes the hot one out. It only ever costs a
 //! regeneration, never a wrong body.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::dataset::User;
@@ -42,17 +44,18 @@ impl Weigh for Arc<[User]> {
     }
 }
 
-/// Values computed once per query and then cloned out (keep `V` cheap to clone: `Arc`, `Bytes`).
+/// Values computed once per key (a [`UsersQuery`] unless told otherwise) and then cloned out
+/// (keep `V` cheap to clone: `Arc`, `Bytes`).
 #[derive(Debug)]
-pub struct QueryCache<V> {
-    state: Mutex<Entries<V>>,
+pub struct QueryCache<V, K = UsersQuery> {
+    state: Mutex<Entries<K, V>>,
     max_entries: usize,
     max_bytes: usize,
 }
 
 #[derive(Debug)]
-struct Entries<V> {
-    map: HashMap<UsersQuery, Entry<V>>,
+struct Entries<K, V> {
+    map: HashMap<K, Entry<V>>,
     /// Sum of the weights in `map`.
     bytes: usize,
     /// Ticks once per use; an entry's `last_used` orders it for eviction.
@@ -66,14 +69,14 @@ struct Entry<V> {
     last_used: u64,
 }
 
-impl<V> Default for QueryCache<V> {
+impl<V, K> Default for QueryCache<V, K> {
     /// [`QueryCache::MAX_ENTRIES`] entries, [`QueryCache::MAX_BYTES`] bytes.
     fn default() -> Self {
         QueryCache::new(Self::MAX_ENTRIES, Self::MAX_BYTES)
     }
 }
 
-impl<V> QueryCache<V> {
+impl<V, K> QueryCache<V, K> {
     /// Queries kept: benchmarks use one, so they never reach it.
     pub const MAX_ENTRIES: usize = 16;
     /// Bytes of values kept: one 64 MiB body (the largest step of a payload-size sweep, served
@@ -94,27 +97,27 @@ impl<V> QueryCache<V> {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Entries<V>> {
+    fn lock(&self) -> MutexGuard<'_, Entries<K, V>> {
         // Every change keeps `map` and `bytes` consistent before anything can panic, so the
         // state is valid even if a holder panicked.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-impl<V: Clone + Weigh> QueryCache<V> {
+impl<V: Clone + Weigh, K: Eq + Hash + Clone> QueryCache<V, K> {
     /// The value for `query` if cached, marking it used.
-    pub fn get(&self, query: UsersQuery) -> Option<V> {
+    pub fn get(&self, query: impl Borrow<K>) -> Option<V> {
         let mut entries = self.lock();
         entries.clock += 1;
         let now = entries.clock;
-        let entry = entries.map.get_mut(&query)?;
+        let entry = entries.map.get_mut(query.borrow())?;
         entry.last_used = now;
         Some(entry.value.clone())
     }
 
     /// The value for `query`, computing it with `make` if absent.
-    pub fn get_or_insert_with(&self, query: UsersQuery, make: impl FnOnce() -> V) -> V {
-        if let Some(value) = self.get(query) {
+    pub fn get_or_insert_with(&self, query: K, make: impl FnOnce() -> V) -> V {
+        if let Some(value) = self.get(&query) {
             return value;
         }
         // Compute outside the lock: two first requests may both do it, and that is harmless.
@@ -138,7 +141,7 @@ impl<V: Clone + Weigh> QueryCache<V> {
         self.lock().bytes
     }
 
-    fn insert(&self, query: UsersQuery, value: V) {
+    fn insert(&self, query: K, value: V) {
         let weight = value.weight();
         if weight > self.max_bytes || self.max_entries == 0 {
             return;
@@ -150,7 +153,7 @@ impl<V: Clone + Weigh> QueryCache<V> {
             weight,
             last_used: entries.clock,
         };
-        if let Some(replaced) = entries.map.insert(query, entry) {
+        if let Some(replaced) = entries.map.insert(query.clone(), entry) {
             entries.bytes -= replaced.weight;
         }
         entries.bytes += weight;
@@ -162,7 +165,7 @@ impl<V: Clone + Weigh> QueryCache<V> {
                 .iter()
                 .filter(|(key, _)| **key != query)
                 .min_by_key(|(_, entry)| entry.last_used)
-                .map(|(key, _)| *key)
+                .map(|(key, _)| key.clone())
             else {
                 break;
             };

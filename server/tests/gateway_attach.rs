@@ -15,9 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use shmbridge::control::{
-    ChannelOptions, PublishRequest, Published, Publisher, Refusal, RefusalCode,
-};
+use shmbridge::control::{ChannelOptions, Handler, HandlerError, ResponseWriter};
 use shmbridge::testing::silent_listener;
 use shmbridge::{ControlServer, Producer, ProducerOptions, Segment, SegmentConfig};
 
@@ -120,18 +118,15 @@ struct Holding {
     release: Mutex<mpsc::Receiver<()>>,
 }
 
-impl Publisher for Holding {
-    fn publish(&self, _: &Producer, _: &PublishRequest, _: Duration) -> Result<Published, Refusal> {
+impl Handler for Holding {
+    fn handle(&self, _: &[u8], _: &mut ResponseWriter<'_>) -> Result<(), HandlerError> {
         let _ = self.arrived.send(());
         let _ = self
             .release
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .recv_timeout(VERDICT_WITHIN);
-        Err(Refusal {
-            code: RefusalCode::Internal,
-            detail: 0,
-        })
+        Err("held, then let go".into())
     }
 }
 

@@ -17,9 +17,9 @@ use common::{
     serve_in_background, users_service,
 };
 use shmbridge::Handle;
+use shmbridge::control::{HandlerError, ResponseWriter};
 use shmbridge_server::payload::{Payload, format_crc};
 use shmbridge_server::query::UsersQuery;
-use shmbridge_server::users_service::Bodies;
 use shmbridge_server::users_service::shm_producer::{ShmArgs, ShmProducer};
 
 fn users_reply(
@@ -118,7 +118,7 @@ async fn shm_upstream_answering(
         shm: ShmArgs,
     }
     let cli = Cli::try_parse_from(["fake", "--slot-count", "4"]).unwrap();
-    let producer = Arc::new(ShmProducer::start(&cli.shm, Arc::new(Bodies::new(false))).unwrap());
+    let producer = Arc::new(ShmProducer::start(&cli.shm, Arc::new(no_channel_routes)).unwrap());
     let info = producer.info().clone();
     let socket = info.socket.clone();
     let first = Arc::new(Mutex::new(None));
@@ -138,6 +138,11 @@ async fn shm_upstream_answering(
         .route("/shm/segment", get_route(move || async move { Json(info) }))
         .route("/users", get_route(|| async { StatusCode::NOT_FOUND }));
     (serve_in_background(fake).await, socket)
+}
+
+/// The fake's control channel serves nothing: these tests ask over HTTP.
+fn no_channel_routes(_: &[u8], _: &mut ResponseWriter<'_>) -> Result<(), HandlerError> {
+    Err("this fake answers over HTTP only".into())
 }
 
 #[tokio::test]

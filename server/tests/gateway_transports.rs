@@ -1,14 +1,15 @@
-//! The gateway against a real in-process users-service: both transports return the same
-//! verified bytes, shm failures surface (or fall back only when asked), metrics move.
+//! The gateway's seed routes against a real in-process users-service: both transports return
+//! the same verified bytes, the tier named by `x-transport` fits the body's size, shm failures
+//! surface (or fall back only when asked), metrics move.
 
 mod common;
 
 use axum::http::StatusCode;
 use common::{
-    assert_no_leak, error_code, error_message, gateway, gateway_with_admin, get, users_service,
+    DEFAULT_SLOT_SIZE, assert_no_leak, error_code, error_message, expected_shm_transport, gateway,
+    gateway_with_admin, get, users_service,
 };
 use shmbridge_server::dataset::{DEFAULT_COUNT, DEFAULT_SEED, users_json};
-use shmbridge_server::gateway::estimated_body_bytes;
 use shmbridge_server::payload::{CRC_HEADER, format_crc};
 use shmbridge_server::transport_header::TRANSPORT_HEADER;
 
@@ -25,7 +26,8 @@ async fn both_transports_return_identical_verified_bodies() {
     ];
     for (count, seed) in queries {
         let expected = users_json(count, seed);
-        for (route, transport) in [("/api/users-via-api", "api"), ("/api/users-via-shm", "shm")] {
+        let shm = expected_shm_transport(expected.len(), DEFAULT_SLOT_SIZE);
+        for (route, transport) in [("/api/users-via-api", "api"), ("/api/users-via-shm", shm)] {
             let uri = format!("{route}?count={count}&seed={seed}");
             let (status, headers, body) = get(&gateway, &uri).await;
             assert_eq!(status, StatusCode::OK, "{uri}");
@@ -74,7 +76,8 @@ async fn bodies_above_a_slot_travel_sealed_and_arrive_exact() {
             let uri = format!("/api/users-via-shm?count={count}&seed=8");
             let (status, headers, body) = get(&gateway, &uri).await;
             assert_eq!(status, StatusCode::OK, "{uri} {cache:?}");
-            assert_eq!(headers[TRANSPORT_HEADER], "shm", "{uri}");
+            let tier = expected_shm_transport(body.len(), 65_536);
+            assert_eq!(headers[TRANSPORT_HEADER], tier, "{uri}");
             assert!(
                 body == users_json(count, 8),
                 "{uri} {cache:?}: body differs"
@@ -184,24 +187,27 @@ async fn metrics_count_requests_by_route_and_status() {
     );
 }
 
+/// Under `auto` every body is asked for over shared memory, whatever its size: the producer
+/// picks the tier (inline, slot) from the body it makes.
 #[tokio::test]
-async fn auto_picks_by_size_falls_back_to_rest_and_counts_its_choices() {
+async fn auto_asks_shared_memory_falls_back_to_rest_and_counts_its_choices() {
     let upstream = users_service(&[]).await;
-    let threshold = estimated_body_bytes(100).to_string();
-    let auto = gateway(&upstream, &["--auto-shm-min-bytes", &threshold]);
-    for (count, transport) in [(99, "api"), (100, "shm"), (DEFAULT_COUNT, "shm")] {
+    let auto = gateway(&upstream, &[]);
+    for count in [1, 100, DEFAULT_COUNT] {
         let uri = format!("/api/users?count={count}&seed=4");
         let (status, headers, body) = get(&auto, &uri).await;
         assert_eq!(status, StatusCode::OK, "{uri}");
-        assert_eq!(headers[TRANSPORT_HEADER], transport, "{uri}");
-        assert!(body == users_json(count, 4), "{uri}: body differs");
+        let expected = users_json(count, 4);
+        let tier = expected_shm_transport(expected.len(), DEFAULT_SLOT_SIZE);
+        assert_eq!(headers[TRANSPORT_HEADER], tier, "{uri}");
+        assert!(body == expected, "{uri}: body differs");
     }
 
     // The recorder is shared by every gateway in this test binary, and tests run at once, so
     // counts are compared before and after, and may have grown by more than this request.
     let socket = format!("shmbridge-test-auto-nobody-{}", std::process::id());
     let cut_off = gateway_with_admin(&upstream, &["--shm-socket", &socket]).0;
-    let chosen = r#"transport_choices_total{choice="shm",reason="at_or_above_threshold"}"#;
+    let chosen = r#"transport_choices_total{choice="shm",reason="auto"}"#;
     let fell_back = r#"shm_fallbacks_total{code="shm_unavailable"}"#;
     let before = get(&cut_off, "/metrics").await.2;
     let (status, headers, body) = get(&cut_off, "/api/users?count=300&seed=5").await;

@@ -29,8 +29,10 @@ users = 4
 wait = "10ms..40ms"
 duration = "6s"
 endpoints = "api,shm"
-# 3,000 users are ~1.1 MB, above one 512 KiB slot: those bodies travel sealed.
+# 3,000 users are ~1.1 MB, above one 512 KiB slot: those bodies travel sealed; so do the
+# 1,500,000-byte blobs, asked through `/via-api/blobs?...` and `/via-shm/blobs?...`.
 counts = "708=3,3000=1"
+paths = [{ path = "/blobs?size=1500000&pattern=random&seed=3", weight = 1 }]
 
 [fault.pause]
 count = 2
@@ -130,6 +132,10 @@ fn a_pause_scenario_passes_with_no_corrupt_body() {
     assert!(invariants["ok"].as_u64().unwrap() > 0, "{invariants}");
     let result = &json["scenarios"][0];
     assert_eq!(result["load"]["count"], "708=3,3000=1");
+    assert_eq!(
+        result["load"]["paths"],
+        serde_json::json!([{"path": "/blobs?size=1500000&pattern=random&seed=3", "weight": 1}])
+    );
     assert_eq!(result["sealed_bytes_source"], "producer");
     assert!(
         result["sealed_publications"].as_u64().unwrap() > 0,

@@ -92,6 +92,131 @@ fn compare_reports_both_endpoints_with_no_corruption() {
     assert_eq!(html.matches("<svg").count(), 3);
 }
 
+/// `--path`: the issue's two bodies, a 3,000,000-byte blob and three users, asked for through
+/// every transport's prefix (REST `/via-api`, shm `/via-shm`, the ceiling `/via-cached`, the
+/// gateway's choice under `auto`), every body verified byte for byte; the shm ones travel in a
+/// shm tier (the blob sealed, the users inline) and the report counts them by `x-transport`.
+#[test]
+fn compare_loads_any_path_through_every_transport_and_counts_the_tiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("paths.json");
+    let blob = "/blobs?size=3000000&pattern=random&seed=9";
+    let users = "/users?count=3&seed=7";
+    let output = run_bounded(&[
+        "compare",
+        "--path",
+        blob,
+        "--path",
+        users,
+        "--endpoints",
+        "api,shm,cached,auto",
+        "--duration",
+        "5s",
+        "--users",
+        "4",
+        "--wait",
+        "0",
+        // a debug build moving 3 MB bodies beside other tests on 2 cores
+        "--timeout",
+        "20s",
+        "--progress",
+        "quiet",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstderr:\n{stderr}\nstdout:\n{stdout}",
+        output.status
+    );
+    for text in [
+        "`/blobs?size=3000000&pattern=random&seed=9` (3,000,000 bytes) weight 1",
+        "`/users?count=3&seed=7` (1,",
+        "### Transport Taken (200 responses, by `x-transport`)",
+    ] {
+        assert!(stdout.contains(text), "report lacks {text:?}:\n{stdout}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(
+        report["config"]["paths"],
+        serde_json::json!([{"path": blob, "weight": 1}, {"path": users, "weight": 1}])
+    );
+    assert!(
+        report["config"].get("count").is_none(),
+        "{}",
+        report["config"]
+    );
+    let sizes: Vec<u64> = report["payload_sizes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|size| size["bytes"].as_u64().unwrap())
+        .collect();
+    let users_bytes = shmbridge_server::dataset::users_json(3, 7).len() as u64;
+    assert_eq!(sizes, [3_000_000, users_bytes]);
+    let mut names = Vec::new();
+    for endpoint in report["endpoints"].as_array().unwrap() {
+        let name = endpoint["endpoint"].as_str().unwrap();
+        names.push(name);
+        assert_eq!(endpoint["corrupt"], 0, "{endpoint}");
+        assert_eq!(endpoint["failed"], 0, "{endpoint}");
+        let requests = endpoint["requests"].as_u64().unwrap();
+        assert!(requests > 0, "{endpoint}");
+        let transports = endpoint["transports"].as_object().unwrap();
+        let counted = |transport: &str| transports.get(transport).and_then(|n| n.as_u64());
+        match name {
+            "api" => assert_eq!(counted("api"), Some(requests), "{endpoint}"),
+            "cached" => assert_eq!(counted("cached"), Some(requests), "{endpoint}"),
+            // every body over shared memory, the blob sealed and the users inline
+            _ => {
+                let (sealed, inline) = (counted("shm-sealed"), counted("shm-inline"));
+                assert_eq!(
+                    sealed.unwrap_or(0) + inline.unwrap_or(0),
+                    requests,
+                    "{endpoint}"
+                );
+                assert!(sealed.is_some() && inline.is_some(), "{endpoint}");
+            }
+        }
+        let route = endpoint["path"].as_str().unwrap();
+        assert!(route.contains("/*"), "{route}");
+    }
+    assert_eq!(names, ["api", "shm", "cached", "auto"]);
+}
+
+/// A path that shm-http cannot carry, or a mix for `--capacity`, is refused before any service
+/// starts.
+#[test]
+fn compare_refuses_what_a_path_cannot_run_before_starting_services() {
+    let blob = "/blobs?size=3&pattern=zeros&seed=1";
+    for (args, reason) in [
+        (
+            &["compare", "--path", blob, "--endpoints", "api,shm-http"][..],
+            "shm-http cannot carry /blobs?size=3&pattern=zeros&seed=1",
+        ),
+        (
+            &[
+                "compare",
+                "--capacity",
+                "--path",
+                blob,
+                "--path",
+                "/users?count=3",
+            ],
+            "--capacity measures one payload size",
+        ),
+    ] {
+        let output = run_bounded(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+        assert!(!stderr.contains("users-service on"), "{stderr}");
+    }
+}
+
 /// `--capacity`: each endpoint alone, rounds interleaved (api shm cached api shm cached), the
 /// services started once, and a report of per-round figures, medians and ratios, 0 corrupt.
 #[test]

@@ -1,34 +1,65 @@
 """Hand payloads between processes through a shared-memory segment of fixed-size slots; every
 read is the exact published bytes (crc32-verified) or a typed error.
 
-Blocking calls release the GIL while they wait or copy, and take a timeout in seconds.
+A producer answers requests (bytes) with responses (a status, content type, headers and a
+body) over its control channel; the body travels inline, in a slot or as a sealed memfd, as
+its size says. Blocking calls release the GIL while they wait or copy, and take a timeout in
+seconds.
 """
 
 from os import PathLike
 from types import TracebackType
-from typing import Callable, Dict, Optional, Sequence, Type, TypedDict, Union, final
+from typing import (
+    Callable,
+    Dict,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    TypedDict,
+    Union,
+    final,
+)
 
 __all__ = [
+    "CONTROL_VERSION",
+    "DEFAULT_INLINE_THRESHOLD",
     "LAYOUT_VERSION",
+    "MAX_REQUEST_LEN",
     "__version__",
     "AttachError",
     "Busy",
     "ChecksumMismatch",
     "Closed",
     "Consumer",
+    "ControlVersionMismatch",
     "Error",
     "Exhausted",
     "Handle",
+    "HandlerFailed",
     "Producer",
+    "Publication",
+    "RequestTooLarge",
+    "Response",
     "Stale",
     "TimedOut",
     "TooLarge",
     "VersionMismatch",
+    "http_request_encode",
+    "http_request_parse",
 ]
 
 __version__: str
 LAYOUT_VERSION: int
 """Version of the segment layout this package reads and writes; other versions are refused."""
+CONTROL_VERSION: int
+"""Version of the control channel's frames; a producer refuses a request of another version."""
+MAX_REQUEST_LEN: int
+"""The longest request the control channel carries (65536 bytes)."""
+DEFAULT_INLINE_THRESHOLD: int
+"""Bodies up to this many bytes (16384) travel inline in the answer unless ``serve`` says
+otherwise; larger ones in a slot, and those larger than a slot as a sealed memfd."""
 
 class Error(Exception):
     """Every error shmbridge raises."""
@@ -43,8 +74,8 @@ class Exhausted(Error):
     """No slot came free before the timeout."""
 
 class TooLarge(Error):
-    """The payload is larger than a slot (``publish``, ``request_handle``) or than the producer's
-    largest payload (64 MiB, for bodies the channel carries)."""
+    """The payload is larger than a slot (``publish``) or than the producer's largest payload
+    (64 MiB, for bodies the channel carries)."""
 
 class Busy(Error):
     """The producer holds as many unredeemed publications as it allows."""
@@ -57,6 +88,18 @@ class ChecksumMismatch(Error):
 
 class TimedOut(Error):
     """No answer within the timeout."""
+
+class RequestTooLarge(Error):
+    """The request is longer than the control channel carries (``MAX_REQUEST_LEN``); the
+    connection stays open."""
+
+class HandlerFailed(Error):
+    """The producer's handler raised (or returned neither bytes nor a Response) for this request;
+    the producer goes on serving others."""
+
+class ControlVersionMismatch(Error):
+    """The producer speaks another control-channel version: it refused the request and closed
+    the connection."""
 
 class Closed(Error):
     """The producer, consumer or control channel is closed."""
@@ -103,6 +146,65 @@ class _Stats(TypedDict):
     peers: int
 
 @final
+class Response:
+    """A status, a content type, header pairs and a body. A handler returns one (or plain
+    ``bytes``, a 200 with no content type or headers); ``Consumer.request`` returns one.
+    ``ValueError`` for a status outside 100..=999, a header name that is not an HTTP token, a
+    value or content type with bytes HTTP does not allow (CR, LF, NUL, non-ASCII), more than 64
+    headers or a head above 16 KiB."""
+
+    def __new__(
+        cls,
+        status: int = 200,
+        body: bytes = b"",
+        content_type: str = "",
+        headers: Sequence[Tuple[str, str]] = (),
+    ) -> Response: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def content_type(self) -> str:
+        """Empty when none was set."""
+    @property
+    def headers(self) -> List[Tuple[str, str]]:
+        """Header pairs in the order they were added, names as given."""
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def tier(self) -> Optional[str]:
+        """``"inline"``, ``"slot"`` or ``"sealed"``: how a received body travelled; None for a
+        response made here."""
+
+@final
+class Publication:
+    """A response made for this consumer and not yet redeemed (``Consumer.request_publication``):
+    its head, tier and handle are known, its body is still in its slot or memfd. Releasing it,
+    or dropping it unredeemed, gives the slot back to the producer at once."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def headers(self) -> List[Tuple[str, str]]: ...
+    @property
+    def tier(self) -> str:
+        """``"inline"``, ``"slot"`` or ``"sealed"``."""
+    @property
+    def len(self) -> int:
+        """The body's length in bytes."""
+    @property
+    def handle(self) -> Optional[Handle]:
+        """The slot's (or sealed ticket's) handle; None for an inline body."""
+    def redeem(self) -> Response:
+        """Reads and verifies the body. Once; then Stale. Raises Stale (withdrawn, reclaimed),
+        ChecksumMismatch."""
+    def release(self) -> None:
+        """Gives the publication back unread. Idempotent."""
+
+_Handler = Callable[[bytes], Union[bytes, Response]]
+
+@final
 class Producer:
     """Creates a segment (a sealed memfd, or a new file at ``path``) and publishes into it. A
     reaper thread takes back slots whose writer outlived ``lease`` or whose publication waited
@@ -132,22 +234,24 @@ class Producer:
         Raises TooLarge, Exhausted, Closed."""
     def serve(
         self,
-        callback: Optional[Callable[[int, int], bytes]] = None,
+        handler: Optional[_Handler] = None,
         socket_name: Optional[str] = None,
         *,
-        claim_timeout: float = 0.2,
         max_unredeemed_per_peer: Optional[int] = None,
         max_unredeemed: Optional[int] = None,
         allowed_uids: Optional[Sequence[int]] = None,
+        inline_threshold: Optional[int] = None,
     ) -> str:
         """Serves the segment on an abstract Unix socket (default ``shmbridge-py-PID-EPOCH``)
-        from background threads and returns its name. With ``callback``, also answers
-        control-channel requests: ``callback(count, seed)`` returns the payload ``bytes``; a body
-        larger than a slot (up to 64 MiB) travels as a sealed memfd with the answer. A
-        ``ValueError`` from it refuses the request as a bad request, any other exception (or a
-        non-bytes result) as a producer failure; it is reported through ``sys.unraisablehook``
-        and the producer keeps serving. Unredeemed publications are limited per connection
-        (default half the slots) and in all (default three quarters)."""
+        from background threads and returns its name. With ``handler``, also answers
+        control-channel requests: ``handler(request)`` gets the request ``bytes`` and returns the
+        body ``bytes`` or a ``Response``. The body travels inline up to ``inline_threshold``
+        bytes (default ``DEFAULT_INLINE_THRESHOLD``, at most 65536), in a slot up to the slot
+        size, and above it (up to 64 MiB) as a sealed memfd. An exception from the handler, or a
+        result of another type, fails that request only (the consumer gets HandlerFailed); it is
+        reported through ``sys.unraisablehook`` and the producer keeps serving. Unredeemed
+        publications are limited per connection (default half the slots) and in all (default
+        three quarters)."""
     def reap(self) -> int:
         """One reaper pass now; returns how many slots it took back."""
     def stats(self) -> _Stats: ...
@@ -174,14 +278,17 @@ class Consumer:
     def epoch(self) -> int: ...
     @property
     def is_open(self) -> bool: ...
-    def request(self, count: int, seed: int, timeout: float = 2.0) -> bytes:
-        """Asks the producer over the control channel for the payload of ``(count, seed)`` and
-        redeems it. Raises Busy, Exhausted, TooLarge, TimedOut, Closed, Error (refused)."""
-    def request_handle(self, count: int, seed: int, timeout: float = 2.0) -> Handle:
-        """Like ``request``, but returns the handle unredeemed. A publication larger than a slot
-        comes as a descriptor no handle can carry: TooLarge (and it is given back)."""
+    def request(self, request: bytes, timeout: float = 2.0) -> Response:
+        """Sends ``request`` (at most ``MAX_REQUEST_LEN`` bytes) to the producer's handler and
+        returns its verified response. Raises RequestTooLarge, HandlerFailed, Busy, Exhausted,
+        TooLarge, TimedOut, Closed, ControlVersionMismatch, Stale, ChecksumMismatch, Error."""
+    def request_publication(self, request: bytes, timeout: float = 2.0) -> Publication:
+        """Like ``request``, but returns the response unredeemed. It counts against this
+        connection's unredeemed limit until redeemed or released; closing the consumer withdraws
+        it."""
     def redeem(self, handle: Union[Handle, str]) -> bytes:
-        """The verified bytes. Raises Stale, ChecksumMismatch, ValueError (bad text)."""
+        """The verified bytes of a slot publication (``Producer.publish``). Raises Stale,
+        ChecksumMismatch, ValueError (bad text)."""
     def close(self) -> None: ...
     def __enter__(self) -> Consumer: ...
     def __exit__(
@@ -190,3 +297,13 @@ class Consumer:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> bool: ...
+
+def http_request_parse(request: bytes) -> Tuple[str, str, List[Tuple[str, str]], bytes]:
+    """``(method, target, headers, body)`` of a request in the HTTP-over-shm convention
+    (``METHOD SP /target CRLF (name: value CRLF)* CRLF body``); ``ValueError`` otherwise."""
+
+def http_request_encode(
+    method: str, target: str, headers: Sequence[Tuple[str, str]] = (), body: bytes = b""
+) -> bytes:
+    """The request bytes in the HTTP-over-shm convention; ``ValueError`` for a method that is
+    not a token, a target not of the form ``/path?query``, or a bad header."""

@@ -1,8 +1,8 @@
 //! The control channel in one process, through the public API: a producer serving its segment
-//! with [`ControlServer::spawn_channel`], consumers connecting with [`ControlClient::connect`]
-//! and redeeming what they are answered. Covers answers matched to their requests, the slots
-//! that come back when a publication is dropped, a connection closes or sends garbage, and the
-//! typed refusals (busy limits, deadline passed).
+//! with [`ControlServer::spawn_channel`] and a handler, consumers connecting with
+//! [`ControlClient::connect`] and redeeming what they are answered. Covers answers matched to
+//! their requests, the slots that come back when a publication is dropped, a connection closes
+//! or sends garbage, and the typed refusals (busy limits, deadline passed).
 #![cfg(not(loom))]
 
 mod channel_support;
@@ -10,76 +10,35 @@ mod channel_support;
 use std::collections::HashSet;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::Duration;
 
-use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect, recv, send, setsockopt, socket,
-    sockopt::ReceiveTimeout,
-};
-use nix::sys::time::TimeVal;
+use shmbridge::control::frame::{Answer, Placement, Request};
 use shmbridge::control::{
-    Answer, ChannelOptions, PublicationLimits, PublishRequest, Published, Publisher, Refusal,
-    RefusalCode, Request, RequestError,
+    ChannelOptions, Handler, HandlerError, PublicationLimits, Refusal, RefusalCode, RequestError,
+    ResponseWriter, Tier,
 };
-use shmbridge::{
-    Consumer, ConsumerOptions, ControlClient, ControlServer, Handle, Producer, SlotCounts,
-    monotonic_now_ns,
+use shmbridge::{ControlClient, monotonic_now_ns};
+
+use channel_support::{
+    Ask, INLINE_THRESHOLD, RawPeer, SLOT_LEN, SLOT_SIZE, Served, TIMEOUT, TestHandler,
+    assert_answers, channel_options, client_options, producer, publication, send_ask, tier_for,
+    wait_until,
 };
-
-use channel_support::{TIMEOUT, TestPublisher, payload, producer, unique_socket, wait_until};
-
-/// A producer serving a channel on a socket of its own.
-struct Served {
-    producer: Arc<Producer>,
-    server: ControlServer,
-}
-
-impl Served {
-    fn new(test: &str, slots: u32, limits: PublicationLimits) -> Self {
-        Self::with_publisher(test, slots, limits, Arc::new(TestPublisher))
-    }
-
-    fn with_publisher(
-        test: &str,
-        slots: u32,
-        limits: PublicationLimits,
-        publisher: Arc<dyn Publisher>,
-    ) -> Self {
-        let producer = producer(slots);
-        let options = ChannelOptions {
-            limits,
-            ..ChannelOptions::for_segment(producer.segment())
-        };
-        let server = ControlServer::spawn_channel(
-            Arc::clone(&producer),
-            publisher,
-            options,
-            &unique_socket(test),
-        )
-        .unwrap();
-        Self { producer, server }
-    }
-
-    fn connect(&self) -> ControlClient {
-        ControlClient::connect(self.server.socket_name(), TIMEOUT, &[]).unwrap()
-    }
-
-    fn slots(&self) -> SlotCounts {
-        SlotCounts::scan(self.producer.segment())
-    }
-}
 
 fn limits(per_peer: u32, segment: u32) -> PublicationLimits {
     PublicationLimits { per_peer, segment }
 }
 
-/// Redeems `handle` through a consumer of the client's segment.
-fn redeem(client: &ControlClient, handle: &Handle) -> Vec<u8> {
-    let consumer = Consumer::new(Arc::clone(client.segment()), ConsumerOptions::default()).unwrap();
-    consumer.acquire(handle).unwrap().copy_out().unwrap()
+/// [`TestHandler`] on `slots` slots with `limits`.
+fn served(test: &str, slots: u32, limits: PublicationLimits) -> Served {
+    let producer = producer(slots);
+    let options = ChannelOptions {
+        limits,
+        ..channel_options(&producer)
+    };
+    Served::new(test, producer, options)
 }
 
-fn refusal_of(result: Result<impl std::fmt::Debug, RequestError>) -> Refusal {
+fn refusal_of<T: std::fmt::Debug>(result: Result<T, RequestError>) -> Refusal {
     match result {
         Err(RequestError::Refused(refusal)) => refusal,
         other => panic!("expected a refusal, got {other:?}"),
@@ -87,21 +46,26 @@ fn refusal_of(result: Result<impl std::fmt::Debug, RequestError>) -> Refusal {
 }
 
 #[test]
-fn a_publication_redeems_to_the_bytes_the_publisher_wrote() {
-    let served = Served::new("round-trip", 4, limits(2, 3));
+fn a_response_redeems_to_the_bytes_the_handler_wrote() {
+    let served = served("round-trip", 4, limits(2, 3));
     let client = served.connect();
     assert_eq!(client.segment().epoch(), served.producer.segment().epoch());
 
-    let publication = client.publish_blocking(1000, 42, TIMEOUT).unwrap();
-    assert_eq!(publication.handle().len, 1000);
+    let ask = Ask::new(SLOT_LEN, 42);
+    let publication = publication(&client, &ask.encode()).unwrap();
+    assert_eq!(publication.tier(), Tier::Slot);
+    assert_eq!(publication.len(), SLOT_LEN as u64);
+    assert_eq!(publication.handle().unwrap().len as usize, SLOT_LEN);
     assert_eq!(served.slots().ready, 1);
-    assert_eq!(redeem(&client, publication.handle()), payload(1000, 42));
-    publication.redeemed();
+    let response = publication.redeem().unwrap();
+    assert_answers(&response, &ask, Tier::Slot);
     assert_eq!(served.slots().free, 4);
     assert_eq!(served.producer.stats().withdrawn, 0);
+    assert_eq!(client.consumer().stats().checksum_failures, 0);
+    served.assert_nothing_leaked();
 }
 
-/// Holds every publish until `expected` of them are in the publisher at once (or a timeout
+/// Holds every request until `expected` of them are in the handler at once (or a timeout
 /// passes), so the test can tell the connection's requests were served side by side.
 struct Gate {
     expected: usize,
@@ -110,19 +74,18 @@ struct Gate {
 }
 
 impl Gate {
-    /// The most publishes that were in the publisher at the same time.
+    /// The most requests that were in the handler at the same time.
     fn peak(&self) -> usize {
         self.inside.lock().unwrap_or_else(PoisonError::into_inner).1
     }
 }
 
-impl Publisher for Gate {
-    fn publish(
+impl Handler for Gate {
+    fn handle(
         &self,
-        producer: &Producer,
-        request: &PublishRequest,
-        wait: Duration,
-    ) -> Result<Published, Refusal> {
+        request: &[u8],
+        response: &mut ResponseWriter<'_>,
+    ) -> Result<(), HandlerError> {
         let mut inside = self.inside.lock().unwrap_or_else(PoisonError::into_inner);
         inside.0 += 1;
         inside.1 = inside.1.max(inside.0);
@@ -133,100 +96,114 @@ impl Publisher for Gate {
             .unwrap_or_else(PoisonError::into_inner);
         inside.0 -= 1;
         drop(inside);
-        TestPublisher.publish(producer, request, wait)
+        TestHandler.handle(request, response)
     }
 }
 
+/// Requests whose bytes differ get each their own response, whichever tier carries it: the
+/// bodies run from 100 bytes (inline) through slots to sealed payloads.
 #[test]
 fn many_requests_in_flight_on_one_connection_are_each_answered_with_their_own() {
-    const REQUESTS: u32 = 32;
+    const REQUESTS: usize = 32;
     let gate = Arc::new(Gate {
-        expected: REQUESTS as usize,
+        expected: REQUESTS,
         inside: Mutex::default(),
         changed: Condvar::new(),
     });
-    let served = Served::with_publisher(
+    let producer = producer(64);
+    let options = ChannelOptions {
+        limits: limits(64, 64),
+        ..channel_options(&producer)
+    };
+    let served = Served::with_handler(
         "in-flight",
-        64,
-        limits(64, 64),
-        Arc::clone(&gate) as Arc<dyn Publisher>,
+        producer,
+        Arc::clone(&gate) as Arc<dyn Handler>,
+        options,
     );
     let client = served.connect();
     let (answered, answers) = mpsc::channel();
     let deadline_ns = monotonic_now_ns() + TIMEOUT.as_nanos() as u64;
     let mut ids = HashSet::new();
     for n in 0..REQUESTS {
-        let (count, seed) = (100 + n, 1000 + u64::from(n));
+        let ask = Ask::new(100 + n * 150, 1000 + n as u64);
         let answered = answered.clone();
+        let request = ask.encode();
         let id = client
-            .publish(count, seed, deadline_ns, move |result| {
-                answered.send((count, seed, result)).unwrap();
+            .request_with(&request, deadline_ns, move |result| {
+                answered.send((ask, result)).unwrap();
             })
             .unwrap();
         assert!(ids.insert(id), "id {id} given twice");
     }
+    let mut tiers = HashSet::new();
     for _ in 0..REQUESTS {
-        let (count, seed, result) = answers.recv_timeout(2 * TIMEOUT).unwrap();
+        let (ask, result) = answers.recv_timeout(2 * TIMEOUT).unwrap();
         let publication = result.unwrap();
-        assert_eq!(publication.handle().len, count);
-        assert_eq!(
-            redeem(&client, publication.handle()),
-            payload(count, seed),
-            "request ({count}, {seed}) got another request's publication"
-        );
-        publication.redeemed();
+        let tier = tier_for(ask.len, INLINE_THRESHOLD, SLOT_SIZE);
+        assert_eq!(publication.tier(), tier, "{ask:?}");
+        assert_eq!(publication.len(), ask.len as u64);
+        let response = publication.redeem().unwrap();
+        // Bytes drawn from (len, seed): another request's response would not match.
+        assert_answers(&response, &ask, tier);
+        tiers.insert(tier);
     }
+    assert_eq!(tiers.len(), 3, "not every tier was exercised: {tiers:?}");
     assert_eq!(
         gate.peak(),
-        REQUESTS as usize,
+        REQUESTS,
         "the connection's requests were not served side by side"
     );
-    assert_eq!(served.slots().free, 64);
+    served.assert_nothing_leaked();
 }
 
 #[test]
 fn a_publication_dropped_unredeemed_is_withdrawn() {
-    let served = Served::new("dropped", 4, limits(2, 3));
+    let served = served("dropped", 4, limits(2, 3));
     let client = served.connect();
-    let publication = client.publish_blocking(100, 1, TIMEOUT).unwrap();
+    let held = publication(&client, &Ask::new(SLOT_LEN, 1).encode()).unwrap();
     assert_eq!(served.slots().ready, 1);
-    drop(publication);
+    drop(held);
     wait_until("the dropped publication withdrawn", TIMEOUT, || {
         served.producer.stats().withdrawn == 1 && served.slots().free == 4
     });
+    // A sealed one the same way, and its bytes stop counting.
+    let sealed = publication(&client, &Ask::new(3 * SLOT_SIZE, 3).encode()).unwrap();
+    assert_eq!(sealed.tier(), Tier::Sealed);
+    assert_eq!(
+        served.producer.stats().sealed_bytes_in_flight,
+        3 * SLOT_SIZE as u64
+    );
+    drop(sealed);
+    wait_until("the dropped sealed publication withdrawn", TIMEOUT, || {
+        let stats = served.producer.stats();
+        stats.withdrawn == 2 && stats.slots.free == 4 && stats.sealed_bytes_in_flight == 0
+    });
     // The connection stays up, and the slot serves the next request.
     assert!(client.is_open());
-    let next = client.publish_blocking(100, 2, TIMEOUT).unwrap();
-    assert_eq!(redeem(&client, next.handle()), payload(100, 2));
-    next.redeemed();
+    let ask = Ask::new(SLOT_LEN, 2);
+    let next = client.request(&ask.encode(), TIMEOUT).unwrap();
+    assert_answers(&next, &ask, Tier::Slot);
+    served.assert_nothing_leaked();
 }
 
 #[test]
 fn busy_limits_answer_typed_refusals_until_a_publication_comes_back() {
-    let served = Served::new("busy", 8, limits(2, 3));
+    let served = served("busy", 8, limits(2, 3));
     let (one, other) = (served.connect(), served.connect());
-    let mut held = vec![
-        one.publish_blocking(10, 1, TIMEOUT).unwrap(),
-        one.publish_blocking(10, 2, TIMEOUT).unwrap(),
-    ];
-    let busy = refusal_of(one.publish_blocking(10, 3, TIMEOUT));
+    let hold =
+        |client: &ControlClient, seed| publication(client, &Ask::new(SLOT_LEN, seed).encode());
+    let mut held = vec![hold(&one, 1).unwrap(), hold(&one, 2).unwrap()];
     assert_eq!(
-        busy,
-        Refusal {
-            code: RefusalCode::PeerBusy,
-            detail: 2
-        }
+        refusal_of(hold(&one, 3)),
+        Refusal::new(RefusalCode::PeerBusy, 2)
     );
 
     // The other peer is under its own limit, but the segment's counts every peer.
-    held.push(other.publish_blocking(10, 4, TIMEOUT).unwrap());
-    let busy = refusal_of(other.publish_blocking(10, 5, TIMEOUT));
+    held.push(hold(&other, 4).unwrap());
     assert_eq!(
-        busy,
-        Refusal {
-            code: RefusalCode::SegmentBusy,
-            detail: 3
-        }
+        refusal_of(hold(&other, 5)),
+        Refusal::new(RefusalCode::SegmentBusy, 3)
     );
     // Refusals take no slot.
     assert_eq!(served.slots().ready, 3);
@@ -237,118 +214,68 @@ fn busy_limits_answer_typed_refusals_until_a_publication_comes_back() {
     wait_until("a publication withdrawn", TIMEOUT, || {
         served.slots().ready == 2
     });
-    let served_again = other.publish_blocking(10, 6, TIMEOUT).unwrap();
-    assert_eq!(redeem(&other, served_again.handle()), payload(10, 6));
-    served_again.redeemed();
+    let ask = Ask::new(SLOT_LEN, 6);
+    assert_answers(&send_ask(&other, &ask).unwrap(), &ask, Tier::Slot);
+    drop(held);
+    served.assert_nothing_leaked();
 }
 
 #[test]
 fn a_deadline_already_passed_is_refused_without_taking_a_slot() {
-    let served = Served::new("deadline", 4, limits(2, 3));
+    let served = served("deadline", 4, limits(2, 3));
     let client = served.connect();
     let (answered, answer) = mpsc::sync_channel(1);
     client
-        .publish(100, 1, monotonic_now_ns(), move |result| {
-            answered.send(result).unwrap();
-        })
+        .request_with(
+            &Ask::new(SLOT_LEN, 1).encode(),
+            monotonic_now_ns(),
+            move |result| {
+                answered.send(result).unwrap();
+            },
+        )
         .unwrap();
     let refusal = refusal_of(answer.recv_timeout(TIMEOUT).unwrap());
-    assert_eq!(
-        refusal,
-        Refusal {
-            code: RefusalCode::DeadlineExceeded,
-            detail: 0
-        }
-    );
+    assert_eq!(refusal, Refusal::new(RefusalCode::DeadlineExceeded, 0));
     assert_eq!(served.slots().free, 4);
     assert!(client.is_open());
 }
 
-/// A same-uid process speaking the frames by hand: the greeting, then whatever it sends.
-struct RawPeer(std::os::fd::OwnedFd);
-
-impl RawPeer {
-    /// Connects and reads the greeting. No buffer is offered for the descriptor it carries, so
-    /// the kernel closes that instead of installing it here.
-    fn connect(socket_name: &str) -> Self {
-        let fd = socket(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .unwrap();
-        let timeout = TimeVal::new(TIMEOUT.as_secs() as _, 0);
-        setsockopt(&fd, ReceiveTimeout, &timeout).unwrap();
-        let addr = UnixAddr::new_abstract(socket_name.as_bytes()).unwrap();
-        connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr).unwrap();
-        let peer = Self(fd);
-        let greeting = peer.receive().expect("a greeting");
-        assert!(greeting.starts_with(b"SHMB"), "{greeting:02x?}");
-        peer
+/// A publish frame for `ask`, as the raw peer sends it.
+fn publish_frame(id: u64, ask: &Ask) -> Vec<u8> {
+    Request::Publish {
+        id,
+        deadline_ns: monotonic_now_ns() + TIMEOUT.as_nanos() as u64,
+        request: &ask.encode(),
     }
-
-    fn send(&self, frame: &[u8]) {
-        send(self.raw(), frame, MsgFlags::MSG_NOSIGNAL).unwrap();
-    }
-
-    /// Sends `frame` with `fd` attached, which no request may carry.
-    fn send_with_fd(&self, frame: &[u8], fd: std::os::fd::RawFd) {
-        nix::sys::socket::sendmsg::<()>(
-            self.raw(),
-            &[std::io::IoSlice::new(frame)],
-            &[nix::sys::socket::ControlMessage::ScmRights(&[fd])],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-        .unwrap();
-    }
-
-    /// The next message, or `None` once the producer closed the connection.
-    fn receive(&self) -> Option<Vec<u8>> {
-        let mut buf = [0u8; 128];
-        match recv(self.raw(), &mut buf, MsgFlags::empty()) {
-            Ok(0) | Err(nix::errno::Errno::ECONNRESET) => None,
-            Ok(len) => Some(buf[..len].to_vec()),
-            Err(errno) => panic!("receiving from the producer: {errno}"),
-        }
-    }
-
-    fn raw(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.0)
-    }
+    .encode()
 }
 
 #[test]
 fn a_garbage_frame_closes_only_its_connection_and_withdraws_what_it_held() {
-    let served = Served::new("garbage", 8, limits(4, 6));
+    let served = served("garbage", 8, limits(4, 6));
     let honest = served.connect();
-    let before = honest.publish_blocking(100, 1, TIMEOUT).unwrap();
-    assert_eq!(redeem(&honest, before.handle()), payload(100, 1));
-    before.redeemed();
+    let ask = Ask::new(SLOT_LEN, 1);
+    assert_answers(&send_ask(&honest, &ask).unwrap(), &ask, Tier::Slot);
 
     let rogue = RawPeer::connect(served.server.socket_name());
-    let deadline_ns = monotonic_now_ns() + TIMEOUT.as_nanos() as u64;
     for id in 1..=3 {
-        rogue.send(
-            &Request::Publish(PublishRequest {
-                id,
-                count: 50,
-                seed: id,
-                deadline_ns,
-            })
-            .encode(),
-        );
-        let answer = Answer::decode(&rogue.receive().expect("an answer")).unwrap();
+        rogue.send(&publish_frame(id, &Ask::new(SLOT_LEN, id)));
+        let frame = rogue.receive().expect("an answer");
+        let answer = Answer::decode(&frame).unwrap();
         assert!(
-            matches!(answer, Answer::Published { id: answered, .. } if answered == id),
+            matches!(
+                answer,
+                Answer::Published { id: answered, placement: Placement::Slot(_), .. }
+                    if answered == id
+            ),
             "{answer:?}"
         );
     }
     assert_eq!(served.slots().ready, 3);
     assert_eq!(served.server.peers(), 2);
 
-    rogue.send(b"SHMC\x01\x01\0\0not a publish frame");
+    // The right magic and version, and nothing else right.
+    rogue.send(b"SHMC\x02\x01\0\0not a publish frame");
     assert_eq!(rogue.receive(), None, "the garbage connection stayed open");
     wait_until(
         "the garbage connection's publications withdrawn",
@@ -358,26 +285,20 @@ fn a_garbage_frame_closes_only_its_connection_and_withdraws_what_it_held() {
     assert_eq!(served.producer.stats().withdrawn, 3);
 
     assert!(honest.is_open());
-    let after = honest.publish_blocking(100, 2, TIMEOUT).unwrap();
-    assert_eq!(redeem(&honest, after.handle()), payload(100, 2));
-    after.redeemed();
+    let ask = Ask::new(SLOT_LEN, 2);
+    assert_answers(&send_ask(&honest, &ask).unwrap(), &ask, Tier::Slot);
+    served.assert_nothing_leaked();
 }
 
-/// Only a producer's published answer may carry a descriptor: a request with one is a protocol
+/// Only a producer's sealed answer may carry a descriptor: a request with one is a protocol
 /// error, and its connection is closed unanswered.
 #[test]
 fn a_request_carrying_a_descriptor_closes_its_connection() {
-    let served = Served::new("request-fd", 4, limits(2, 3));
+    let served = served("request-fd", 4, limits(2, 3));
     let rogue = RawPeer::connect(served.server.socket_name());
-    let request = Request::Publish(PublishRequest {
-        id: 1,
-        count: 50,
-        seed: 1,
-        deadline_ns: monotonic_now_ns() + TIMEOUT.as_nanos() as u64,
-    });
     let (_read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     rogue.send_with_fd(
-        &request.encode(),
+        &publish_frame(1, &Ask::new(SLOT_LEN, 1)),
         std::os::fd::AsRawFd::as_raw_fd(&write_end),
     );
     assert_eq!(
@@ -390,12 +311,18 @@ fn a_request_carrying_a_descriptor_closes_its_connection() {
 
 #[test]
 fn a_client_dropped_with_unredeemed_publications_gets_them_withdrawn() {
-    let served = Served::new("client-dropped", 8, limits(4, 6));
+    let served = served("client-dropped", 8, limits(4, 6));
     let client = served.connect();
-    let held: Vec<_> = (0..3)
-        .map(|seed| client.publish_blocking(100, seed, TIMEOUT).unwrap())
+    let held: Vec<_> = [SLOT_LEN, SLOT_LEN, 2 * SLOT_SIZE]
+        .into_iter()
+        .enumerate()
+        .map(|(seed, len)| publication(&client, &Ask::new(len, seed as u64).encode()).unwrap())
         .collect();
     assert_eq!(served.slots().ready, 3);
+    assert_eq!(
+        served.producer.stats().sealed_bytes_in_flight,
+        2 * SLOT_SIZE as u64
+    );
     drop(client);
     // The publications are still alive, so no release frame was sent for them: closing the
     // connection is what gives them back.
@@ -407,38 +334,43 @@ fn a_client_dropped_with_unredeemed_publications_gets_them_withdrawn() {
     assert_eq!(served.producer.stats().withdrawn, 3);
     drop(held);
     assert_eq!(served.producer.stats().withdrawn, 3);
-    assert_eq!(served.slots().free, 8);
+    served.assert_nothing_leaked();
 }
 
 /// A client without a reader thread, driven the way an event loop would: answers arrive only
 /// when the caller receives them, and the end of the connection fails what is still waiting.
 #[test]
 fn a_driven_client_receives_answers_when_asked_and_learns_of_the_close() {
-    let served = Served::new("driven", 4, limits(2, 3));
+    let served = served("driven", 4, limits(2, 3));
     let (client, answers) =
-        ControlClient::connect_driven(served.server.socket_name(), TIMEOUT, &[]).unwrap();
-    let (answered, answer) = std::sync::mpsc::channel();
-    let send_to = |answered: std::sync::mpsc::Sender<_>| {
+        ControlClient::connect_driven(served.server.socket_name(), &client_options()).unwrap();
+    let (answered, answer) = mpsc::channel();
+    let send_to = |answered: mpsc::Sender<_>| {
         move |result: Result<shmbridge::control::Publication, RequestError>| {
-            let _ = answered.send(result.map(|publication| publication.redeemed()));
+            let _ = answered.send(result);
         }
     };
     let deadline = monotonic_now_ns() + TIMEOUT.as_nanos() as u64;
+    let ask = Ask::new(SLOT_LEN, 3);
     client
-        .publish(700, 3, deadline, send_to(answered.clone()))
+        .request_with(&ask.encode(), deadline, send_to(answered.clone()))
         .unwrap();
-    let mut handle = None;
+    let mut publication = None;
     wait_until("the answer", TIMEOUT, || {
         assert!(answers.receive_ready(), "the connection closed");
-        handle = answer.try_recv().ok();
-        handle.is_some()
+        publication = answer.try_recv().ok();
+        publication.is_some()
     });
-    let handle = handle.unwrap().unwrap();
-    assert_eq!(redeem(&client, &handle), payload(700, 3));
+    let response = publication.unwrap().unwrap().redeem().unwrap();
+    assert_answers(&response, &ask, Tier::Slot);
 
     // Nothing is received unless asked: the answer to a second request waits on the socket.
     client
-        .publish(10, 4, deadline, send_to(answered.clone()))
+        .request_with(
+            &Ask::new(SLOT_LEN, 4).encode(),
+            deadline,
+            send_to(answered.clone()),
+        )
         .unwrap();
     wait_until("the producer to publish", TIMEOUT, || {
         served.slots().ready == 1
@@ -450,7 +382,7 @@ fn a_driven_client_receives_answers_when_asked_and_learns_of_the_close() {
     assert!(answer.try_recv().unwrap().is_ok());
     assert!(!client.is_open());
     assert!(matches!(
-        client.publish(1, 1, deadline, send_to(answered)),
+        client.request_with(b"", deadline, send_to(answered)),
         Err(RequestError::Closed)
     ));
 }

@@ -17,13 +17,16 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use shmbridge::control::{ChannelOptions, PublicationLimits};
+use shmbridge::control::{ChannelOptions, ClientOptions, PublicationLimits, Tier};
 use shmbridge::{
-    AttachError, Consumer, ConsumerOptions, ControlClient, ControlServer, Producer, Segment,
-    SegmentConfig, SlotCounts, attach_via_socket,
+    AttachError, ControlClient, ControlServer, Producer, Segment, SegmentConfig, SlotCounts,
+    attach_via_socket,
 };
 
-use channel_support::{TIMEOUT, TestPublisher, payload, producer, unique_socket, wait_until};
+use channel_support::{
+    Ask, SLOT_LEN, Served, TIMEOUT, assert_answers, channel_options, client_options, producer,
+    publication, send_ask, unique_socket, wait_until,
+};
 use child_support::{CHILD_WITHIN, line, start_until};
 
 const CHILD_ROLE: &str = "SHMBRIDGE_TEST_CHANNEL_ROLE";
@@ -53,10 +56,10 @@ fn channel_child() {
     match role.as_str() {
         // A consumer: takes publications, never redeems them, and waits to be killed.
         "hold" => {
-            let len: u32 = std::env::var(CHILD_BODY_LEN).unwrap().parse().unwrap();
-            let client = ControlClient::connect(&socket, TIMEOUT, &[]).unwrap();
+            let len: usize = std::env::var(CHILD_BODY_LEN).unwrap().parse().unwrap();
+            let client = ControlClient::connect(&socket, &client_options()).unwrap();
             let held: Vec<_> = (0..HELD)
-                .map(|seed| client.publish_blocking(len, seed.into(), TIMEOUT).unwrap())
+                .map(|seed| publication(&client, &Ask::new(len, seed.into()).encode()).unwrap())
                 .collect();
             writeln!(stdout, "holding {}", held.len()).unwrap();
             writeln!(stdout, "child ready").unwrap();
@@ -68,8 +71,12 @@ fn channel_child() {
             let producer_uids: Vec<u32> = std::env::var(CHILD_PRODUCER_UID)
                 .map(|uid| vec![uid.parse().unwrap()])
                 .unwrap_or_default();
-            let connected = ControlClient::connect(&socket, TIMEOUT, &producer_uids)
-                .map(|client| client.segment().epoch());
+            let options = ClientOptions {
+                producer_uids,
+                ..client_options()
+            };
+            let connected =
+                ControlClient::connect(&socket, &options).map(|client| client.segment().epoch());
             writeln!(stdout, "uid {}", nix::unistd::geteuid()).unwrap();
             writeln!(stdout, "connected: {connected:?}").unwrap();
             writeln!(stdout, "child done").unwrap();
@@ -87,10 +94,10 @@ fn channel_child() {
         // An honest producer: creates its segment and serves a channel on it.
         "produce" => {
             let producer = producer(4);
-            let options = ChannelOptions::for_segment(producer.segment());
+            let options = channel_options(&producer);
             let _server = ControlServer::spawn_channel(
                 Arc::clone(&producer),
-                Arc::new(TestPublisher),
+                Arc::new(channel_support::TestHandler),
                 options,
                 &socket,
             )
@@ -128,7 +135,7 @@ fn this_binary() -> PathBuf {
 
 #[test]
 fn a_killed_consumers_publications_come_back_within_100_ms_of_its_socket_closing() {
-    killed_consumer_gives_back(100);
+    killed_consumer_gives_back(SLOT_LEN);
 }
 
 /// Sealed publications (bodies above the 4 KiB slots) come back the same way, and their bytes
@@ -138,8 +145,9 @@ fn a_killed_consumers_sealed_publications_come_back_with_their_bytes() {
     killed_consumer_gives_back(64 << 10);
 }
 
-/// A child holds [`HELD`] publications of `len` bytes and is killed.
-fn killed_consumer_gives_back(len: u32) {
+/// A child holds [`HELD`] publications of `len` bytes (above the inline threshold: slot or
+/// sealed) and is killed.
+fn killed_consumer_gives_back(len: usize) {
     // Only the channel can free what the child holds: a 1 h TTL and no reaper.
     let producer = producer(8);
     let options = ChannelOptions {
@@ -147,15 +155,10 @@ fn killed_consumer_gives_back(len: u32) {
             per_peer: HELD,
             segment: 8,
         },
-        ..ChannelOptions::for_segment(producer.segment())
+        ..channel_options(&producer)
     };
-    let server = ControlServer::spawn_channel(
-        Arc::clone(&producer),
-        Arc::new(TestPublisher),
-        options,
-        &unique_socket("killed"),
-    )
-    .unwrap();
+    let served = Served::new("killed", Arc::clone(&producer), options);
+    let server = &served.server;
     let ready = || SlotCounts::scan(producer.segment()).ready;
 
     let mut command = child_command(&this_binary(), "hold", server.socket_name());
@@ -163,8 +166,8 @@ fn killed_consumer_gives_back(len: u32) {
     let (mut child, lines) = start_until(command, "child ready");
     assert_eq!(line(&lines, "holding "), HELD.to_string());
     assert_eq!(ready(), HELD);
-    let sealed = if len > producer.segment().slot_size() {
-        u64::from(HELD * len)
+    let sealed = if len > producer.segment().slot_size() as usize {
+        u64::from(HELD) * len as u64
     } else {
         0
     };
@@ -193,6 +196,7 @@ fn killed_consumer_gives_back(len: u32) {
     assert_eq!(producer.stats().withdrawn, u64::from(HELD));
     assert_eq!(producer.stats().sealed_bytes_in_flight, 0);
     assert_eq!(SlotCounts::scan(producer.segment()).free, 8);
+    served.assert_nothing_leaked();
 }
 
 /// The test binary as a process running as `nobody` can execute it: this one if every
@@ -220,18 +224,11 @@ fn binary_for_nobody(dir: &Path) -> PathBuf {
     copy
 }
 
-/// A same-uid client gets its publication redeemed: the server still serves.
+/// A same-uid client gets its response redeemed: the server still serves.
 fn round_trip(socket: &str) {
-    let client = ControlClient::connect(socket, TIMEOUT, &[]).unwrap();
-    let publication = client.publish_blocking(100, 7, TIMEOUT).unwrap();
-    let consumer = Consumer::new(Arc::clone(client.segment()), ConsumerOptions::default()).unwrap();
-    let bytes = consumer
-        .acquire(publication.handle())
-        .unwrap()
-        .copy_out()
-        .unwrap();
-    assert_eq!(bytes, payload(100, 7));
-    publication.redeemed();
+    let client = ControlClient::connect(socket, &client_options()).unwrap();
+    let ask = Ask::new(SLOT_LEN, 7);
+    assert_answers(&send_ask(&client, &ask).unwrap(), &ask, Tier::Slot);
 }
 
 #[test]
@@ -252,16 +249,10 @@ fn a_process_of_another_uid_is_refused_and_same_uid_clients_are_still_served() {
         let producer = producer(4);
         let options = ChannelOptions {
             allowed_uids,
-            ..ChannelOptions::for_segment(producer.segment())
+            ..channel_options(&producer)
         };
-        let server = ControlServer::spawn_channel(
-            Arc::clone(&producer),
-            Arc::new(TestPublisher),
-            options,
-            &unique_socket(test),
-        )
-        .unwrap();
-        (producer, server)
+        let served = Served::new(test, producer, options);
+        (served.producer, served.server)
     };
 
     let (producer, server) = serve("other-uid", Vec::new());
@@ -308,7 +299,7 @@ fn a_squatter_serving_a_segment_it_did_not_create_is_refused_and_its_creator_is_
                     && *creator == (std::process::id(), uid)
         )
     };
-    let Err(refused) = ControlClient::connect(&squatted, TIMEOUT, &[]) else {
+    let Err(refused) = ControlClient::connect(&squatted, &client_options()) else {
         panic!("the client attached through a squatter");
     };
     assert!(expected(&refused), "{refused:?}");

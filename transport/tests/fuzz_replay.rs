@@ -7,7 +7,11 @@ use std::path::Path;
 
 use arbitrary::{Arbitrary, Unstructured};
 use shmbridge::Handle;
-use shmbridge::control::{Answer, PublishRequest, Refusal, RefusalCode, Request};
+use shmbridge::control::frame::{
+    Answer, CONTROL_VERSION, FrameError, MAX_ANSWER_FRAME_LEN, MAX_HEAD_LEN, MAX_HEADER_VALUE_LEN,
+    MAX_INLINE_LEN, MAX_REQUEST_LEN, Placement, Request, other_version_id,
+};
+use shmbridge::control::{Refusal, RefusalCode, ResponseHead};
 use shmbridge::testing::{
     Op, check_control_frame, check_handle_text, check_segment_image, check_slot_ops,
 };
@@ -142,26 +146,58 @@ fn control_frame_seeds_and_regressions() {
 /// each must decode to the frame the script meant, so the decoder and the spec agree.
 #[test]
 fn control_frame_seeds_are_the_documented_frames() {
-    let handle = Handle {
+    let handle = |slot, len, generation, crc| Handle {
         epoch: 0x9f86_d081_884c_7d65,
-        slot: 3,
-        len: 256_873,
-        generation: 26,
-        crc: 0x5d41_402a,
+        slot,
+        len,
+        generation,
+        crc,
     };
-    let refused = |id, code, detail| Answer::Refused {
-        id,
-        refusal: Refusal { code, detail },
+    let head = |content_type: &str, headers: &[(&str, &str)]| {
+        let mut head = ResponseHead::default();
+        head.set_content_type(content_type).unwrap();
+        for (name, value) in headers {
+            head.add_header(name, value).unwrap();
+        }
+        head
     };
+    let with_status = |mut head: ResponseHead, status| {
+        head.set_status(status).unwrap();
+        head
+    };
+    let json = head(
+        "application/json",
+        &[
+            ("x-payload-crc32", "5d41402a"),
+            ("cache-control", "no-store"),
+        ],
+    );
+    let inline_body = br#"{"users":[{"id":1,"name":"Ada"}]}"#;
+    let binary: Vec<u8> = (0..=255).collect();
     let requests = [
         (
             "publish",
-            Request::Publish(PublishRequest {
+            Request::Publish {
                 id: 7,
-                count: 1000,
-                seed: 42,
                 deadline_ns: 123_456_789_000,
-            }),
+                request: b"GET /users?count=1000&seed=42\r\naccept: application/json\r\n\r\n",
+            },
+        ),
+        (
+            "publish_empty",
+            Request::Publish {
+                id: 8,
+                deadline_ns: 1,
+                request: b"",
+            },
+        ),
+        (
+            "publish_binary",
+            Request::Publish {
+                id: 9,
+                deadline_ns: u64::MAX,
+                request: &binary,
+            },
         ),
         (
             "release",
@@ -172,21 +208,153 @@ fn control_frame_seeds_are_the_documented_frames() {
             },
         ),
     ];
+    let refused = |id, code, detail| Answer::Refused {
+        id,
+        refusal: Refusal::new(code, detail),
+    };
     let answers = [
-        ("published", Answer::Published { id: 9, handle }),
-        ("refused_peer_busy", refused(1, RefusalCode::PeerBusy, 32)),
-        ("refused_too_large", refused(2, RefusalCode::TooLarge, 4096)),
+        (
+            "published_inline",
+            Answer::Published {
+                id: 9,
+                head: json,
+                placement: Placement::Inline {
+                    body: inline_body,
+                    crc: crc32fast::hash(inline_body),
+                },
+            },
+        ),
+        (
+            "published_inline_empty",
+            Answer::Published {
+                id: 10,
+                head: with_status(ResponseHead::default(), 204),
+                placement: Placement::Inline { body: b"", crc: 0 },
+            },
+        ),
+        (
+            "published_slot",
+            Answer::Published {
+                id: 11,
+                head: with_status(head("text/plain; charset=utf-8", &[]), 201),
+                placement: Placement::Slot(handle(3, 2000, 26, 0x5d41_402a)),
+            },
+        ),
+        (
+            "published_sealed",
+            Answer::Published {
+                id: 12,
+                head: ResponseHead::default(),
+                placement: Placement::Sealed(handle(5, 256_873, 27, 0x1234_abcd)),
+            },
+        ),
+        ("refused_too_large", refused(1, RefusalCode::TooLarge, 4096)),
+        ("refused_exhausted", refused(2, RefusalCode::Exhausted, 0)),
+        ("refused_peer_busy", refused(3, RefusalCode::PeerBusy, 32)),
+        (
+            "refused_segment_busy",
+            refused(4, RefusalCode::SegmentBusy, 48),
+        ),
+        (
+            "refused_deadline_exceeded",
+            refused(5, RefusalCode::DeadlineExceeded, 0),
+        ),
+        ("refused_internal", refused(6, RefusalCode::Internal, 0)),
+        (
+            "refused_request_too_large",
+            refused(7, RefusalCode::RequestTooLarge, MAX_REQUEST_LEN as u64),
+        ),
+        (
+            "refused_handler_failed",
+            refused(8, RefusalCode::HandlerFailed, 0),
+        ),
+        (
+            "refused_version",
+            refused(9, RefusalCode::Version, CONTROL_VERSION.into()),
+        ),
     ];
     let seed = |name| {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/control_frame");
         std::fs::read(path.join(name)).unwrap()
     };
+    let mut named = requests.len() + answers.len();
     for (name, request) in requests {
         assert_eq!(Request::decode(&seed(name)), Ok(request), "{name}");
     }
     for (name, answer) in answers {
         assert_eq!(Answer::decode(&seed(name)), Ok(answer), "{name}");
     }
+    // The other version's frame: named by both decoders, and answerable by its id.
+    let v1 = seed("v1_publish");
+    assert_eq!(Request::decode(&v1), Err(FrameError::Version { found: 1 }));
+    assert_eq!(Answer::decode(&v1), Err(FrameError::Version { found: 1 }));
+    assert_eq!(other_version_id(&v1), Some(13));
+    named += 1;
+    // Every refusal code has its seed, and nothing in the directory goes unchecked.
+    assert_eq!(RefusalCode::ALL.len(), 9);
+    let committed = replay("control_frame", |_| {});
+    assert_eq!(committed, named, "a seed is not checked here");
+}
+
+/// The checker itself enforces every bound: frames exactly at each bound pass it, and one byte
+/// over each is refused by the decoders (so the checker's own assertions never see them).
+#[test]
+fn control_frame_bounds_are_exact() {
+    let request = vec![7u8; MAX_REQUEST_LEN];
+    let at_bound = Request::Publish {
+        id: 1,
+        deadline_ns: 1,
+        request: &request,
+    }
+    .encode();
+    assert!(Request::decode(&at_bound).is_ok());
+    check_control_frame(&at_bound);
+    let mut over = at_bound.clone();
+    over.push(7);
+    over[24..28].copy_from_slice(&(MAX_REQUEST_LEN as u32 + 1).to_le_bytes());
+    assert!(matches!(
+        Request::decode(&over),
+        Err(FrameError::Bound {
+            field: "request",
+            ..
+        })
+    ));
+    check_control_frame(&over);
+
+    let body = vec![9u8; MAX_INLINE_LEN];
+    let mut head = ResponseHead::default();
+    let value = "v".repeat(MAX_HEADER_VALUE_LEN);
+    while head.add_header("x-filler", &value).is_ok() {}
+    let at_bound = Answer::Published {
+        id: 2,
+        head: head.clone(),
+        placement: Placement::Inline {
+            body: &body,
+            crc: crc32fast::hash(&body),
+        },
+    }
+    .encode();
+    assert!(at_bound.len() <= MAX_ANSWER_FRAME_LEN);
+    assert!(Answer::decode(&at_bound).is_ok());
+    check_control_frame(&at_bound);
+    let mut over = at_bound.clone();
+    over.push(9);
+    over[36..40].copy_from_slice(&(MAX_INLINE_LEN as u32 + 1).to_le_bytes());
+    assert!(matches!(
+        Answer::decode(&over),
+        Err(FrameError::Bound {
+            field: "inline body",
+            ..
+        })
+    ));
+    check_control_frame(&over);
+    let mut over = at_bound;
+    over[20..24].copy_from_slice(&(MAX_HEAD_LEN as u32 + 1).to_le_bytes());
+    assert!(matches!(
+        Answer::decode(&over),
+        Err(FrameError::Bound { field: "head", .. })
+    ));
+    check_control_frame(&over);
 }
 
 /// Random bytes almost never pass the magic; mutants of the valid seeds (bytes changed,

@@ -15,13 +15,16 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shmbridge::control::{ChannelOptions, RefusalCode, RequestError};
+use shmbridge::control::{RefusalCode, RequestError, Tier};
 use shmbridge::{
-    ClaimError, Consumer, ConsumerOptions, ControlClient, ControlServer, Handle, Producer,
-    ProducerOptions, RedeemError, SealedError, SealedPayload, Segment, SegmentConfig,
+    ClaimError, Consumer, ConsumerOptions, ControlClient, Handle, Producer, ProducerOptions,
+    RedeemError, SealedError, SealedPayload, Segment, SegmentConfig,
 };
 
-use channel_support::{TIMEOUT, TestPublisher, payload, producer, unique_socket, wait_until};
+use channel_support::{
+    Ask, SLOT_LEN, Served, TIMEOUT, Writing, assert_answers, channel_options, payload, producer,
+    publication, send_ask, wait_until,
+};
 
 const MIB: usize = 1 << 20;
 const SLOT_SIZE: u32 = 4096;
@@ -81,67 +84,61 @@ fn memfds_held() -> HashSet<u64> {
     held
 }
 
-/// `producer` serving a channel with [`TestPublisher`], and a client connected to it.
-fn serve(producer: &Arc<Producer>, test: &str) -> (ControlServer, ControlClient) {
-    let server = ControlServer::spawn_channel(
-        Arc::clone(producer),
-        Arc::new(TestPublisher),
-        ChannelOptions::for_segment(producer.segment()),
-        &unique_socket(test),
-    )
-    .unwrap();
-    let client = ControlClient::connect(server.socket_name(), TIMEOUT, &[]).unwrap();
-    (server, client)
+/// `producer` serving a channel with the test handler, and a client connected to it.
+fn serve(producer: &Arc<Producer>, test: &str) -> (Served, ControlClient) {
+    let served = Served::new(test, Arc::clone(producer), channel_options(producer));
+    let client = served.connect();
+    (served, client)
 }
 
 #[test]
 fn sealed_publications_round_trip_over_the_channel_byte_for_byte() {
     let producer = producer(4);
-    let (_server, client) = serve(&producer, "sealed-round-trip");
-    let consumer = Consumer::new(Arc::clone(client.segment()), ConsumerOptions::default()).unwrap();
+    let (served, client) = serve(&producer, "sealed-round-trip");
     for (seed, len) in [(1, MIB), (2, 8 * MIB), (3, 64 * MIB)] {
-        let publication = client.publish_blocking(len as u32, seed, TIMEOUT).unwrap();
-        assert!(publication.is_sealed(), "{len} bytes");
-        assert_eq!(publication.handle().len as usize, len);
+        let ask = Ask::new(len, seed).writing(Writing::Expect);
+        let publication = publication(&client, &ask.encode()).unwrap();
+        assert_eq!(publication.tier(), Tier::Sealed, "{len} bytes");
+        assert_eq!(publication.handle().unwrap().len as usize, len);
         assert_eq!(producer.stats().sealed_bytes_in_flight, len as u64);
-        let bytes = publication.redeem_sealed(&consumer).unwrap();
-        assert!(
-            bytes[..] == payload(len as u32, seed)[..],
-            "{len} bytes differ"
-        );
+        let response = publication.redeem().unwrap();
+        assert_answers(&response, &ask, Tier::Sealed);
         assert_eq!(producer.stats().sealed_bytes_in_flight, 0);
     }
     // A slot-sized body on the same connection still travels in a slot, with no descriptor.
-    let small = client.publish_blocking(100, 4, TIMEOUT).unwrap();
-    assert!(!small.is_sealed());
-    let handle = small.redeemed();
-    assert_eq!(
-        consumer.acquire(&handle).unwrap().copy_out().unwrap(),
-        payload(100, 4)
-    );
+    let ask = Ask::new(SLOT_LEN, 4);
+    let small = publication(&client, &ask.encode()).unwrap();
+    assert_eq!(small.tier(), Tier::Slot);
+    assert_answers(&small.redeem().unwrap(), &ask, Tier::Slot);
     let stats = producer.stats();
     assert_eq!(stats.sealed_publications, 3);
     assert_eq!(stats.slots.free, 4);
     assert_eq!(stats.withdrawn, 0);
+    served.assert_nothing_leaked();
 }
 
 #[test]
 fn a_body_above_the_largest_payload_is_refused_too_large_naming_the_limit() {
     let producer = producer_with(4, options(2 * MIB, 8 * MIB));
-    let (_server, client) = serve(&producer, "sealed-too-large");
-    let len = 2 * MIB as u32 + 1;
-    match client.publish_blocking(len, 1, TIMEOUT) {
-        Err(RequestError::Refused(refusal)) => {
-            assert_eq!(refusal.code, RefusalCode::TooLarge);
-            assert_eq!(refusal.detail, 2 * MIB as u64);
+    let (served, client) = serve(&producer, "sealed-too-large");
+    let len = 2 * MIB + 1;
+    for writing in [Writing::Expect, Writing::Whole, Writing::Chunks(64 << 10)] {
+        match send_ask(&client, &Ask::new(len, 1).writing(writing)) {
+            Err(RequestError::Refused(refusal)) => {
+                assert_eq!(refusal.code, RefusalCode::TooLarge);
+                assert_eq!(refusal.detail, 2 * MIB as u64);
+            }
+            other => panic!("{writing:?}: expected TooLarge, got {other:?}"),
         }
-        other => panic!("expected TooLarge, got {other:?}"),
+        assert_eq!(producer.stats().slots.free, 4);
+        assert_eq!(producer.stats().sealed_bytes_in_flight, 0);
     }
-    assert_eq!(producer.stats().slots.free, 4);
-    assert_eq!(producer.stats().sealed_bytes_in_flight, 0);
     // Exactly the largest is published.
-    let publication = client.publish_blocking(len - 1, 1, TIMEOUT).unwrap();
-    assert!(publication.is_sealed());
+    let ask = Ask::new(len - 1, 1);
+    let publication = publication(&client, &ask.encode()).unwrap();
+    assert_eq!(publication.tier(), Tier::Sealed);
+    assert_answers(&publication.redeem().unwrap(), &ask, Tier::Sealed);
+    served.assert_nothing_leaked();
 }
 
 #[test]
@@ -326,7 +323,7 @@ fn mixed_sizes_run_to_exhaustion_and_back_to_empty_leaking_nothing() {
         let exhausted = loop {
             if random.bool() {
                 let len = random.usize(1..=SLOT_SIZE as usize);
-                let bytes = payload(len as u32, round);
+                let bytes = payload(len, round);
                 let mut slot = match producer.claim(len, Duration::ZERO) {
                     Ok(slot) => slot,
                     Err(error) => break error,
@@ -335,7 +332,7 @@ fn mixed_sizes_run_to_exhaustion_and_back_to_empty_leaking_nothing() {
                 slot_held.push((slot.publish().unwrap(), bytes));
             } else {
                 let len = random.usize(SLOT_SIZE as usize + 1..=2 * MIB);
-                let bytes = payload(len as u32, round);
+                let bytes = payload(len, round);
                 let sealed = SealedPayload::from_bytes(&bytes).unwrap();
                 inodes.insert(inode(&sealed));
                 match producer.publish_sealed(&sealed, Duration::ZERO) {
@@ -381,9 +378,9 @@ fn mixed_sizes_run_to_exhaustion_and_back_to_empty_leaking_nothing() {
 #[test]
 fn a_closed_consumers_sealed_publications_are_withdrawn_and_stop_counting() {
     let producer = producer(4);
-    let (_server, client) = serve(&producer, "sealed-closed");
+    let (served, client) = serve(&producer, "sealed-closed");
     let held: Vec<_> = (0..2)
-        .map(|seed| client.publish_blocking(MIB as u32, seed, TIMEOUT).unwrap())
+        .map(|seed| publication(&client, &Ask::new(MIB, seed).encode()).unwrap())
         .collect();
     assert_eq!(producer.stats().sealed_bytes_in_flight, 2 * MIB as u64);
     drop(client);
@@ -392,6 +389,7 @@ fn a_closed_consumers_sealed_publications_are_withdrawn_and_stop_counting() {
         stats.withdrawn == 2 && stats.sealed_bytes_in_flight == 0 && stats.slots.free == 4
     });
     drop(held);
+    served.assert_nothing_leaked();
 }
 
 /// Once the producer, the answer and the consumer's result are gone, so is the memfd: the

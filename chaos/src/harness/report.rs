@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::invariants::Invariants;
 use super::leaks::SealedBytesSource;
 use super::scenario_run::ScenarioResult;
+use crate::loadtest::load::target::RequestMix;
 
 /// Fault notes listed per scenario besides those of faults that showed a violation.
 const NOTES_SHOWN: usize = 8;
@@ -29,6 +30,23 @@ impl<'a> JsonReport<'a> {
     }
 }
 
+/// `` count `708=18,12000=1`, paths `/blobs?size=3000&pattern=text&seed=1` (weight 3) ``.
+fn requests_text(requests: &RequestMix) -> String {
+    let mut parts = Vec::new();
+    if let Some(counts) = requests.counts() {
+        parts.push(format!("count `{counts}`"));
+    }
+    let paths: Vec<String> = requests
+        .paths()
+        .into_iter()
+        .map(|(path, weight)| format!("`{path}` (weight {weight})"))
+        .collect();
+    if !paths.is_empty() {
+        parts.push(format!("paths {}", paths.join(", ")));
+    }
+    parts.join(", ")
+}
+
 pub fn scenario_markdown(result: &ScenarioResult) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -46,13 +64,13 @@ pub fn scenario_markdown(result: &ScenarioResult) -> String {
     if let Some(load) = &result.load {
         let _ = writeln!(
             out,
-            "Load: endpoints `{}`, count `{}`{}, for {}.\n",
+            "Load: endpoints `{}`, {}{}, for {}.\n",
             load.mix,
-            load.counts,
-            if load.counts.only().is_some() {
+            requests_text(&load.requests),
+            if load.requests.only().is_some() {
                 ""
             } else {
-                " (each request draws its count by weight)"
+                " (each request draws its count or path by weight)"
             },
             humantime::format_duration(load.duration)
         );

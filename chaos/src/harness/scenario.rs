@@ -17,6 +17,7 @@ use super::faults::spec::{duration, from_str};
 use crate::loadtest::load::counts::CountMix;
 use crate::loadtest::load::endpoint::EndpointMix;
 use crate::loadtest::load::open_loop::OpenLoopProfile;
+use crate::loadtest::load::target::{RequestMix, UpstreamPath};
 use crate::loadtest::load::users::{ThinkTime, UsersProfile};
 use crate::loadtest::load::{LoadConfig, LoadModel};
 use crate::process::python::UsersServiceKind;
@@ -72,6 +73,34 @@ pub struct LoadSection {
     /// ~5.8 MB body, which travels as a sealed payload).
     #[serde(default = "default_counts", deserialize_with = "from_str")]
     pub counts: CountMix,
+    /// Upstream paths drawn from the same pool as `counts`, each with its weight, e.g.
+    /// `[{ path = "/blobs?size=3000&pattern=text&seed=1", weight = 3 }]`: asked through each
+    /// endpoint's prefix (`/via-api`, `/via-shm`, ...), `/users` and `/blobs` bodies verified
+    /// byte for byte.
+    #[serde(default)]
+    pub paths: Vec<WeightedPath>,
+}
+
+/// One entry of `[load] paths`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedPath {
+    #[serde(deserialize_with = "from_str")]
+    pub path: UpstreamPath,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+impl LoadSection {
+    /// `counts` and `paths` in one pool.
+    pub fn requests(&self) -> Result<RequestMix, String> {
+        let paths: Vec<(UpstreamPath, u32)> = self
+            .paths
+            .iter()
+            .map(|entry| (entry.path.clone(), entry.weight))
+            .collect();
+        RequestMix::new(Some(&self.counts), &paths)
+    }
 }
 
 /// `[quick]`: overrides for `--quick`.
@@ -192,7 +221,10 @@ impl Scenario {
             duration: self.load.duration,
             mix: self.load.endpoints.clone(),
             timeout: self.load.timeout,
-            counts: self.load.counts.clone(),
+            requests: self
+                .load
+                .requests()
+                .expect("checked when the scenario was parsed"),
             seed: DEFAULT_SEED,
             rng_seed: seed,
         }
@@ -227,6 +259,9 @@ impl Scenario {
         if load.timeout.is_zero() {
             return Err(("load.timeout", "must be above 0".into()));
         }
+        let requests = load.requests().map_err(|reason| ("load.paths", reason))?;
+        crate::loadtest::load::check_routes(&load.endpoints.endpoints(), &requests)
+            .map_err(|error| ("load.paths", error.to_string()))?;
         self.fault.validate()
     }
 }
@@ -260,6 +295,10 @@ fn default_seed() -> u64 {
 
 fn default_counts() -> CountMix {
     CountMix::single(DEFAULT_COUNT)
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 fn default_timeout() -> Duration {
@@ -299,6 +338,10 @@ wait = "10ms..50ms"
 duration = "20s"
 endpoints = "api,shm"
 counts = "708=9,12000=1"
+paths = [
+    { path = "/blobs?size=3000&pattern=text&seed=1", weight = 2 },
+    { path = "/blobs?size=3000000&pattern=random&seed=9" },
+]
 
 [fault.pause]
 count = 10
@@ -326,7 +369,20 @@ max_recovery = "1500ms"
         assert_eq!(scenario.load.timeout, Duration::from_secs(5));
         assert_eq!(scenario.load.counts.weighted(), &[(708, 9), (12_000, 1)]);
         let config = scenario.load_config("http://127.0.0.1:1".parse().unwrap(), 7);
-        assert_eq!(config.counts, scenario.load.counts);
+        assert_eq!(config.requests.counts(), Some(scenario.load.counts.clone()));
+        let paths: Vec<(String, u32)> = config
+            .requests
+            .paths()
+            .into_iter()
+            .map(|(path, weight)| (path.to_string(), weight))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("/blobs?size=3000&pattern=text&seed=1".to_owned(), 2),
+                ("/blobs?size=3000000&pattern=random&seed=9".to_owned(), 1)
+            ]
+        );
         let FaultSpec::Pause(pause) = &scenario.fault else {
             panic!("expected a pause fault, got {:?}", scenario.fault);
         };
@@ -389,6 +445,41 @@ max_recovery = "1500ms"
     }
 
     #[test]
+    fn a_bad_path_names_the_field() {
+        for (from, to, reason) in [
+            ("size=3000&", "size=x&", "size"),
+            ("seed=9\" }", "seed=9\", wieght = 2 }", "wieght"),
+            ("size=3000&", "size=3000&", ""),
+        ] {
+            let text = GOOD.replacen(from, to, 1);
+            match parse(&text) {
+                Ok(_) if reason.is_empty() => {}
+                Ok(_) => panic!("{to:?} accepted"),
+                Err(error) => {
+                    let error = error.to_string();
+                    assert!(error.contains("paths") || error.contains(reason), "{error}");
+                    assert!(error.contains(reason), "{error}");
+                }
+            }
+        }
+        let twice = GOOD.replace(
+            "seed=9\" }",
+            "seed=9\" },\n    { path = \"/blobs?size=3000000&pattern=random&seed=9\" }",
+        );
+        let error = parse(&twice).unwrap_err().to_string();
+        assert!(
+            error.contains("load.paths") && error.contains("twice"),
+            "{error}"
+        );
+        let via_http = GOOD.replace("endpoints = \"api,shm\"", "endpoints = \"api,shm-http\"");
+        let error = parse(&via_http).unwrap_err().to_string();
+        assert!(
+            error.contains("load.paths") && error.contains("shm-http"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn an_unknown_fault_kind_is_refused() {
         let error = parse(&GOOD.replace("[fault.pause]", "[fault.meteor]"))
             .unwrap_err()
@@ -402,6 +493,43 @@ max_recovery = "1500ms"
             .unwrap_err()
             .to_string();
         assert!(error.contains("load.rate"), "{error}");
+    }
+
+    /// The load of a Rust scenario also asks for `/blobs` bodies, one in each tier of the
+    /// control channel at users-service's defaults: inline (at most the inline threshold), a
+    /// slot (above the largest inline body, within a 512 KiB slot), sealed (above a slot).
+    fn assert_blobs_in_every_tier(scenario: &Scenario) {
+        use crate::loadtest::load::verify::Expected;
+        use shmbridge::control::DEFAULT_INLINE_THRESHOLD;
+        use shmbridge::control::frame::MAX_INLINE_LEN;
+        const SLOT_SIZE: u64 = 512 << 10;
+
+        let requests = scenario.load.requests().unwrap();
+        let sizes: Vec<u64> = requests
+            .paths()
+            .iter()
+            .filter_map(|(path, weight)| match path.expected() {
+                Expected::Blob(query) if *weight > 0 => Some(query.size),
+                _ => None,
+            })
+            .collect();
+        let name = &scenario.name;
+        assert!(
+            sizes
+                .iter()
+                .any(|&size| size <= DEFAULT_INLINE_THRESHOLD as u64),
+            "{name}: no inline blob in {sizes:?}"
+        );
+        assert!(
+            sizes
+                .iter()
+                .any(|&size| size > MAX_INLINE_LEN as u64 && size <= SLOT_SIZE),
+            "{name}: no slot blob in {sizes:?}"
+        );
+        assert!(
+            sizes.iter().any(|&size| size > SLOT_SIZE),
+            "{name}: no sealed blob in {sizes:?}"
+        );
     }
 
     #[test]
@@ -421,6 +549,9 @@ max_recovery = "1500ms"
                 UsersServiceKind::Python => format!("{kind}-python"),
             };
             assert_eq!(scenario.name, expected);
+            if scenario.users_service == UsersServiceKind::Rust {
+                assert_blobs_in_every_tier(&scenario);
+            }
         }
     }
 }

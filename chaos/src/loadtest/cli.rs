@@ -11,8 +11,9 @@ use crate::loadtest::load::counts::CountMix;
 use crate::loadtest::load::endpoint::EndpointMix;
 use crate::loadtest::load::open_loop::OpenLoopProfile;
 use crate::loadtest::load::progress::ProgressMode;
+use crate::loadtest::load::target::{RequestMix, UpstreamPath};
 use crate::loadtest::load::users::{ThinkTime, UsersProfile};
-use crate::loadtest::load::{LoadConfig, LoadModel};
+use crate::loadtest::load::{LoadConfig, LoadError, LoadModel};
 use crate::loadtest::report::seed::{SEED_SPAWN_RATE, SEED_USERS};
 
 /// A named closed-loop profile: its users and spawn rate. Think time and duration stay the
@@ -86,13 +87,34 @@ pub struct ProfileArgs {
     /// Dataset seed (`seed` query parameter).
     #[arg(long, default_value_t = DEFAULT_SEED)]
     pub seed: u64,
-    /// Seed for think times, endpoint and count picks; random if not given (the report prints it).
+    /// An upstream path and query to load instead of the users routes, e.g.
+    /// `/blobs?size=1048576&pattern=random&seed=3`. Each endpoint asks the gateway for it its own
+    /// way: api `/via-api<PATH>` (REST), shm `/via-shm<PATH>`, cached `/via-cached<PATH>` (the
+    /// gateway's in-memory ceiling), auto `<PATH>` (the gateway's --transport); shm-http cannot
+    /// carry it. Bodies of `/users?..` and `/blobs?..` are verified byte for byte, of any other
+    /// path by their `x-payload-crc32` only. Repeat for a mix of equal weights (at most 8);
+    /// `--capacity` takes one.
+    #[arg(long = "path", value_name = "PATH", conflicts_with_all = ["count", "seed"])]
+    pub paths: Vec<UpstreamPath>,
+    /// Seed for think times, endpoint and request picks; random if not given (the report prints it).
     #[arg(long)]
     pub rng_seed: Option<u64>,
 }
 
 impl ProfileArgs {
-    pub fn load_config(&self, target: Url) -> LoadConfig {
+    /// What each request asks for: `--path`s with equal weights, else the `--count` mix.
+    pub fn requests(&self) -> Result<RequestMix, LoadError> {
+        if self.paths.is_empty() {
+            return Ok(RequestMix::users(&self.count));
+        }
+        let paths: Vec<(UpstreamPath, u32)> =
+            self.paths.iter().map(|path| (path.clone(), 1)).collect();
+        RequestMix::new(None, &paths).map_err(LoadError::InvalidProfile)
+    }
+
+    /// The run against the gateway at `target`; refuses what cannot run (a path repeated,
+    /// a path with shm-http) before anything starts.
+    pub fn load_config(&self, target: Url) -> Result<LoadConfig, LoadError> {
         let model = match self.rate {
             Some(rate) => LoadModel::OpenLoop(OpenLoopProfile {
                 rate,
@@ -104,16 +126,18 @@ impl ProfileArgs {
                 think: self.wait,
             }),
         };
-        LoadConfig {
+        let config = LoadConfig {
             target,
             model,
             duration: self.duration,
             mix: self.endpoints.clone().unwrap_or_default(),
             timeout: self.timeout,
-            counts: self.count.clone(),
+            requests: self.requests()?,
             seed: self.seed,
             rng_seed: self.rng_seed.unwrap_or_else(rand::random),
-        }
+        };
+        config.validate()?;
+        Ok(config)
     }
 
     /// Simulated users: `--users`, else the profile's.
@@ -169,6 +193,7 @@ mod tests {
     fn users_of(profile: &ProfileArgs) -> UsersProfile {
         match profile
             .load_config("http://127.0.0.1:1".parse().unwrap())
+            .unwrap()
             .model
         {
             LoadModel::Users(users) => users,
@@ -193,6 +218,56 @@ mod tests {
         assert_eq!(users.think, ThinkTime::SEED);
         assert_eq!(profile.duration, Duration::from_secs(120));
         assert_eq!(profile.progress_users(), Some(500));
+    }
+
+    #[test]
+    fn a_path_replaces_the_users_counts_and_is_checked_before_the_run() {
+        let target: Url = "http://127.0.0.1:1".parse().unwrap();
+        let default = parse(&[]).unwrap().load_config(target.clone()).unwrap();
+        assert_eq!(
+            default.requests,
+            RequestMix::users(&CountMix::single(DEFAULT_COUNT))
+        );
+        let blob = "/blobs?size=1048576&pattern=random&seed=3";
+        let config = parse(&["--path", blob, "--endpoints", "api,shm,cached,auto"])
+            .unwrap()
+            .load_config(target.clone())
+            .unwrap();
+        assert_eq!(config.requests, RequestMix::path(blob.parse().unwrap()));
+        let two = parse(&["--path", blob, "--path", "/users?count=3&seed=7"])
+            .unwrap()
+            .load_config(target.clone())
+            .unwrap();
+        assert_eq!(two.requests.paths().len(), 2);
+        for refused in [
+            &["--path", blob, "--path", blob][..],
+            &["--path", blob, "--endpoints", "api,shm-http"],
+        ] {
+            let error = parse(refused)
+                .unwrap()
+                .load_config(target.clone())
+                .unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    LoadError::InvalidProfile(_) | LoadError::Uncarried { .. }
+                ),
+                "{refused:?}: {error}"
+            );
+        }
+        for conflicting in [
+            &["--path", blob, "--count", "3"][..],
+            &["--path", blob, "--seed", "3"],
+        ] {
+            let error = parse(conflicting).expect_err("a conflict is refused");
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{conflicting:?}"
+            );
+        }
+        let error = parse(&["--path", "/blobs?size=x"]).expect_err("a bad query is refused");
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
     }
 
     #[test]

@@ -15,10 +15,10 @@ use tokio::time::Instant;
 use crate::loadtest::capacity::cpu::Processes;
 use crate::loadtest::capacity::{self, CapacityArgs, CapacityPlan, DEFAULT_ENDPOINTS, RoundLoad};
 use crate::loadtest::cli::{OutputArgs, ProfileArgs};
-use crate::loadtest::load::counts::CountMix;
 use crate::loadtest::load::endpoint::{Endpoint, EndpointMix};
 use crate::loadtest::load::progress::Progress;
 use crate::loadtest::load::stats::Outcome;
+use crate::loadtest::load::target::RequestMix;
 use crate::loadtest::load::verify::BodyChecker;
 use crate::loadtest::load::{self, LoadError};
 use crate::loadtest::output::{OutputError, write_capacity_report, write_report};
@@ -70,12 +70,10 @@ pub enum CompareError {
     Python(#[from] PythonError),
     #[error(transparent)]
     Load(#[from] LoadError),
-    #[error(
-        "--capacity measures one payload size; --count {0} mixes several (run them one by one)"
-    )]
-    MixedCapacity(CountMix),
+    #[error("--capacity measures one payload size; {0} mixes several (run them one by one)")]
+    MixedCapacity(RequestMix),
     #[error("the services are up but {path} does not serve the payload correctly: {reason}")]
-    Preflight { path: &'static str, reason: String },
+    Preflight { path: String, reason: String },
     #[error(transparent)]
     Output(#[from] OutputError),
 }
@@ -89,8 +87,21 @@ pub async fn run(args: &CompareArgs) -> Result<u64, CompareError> {
         .endpoints
         .as_ref()
         .is_some_and(|mix| mix.endpoints().contains(&Endpoint::ShmHttp));
-    if args.capacity.capacity && args.profile.count.only().is_none() {
-        return Err(CompareError::MixedCapacity(args.profile.count.clone()));
+    // The profile is checked before any service starts: a path listed twice, a path shm-http
+    // cannot carry, a mix where capacity measures one body.
+    let requests = args.profile.requests()?;
+    let endpoints = if args.capacity.capacity {
+        capacity_endpoints(args)
+    } else {
+        args.profile
+            .endpoints
+            .clone()
+            .unwrap_or_default()
+            .endpoints()
+    };
+    load::check_routes(&endpoints, &requests)?;
+    if args.capacity.capacity && requests.only().is_none() {
+        return Err(CompareError::MixedCapacity(requests));
     }
     let services = Services::start(&args.services, http_signal, "compare").await?;
     let checker = Arc::new(BodyChecker::new(users_json));
@@ -107,7 +118,7 @@ async fn run_mixed(
     services: Services,
     checker: &Arc<BodyChecker>,
 ) -> Result<u64, CompareError> {
-    let config = args.profile.load_config(services.gateway.base_url());
+    let config = args.profile.load_config(services.gateway.base_url())?;
     preflight(&config, &config.mix.endpoints(), checker).await?;
     let progress = Progress::new(
         args.output.progress,
@@ -144,18 +155,14 @@ async fn run_capacity(
     checker: &Arc<BodyChecker>,
 ) -> Result<u64, CompareError> {
     let plan = CapacityPlan {
-        endpoints: args
-            .profile
-            .endpoints
-            .as_ref()
-            .map_or_else(|| DEFAULT_ENDPOINTS.to_vec(), EndpointMix::endpoints),
+        endpoints: capacity_endpoints(args),
         load: RoundLoad::Closed {
             users: args.profile.users(),
         },
         rounds: args.capacity.rounds,
         round_duration: args.capacity.round_duration,
     };
-    let base = args.profile.load_config(services.gateway.base_url());
+    let base = args.profile.load_config(services.gateway.base_url())?;
     preflight(&base, &plan.endpoints, checker).await?;
     let result = capacity::run(
         &plan,
@@ -168,7 +175,7 @@ async fn run_capacity(
     let environment = services.describe();
     services.stop().await?;
 
-    let payload_bytes = payload_sizes(&base, checker).iter().sum();
+    let payload_bytes = payload_sizes(&base, checker).first().copied().flatten();
     let report = CapacityReport::new(
         &plan,
         &base,
@@ -179,6 +186,15 @@ async fn run_capacity(
     );
     write_capacity_report(&report, &args.output)?;
     Ok(result.corrupt())
+}
+
+/// The endpoints `--capacity` measures, in report order: `--endpoints` without weights, or
+/// REST, shared memory and the ceiling.
+fn capacity_endpoints(args: &CompareArgs) -> Vec<Endpoint> {
+    args.profile
+        .endpoints
+        .as_ref()
+        .map_or_else(|| DEFAULT_ENDPOINTS.to_vec(), EndpointMix::endpoints)
 }
 
 /// users-service and the gateway in front of it, children of this process on loopback ports.
@@ -303,34 +319,33 @@ async fn preflight(
     endpoints: &[Endpoint],
     checker: &Arc<BodyChecker>,
 ) -> Result<(), CompareError> {
+    let resources = config.requests.resources();
     let context = load::request::RequestContext::new(
         &config.target,
         endpoints,
-        &config.counts.counts(),
+        &resources,
         config.seed,
         1,
         checker.clone(),
     )
     .map_err(LoadError::from)?;
-    for (&endpoint, count) in endpoints.iter().flat_map(|endpoint| {
-        config
-            .counts
-            .counts()
-            .into_iter()
-            .map(move |count| (endpoint, count))
-    }) {
-        let completed = context
-            .execute(endpoint, count, Instant::now() + config.timeout)
-            .await;
-        let reason = match completed.outcome {
-            Outcome::Verified => continue,
-            Outcome::Failed(failure) => failure.to_string(),
-            Outcome::Corrupt(corruption) => format!("corrupt body: {corruption}"),
-        };
-        return Err(CompareError::Preflight {
-            path: endpoint.path(),
-            reason,
-        });
+    for &endpoint in endpoints {
+        for resource in &resources {
+            let completed = context
+                .execute(endpoint, resource, Instant::now() + config.timeout)
+                .await;
+            let reason = match completed.outcome {
+                Outcome::Verified => continue,
+                Outcome::Failed(failure) => failure.to_string(),
+                Outcome::Corrupt(corruption) => format!("corrupt body: {corruption}"),
+            };
+            return Err(CompareError::Preflight {
+                path: resource
+                    .route(endpoint, config.seed)
+                    .unwrap_or_else(|| endpoint.path().to_owned()),
+                reason,
+            });
+        }
     }
     Ok(())
 }

@@ -1,215 +1,74 @@
-//! The gateway, the front: serves the users body to clients, fetched from users-service over
-//! pooled HTTP (`/api/users-via-api`), passed through shared memory and asked for over the
-//! control socket (`/api/users-via-shm`; no HTTP on the way), or served from a body it
-//! serialized once (`/api/users-cached`, the ceiling for benchmarks). With `--http-signal`,
-//! `/api/users-via-shm-http` passes the body through shared memory the seed's way, asking over
-//! HTTP, which carries the handle back. `run` is callable from other crates.
+//! The gateway, the front: a reverse proxy in front of users-service. Every path that is not the
+//! gateway's own is forwarded to the upstream's same path and query, over shared memory (the
+//! control channel carries the request; the producer answers in the tier it picks: inline,
+//! slot, sealed memfd) or REST, by `--transport` ([`proxy_routes`](super::proxy_routes));
+//! `/via-api/*`, `/via-shm/*` and `/via-cached/*` force one way, to measure it. The seed's users
+//! routes keep their meaning ([`users_routes`](super::users_routes)). `run` is callable from
+//! other crates.
 //!
-//! What clients see of failures is a status, a stable code and a fixed message (`ApiError`);
-//! `/readyz` says only `ready` and one word per dependency. The detail (users-service's error
-//! text, socket names, epochs, errno, error chains) goes to the log and to `GET /status` on the
-//! operators' listener, `--admin-listen`, which is off unless given and meant for loopback.
+//! What clients see of the gateway's own failures is a status, a stable code and a fixed
+//! message (`ApiError`); an upstream's answer, errors included, is passed on as it came (status,
+//! content type, end-to-end headers, bytes). `/readyz` says only `ready` and one word per
+//! dependency. The detail (users-service's error text, socket names, epochs, errno, error
+//! chains) goes to the log and to `GET /status` on the operators' listener, `--admin-listen`,
+//! which is off unless given and meant for loopback.
 //!
-//! Execution policy for CPU-heavy work: generating and serializing a body (the cached route's
-//! miss, up to ~3.7 MB, milliseconds) runs on tokio's blocking pool, never on an async worker.
-//! What the two transports do per request is verification of bytes already in memory — the
-//! crc32 of a REST body, and the copy out of a slot with its crc32 for shared memory,
-//! microseconds for the default body and bounded by the slot size and
-//! `MAX_UPSTREAM_BODY_BYTES` — and runs inline on both alike, so the comparison measures the
-//! transports, not the scheduling. A cache hit is a reference-count increment, served inline.
-
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+//! Execution policy for CPU-heavy work: generating and serializing a body (the cached users
+//! route's miss, up to ~3.7 MB, milliseconds) runs on tokio's blocking pool, never on an async
+//! worker; so does verifying a sealed payload (above a slot: a crc32 over megabytes). What the
+//! transports do per request below that is verification of bytes already in memory — the crc32
+//! of a REST body chunk by chunk as it arrives, of an inline body, of a slot's copy — bounded by
+//! the slot size and `MAX_UPSTREAM_BODY_BYTES`, and runs inline on both alike, so the comparison
+//! measures the transports, not the scheduling. A cache hit is a reference-count increment,
+//! served inline.
 
 use axum::Router;
-use axum::extract::{FromRef, RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use metrics_exporter_prometheus::PrometheusHandle;
-use reqwest::Url;
-use shmbridge::{ConsumerOptions, Handle};
+use axum::routing::{any, get};
 
 use crate::api_error::ApiError;
 use crate::failpoints;
-use crate::payload::Payload;
-use crate::query::UsersQuery;
-use crate::query_cache::QueryCache;
-use crate::serve::{
-    CommonArgs, ShutdownSignal, announce, announce_admin, bind, serve_until_signal,
-};
-use crate::slot_deadline::{self, SlotDeadlineError};
+use crate::serve::{ShutdownSignal, announce, announce_admin, bind, serve_until_signal};
 use crate::telemetry;
-use crate::transport_header::Transport;
 
-use super::shm_consumer::{AttachedTo, ShmClient};
-use super::transport_choice::{Route, TransportChoice, TransportPolicy};
-use super::upstream::{Upstream, parse_upstream_url};
-
-/// gateway: the front that clients call.
-#[derive(clap::Parser, Clone, Debug)]
-#[command(
-    name = "gateway",
-    version,
-    about = "The front: serves the users JSON over REST, shared memory, or a cached body",
-    args_override_self = true
-)]
-pub struct Args {
-    /// Address to listen on; port 0 picks a free port (the bound one is printed on stdout).
-    #[arg(
-        long,
-        env = "SHMBRIDGE_GATEWAY_LISTEN",
-        default_value = "127.0.0.1:8080"
-    )]
-    pub listen: SocketAddr,
-    /// Base URL of users-service.
-    #[arg(long, env = "SHMBRIDGE_UPSTREAM", default_value = "http://127.0.0.1:8081", value_parser = parse_upstream_url)]
-    pub upstream: Url,
-    /// Deadline for everything one request asks of users-service; past it the client gets a 503.
-    #[arg(long, env = "SHMBRIDGE_DEADLINE", default_value = "2s", value_parser = humantime::parse_duration)]
-    pub deadline: Duration,
-    /// Bound on attaching to users-service's segment (looking up its socket, connecting,
-    /// receiving the greeting), and on a request's wait for another request's attach; at most
-    /// `--deadline`. A producer that does not greet in time costs a 503 (`shm_unavailable`),
-    /// and the next request tries a fresh attach.
-    #[arg(long, env = "SHMBRIDGE_ATTACH_TIMEOUT", default_value = "250ms", value_parser = humantime::parse_duration)]
-    pub attach_timeout: Duration,
-    /// Idle keep-alive connections kept open to users-service.
-    #[arg(long, env = "SHMBRIDGE_POOL_MAX_IDLE", default_value_t = 64)]
-    pub pool_max_idle: usize,
-    /// Abstract socket serving users-service's segment and control channel. Default: ask
-    /// users-service (`GET /shm/segment`) at every attach.
-    #[arg(long, env = "SHMBRIDGE_SHM_SOCKET")]
-    pub shm_socket: Option<String>,
-    /// A uid, besides the gateway's own, trusted to answer on the control socket (repeat for
-    /// several). A process of any other uid answering there is refused, as is one that did not
-    /// create the segment it hands over.
-    #[arg(
-        long = "producer-uid",
-        env = "SHMBRIDGE_PRODUCER_UIDS",
-        value_delimiter = ','
-    )]
-    pub producer_uids: Vec<u32>,
-    /// Publications the gateway asks for at once (over either signal); more requests wait
-    /// for one of these to be redeemed (within their deadline). Keep it at or below
-    /// users-service's `--max-unredeemed-per-peer` (by default half its slots, 32), or a burst
-    /// is refused there as busy instead of waiting here.
-    #[arg(long, env = "SHMBRIDGE_SHM_MAX_IN_FLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
-    pub shm_max_in_flight: u32,
-    /// Also serve `/api/users-via-shm-http`: shared memory asked for over HTTP (`POST
-    /// /shm/users`, which users-service serves only with its own `--http-signal`), the seed's
-    /// design, kept to be measured beside the control channel.
-    #[arg(long, env = "SHMBRIDGE_GATEWAY_HTTP_SIGNAL")]
-    pub http_signal: bool,
-    /// How long a read may hold its slot before the reaper takes it back (more than 0, at most
-    /// 1h).
-    #[arg(long, env = "SHMBRIDGE_LEASE", default_value = "1s", value_parser = slot_deadline::parse)]
-    pub lease: Duration,
-    /// Also serve the operators' `GET /status` (readiness with its detail: error chains,
-    /// socket, epoch) on this address, announced as `admin listening on ADDR` on stdout after
-    /// the main address. Off unless given; bind it to loopback.
-    #[arg(long, env = "SHMBRIDGE_GATEWAY_ADMIN_LISTEN")]
-    pub admin_listen: Option<SocketAddr>,
-    /// Bytes of verified sealed payloads (bodies above a slot) kept mapped: users-service under
-    /// `--cache` hands the same immutable memfd for every publication of a body, and one the
-    /// gateway already verified is served from its kept mapping instead of being mapped and
-    /// checksummed again. 0 checks every payload.
-    #[arg(long, env = "SHMBRIDGE_KEEP_VERIFIED_BYTES", default_value_t = 160 << 20)]
-    pub keep_verified_bytes: u64,
-    /// Serve /api/users-via-shm over the REST path when shared memory fails (marked
-    /// `x-transport: api-fallback` and counted). Off by default so shm failures stay visible.
-    #[arg(long, env = "SHMBRIDGE_SHM_FALLBACK_TO_API")]
-    pub shm_fallback_to_api: bool,
-    /// How `GET /api/users` moves the body: `api`, `shm`, or `auto`: shared memory for bodies of
-    /// at least `--auto-shm-min-bytes` (estimated from the count), REST below it and whenever
-    /// shared memory fails (`x-transport: api-fallback`).
-    #[arg(long, env = "SHMBRIDGE_TRANSPORT", value_enum, default_value_t = TransportChoice::Auto)]
-    pub transport: TransportChoice,
-    /// Under `--transport auto`, the smallest body sent through shared memory. The default is
-    /// where `sweep --cache` (docs/sample-sweep-report.md) found shared memory's p50 at or below
-    /// REST's at that size and every larger one under both load models (closed loop: from
-    /// 1 KiB; open loop: from 64 KiB; below it the two differ by well under a millisecond).
-    #[arg(long, env = "SHMBRIDGE_AUTO_SHM_MIN_BYTES", default_value_t = 64 << 10)]
-    pub auto_shm_min_bytes: u64,
-    #[command(flatten)]
-    pub common: CommonArgs,
-}
-
-/// What the handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    inner: Arc<Shared>,
-}
-
-struct Shared {
-    upstream: Upstream,
-    shm: ShmClient,
-    fallback_to_api: bool,
-    transport: TransportPolicy,
-    http_signal: bool,
-    cached: QueryCache<Payload>,
-    metrics: PrometheusHandle,
-}
-
-/// Why [`AppState::new`] refused the arguments.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// `--lease` outside its bounds (the flag's parser refuses these already; this catches
-    /// `Args` built in code).
-    #[error("--lease: {0}")]
-    BadLease(SlotDeadlineError),
-    /// The HTTP client for users-service could not be built.
-    #[error(transparent)]
-    Client(reqwest::Error),
-}
-
-impl AppState {
-    pub fn new(args: &Args) -> Result<AppState, StartError> {
-        let lease = slot_deadline::check(args.lease).map_err(StartError::BadLease)?;
-        let upstream = Upstream::new(args.upstream.clone(), args.deadline, args.pool_max_idle)
-            .map_err(StartError::Client)?;
-        Ok(AppState {
-            inner: Arc::new(Shared {
-                upstream,
-                shm: ShmClient::new(
-                    args.shm_socket.clone(),
-                    args.producer_uids.clone(),
-                    ConsumerOptions {
-                        lease,
-                        keep_verified_bytes: args.keep_verified_bytes,
-                    },
-                    args.shm_max_in_flight,
-                    args.attach_timeout,
-                ),
-                fallback_to_api: args.shm_fallback_to_api,
-                transport: TransportPolicy {
-                    choice: args.transport,
-                    shm_min_bytes: args.auto_shm_min_bytes,
-                },
-                http_signal: args.http_signal,
-                cached: QueryCache::default(),
-                metrics: telemetry::metrics_handle(),
-            }),
-        })
-    }
-}
-
-impl FromRef<AppState> for PrometheusHandle {
-    fn from_ref(state: &AppState) -> PrometheusHandle {
-        state.inner.metrics.clone()
-    }
-}
+use super::args::Args;
+use super::proxy_routes::{self, VIA_API, VIA_CACHED, VIA_SHM};
+use super::shm_consumer::AttachedTo;
+use super::state::{AppState, Shared};
+use super::users_routes;
 
 /// The gateway routes, ready for `oneshot` in tests or for serving.
 pub fn app(state: AppState) -> Router {
-    let routes = Router::new()
-        .route("/api/users", get(users))
-        .route("/api/users-via-api", get(users_via_api))
-        .route("/api/users-via-shm", get(users_via_shm))
-        .route("/api/users-via-shm-http", get(users_via_shm_http))
-        .route("/api/users-cached", get(users_cached))
+    let mut routes = Router::new()
+        .route("/api/users", get(users_routes::users))
+        .route("/api/users-via-api", get(users_routes::users_via_api))
+        .route("/api/users-via-shm", get(users_routes::users_via_shm))
+        .route(
+            "/api/users-via-shm-http",
+            get(users_routes::users_via_shm_http),
+        )
+        .route("/api/users-cached", get(users_routes::users_cached))
         .route("/readyz", get(readyz));
+    // Each measuring prefix alone, with a slash, and with the upstream path after it.
+    for prefix in [VIA_API, VIA_SHM, VIA_CACHED] {
+        let handler = match prefix {
+            VIA_API => any(proxy_routes::via_api),
+            VIA_SHM => any(proxy_routes::via_shm),
+            _ => get(proxy_routes::via_cached),
+        };
+        routes = routes
+            .route(prefix, handler.clone())
+            .route(&format!("{prefix}/"), handler.clone())
+            .route(&format!("{prefix}/{{*path}}"), handler);
+    }
+    // Every other path: a route rather than only the router's fallback, so that forwarded
+    // requests are counted under a route template of their own in `http_requests_total`.
+    let routes = routes
+        .route("/", any(proxy_routes::forward))
+        .route("/{*path}", any(proxy_routes::forward))
+        .fallback(proxy_routes::forward);
     telemetry::observed(routes).with_state(state)
 }
 
@@ -246,182 +105,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         });
     }
-    tracing::info!(%bound, upstream = %args.upstream, deadline = ?args.deadline, "gateway listening");
+    tracing::info!(%bound, upstream = %args.upstream, deadline = ?args.deadline, transport = ?args.transport, "gateway listening");
     serve_until_signal(listener, app(state), shutdown, args.common.shutdown_timeout).await
-}
-
-/// `GET /api/users-via-api`: the body fetched from users-service over HTTP, verified.
-async fn users_via_api(
-    State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    let query = UsersQuery::parse(raw.as_deref())?;
-    let payload = state.inner.upstream.fetch_users(query).await?;
-    Ok(payload.into_response(Transport::Api))
-}
-
-/// `GET /api/users`: the body over the transport `--transport` picks for it.
-async fn users(state: State<AppState>, raw: RawQuery) -> Result<Response, ApiError> {
-    let query = UsersQuery::parse(raw.0.as_deref())?;
-    match state.inner.transport.route(query) {
-        Route::Api => users_via_api(state, raw).await,
-        Route::Shm { fallback_to_api } => {
-            via_shm(state, raw, Signal::Channel, fallback_to_api).await
-        }
-    }
-}
-
-/// How the gateway asks users-service for a publication.
-#[derive(Clone, Copy, Debug)]
-enum Signal {
-    /// A publish frame on the control channel.
-    Channel,
-    /// `POST /shm/users`, the handle coming back over HTTP.
-    Http,
-}
-
-/// `GET /api/users-via-shm`: asks users-service over the control channel to publish into shared
-/// memory, redeems the handle and verifies the bytes.
-async fn users_via_shm(state: State<AppState>, raw: RawQuery) -> Result<Response, ApiError> {
-    let fallback_to_api = state.inner.fallback_to_api;
-    via_shm(state, raw, Signal::Channel, fallback_to_api).await
-}
-
-/// `GET /api/users-via-shm-http` (with `--http-signal`): as `/api/users-via-shm`, asking over HTTP.
-async fn users_via_shm_http(state: State<AppState>, raw: RawQuery) -> Result<Response, ApiError> {
-    if !state.inner.http_signal {
-        return Err(ApiError::HttpSignalDisabled);
-    }
-    let fallback_to_api = state.inner.fallback_to_api;
-    via_shm(state, raw, Signal::Http, fallback_to_api).await
-}
-
-/// Stale, corrupt and exhausted slots get one retry; the whole exchange, retry included, is
-/// bounded by the deadline. With `fallback_to_api`, a failure of shared memory itself is served
-/// over REST instead, within the same deadline.
-async fn via_shm(
-    State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-    signal: Signal,
-    fallback_to_api: bool,
-) -> Result<Response, ApiError> {
-    let query = UsersQuery::parse(raw.as_deref())?;
-    let shared = &state.inner;
-    let deadline = shared.upstream.deadline();
-    let started = Instant::now();
-    let ends = tokio::time::Instant::from_std(started + deadline);
-    let outcome = tokio::time::timeout_at(ends, fetch_via_shm(shared, query, signal, ends))
-        .await
-        .unwrap_or(Err(ApiError::UpstreamDeadline { deadline }));
-    let transport = match signal {
-        Signal::Channel => Transport::Shm,
-        Signal::Http => Transport::ShmHttp,
-    };
-    match outcome {
-        Ok(payload) => Ok(payload.into_response(transport)),
-        Err(error) if fallback_to_api && error.is_shm_failure() => {
-            metrics::counter!("shm_fallbacks_total", "code" => error.code()).increment(1);
-            tracing::debug!(%error, "shared memory failed; serving over the REST path");
-            // The fallback shares the request's deadline rather than starting a new one.
-            let remaining = deadline.saturating_sub(started.elapsed());
-            let payload = tokio::time::timeout(remaining, shared.upstream.fetch_users(query))
-                .await
-                .unwrap_or(Err(ApiError::UpstreamDeadline { deadline }))?;
-            Ok(payload.into_response(Transport::ApiFallback))
-        }
-        Err(error) => Err(error),
-    }
-}
-
-/// One attempt, and one more if the first failed in a way a fresh publication may cure.
-async fn fetch_via_shm(
-    shared: &Shared,
-    query: UsersQuery,
-    signal: Signal,
-    ends: tokio::time::Instant,
-) -> Result<Payload, ApiError> {
-    match attempt_via_shm(shared, query, signal, ends).await {
-        Err(error) if error.is_retryable_shm() => {
-            metrics::counter!("shm_retries_total").increment(1);
-            tracing::debug!(%error, "retrying once through shared memory");
-            attempt_via_shm(shared, query, signal, ends).await
-        }
-        outcome => outcome,
-    }
-}
-
-async fn attempt_via_shm(
-    shared: &Shared,
-    query: UsersQuery,
-    signal: Signal,
-    ends: tokio::time::Instant,
-) -> Result<Payload, ApiError> {
-    let upstream = &shared.upstream;
-    let attachment = shared
-        .shm
-        .attachment(upstream, None, "not_attached")
-        .await?;
-    // Held until the bytes are copied out, so the gateway never holds more unredeemed
-    // publications than it has permits, whichever way it asks for them.
-    let _in_flight = shared.shm.in_flight_permit(ends).await?;
-    let (attachment, publication) = match signal {
-        Signal::Channel => {
-            let publication = attachment.request(query, ends).await?;
-            (attachment, publication)
-        }
-        // A handle over HTTP is always a slot's: descriptors cannot travel over HTTP.
-        Signal::Http => {
-            let handle = upstream.publish_users(query).await.inspect_err(|error| {
-                // users-service has no segment: logged once per distinct reason, and kept for
-                // the operators' status, like a failed attach.
-                if let ApiError::ShmUnavailable { .. } = error {
-                    shared.shm.note_problem(error);
-                }
-            })?;
-            let attachment = shared
-                .shm
-                .attachment(upstream, Some(handle.epoch), "epoch_changed")
-                .await?;
-            record_handle(&handle);
-            let bytes = attachment.redeem(&handle)?;
-            return Ok(Payload {
-                bytes: bytes.into(),
-                crc32: handle.crc,
-            });
-        }
-    };
-    record_handle(publication.handle());
-    attachment.redeem_publication(publication).await
-}
-
-/// Notes the handle being redeemed in the request's span.
-fn record_handle(handle: &Handle) {
-    let span = tracing::Span::current();
-    span.record("slot", handle.slot);
-    span.record("generation", handle.generation);
-}
-
-/// `GET /api/users-cached`: the same body, serialized once per query by the gateway itself; no
-/// users-service involved. The upper bound any transport can reach.
-async fn users_cached(
-    State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    let query = UsersQuery::parse(raw.as_deref())?;
-    let payload = match state.inner.cached.get(query) {
-        Some(payload) => payload,
-        None => tokio::task::spawn_blocking(move || {
-            state
-                .inner
-                .cached
-                .get_or_insert_with(query, || Payload::generate(query))
-        })
-        .await
-        .map_err(|error| ApiError::Internal {
-            reason: format!("serializing task failed: {error}"),
-        })?,
-    };
-    Ok(payload.into_response(Transport::Cached))
 }
 
 /// What readiness depends on: users-service answering its health check, and an attachment to
@@ -497,6 +182,8 @@ async fn status(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use crate::dataset::{MAX_COUNT, users_json};
     use crate::payload::{CRC_HEADER, format_crc};
     use crate::transport_header::TRANSPORT_HEADER;
@@ -505,14 +192,27 @@ mod tests {
     use clap::Parser;
     use tower::ServiceExt;
 
-    /// A gateway whose upstream is a port nothing listens on (bound, then released).
-    async fn gateway_without_upstream() -> Router {
+    use super::super::forward_policy::parse_path_prefix;
+    use super::super::forward_request::MAX_REQUEST_BODY_BYTES;
+
+    /// A gateway whose upstream is a port nothing listens on (bound, then released), with
+    /// `extra` flags.
+    async fn gateway_without_upstream_with(extra: &[&str]) -> Router {
         let vacant = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let upstream = format!("http://{}", vacant.local_addr().unwrap());
         drop(vacant);
-        let args =
-            Args::try_parse_from(["gateway", "--upstream", &upstream, "--deadline", "1s"]).unwrap();
+        let defaults = ["gateway", "--upstream", &upstream, "--deadline", "1s"];
+        let args = Args::try_parse_from(defaults.iter().chain(extra)).unwrap();
         app(AppState::new(&args).unwrap())
+    }
+
+    async fn gateway_without_upstream() -> Router {
+        gateway_without_upstream_with(&[]).await
+    }
+
+    fn error_code(body: &[u8]) -> String {
+        let error: serde_json::Value = serde_json::from_slice(body).unwrap();
+        error["code"].as_str().unwrap().to_owned()
     }
 
     async fn get(app: Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, bytes::Bytes) {
@@ -583,6 +283,82 @@ mod tests {
                 assert!(error["error"].is_string(), "{uri}");
             }
         }
+    }
+
+    /// Private and not-allowed paths are the gateway's own 404 under every prefix: nothing is
+    /// asked of the upstream (which does not exist here, so asking would be a 503).
+    #[tokio::test]
+    async fn private_and_unlisted_paths_are_the_gateways_404() {
+        let gateway = gateway_without_upstream().await;
+        for uri in [
+            "/shm/segment",
+            "/shm/users?count=3",
+            "/via-shm/shm/segment",
+            "/via-api/readyz",
+            "/via-cached/metrics",
+            "/via-shm/healthz",
+            "/users/../shm/segment",
+            "/%73hm/segment",
+        ] {
+            let (status, headers, body) = get(gateway.clone(), uri).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+            assert_eq!(error_code(&body), "not_found", "{uri}");
+            assert!(headers.get(TRANSPORT_HEADER).is_none(), "{uri}");
+        }
+        let only_users = gateway_without_upstream_with(&["--forward-prefix", "/users"]).await;
+        let (status, _, _) = get(only_users.clone(), "/blobs?size=1").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        // Allowed, so asked: the missing upstream answers for it.
+        let (status, _, _) = get(only_users, "/via-api/users").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn request_bodies_above_the_bounds_are_413s_before_the_upstream_is_asked() {
+        let gateway = gateway_without_upstream().await;
+        let over_rest = vec![b'x'; MAX_REQUEST_BODY_BYTES + 1];
+        let over_channel = vec![b'x'; shmbridge::control::frame::MAX_REQUEST_LEN + 1];
+        for (uri, body) in [
+            ("/echo", over_rest.clone()),
+            ("/via-api/echo", over_rest),
+            ("/via-shm/echo", over_channel),
+        ] {
+            let request = Request::post(uri).body(Body::from(body)).unwrap();
+            let response = gateway.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "{uri}");
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            assert_eq!(error_code(&body), "request_too_large", "{uri}");
+        }
+    }
+
+    #[test]
+    fn prefix_flags_repeat_and_replace_their_defaults() {
+        let args = Args::try_parse_from(["gateway"]).unwrap();
+        assert_eq!(args.forward_prefixes, [parse_path_prefix("/").unwrap()]);
+        assert_eq!(args.private_prefixes.len(), 4);
+        let args = Args::try_parse_from([
+            "gateway",
+            "--forward-prefix",
+            "/users",
+            "--forward-prefix",
+            "/blobs,/other",
+            "--private-prefix",
+            "/shm/",
+        ])
+        .unwrap();
+        let texts: Vec<String> = args
+            .forward_prefixes
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(texts, ["/users", "/blobs", "/other"]);
+        assert_eq!(args.private_prefixes, [parse_path_prefix("/shm/").unwrap()]);
+        let error = Args::try_parse_from(["gateway", "--forward-prefix", "users"])
+            .expect_err("a relative prefix is refused")
+            .to_string();
+        assert!(error.contains("--forward-prefix"), "{error}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The gateway's side of shared memory: connecting to users-service's control socket (which
-//! hands over the segment and then carries publish requests), re-connecting when the producer
-//! restarts (new epoch) or the connection closes, asking for publications, and redeeming a
-//! handle into verified bytes.
+//! hands over the segment and then carries requests), re-connecting when the producer restarts
+//! (new epoch) or the connection closes, sending a request, and redeeming the answer's body from
+//! whichever tier the producer chose into verified bytes.
 //!
 //! Attaching is bounded by `--attach-timeout` (default 250 ms), well inside a request's
 //! deadline: the lookup of the socket's name, the connect and the greeting together, and the
@@ -12,13 +12,13 @@
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use axum::http::StatusCode;
-use bytes::Bytes;
 use humantime::format_duration;
-use shmbridge::control::{AnswerReader, Publication, RefusalCode, RequestError};
+use shmbridge::control::{
+    AnswerReader, ClientOptions, Publication, RefusalCode, RequestError, Response, Tier,
+};
 use shmbridge::{
-    AcquireError, Consumer, ConsumerOptions, ControlClient, Handle, ReadError, RedeemError,
-    SealedError, monotonic_now_ns,
+    AcquireError, ConsumerOptions, ControlClient, Handle, ReadError, RedeemError, SealedError,
+    monotonic_now_ns,
 };
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -26,22 +26,25 @@ use tokio::time::Instant;
 
 use crate::api_error::{ApiError, BadAnswer, ShmFault};
 use crate::failpoints;
-use crate::payload::Payload;
-use crate::query::UsersQuery;
 
 use super::upstream::Upstream;
 
-/// One connection to the control socket, the segment it handed over, and the consumer redeeming
-/// handles against it.
+/// One connection to the control socket, with the segment it handed over and the consumer
+/// redeeming its publications.
 pub struct Attachment {
     channel: ControlClient,
-    consumer: Consumer,
     socket: String,
+}
+
+/// A body redeemed from whichever tier carried it, with the crc32 it was verified against.
+pub struct Redeemed {
+    pub response: Response,
+    pub crc32: u32,
 }
 
 impl Attachment {
     pub fn epoch(&self) -> u64 {
-        self.consumer.segment().epoch()
+        self.channel.segment().epoch()
     }
 
     /// Whether the control connection is still up.
@@ -49,119 +52,89 @@ impl Attachment {
         self.channel.is_open()
     }
 
-    /// Asks users-service to publish the body for `query` and waits for the answer until
-    /// `deadline`, which the producer is told too. If this future is dropped (deadline, client
-    /// gone), the answer's publication is released when it arrives; so is the returned one if it
-    /// is dropped unredeemed.
+    /// Sends `request` (opaque to the channel: the gateway's are HTTP requests in
+    /// `shmbridge::http`'s encoding) and waits for the answer until `deadline`, which the
+    /// producer is told too. If this future is dropped (deadline, client gone), the answer's
+    /// publication is released when it arrives; so is the returned one if it is dropped
+    /// unredeemed.
     pub async fn request(
         &self,
-        query: UsersQuery,
+        request: &[u8],
         deadline: Instant,
     ) -> Result<Publication, ApiError> {
         let budget = deadline.saturating_duration_since(Instant::now());
         let deadline_ns = monotonic_now_ns().saturating_add(budget.as_nanos() as u64);
         let (answered, answer) = tokio::sync::oneshot::channel();
-        self.channel
-            .publish(query.count, query.seed, deadline_ns, move |result| {
+        let id = self
+            .channel
+            .request_with(request, deadline_ns, move |result| {
                 // The requester is gone: dropping the publication releases it.
                 let _ = answered.send(result);
             })
-            .map_err(|error| self.channel_error(error, budget))?;
+            .map_err(|error| channel_error(error, budget))?;
         let result = match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(RequestError::Closed),
-            Err(_) => Err(RequestError::TimedOut(budget)),
+            Err(_) => {
+                self.channel.abandon(id);
+                Err(RequestError::TimedOut(budget))
+            }
         };
-        result.map_err(|error| self.channel_error(error, budget))
+        result.map_err(|error| channel_error(error, budget))
     }
 
-    /// What a client is told for a request the channel could not serve.
-    fn channel_error(&self, error: RequestError, deadline: Duration) -> ApiError {
-        match error {
-            RequestError::Refused(refusal) => match refusal.code {
-                RefusalCode::TooLarge => ApiError::PayloadTooLarge {
-                    limit: refusal.detail,
-                },
-                RefusalCode::Exhausted => ApiError::SlotsExhausted,
-                RefusalCode::PeerBusy | RefusalCode::SegmentBusy => ApiError::ShmBusy { refusal },
-                RefusalCode::DeadlineExceeded => ApiError::UpstreamDeadline { deadline },
-                RefusalCode::BadRequest => ApiError::UpstreamRejected {
-                    status: StatusCode::BAD_REQUEST,
-                    reason: refusal.to_string(),
-                },
-                // A publication that lost its slot mid-write: a fresh one may succeed.
-                RefusalCode::Internal => ApiError::ShmStale {
-                    reason: ShmFault::Channel(error),
-                },
-            },
-            RequestError::TimedOut(_) => ApiError::UpstreamDeadline { deadline },
-            // The connection is gone or stuck: the retry re-connects.
-            RequestError::Closed | RequestError::Congested | RequestError::Send(_) => {
-                ApiError::ShmStale {
-                    reason: ShmFault::Channel(error),
-                }
+    /// Redeems a publication from [`Attachment::request`] into its verified response: an inline
+    /// body or a slot's copy verified on the async worker (at most a slot's size: microseconds),
+    /// a sealed payload's mapping checked on the blocking pool (above a slot's size: a crc32
+    /// over megabytes is no work for an async worker). A sealed body is served from the mapping
+    /// itself: no copy.
+    pub async fn redeem(publication: Publication) -> Result<Redeemed, ApiError> {
+        let expected_len = publication.len();
+        // A slot's or sealed payload's crc32 is its handle's; an inline body's travels in the
+        // answer and is checked by `redeem`, which does not hand it out: it is computed again
+        // below, over at most the inline threshold's bytes.
+        let handle_crc = publication.handle().map(|handle| handle.crc);
+        let response = if publication.tier() == Tier::Sealed {
+            // Moved into the task: if this future is dropped, the redemption still completes
+            // and releases the ticket, and the mapping is dropped with the task's result.
+            tokio::task::spawn_blocking(move || publication.redeem())
+                .await
+                .map_err(|error| ApiError::Internal {
+                    reason: format!("redeeming task failed: {error}"),
+                })?
+        } else {
+            // The fault point of a slot's read, as before the channel's one `redeem`: now just
+            // before the read lease is taken, since `redeem` acquires and copies in one call.
+            if publication.tier() == Tier::Slot {
+                failpoints::hit(failpoints::MID_READ);
             }
-            RequestError::ForeignHandle { .. } | RequestError::Protocol(_) => {
-                ApiError::BadUpstream {
-                    reason: BadAnswer::Channel(error),
-                }
-            }
+            publication.redeem()
         }
-    }
-
-    /// Redeems a publication from [`Attachment::request`] into verified bytes: a slot's copied
-    /// out ([`Attachment::redeem`]), a sealed payload's mapped and checked in place, on the
-    /// blocking pool (it is above a slot's size: a crc32 over megabytes is no work for an async
-    /// worker). The bytes of a sealed payload are served from the mapping itself: no copy.
-    pub async fn redeem_publication(
-        self: &Arc<Self>,
-        publication: Publication,
-    ) -> Result<Payload, ApiError> {
-        let crc32 = publication.handle().crc;
-        if !publication.is_sealed() {
-            let handle = publication.redeemed();
-            return Ok(Payload {
-                bytes: self.redeem(&handle)?.into(),
-                crc32,
+        .map_err(redeem_error)?;
+        if response.body.len() as u64 != expected_len {
+            metrics::counter!("checksum_failures_total", "transport" => "shm").increment(1);
+            return Err(ApiError::ShmCorrupt {
+                reason: ShmFault::Length {
+                    read: response.body.len(),
+                    expected: u32::try_from(expected_len).unwrap_or(u32::MAX),
+                },
             });
         }
-        let attachment = Arc::clone(self);
-        // Moved into the task: if this future is dropped, the redemption still completes and
-        // releases the ticket, and the mapping is dropped with the task's result.
-        let sealed = tokio::task::spawn_blocking(move || {
-            publication
-                .redeem_sealed(&attachment.consumer)
-                .map_err(redeem_error)
-        })
-        .await
-        .map_err(|error| ApiError::Internal {
-            reason: format!("redeeming task failed: {error}"),
-        })??;
-        Ok(Payload {
-            bytes: Bytes::from_owner(sealed),
-            crc32,
-        })
+        let crc32 = handle_crc.unwrap_or_else(|| crc32fast::hash(&response.body));
+        Ok(Redeemed { response, crc32 })
     }
 
-    /// Redeems `handle`: acquires its slot, copies the bytes out and verifies them against the
-    /// handle's crc32 and length. A handle is redeemable once.
-    pub fn redeem(&self, handle: &Handle) -> Result<Vec<u8>, ApiError> {
-        let guard = self.consumer.acquire(handle).map_err(acquire_error)?;
+    /// Redeems `handle` from the HTTP signal (always a slot's: descriptors cannot travel over
+    /// HTTP): acquires its slot, copies the bytes out and verifies them against the handle's
+    /// crc32 and length. A handle is redeemable once.
+    pub fn redeem_handle(&self, handle: &Handle) -> Result<Vec<u8>, ApiError> {
+        let guard = self
+            .channel
+            .consumer()
+            .acquire(handle)
+            .map_err(acquire_error)?;
         failpoints::hit(failpoints::MID_READ);
-        let bytes = guard.copy_out().map_err(|error| match error {
-            ReadError::ChecksumMismatch { .. } => {
-                metrics::counter!("checksum_failures_total", "transport" => "shm").increment(1);
-                ApiError::ShmCorrupt {
-                    reason: ShmFault::Read(error),
-                }
-            }
-            ReadError::Reclaimed { .. } => {
-                metrics::counter!("shm_stale_handles_total").increment(1);
-                ApiError::ShmStale {
-                    reason: ShmFault::Read(error),
-                }
-            }
-        })?;
+        let bytes = guard.copy_out().map_err(read_error)?;
         if bytes.len() != handle.len as usize {
             metrics::counter!("checksum_failures_total", "transport" => "shm").increment(1);
             return Err(ApiError::ShmCorrupt {
@@ -172,6 +145,44 @@ impl Attachment {
             });
         }
         Ok(bytes)
+    }
+}
+
+/// What a client is told for a request the channel could not serve.
+fn channel_error(error: RequestError, deadline: Duration) -> ApiError {
+    match error {
+        RequestError::Refused(refusal) => match refusal.code {
+            RefusalCode::TooLarge => ApiError::PayloadTooLarge {
+                limit: refusal.detail,
+            },
+            RefusalCode::Exhausted => ApiError::SlotsExhausted,
+            RefusalCode::PeerBusy | RefusalCode::SegmentBusy => ApiError::ShmBusy { refusal },
+            RefusalCode::DeadlineExceeded => ApiError::ShmDeadline { deadline },
+            RefusalCode::RequestTooLarge => ApiError::RequestTooLarge {
+                limit: usize::try_from(refusal.detail).unwrap_or(usize::MAX),
+            },
+            // A publication that lost its slot mid-write: a fresh one may succeed.
+            RefusalCode::Internal => ApiError::ShmStale {
+                reason: ShmFault::Channel(error),
+            },
+            RefusalCode::HandlerFailed | RefusalCode::Version => ApiError::BadUpstream {
+                reason: BadAnswer::Refused(refusal),
+            },
+        },
+        RequestError::RequestTooLarge { .. } => ApiError::RequestTooLarge {
+            limit: shmbridge::control::frame::MAX_REQUEST_LEN,
+        },
+        RequestError::TimedOut(_) => ApiError::UpstreamDeadline { deadline },
+        // The connection is gone or stuck: the retry re-connects.
+        RequestError::Closed | RequestError::Congested | RequestError::Send(_) => {
+            ApiError::ShmStale {
+                reason: ShmFault::Channel(error),
+            }
+        }
+        RequestError::Redeem(error) => redeem_error(error),
+        RequestError::ForeignHandle { .. } | RequestError::Protocol(_) => ApiError::BadUpstream {
+            reason: BadAnswer::Channel(error),
+        },
     }
 }
 
@@ -192,10 +203,29 @@ fn acquire_error(error: AcquireError) -> ApiError {
     }
 }
 
-/// What a client is told for a sealed publication that did not verify.
+/// What a client is told for a slot's copy or an inline body that did not verify.
+fn read_error(error: ReadError) -> ApiError {
+    match error {
+        ReadError::ChecksumMismatch { .. } => {
+            metrics::counter!("checksum_failures_total", "transport" => "shm").increment(1);
+            ApiError::ShmCorrupt {
+                reason: ShmFault::Read(error),
+            }
+        }
+        ReadError::Reclaimed { .. } => {
+            metrics::counter!("shm_stale_handles_total").increment(1);
+            ApiError::ShmStale {
+                reason: ShmFault::Read(error),
+            }
+        }
+    }
+}
+
+/// What a client is told for a publication that did not redeem.
 fn redeem_error(error: RedeemError) -> ApiError {
     match error {
         RedeemError::Acquire(error) => acquire_error(error),
+        RedeemError::Read(error) => read_error(error),
         RedeemError::Sealed(SealedError::ChecksumMismatch { .. }) => {
             metrics::counter!("checksum_failures_total", "transport" => "shm").increment(1);
             ApiError::ShmCorrupt {
@@ -266,7 +296,8 @@ pub struct ShmClient {
     attach_timeout: Duration,
     last_problem: Mutex<Option<String>>,
     /// How long a read may hold its slot (`--lease`), and how many verified sealed payloads
-    /// stay mapped (`--keep-verified-bytes`), for each attachment's consumer.
+    /// stay mapped (`--keep-verified-bytes`), for each attachment's consumer (which its
+    /// [`ControlClient`] owns).
     consumer: ConsumerOptions,
     /// `--shm-max-in-flight` permits, one per publication asked for and not yet redeemed.
     in_flight: Arc<tokio::sync::Semaphore>,
@@ -428,30 +459,24 @@ impl ShmClient {
         // timeouts), so the blocking task below ends by then too.
         let timeout = ends.saturating_duration_since(Instant::now());
         let name = socket.clone();
-        let producer_uids = self.producer_uids.clone();
-        let (channel, answers) = tokio::task::spawn_blocking(move || {
-            ControlClient::connect_driven(&name, timeout, &producer_uids)
-        })
-        .await
-        .map_err(|error| ApiError::Internal {
-            reason: format!("attach task failed: {error}"),
-        })?
-        .map_err(|error| ApiError::ShmUnavailable {
-            reason: format!("cannot attach via @{socket}: {error}"),
-        })?;
+        let options = ClientOptions {
+            timeout,
+            producer_uids: self.producer_uids.clone(),
+            consumer: self.consumer,
+        };
+        let (channel, answers) =
+            tokio::task::spawn_blocking(move || ControlClient::connect_driven(&name, &options))
+                .await
+                .map_err(|error| ApiError::Internal {
+                    reason: format!("attach task failed: {error}"),
+                })?
+                .map_err(|error| ApiError::ShmUnavailable {
+                    reason: format!("cannot attach via @{socket}: {error}"),
+                })?;
         receive_answers(answers).map_err(|error| ApiError::Internal {
             reason: format!("cannot watch the control socket: {error}"),
         })?;
-        let segment = Arc::clone(channel.segment());
-        let consumer =
-            Consumer::new(segment, self.consumer).map_err(|error| ApiError::Internal {
-                reason: format!("cannot create a consumer: {error}"),
-            })?;
-        Ok(Attachment {
-            channel,
-            consumer,
-            socket,
-        })
+        Ok(Attachment { channel, socket })
     }
 
     /// Logs a shared-memory failure once per distinct reason, and keeps it for the operators'

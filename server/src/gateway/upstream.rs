@@ -1,12 +1,14 @@
 //! The gateway's view of users-service over HTTP: a pooled keep-alive client, every exchange
-//! bounded by one deadline, and every answer checked (status, content-length, crc32 header,
-//! handle syntax) before it is trusted.
+//! bounded by one deadline, and every answer checked (content-length, crc32 header, handle
+//! syntax) before it is trusted. [`Upstream::forward`] is the REST transport of the reverse
+//! proxy: any method, path, query, headers and body, and any answer passed back; the other
+//! exchanges are the gateway's own (health, the segment's socket, the HTTP signal).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use bytes::BytesMut;
 use reqwest::Url;
 
@@ -16,9 +18,20 @@ use crate::query::UsersQuery;
 use crate::segment_info::SegmentInfo;
 use shmbridge::Handle;
 
+use super::forward_request::ForwardRequest;
+
 /// Largest body accepted from users-service: the `MAX_COUNT` body is 91.2 MiB at the default
 /// seed (users vary by a few percent between seeds), so anything past this is garbage, not data.
 pub const MAX_UPSTREAM_BODY_BYTES: usize = 128 << 20;
+
+/// An upstream's answer over REST: its status and headers as sent, and its body, whose crc32
+/// agreed with the upstream's `x-payload-crc32` where it sent one.
+#[derive(Debug)]
+pub struct RestAnswer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Payload,
+}
 
 /// A users-service reachable over HTTP.
 #[derive(Clone, Debug)]
@@ -59,22 +72,48 @@ impl Upstream {
         &self.base
     }
 
-    /// `GET /users` for `query`, verified: a 200 whose body length and crc32 match its headers.
-    pub async fn fetch_users(&self, query: UsersQuery) -> Result<Payload, ApiError> {
-        let url = self.url("/users", Some(query));
+    /// Sends `request` to the upstream's same target and reads the whole answer, whatever its
+    /// status: the body bounded by [`MAX_UPSTREAM_BODY_BYTES`], its length checked against a
+    /// declared `content-length`, its crc32 against `x-payload-crc32` when the upstream sent one
+    /// (a malformed one is refused too). The answer to a `HEAD` has no body to check.
+    pub async fn forward(&self, request: &ForwardRequest) -> Result<RestAnswer, ApiError> {
+        let url = self.url(request.path(), request.query());
         self.bounded(async {
-            let response = self.client.get(url).send().await.map_err(unreachable)?;
-            let response = accept_ok(response).await?;
-            let claimed_crc = claimed_crc(&response)?;
-            let payload = read_body(response).await?;
-            if payload.crc32 != claimed_crc {
+            let mut builder = self
+                .client
+                .request(request.method.clone(), url)
+                .headers(request.headers.clone());
+            // No body, no `content-length: 0` on a GET.
+            if !request.body.is_empty() {
+                builder = builder.body(request.body.clone());
+            }
+            let response = builder.send().await.map_err(unreachable)?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            if request.is_head() {
+                return Ok(RestAnswer {
+                    status,
+                    headers,
+                    body: Payload::from_bytes(Default::default()),
+                });
+            }
+            let claimed_crc = match response.headers().get(CRC_HEADER) {
+                Some(_) => Some(claimed_crc(&response)?),
+                None => None,
+            };
+            let body = read_body(response).await?;
+            if let Some(claimed) = claimed_crc.filter(|claimed| *claimed != body.crc32) {
                 metrics::counter!("checksum_failures_total", "transport" => "api").increment(1);
                 return Err(bad_upstream(BadAnswer::BodyCrc {
-                    body: payload.crc32,
-                    header: claimed_crc,
+                    body: body.crc32,
+                    header: claimed,
                 }));
             }
-            Ok(payload)
+            Ok(RestAnswer {
+                status,
+                headers,
+                body,
+            })
         })
         .await
     }
@@ -82,7 +121,7 @@ impl Upstream {
     /// `POST /shm/users` for `query`: users-service publishes into a slot and answers with the
     /// handle, which must parse and agree with the `x-payload-crc32` header.
     pub async fn publish_users(&self, query: UsersQuery) -> Result<Handle, ApiError> {
-        let url = self.url("/shm/users", Some(query));
+        let url = self.url("/shm/users", Some(&query.to_query_string()));
         self.bounded(async {
             let response = self.client.post(url).send().await.map_err(unreachable)?;
             let response = accept_ok(response).await?;
@@ -129,10 +168,12 @@ impl Upstream {
         .await
     }
 
-    fn url(&self, path: &str, query: Option<UsersQuery>) -> Url {
+    /// The upstream's URL for `path` (origin form, percent escapes kept as written) and
+    /// `query`.
+    fn url(&self, path: &str, query: Option<&str>) -> Url {
         let mut url = self.base.clone();
         url.set_path(path);
-        url.set_query(query.map(UsersQuery::to_query_string).as_deref());
+        url.set_query(query);
         url
     }
 
@@ -181,9 +222,8 @@ fn claimed_crc(response: &reqwest::Response) -> Result<u32, ApiError> {
         .ok_or_else(|| bad_upstream(BadAnswer::CrcHeader))
 }
 
-/// Passes a 200 through; turns any other status into the matching gateway error. What
-/// users-service said goes into the error's internal reason (logs, operators), never to the
-/// client; its stable `code` may choose the error.
+/// Passes a 200 through; turns any other status into the matching gateway error
+/// ([`status_error`]).
 async fn accept_ok(response: reqwest::Response) -> Result<reqwest::Response, ApiError> {
     let status = response.status();
     if status == StatusCode::OK {
@@ -193,7 +233,15 @@ async fn accept_ok(response: reqwest::Response) -> Result<reqwest::Response, Api
         .await
         .map(|payload| payload.bytes)
         .unwrap_or_default();
-    let answer = serde_json::from_slice::<serde_json::Value>(&body).ok();
+    Err(status_error(status, &body))
+}
+
+/// The gateway error for a non-200 answer from users-service where the gateway itself needs a
+/// 200 (its own exchanges, and the seed's `/api/users-via-*` routes, which keep their meaning:
+/// the users body or a gateway error). What users-service said goes into the error's internal
+/// reason (logs, operators), never to the client; its stable `code` may choose the error.
+pub fn status_error(status: StatusCode, body: &[u8]) -> ApiError {
+    let answer = serde_json::from_slice::<serde_json::Value>(body).ok();
     let field = |name: &str| {
         answer
             .as_ref()
@@ -206,7 +254,7 @@ async fn accept_ok(response: reqwest::Response) -> Result<reqwest::Response, Api
         code.as_deref().unwrap_or("no code"),
         message.as_deref().unwrap_or("no JSON error body")
     );
-    Err(match status {
+    match status {
         StatusCode::SERVICE_UNAVAILABLE if code.as_deref() == Some(SEGMENT_UNAVAILABLE) => {
             metrics::counter!("upstream_errors_total", "kind" => "busy").increment(1);
             ApiError::ShmUnavailable {
@@ -233,7 +281,7 @@ async fn accept_ok(response: reqwest::Response) -> Result<reqwest::Response, Api
             }
         }
         _ => bad_upstream(BadAnswer::Unexpected { said }),
-    })
+    }
 }
 
 /// Reads the whole body with its crc32, refusing one that disagrees with its content-length or
@@ -338,15 +386,17 @@ mod tests {
     }
 
     #[test]
-    fn request_urls_carry_the_query() {
+    fn request_urls_carry_the_path_and_query_as_written() {
         let upstream = Upstream::new(
             parse_upstream_url("http://127.0.0.1:9").unwrap(),
             Duration::from_secs(1),
             4,
         )
         .unwrap();
-        let url = upstream.url("/users", Some(UsersQuery { count: 3, seed: 4 }));
+        let url = upstream.url("/users", Some("count=3&seed=4"));
         assert_eq!(url.as_str(), "http://127.0.0.1:9/users?count=3&seed=4");
+        let url = upstream.url("/a%20b/c", Some("q=%2F"));
+        assert_eq!(url.as_str(), "http://127.0.0.1:9/a%20b/c?q=%2F");
         assert_eq!(
             upstream.url("/healthz", None).as_str(),
             "http://127.0.0.1:9/healthz"

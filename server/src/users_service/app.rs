@@ -1,8 +1,9 @@
 //! users-service, the producer: serves the deterministic users dataset over HTTP (`GET /users`)
 //! and through shared memory, where gateways ask for publications over the control socket
 //! ([`ShmProducer`]); with `--http-signal`, also the seed's way, `POST /shm/users` publishing
-//! into a slot and answering with the handle. `run` is callable from other crates, so a harness
-//! can re-execute itself as this service.
+//! into a slot and answering with the handle. It also serves test payloads of any size up to
+//! `--max-payload` (`GET /blobs`, see [`crate::blobs`]), always streamed. `run` is callable from
+//! other crates, so a harness can re-execute itself as this service.
 //!
 //! Execution policy for CPU-heavy work, one rule on every path: generating a dataset,
 //! serializing a body (up to ~91 MiB at `MAX_COUNT`, a few hundred milliseconds), copying it
@@ -19,15 +20,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRef, RawQuery, State};
-use axum::http::{HeaderName, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::api_error::ApiError;
+use crate::blobs::{self, BlobQuery};
 use crate::failpoints;
-use crate::payload::{CRC_HEADER, format_crc};
+use crate::payload::{BodySummary, CRC_HEADER, format_crc};
 use crate::query::UsersQuery;
 use crate::segment_info::{SegmentInfo, ShmStatsInfo};
 use crate::serve::{CommonArgs, ShutdownSignal, announce, bind, serve_until_signal};
@@ -35,6 +37,8 @@ use crate::telemetry;
 use crate::transport_header::Transport;
 
 use super::bodies::Bodies;
+use super::channel_routes::ChannelRoutes;
+use super::sealed_bodies::SealedBodies;
 use super::shm_producer::{ShmArgs, ShmProducer, StartError};
 use super::streamed_body;
 
@@ -75,9 +79,11 @@ pub struct AppState {
     inner: Arc<Shared>,
 }
 
-struct Shared {
-    bodies: Arc<Bodies>,
+pub(super) struct Shared {
+    pub(super) bodies: Arc<Bodies>,
     http_signal: bool,
+    /// The largest `GET /blobs` size: `--max-payload`, the limit of every users-service body.
+    max_blob_size: u64,
     /// The segment, or why it could not be created (always a [`StartError::Create`]): then
     /// only REST is served.
     shm: Result<Arc<ShmProducer>, StartError>,
@@ -90,26 +96,43 @@ impl AppState {
     /// REST only; a setting it must not start with is an error.
     pub fn new(args: &Args) -> Result<AppState, StartError> {
         let bodies = Arc::new(Bodies::new(args.cache));
-        let shm = match ShmProducer::start(&args.shm, Arc::clone(&bodies)) {
-            Ok(producer) => Ok(Arc::new(producer)),
-            Err(error @ StartError::Create { .. }) => {
-                tracing::error!(
-                    reason = error.to_string(),
-                    "starting without shared memory: no control socket; POST /shm/users, GET \
-                     /shm/segment and /readyz answer 503"
-                );
-                Err(error)
-            }
-            Err(error) => return Err(error),
-        };
-        Ok(AppState {
-            inner: Arc::new(Shared {
+        let runtime = tokio::runtime::Handle::current();
+        // The channel answers with the app's own routes, so it refers back to the state that
+        // owns it: weakly, so that dropping the state drops the channel.
+        let inner = Arc::new_cyclic(|state| {
+            let routes = ChannelRoutes::new(
+                state.clone(),
+                runtime,
+                SealedBodies::new(args.cache, args.shm.max_payload),
+                u64::from(args.shm.slot_size),
+            );
+            Shared {
                 bodies,
                 http_signal: args.http_signal,
-                shm,
+                max_blob_size: args.shm.max_payload,
+                shm: ShmProducer::start(&args.shm, Arc::new(routes)).map(Arc::new),
                 metrics: telemetry::metrics_handle(),
-            }),
-        })
+            }
+        });
+        match &inner.shm {
+            Err(error @ StartError::Create { .. }) => tracing::error!(
+                reason = error.to_string(),
+                "starting without shared memory: no control socket; POST /shm/users, GET \
+                 /shm/segment and /readyz answer 503"
+            ),
+            Err(_) => {
+                let Err(error) = Arc::into_inner(inner).expect("not shared yet").shm else {
+                    unreachable!("matched an error")
+                };
+                return Err(error);
+            }
+            Ok(_) => {}
+        }
+        Ok(AppState { inner })
+    }
+
+    pub(super) fn from_shared(inner: Arc<Shared>) -> AppState {
+        AppState { inner }
     }
 
     /// The segment's producer, or the 503 that explains why there is none.
@@ -131,13 +154,19 @@ impl FromRef<AppState> for PrometheusHandle {
 
 /// The users-service routes, ready for `oneshot` in tests or for serving.
 pub fn app(state: AppState) -> Router {
-    let routes = Router::new()
+    telemetry::observed(routes()).with_state(state)
+}
+
+/// The routes both transports serve: over HTTP inside [`app`]'s telemetry, over the control
+/// channel as they are ([`ChannelRoutes`]).
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
         .route("/users", get(get_users))
+        .route("/blobs", get(get_blobs))
         .route("/shm/users", post(publish_users))
         .route("/shm/segment", get(segment_info))
         .route("/shm/stats", get(shm_stats))
-        .route("/readyz", get(readyz));
-    telemetry::observed(routes).with_state(state)
+        .route("/readyz", get(readyz))
 }
 
 /// Runs users-service until SIGTERM/Ctrl-C.
@@ -225,6 +254,49 @@ async fn streamed_users(state: AppState, query: UsersQuery) -> Result<Response, 
         axum::body::Body::new(body),
     )
         .into_response())
+}
+
+/// `GET /blobs?size=N&pattern=random|zeros|text&seed=S`: `size` bytes of the pattern
+/// ([`crate::blobs`]), always streamed as a large users body is ([`streamed_users`]); a size
+/// above `--max-payload` is a 413, any other bad query a 400.
+async fn get_blobs(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    match BlobQuery::parse(raw.as_deref(), state.inner.max_blob_size) {
+        Ok(query) => streamed_blob(query).await.into_response(),
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// A blob, never held whole: one blocking task (the request's one hop off the workers)
+/// generates it once into a checksumming sink for the headers' crc32 (cheaper than keeping it:
+/// see [`blobs`]), hands the response its body, then generates it again into the body in
+/// bounded chunks while the client reads.
+async fn streamed_blob(query: BlobQuery) -> Result<Response, ApiError> {
+    let (head_sender, head) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let crc32 = blobs::blob_crc32(&query);
+        let stall = streamed_body::STALL_TIMEOUT;
+        let (body, mut chunks) = streamed_body::channel(query.size, stall, runtime);
+        if head_sender.send((crc32, body)).is_err() {
+            return;
+        }
+        if let Err(error) = blobs::write_blob(&query, &mut chunks) {
+            tracing::debug!(%error, "a streamed blob ended early");
+        }
+    });
+    let (crc32, body) = head.await.map_err(|_| ApiError::Internal {
+        reason: "the streamed blob's task ended before its headers".to_owned(),
+    })?;
+    let summary = BodySummary {
+        len: query.size,
+        crc32,
+    };
+    let mut headers = summary.response_headers(Transport::Api);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(blobs::content_type(query.pattern)),
+    );
+    Ok((headers, axum::body::Body::new(body)).into_response())
 }
 
 /// `POST /shm/users?count=N&seed=S` (only with `--http-signal`): serializes into a claimed slot,

@@ -22,6 +22,7 @@ use shmbridge::control::{Handler, HandlerError, ResponseWriter};
 use shmbridge::http::HttpRequest;
 use tower::ServiceExt;
 
+use crate::failpoints;
 use crate::query::UsersQuery;
 
 use super::app::{AppState, Shared, routes};
@@ -112,22 +113,47 @@ impl Handler for ChannelRoutes {
         response.set_status(parts.status.as_u16())?;
         write_head(&parts.headers, response)?;
         if let Some(payload) = kept {
-            return Ok(response.send_sealed(payload?)?);
+            failpoints::hit(failpoints::BEFORE_PUBLISH);
+            response.send_sealed(payload?)?;
+            count_publication(response);
+            return Ok(());
         }
-        if let Some(len) = body.size_hint().exact() {
+        let len = body.size_hint().exact();
+        if let Some(len) = len {
             response.expect_len(len)?;
         }
+        // The fail points the chaos harness crashes the producer at: with a slot held, halfway
+        // through the body, and with the body whole but not yet published.
+        failpoints::hit(failpoints::AFTER_CLAIM);
+        let half = len.unwrap_or(0) / 2;
         let mut body = Pin::new(&mut body);
         while let Some(frame) = self
             .runtime
             .block_on(std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)))
         {
-            if let Ok(data) = frame?.into_data() {
-                std::io::Write::write_all(response, &data)?;
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            let before = response.written();
+            let (first, second) =
+                data.split_at(half.saturating_sub(before).min(data.len() as u64) as usize);
+            std::io::Write::write_all(response, first)?;
+            if before < half && response.written() >= half {
+                failpoints::hit(failpoints::MID_COPY);
             }
+            std::io::Write::write_all(response, second)?;
         }
+        failpoints::hit(failpoints::BEFORE_PUBLISH);
+        count_publication(response);
         Ok(())
     }
+}
+
+/// Counts an answered request the way users-service always has (a refusal after this point,
+/// when its tier finds no room, is counted by the producer's stats).
+fn count_publication(response: &ResponseWriter<'_>) {
+    metrics::counter!("shm_publications_total", "signal" => "channel").increment(1);
+    metrics::counter!("payload_bytes_total", "transport" => "shm").increment(response.written());
 }
 
 /// The content type and every header the channel carries, into `response`'s head.

@@ -8,7 +8,6 @@ use std::io::{self, Write};
 
 use shmbridge::{SealedError, SealedPayload, SealedWriter};
 
-use crate::dataset::MIN_USER_BYTES;
 use crate::failpoints;
 use crate::query::UsersQuery;
 use crate::query_cache::{QueryCache, Weigh};
@@ -48,13 +47,6 @@ impl SealedBodies {
             cached: cache.then(QueryCache::default),
             max_payload,
         }
-    }
-
-    /// Whether `query`'s body is certainly above `slot_size` without making it: at least
-    /// [`MIN_USER_BYTES`] per user. Such a body goes straight into a payload; any other is made
-    /// first ([`Bodies::body`], bounded) and routed by its real length.
-    pub fn certainly_above(query: UsersQuery, slot_size: u64) -> bool {
-        u64::from(query.count) * MIN_USER_BYTES > slot_size
     }
 
     /// The sealed payload for `query`: kept under `--cache`, otherwise written now.
@@ -170,17 +162,5 @@ mod tests {
         let uncached = SealedBodies::new(false, 64 << 20);
         let third = uncached.payload(&bodies, query(3_000, 2)).unwrap();
         assert_ne!(memfd(&first), memfd(&third));
-    }
-
-    #[test]
-    fn the_size_bound_never_sends_a_slot_sized_body_to_a_payload() {
-        for count in [1, 100, 1_000, 10_000, 20_000] {
-            let real = users_json(count, 5).len() as u64;
-            for slot_size in [64 << 10, 512 << 10, 4 << 20] {
-                if SealedBodies::certainly_above(query(count, 5), slot_size) {
-                    assert!(real > slot_size, "{count} users, slot {slot_size}");
-                }
-            }
-        }
     }
 }

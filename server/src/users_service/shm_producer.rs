@@ -356,6 +356,7 @@ mod tests {
     use crate::payload::Payload;
     use crate::query::UsersQuery;
     use clap::Parser;
+    use shmbridge::control::RefusalCode;
 
     #[derive(clap::Parser)]
     #[command(args_override_self = true)]
@@ -482,8 +483,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing").join("segment");
         let cli = Cli::try_parse_from(["test", "--shm-path", path.to_str().unwrap()]).unwrap();
-        let Err(error @ StartError::Create { .. }) =
-            ShmProducer::start(&cli.shm, no_routes())
+        let Err(error @ StartError::Create { .. }) = ShmProducer::start(&cli.shm, no_routes())
         else {
             panic!("expected a create error");
         };
@@ -497,8 +497,7 @@ mod tests {
     #[test]
     fn an_invalid_geometry_refuses_to_start() {
         let cli = Cli::try_parse_from(["test", "--slot-size", "100"]).unwrap();
-        let Err(error @ StartError::InvalidGeometry(_)) =
-            ShmProducer::start(&cli.shm, no_routes())
+        let Err(error @ StartError::InvalidGeometry(_)) = ShmProducer::start(&cli.shm, no_routes())
         else {
             panic!("expected an invalid geometry");
         };

@@ -72,3 +72,19 @@ pub fn assert_no_leak(body: &Bytes, details: &[&str]) {
         assert!(!text.contains(detail), "{detail:?} leaked into {text}");
     }
 }
+
+/// users-service's default slot size (`--slot-size`), which [`users_service`] keeps.
+pub const DEFAULT_SLOT_SIZE: usize = 512 << 10;
+
+/// The `x-transport` of a body of `len` bytes asked for over the control channel of a
+/// users-service with slots of `slot_size` bytes: the producer puts it inline up to the default
+/// inline threshold, in a slot up to the slot size, in a sealed memfd above.
+pub fn expected_shm_transport(len: usize, slot_size: usize) -> &'static str {
+    if len <= shmbridge::control::DEFAULT_INLINE_THRESHOLD {
+        "shm-inline"
+    } else if len <= slot_size {
+        "shm-slot"
+    } else {
+        "shm-sealed"
+    }
+}

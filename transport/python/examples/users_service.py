@@ -14,8 +14,11 @@ and the chaos harness can run against either:
 - ``GET /shm/segment``: socket, epoch (16 hex digits), layout_version, slot_count, slot_size.
 - ``POST /shm/users`` (only with ``--http-signal``): publishes into a slot and answers with the
   handle's text form.
-- The control channel (``shmbridge.Producer.serve``): gateways ask for ``(count, seed)`` and get
-  a handle to a slot holding the same bytes.
+- The control channel (``shmbridge.Producer.serve``): every route above, asked for as an HTTP
+  request in the HTTP-over-shm convention (``METHOD SP /target CRLF (name: value CRLF)* CRLF
+  body``), answers with the same status, content type, headers and bytes as over HTTP, errors
+  included; the body travels inline, in a slot or sealed, as its size says. Bytes that are not
+  such a request get a 400 ``{"code":"bad_request",...}``.
 
 Run: ``python3 users_service.py --listen 127.0.0.1:0``; it prints one line ``listening on
 HOST:PORT`` on stdout once it accepts connections. SIGTERM or SIGINT: stop accepting, let
@@ -36,6 +39,12 @@ in-flight requests finish for up to ``--shutdown-timeout``, close the producer, 
 # - The shared-memory part needs the native `shmbridge` package (transport/python). Without it,
 #   or when the segment cannot be created, the service serves REST only and says why on
 #   /readyz, like the Rust service with an uncreatable segment.
+# - HTTP and the control channel share one router (`Service.answer`), so a route cannot answer
+#   differently over the two. The channel's requests are parsed by the package's
+#   `http_request_parse`, the Rust reference of the convention, rather than by a port of it
+#   here: a Python service then accepts exactly the requests the Rust services accept. An
+#   answer over shm leaves out content-length and date (HTTP framing) and x-transport (the
+#   gateway says which tier carried the body); the content type travels in its own field.
 
 import argparse
 import json
@@ -232,7 +241,7 @@ class Bodies:
         return self._cached_payload(count, seed)
 
     def body(self, count: int, seed: int) -> bytes:
-        """The body alone, for shared memory (the slot's writer checksums it as it copies)."""
+        """The body alone, for POST /shm/users (the slot's writer checksums it as it copies)."""
         if self._payloads is None:
             return self._serialize(count, seed)
         return self._cached_payload(count, seed)[0]
@@ -275,9 +284,10 @@ class Segment:
         }
 
     @classmethod
-    def start(cls, args, bodies: Bodies) -> "Segment":
-        """Creates the segment and serves it. Raises ``StartError`` for a bad setting and
-        ``SegmentUnavailable`` when shared memory cannot be had (then REST is served alone)."""
+    def start(cls, args, handler) -> "Segment":
+        """Creates the segment and serves it, answering control-channel requests with
+        ``handler``. Raises ``StartError`` for a bad setting and ``SegmentUnavailable`` when
+        shared memory cannot be had (then REST is served alone)."""
         if shmbridge is None:
             raise SegmentUnavailable(SHMBRIDGE_IMPORT_ERROR)
         # GET /shm/segment tells gateways the layout they are about to attach to.
@@ -301,7 +311,7 @@ class Segment:
             ) from error
         socket_name = args.shm_socket or f"shmbridge-users-{os.getpid()}-{producer.epoch:016x}"
         try:
-            served = producer.serve(channel_callback(bodies), socket_name)
+            served = producer.serve(handler, socket_name)
         except (ValueError, shmbridge.Error, OSError) as error:
             # As in Rust, a socket that cannot be served (a name in use) is not started with.
             producer.close()
@@ -319,18 +329,46 @@ class SegmentUnavailable(Exception):
     """Shared memory could not be set up; REST is still served."""
 
 
-def channel_callback(bodies: Bodies):
-    """What the producer calls for a publish frame over the control channel: the body bytes
-    for ``(count, seed)``, refusing what a query string would refuse."""
+# Headers an HTTP answer has that an answer over shared memory does not: the content type
+# travels in its own field, content-length and date belong to the HTTP framing, and which
+# transport carried a body is for the one that carried it (the gateway) to say.
+_NOT_OVER_SHM = {"content-type", "content-length", "date", TRANSPORT_HEADER}
 
-    def body_for(count: int, seed: int) -> bytes:
-        if not 0 <= count <= MAX_COUNT:
-            raise ValueError(f"count {count} is above the maximum of {MAX_COUNT}")
-        if not 0 <= seed <= U64_MAX:
-            raise ValueError(f"seed {seed} is not a u64")
-        return bodies.body(count, seed)
 
-    return body_for
+def channel_handler(service: "Service"):
+    """What the producer calls for a request over the control channel: the request bytes are
+    an HTTP request in the HTTP-over-shm convention (``shmbridge.http_request_parse``), and the
+    answer is the one HTTP gives for it, in status, content type, headers and bytes, errors
+    included. Bytes that are not such a request get a 400, as a malformed HTTP request does."""
+
+    def handle(request: bytes):
+        service.begin()
+        try:
+            try:
+                method, target, _headers, _body = shmbridge.http_request_parse(request)
+            except ValueError as error:
+                status, headers, body = _error_answer(
+                    ApiError(
+                        HTTPStatus.BAD_REQUEST,
+                        "bad_request",
+                        f"not an HTTP request in the HTTP-over-shm convention: {error}",
+                    )
+                )
+            else:
+                status, headers, body = service.answer(method, target)
+                if method == "HEAD":
+                    body = b""
+            content_type = next((v for n, v in headers if n.lower() == "content-type"), "")
+            return shmbridge.Response(
+                status=int(status),
+                body=body,
+                content_type=content_type,
+                headers=[(n, v) for n, v in headers if n.lower() not in _NOT_OVER_SHM],
+            )
+        finally:
+            service.end()
+
+    return handle
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,13 +392,24 @@ def _compact(value, sort_keys: bool) -> bytes:
 
 
 class Service:
-    """What the request handlers share."""
+    """The routes, and what the HTTP and shared-memory request handlers share: both answer
+    through ``answer``, so a route answers the same bytes either way."""
 
-    def __init__(self, args, bodies: Bodies, segment, segment_error):
+    # path -> {method: route}; other methods on a known path are a 405 with Allow.
+    ROUTES = {
+        "/users": {"GET": "get_users"},
+        "/healthz": {"GET": "get_healthz"},
+        "/readyz": {"GET": "get_readyz"},
+        "/shm/segment": {"GET": "get_segment"},
+        "/shm/users": {"POST": "post_shm_users"},
+    }
+
+    def __init__(self, args, bodies: Bodies):
         self.args = args
         self.bodies = bodies
-        self.segment = segment
-        self.segment_error = segment_error
+        # Set by `main`: the segment, or why there is none.
+        self.segment = None
+        self.segment_error = None
         self._in_flight = 0
         self._idle = threading.Condition()
 
@@ -385,20 +434,83 @@ class Service:
         with self._idle:
             return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
+    def answer(self, method: str, target: str) -> tuple:
+        """``(status, headers, body)`` for ``method`` on ``target`` (``/path?query``). HEAD is
+        answered as GET (the caller leaves the body out), as axum does."""
+        path, _, query = target.partition("?")
+        methods = self.ROUTES.get(path)
+        if methods is None:
+            return HTTPStatus.NOT_FOUND, [], b""
+        name = methods.get("GET" if method == "HEAD" else method)
+        if name is None:
+            allowed = ",".join(m for allowed in methods for m in _with_head(allowed))
+            return HTTPStatus.METHOD_NOT_ALLOWED, [("allow", allowed)], b""
+        try:
+            return getattr(self, name)(query)
+        except ApiError as error:
+            return _error_answer(error)
+        except Exception as error:  # a bug: answer 500 and keep serving, as axum would
+            message = f"users-service: {method} {path} failed: {error!r}"
+            print(message, file=sys.stderr, flush=True)
+            internal = ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, "internal", "internal error")
+            return _error_answer(internal)
+
+    # Routes ---------------------------------------------------------------------------------
+
+    def get_users(self, query: str):
+        count, seed = _parse_or_400(query)
+        body, crc = self.bodies.payload(count, seed)
+        headers = [
+            ("content-type", "application/json"),
+            (CRC_HEADER, f"{crc:08x}"),
+            (TRANSPORT_HEADER, "api"),
+        ]
+        return HTTPStatus.OK, headers, body
+
+    def get_healthz(self, _query: str):
+        return _json_answer({"status": "ok"}, True)
+
+    def get_readyz(self, _query: str):
+        if self.segment is None:
+            answer = {"ready": False, "reason": self.segment_error}
+            return _json_answer(answer, True, HTTPStatus.SERVICE_UNAVAILABLE)
+        return _json_answer({"ready": True, "segment": self.segment.info}, True)
+
+    def get_segment(self, _query: str):
+        # A struct in Rust: its fields in declaration order, not sorted.
+        return _json_answer(self.segment_or_503().info, False)
+
+    def post_shm_users(self, query: str):
+        if not self.args.http_signal:
+            raise ApiError(
+                HTTPStatus.NOT_FOUND,
+                "http_signal_disabled",
+                "POST /shm/users is off: gateways ask over the control socket (start "
+                "users-service with --http-signal to enable it)",
+            )
+        count, seed = _parse_or_400(query)
+        segment = self.segment_or_503()
+        body = self.bodies.body(count, seed)
+        handle = _publish(segment, body, self.args.claim_timeout, self.args.slot_size)
+        headers = [("content-type", "text/plain; charset=utf-8"), (CRC_HEADER, f"{handle.crc:08x}")]
+        return HTTPStatus.OK, headers, str(handle).encode()
+
+
+def _error_answer(error: ApiError):
+    headers = [("content-type", "application/json")]
+    if error.status == HTTPStatus.SERVICE_UNAVAILABLE:
+        headers.append(("retry-after", RETRY_AFTER_SECONDS))
+    return error.status, headers, _compact({"error": error.message, "code": error.code}, True)
+
+
+def _json_answer(value, sort_keys: bool, status=HTTPStatus.OK):
+    return status, [("content-type", "application/json")], _compact(value, sort_keys)
+
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
     service: Service  # set on the subclass that `make_server` builds
-
-    # (method, path) -> handler name; other methods on a known path are a 405 with Allow.
-    ROUTES = {
-        "/users": {"GET": "get_users"},
-        "/healthz": {"GET": "get_healthz"},
-        "/readyz": {"GET": "get_readyz"},
-        "/shm/segment": {"GET": "get_segment"},
-        "/shm/users": {"POST": "post_shm_users"},
-    }
 
     def do_GET(self):
         self._dispatch("GET")
@@ -425,26 +537,7 @@ class Handler(BaseHTTPRequestHandler):
         self.service.begin()
         try:
             self._discard_request_body()
-            path, _, query = self.path.partition("?")
-            methods = self.ROUTES.get(path)
-            if methods is None:
-                self._respond(HTTPStatus.NOT_FOUND, [], b"")
-                return
-            # As axum does, a GET route answers HEAD with the GET's headers and no body.
-            name = methods.get("GET" if method == "HEAD" else method)
-            if name is None:
-                allowed = ",".join(m for allowed in methods for m in _with_head(allowed))
-                self._respond(HTTPStatus.METHOD_NOT_ALLOWED, [("allow", allowed)], b"")
-                return
-            try:
-                status, headers, body = getattr(self, name)(query)
-            except ApiError as error:
-                status, headers, body = self._error(error)
-            except Exception as error:  # a bug: answer 500 and keep serving, as axum would
-                message = f"users-service: {method} {path} failed: {error!r}"
-                print(message, file=sys.stderr, flush=True)
-                internal = ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, "internal", "internal error")
-                status, headers, body = self._error(internal)
+            status, headers, body = self.service.answer(method, self.path)
             self._respond(status, headers, body, head=method == "HEAD")
         finally:
             self.service.end()
@@ -480,59 +573,6 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if not head and body:
             self.wfile.write(body)
-
-    @staticmethod
-    def _error(error: ApiError):
-        headers = [("content-type", "application/json")]
-        if error.status == HTTPStatus.SERVICE_UNAVAILABLE:
-            headers.append(("retry-after", RETRY_AFTER_SECONDS))
-        return error.status, headers, _compact({"error": error.message, "code": error.code}, True)
-
-    @staticmethod
-    def _json(value, sort_keys: bool, status=HTTPStatus.OK):
-        return status, [("content-type", "application/json")], _compact(value, sort_keys)
-
-    # Routes ---------------------------------------------------------------------------------
-
-    def get_users(self, query: str):
-        count, seed = _parse_or_400(query)
-        body, crc = self.service.bodies.payload(count, seed)
-        headers = [
-            ("content-type", "application/json"),
-            (CRC_HEADER, f"{crc:08x}"),
-            (TRANSPORT_HEADER, "api"),
-        ]
-        return HTTPStatus.OK, headers, body
-
-    def get_healthz(self, _query: str):
-        return self._json({"status": "ok"}, True)
-
-    def get_readyz(self, _query: str):
-        service = self.service
-        if service.segment is None:
-            answer = {"ready": False, "reason": service.segment_error}
-            return self._json(answer, True, HTTPStatus.SERVICE_UNAVAILABLE)
-        return self._json({"ready": True, "segment": service.segment.info}, True)
-
-    def get_segment(self, _query: str):
-        # A struct in Rust: its fields in declaration order, not sorted.
-        return self._json(self.service.segment_or_503().info, False)
-
-    def post_shm_users(self, query: str):
-        service = self.service
-        if not service.args.http_signal:
-            raise ApiError(
-                HTTPStatus.NOT_FOUND,
-                "http_signal_disabled",
-                "POST /shm/users is off: gateways ask over the control socket (start "
-                "users-service with --http-signal to enable it)",
-            )
-        count, seed = _parse_or_400(query)
-        segment = service.segment_or_503()
-        body = service.bodies.body(count, seed)
-        handle = _publish(segment, body, service.args.claim_timeout, service.args.slot_size)
-        headers = [("content-type", "text/plain; charset=utf-8"), (CRC_HEADER, f"{handle.crc:08x}")]
-        return HTTPStatus.OK, headers, str(handle).encode()
 
     def log_message(self, format, *args):  # noqa: A002  (the base class's signature)
         # Per-request lines would only fill the harness's pipes (it keeps warnings only).
@@ -726,25 +766,27 @@ def main(argv=None) -> int:
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
 
-    bodies = Bodies(args.cache)
-    segment, segment_error = None, None
+    service = Service(args, Bodies(args.cache))
+    segment = None
     if args.no_shm:
-        segment_error = "started with --no-shm"
+        service.segment_error = "started with --no-shm"
     else:
         try:
-            segment = Segment.start(args, bodies)
+            # The control channel answers through the service's routes; /shm/segment and
+            # /readyz describe the segment once it is set below, before anything is announced.
+            segment = Segment.start(args, channel_handler(service))
+            service.segment = segment
         except StartError as error:
             print(f"error: {error}", file=sys.stderr, flush=True)
             return 1
         except SegmentUnavailable as error:
-            segment_error = str(error)
+            service.segment_error = str(error)
             print(
                 "users-service: starting without shared memory: no control socket; POST "
-                f"/shm/users, GET /shm/segment and /readyz answer 503: {segment_error}",
+                f"/shm/users, GET /shm/segment and /readyz answer 503: {service.segment_error}",
                 file=sys.stderr,
                 flush=True,
             )
-    service = Service(args, bodies, segment, segment_error)
     try:
         try:
             server = make_server(args, service)

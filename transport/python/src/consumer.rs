@@ -1,34 +1,27 @@
-//! `shmbridge.Consumer`: attaches to a producer's segment through its socket, redeems handles
-//! (verified copies), and asks for publications over the control channel. Every wait runs
-//! detached from the interpreter and has a timeout.
+//! `shmbridge.Consumer`: attaches to a producer's segment through its socket, sends requests over
+//! the control channel and gets verified responses back (`request`), or holds them unredeemed
+//! (`request_publication`), and redeems handles of publications made by hand (`redeem`). Every
+//! wait and every copy of megabytes runs detached from the interpreter, and every wait has a
+//! timeout.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use shmbridge::{Consumer, ConsumerOptions, ControlClient, Handle};
+use shmbridge::control::{ClientOptions, Publication, RequestError};
+use shmbridge::{ConsumerOptions, ControlClient};
 
 use crate::errors;
 use crate::handle::PyHandle;
+use crate::publication::PyPublication;
+use crate::response::{PyResponse, bytes_of};
 use crate::{lock, seconds};
-
-struct Live {
-    consumer: Consumer,
-    client: ControlClient,
-}
-
-impl Live {
-    /// Acquires the handle's slot, copies the bytes out and verifies them.
-    fn redeem(&self, handle: &Handle) -> PyResult<Vec<u8>> {
-        let guard = self.consumer.acquire(handle).map_err(errors::acquire)?;
-        guard.copy_out().map_err(errors::read)
-    }
-}
 
 #[pyclass(name = "Consumer", module = "shmbridge", frozen)]
 pub struct PyConsumer {
     epoch: u64,
-    live: Mutex<Option<Arc<Live>>>,
+    live: Mutex<Option<Arc<ControlClient>>>,
 }
 
 #[pymethods]
@@ -44,21 +37,17 @@ impl PyConsumer {
         timeout: f64,
         producer_uids: Option<Vec<u32>>,
     ) -> PyResult<Self> {
-        let timeout = seconds::positive("timeout", timeout)?;
-        let live = py.detach(|| -> PyResult<Live> {
-            let client = ControlClient::connect(
-                socket_name,
-                timeout,
-                producer_uids.as_deref().unwrap_or_default(),
-            )
+        let options = ClientOptions {
+            timeout: seconds::positive("timeout", timeout)?,
+            producer_uids: producer_uids.unwrap_or_default(),
+            consumer: ConsumerOptions::default(),
+        };
+        let client = py
+            .detach(|| ControlClient::connect(socket_name, &options))
             .map_err(errors::attach)?;
-            let consumer = Consumer::new(Arc::clone(client.segment()), ConsumerOptions::default())
-                .map_err(|error| errors::AttachError::new_err(error.to_string()))?;
-            Ok(Live { consumer, client })
-        })?;
         Ok(Self {
-            epoch: live.consumer.segment().epoch(),
-            live: Mutex::new(Some(Arc::new(live))),
+            epoch: client.segment().epoch(),
+            live: Mutex::new(Some(Arc::new(client))),
         })
     }
 
@@ -68,83 +57,62 @@ impl PyConsumer {
         self.epoch
     }
 
-    /// Asks the producer over the control channel to publish the payload for `(count, seed)`,
-    /// then redeems it: the verified bytes. `timeout` bounds the wait for the publication.
-    #[pyo3(signature = (count, seed, timeout=2.0))]
-    fn request<'py>(
-        &self,
-        py: Python<'py>,
-        count: u32,
-        seed: u64,
-        timeout: f64,
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        let timeout = seconds::positive("timeout", timeout)?;
-        let live = self.live()?;
-        let bytes = py.detach(|| -> PyResult<Vec<u8>> {
-            let publication = live
-                .client
-                .publish_blocking(count, seed, timeout)
-                .map_err(errors::request)?;
-            if publication.is_sealed() {
-                // Larger than a slot: verified in place, then copied once into the bytes object.
-                let sealed = publication
-                    .redeem_sealed(&live.consumer)
-                    .map_err(errors::redeem)?;
-                return Ok(sealed.to_vec());
-            }
-            let handle = *publication.handle();
-            let guard = live.consumer.acquire(&handle).map_err(errors::acquire)?;
-            // Acquired: the producer has nothing left to withdraw.
-            publication.redeemed();
-            guard.copy_out().map_err(errors::read)
-        })?;
-        Ok(PyBytes::new(py, &bytes))
-    }
-
-    /// Asks for the publication like `request` but returns its handle unredeemed, to be
-    /// redeemed later (by this consumer, or by another process attached to the segment) before
-    /// the producer's `ready_ttl`. It counts against this connection's unredeemed limit until
-    /// then; closing the consumer withdraws it.
-    #[pyo3(signature = (count, seed, timeout=2.0))]
-    fn request_handle(
+    /// Sends `request` (at most 64 KiB) to the producer's handler and waits at most `timeout`
+    /// seconds for its response, whose body is read from whichever tier carried it and
+    /// verified.
+    #[pyo3(signature = (request, timeout=2.0))]
+    fn request(
         &self,
         py: Python<'_>,
-        count: u32,
-        seed: u64,
+        request: &Bound<'_, PyBytes>,
         timeout: f64,
-    ) -> PyResult<PyHandle> {
+    ) -> PyResult<PyResponse> {
         let timeout = seconds::positive("timeout", timeout)?;
-        let live = self.live()?;
-        let handle = py.detach(|| {
-            let publication = live
-                .client
-                .publish_blocking(count, seed, timeout)
-                .map_err(errors::request)?;
-            if publication.is_sealed() {
-                // Its bytes came as a descriptor, which a handle's text cannot carry: dropping
-                // the publication gives it back to the producer.
-                return Err(errors::TooLarge::new_err(format!(
-                    "the publication of {} bytes is larger than a slot and comes as a \
-                     descriptor; use request() for it",
-                    publication.handle().len
-                )));
-            }
-            Ok(publication.redeemed())
-        })?;
-        Ok(PyHandle(handle))
+        let client = self.live()?;
+        let request = request.as_bytes();
+        let response = py
+            .detach(|| client.request(request, timeout))
+            .map_err(errors::request)?;
+        PyResponse::received(py, response)
     }
 
-    /// The verified bytes of a publication, from its `Handle` or the handle's text form. A
-    /// handle is redeemable once.
+    /// Like `request`, but returns the response unredeemed: its head, tier and handle, the
+    /// body still in its slot or memfd until `Publication.redeem()`. It counts against this
+    /// connection's unredeemed limit until redeemed or released; closing the consumer
+    /// withdraws it.
+    #[pyo3(signature = (request, timeout=2.0))]
+    fn request_publication(
+        &self,
+        py: Python<'_>,
+        request: &Bound<'_, PyBytes>,
+        timeout: f64,
+    ) -> PyResult<PyPublication> {
+        let timeout = seconds::positive("timeout", timeout)?;
+        let client = self.live()?;
+        let request = request.as_bytes();
+        let publication = py
+            .detach(|| ask(&client, request, timeout))
+            .map_err(errors::request)?;
+        Ok(PyPublication::new(publication))
+    }
+
+    /// The verified bytes of a slot publication, from its `Handle` or the handle's text form.
+    /// A handle is redeemable once.
     fn redeem<'py>(
         &self,
         py: Python<'py>,
         handle: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let handle = PyHandle::from_python(handle)?;
-        let live = self.live()?;
-        let bytes = py.detach(|| live.redeem(&handle))?;
-        Ok(PyBytes::new(py, &bytes))
+        let client = self.live()?;
+        let bytes = py.detach(|| {
+            let guard = client
+                .consumer()
+                .acquire(&handle)
+                .map_err(errors::acquire)?;
+            guard.copy_out().map_err(errors::read)
+        })?;
+        bytes_of(py, &bytes)
     }
 
     /// Whether the control channel is still up (the producer has not closed it or exited).
@@ -152,11 +120,12 @@ impl PyConsumer {
     fn is_open(&self) -> bool {
         lock(&self.live)
             .as_ref()
-            .is_some_and(|live| live.client.is_open())
+            .is_some_and(|client| client.is_open())
     }
 
     /// Closes the connection (the producer withdraws publications made for it and not yet
-    /// redeemed) and unmaps the segment. Closing twice does nothing.
+    /// redeemed) and unmaps the segment once no `Publication` of it is left. Closing twice does
+    /// nothing.
     fn close(&self, py: Python<'_>) {
         let live = lock(&self.live).take();
         // Detached: dropping the client joins its reader thread.
@@ -183,10 +152,52 @@ impl PyConsumer {
     }
 }
 
+impl Drop for PyConsumer {
+    /// Dropped without `close()`: the reader thread is joined detached, as `close()` does,
+    /// where the interpreter still lets this thread detach.
+    fn drop(&mut self) {
+        let live = self
+            .live
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(client) = live {
+            let close = move || drop(client);
+            // Not attachable (the interpreter is gone): `close` is dropped unrun, which drops
+            // the client here, no GIL held.
+            Python::try_attach(|py| py.detach(close));
+        }
+    }
+}
+
 impl PyConsumer {
-    fn live(&self) -> PyResult<Arc<Live>> {
+    fn live(&self) -> PyResult<Arc<ControlClient>> {
         lock(&self.live)
             .clone()
             .ok_or_else(|| errors::Closed::new_err("the consumer is closed"))
     }
+}
+
+/// [`ControlClient::request`] without the redeem: sends `request` and waits at most `timeout`
+/// for the publication.
+fn ask(
+    client: &ControlClient,
+    request: &[u8],
+    timeout: Duration,
+) -> Result<Publication, RequestError> {
+    let (answered, answer) = mpsc::sync_channel(1);
+    let timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+    let deadline_ns = shmbridge::monotonic_now_ns().saturating_add(timeout_ns);
+    let id = client.request_with(request, deadline_ns, move |result| {
+        let _ = answered.send(result);
+    })?;
+    answer.recv_timeout(timeout).unwrap_or_else(|error| {
+        // An answer arriving from now on is released by the client (or, if it is already in
+        // the channel, when the channel is dropped here).
+        client.abandon(id);
+        Err(match error {
+            mpsc::RecvTimeoutError::Timeout => RequestError::TimedOut(timeout),
+            mpsc::RecvTimeoutError::Disconnected => RequestError::Closed,
+        })
+    })
 }

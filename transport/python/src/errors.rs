@@ -38,7 +38,7 @@ create_exception!(
     shmbridge,
     TooLarge,
     Error,
-    "The payload is larger than a slot (publish, request_handle) or than the producer's largest payload (64 MiB, for bodies the channel carries)."
+    "The payload is larger than a slot (publish) or than the producer's largest payload (64 MiB, for bodies the channel carries)."
 );
 create_exception!(
     shmbridge,
@@ -62,6 +62,26 @@ create_exception!(
 create_exception!(shmbridge, TimedOut, Error, "No answer within the timeout.");
 create_exception!(
     shmbridge,
+    RequestTooLarge,
+    Error,
+    "The request is longer than the control channel carries (64 KiB); the connection stays open."
+);
+create_exception!(
+    shmbridge,
+    HandlerFailed,
+    Error,
+    "The producer's handler raised (or returned something that is not a response) for this \
+     request; the producer goes on serving others."
+);
+create_exception!(
+    shmbridge,
+    ControlVersionMismatch,
+    Error,
+    "The producer speaks another control-channel version: it refused the request and closed the \
+     connection."
+);
+create_exception!(
+    shmbridge,
     Closed,
     Error,
     "The producer, consumer or control channel is closed."
@@ -79,6 +99,12 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("Stale", py.get_type::<Stale>())?;
     module.add("ChecksumMismatch", py.get_type::<ChecksumMismatch>())?;
     module.add("TimedOut", py.get_type::<TimedOut>())?;
+    module.add("RequestTooLarge", py.get_type::<RequestTooLarge>())?;
+    module.add("HandlerFailed", py.get_type::<HandlerFailed>())?;
+    module.add(
+        "ControlVersionMismatch",
+        py.get_type::<ControlVersionMismatch>(),
+    )?;
     module.add("Closed", py.get_type::<Closed>())?;
     Ok(())
 }
@@ -136,6 +162,7 @@ pub fn read(error: ReadError) -> PyErr {
 pub fn redeem(error: RedeemError) -> PyErr {
     match error {
         RedeemError::Acquire(error) => acquire(error),
+        RedeemError::Read(error) => read(error),
         RedeemError::Sealed(SealedError::ChecksumMismatch { .. }) => {
             ChecksumMismatch::new_err(error.to_string())
         }
@@ -152,13 +179,19 @@ pub fn request(error: RequestError) -> PyErr {
             RefusalCode::Exhausted => Exhausted::new_err(text),
             RefusalCode::TooLarge => TooLarge::new_err(text),
             RefusalCode::DeadlineExceeded => TimedOut::new_err(text),
-            RefusalCode::BadRequest | RefusalCode::Internal => Error::new_err(text),
+            RefusalCode::RequestTooLarge => RequestTooLarge::new_err(text),
+            RefusalCode::HandlerFailed => HandlerFailed::new_err(text),
+            RefusalCode::Version => ControlVersionMismatch::new_err(text),
+            RefusalCode::Internal => Error::new_err(text),
         },
+        RequestError::RequestTooLarge { .. } => RequestTooLarge::new_err(text),
         RequestError::TimedOut(_) => TimedOut::new_err(text),
         RequestError::Closed => Closed::new_err(text),
         // The producer does not read its requests: as with a full ledger, try again later.
         RequestError::Congested => Busy::new_err(text),
         RequestError::ForeignHandle { .. } => Stale::new_err(text),
+        // The body did not verify: the same exception as a handle redeemed by hand.
+        RequestError::Redeem(error) => redeem(error),
         RequestError::Send(_) | RequestError::Protocol(_) => Error::new_err(text),
     }
 }

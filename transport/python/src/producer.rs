@@ -1,22 +1,24 @@
 //! `shmbridge.Producer`: creates a segment (sealed memfd, or a file), runs its reaper, publishes
 //! bytes into it, and serves its descriptor socket and control channel with a Python callable
-//! making the payloads.
+//! answering the requests (`handler(request) -> bytes | Response`).
 //!
-//! The GIL is held only to touch Python objects: copying into a slot, waiting for one, and
-//! stopping the background threads all run detached. `bytes` are immutable and the call holds a
-//! reference, so their buffer can be read while detached.
+//! The GIL is held only to touch Python objects: copying into a slot or memfd, waiting for one,
+//! and stopping the background threads all run detached. `bytes` are immutable and the call
+//! holds a reference, so their buffer can be read while detached. The control lock is taken
+//! only detached, and no lock is held while the GIL is waited for.
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
+use shmbridge::control::frame::MAX_INLINE_LEN;
 use shmbridge::control::{
-    ChannelOptions, PublicationLimits, PublishRequest, Published, Publisher, Refusal, RefusalCode,
-    publish_bytes,
+    ChannelOptions, DEFAULT_INLINE_THRESHOLD, Handler, HandlerError, PublicationLimits,
+    ResponseWriter,
 };
 use shmbridge::{
     ClaimError, ControlServer, Handle, Producer, ProducerOptions, PublishError, ReaperThread,
@@ -25,6 +27,7 @@ use shmbridge::{
 
 use crate::errors;
 use crate::handle::PyHandle;
+use crate::response::PyResponse;
 use crate::{lock, seconds};
 
 /// Why writing one publication failed.
@@ -62,11 +65,24 @@ fn write_publication(
 }
 
 /// The segment, its producer and reaper, and the control socket once served.
+///
+/// Lock order: the GIL is never waited for while `control` is held, and `control` is never
+/// waited for with the GIL held (every method takes it detached).
 struct Live {
     producer: Arc<Producer>,
     // Stopped before the reaper: dropping the server wakes its threads first.
     control: Mutex<Option<ControlServer>>,
     _reaper: ReaperThread,
+}
+
+impl Live {
+    /// Stops serving. The server is taken out under the lock and dropped after it, so the lock
+    /// is not held while the server's threads are joined.
+    fn stop(self: Arc<Self>) -> Arc<Self> {
+        let server = lock(&self.control).take();
+        drop(server);
+        self
+    }
 }
 
 #[pyclass(name = "Producer", module = "shmbridge", frozen)]
@@ -164,63 +180,74 @@ impl PyProducer {
     }
 
     /// Serves the segment's descriptor on the abstract socket `socket_name` (default
-    /// `shmbridge-py-PID-EPOCH`) and, with a `callback`, the control channel: a consumer's
-    /// request for `(count, seed)` is answered by publishing `callback(count, seed)`, which must
-    /// return `bytes`. Returns the socket name.
-    #[pyo3(signature = (callback=None, socket_name=None, *, claim_timeout=0.2, max_unredeemed_per_peer=None, max_unredeemed=None, allowed_uids=None))]
+    /// `shmbridge-py-PID-EPOCH`) and, with a `handler`, the control channel: a consumer's
+    /// request (bytes) is answered with what `handler(request)` returns, `bytes` or a
+    /// `Response`. Returns the socket name.
+    #[pyo3(signature = (handler=None, socket_name=None, *, max_unredeemed_per_peer=None, max_unredeemed=None, allowed_uids=None, inline_threshold=None))]
     #[allow(clippy::too_many_arguments)]
     fn serve(
         &self,
         py: Python<'_>,
-        callback: Option<Py<PyAny>>,
+        handler: Option<Py<PyAny>>,
         socket_name: Option<String>,
-        claim_timeout: f64,
         max_unredeemed_per_peer: Option<u32>,
         max_unredeemed: Option<u32>,
         allowed_uids: Option<Vec<u32>>,
+        inline_threshold: Option<usize>,
     ) -> PyResult<String> {
-        if let Some(callback) = &callback
-            && !callback.bind(py).is_callable()
+        if let Some(handler) = &handler
+            && !handler.bind(py).is_callable()
         {
-            return Err(PyTypeError::new_err("callback must be callable"));
+            return Err(PyTypeError::new_err("handler must be callable"));
         }
-        let claim_timeout = seconds::non_negative("claim_timeout", claim_timeout)?;
+        let inline_threshold = inline_threshold.unwrap_or(DEFAULT_INLINE_THRESHOLD);
+        if inline_threshold > MAX_INLINE_LEN {
+            return Err(PyValueError::new_err(format!(
+                "inline_threshold must be at most {MAX_INLINE_LEN} bytes, got {inline_threshold}"
+            )));
+        }
         let live = self.live()?;
         let name = socket_name
             .unwrap_or_else(|| format!("shmbridge-py-{}-{:016x}", std::process::id(), self.epoch));
-        let mut control = lock(&live.control);
-        if let Some(served) = control.as_ref() {
-            return Err(errors::Error::new_err(format!(
-                "already serving on @{}",
-                served.socket_name()
-            )));
-        }
-        let producer = Arc::clone(&live.producer);
-        let server = py.detach(|| match callback {
-            Some(callback) => {
-                let defaults = PublicationLimits::for_slots(producer.segment().slot_count());
-                let options = ChannelOptions {
-                    allowed_uids: allowed_uids.unwrap_or_default(),
-                    limits: PublicationLimits {
-                        per_peer: max_unredeemed_per_peer.unwrap_or(defaults.per_peer),
-                        segment: max_unredeemed.unwrap_or(defaults.segment),
-                    },
-                    ..ChannelOptions::for_segment(producer.segment())
-                };
-                let publisher = Arc::new(CallbackPublisher {
-                    callback,
-                    claim_timeout,
-                });
-                ControlServer::spawn_channel(producer, publisher, options, &name)
+        // Detached for the whole of it, the lock included: `stats` and `close` take the same
+        // lock, and a thread holding the GIL while it waits for the lock would wait forever
+        // for one holding the lock while it waits for the GIL (issue 21).
+        py.detach(|| {
+            let mut control = lock(&live.control);
+            if let Some(served) = control.as_ref() {
+                return Err(errors::Error::new_err(format!(
+                    "already serving on @{}",
+                    served.socket_name()
+                )));
             }
-            None => ControlServer::spawn(Arc::clone(producer.segment()), &name),
-        });
-        let server = server.map_err(|error| {
-            errors::Error::new_err(format!("cannot serve on abstract socket @{name}: {error}"))
-        })?;
-        *control = Some(server);
-        *lock(&self.socket_name) = Some(name.clone());
-        Ok(name)
+            let producer = Arc::clone(&live.producer);
+            let server = match handler {
+                Some(handler) => {
+                    let defaults = PublicationLimits::for_slots(producer.segment().slot_count());
+                    let options = ChannelOptions {
+                        allowed_uids: allowed_uids.unwrap_or_default(),
+                        limits: PublicationLimits {
+                            per_peer: max_unredeemed_per_peer.unwrap_or(defaults.per_peer),
+                            segment: max_unredeemed.unwrap_or(defaults.segment),
+                        },
+                        inline_threshold,
+                        ..ChannelOptions::for_segment(producer.segment())
+                    };
+                    let handler = Arc::new(PyHandler {
+                        handler,
+                        inline_threshold,
+                    });
+                    ControlServer::spawn_channel(producer, handler, options, &name)
+                }
+                None => ControlServer::spawn(Arc::clone(producer.segment()), &name),
+            }
+            .map_err(|error| {
+                errors::Error::new_err(format!("cannot serve on abstract socket @{name}: {error}"))
+            })?;
+            *control = Some(server);
+            *lock(&self.socket_name) = Some(name.clone());
+            Ok(name)
+        })
     }
 
     /// Runs one reaper pass now (the background reaper runs every `reap_interval`) and returns
@@ -233,7 +260,12 @@ impl PyProducer {
     /// Slot states now, and what this producer has counted since it started.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let live = self.live()?;
-        let stats = live.producer.stats();
+        // Detached: the scan reads every slot's state, and the control lock may be held by
+        // `serve` (never while it waits for the GIL, and never waited for with it held).
+        let (stats, peers) = py.detach(|| {
+            let peers = lock(&live.control).as_ref().map_or(0, ControlServer::peers);
+            (live.producer.stats(), peers)
+        });
         let slots = PyDict::new(py);
         slots.set_item("free", stats.slots.free)?;
         slots.set_item("writing", stats.slots.writing)?;
@@ -253,7 +285,6 @@ impl PyProducer {
         dict.set_item("withdrawn", stats.withdrawn)?;
         dict.set_item("sealed_publications", stats.sealed_publications)?;
         dict.set_item("sealed_bytes_in_flight", stats.sealed_bytes_in_flight)?;
-        let peers = lock(&live.control).as_ref().map_or(0, ControlServer::peers);
         dict.set_item("peers", peers)?;
         Ok(dict)
     }
@@ -262,13 +293,9 @@ impl PyProducer {
     /// process still uses it (a segment file is removed then). Closing twice does nothing.
     fn close(&self, py: Python<'_>) {
         let live = lock(&self.live).take();
-        // Detached: stopping the server joins its accept thread, and a channel thread may be
-        // waiting for the GIL to call the callback.
-        py.detach(|| {
-            if let Some(live) = live {
-                drop(lock(&live.control).take());
-            }
-        });
+        // Detached: stopping the server and the reaper joins their threads, and a channel
+        // thread may be waiting for the GIL to call the handler.
+        py.detach(|| drop(live.map(Live::stop)));
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -291,6 +318,25 @@ impl PyProducer {
     }
 }
 
+impl Drop for PyProducer {
+    /// Dropped without `close()` (by the garbage collector, or at interpreter exit): the
+    /// threads are stopped and joined detached, as `close()` does, where the interpreter still
+    /// lets this thread detach.
+    fn drop(&mut self) {
+        let live = self
+            .live
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(live) = live {
+            let stop = move || drop(live.stop());
+            // Not attachable (the interpreter is gone): `stop` is dropped unrun, which drops
+            // `live` here, no GIL held.
+            Python::try_attach(|py| py.detach(stop));
+        }
+    }
+}
+
 impl PyProducer {
     fn live(&self) -> PyResult<Arc<Live>> {
         lock(&self.live)
@@ -299,45 +345,99 @@ impl PyProducer {
     }
 }
 
-/// Answers control-channel requests with the bytes a Python callable makes.
-struct CallbackPublisher {
-    callback: Py<PyAny>,
-    claim_timeout: Duration,
+/// Answers control-channel requests with what a Python callable returns.
+struct PyHandler {
+    handler: Py<PyAny>,
+    /// The channel's: a body up to this long is buffered, not written into a slot or memfd.
+    inline_threshold: usize,
 }
 
-impl Publisher for CallbackPublisher {
-    fn publish(
+/// What a handler returned, as the writer takes it.
+enum Made<'py> {
+    Bytes(Bound<'py, PyBytes>),
+    Response(Bound<'py, PyResponse>),
+}
+
+impl Handler for PyHandler {
+    fn handle(
         &self,
-        producer: &Producer,
-        request: &PublishRequest,
-        wait: Duration,
-    ) -> Result<Published, Refusal> {
-        let refusal = |code, detail| Refusal { code, detail };
-        Python::attach(|py| {
-            let callback = self.callback.bind(py);
-            let made = callback
-                .call1((request.count, request.seed))
-                .and_then(|body| body.cast_into::<PyBytes>().map_err(PyErr::from));
-            let body = match made {
-                Ok(body) => body,
-                Err(error) => {
-                    // ValueError is the callback refusing the query; anything else is a bug in
-                    // it. Either way the request fails, and the exception is reported through
-                    // sys.unraisablehook, since there is no Python caller to raise it to.
-                    let code = if error.is_instance_of::<PyValueError>(py) {
-                        RefusalCode::BadRequest
-                    } else {
-                        RefusalCode::Internal
-                    };
-                    error.write_unraisable(py, Some(callback));
-                    return Err(refusal(code, 0));
+        request: &[u8],
+        response: &mut ResponseWriter<'_>,
+    ) -> Result<(), HandlerError> {
+        // try_attach: at interpreter exit, when this channel thread may no longer attach
+        // (issue 21), the request fails instead of the process.
+        Python::try_attach(|py| self.answer(py, request, response))
+            .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()))
+    }
+}
+
+impl PyHandler {
+    fn answer(
+        &self,
+        py: Python<'_>,
+        request: &[u8],
+        response: &mut ResponseWriter<'_>,
+    ) -> Result<(), HandlerError> {
+        let handler = self.handler.bind(py);
+        let made = handler
+            .call1((PyBytes::new(py, request),))
+            .and_then(|made| Made::extract(&made));
+        let made = match made {
+            Ok(made) => made,
+            Err(error) => {
+                // A bug in the handler, or its own refusal: either way this request fails
+                // (HandlerFailed), and the exception is reported through sys.unraisablehook,
+                // since there is no Python caller to raise it to.
+                let text = error.to_string();
+                error.write_unraisable(py, Some(handler));
+                return Err(text.into());
+            }
+        };
+        let body = match &made {
+            Made::Bytes(body) => body.clone(),
+            Made::Response(made) => {
+                let made = made.get();
+                let head = made.head();
+                response.set_status(head.status())?;
+                if !head.content_type().is_empty() {
+                    response.set_content_type(head.content_type())?;
                 }
-            };
-            // By size: a slot when one holds the body, a sealed payload (its descriptor goes
-            // with the answer) up to the producer's largest.
-            let data = body.as_bytes();
-            py.detach(|| publish_bytes(producer, data, wait.min(self.claim_timeout)))
-        })
+                for (name, value) in head.headers() {
+                    response.add_header(name, value)?;
+                }
+                made.body_object().bind(py).clone()
+            }
+        };
+        let data = body.as_bytes();
+        // A body the writer buffers is copied at once; one headed for a slot or a memfd may
+        // wait for room and copies megabytes, so it is written detached (`bytes` are
+        // immutable, and `body` keeps them alive meanwhile). The length is known, so the
+        // writer picks the tier up front and refuses a body too large before any copy.
+        let write = |response: &mut ResponseWriter<'_>| -> std::io::Result<()> {
+            response.expect_len(data.len() as u64)?;
+            response.write_all(data)
+        };
+        if data.len() <= self.inline_threshold {
+            write(response)?;
+        } else {
+            py.detach(|| write(response))?;
+        }
+        Ok(())
+    }
+}
+
+impl<'py> Made<'py> {
+    fn extract(made: &Bound<'py, PyAny>) -> PyResult<Self> {
+        if let Ok(body) = made.cast::<PyBytes>() {
+            return Ok(Self::Bytes(body.clone()));
+        }
+        if let Ok(response) = made.cast::<PyResponse>() {
+            return Ok(Self::Response(response.clone()));
+        }
+        Err(PyTypeError::new_err(format!(
+            "a handler returns bytes or a shmbridge.Response, not {}",
+            made.get_type().name()?
+        )))
     }
 }
 

@@ -245,8 +245,8 @@ def test_a_port_in_use_is_a_clean_exit_1(service):
     assert taken.stderr.startswith(f"error: cannot listen on 127.0.0.1:{service.port}".encode())
 
 
-# The shared-memory wiring, against tests/fake_shmbridge (the planned API's shape) so that it is
-# checked without the native package; the native package's own tests cover the real segment.
+# The shared-memory wiring, against tests/fake_shmbridge (the package API's shape) so that it is
+# checked without the native package; test_package.py runs the service with the real one.
 
 FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_shmbridge")
 FAKE_EPOCH = "0123456789abcdef"
@@ -290,17 +290,28 @@ def test_segment_info_names_the_socket_epoch_and_geometry(start_with_fake):
         "event": "create", "slot_count": 4, "slot_size": 65536, "path": None, "lease": 1.5,
         "ready_ttl": 2.0,
     }  # fmt: skip
-    # The callback the control channel calls gives the dataset and refuses what a query would.
-    assert serve == {
-        "event": "serve", "socket": socket, "len": 6177, "crc": 0x342FD311,
-        "refused": "ValueError",
+    # The handler the control channel calls answers as HTTP does: the dataset with its crc,
+    # the 400 of a refused query, and a 400 for bytes that are no HTTP request.
+    ok, refused, not_http = serve.pop("answers")
+    assert serve == {"event": "serve", "socket": socket}
+    assert ok == {
+        "status": 200, "content_type": "application/json",
+        "headers": [["x-payload-crc32", "342fd311"]], "len": 6177, "crc": 0x342FD311,
     }  # fmt: skip
+    refused_body = (
+        b'{"code":"bad_query","error":"count \\"10001\\" is above the maximum of 10000"}'
+    )
+    assert refused == {
+        "status": 400, "content_type": "application/json", "headers": [],
+        "len": len(refused_body), "crc": zlib.crc32(refused_body),
+    }  # fmt: skip
+    assert (not_http["status"], not_http["content_type"]) == (400, "application/json")
 
 
 def test_shm_socket_flag_names_the_socket(start_with_fake):
     service = start_with_fake("--shm-socket", "py-users-test", "--cache")
     assert json.loads(service.get("/shm/segment")[2])["socket"] == "py-users-test"
-    assert start_with_fake.events()[1]["crc"] == 0x342FD311
+    assert start_with_fake.events()[1]["answers"][0]["crc"] == 0x342FD311
 
 
 def test_http_signal_publishes_and_maps_typed_errors(start_with_fake, monkeypatch):

@@ -75,12 +75,18 @@ pub enum ProtocolError {
     DescriptorsTruncated,
     #[error("a message carried {count} descriptors, at most one is allowed")]
     TooManyDescriptors { count: usize },
-    #[error("a descriptor came with an answer that carries none (a refusal, an inline or slot body)")]
+    #[error(
+        "a descriptor came with an answer that carries none (a refusal, an inline or slot body)"
+    )]
     UnexpectedDescriptor,
     #[error("the sealed publication of {len} bytes came without its descriptor")]
     MissingDescriptor { len: u32 },
     #[error("a {tier} body of {len} bytes does not fit that tier (slots hold {slot_size} bytes)")]
-    WrongTier { tier: &'static str, len: u32, slot_size: u32 },
+    WrongTier {
+        tier: &'static str,
+        len: u32,
+        slot_size: u32,
+    },
 }
 
 type Completion = Box<dyn FnOnce(Result<Publication, RequestError>) + Send>;
@@ -718,9 +724,9 @@ mod tests {
         head
     }
 
-    fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    fn bytes(len: usize, salt: u8) -> Vec<u8> {
         (0..len)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt))
             .collect()
     }
 

@@ -102,7 +102,7 @@
 //!
 //! # Version history
 //!
-//! 1: a publish frame carried a users `count` and `seed`, the answer only a handle. 2 (this):
+//! 1: a publish frame carried the demo dataset's parameters, the answer only a handle. 2 (this):
 //! opaque requests, a response head, three tiers.
 
 use thiserror::Error;
@@ -702,7 +702,7 @@ mod tests {
             Request::Publish {
                 id: 7,
                 deadline_ns: 123_456_789,
-                request: b"GET /users?count=3&seed=7\r\n\r\n",
+                request: b"GET /blobs?size=3\r\n\r\n",
             },
             Request::Publish {
                 id: 8,

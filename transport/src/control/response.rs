@@ -57,6 +57,8 @@ pub struct ResponseWriter<'p> {
     inline_threshold: usize,
     deadline: Instant,
     body: Body<'p>,
+    /// The length [`ResponseWriter::expect_len`] promised.
+    expected: Option<u64>,
     /// Why the body cannot be published, once a write found out; the request's refusal.
     refusal: Option<Refusal>,
 }
@@ -84,6 +86,7 @@ impl<'p> ResponseWriter<'p> {
             inline_threshold,
             deadline,
             body: Body::Buffer(Vec::new()),
+            expected: None,
             refusal: None,
         }
     }
@@ -120,13 +123,16 @@ impl<'p> ResponseWriter<'p> {
         }
     }
 
-    /// The body will be `len` bytes: its tier is chosen now, so every byte goes straight there.
-    /// Call it before writing. A body larger than the producer publishes is refused at once
-    /// ([`RefusalCode::TooLarge`]), before the handler makes any of it.
+    /// The body will be exactly `len` bytes: its tier is chosen now, so every byte goes straight
+    /// there. Call it before writing. A body larger than the producer publishes is refused at
+    /// once ([`RefusalCode::TooLarge`]), before the handler makes any of it. It is a promise: a
+    /// write past `len`, or a body that ends short of it, fails the request
+    /// ([`RefusalCode::HandlerFailed`]).
     pub fn expect_len(&mut self, len: u64) -> io::Result<()> {
-        if self.written() > 0 {
-            return Err(io::Error::other("expect_len after the body was written"));
+        if self.written() > 0 || self.expected.is_some() {
+            return Err(io::Error::other("expect_len after the body was begun"));
         }
+        self.expected = Some(len);
         let slot_size = self.slot_size();
         if len <= self.inline_threshold as u64 {
             self.body = Body::Buffer(Vec::with_capacity(len as usize));
@@ -168,6 +174,16 @@ impl<'p> ResponseWriter<'p> {
         if let Some(refusal) = self.refusal {
             return Err(refusal);
         }
+        if let Some(expected) = self.expected
+            && expected != self.written()
+        {
+            tracing::warn!(
+                expected,
+                written = self.written(),
+                "the handler's body ended short of the length it promised"
+            );
+            return Err(Refusal::new(RefusalCode::HandlerFailed, 0));
+        }
         let internal = Refusal::new(RefusalCode::Internal, 0);
         let wait = self.wait();
         let finished = match self.body {
@@ -208,7 +224,9 @@ impl<'p> ResponseWriter<'p> {
     fn check_sealed_len(&mut self, len: u64) -> io::Result<()> {
         let max = self.producer.max_sealed_len();
         let checked = if len > max {
-            Err(Refusal::new(RefusalCode::TooLarge, max))
+            // The largest body this producer publishes: a slot's, where it makes no sealed ones.
+            let largest = max.max(self.slot_size() as u64);
+            Err(Refusal::new(RefusalCode::TooLarge, largest))
         } else {
             Ok(())
         };
@@ -234,7 +252,7 @@ impl<'p> ResponseWriter<'p> {
                     _ => unreachable!("matched a buffer"),
                 };
                 if total > slot_size {
-                    return self.to_sealed(&buffered, total);
+                    return self.continue_sealed(&buffered, total);
                 }
                 let slot = self.producer.claim(slot_size, self.wait());
                 let mut slot = self.or_refuse(slot.map_err(Refusal::from))?;
@@ -250,7 +268,7 @@ impl<'p> ResponseWriter<'p> {
                 };
                 let written = written.ok_or(Refusal::new(RefusalCode::Internal, 0));
                 let written = self.or_refuse(written)?;
-                self.to_sealed(&written, total)
+                self.continue_sealed(&written, total)
             }
             Body::Sealed(_) => self.check_sealed_len(total as u64),
             Body::Shared(_) => Err(io::Error::other("write after send_sealed")),
@@ -263,7 +281,7 @@ impl<'p> ResponseWriter<'p> {
     }
 
     /// Continues the body in a new sealed payload that starts with `written`.
-    fn to_sealed(&mut self, written: &[u8], total: usize) -> io::Result<()> {
+    fn continue_sealed(&mut self, written: &[u8], total: usize) -> io::Result<()> {
         self.check_sealed_len(total as u64)?;
         let mut writer = self.sealed_writer()?;
         writer.write_all(written)?;
@@ -289,6 +307,14 @@ impl Write for ResponseWriter<'_> {
         }
         if buf.is_empty() {
             return Ok(0);
+        }
+        if let Some(expected) = self.expected
+            && self.written() + buf.len() as u64 > expected
+        {
+            self.refusal = Some(Refusal::new(RefusalCode::HandlerFailed, 0));
+            return Err(io::Error::other(format!(
+                "a write past the {expected} bytes the handler promised"
+            )));
         }
         self.grow(buf.len())?;
         match &mut self.body {

@@ -47,7 +47,6 @@ pub fn check_control_frame(bytes: &[u8]) {
                         body.len()
                     );
                 }
-                assert_eq!(placement.len() == 0, placement.is_empty());
                 let _ = placement.tier().as_str();
             }
             // The text a log line or an error message shows must not panic either.
@@ -80,7 +79,10 @@ fn check_head(head: &ResponseHead) {
         head.encoded_len()
     );
     assert!(head.content_type().len() <= MAX_HEADER_VALUE_LEN);
-    assert!(head.headers().len() <= MAX_HEADERS, "too many headers decoded");
+    assert!(
+        head.headers().len() <= MAX_HEADERS,
+        "too many headers decoded"
+    );
     for (name, value) in head.headers() {
         assert!(
             !name.is_empty() && name.len() <= MAX_HEADER_NAME_LEN,
@@ -93,6 +95,9 @@ fn check_head(head: &ResponseHead) {
             value.len()
         );
         let http = |text: &str| !text.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0));
-        assert!(http(name) && http(value), "CR, LF or NUL decoded in a header");
+        assert!(
+            http(name) && http(value),
+            "CR, LF or NUL decoded in a header"
+        );
     }
 }

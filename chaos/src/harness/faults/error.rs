@@ -72,6 +72,8 @@ pub enum PublishError {
     Attach(#[from] shmbridge::AttachError),
     #[error("the control channel gave no publication: {0}")]
     Request(#[from] shmbridge::control::RequestError),
+    #[error("users-service answered with status {status} in the {tier} tier, not a slot")]
+    NotInSlot { tier: &'static str, status: u16 },
     #[error("the publishing task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }

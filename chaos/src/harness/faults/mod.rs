@@ -2,6 +2,7 @@
 //! they are injected and what they check ([`class`] says what a class provides). To add a class,
 //! write its file and add its `mod` and its line to the list below; nothing else names it.
 
+pub mod channel;
 pub mod class;
 pub mod error;
 pub mod fail_point;

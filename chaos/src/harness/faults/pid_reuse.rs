@@ -18,14 +18,17 @@ use nix::unistd::Pid;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use shmbridge::control::{ClientOptions, Publication, Tier};
 use shmbridge::{
     Consumer, ConsumerOptions, ControlClient, Handle, Owner, Producer, ProducerOptions, Segment,
     attach_via_socket, attach_via_socket_read_only,
 };
+use shmbridge_server::blobs::{BlobPattern, BlobQuery};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use super::channel::{ask, get};
 use super::class::{Fault, FaultClass, FaultContext, Injected};
 use super::error::{FaultError, InjectError, PidReuseError, PublishError};
 use super::spec::{DurationRange, half, is_share};
@@ -305,16 +308,50 @@ pub async fn round(
     })
 }
 
-/// One publication, asked for over the control channel on `@socket`, whose handle the
+/// The body a reader-role holder acquires: above the largest inline body
+/// (`MAX_INLINE_LEN`, 64 KiB) whatever users-service's threshold, and well within a slot.
+const HELD_BLOB: BlobQuery = BlobQuery {
+    size: 100_000,
+    pattern: BlobPattern::Random,
+    seed: 1,
+};
+
+/// A publication held unredeemed on its open control channel, for another process to acquire.
+/// The channel closes first when dropped, so the publication goes back by the connection's
+/// close (as a gateway that left), never by a release frame.
+struct HeldPublication {
+    _client: ControlClient,
+    _publication: Publication,
+}
+
+/// One slot publication, asked for over the control channel on `@socket`, whose handle the
 /// reader-role holder acquires; with the open channel it belongs to.
-async fn publish_one(socket: &str) -> Result<(Handle, ControlClient), PublishError> {
+async fn publish_one(socket: &str) -> Result<(Handle, HeldPublication), PublishError> {
     let socket = socket.to_owned();
     tokio::task::spawn_blocking(move || {
-        let client = ControlClient::connect(&socket, Duration::from_secs(5), &[])?;
-        let handle = client
-            .publish_blocking(1, 1, Duration::from_secs(5))?
-            .redeemed();
-        Ok((handle, client))
+        let options = ClientOptions {
+            timeout: Duration::from_secs(5),
+            ..ClientOptions::default()
+        };
+        let client = ControlClient::connect(&socket, &options)?;
+        let request = get(&format!("/blobs?{}", HELD_BLOB.to_query_string()));
+        let publication = ask(&client, &request, Duration::from_secs(5))?;
+        let handle = match (publication.tier(), publication.handle()) {
+            (Tier::Slot, Some(handle)) => *handle,
+            (tier, _) => {
+                return Err(PublishError::NotInSlot {
+                    tier: tier.as_str(),
+                    status: publication.head().status(),
+                });
+            }
+        };
+        Ok((
+            handle,
+            HeldPublication {
+                _client: client,
+                _publication: publication,
+            },
+        ))
     })
     .await?
 }

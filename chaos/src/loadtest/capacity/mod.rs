@@ -285,8 +285,8 @@ mod tests {
         assert_eq!(users.think, ThinkTime::NONE);
         assert_eq!(users.spawn_rate, CAPACITY_SPAWN_RATE);
         assert_eq!(
-            (config.target, config.counts, config.seed, config.timeout),
-            (base.target, base.counts, base.seed, base.timeout)
+            (config.target, config.requests, config.seed, config.timeout),
+            (base.target, base.requests, base.seed, base.timeout)
         );
     }
 

@@ -26,6 +26,12 @@ impl CountMix {
         CountMix(Weighted::one(count))
     }
 
+    /// `counts` with their weights, as listed (a count of weight 0 is listed but never drawn);
+    /// `None` if a count is listed twice or every weight is 0.
+    pub fn from_weights(counts: Vec<(u32, u32)>) -> Option<Self> {
+        Weighted::new(counts, "count").ok().map(CountMix)
+    }
+
     /// The counts that can be drawn, as listed: the bodies a checker must know.
     pub fn counts(&self) -> Vec<u32> {
         self.0.drawable().collect()

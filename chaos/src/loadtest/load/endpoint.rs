@@ -1,4 +1,7 @@
 //! The gateway endpoints a load run can hit, and the weighted mix that picks one per request.
+//! Each endpoint is a transport: for the users dataset, one of the seed's routes
+//! ([`Endpoint::path`]); for any upstream path, the gateway's measuring prefix in front of that
+//! path ([`Endpoint::prefix`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -41,6 +44,7 @@ impl Endpoint {
         matches!(self, Endpoint::Shm | Endpoint::ShmHttp | Endpoint::Auto)
     }
 
+    /// The seed's route of this transport for the users dataset (`count` and `seed` in its query).
     pub fn path(self) -> &'static str {
         match self {
             Endpoint::Api => "/api/users-via-api",
@@ -48,6 +52,21 @@ impl Endpoint {
             Endpoint::ShmHttp => "/api/users-via-shm-http",
             Endpoint::Cached => "/api/users-cached",
             Endpoint::Auto => "/api/users",
+        }
+    }
+
+    /// What the gateway puts in front of an upstream path to carry it by this transport:
+    /// `/via-api/blobs?size=3` over REST, `/via-shm/blobs?size=3` through shared memory,
+    /// `/via-cached/blobs?size=3` from the gateway's in-memory copy (the ceiling), and the path
+    /// itself under the gateway's `--transport`. `None` for `shm-http`, which only the users
+    /// routes have.
+    pub fn prefix(self) -> Option<&'static str> {
+        match self {
+            Endpoint::Api => Some("/via-api"),
+            Endpoint::Shm => Some("/via-shm"),
+            Endpoint::ShmHttp => None,
+            Endpoint::Cached => Some("/via-cached"),
+            Endpoint::Auto => Some(""),
         }
     }
 
@@ -158,6 +177,21 @@ mod tests {
         let mix: EndpointMix = "api=3, shm".parse().unwrap();
         assert_eq!(mix.0.items(), &[(Endpoint::Api, 3), (Endpoint::Shm, 1)]);
         assert_eq!(mix.to_string(), "api=3,shm=1");
+    }
+
+    #[test]
+    fn every_endpoint_but_shm_http_carries_any_path() {
+        let carried: Vec<Option<&str>> = Endpoint::ALL.iter().map(|e| e.prefix()).collect();
+        assert_eq!(
+            carried,
+            [
+                Some("/via-api"),
+                Some("/via-shm"),
+                None,
+                Some("/via-cached"),
+                Some("")
+            ]
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The load engine: drives closed-loop users or an open-loop schedule against a gateway,
-//! verifies every body, and returns per-endpoint statistics. `compare` and the chaos scenarios
-//! both run their traffic through `run`.
+//! The load engine: drives closed-loop users or an open-loop schedule against a gateway, each
+//! request asking one endpoint (a transport, [`endpoint`]) for one resource (the users dataset
+//! or any upstream path, [`target`]), verifies every body, and returns per-endpoint statistics.
+//! `compare`, `sweep` and the chaos scenarios all run their traffic through `run`.
 
 pub mod counts;
 pub mod endpoint;
@@ -9,6 +10,7 @@ pub mod progress;
 pub mod recorder;
 pub mod request;
 pub mod stats;
+pub mod target;
 pub mod users;
 pub mod verify;
 pub mod weighted;
@@ -21,13 +23,13 @@ use serde::Serialize;
 use tokio::time::Instant;
 use url::{Host, Url};
 
-use counts::CountMix;
-use endpoint::EndpointMix;
+use endpoint::{Endpoint, EndpointMix};
 use open_loop::OpenLoopProfile;
 use progress::{LiveSnapshot, Progress};
 use recorder::{Recorder, RequestObserver};
 use request::RequestContext;
 use stats::RunStats;
+use target::{RequestMix, Resource};
 use users::UsersProfile;
 use verify::BodyChecker;
 
@@ -53,12 +55,15 @@ pub struct LoadConfig {
     /// Per request; a request past it is a timeout failure.
     #[serde(serialize_with = "serialize_seconds")]
     pub timeout: Duration,
-    /// The `count` query parameter: one for every request, or a mix drawn per request.
-    #[serde(rename = "count")]
-    pub counts: CountMix,
-    /// The `seed` query parameter every request carries.
+    /// What each request asks for: users counts (the `count` query parameter of the seed's
+    /// routes) and upstream paths, one for every request or a mix drawn per request. In JSON,
+    /// `count` (as before paths existed) and `paths`.
+    #[serde(flatten)]
+    pub requests: RequestMix,
+    /// The `seed` query parameter every users count carries.
     pub seed: u64,
-    /// Seeds think times, endpoint and count picks, so a run's request sequence can be replayed.
+    /// Seeds think times, endpoint and resource picks, so a run's request sequence can be
+    /// replayed.
     pub rng_seed: u64,
 }
 
@@ -72,6 +77,13 @@ pub enum LoadError {
     UnsupportedTarget(Url),
     #[error("invalid load profile: {0}")]
     InvalidProfile(String),
+    #[error(
+        "endpoint {endpoint} cannot carry {resource}: only the users routes (--count) have a {endpoint} route; leave it out of --endpoints"
+    )]
+    Uncarried {
+        endpoint: Endpoint,
+        resource: Resource,
+    },
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
 }
@@ -82,7 +94,7 @@ struct Generator {
     end: Instant,
     timeout: Duration,
     mix: EndpointMix,
-    counts: CountMix,
+    requests: RequestMix,
     rng_seed: u64,
     context: RequestContext,
     recorder: Arc<Recorder>,
@@ -115,8 +127,42 @@ pub fn check_target(target: &Url, allow_remote: bool) -> Result<(), LoadError> {
     }
 }
 
+/// Refuses a pair of an endpoint and a resource the gateway has no route for (shm-http and an
+/// upstream path), before anything is started.
+pub fn check_routes(endpoints: &[Endpoint], requests: &RequestMix) -> Result<(), LoadError> {
+    for &endpoint in endpoints {
+        for resource in requests.resources() {
+            if resource.route(endpoint, 0).is_none() {
+                return Err(LoadError::Uncarried { endpoint, resource });
+            }
+        }
+    }
+    Ok(())
+}
+
 impl LoadConfig {
-    fn validate(&self) -> Result<(), LoadError> {
+    /// The gateway route(s) `endpoint` is asked on in this run, for the reports: the seed's
+    /// route for counts (`/api/users-via-shm`), the prefixed path for a path
+    /// (`/via-shm/blobs?size=3`), or both kinds listed for a mix (`/via-shm/*` for its paths).
+    pub fn route(&self, endpoint: Endpoint) -> String {
+        let paths = self.requests.paths();
+        let prefix = endpoint.prefix().unwrap_or(endpoint.path());
+        let path_route = match paths.as_slice() {
+            [] => None,
+            [(path, _)] => Some(format!("{prefix}{path}")),
+            _ => Some(format!("{prefix}/*")),
+        };
+        match path_route {
+            None => endpoint.path().to_owned(),
+            Some(route) if self.requests.counts().is_some() => {
+                format!("{}, {route}", endpoint.path())
+            }
+            Some(route) => route,
+        }
+    }
+
+    /// Checks the profile before anything runs.
+    pub fn validate(&self) -> Result<(), LoadError> {
         let invalid = |reason: &str| Err(LoadError::InvalidProfile(reason.to_owned()));
         if self.duration.is_zero() {
             return invalid("the duration must be above 0");
@@ -142,7 +188,7 @@ impl LoadConfig {
                 }
             }
         }
-        Ok(())
+        check_routes(&self.mix.endpoints(), &self.requests)
     }
 
     fn max_connections(&self) -> usize {
@@ -173,14 +219,15 @@ pub async fn run_observed(
 ) -> Result<RunStats, LoadError> {
     config.validate()?;
     let endpoints = config.mix.endpoints();
+    let resources = config.requests.resources();
     // Generate the expected bodies before the clock starts, so the first requests are not slower.
-    for count in config.counts.counts() {
-        checker.expected(count, config.seed);
+    for resource in &resources {
+        checker.expected_body(resource.expected(config.seed));
     }
     let context = RequestContext::new(
         &config.target,
         &endpoints,
-        &config.counts.counts(),
+        &resources,
         config.seed,
         config.max_connections(),
         checker,
@@ -196,7 +243,7 @@ pub async fn run_observed(
         end: started + config.duration,
         timeout: config.timeout,
         mix: config.mix.clone(),
-        counts: config.counts.clone(),
+        requests: config.requests.clone(),
         rng_seed: config.rng_seed,
         context,
         recorder: recorder.clone(),
@@ -266,5 +313,40 @@ mod tests {
             check_target(&url("https://127.0.0.1"), false),
             Err(LoadError::UnsupportedTarget(_))
         ));
+    }
+
+    #[test]
+    fn a_path_is_not_asked_of_shm_http_and_routes_are_named_per_endpoint() {
+        let blob: target::UpstreamPath = "/blobs?size=3".parse().unwrap();
+        let counts = counts::CountMix::single(708);
+        let paths = RequestMix::path(blob.clone());
+        let both = RequestMix::new(Some(&counts), &[(blob, 1)]).unwrap();
+        let with_http = [Endpoint::Api, Endpoint::ShmHttp];
+        check_routes(&with_http, &RequestMix::users(&counts)).unwrap();
+        let error = check_routes(&with_http, &paths).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("shm-http cannot carry /blobs?size=3"),
+            "{error}"
+        );
+        let carrying = [
+            Endpoint::Api,
+            Endpoint::Shm,
+            Endpoint::Cached,
+            Endpoint::Auto,
+        ];
+        check_routes(&carrying, &both).unwrap();
+
+        let mut config = crate::loadtest::report::fixture::config();
+        assert_eq!(config.route(Endpoint::Shm), "/api/users-via-shm");
+        config.requests = paths;
+        assert_eq!(config.route(Endpoint::Shm), "/via-shm/blobs?size=3");
+        assert_eq!(config.route(Endpoint::Auto), "/blobs?size=3");
+        config.requests = both;
+        assert_eq!(
+            config.route(Endpoint::Cached),
+            "/api/users-cached, /via-cached/blobs?size=3"
+        );
     }
 }

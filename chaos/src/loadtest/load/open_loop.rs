@@ -42,12 +42,17 @@ pub(super) async fn run_open_loop(profile: OpenLoopProfile, generator: Arc<Gener
         }
         tokio::time::sleep_until(scheduled).await;
         let endpoint = generator.mix.pick(&mut rng);
-        let count = generator.counts.pick(&mut rng);
+        let resource = generator.requests.pick(&mut rng);
         let (generator, slots) = (generator.clone(), slots.clone());
         in_flight.spawn(async move {
             let deadline = scheduled + generator.timeout;
             let completed = match tokio::time::timeout_at(deadline, slots.acquire_owned()).await {
-                Ok(Ok(_slot)) => generator.context.execute(endpoint, count, deadline).await,
+                Ok(Ok(_slot)) => {
+                    generator
+                        .context
+                        .execute(endpoint, &resource, deadline)
+                        .await
+                }
                 Ok(Err(_closed)) => unreachable!("the semaphore is never closed"),
                 Err(_elapsed) => Completed {
                     outcome: Outcome::Failed(Failure {
@@ -58,7 +63,9 @@ pub(super) async fn run_open_loop(profile: OpenLoopProfile, generator: Arc<Gener
                     transport: None,
                 },
             };
-            generator.recorder.record(endpoint, scheduled, &completed);
+            generator
+                .recorder
+                .record(endpoint, &resource, scheduled, &completed);
         });
         while in_flight.try_join_next().is_some() {}
     }

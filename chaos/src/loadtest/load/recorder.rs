@@ -12,6 +12,7 @@ use super::endpoint::Endpoint;
 use super::progress::{LiveSnapshot, Progress};
 use super::request::Completed;
 use super::stats::{EndpointStats, Outcome, RunStats};
+use super::target::Resource;
 
 pub struct Recorder {
     started: Instant,
@@ -31,6 +32,8 @@ pub trait RequestObserver: Send + Sync {
 /// One completed request.
 pub struct RequestRecord<'a> {
     pub endpoint: Endpoint,
+    /// What it asked for.
+    pub resource: &'a Resource,
     /// When the request was sent (closed loop) or scheduled (open loop).
     pub due: Instant,
     pub latency: Duration,
@@ -75,9 +78,15 @@ impl Recorder {
         &self.live
     }
 
-    /// Records a request that was due at `due` (its send time, or its scheduled time in open
-    /// loop) and finished now.
-    pub fn record(&self, endpoint: Endpoint, due: Instant, completed: &Completed) {
+    /// Records a request for `resource` that was due at `due` (its send time, or its scheduled
+    /// time in open loop) and finished now.
+    pub fn record(
+        &self,
+        endpoint: Endpoint,
+        resource: &Resource,
+        due: Instant,
+        completed: &Completed,
+    ) {
         let latency = due.elapsed();
         let started_after = due.saturating_duration_since(self.started);
         self.live.requests.fetch_add(1, Ordering::Relaxed);
@@ -89,8 +98,10 @@ impl Recorder {
             Outcome::Corrupt(corruption) => {
                 self.live.corrupt.fetch_add(1, Ordering::Relaxed);
                 self.progress.note(&format!(
-                    "CORRUPT {} at {:.3}s: {corruption}",
-                    endpoint.path(),
+                    "CORRUPT {endpoint} {resource}{} at {:.3}s: {corruption}",
+                    completed
+                        .transport
+                        .map_or_else(String::new, |transport| format!(" ({transport})")),
                     started_after.as_secs_f64()
                 ));
             }
@@ -98,6 +109,7 @@ impl Recorder {
         if let Some(observer) = &self.observer {
             observer.observe(&RequestRecord {
                 endpoint,
+                resource,
                 due,
                 latency,
                 outcome: &completed.outcome,
@@ -114,7 +126,7 @@ impl Recorder {
             completed.body_bytes,
             &completed.outcome,
         );
-        endpoint_stats.count_transport(&completed.outcome, completed.transport);
+        endpoint_stats.count_transport(completed.transport);
     }
 
     pub fn snapshot(&self) -> LiveSnapshot {

@@ -1,7 +1,7 @@
 //! One request: send, verify the body as it streams in, and classify the outcome, all bounded
 //! by a deadline so a stalled server produces a timeout and never a hang.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,32 +10,41 @@ use tokio::time::Instant;
 
 use super::endpoint::Endpoint;
 use super::stats::{Failure, FailureClass, Outcome};
-use super::verify::{BodyChecker, CRC_HEADER, Verdict};
+use super::target::Resource;
+use super::verify::{BodyChecker, CRC_HEADER, Expected, Verdict};
 use shmbridge_server::transport_header::{TRANSPORT_HEADER, Transport};
 
 /// What every request of a run shares: the client with its keep-alive pool, the URL of each
-/// endpoint and count, and the checker that knows the expected bytes.
+/// endpoint and resource, and the checker that knows the expected bytes.
 pub struct RequestContext {
     client: Client,
-    urls: BTreeMap<(Endpoint, u32), Url>,
+    routes: HashMap<(Endpoint, Resource), Route>,
     checker: Arc<BodyChecker>,
-    seed: u64,
+}
+
+/// Where one endpoint asks for one resource, and what the body must be.
+struct Route {
+    url: Url,
+    expected: Expected,
 }
 
 /// The result of one request, ready for the recorder.
 pub struct Completed {
     pub outcome: Outcome,
     pub body_bytes: u64,
-    /// The gateway's `x-transport` on a 200: which path the body took (`None` when absent or
-    /// not one the gateway sends).
+    /// The gateway's `x-transport` on a 200: which path (and shm tier) the body took (`None`
+    /// when absent or not one the gateway sends).
     pub transport: Option<Transport>,
 }
 
 impl RequestContext {
+    /// `seed` is the dataset seed every count asks with. An endpoint that cannot carry a
+    /// resource (shm-http and a path) gets no route: such a request fails without being sent
+    /// (a run's profile refuses the pair before it starts).
     pub fn new(
         target: &Url,
         endpoints: &[Endpoint],
-        counts: &[u32],
+        resources: &[Resource],
         seed: u64,
         max_connections: usize,
         checker: Arc<BodyChecker>,
@@ -47,37 +56,45 @@ impl RequestContext {
             .pool_max_idle_per_host(max_connections)
             .pool_idle_timeout(Duration::from_secs(90))
             .build()?;
-        let urls = endpoints
-            .iter()
-            .flat_map(|&endpoint| counts.iter().map(move |&count| (endpoint, count)))
-            .map(|(endpoint, count)| {
+        let mut routes = HashMap::new();
+        for &endpoint in endpoints {
+            for resource in resources {
+                let Some(route) = resource.route(endpoint, seed) else {
+                    continue;
+                };
+                let (path, query) = match route.split_once('?') {
+                    Some((path, query)) => (path, Some(query)),
+                    None => (route.as_str(), None),
+                };
                 let mut url = target.clone();
-                url.set_path(endpoint.path());
-                url.query_pairs_mut()
-                    .clear()
-                    .append_pair("count", &count.to_string())
-                    .append_pair("seed", &seed.to_string());
-                ((endpoint, count), url)
-            })
-            .collect();
+                url.set_path(path);
+                url.set_query(query);
+                let expected = resource.expected(seed);
+                routes.insert((endpoint, resource.clone()), Route { url, expected });
+            }
+        }
         Ok(RequestContext {
             client,
-            urls,
+            routes,
             checker,
-            seed,
         })
     }
 
-    /// Sends one GET for `count` users to `endpoint` and gives up at `deadline`.
-    pub async fn execute(&self, endpoint: Endpoint, count: u32, deadline: Instant) -> Completed {
-        let Some(url) = self.urls.get(&(endpoint, count)) else {
+    /// Sends one GET for `resource` to `endpoint` and gives up at `deadline`.
+    pub async fn execute(
+        &self,
+        endpoint: Endpoint,
+        resource: &Resource,
+        deadline: Instant,
+    ) -> Completed {
+        let Some(route) = self.routes.get(&(endpoint, resource.clone())) else {
             return failed(
                 FailureClass::Body,
-                format!("endpoint {endpoint} with count {count} is not in this run"),
+                format!("endpoint {endpoint} with {resource} is not in this run"),
                 0,
             );
         };
-        match tokio::time::timeout_at(deadline, self.fetch(url.clone(), count)).await {
+        match tokio::time::timeout_at(deadline, self.fetch(route)).await {
             Err(_elapsed) => failed(FailureClass::Timeout, String::new(), 0),
             Ok(Ok(completed) | Err(completed)) => completed,
         }
@@ -85,15 +102,20 @@ impl RequestContext {
 
     /// Sends the request and verifies the body as it streams in. `Err` carries a failure
     /// so that `?` ends the request at the first problem.
-    async fn fetch(&self, url: Url, count: u32) -> Result<Completed, Completed> {
-        let mut response = self.client.get(url).send().await.map_err(|error| {
-            let class = if error.is_timeout() {
-                FailureClass::Timeout
-            } else {
-                FailureClass::Connection
-            };
-            failed(class, root_cause(&error), 0)
-        })?;
+    async fn fetch(&self, route: &Route) -> Result<Completed, Completed> {
+        let mut response = self
+            .client
+            .get(route.url.clone())
+            .send()
+            .await
+            .map_err(|error| {
+                let class = if error.is_timeout() {
+                    FailureClass::Timeout
+                } else {
+                    FailureClass::Connection
+                };
+                failed(class, root_cause(&error), 0)
+            })?;
         let status = response.status();
         if status != StatusCode::OK {
             // Of the error body only its stable `code` is kept: the message may hold slot
@@ -120,7 +142,7 @@ impl RequestContext {
             .headers()
             .get(TRANSPORT_HEADER)
             .and_then(|value| Transport::parse(value.to_str().ok()?));
-        let mut verification = self.checker.start(count, self.seed);
+        let mut verification = self.checker.start_expecting(route.expected);
         while let Some(chunk) = response
             .chunk()
             .await

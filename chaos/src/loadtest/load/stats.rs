@@ -93,7 +93,8 @@ pub struct EndpointStats {
     pub corruption_samples: Vec<Corruption>,
     /// One bucket per second since the run started, by the request's start time.
     pub timeline: Vec<TimelineBucket>,
-    /// Verified bodies by the transport the gateway said it took (`x-transport`).
+    /// 200 responses (verified, corrupt, or with an unusable checksum header) by the transport
+    /// the gateway said carried the body (`x-transport`: which path, and which shm tier).
     pub transports: BTreeMap<Transport, u64>,
 }
 
@@ -168,9 +169,9 @@ impl EndpointStats {
         }
     }
 
-    /// Counts a verified body's transport.
-    pub fn count_transport(&mut self, outcome: &Outcome, transport: Option<Transport>) {
-        if let (Outcome::Verified, Some(transport)) = (outcome, transport) {
+    /// Counts the transport of a 200 response that named one.
+    pub fn count_transport(&mut self, transport: Option<Transport>) {
+        if let Some(transport) = transport {
             *self.transports.entry(transport).or_default() += 1;
         }
     }

@@ -125,13 +125,15 @@ async fn run_one_user(think: ThinkTime, mut rng: StdRng, generator: Arc<Generato
     active.fetch_add(1, Ordering::Relaxed);
     while Instant::now() < generator.end {
         let endpoint = generator.mix.pick(&mut rng);
-        let count = generator.counts.pick(&mut rng);
+        let resource = generator.requests.pick(&mut rng);
         let sent = Instant::now();
         let completed = generator
             .context
-            .execute(endpoint, count, sent + generator.timeout)
+            .execute(endpoint, &resource, sent + generator.timeout)
             .await;
-        generator.recorder.record(endpoint, sent, &completed);
+        generator
+            .recorder
+            .record(endpoint, &resource, sent, &completed);
         let pause = think.sample(&mut rng);
         if !pause.is_zero() {
             tokio::time::sleep_until((Instant::now() + pause).min(generator.end)).await;

@@ -1,12 +1,15 @@
 //! Body verification: every 200 body is compared with the exact bytes the producer publishes for
-//! its `count`/`seed` and with the `x-payload-crc32` header. A mismatch is a corruption, reported
-//! with the first differing offset; Locust would have counted it as a success.
+//! its request (the users dataset's body for a `count`/`seed`, the blob generator's for a
+//! `/blobs` query) and with the `x-payload-crc32` header. A mismatch is a corruption, reported
+//! with the first differing offset; Locust would have counted it as a success. A path whose
+//! bytes nothing here can generate is checked against its header alone ([`Expected::ChecksumOnly`]).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
+use shmbridge_server::blobs::{BlobQuery, blob_bytes};
 
 /// The response header carrying the producer's CRC-32 of the payload.
 pub const CRC_HEADER: &str = "x-payload-crc32";
@@ -14,16 +17,27 @@ pub const CRC_HEADER: &str = "x-payload-crc32";
 /// Produces the exact body a correct gateway returns for a `count`/`seed`.
 type ExpectedBodyFn = dyn Fn(u32, u64) -> Vec<u8> + Send + Sync;
 
-/// The expected bytes of one `count`/`seed`, computed once per run.
+/// What a 200 body must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Expected {
+    /// The users dataset's body for `count` users from `seed`.
+    Users { count: u32, seed: u64 },
+    /// The blob `/blobs` makes for this query ([`blob_bytes`]).
+    Blob(BlobQuery),
+    /// Unknown bytes: the body's crc32 must match its `x-payload-crc32`, nothing more.
+    ChecksumOnly,
+}
+
+/// The expected bytes of one request, computed once per run.
 pub struct ExpectedBody {
     pub bytes: Vec<u8>,
     pub crc: u32,
 }
 
-/// Checks bodies against a deterministic generator, caching one expected body per parameter pair.
+/// Checks bodies against deterministic generators, caching one expected body per request.
 pub struct BodyChecker {
     generate: Box<ExpectedBodyFn>,
-    cache: Mutex<HashMap<(u32, u64), Arc<ExpectedBody>>>,
+    cache: Mutex<HashMap<Expected, Arc<ExpectedBody>>>,
 }
 
 /// Why a 200 response does not carry the published payload.
@@ -43,6 +57,12 @@ pub enum Corruption {
     },
     /// The bytes are right but the checksum header names another payload.
     Header { header_crc: u32, expected_crc: u32 },
+    /// A body of a path with no known bytes whose crc32 is not its checksum header's.
+    Checksum {
+        header_crc: u32,
+        actual_crc: u32,
+        actual_len: usize,
+    },
 }
 
 impl fmt::Display for Corruption {
@@ -76,6 +96,14 @@ impl fmt::Display for Corruption {
                 f,
                 "bytes match but {CRC_HEADER} is {header_crc:08x} (expected {expected_crc:08x})"
             ),
+            Corruption::Checksum {
+                header_crc,
+                actual_crc,
+                actual_len,
+            } => write!(
+                f,
+                "crc32 {actual_crc:08x} of the {actual_len} bytes received is not {CRC_HEADER} {header_crc:08x} (no expected bytes for this path: checked by checksum only)"
+            ),
         }
     }
 }
@@ -98,7 +126,8 @@ pub enum Verdict {
 }
 
 impl BodyChecker {
-    /// `generate(count, seed)` must return the exact bytes the gateway serves for those parameters.
+    /// `generate(count, seed)` must return the exact bytes the gateway serves for those
+    /// parameters; blobs are [`blob_bytes`]'s.
     pub fn new(generate: impl Fn(u32, u64) -> Vec<u8> + Send + Sync + 'static) -> Self {
         BodyChecker {
             generate: Box::new(generate),
@@ -108,35 +137,62 @@ impl BodyChecker {
 
     /// The expected body for `count`/`seed`, generated on first use.
     pub fn expected(&self, count: u32, seed: u64) -> Arc<ExpectedBody> {
+        self.expected_body(Expected::Users { count, seed })
+            .expect("a count has expected bytes")
+    }
+
+    /// The expected body of `expected`, generated on first use; `None` for
+    /// [`Expected::ChecksumOnly`].
+    pub fn expected_body(&self, expected: Expected) -> Option<Arc<ExpectedBody>> {
+        if expected == Expected::ChecksumOnly {
+            return None;
+        }
         // Generating under the lock makes concurrent first requests wait for one generation
         // instead of each building the same 250 KB body.
         let mut cache = self
             .cache
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        cache
-            .entry((count, seed))
-            .or_insert_with(|| {
-                let bytes = (self.generate)(count, seed);
-                let crc = crc32fast::hash(&bytes);
-                Arc::new(ExpectedBody { bytes, crc })
-            })
-            .clone()
+        let body = cache.entry(expected).or_insert_with(|| {
+            let bytes = match expected {
+                Expected::Users { count, seed } => (self.generate)(count, seed),
+                Expected::Blob(query) => blob_bytes(&query),
+                Expected::ChecksumOnly => unreachable!("returned above"),
+            };
+            let crc = crc32fast::hash(&bytes);
+            Arc::new(ExpectedBody { bytes, crc })
+        });
+        Some(Arc::clone(body))
     }
 
-    /// Starts verifying a body that will arrive in chunks.
+    /// Starts verifying a body for `count`/`seed` that will arrive in chunks.
     pub fn start(&self, count: u32, seed: u64) -> BodyVerification {
+        self.start_expecting(Expected::Users { count, seed })
+    }
+
+    /// Starts verifying a body that must be `expected` and will arrive in chunks.
+    pub fn start_expecting(&self, expected: Expected) -> BodyVerification {
         BodyVerification {
-            expected: self.expected(count, seed),
+            expected: self.expected_body(expected),
             received: 0,
             first_difference: None,
             crc: crc32fast::Hasher::new(),
         }
     }
 
-    /// Checks a whole 200 body and the raw value of its checksum header.
+    /// Checks a whole 200 body for `count`/`seed` and the raw value of its checksum header.
     pub fn check(&self, count: u32, seed: u64, body: &[u8], crc_header: Option<&str>) -> Verdict {
-        let mut verification = self.start(count, seed);
+        self.check_expecting(Expected::Users { count, seed }, body, crc_header)
+    }
+
+    /// Checks a whole 200 body that must be `expected` and the raw value of its checksum header.
+    pub fn check_expecting(
+        &self,
+        expected: Expected,
+        body: &[u8],
+        crc_header: Option<&str>,
+    ) -> Verdict {
+        let mut verification = self.start_expecting(expected);
         verification.update(body);
         verification.finish(crc_header)
     }
@@ -145,7 +201,8 @@ impl BodyChecker {
 /// One body being verified as it streams in: each chunk is compared with the expected bytes at
 /// its offset and then dropped, so a 250 KB body is never buffered or copied.
 pub struct BodyVerification {
-    expected: Arc<ExpectedBody>,
+    /// `None`: checked against the checksum header only.
+    expected: Option<Arc<ExpectedBody>>,
     received: usize,
     /// (offset, expected byte, actual byte) of the first difference seen.
     first_difference: Option<(usize, Option<u8>, Option<u8>)>,
@@ -156,8 +213,10 @@ pub struct BodyVerification {
 impl BodyVerification {
     pub fn update(&mut self, chunk: &[u8]) {
         self.crc.update(chunk);
-        if self.first_difference.is_none() {
-            let expected_rest = self.expected.bytes.get(self.received..).unwrap_or_default();
+        if let Some(expected) = &self.expected
+            && self.first_difference.is_none()
+        {
+            let expected_rest = expected.bytes.get(self.received..).unwrap_or_default();
             let overlap = chunk.len().min(expected_rest.len());
             let differing = first_differing_offset(&expected_rest[..overlap], &chunk[..overlap])
                 .or((chunk.len() > overlap).then_some(overlap));
@@ -179,7 +238,9 @@ impl BodyVerification {
 
     /// The verdict once the body has ended, given the raw value of its checksum header.
     pub fn finish(self, crc_header: Option<&str>) -> Verdict {
-        let expected = &self.expected;
+        let Some(expected) = &self.expected else {
+            return self.finish_by_checksum(crc_header);
+        };
         let first_difference = self.first_difference.or_else(|| {
             (self.received < expected.bytes.len()).then(|| {
                 (
@@ -208,6 +269,23 @@ impl BodyVerification {
             Ok(header_crc) => Verdict::Corrupt(Corruption::Header {
                 header_crc,
                 expected_crc: expected.crc,
+            }),
+            Err(reason) => Verdict::BadHeader(reason),
+        }
+    }
+
+    /// The verdict on a body with no expected bytes: its crc32 against its header.
+    fn finish_by_checksum(self, crc_header: Option<&str>) -> Verdict {
+        let Some(header) = crc_header else {
+            return Verdict::BadHeader(format!("missing {CRC_HEADER} header"));
+        };
+        let actual_crc = self.crc.finalize();
+        match parse_crc_header(header) {
+            Ok(header_crc) if header_crc == actual_crc => Verdict::Verified,
+            Ok(header_crc) => Verdict::Corrupt(Corruption::Checksum {
+                header_crc,
+                actual_crc,
+                actual_len: self.received,
             }),
             Err(reason) => Verdict::BadHeader(reason),
         }
@@ -391,6 +469,69 @@ mod tests {
                 (10_000, None, Some(b't'))
             );
         }
+    }
+
+    #[test]
+    fn blobs_are_checked_against_the_generator_byte_for_byte() {
+        use shmbridge_server::blobs::BlobPattern;
+
+        let checker = BodyChecker::new(payload);
+        let query = BlobQuery {
+            size: 70_000,
+            pattern: BlobPattern::Text,
+            seed: 4,
+        };
+        let expected = Expected::Blob(query);
+        let body = blob_bytes(&query);
+        let header = header_for(&body);
+        assert_eq!(
+            checker.check_expecting(expected, &body, Some(&header)),
+            Verdict::Verified
+        );
+        let mut flipped = body.clone();
+        flipped[65_537] ^= 1;
+        assert!(matches!(
+            checker.check_expecting(expected, &flipped, Some(&header)),
+            Verdict::Corrupt(Corruption::Bytes {
+                first_differing_offset: 65_537,
+                ..
+            })
+        ));
+        // Generated once, for every request of that query.
+        let first = checker.expected_body(expected).unwrap();
+        assert!(Arc::ptr_eq(
+            &first,
+            &checker.expected_body(expected).unwrap()
+        ));
+    }
+
+    #[test]
+    fn a_path_with_no_expected_bytes_is_checked_by_its_checksum_header() {
+        let checker = BodyChecker::new(payload);
+        let body = b"whatever the upstream says".to_vec();
+        assert!(checker.expected_body(Expected::ChecksumOnly).is_none());
+        assert_eq!(
+            checker.check_expecting(Expected::ChecksumOnly, &body, Some(&header_for(&body))),
+            Verdict::Verified
+        );
+        let verdict =
+            checker.check_expecting(Expected::ChecksumOnly, &body[1..], Some(&header_for(&body)));
+        let Verdict::Corrupt(corruption @ Corruption::Checksum { actual_len: 25, .. }) = verdict
+        else {
+            panic!("expected a checksum corruption, got {verdict:?}");
+        };
+        assert!(
+            corruption.to_string().contains("checked by checksum only"),
+            "{corruption}"
+        );
+        assert!(matches!(
+            checker.check_expecting(Expected::ChecksumOnly, &body, None),
+            Verdict::BadHeader(_)
+        ));
+        assert!(matches!(
+            checker.check_expecting(Expected::ChecksumOnly, &body, Some("xyz")),
+            Verdict::BadHeader(_)
+        ));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A weighted choice among a few items, drawn per request from the run's seeded RNG: what the
-//! endpoint mix (`api=3,shm=1`) and the count mix (`708=9,12000=1`) share, including their
-//! command-line form.
+//! endpoint mix (`api=3,shm=1`), the count mix (`708=9,12000=1`) and the request mix (counts and
+//! upstream paths, [`super::target::RequestMix`]) share, including their command-line form.
 
 use std::fmt;
 
@@ -13,7 +13,7 @@ pub struct Weighted<T> {
     total: u32,
 }
 
-impl<T: Copy + PartialEq + fmt::Display> Weighted<T> {
+impl<T: Clone + PartialEq + fmt::Display> Weighted<T> {
     /// Refuses an item listed twice and a mix whose weights sum to 0 (or overflow); `noun`
     /// names an item in the errors ("endpoint", "count").
     pub fn new(items: Vec<(T, u32)>, noun: &str) -> Result<Self, String> {
@@ -74,7 +74,7 @@ impl<T: Copy + PartialEq + fmt::Display> Weighted<T> {
         self.items
             .iter()
             .filter(|(_, weight)| *weight > 0)
-            .map(|&(item, _)| item)
+            .map(|(item, _)| item.clone())
     }
 
     /// The one item drawn every time, if there is only one that can be drawn.
@@ -82,7 +82,7 @@ impl<T: Copy + PartialEq + fmt::Display> Weighted<T> {
         self.items
             .iter()
             .find(|&&(_, weight)| weight == self.total)
-            .map(|&(item, _)| item)
+            .map(|(item, _)| item.clone())
     }
 
     /// Draws one item by weight. A mix with a single drawable item takes nothing from `rng`,
@@ -93,9 +93,9 @@ impl<T: Copy + PartialEq + fmt::Display> Weighted<T> {
             return item;
         }
         let mut ticket = rng.random_range(0..self.total);
-        for &(item, weight) in &self.items {
-            if ticket < weight {
-                return item;
+        for (item, weight) in &self.items {
+            if ticket < *weight {
+                return item.clone();
             }
             ticket -= weight;
         }

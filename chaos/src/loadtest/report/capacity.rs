@@ -1,19 +1,20 @@
 //! The report of `compare --capacity`: how it was run, each endpoint's medians across rounds,
 //! the ratios of those medians, and every round, as Markdown and as JSON.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
 use super::machine::MachineInfo;
-use super::{format_ms, thousands};
+use super::{describe_resource, format_ms, request_flags, thousands, transports_text};
 use crate::loadtest::capacity::summary::{Medians, Ratio, RoundFigures};
 use crate::loadtest::capacity::{CapacityPlan, CapacityResult, RoundLoad};
 use crate::loadtest::load::LoadConfig;
-use crate::loadtest::load::counts::CountMix;
 use crate::loadtest::load::endpoint::Endpoint;
 use crate::loadtest::load::stats::Failure;
+use crate::loadtest::load::target::RequestMix;
 use crate::loadtest::load::verify::Corruption;
 
 /// Shown where a ratio has no value (its denominator was 0).
@@ -22,12 +23,13 @@ const NO_VALUE: &str = "—";
 /// Everything a capacity report shows.
 pub struct CapacityReport<'a> {
     pub plan: &'a CapacityPlan,
-    /// What every run shared: target, `count`, `seed`, timeout.
+    /// What every run shared: target, the one resource (`count` and `seed`, or a path),
+    /// timeout.
     pub base: &'a LoadConfig,
     pub result: &'a CapacityResult,
-    /// Size of the expected body for the runs' one `count` and `seed` (`compare --capacity`
-    /// refuses a mix of counts).
-    pub payload_bytes: usize,
+    /// Size of the expected body of the runs' one resource (`compare --capacity` refuses a
+    /// mix); `None` for a path checked by checksum only.
+    pub payload_bytes: Option<usize>,
     /// Whether users-service ran with `--cache`.
     pub cache: bool,
     pub machine: MachineInfo,
@@ -42,7 +44,7 @@ impl<'a> CapacityReport<'a> {
         plan: &'a CapacityPlan,
         base: &'a LoadConfig,
         result: &'a CapacityResult,
-        payload_bytes: usize,
+        payload_bytes: Option<usize>,
         cache: bool,
         environment: String,
     ) -> Self {
@@ -62,13 +64,12 @@ impl<'a> CapacityReport<'a> {
     fn command(&self) -> String {
         let endpoints: Vec<String> = self.plan.endpoints.iter().map(|e| e.to_string()).collect();
         format!(
-            "cargo run --release -p shmbridge-chaos -- compare --capacity --rounds {} --round-duration {} {} --endpoints {} --count {} --seed {} --timeout {}{}",
+            "cargo run --release -p shmbridge-chaos -- compare --capacity --rounds {} --round-duration {} {} --endpoints {} {} --timeout {}{}",
             self.plan.rounds,
             humantime::format_duration(self.plan.round_duration),
             self.plan.load.flags(),
             endpoints.join(","),
-            self.base.counts,
-            self.base.seed,
+            request_flags(self.base),
             humantime::format_duration(self.base.timeout),
             if self.cache { " --cache" } else { "" }
         )
@@ -91,7 +92,7 @@ pub fn render_markdown(report: &CapacityReport<'_>) -> String {
     cpu(&mut out, report);
     rounds(&mut out, report);
     failures(&mut out, report.result);
-    corruptions(&mut out, report.result);
+    corruptions(&mut out, report);
     out
 }
 
@@ -117,13 +118,26 @@ fn how_it_was_run(out: &mut String, report: &CapacityReport<'_>) {
         order.join(" ")
     );
     let _ = writeln!(out, "- **Bodies**: {}", report.bodies());
-    let _ = writeln!(
-        out,
-        "- **Payload Size**: {} bytes (count={}, seed={})",
-        thousands(report.payload_bytes as u64),
-        report.base.counts,
-        report.base.seed
-    );
+    match report.base.requests.only() {
+        Some(crate::loadtest::load::target::Resource::Users(count)) => {
+            let _ = writeln!(
+                out,
+                "- **Payload Size**: {} bytes (count={count}, seed={})",
+                thousands(report.payload_bytes.unwrap_or_default() as u64),
+                report.base.seed
+            );
+        }
+        Some(resource) => {
+            let _ = writeln!(
+                out,
+                "- **Path**: {}, asked through each endpoint's prefix (`/via-api`, `/via-shm`, `/via-cached`, none under `auto`)",
+                describe_resource(&resource, report.payload_bytes)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "- **Requests**: {}", report.base.requests);
+        }
+    }
     let _ = writeln!(
         out,
         "- **Request Timeout**: {}",
@@ -132,7 +146,7 @@ fn how_it_was_run(out: &mut String, report: &CapacityReport<'_>) {
     let _ = writeln!(out, "- **Test Environment**: {}", report.environment);
     let _ = writeln!(out, "- **Machine**: {}", report.machine.describe());
     let _ = writeln!(out, "- **Test Date**: {}", report.date);
-    out.push_str("- **Body Verification**: every 200 body compared byte for byte with the expected payload and with `x-payload-crc32`\n");
+    out.push_str(&super::markdown::verification_line(&report.base.requests));
     out.push_str("- **Medians**: across rounds, each column on its own (the round with the median req/s need not be the one with the median p99); with an even number of rounds, the mean of the middle two\n");
     let _ = writeln!(out, "- **Command**: `{}`\n", report.command());
 }
@@ -140,10 +154,10 @@ fn how_it_was_run(out: &mut String, report: &CapacityReport<'_>) {
 fn medians(out: &mut String, report: &CapacityReport<'_>) {
     out.push_str("## Medians across rounds\n\n");
     out.push_str(
-        "| Endpoint | Requests/sec | p50 (ms) | p99 (ms) | Requests | Failures | Corrupt |\n",
+        "| Endpoint | Requests/sec | p50 (ms) | p99 (ms) | Requests | Failures | Corrupt | Transport (`x-transport`) |\n",
     );
     out.push_str(
-        "|----------|-------------:|---------:|---------:|---------:|---------:|--------:|\n",
+        "|----------|-------------:|---------:|---------:|---------:|---------:|--------:|-----------|\n",
     );
     let medians = report.result.medians();
     for rounds in &report.result.endpoints {
@@ -152,7 +166,7 @@ fn medians(out: &mut String, report: &CapacityReport<'_>) {
         };
         let _ = writeln!(
             out,
-            "| {} | {:.1} | {} | {} | {} | {} | {} |",
+            "| {} | {:.1} | {} | {} | {} | {} | {} | {} |",
             rounds.endpoint.label(),
             median.requests_per_second,
             format_ms(median.p50_ms),
@@ -160,9 +174,10 @@ fn medians(out: &mut String, report: &CapacityReport<'_>) {
             thousands(rounds.all.requests),
             thousands(rounds.all.failed()),
             thousands(rounds.all.corrupt),
+            transports_text(&rounds.all.transports),
         );
     }
-    out.push_str("\nRequests, failures and corrupt bodies are summed over all rounds. Corrupt: a 200 response whose bytes or checksum header differ from the published payload (not counted as a failure).\n\n");
+    out.push_str("\nRequests, failures and corrupt bodies are summed over all rounds. Corrupt: a 200 response whose bytes or checksum header differ from the published payload (not counted as a failure). Transport: what the gateway's `x-transport` named for the 200 responses (for shared memory, the tier that carried the body: inline in the answer, a slot, or a sealed memfd), with counts when it named several.\n\n");
 }
 
 /// Median CPU time per request by process: where a request's time goes on this machine.
@@ -234,6 +249,7 @@ pub(super) fn format_ratio(ratio: Option<f64>) -> String {
 }
 
 fn rounds(out: &mut String, report: &CapacityReport<'_>) {
+    let base = report.base;
     let runs = report.plan.schedule().len();
     out.push_str("## Rounds\n\n");
     for rounds in &report.result.endpoints {
@@ -241,7 +257,7 @@ fn rounds(out: &mut String, report: &CapacityReport<'_>) {
             out,
             "### {} (`{}`)\n\n| Round | Run | Requests/sec | p50 (ms) | p99 (ms) | Requests | Failures | Corrupt |\n|------:|----:|-------------:|---------:|---------:|---------:|---------:|--------:|",
             rounds.endpoint.label(),
-            rounds.endpoint.path()
+            base.route(rounds.endpoint)
         );
         for round in &rounds.rounds {
             let _ = writeln!(
@@ -291,14 +307,19 @@ fn failures(out: &mut String, result: &CapacityResult) {
     out.push('\n');
 }
 
-fn corruptions(out: &mut String, result: &CapacityResult) {
+fn corruptions(out: &mut String, report: &CapacityReport<'_>) {
+    let result = report.result;
     if result.corrupt() == 0 {
         return;
     }
     out.push_str("### Corrupt Bodies (first samples)\n\n");
     for rounds in &result.endpoints {
         for corruption in &rounds.all.corruption_samples {
-            let _ = writeln!(out, "- {}: {corruption}", rounds.endpoint.path());
+            let _ = writeln!(
+                out,
+                "- {}: {corruption}",
+                report.base.route(rounds.endpoint)
+            );
         }
     }
     out.push('\n');
@@ -319,10 +340,12 @@ struct JsonCapacity<'a> {
     round_duration_seconds: f64,
     /// Endpoints in the order each round runs them.
     order: &'a [Endpoint],
-    count: &'a CountMix,
+    /// `count` (and `paths`, for a path), as a mixed run's configuration has them.
+    #[serde(flatten)]
+    requests: &'a RequestMix,
     seed: u64,
     timeout_seconds: f64,
-    payload_bytes: usize,
+    payload_bytes: Option<usize>,
     endpoints: Vec<JsonEndpoint<'a>>,
     ratios: Vec<Ratio>,
 }
@@ -330,7 +353,7 @@ struct JsonCapacity<'a> {
 #[derive(Serialize)]
 struct JsonEndpoint<'a> {
     endpoint: Endpoint,
-    path: &'static str,
+    path: String,
     medians: Option<Medians>,
     /// Summed over all rounds.
     requests: u64,
@@ -339,6 +362,8 @@ struct JsonEndpoint<'a> {
     rounds: &'a [RoundFigures],
     failures: Vec<JsonFailure<'a>>,
     corruption_samples: &'a [Corruption],
+    /// 200 responses by `x-transport`, over all rounds.
+    transports: BTreeMap<String, u64>,
 }
 
 #[derive(Serialize)]
@@ -360,7 +385,7 @@ pub fn render_json(report: &CapacityReport<'_>) -> serde_json::Result<String> {
         rounds: report.plan.rounds,
         round_duration_seconds: report.plan.round_duration.as_secs_f64(),
         order: &report.plan.endpoints,
-        count: &report.base.counts,
+        requests: &report.base.requests,
         seed: report.base.seed,
         timeout_seconds: report.base.timeout.as_secs_f64(),
         payload_bytes: report.payload_bytes,
@@ -370,7 +395,7 @@ pub fn render_json(report: &CapacityReport<'_>) -> serde_json::Result<String> {
             .iter()
             .map(|rounds| JsonEndpoint {
                 endpoint: rounds.endpoint,
-                path: rounds.endpoint.path(),
+                path: report.base.route(rounds.endpoint),
                 medians: Medians::of(&rounds.rounds),
                 requests: rounds.all.requests,
                 failed: rounds.all.failed(),
@@ -386,6 +411,12 @@ pub fn render_json(report: &CapacityReport<'_>) -> serde_json::Result<String> {
                     })
                     .collect(),
                 corruption_samples: &rounds.all.corruption_samples,
+                transports: rounds
+                    .all
+                    .transports
+                    .iter()
+                    .map(|(transport, &count)| (transport.to_string(), count))
+                    .collect(),
             })
             .collect(),
         ratios: report.result.ratios(),
@@ -470,7 +501,7 @@ mod tests {
     #[test]
     fn markdown_says_how_it_ran_and_shows_medians_ratios_and_rounds() {
         let (plan, base, result) = (plan(), fixture::config(), result());
-        let report = CapacityReport::new(&plan, &base, &result, 256_873, true, "test".into());
+        let report = CapacityReport::new(&plan, &base, &result, Some(256_873), true, "test".into());
         let text = render_markdown(&report);
         for line in [
             "closed loop: 50 users, no think time",
@@ -496,9 +527,50 @@ mod tests {
     }
 
     #[test]
+    fn a_path_session_names_its_path_command_and_tiers() {
+        use crate::loadtest::load::target::RequestMix;
+        use shmbridge_server::transport_header::Transport;
+
+        let (plan, mut base, mut result) = (plan(), fixture::config(), result());
+        base.requests = RequestMix::path("/blobs?size=65536&pattern=text&seed=1".parse().unwrap());
+        for _ in 0..3 {
+            result.endpoints[1]
+                .all
+                .count_transport(Some(Transport::ShmSlot));
+        }
+        result.endpoints[0]
+            .all
+            .count_transport(Some(Transport::Api));
+        let report = CapacityReport::new(&plan, &base, &result, Some(65_536), false, "test".into());
+        let text = render_markdown(&report);
+        for line in [
+            "- **Path**: `/blobs?size=65536&pattern=text&seed=1` (65,536 bytes), asked through each endpoint's prefix",
+            "--endpoints api,shm,cached --path '/blobs?size=65536&pattern=text&seed=1' --timeout 5s`",
+            "| Shared Memory | 1600.0 | 1.10 | 8.50 | 1 | 1 | 0 | shm-slot |",
+            "| REST API | 1100.0 | 2.10 | 11.00 | 0 | 0 | 0 | api |",
+            "| Cached (ceiling) | 2200.0 | 0.60 | 5.00 | 0 | 0 | 0 | — |",
+            "### Shared Memory (`/via-shm/blobs?size=65536&pattern=text&seed=1`)",
+        ] {
+            assert!(text.contains(line), "report lacks {line:?}:\n{text}");
+        }
+        let json: serde_json::Value = serde_json::from_str(&render_json(&report).unwrap()).unwrap();
+        assert_eq!(
+            json["paths"][0]["path"],
+            "/blobs?size=65536&pattern=text&seed=1"
+        );
+        assert_eq!(json["payload_bytes"], 65_536);
+        assert_eq!(json["endpoints"][1]["transports"]["shm-slot"], 3);
+        assert_eq!(
+            json["endpoints"][1]["path"],
+            "/via-shm/blobs?size=65536&pattern=text&seed=1"
+        );
+    }
+
+    #[test]
     fn json_carries_rounds_medians_and_ratios() {
         let (plan, base, result) = (plan(), fixture::config(), result());
-        let report = CapacityReport::new(&plan, &base, &result, 256_873, false, "test".into());
+        let report =
+            CapacityReport::new(&plan, &base, &result, Some(256_873), false, "test".into());
         let json: serde_json::Value = serde_json::from_str(&render_json(&report).unwrap()).unwrap();
         assert_eq!(json["mode"], "capacity");
         assert_eq!(json["cache"], false);

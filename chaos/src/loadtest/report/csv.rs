@@ -53,7 +53,7 @@ pub fn write_stats<W: io::Write>(
     for (endpoint, stats) in &report.stats.endpoints {
         out.write_record(stats_row(
             "GET",
-            endpoint.path(),
+            &report.config.route(*endpoint),
             stats,
             &stats.summary(elapsed),
         ))?;
@@ -99,18 +99,14 @@ pub fn write_failures<W: io::Write>(
 ) -> io::Result<()> {
     out.write_record(FAILURES_HEADER)?;
     for (endpoint, stats) in &report.stats.endpoints {
+        let route = report.config.route(*endpoint);
         for (failure, count) in &stats.failures {
-            out.write_record([
-                "GET",
-                endpoint.path(),
-                &failure.to_string(),
-                &count.to_string(),
-            ])?;
+            out.write_record(["GET", &route, &failure.to_string(), &count.to_string()])?;
         }
         if stats.corrupt > 0 {
             out.write_record([
                 "GET",
-                endpoint.path(),
+                &route,
                 "CORRUPT: 200 response with bytes or checksum differing from the published payload",
                 &stats.corrupt.to_string(),
             ])?;
@@ -127,7 +123,7 @@ mod tests {
     #[test]
     fn stats_csv_has_locusts_columns_and_an_aggregated_row() {
         let (config, stats) = (fixture::config(), fixture::stats());
-        let report = RunReport::new(&config, &stats, vec![100], "test".into());
+        let report = RunReport::new(&config, &stats, vec![Some(100)], "test".into());
         let mut buffer = Vec::new();
         write_stats(&report, csv::Writer::from_writer(&mut buffer)).unwrap();
         let text = String::from_utf8(buffer).unwrap();
@@ -149,7 +145,7 @@ mod tests {
     #[test]
     fn failures_csv_lists_failures_and_corruption() {
         let (config, stats) = (fixture::config(), fixture::stats());
-        let report = RunReport::new(&config, &stats, vec![100], "test".into());
+        let report = RunReport::new(&config, &stats, vec![Some(100)], "test".into());
         let mut buffer = Vec::new();
         write_failures(&report, csv::Writer::from_writer(&mut buffer)).unwrap();
         let text = String::from_utf8(buffer).unwrap();

@@ -3,12 +3,15 @@
 
 use serde::Serialize;
 
+use std::collections::BTreeMap;
+
 use super::RunReport;
 use super::machine::MachineInfo;
 use super::seed::{self, SeedFigures};
 use crate::loadtest::load::LoadConfig;
 use crate::loadtest::load::endpoint::Endpoint;
 use crate::loadtest::load::stats::{EndpointStats, Failure, LatencySummary};
+use crate::loadtest::load::target::{Resource, UpstreamPath};
 use crate::loadtest::load::verify::Corruption;
 
 #[derive(Serialize)]
@@ -17,26 +20,31 @@ struct JsonReport<'a> {
     environment: &'a str,
     machine: &'a MachineInfo,
     config: &'a LoadConfig,
-    /// The body size when the run has one count; `null` for a mix (see `payload_sizes`).
+    /// The body size when the run has one resource (and it is known); `null` for a mix (see
+    /// `payload_sizes`).
     payload_bytes: Option<usize>,
-    payload_sizes: Vec<PayloadSize>,
+    payload_sizes: Vec<PayloadSize<'a>>,
     elapsed_seconds: f64,
     endpoints: Vec<JsonEndpoint<'a>>,
     total: JsonEndpoint<'a>,
 }
 
-/// One count of the run's mix and its body.
+/// One resource of the run's mix and its body: a `count` or a `path`; `bytes` is `null` for a
+/// path checked by checksum only.
 #[derive(Serialize)]
-struct PayloadSize {
-    count: u32,
+struct PayloadSize<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a UpstreamPath>,
     weight: u32,
-    bytes: usize,
+    bytes: Option<usize>,
 }
 
 #[derive(Serialize)]
 struct JsonEndpoint<'a> {
     endpoint: Option<Endpoint>,
-    path: &'a str,
+    path: String,
     requests: u64,
     verified: u64,
     failed: u64,
@@ -46,6 +54,8 @@ struct JsonEndpoint<'a> {
     latency: LatencySummary,
     failures: Vec<JsonFailure<'a>>,
     corruption_samples: &'a [Corruption],
+    /// 200 responses by `x-transport`.
+    transports: BTreeMap<String, u64>,
     timeline: Vec<JsonSecond>,
     seed: Option<&'static SeedFigures>,
 }
@@ -77,18 +87,25 @@ pub fn render(report: &RunReport<'_>) -> serde_json::Result<String> {
         machine: &report.machine,
         config: report.config,
         payload_bytes: match report.payload_bytes[..] {
-            [bytes] => Some(bytes),
+            [bytes] => bytes,
             _ => None,
         },
         payload_sizes: report
             .config
-            .counts
+            .requests
             .weighted()
             .iter()
             .zip(&report.payload_bytes)
-            .map(|(&(count, weight), &bytes)| PayloadSize {
-                count,
-                weight,
+            .map(|((resource, weight), &bytes)| PayloadSize {
+                count: match resource {
+                    Resource::Users(count) => Some(*count),
+                    Resource::Path(_) => None,
+                },
+                path: match resource {
+                    Resource::Path(path) => Some(path),
+                    Resource::Users(_) => None,
+                },
+                weight: *weight,
                 bytes,
             })
             .collect(),
@@ -98,17 +115,22 @@ pub fn render(report: &RunReport<'_>) -> serde_json::Result<String> {
             .endpoints
             .iter()
             .map(|(&endpoint, stats)| {
-                endpoint_json(Some(endpoint), endpoint.path(), stats, elapsed)
+                endpoint_json(
+                    Some(endpoint),
+                    report.config.route(endpoint),
+                    stats,
+                    elapsed,
+                )
             })
             .collect(),
-        total: endpoint_json(None, "Aggregated", &total, elapsed),
+        total: endpoint_json(None, "Aggregated".to_owned(), &total, elapsed),
     };
     serde_json::to_string_pretty(&json)
 }
 
 fn endpoint_json<'a>(
     endpoint: Option<Endpoint>,
-    path: &'a str,
+    path: String,
     stats: &'a EndpointStats,
     elapsed: std::time::Duration,
 ) -> JsonEndpoint<'a> {
@@ -132,6 +154,11 @@ fn endpoint_json<'a>(
             })
             .collect(),
         corruption_samples: &stats.corruption_samples,
+        transports: stats
+            .transports
+            .iter()
+            .map(|(transport, &count)| (transport.to_string(), count))
+            .collect(),
         timeline: stats
             .timeline
             .iter()

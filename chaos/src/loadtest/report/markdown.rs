@@ -4,10 +4,11 @@
 use std::fmt::Write as _;
 
 use super::seed::{self, SeedFigures};
-use super::{RunReport, format_ms, thousands};
+use super::{RunReport, describe_resource, format_ms, thousands};
 use crate::loadtest::load::LoadModel;
 use crate::loadtest::load::endpoint::Endpoint;
 use crate::loadtest::load::stats::{EndpointStats, LatencySummary, percent};
+use crate::loadtest::load::target::{RequestMix, Resource};
 use shmbridge_server::transport_header::Transport;
 
 /// Shown where the seed has no figure.
@@ -35,7 +36,7 @@ pub fn render(report: &RunReport<'_>) -> String {
     error_rates(&mut out, &rows, &total);
     failures(&mut out, &rows);
     transports_taken(&mut out, &rows);
-    corruptions(&mut out, &rows);
+    corruptions(&mut out, report, &rows);
     distribution(&mut out, &rows);
     out
 }
@@ -86,34 +87,67 @@ fn configuration(out: &mut String, report: &RunReport<'_>) {
             );
         }
     }
-    match config.counts.weighted() {
-        [(count, _)] => {
+    match (config.requests.weighted(), &report.payload_bytes[..]) {
+        ([(Resource::Users(count), _)], [bytes]) => {
             let _ = writeln!(
                 out,
                 "- **Payload Size**: {} bytes (count={count}, seed={}; the seed's was {})",
-                thousands(report.payload_bytes.first().copied().unwrap_or_default() as u64),
+                thousands(bytes.unwrap_or_default() as u64),
                 config.seed,
                 thousands(seed::SEED_PAYLOAD_BYTES)
             );
         }
-        weighted => {
+        ([(resource @ Resource::Path(_), _)], [bytes]) => {
+            let _ = writeln!(
+                out,
+                "- **Path**: {}, asked through each endpoint's prefix (REST `/via-api`, shared memory `/via-shm`, the ceiling `/via-cached`, none under `auto`); the seed's payload was {} bytes",
+                describe_resource(resource, *bytes),
+                thousands(seed::SEED_PAYLOAD_BYTES)
+            );
+        }
+        (weighted, sizes) if config.requests.paths().is_empty() => {
             let sizes: Vec<String> = weighted
                 .iter()
-                .zip(&report.payload_bytes)
-                .map(|(&(count, weight), &bytes)| {
+                .zip(sizes)
+                .map(|((resource, weight), bytes)| {
                     format!(
-                        "count={count} ({} bytes) weight {weight}",
-                        thousands(bytes as u64)
+                        "{resource} ({} bytes) weight {weight}",
+                        thousands(bytes.unwrap_or_default() as u64)
                     )
                 })
                 .collect();
+            let counts = config
+                .requests
+                .counts()
+                .map_or_else(String::new, |counts| counts.to_string());
             let _ = writeln!(
                 out,
-                "- **Payload Sizes**: each request picks a count at random by weight (`--count {}`): {} (seed={}; the seed's was {} bytes)",
-                config.counts,
+                "- **Payload Sizes**: each request picks a count at random by weight (`--count {counts}`): {} (seed={}; the seed's was {} bytes)",
                 sizes.join(", "),
                 config.seed,
                 thousands(seed::SEED_PAYLOAD_BYTES)
+            );
+        }
+        (weighted, sizes) => {
+            let items: Vec<String> = weighted
+                .iter()
+                .zip(sizes)
+                .map(|((resource, weight), bytes)| {
+                    format!("{} weight {weight}", describe_resource(resource, *bytes))
+                })
+                .collect();
+            let counts = if config.requests.counts().is_some() {
+                format!(
+                    "counts with seed={} on the seed's routes, paths",
+                    config.seed
+                )
+            } else {
+                "paths".to_owned()
+            };
+            let _ = writeln!(
+                out,
+                "- **Requests**: each request picks one at random by weight: {} ({counts} through each endpoint's prefix: REST `/via-api`, shared memory `/via-shm`, the ceiling `/via-cached`, none under `auto`)",
+                items.join(", "),
             );
         }
     }
@@ -135,10 +169,27 @@ fn configuration(out: &mut String, report: &RunReport<'_>) {
     let _ = writeln!(out, "- **Test Environment**: {}", report.environment);
     let _ = writeln!(out, "- **Machine**: {}", report.machine.describe());
     let _ = writeln!(out, "- **Test Date**: {}", report.date);
-    let _ = writeln!(
-        out,
-        "- **Body Verification**: every 200 body compared byte for byte with the expected payload and with `x-payload-crc32`\n"
+    out.push_str(&verification_line(&config.requests));
+    out.push('\n');
+}
+
+/// The report's "Body Verification" line: byte for byte and by checksum, and which paths were
+/// checked by their checksum header alone.
+pub(super) fn verification_line(requests: &RequestMix) -> String {
+    let mut line = String::from(
+        "- **Body Verification**: every 200 body compared byte for byte with the expected payload and with `x-payload-crc32`",
     );
+    let unknown = requests.checksum_only();
+    if !unknown.is_empty() {
+        let paths: Vec<String> = unknown.iter().map(|path| format!("`{path}`")).collect();
+        let _ = write!(
+            line,
+            "; except bodies of {}, whose bytes nothing here knows: those are checked against their `x-payload-crc32` only",
+            paths.join(", ")
+        );
+    }
+    line.push('\n');
+    line
 }
 
 fn throughput(
@@ -285,13 +336,11 @@ fn failures(out: &mut String, rows: &[(Endpoint, &EndpointStats, LatencySummary)
     out.push('\n');
 }
 
-/// Verified bodies by the transport the gateway took (`x-transport`), for runs where that is not
-/// the endpoint's own: the hybrid endpoint, or a fallback to REST.
+/// 200 responses by the transport the gateway said carried the body (`x-transport`): which
+/// path, and for shared memory which tier (inline, slot, sealed). Shown whenever the gateway
+/// named one.
 fn transports_taken(out: &mut String, rows: &[(Endpoint, &EndpointStats, LatencySummary)]) {
-    let mixed = rows.iter().any(|(endpoint, stats, _)| {
-        *endpoint == Endpoint::Auto || stats.transports.contains_key(&Transport::ApiFallback)
-    });
-    if !mixed {
+    if rows.iter().all(|(_, stats, _)| stats.transports.is_empty()) {
         return;
     }
     let taken: Vec<Transport> = Transport::ALL
@@ -301,7 +350,7 @@ fn transports_taken(out: &mut String, rows: &[(Endpoint, &EndpointStats, Latency
                 .any(|(_, stats, _)| stats.transports.contains_key(transport))
         })
         .collect();
-    out.push_str("### Transport Taken (verified bodies, by `x-transport`)\n\n| Endpoint |");
+    out.push_str("### Transport Taken (200 responses, by `x-transport`)\n\n| Endpoint |");
     for transport in &taken {
         let _ = write!(out, " {transport} |");
     }
@@ -319,14 +368,18 @@ fn transports_taken(out: &mut String, rows: &[(Endpoint, &EndpointStats, Latency
     out.push('\n');
 }
 
-fn corruptions(out: &mut String, rows: &[(Endpoint, &EndpointStats, LatencySummary)]) {
+fn corruptions(
+    out: &mut String,
+    report: &RunReport<'_>,
+    rows: &[(Endpoint, &EndpointStats, LatencySummary)],
+) {
     if rows.iter().all(|(_, stats, _)| stats.corrupt == 0) {
         return;
     }
     out.push_str("### Corrupt Bodies (first samples)\n\n");
     for (endpoint, stats, _) in rows {
         for corruption in &stats.corruption_samples {
-            let _ = writeln!(out, "- {}: {corruption}", endpoint.path());
+            let _ = writeln!(out, "- {}: {corruption}", report.config.route(*endpoint));
         }
     }
     out.push('\n');
@@ -383,7 +436,7 @@ mod tests {
         let text = render(&RunReport::new(
             &config,
             &stats,
-            vec![256_873],
+            vec![Some(256_873)],
             "test".into(),
         ));
         assert!(!text.contains("Transport Taken"), "{text}");
@@ -397,14 +450,14 @@ mod tests {
                     9,
                     &Outcome::Verified,
                 );
-                auto.count_transport(&Outcome::Verified, Some(transport));
+                auto.count_transport(Some(transport));
             }
         }
         stats.endpoints.insert(Endpoint::Auto, auto);
         let text = render(&RunReport::new(
             &config,
             &stats,
-            vec![256_873],
+            vec![Some(256_873)],
             "test".into(),
         ));
         assert!(
@@ -416,9 +469,63 @@ mod tests {
     }
 
     #[test]
+    fn a_path_run_names_its_path_how_it_was_checked_and_the_tiers_that_carried_it() {
+        let mut config = fixture::config();
+        config.requests =
+            RequestMix::path("/blobs?size=3000000&pattern=random&seed=9".parse().unwrap());
+        let mut stats = fixture::stats();
+        let shm = stats.endpoints.get_mut(&Endpoint::Shm).unwrap();
+        shm.count_transport(Some(Transport::ShmSealed));
+        shm.count_transport(Some(Transport::ShmSealed));
+        stats
+            .endpoints
+            .get_mut(&Endpoint::Api)
+            .unwrap()
+            .count_transport(Some(Transport::Api));
+        let text = render(&RunReport::new(
+            &config,
+            &stats,
+            vec![Some(3_000_000)],
+            "test".into(),
+        ));
+        for line in [
+            "- **Path**: `/blobs?size=3000000&pattern=random&seed=9` (3,000,000 bytes), asked through each endpoint's prefix",
+            "### Transport Taken (200 responses, by `x-transport`)",
+            "| Endpoint | api | shm-sealed |",
+            "| Shared Memory | 0 | 2 |",
+            "- /via-shm/blobs?size=3000000&pattern=random&seed=9: first differing offset 7",
+        ] {
+            assert!(text.contains(line), "report lacks {line:?}:\n{text}");
+        }
+        assert!(
+            !text.contains("checked against their `x-payload-crc32` only"),
+            "{text}"
+        );
+
+        config.requests = RequestMix::new(
+            Some(&crate::loadtest::load::counts::CountMix::single(708)),
+            &[("/metrics-like".parse().unwrap(), 1)],
+        )
+        .unwrap();
+        let text = render(&RunReport::new(
+            &config,
+            &stats,
+            vec![Some(256_873), None],
+            "test".into(),
+        ));
+        for line in [
+            "- **Requests**: each request picks one at random by weight: count=708 (256,873 bytes) weight 1, `/metrics-like` (size unknown: checked by `x-payload-crc32` only) weight 1",
+            "except bodies of `/metrics-like`, whose bytes nothing here knows: those are checked against their `x-payload-crc32` only",
+            "- /api/users-via-shm, /via-shm/metrics-like: first differing offset 7",
+        ] {
+            assert!(text.contains(line), "report lacks {line:?}:\n{text}");
+        }
+    }
+
+    #[test]
     fn tables_show_ours_beside_the_seeds() {
         let (config, stats) = (fixture::config(), fixture::stats());
-        let report = RunReport::new(&config, &stats, vec![256_873], "test".into());
+        let report = RunReport::new(&config, &stats, vec![Some(256_873)], "test".into());
         let text = render(&report);
         // 4 requests in 2 s; the seed's 12.39 req/s and 1,471 requests beside them.
         assert!(
@@ -459,7 +566,7 @@ mod tests {
         let text = render(&RunReport::new(
             &config,
             &stats,
-            vec![256_873],
+            vec![Some(256_873)],
             "test".into(),
         ));
         assert!(

@@ -11,10 +11,14 @@ pub mod markdown;
 pub mod seed;
 pub mod sweep;
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
+
+use shmbridge_server::transport_header::Transport;
 
 use crate::loadtest::load::LoadConfig;
 use crate::loadtest::load::stats::RunStats;
+use crate::loadtest::load::target::{Resource, UpstreamPath};
 use crate::loadtest::load::verify::BodyChecker;
 use machine::MachineInfo;
 
@@ -22,8 +26,9 @@ use machine::MachineInfo;
 pub struct RunReport<'a> {
     pub config: &'a LoadConfig,
     pub stats: &'a RunStats,
-    /// Size of the expected body of each count of the run's mix, in the mix's order.
-    pub payload_bytes: Vec<usize>,
+    /// Size of the expected body of each resource of the run's mix, in the mix's order; `None`
+    /// for a path whose bytes are not known (checked by checksum only).
+    pub payload_bytes: Vec<Option<usize>>,
     pub machine: MachineInfo,
     /// When the run ended, RFC 3339 UTC.
     pub date: String,
@@ -35,7 +40,7 @@ impl<'a> RunReport<'a> {
     pub fn new(
         config: &'a LoadConfig,
         stats: &'a RunStats,
-        payload_bytes: Vec<usize>,
+        payload_bytes: Vec<Option<usize>>,
         environment: String,
     ) -> Self {
         RunReport {
@@ -49,14 +54,74 @@ impl<'a> RunReport<'a> {
     }
 }
 
-/// The size of the expected body of each count of `config`'s mix, in the mix's order.
-pub fn payload_sizes(config: &LoadConfig, checker: &BodyChecker) -> Vec<usize> {
+/// The size of the expected body of each resource of `config`'s mix, in the mix's order;
+/// `None` for a path checked by checksum only.
+pub fn payload_sizes(config: &LoadConfig, checker: &BodyChecker) -> Vec<Option<usize>> {
     config
-        .counts
+        .requests
         .weighted()
         .iter()
-        .map(|&(count, _)| checker.expected(count, config.seed).bytes.len())
+        .map(|(resource, _)| {
+            checker
+                .expected_body(resource.expected(config.seed))
+                .map(|body| body.bytes.len())
+        })
         .collect()
+}
+
+/// The command-line flags that ask for `config`'s resources: `--count 708 --seed 28`, or
+/// `--path '/blobs?size=3'` per path (paths come with equal weights on the command line).
+pub fn request_flags(config: &LoadConfig) -> String {
+    let paths = config.requests.paths();
+    if paths.is_empty() {
+        let counts = config
+            .requests
+            .counts()
+            .map_or_else(String::new, |counts| counts.to_string());
+        return format!("--count {counts} --seed {}", config.seed);
+    }
+    let flags: Vec<String> = paths
+        .iter()
+        .map(|(path, _)| format!("--path {}", shell_quoted(path)))
+        .collect();
+    flags.join(" ")
+}
+
+/// `'text'`, for a shell (a `'` inside closes, escapes and reopens the quotes).
+pub fn shell_quoted(path: &UpstreamPath) -> String {
+    format!("'{}'", path.as_str().replace('\'', "'\\''"))
+}
+
+/// One resource as the reports name it: `count=708 (256,873 bytes)` or `` `/blobs?size=3` (3
+/// bytes) ``, the size `unknown: checked by x-payload-crc32 only` when nothing knows it.
+pub fn describe_resource(resource: &Resource, bytes: Option<usize>) -> String {
+    let size = bytes.map_or_else(
+        || "size unknown: checked by `x-payload-crc32` only".to_owned(),
+        |bytes| format!("{} bytes", thousands(bytes as u64)),
+    );
+    match resource {
+        Resource::Users(count) => format!("count={count} ({size})"),
+        Resource::Path(path) => format!("`{path}` ({size})"),
+    }
+}
+
+/// The `x-transport` values of an endpoint's 200 responses: `shm-slot` when one carried them
+/// all, `shm-slot 1,200, shm-sealed 40` when several did, `—` when none was named.
+pub fn transports_text(transports: &BTreeMap<Transport, u64>) -> String {
+    match transports.len() {
+        0 => "—".to_owned(),
+        1 => transports
+            .keys()
+            .next()
+            .map_or_else(String::new, |transport| transport.to_string()),
+        _ => {
+            let parts: Vec<String> = transports
+                .iter()
+                .map(|(transport, count)| format!("{transport} {}", thousands(*count)))
+                .collect();
+            parts.join(", ")
+        }
+    }
 }
 
 /// Milliseconds with two decimals: our latencies are often below one millisecond.
@@ -85,6 +150,7 @@ pub(crate) mod fixture {
     use crate::loadtest::load::counts::CountMix;
     use crate::loadtest::load::endpoint::{Endpoint, EndpointMix};
     use crate::loadtest::load::stats::{EndpointStats, Failure, FailureClass, Outcome, RunStats};
+    use crate::loadtest::load::target::RequestMix;
     use crate::loadtest::load::users::{ThinkTime, UsersProfile};
     use crate::loadtest::load::verify::Corruption;
     use crate::loadtest::load::{LoadConfig, LoadModel};
@@ -100,7 +166,7 @@ pub(crate) mod fixture {
             duration: Duration::from_secs(120),
             mix: EndpointMix::default(),
             timeout: Duration::from_secs(5),
-            counts: CountMix::single(708),
+            requests: RequestMix::users(&CountMix::single(708)),
             seed: 28,
             rng_seed: 42,
         }
@@ -161,6 +227,29 @@ mod tests {
         assert_eq!(thousands(1_471), "1,471");
         assert_eq!(thousands(256_873), "256,873");
         assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn names_transports_and_resources() {
+        let mut transports = BTreeMap::new();
+        assert_eq!(transports_text(&transports), "—");
+        transports.insert(Transport::ShmSealed, 40);
+        assert_eq!(transports_text(&transports), "shm-sealed");
+        transports.insert(Transport::ShmSlot, 1_200);
+        assert_eq!(
+            transports_text(&transports),
+            "shm-slot 1,200, shm-sealed 40"
+        );
+        let path: UpstreamPath = "/x?a='b'".parse().unwrap();
+        assert_eq!(shell_quoted(&path), r"'/x?a='\''b'\'''");
+        assert_eq!(
+            describe_resource(&Resource::Path(path), None),
+            "`/x?a='b'` (size unknown: checked by `x-payload-crc32` only)"
+        );
+        assert_eq!(
+            describe_resource(&Resource::Users(708), Some(256_873)),
+            "count=708 (256,873 bytes)"
+        );
     }
 
     #[test]

@@ -1,11 +1,18 @@
-//! `sweep`: REST, shared memory and the cached ceiling over a ladder of payload sizes. Starts
-//! the services as `compare` does, finds for each size the `count` whose body is the largest
-//! not above it ([`count_search`]), and runs capacity mode's interleaved rounds at that count,
-//! closed loop and then open loop, measuring each service's peak RSS over the size's step
-//! ([`rss`]). A size the dataset cannot reach and answers that are errors are reported, never a
-//! reason to stop. The arithmetic is in [`summary`], the rendering in `report::sweep`.
+//! `sweep`: REST, shared memory and the cached ceiling over a ladder of exact body sizes, for
+//! each data pattern. Starts the services as `compare` does and, for every (pattern, size) step,
+//! asks users-service's `GET /blobs?size=N&pattern=P&seed=S` through the gateway's measuring
+//! prefixes (`/via-api`, `/via-shm`, `/via-cached`), every body checked byte for byte against
+//! the blob generator; runs capacity mode's interleaved rounds at that size, closed loop and then
+//! open loop, measuring each service's peak RSS over the step ([`rss`]). Every response names the
+//! transport that carried it (`x-transport`: for shared memory the tier, inline, slot or
+//! sealed), which the report shows per size. A size above users-service's payload limit and
+//! answers that are errors are reported, never a reason to stop. The arithmetic is in
+//! [`summary`], the rendering in `report::sweep`.
+//!
+//! The first pattern is measured at every size of the ladder; the others only at the sizes also
+//! listed in `--subset-sizes` (by default one in each tier: the full matrix of 17 sizes × 3
+//! patterns would triple a sweep's 25 minutes).
 
-pub mod count_search;
 pub mod ladder;
 pub mod rss;
 pub mod summary;
@@ -15,33 +22,52 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use shmbridge_server::dataset::{DEFAULT_SEED, users_json};
+use shmbridge::ProducerOptions;
+use shmbridge_server::blobs::{BlobPattern, BlobQuery};
+use shmbridge_server::dataset::DEFAULT_SEED;
 
 use crate::loadtest::capacity::{self, CapacityPlan, CapacityResult, DEFAULT_ENDPOINTS, RoundLoad};
 use crate::loadtest::cli::OutputArgs;
 use crate::loadtest::compare::{CompareError, ServiceArgs, Services};
-use crate::loadtest::load::counts::CountMix;
 use crate::loadtest::load::endpoint::{Endpoint, EndpointMix};
 use crate::loadtest::load::open_loop::OpenLoopProfile;
 use crate::loadtest::load::request::RequestContext;
 use crate::loadtest::load::stats::Outcome;
+use crate::loadtest::load::target::{RequestMix, Resource, UpstreamPath};
 use crate::loadtest::load::users::{ThinkTime, UsersProfile};
 use crate::loadtest::load::verify::BodyChecker;
-use crate::loadtest::load::{LoadConfig, LoadError, LoadModel};
+use crate::loadtest::load::{self, LoadConfig, LoadError, LoadModel};
 use crate::loadtest::output::{OutputError, write_sweep_report};
 use crate::loadtest::report::machine::MachineInfo;
 use crate::loadtest::report::sweep::SweepReport;
-use count_search::{CountSearch, Fit, HttpProbe, ProbeError, Reach};
 use ladder::{DEFAULT_LADDER, Ladder, Size};
 use rss::{PeakMethod, PeakRss, PeakStep};
+
+/// The patterns a sweep measures unless told otherwise: all three, `random` first (so at every
+/// size).
+pub const DEFAULT_PATTERNS: &str = "random,zeros,text";
+
+/// The sizes the patterns after the first are measured at by default: one in each tier of the
+/// control channel (4 KiB inline in the answer, 256 KiB in a slot, 4 MiB in a sealed memfd).
+pub const DEFAULT_SUBSET_SIZES: &str = "4K,256K,4M";
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct SweepArgs {
     /// Payload sizes: comma-separated sizes in binary units (1K = 1,024 bytes) or doubling
-    /// ranges FROM..TO, e.g. `1K,64K,1M` or `1K..64M`.
+    /// ranges FROM..TO, e.g. `1K,64K,1M` or `1K..64M`. Each is the exact body size asked of
+    /// `/blobs`.
     #[arg(long, default_value = DEFAULT_LADDER)]
     pub sizes: Ladder,
-    /// Endpoints, each alone in its rounds; weights are ignored [default: api,shm,cached]
+    /// Blob patterns (`random`, `zeros`, `text`), in report order: the first is measured at
+    /// every size of `--sizes`, the others at the sizes also in `--subset-sizes`.
+    #[arg(long, default_value = DEFAULT_PATTERNS)]
+    pub patterns: Patterns,
+    /// The sizes the patterns after the first are measured at (those of `--sizes` also listed
+    /// here; by default one in each tier: inline, slot, sealed), or `all` for the full matrix.
+    #[arg(long, default_value = DEFAULT_SUBSET_SIZES)]
+    pub subset_sizes: SizeSubset,
+    /// Endpoints, each alone in its rounds; weights are ignored; shm-http cannot carry /blobs
+    /// [default: api,shm,cached]
     #[arg(long)]
     pub endpoints: Option<EndpointMix>,
     /// Closed loop: simulated users with no think time. Fewer than the seed's 50 by default: at
@@ -63,7 +89,7 @@ pub struct SweepArgs {
     /// Per request; a request past it counts as a timeout failure.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
-    /// Dataset seed (`seed` query parameter).
+    /// Blob seed (`seed` query parameter of `/blobs`).
     #[arg(long, default_value_t = DEFAULT_SEED)]
     pub seed: u64,
     /// Seed for the open loop's endpoint picks; random if not given (the report prints it).
@@ -103,12 +129,85 @@ impl fmt::Display for RoundDuration {
     }
 }
 
+/// The blob patterns of a sweep, in order, each once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Patterns(pub Vec<BlobPattern>);
+
+impl FromStr for Patterns {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut patterns = Vec::new();
+        for item in text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+        {
+            let pattern: BlobPattern = item.parse().map_err(|error| format!("{error}"))?;
+            if patterns.contains(&pattern) {
+                return Err(format!("pattern {pattern} listed twice"));
+            }
+            patterns.push(pattern);
+        }
+        if patterns.is_empty() {
+            return Err("no patterns listed".into());
+        }
+        Ok(Patterns(patterns))
+    }
+}
+
+impl fmt::Display for Patterns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|pattern| pattern.as_str()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// The sizes the patterns after the first are measured at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SizeSubset {
+    /// Every size of the ladder.
+    All,
+    /// The ladder's sizes that are also these.
+    Sizes(Ladder),
+}
+
+impl SizeSubset {
+    fn contains(&self, size: Size) -> bool {
+        match self {
+            SizeSubset::All => true,
+            SizeSubset::Sizes(ladder) => ladder.sizes().contains(&size),
+        }
+    }
+}
+
+impl FromStr for SizeSubset {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "all" => Ok(SizeSubset::All),
+            sizes => sizes
+                .parse()
+                .map(SizeSubset::Sizes)
+                .map_err(|error: ladder::LadderError| error.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for SizeSubset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SizeSubset::All => f.write_str("all"),
+            SizeSubset::Sizes(ladder) => fmt::Display::fmt(ladder, f),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
     #[error(transparent)]
     Services(#[from] CompareError),
-    #[error(transparent)]
-    Probe(#[from] ProbeError),
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error(transparent)]
@@ -117,10 +216,13 @@ pub enum SweepError {
     CsvUnsupported,
 }
 
-/// What a sweep runs at every size.
+/// What a sweep runs at every step.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SweepPlan {
     pub ladder: Ladder,
+    /// The first at every size, the others at the sizes of `subset`.
+    pub patterns: Vec<BlobPattern>,
+    pub subset: SizeSubset,
     /// In the order each round runs them.
     pub endpoints: Vec<Endpoint>,
     /// The closed-loop model, then the open-loop one.
@@ -128,15 +230,21 @@ pub struct SweepPlan {
     pub rounds: u32,
     pub round_duration: Duration,
     pub timeout: Duration,
+    /// The blob seed.
     pub seed: u64,
     pub rng_seed: u64,
     pub cache: bool,
+    /// The largest body users-service serves (its default `--max-payload`): larger sizes are
+    /// reported, not measured.
+    pub max_payload: u64,
 }
 
 impl SweepPlan {
     pub fn from_args(args: &SweepArgs) -> Self {
         SweepPlan {
             ladder: args.sizes.clone(),
+            patterns: args.patterns.0.clone(),
+            subset: args.subset_sizes.clone(),
             endpoints: args
                 .endpoints
                 .as_ref()
@@ -154,10 +262,36 @@ impl SweepPlan {
             seed: args.seed,
             rng_seed: args.rng_seed.unwrap_or_else(rand::random),
             cache: args.services.cache,
+            max_payload: ProducerOptions::default().max_payload as u64,
         }
     }
 
-    /// The capacity session of one load model at one size.
+    /// Every (pattern, size) to measure, pattern by pattern in the plan's order, each pattern's
+    /// sizes ascending.
+    pub fn steps(&self) -> Vec<(BlobPattern, Size)> {
+        self.patterns
+            .iter()
+            .enumerate()
+            .flat_map(|(index, &pattern)| {
+                self.ladder
+                    .sizes()
+                    .iter()
+                    .filter(move |&&size| index == 0 || self.subset.contains(size))
+                    .map(move |&size| (pattern, size))
+            })
+            .collect()
+    }
+
+    /// The blob of one step.
+    pub fn blob(&self, pattern: BlobPattern, size: Size) -> BlobQuery {
+        BlobQuery {
+            size: size.bytes(),
+            pattern,
+            seed: self.seed,
+        }
+    }
+
+    /// The capacity session of one load model at one step.
     fn session(&self, load: RoundLoad) -> CapacityPlan {
         CapacityPlan {
             endpoints: self.endpoints.clone(),
@@ -167,8 +301,9 @@ impl SweepPlan {
         }
     }
 
-    /// What every run at `count` shares; each round sets its own model, endpoint and duration.
-    fn base_config(&self, target: url::Url, count: u32) -> LoadConfig {
+    /// What every run of the blob `path` shares; each round sets its own model, endpoint and
+    /// duration.
+    fn base_config(&self, target: url::Url, path: UpstreamPath) -> LoadConfig {
         LoadConfig {
             target,
             model: LoadModel::Users(UsersProfile {
@@ -179,33 +314,31 @@ impl SweepPlan {
             duration: self.round_duration,
             mix: EndpointMix::only(Endpoint::Api),
             timeout: self.timeout,
-            counts: CountMix::single(count),
+            requests: RequestMix::path(path),
             seed: self.seed,
             rng_seed: self.rng_seed,
         }
     }
 }
 
-/// One size of the ladder and what became of it.
+/// One (pattern, size) step and what became of it.
 #[derive(Clone, Debug)]
 pub struct SizeStep {
+    pub pattern: BlobPattern,
     pub target: Size,
     pub outcome: StepOutcome,
 }
 
 #[derive(Clone, Debug)]
 pub enum StepOutcome {
-    /// Measured at `fit`: one capacity session per load model, in the plan's order.
+    /// Measured: one capacity session per load model, in the plan's order.
     Measured {
-        fit: Fit,
         sessions: Vec<(RoundLoad, CapacityResult)>,
         /// Over the whole step, both models; `None` if it could not be read.
         peak_rss: Option<PeakRss>,
     },
-    /// No count gives a body of this size.
-    Unreachable(Reach),
-    /// users-service did not say how large a count's body is.
-    ProbeFailed(String),
+    /// The size is above users-service's payload limit (`limit` bytes): not asked.
+    AboveLimit { limit: u64 },
 }
 
 /// Everything a sweep measured.
@@ -214,8 +347,6 @@ pub struct SweepResult {
     pub steps: Vec<SizeStep>,
     /// How the peaks were measured; `None` without the services' process ids.
     pub peak_method: Option<PeakMethod>,
-    /// users-service probes made to find the counts.
-    pub probes: u32,
 }
 
 impl SweepResult {
@@ -229,7 +360,7 @@ impl SweepResult {
                         .map(|(_, result)| result.corrupt())
                         .sum::<u64>(),
                 ),
-                _ => None,
+                StepOutcome::AboveLimit { .. } => None,
             })
             .sum()
     }
@@ -241,8 +372,10 @@ pub async fn run(args: &SweepArgs) -> Result<u64, SweepError> {
         return Err(SweepError::CsvUnsupported);
     }
     let plan = SweepPlan::from_args(args);
-    let http_signal = plan.endpoints.contains(&Endpoint::ShmHttp);
-    let services = Services::start(&args.services, http_signal, "sweep").await?;
+    // Refused before any service starts: an endpoint with no route for a path (shm-http).
+    let any_blob = UpstreamPath::blob(plan.blob(plan.patterns[0], plan.ladder.sizes()[0]));
+    load::check_routes(&plan.endpoints, &RequestMix::path(any_blob))?;
+    let services = Services::start(&args.services, false, "sweep").await?;
     let result = measure(&plan, &services, args).await;
     let environment = services.describe();
     services.stop().await?;
@@ -265,41 +398,31 @@ async fn measure(
 ) -> Result<SweepResult, SweepError> {
     let processes = services.processes();
     let peak_method = processes.map(PeakMethod::detect);
-    let probe = HttpProbe::new(&services.users_service.base_url(), plan.seed, plan.timeout)?;
-    let checker = Arc::new(BodyChecker::new(users_json));
-    let mut search = CountSearch::default();
     let mut steps = Vec::new();
-    for (index, &target) in plan.ladder.sizes().iter().enumerate() {
-        let position = format!(
-            "size {}/{} ({target})",
-            index + 1,
-            plan.ladder.sizes().len()
-        );
-        let reach = search
-            .find(target.bytes(), async |count| probe.probe(count).await)
-            .await;
-        let fit = match reach {
-            Ok(Reach::Reached(fit)) => fit,
-            Ok(unreachable) => {
-                eprintln!("{position}: {unreachable}");
-                steps.push(SizeStep {
-                    target,
-                    outcome: StepOutcome::Unreachable(unreachable),
-                });
-                continue;
-            }
-            Err(error) => {
-                eprintln!("{position}: {error}");
-                steps.push(SizeStep {
-                    target,
-                    outcome: StepOutcome::ProbeFailed(error.to_string()),
-                });
-                continue;
-            }
-        };
-        eprintln!("{position}: count {} = {} bytes", fit.count, fit.bytes);
-        let base = plan.base_config(services.gateway.base_url(), fit.count);
-        warm_up(plan, &base, fit.count, &checker, &position).await?;
+    let planned = plan.steps();
+    for (index, &(pattern, target)) in planned.iter().enumerate() {
+        let position = format!("step {}/{} ({pattern}, {target})", index + 1, planned.len());
+        if target.bytes() > plan.max_payload {
+            eprintln!(
+                "{position}: above users-service's payload limit of {} bytes, not measured",
+                plan.max_payload
+            );
+            steps.push(SizeStep {
+                pattern,
+                target,
+                outcome: StepOutcome::AboveLimit {
+                    limit: plan.max_payload,
+                },
+            });
+            continue;
+        }
+        let path = UpstreamPath::blob(plan.blob(pattern, target));
+        eprintln!("{position}: {path}");
+        let base = plan.base_config(services.gateway.base_url(), path);
+        // A checker per step: it holds the step's expected body (up to 64 MiB) only while the
+        // step runs.
+        let checker = Arc::new(BodyChecker::new(shmbridge_server::dataset::users_json));
+        warm_up(plan, &base, &checker, &position).await?;
         let peak = processes
             .zip(peak_method.as_ref())
             .map(|(processes, method)| PeakStep::start(method, processes));
@@ -316,48 +439,43 @@ async fn measure(
             None => None,
         };
         steps.push(SizeStep {
+            pattern,
             target,
-            outcome: StepOutcome::Measured {
-                fit,
-                sessions,
-                peak_rss,
-            },
+            outcome: StepOutcome::Measured { sessions, peak_rss },
         });
     }
-    Ok(SweepResult {
-        steps,
-        peak_method,
-        probes: search.probes(),
-    })
+    Ok(SweepResult { steps, peak_method })
 }
 
-/// One unmeasured request per endpoint before a size's rounds, so every path has made and
-/// cached its body (users-service's serialized and sealed bodies, the gateway's cached one):
-/// the rounds then measure moving a body, and the ceiling is not timed generating its own.
+/// One unmeasured request per endpoint before a step's rounds, so every path has made and
+/// kept what it keeps (the gateway's cached body for the ceiling): the rounds then measure
+/// moving a body, and the ceiling is not timed making its own.
 async fn warm_up(
     plan: &SweepPlan,
     base: &LoadConfig,
-    count: u32,
     checker: &Arc<BodyChecker>,
     position: &str,
 ) -> Result<(), SweepError> {
+    let resources: Vec<Resource> = base.requests.resources();
     let context = RequestContext::new(
         &base.target,
         &plan.endpoints,
-        &[count],
+        &resources,
         base.seed,
         1,
         Arc::clone(checker),
     )
     .map_err(LoadError::from)?;
     for &endpoint in &plan.endpoints {
-        let deadline = tokio::time::Instant::now() + plan.timeout;
-        let completed = context.execute(endpoint, count, deadline).await;
-        if !matches!(completed.outcome, Outcome::Verified) {
-            eprintln!(
-                "{position}: warm-up request to {endpoint} gave no verified body: {:?}",
-                completed.outcome
-            );
+        for resource in &resources {
+            let deadline = tokio::time::Instant::now() + plan.timeout;
+            let completed = context.execute(endpoint, resource, deadline).await;
+            if !matches!(completed.outcome, Outcome::Verified) {
+                eprintln!(
+                    "{position}: warm-up request to {endpoint} gave no verified body: {:?}",
+                    completed.outcome
+                );
+            }
         }
     }
     Ok(())
@@ -375,5 +493,90 @@ mod tests {
         assert_eq!(parse("750ms"), Ok(Duration::from_millis(750)));
         assert!(parse("0s").is_err());
         assert!(parse("long").is_err());
+    }
+
+    #[test]
+    fn patterns_are_listed_once_each_in_order() {
+        let patterns: Patterns = DEFAULT_PATTERNS.parse().unwrap();
+        assert_eq!(patterns.0, BlobPattern::ALL);
+        assert_eq!(patterns.to_string(), DEFAULT_PATTERNS);
+        assert_eq!(
+            "text, random".parse::<Patterns>().unwrap().0,
+            [BlobPattern::Text, BlobPattern::Random]
+        );
+        for bad in ["", "random,random", "noise"] {
+            assert!(bad.parse::<Patterns>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    fn plan(ladder: &str, patterns: &str, subset: &str) -> SweepPlan {
+        SweepPlan {
+            ladder: ladder.parse().unwrap(),
+            patterns: patterns.parse::<Patterns>().unwrap().0,
+            subset: subset.parse().unwrap(),
+            endpoints: DEFAULT_ENDPOINTS.to_vec(),
+            loads: [
+                RoundLoad::Closed { users: 8 },
+                RoundLoad::Open(OpenLoopProfile {
+                    rate: 20.0,
+                    connections: 16,
+                }),
+            ],
+            rounds: 3,
+            round_duration: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+            seed: 28,
+            rng_seed: 1,
+            cache: false,
+            max_payload: 64 << 20,
+        }
+    }
+
+    #[test]
+    fn the_first_pattern_runs_the_ladder_and_the_others_its_subset() {
+        let default = plan(DEFAULT_LADDER, DEFAULT_PATTERNS, DEFAULT_SUBSET_SIZES);
+        let steps = default.steps();
+        // 17 sizes of random, then 4 KiB, 256 KiB and 4 MiB of zeros and of text.
+        assert_eq!(steps.len(), 17 + 3 + 3);
+        assert!(
+            steps[..17]
+                .iter()
+                .all(|(pattern, _)| *pattern == BlobPattern::Random)
+        );
+        let zeros: Vec<u64> = steps[17..20].iter().map(|(_, size)| size.bytes()).collect();
+        assert_eq!(zeros, [4 << 10, 256 << 10, 4 << 20]);
+        assert_eq!(steps[20].0, BlobPattern::Text);
+
+        let all = plan("1K,1M", "zeros,text", "all").steps();
+        assert_eq!(
+            all,
+            [
+                (BlobPattern::Zeros, Size(1024)),
+                (BlobPattern::Zeros, Size(1 << 20)),
+                (BlobPattern::Text, Size(1024)),
+                (BlobPattern::Text, Size(1 << 20)),
+            ]
+        );
+        // A subset size not on the ladder is not measured.
+        assert_eq!(plan("1K", "random,text", "4K").steps().len(), 1);
+        assert_eq!("all".parse::<SizeSubset>().unwrap().to_string(), "all");
+        assert!("4Q".parse::<SizeSubset>().is_err());
+    }
+
+    #[test]
+    fn a_step_asks_for_its_exact_blob() {
+        let plan = plan("1K", "text", "all");
+        let config = plan.base_config(
+            "http://127.0.0.1:1".parse().unwrap(),
+            UpstreamPath::blob(plan.blob(BlobPattern::Text, Size(1500))),
+        );
+        assert_eq!(
+            config.route(Endpoint::Shm),
+            "/via-shm/blobs?size=1500&pattern=text&seed=28"
+        );
+        assert_eq!(
+            config.route(Endpoint::Cached),
+            "/via-cached/blobs?size=1500&pattern=text&seed=28"
+        );
     }
 }

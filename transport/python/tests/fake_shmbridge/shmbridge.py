@@ -1,8 +1,8 @@
-"""A stand-in for the native `shmbridge` package with the planned API's shape, for checking how
-users_service.py wires a Producer (constructor arguments, serve's callback and socket name,
-publish's typed errors, close on exit) before the native package exists and without shared
-memory. It is put on PYTHONPATH of one child process only, never imported by pytest itself, so
-it cannot shadow the real package. Each event is appended as a JSON line to $FAKE_SHMBRIDGE_LOG."""
+"""A stand-in for the native `shmbridge` package with its API's shape, for checking how
+users_service.py wires a Producer (constructor arguments, serve's handler and socket name,
+publish's typed errors, close on exit) without shared memory. It is put on PYTHONPATH of one
+child process only, never imported by pytest itself, so it cannot shadow the real package.
+Each event is appended as a JSON line to $FAKE_SHMBRIDGE_LOG."""
 
 import json
 import os
@@ -36,9 +36,43 @@ class Closed(Error):
     pass
 
 
+def _answer(response):
+    """What the consumer of a handler's answer would see of it."""
+    if isinstance(response, bytes):
+        response = Response(body=response)
+    return {
+        "status": response.status,
+        "content_type": response.content_type,
+        "headers": response.headers,
+        "len": len(response.body),
+        "crc": zlib.crc32(response.body),
+    }
+
+
 def _log(event, **fields):
     with open(os.environ["FAKE_SHMBRIDGE_LOG"], "a") as log:
         log.write(json.dumps({"event": event, **fields}) + "\n")
+
+
+class Response:
+    def __init__(self, status=200, body=b"", content_type="", headers=()):
+        if not isinstance(body, bytes):
+            raise TypeError("body must be bytes")
+        self.status, self.body, self.content_type = status, body, content_type
+        self.headers = [tuple(header) for header in headers]
+        self.tier = None
+
+
+def http_request_parse(request):
+    """The convention's shape, without the native package's checks of every rule."""
+    head, separator, body = request.partition(b"\r\n\r\n")
+    if not separator:
+        raise ValueError("the head does not end with an empty line")
+    line, *lines = head.decode("ascii").split("\r\n")
+    method, space, target = line.partition(" ")
+    if not space or not target.startswith("/"):
+        raise ValueError("the request line is not `METHOD /target`")
+    return method, target, [tuple(header.split(": ", 1)) for header in lines], body
 
 
 class Handle:
@@ -69,18 +103,21 @@ class Producer:
             ready_ttl=ready_ttl,
         )
 
-    def serve(self, callback, socket_name=None):
+    def serve(self, handler, socket_name=None):
         if socket_name == "taken":
             raise Error("address already in use")
-        # What the control channel would ask for: one good query and one over the cap.
-        body = callback(17, 5)
-        try:
-            callback(10_001, 0)
-            refused = None
-        except Exception as error:  # the native side turns it into a failed publication
-            refused = type(error).__name__
+        # What the control channel would ask: a good query, one over the cap, and bytes that
+        # are no HTTP request.
+        answers = [
+            _answer(handler(request))
+            for request in (
+                b"GET /users?count=17&seed=5\r\n\r\n",
+                b"GET /users?count=10001\r\n\r\n",
+                b"no request",
+            )
+        ]
         self.socket_name = socket_name or "fake-default"
-        _log("serve", socket=self.socket_name, len=len(body), crc=zlib.crc32(body), refused=refused)
+        _log("serve", socket=self.socket_name, answers=answers)
         return self.socket_name
 
     def publish(self, data, timeout=0.2):

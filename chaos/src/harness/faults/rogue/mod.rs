@@ -3,8 +3,10 @@
 //! busy with the load. Each fault draws one misbehaviour:
 //!
 //! - `garbage`: read the greeting, send one frame that is not a request (random bytes, a valid
-//!   publish header at a wrong length, a reserved byte set, an answer sent the wrong way); the
-//!   producer must close the connection within [`CLOSE_TIMEOUT`].
+//!   version-2 publish header at a wrong length, a reserved byte set, an answer sent the wrong
+//!   way); the producer must close the connection within [`CLOSE_TIMEOUT`]. (A publish frame
+//!   longer than the channel's bound is not garbage: the producer refuses it, typed, and keeps
+//!   the connection; no garbage frame is that long.)
 //! - `truncated`: read the greeting, send the first bytes of a valid publish frame and close at
 //!   once. A `SOCK_SEQPACKET` message is never split, so a frame cut short is how "dropped
 //!   mid-frame" looks on this socket. users-service must go on greeting new connections.
@@ -37,8 +39,8 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use shmbridge::attach_via_socket_read_only;
-use shmbridge::control::frame::MAX_FRAME_LEN;
-use shmbridge::control::{Answer, Refusal, RefusalCode, Request};
+use shmbridge::control::frame::{Answer, MAX_REQUEST_FRAME_LEN};
+use shmbridge::control::{Refusal, RefusalCode};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -53,7 +55,7 @@ mod peer;
 
 use peer::publish_frame;
 pub use peer::{
-    Closure, Hog, HogEnd, HogReport, PUBLISH_LEN, RawPeer, Withdrawal, send_garbage, send_truncated,
+    Closure, Hog, HogEnd, HogReport, RawPeer, Withdrawal, publish_len, send_garbage, send_truncated,
 };
 
 /// How long users-service may take to close a connection that sent a malformed frame.
@@ -65,10 +67,16 @@ pub const WITHDRAW_TIMEOUT: Duration = Duration::from_secs(1);
 const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a `rogue-hog` child lives if nobody kills it: far longer than any hold.
 const HOG_LIFETIME: Duration = Duration::from_secs(60);
-/// Reserved bytes of a publish frame: in the common header and after `count`.
-const PUBLISH_RESERVED: [usize; 6] = [6, 7, 20, 21, 22, 23];
-/// The longest garbage frame: past the producer's receive buffer, so the kernel cuts it.
-const MAX_GARBAGE_LEN: usize = MAX_FRAME_LEN + 16;
+/// Reserved bytes of a version-2 publish frame: in the common header and after `request_len`.
+const PUBLISH_RESERVED: [usize; 6] = [6, 7, 28, 29, 30, 31];
+/// The longest random garbage frame: past the producer's receive buffer, so the kernel cuts
+/// it (it never starts with the magic, so it is never taken for an oversized request).
+const MAX_GARBAGE_LEN: usize = MAX_REQUEST_FRAME_LEN + 16;
+/// The longest wrong-length frame: a publish frame longer than this is refused and answered,
+/// not closed.
+const MAX_WRONG_LENGTH: usize = MAX_REQUEST_FRAME_LEN;
+/// The magic every frame starts with (`shmbridge::control::frame`).
+const FRAME_MAGIC: &[u8] = b"SHMC";
 
 /// `[fault.rogue-peer]`: a same-uid process that is not the gateway misbehaving on the
 /// control socket.
@@ -140,7 +148,8 @@ pub enum Attack {
 pub enum Garbage {
     /// `len` random bytes drawn from `seed` (never a valid frame).
     Random { len: usize, seed: u64 },
-    /// A valid publish frame cut or zero-padded to `len` bytes.
+    /// A valid publish frame cut or zero-padded to `len` bytes (at most the longest publish
+    /// frame).
     WrongLength { len: usize },
     /// A valid publish frame with the reserved byte at `offset` set to `value`.
     Reserved { offset: usize, value: u8 },
@@ -156,9 +165,9 @@ impl Garbage {
                 seed: rng.random(),
             },
             1 => {
-                let len = rng.random_range(16..MAX_GARBAGE_LEN);
+                let len = rng.random_range(16..MAX_WRONG_LENGTH);
                 Garbage::WrongLength {
-                    len: if len >= PUBLISH_LEN { len + 1 } else { len },
+                    len: if len >= publish_len() { len + 1 } else { len },
                 }
             }
             2 => Garbage::Reserved {
@@ -184,8 +193,9 @@ impl Garbage {
             Garbage::Random { len, seed } => {
                 let mut bytes = vec![0; len];
                 ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut bytes);
-                // Random bytes start with the magic once in 2^32 draws; never let them parse.
-                if Request::decode(&bytes).is_ok() {
+                // Random bytes start with the magic once in 2^32 draws; never let them parse,
+                // nor be answered as another version's frame or an oversized request.
+                if bytes.starts_with(FRAME_MAGIC) {
                     bytes[0] ^= 0xff;
                 }
                 bytes
@@ -237,7 +247,7 @@ impl FaultClass for RoguePeerSpec {
                 frame: Garbage::draw(rng),
             },
             RogueKind::Truncated => Attack::Truncated {
-                len: rng.random_range(1..PUBLISH_LEN),
+                len: rng.random_range(1..publish_len()),
             },
             RogueKind::Hog => Attack::Hog {
                 hold: self.hold.sample(rng),
@@ -336,7 +346,10 @@ fn judged((note, violation): (String, Option<String>)) -> Injected {
 }
 
 fn judge_truncated(len: usize, probe: Result<Duration, String>) -> (String, Option<String>) {
-    let sent = format!("sent {len} of {PUBLISH_LEN} bytes of a publish frame, closed");
+    let sent = format!(
+        "sent {len} of {} bytes of a publish frame, closed",
+        publish_len()
+    );
     match probe {
         Ok(after) => (
             format!(
@@ -510,6 +523,8 @@ pub async fn rogue_hog(args: RogueHogArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use shmbridge::control::frame::Request;
+
     use super::*;
     use crate::harness::faults::{FaultAction, FaultSpec};
     use crate::harness::schedule::plan;
@@ -552,7 +567,7 @@ mod tests {
                     kinds.push(RogueKind::Garbage);
                 }
                 Attack::Truncated { len } => {
-                    assert!((1..PUBLISH_LEN).contains(len), "{len}");
+                    assert!((1..publish_len()).contains(len), "{len}");
                     kinds.push(RogueKind::Truncated);
                 }
                 Attack::Hog { hold: held } | Attack::HogKill { hold: held } => {
@@ -592,18 +607,29 @@ mod tests {
             let frame = Garbage::draw(&mut rng);
             let bytes = frame.bytes();
             assert!(Request::decode(&bytes).is_err(), "{frame:?} parses");
+            assert!(!bytes.starts_with(FRAME_MAGIC) || bytes.len() <= MAX_REQUEST_FRAME_LEN);
             if let Garbage::WrongLength { len } = frame {
-                assert_ne!(len, PUBLISH_LEN);
-                assert!((16..=MAX_GARBAGE_LEN).contains(&len));
+                assert_ne!(len, publish_len());
+                assert!((16..=MAX_WRONG_LENGTH).contains(&len));
+            }
+            if let Garbage::Random { .. } = frame {
+                assert!(!bytes.starts_with(FRAME_MAGIC), "{frame:?}");
+                assert!(bytes.len() <= MAX_GARBAGE_LEN);
             }
         }
         // The bytes a random frame's seed names are the ones sent, every time.
         let random = Garbage::Random { len: 30, seed: 5 };
         assert_eq!(random.bytes(), random.bytes());
-        // Even random bytes that happen to form a valid frame are broken before sending.
+        // Even random bytes that happen to start like a frame are broken before sending.
         let valid = publish_frame();
         assert!(Request::decode(&valid).is_ok());
+        assert!(valid.starts_with(FRAME_MAGIC));
         assert!(PUBLISH_RESERVED.iter().all(|&offset| valid[offset] == 0));
+        // Each reserved byte, set, breaks the frame.
+        for offset in PUBLISH_RESERVED {
+            let frame = Garbage::Reserved { offset, value: 1 };
+            assert!(Request::decode(&frame.bytes()).is_err(), "{frame:?}");
+        }
     }
 
     #[test]

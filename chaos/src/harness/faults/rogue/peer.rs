@@ -15,11 +15,15 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 use serde::{Deserialize, Serialize};
-use shmbridge::control::frame::MAX_FRAME_LEN;
-use shmbridge::control::{PublishRequest, Refusal, RefusalCode, Request, RequestError};
-use shmbridge::{ControlClient, Segment, SlotState, monotonic_now_ns};
+use shmbridge::control::frame::{MAX_ANSWER_FRAME_LEN, Request};
+use shmbridge::control::{
+    ClientOptions, ControlClient, Publication, Refusal, RefusalCode, RequestError,
+};
+use shmbridge::{Segment, SlotState, monotonic_now_ns};
 use shmbridge_server::dataset::{DEFAULT_COUNT, DEFAULT_SEED};
+use shmbridge_server::query::UsersQuery;
 
+use super::super::channel::{self, ask};
 use super::super::class::ATTACH_TIMEOUT;
 use super::super::error::InjectError;
 use super::CLOSE_TIMEOUT;
@@ -30,18 +34,36 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bytes in the greeting that precedes the channel (`shmbridge::fdpass`).
 const GREETING_LEN: usize = 40;
 const GREETING_MAGIC: &[u8] = b"SHMB";
-/// Bytes in a publish frame.
-pub const PUBLISH_LEN: usize = 40;
 
-/// A publish frame as the gateway sends one, for the load's payload, due within a second.
+/// The request a gateway sends for the load's payload: `GET /users?count=708&seed=28` in the
+/// HTTP convention of the channel's opaque request bytes (`shmbridge::http`). Its answer is a
+/// 256,873-byte body, which travels in a slot.
+pub(super) fn users_request() -> Vec<u8> {
+    let target = format!(
+        "/users?{}",
+        UsersQuery {
+            count: DEFAULT_COUNT,
+            seed: DEFAULT_SEED,
+        }
+        .to_query_string()
+    );
+    channel::get(&target)
+}
+
+/// A version-2 publish frame as the gateway sends one, for the load's payload, due within a
+/// second.
 pub(super) fn publish_frame() -> Vec<u8> {
-    Request::Publish(PublishRequest {
+    Request::Publish {
         id: 1,
-        count: DEFAULT_COUNT,
-        seed: DEFAULT_SEED,
         deadline_ns: monotonic_now_ns() + 1_000_000_000,
-    })
+        request: &users_request(),
+    }
     .encode()
+}
+
+/// Bytes in [`publish_frame`]: its 32 fixed bytes and the request.
+pub fn publish_len() -> usize {
+    publish_frame().len()
 }
 
 /// A connection to the producer's socket made by hand, as a process that is no gateway has one.
@@ -96,7 +118,7 @@ impl RawPeer {
         setsockopt(&self.socket, ReceiveTimeout, &timeval(timeout))
             .map_err(|errno| InjectError::io("set the receive timeout", errno))?;
         let started = Instant::now();
-        let mut buf = [0u8; MAX_FRAME_LEN + 1];
+        let mut buf = vec![0u8; MAX_ANSWER_FRAME_LEN + 1];
         Ok(match self.receive(&mut buf) {
             Ok(0) => Closure::Closed {
                 after: started.elapsed(),
@@ -242,7 +264,12 @@ pub struct HogReport {
 
 /// A consumer that publishes until refused and redeems nothing.
 pub struct Hog {
+    /// Declared before the publications so that it closes first: dropping an unredeemed
+    /// [`Publication`] sends a release frame, which must fail on the closed connection, so that
+    /// the producer learns of the hog's publications only from the connection closing.
     client: ControlClient,
+    /// Held, not redeemed and not dropped, until the hog is.
+    publications: Vec<Publication>,
     held: Vec<(u32, u64)>,
     end: HogEnd,
 }
@@ -251,23 +278,29 @@ impl Hog {
     /// Connects to `@socket_name` as a gateway does and publishes the load's payload until
     /// refused, or until it took one more publication than the segment has slots.
     pub fn take(socket_name: &str) -> Result<Hog, InjectError> {
-        let client =
-            ControlClient::connect(socket_name, ATTACH_TIMEOUT, &[]).map_err(|source| {
-                SegmentError::Attach {
-                    socket: socket_name.to_owned(),
-                    source,
-                }
-            })?;
+        let options = ClientOptions {
+            timeout: ATTACH_TIMEOUT,
+            ..ClientOptions::default()
+        };
+        let client = ControlClient::connect(socket_name, &options).map_err(|source| {
+            SegmentError::Attach {
+                socket: socket_name.to_owned(),
+                source,
+            }
+        })?;
+        let request = users_request();
         let most = client.segment().slot_count() as usize + 1;
+        let mut publications = Vec::new();
         let mut held = Vec::new();
         let mut result = Ok(());
-        while held.len() < most {
-            match client.publish_blocking(DEFAULT_COUNT, DEFAULT_SEED, PUBLISH_TIMEOUT) {
-                // Marked redeemed so that dropping it sends no release frame: the producer
-                // must learn of it only from the connection closing.
+        while publications.len() < most {
+            match ask(&client, &request, PUBLISH_TIMEOUT) {
                 Ok(publication) => {
-                    let handle = publication.redeemed();
-                    held.push((handle.slot, handle.generation));
+                    // An inline answer holds nothing: only handles are held.
+                    if let Some(handle) = publication.handle() {
+                        held.push((handle.slot, handle.generation));
+                    }
+                    publications.push(publication);
                 }
                 Err(error) => {
                     result = Err(error);
@@ -277,6 +310,7 @@ impl Hog {
         }
         Ok(Hog {
             client,
+            publications,
             held,
             end: HogEnd::of(result),
         })
@@ -285,6 +319,11 @@ impl Hog {
     /// The segment the hog attached to, which outlives its connection.
     pub fn segment(&self) -> &Arc<Segment> {
         self.client.segment()
+    }
+
+    /// Publications taken and held (inline ones included, which hold no slot).
+    pub fn taken(&self) -> usize {
+        self.publications.len()
     }
 
     pub fn report(&self) -> HogReport {
@@ -357,8 +396,9 @@ mod tests {
     use nix::sys::socket::socketpair;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
+    use shmbridge::control::frame::MAX_REQUEST_FRAME_LEN;
     use shmbridge::control::{
-        ChannelOptions, ControlServer, PublicationLimits, Published, Publisher,
+        ChannelOptions, ControlServer, HandlerError, PublicationLimits, ResponseWriter,
     };
     use shmbridge::{Producer, ProducerOptions, SegmentConfig};
 
@@ -393,25 +433,11 @@ mod tests {
         assert_eq!(closed.judge().1, None);
     }
 
-    /// Publishes three bytes, the way users-service publishes a body.
-    struct ThreeBytes;
-
-    impl Publisher for ThreeBytes {
-        fn publish(
-            &self,
-            producer: &Producer,
-            _: &PublishRequest,
-            wait: Duration,
-        ) -> Result<Published, Refusal> {
-            let refused = |code| Refusal { code, detail: 0 };
-            let mut slot = producer
-                .claim(3, wait)
-                .map_err(|_| refused(RefusalCode::Exhausted))?;
-            io::Write::write_all(&mut slot, b"abc").map_err(|_| refused(RefusalCode::Internal))?;
-            slot.publish()
-                .map(Published::from)
-                .map_err(|_| refused(RefusalCode::Internal))
-        }
+    /// Answers every request with three bytes, in a slot (no body travels inline: the
+    /// threshold is 0), the way users-service publishes a body that fits a slot.
+    fn three_bytes(_request: &[u8], response: &mut ResponseWriter<'_>) -> Result<(), HandlerError> {
+        io::Write::write_all(response, b"abc")?;
+        Ok(())
     }
 
     /// A producer serving a channel on a socket name of its own, as users-service does.
@@ -433,10 +459,11 @@ mod tests {
             allowed_uids: Vec::new(),
             limits,
             max_peers: 8,
+            inline_threshold: 0,
         };
         let server = ControlServer::spawn_channel(
             Arc::clone(&producer),
-            Arc::new(ThreeBytes),
+            Arc::new(three_bytes),
             options,
             &name,
         )
@@ -450,8 +477,17 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let mut frames = vec![
             Garbage::WrongDirection,
-            Garbage::WrongLength { len: 41 },
+            Garbage::WrongLength {
+                len: publish_len() + 1,
+            },
+            Garbage::WrongLength {
+                len: publish_len() - 1,
+            },
+            Garbage::WrongLength { len: 31 },
             Garbage::WrongLength { len: 16 },
+            Garbage::WrongLength {
+                len: MAX_REQUEST_FRAME_LEN,
+            },
         ];
         frames.extend((0..12).map(|_| Garbage::draw(&mut rng)));
         for frame in frames {
@@ -461,10 +497,11 @@ mod tests {
                 "{frame:?}: {closure:?}"
             );
         }
-        // The same exchange with a valid frame is answered, which is what tells them apart.
+        // The same exchange with a valid frame is answered, which is what tells them apart: a
+        // published answer of 56 bytes and a 4-byte head (no content type, no headers).
         let answered = send_garbage(server.socket_name(), &publish_frame(), ATTACH_TIMEOUT);
         assert!(
-            matches!(answered, Ok(Closure::Answered { len: 48 })),
+            matches!(answered, Ok(Closure::Answered { len: 60 })),
             "{answered:?}"
         );
     }
@@ -472,7 +509,7 @@ mod tests {
     #[test]
     fn a_truncated_frame_leaves_the_producer_greeting() {
         let (server, producer) = serve(8, PublicationLimits::for_slots(8));
-        for len in [1, 15, 16, 39] {
+        for len in [1, 15, 16, 31, 32, publish_len() - 1] {
             let probe = send_truncated(server.socket_name(), len, ATTACH_TIMEOUT).unwrap();
             assert!(probe.is_ok(), "{len}: {probe:?}");
             assert_eq!(judge_truncated(len, probe).1, None);

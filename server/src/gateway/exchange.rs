@@ -1,0 +1,237 @@
+//! One exchange with the upstream for one client request, over the route `--transport` (or the
+//! measuring route) chose: REST, or shared memory with one retry and, where allowed, REST as the
+//! fallback. One deadline, `--deadline`, bounds the whole exchange, retry and fallback
+//! included.
+//!
+//! Over shared memory the request is written in `shmbridge::http`'s encoding and sent on the
+//! control channel; the producer answers with a head and the body in the tier it chose, which
+//! is redeemed and verified ([`Attachment::redeem`]) and passed back as the same HTTP answer
+//! ([`Proxied::from_head`]). A stale, corrupt or exhausted publication gets one retry (a closed
+//! connection re-connects on it). Under a fallback, a failure of shared memory itself
+//! ([`ApiError::is_shm_failure`]: not attached, busy, exhausted, the deadline passed inside the
+//! channel, a request or body it cannot carry) is served over REST in the time left, marked
+//! `x-transport: api-fallback` and counted in `shm_fallbacks_total{code}`.
+//!
+//! A request that is not idempotent (POST, PATCH...) is sent at most once: the producer's
+//! handler may have run before a failure was known (a slot that did not come free for the body
+//! it made, a connection closed mid-answer), so such a request gets no retry, and falls back to
+//! REST only when shared memory failed before the request was sent ([`never_sent`]).
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use shmbridge::Handle;
+use shmbridge::control::Response;
+
+use crate::api_error::{ApiError, BadAnswer};
+use crate::payload::CRC_HEADER;
+use crate::transport_header::Transport;
+
+use super::forward_request::ForwardRequest;
+use super::proxied_response::Proxied;
+use super::shm_consumer::Attachment;
+use super::state::Shared;
+use super::transport_choice::Route;
+
+/// An answer and the transport that carried it.
+#[derive(Debug)]
+pub struct Answer {
+    pub proxied: Proxied,
+    pub transport: Transport,
+}
+
+/// What the client may be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Whatever the upstream answers, status and all (the reverse proxy).
+    AnyAnswer,
+    /// A users body: a 200, over REST with users-service's `x-payload-crc32`; any other status
+    /// becomes the gateway's error for it (the seed's `/api/users-via-*` routes).
+    UsersBody,
+}
+
+/// The request's deadline, started when the exchange starts.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    started: Instant,
+    deadline: Duration,
+}
+
+impl Clock {
+    pub fn start(deadline: Duration) -> Clock {
+        Clock {
+            started: Instant::now(),
+            deadline,
+        }
+    }
+
+    pub fn ends(&self) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.started + self.deadline)
+    }
+
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_sub(self.started.elapsed())
+    }
+
+    fn expired(&self) -> ApiError {
+        ApiError::UpstreamDeadline {
+            deadline: self.deadline,
+        }
+    }
+}
+
+/// Forwards `request` over `route` and reads the whole answer.
+pub async fn exchange(
+    shared: &Shared,
+    request: &ForwardRequest,
+    route: Route,
+    expect: Expect,
+) -> Result<Answer, ApiError> {
+    match route {
+        Route::Api => Answer {
+            proxied: over_rest(shared, request, expect).await?,
+            transport: Transport::Api,
+        }
+        .expecting(expect),
+        Route::Shm { fallback_to_api } => {
+            let clock = Clock::start(shared.upstream.deadline());
+            let shm = async {
+                let encoded = request.encode()?;
+                let attempt = || over_channel(shared, &encoded, request.is_head(), clock.ends());
+                if request.is_idempotent() {
+                    retried(attempt).await
+                } else {
+                    attempt().await
+                }
+            };
+            with_fallback(shared, request, expect, fallback_to_api, clock, shm).await
+        }
+    }
+}
+
+/// Runs `shm` until `clock` runs out; if it fails in a way REST may not (and `fallback_to_api`),
+/// sends `request` over REST in the time left.
+pub async fn with_fallback(
+    shared: &Shared,
+    request: &ForwardRequest,
+    expect: Expect,
+    fallback_to_api: bool,
+    clock: Clock,
+    shm: impl Future<Output = Result<Answer, ApiError>>,
+) -> Result<Answer, ApiError> {
+    let outcome = tokio::time::timeout_at(clock.ends(), shm)
+        .await
+        .unwrap_or_else(|_| Err(clock.expired()))
+        .and_then(|answer| answer.expecting(expect));
+    match outcome {
+        Err(error)
+            if fallback_to_api
+                && error.is_shm_failure()
+                && (request.is_idempotent() || never_sent(&error)) =>
+        {
+            metrics::counter!("shm_fallbacks_total", "code" => error.code()).increment(1);
+            tracing::debug!(%error, reason = ?error.internal_reason(), "shared memory failed; forwarding over REST");
+            let proxied =
+                tokio::time::timeout(clock.remaining(), over_rest(shared, request, expect))
+                    .await
+                    .unwrap_or_else(|_| Err(clock.expired()))?;
+            Answer {
+                proxied,
+                transport: Transport::ApiFallback,
+            }
+            .expecting(expect)
+        }
+        outcome => outcome,
+    }
+}
+
+/// One attempt, and one more if the first failed in a way a fresh publication may cure.
+pub async fn retried<F, Fut>(mut attempt: F) -> Result<Answer, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Answer, ApiError>>,
+{
+    match attempt().await {
+        Err(error) if error.is_retryable_shm() => {
+            metrics::counter!("shm_retries_total").increment(1);
+            tracing::debug!(%error, "retrying once through shared memory");
+            attempt().await
+        }
+        outcome => outcome,
+    }
+}
+
+/// Shared-memory failures that happen before the request reaches the producer: no attachment,
+/// or a request the channel cannot carry.
+fn never_sent(error: &ApiError) -> bool {
+    matches!(
+        error,
+        ApiError::ShmUnavailable { .. }
+            | ApiError::RequestTooLarge { .. }
+            | ApiError::RequestNotForwardable { .. }
+    )
+}
+
+impl Answer {
+    fn expecting(self, expect: Expect) -> Result<Answer, ApiError> {
+        match expect {
+            Expect::AnyAnswer => Ok(self),
+            Expect::UsersBody => Ok(Answer {
+                proxied: self.proxied.ok_or_error()?,
+                transport: self.transport,
+            }),
+        }
+    }
+}
+
+/// `request` over REST.
+async fn over_rest(
+    shared: &Shared,
+    request: &ForwardRequest,
+    expect: Expect,
+) -> Result<Proxied, ApiError> {
+    let answer = shared.upstream.forward(request).await?;
+    if expect == Expect::UsersBody
+        && answer.status == StatusCode::OK
+        && !answer.headers.contains_key(CRC_HEADER)
+    {
+        metrics::counter!("upstream_errors_total", "kind" => "bad_answer").increment(1);
+        return Err(ApiError::BadUpstream {
+            reason: BadAnswer::CrcHeader,
+        });
+    }
+    Proxied::from_rest(answer, request.is_head())
+}
+
+/// One request on the control channel: attach if needed, wait for room among the publications
+/// in flight, send, redeem.
+async fn over_channel(
+    shared: &Shared,
+    request: &[u8],
+    head_request: bool,
+    ends: tokio::time::Instant,
+) -> Result<Answer, ApiError> {
+    let attachment = shared
+        .shm
+        .attachment(&shared.upstream, None, "not_attached")
+        .await?;
+    // Held until the body is redeemed, so the gateway never holds more unredeemed
+    // publications than it has permits, whichever way it asks for them.
+    let _in_flight = shared.shm.in_flight_permit(ends).await?;
+    let publication = attachment.request(request, ends).await?;
+    if let Some(handle) = publication.handle() {
+        record_handle(handle);
+    }
+    let redeemed = Attachment::redeem(publication).await?;
+    let Response { head, body } = redeemed.response;
+    let transport = Transport::of_tier(body.tier());
+    let proxied = Proxied::from_head(&head, body.into_bytes(), redeemed.crc32, head_request)?;
+    Ok(Answer { proxied, transport })
+}
+
+/// Notes the handle being redeemed in the request's span.
+pub fn record_handle(handle: &Handle) {
+    let span = tracing::Span::current();
+    span.record("slot", handle.slot);
+    span.record("generation", handle.generation);
+}

@@ -1,0 +1,160 @@
+//! The seed's users routes, which keep their meaning: each validates the users query itself
+//! (a bad one is the gateway's 400, users-service is not asked) and answers the users body or a
+//! gateway error, never users-service's own error body.
+//!
+//! - `/api/users-via-api`: REST to users-service's `/users?<query>`.
+//! - `/api/users-via-shm`: the same request over the control channel (the producer picks the
+//!   tier); with `--shm-fallback-to-api`, REST when shared memory fails.
+//! - `/api/users-via-shm-http` (with `--http-signal`): shared memory asked for over HTTP
+//!   (`POST /shm/users`), which carries the handle back: the seed's design, kept to be measured
+//!   beside the control channel.
+//! - `/api/users-cached`: a body the gateway serialized itself, once per query (the ceiling).
+//! - `/api/users`: by `--transport`.
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+
+use crate::api_error::ApiError;
+use crate::payload::Payload;
+use crate::query::UsersQuery;
+use crate::transport_header::Transport;
+
+use super::exchange::{self, Answer, Clock, Expect};
+use super::forward_request::ForwardRequest;
+use super::proxied_response::Proxied;
+use super::state::{AppState, Shared};
+use super::transport_choice::Route;
+
+/// The request users-service gets for `query`: `GET /users?<query>` in canonical form.
+fn users_request(query: UsersQuery) -> ForwardRequest {
+    ForwardRequest::get(format!("/users?{}", query.to_query_string()))
+}
+
+async fn users_over(
+    shared: &Shared,
+    raw: Option<&str>,
+    route: Route,
+) -> Result<Response, ApiError> {
+    let query = UsersQuery::parse(raw)?;
+    let answer =
+        exchange::exchange(shared, &users_request(query), route, Expect::UsersBody).await?;
+    Ok(answer.proxied.into_response(answer.transport))
+}
+
+/// `GET /api/users-via-api`: the body fetched from users-service over HTTP, verified.
+pub async fn users_via_api(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    users_over(&state.inner, raw.as_deref(), Route::Api).await
+}
+
+/// `GET /api/users-via-shm`: the body asked for over the control channel, in whichever tier
+/// users-service chose, redeemed and verified.
+pub async fn users_via_shm(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let route = Route::Shm {
+        fallback_to_api: state.inner.fallback_to_api,
+    };
+    users_over(&state.inner, raw.as_deref(), route).await
+}
+
+/// `GET /api/users`: the body over the transport `--transport` picks.
+pub async fn users(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    UsersQuery::parse(raw.as_deref())?;
+    let route = state.inner.transport.route(false);
+    users_over(&state.inner, raw.as_deref(), route).await
+}
+
+/// `GET /api/users-via-shm-http` (with `--http-signal`): as `/api/users-via-shm`, asking over
+/// HTTP; a slot's body only (descriptors cannot travel over HTTP).
+pub async fn users_via_shm_http(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let shared = &state.inner;
+    if !shared.http_signal {
+        return Err(ApiError::HttpSignalDisabled);
+    }
+    let query = UsersQuery::parse(raw.as_deref())?;
+    let clock = Clock::start(shared.upstream.deadline());
+    let shm = exchange::retried(|| over_http_signal(shared, query, clock));
+    let answer = exchange::with_fallback(
+        shared,
+        &users_request(query),
+        Expect::UsersBody,
+        shared.fallback_to_api,
+        clock,
+        shm,
+    )
+    .await?;
+    Ok(answer.proxied.into_response(answer.transport))
+}
+
+/// One `POST /shm/users` and the redemption of the handle it answers with.
+async fn over_http_signal(
+    shared: &Shared,
+    query: UsersQuery,
+    clock: Clock,
+) -> Result<Answer, ApiError> {
+    let upstream = &shared.upstream;
+    // Held until the bytes are copied out, so the gateway never holds more unredeemed
+    // publications than it has permits, whichever way it asks for them.
+    let _in_flight = shared.shm.in_flight_permit(clock.ends()).await?;
+    let handle = upstream.publish_users(query).await.inspect_err(|error| {
+        // users-service has no segment: logged once per distinct reason, and kept for the
+        // operators' status, like a failed attach.
+        if let ApiError::ShmUnavailable { .. } = error {
+            shared.shm.note_problem(error);
+        }
+    })?;
+    let attachment = shared
+        .shm
+        .attachment(upstream, Some(handle.epoch), "epoch_changed")
+        .await?;
+    exchange::record_handle(&handle);
+    let bytes = attachment.redeem_handle(&handle)?;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(Answer {
+        proxied: Proxied {
+            status: StatusCode::OK,
+            headers,
+            body: bytes.into(),
+            crc32: handle.crc,
+        },
+        transport: Transport::ShmHttp,
+    })
+}
+
+/// `GET /api/users-cached`: the same body, serialized once per query by the gateway itself; no
+/// users-service involved. The upper bound any transport can reach.
+pub async fn users_cached(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = UsersQuery::parse(raw.as_deref())?;
+    let payload = match state.inner.cached_users.get(query) {
+        Some(payload) => payload,
+        None => tokio::task::spawn_blocking(move || {
+            state
+                .inner
+                .cached_users
+                .get_or_insert_with(query, || Payload::generate(query))
+        })
+        .await
+        .map_err(|error| ApiError::Internal {
+            reason: format!("serializing task failed: {error}"),
+        })?,
+    };
+    Ok(payload.into_response(Transport::Cached))
+}
