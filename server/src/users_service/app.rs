@@ -83,7 +83,7 @@ pub(super) struct Shared {
     pub(super) bodies: Arc<Bodies>,
     http_signal: bool,
     /// The largest `GET /blobs` size: `--max-payload`, the limit of every users-service body.
-    max_blob_size: u64,
+    pub(super) max_blob_size: u64,
     /// The segment, or why it could not be created (always a [`StartError::Create`]): then
     /// only REST is served.
     shm: Result<Arc<ShmProducer>, StartError>,

@@ -1,32 +1,38 @@
 //! users-service's HTTP routes served over the control channel: a gateway's request
-//! ([`HttpRequest`], the bytes of a publish frame) is answered by the same router that serves
-//! HTTP, and its response — status, content type, headers and body, errors included — is
-//! written into the channel's [`ResponseWriter`], which puts the body in the tier its size
-//! calls for. So every route answers the same bytes both ways, by construction.
+//! ([`HttpRequest`], the bytes of a publish frame) gets the response the HTTP route gives —
+//! status, content type, headers and body, errors included — written into the channel's
+//! [`ResponseWriter`], which puts the body in the tier its size calls for.
 //!
-//! One exception keeps zero copies: under `--cache`, a `GET /users` body above a slot is handed
-//! over as the sealed payload kept for it ([`SealedBodies`]), the same immutable memfd every
-//! time, with the head the router gives the same query.
+//! Every request but one kind goes through the same router that serves HTTP, so it answers the
+//! same bytes both ways by construction. The data routes with a valid query (`GET /users`,
+//! `GET /blobs`) are answered on the channel thread itself, from the same bodies, head builder
+//! and writers the routes use (`ChannelRoutes::answer_directly` says why); the gateway's
+//! system tests compare both ways byte for byte. Under `--cache`, a `GET /users` body above a
+//! slot is handed over as the sealed payload kept for it ([`SealedBodies`]), the same
+//! immutable memfd every time, copying nothing.
 //!
 //! Execution: the handler runs on the channel thread that read the frame (see
-//! [`shmbridge::control`]); it drives the router's future there with the runtime's handle, so a
-//! route's own hop to the blocking pool is the one hop it takes over HTTP too.
+//! [`shmbridge::control`]); for the router it drives the future there with the runtime's handle.
 
+use std::io::Write;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Request, header};
+use axum::http::{HeaderMap, HeaderValue, Request, header};
 use http_body::Body as _;
 use shmbridge::control::{Handler, HandlerError, ResponseWriter};
 use shmbridge::http::HttpRequest;
 use tower::ServiceExt;
 
+use crate::blobs::{self, BlobQuery};
 use crate::failpoints;
+use crate::payload::BodySummary;
 use crate::query::UsersQuery;
+use crate::transport_header::Transport;
 
 use super::app::{AppState, Shared, routes};
-use super::sealed_bodies::{SealError, SealedBodies};
+use super::sealed_bodies::SealedBodies;
 
 /// Response headers the channel does not carry: its answer says the length, and the gateway
 /// names the transport.
@@ -78,21 +84,69 @@ impl ChannelRoutes {
         Ok(self.runtime.block_on(router.oneshot(http))?)
     }
 
-    /// The kept sealed payload of a cached `GET /users` body above a slot, if this request is
-    /// one.
-    fn kept_sealed(
+    /// Answers the data routes (`GET /users`, `GET /blobs` with a valid query) here on the
+    /// channel thread, with the head the HTTP route gives and the same body writers, instead of
+    /// through the router: the router's own hop to the blocking pool and back costs two thread
+    /// wakes (tens of microseconds each on two vCPUs) that the channel thread need not pay.
+    /// `Ok(false)` for any other request, which the router answers.
+    fn answer_directly(
         &self,
         request: &HttpRequest<'_>,
         state: &Shared,
-    ) -> Option<Result<shmbridge::SealedPayload, SealError>> {
-        if request.method != "GET" || request.path() != "/users" || !state.bodies.is_caching() {
-            return None;
+        response: &mut ResponseWriter<'_>,
+    ) -> Result<bool, HandlerError> {
+        if request.method != "GET" {
+            return Ok(false);
         }
-        let query = UsersQuery::parse(request.query()).ok()?;
-        if state.bodies.summary(query).len <= self.slot_size {
-            return None;
+        match request.path() {
+            "/users" => {
+                let Ok(query) = UsersQuery::parse(request.query()) else {
+                    return Ok(false);
+                };
+                let bodies = &state.bodies;
+                if bodies.streams(query) {
+                    let summary = bodies.summary(query);
+                    write_head(&summary.response_headers(Transport::Shm), response)?;
+                    write_body(response, summary.len, |out| {
+                        bodies.write_body(query, out).map(drop)
+                    })?;
+                    return Ok(true);
+                }
+                let payload = bodies.payload(query);
+                let summary = BodySummary {
+                    len: payload.bytes.len() as u64,
+                    crc32: payload.crc32,
+                };
+                write_head(&summary.response_headers(Transport::Shm), response)?;
+                if summary.len > self.slot_size && bodies.is_caching() {
+                    // The kept sealed payload: the same immutable memfd every time, no copy.
+                    let sealed = self.sealed.payload(bodies, query)?;
+                    failpoints::hit(failpoints::BEFORE_PUBLISH);
+                    response.send_sealed(sealed)?;
+                    return Ok(true);
+                }
+                write_body(response, summary.len, |out| out.write_all(&payload.bytes))?;
+                Ok(true)
+            }
+            "/blobs" => {
+                let Ok(query) = BlobQuery::parse(request.query(), state.max_blob_size) else {
+                    return Ok(false);
+                };
+                let summary = BodySummary {
+                    len: query.size,
+                    crc32: blobs::blob_crc32(&query),
+                };
+                let mut headers = summary.response_headers(Transport::Shm);
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(blobs::content_type(query.pattern)),
+                );
+                write_head(&headers, response)?;
+                write_body(response, query.size, |out| blobs::write_blob(&query, out))?;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        Some(self.sealed.payload(&state.bodies, query))
     }
 }
 
@@ -107,53 +161,72 @@ impl Handler for ChannelRoutes {
             .state
             .upgrade()
             .ok_or("users-service is shutting down")?;
-        let kept = self.kept_sealed(&request, &state);
-        let answer = self.route(state, &request)?;
-        let (parts, mut body) = answer.into_parts();
-        response.set_status(parts.status.as_u16())?;
-        write_head(&parts.headers, response)?;
-        if let Some(payload) = kept {
-            failpoints::hit(failpoints::BEFORE_PUBLISH);
-            response.send_sealed(payload?)?;
-            count_publication(response);
-            return Ok(());
+        if !self.answer_directly(&request, &state, response)? {
+            let answer = self.route(state, &request)?;
+            let (parts, mut body) = answer.into_parts();
+            response.set_status(parts.status.as_u16())?;
+            write_head(&parts.headers, response)?;
+            let len = body.size_hint().exact();
+            let mut body = Pin::new(&mut body);
+            write_body(response, len.unwrap_or(0), |out| {
+                while let Some(frame) = self
+                    .runtime
+                    .block_on(std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)))
+                {
+                    if let Ok(data) = frame.map_err(std::io::Error::other)?.into_data() {
+                        out.write_all(&data)?;
+                    }
+                }
+                Ok(())
+            })?;
         }
-        let len = body.size_hint().exact();
-        if let Some(len) = len {
-            response.expect_len(len)?;
-        }
-        // The fail points the chaos harness crashes the producer at: with a slot held, halfway
-        // through the body, and with the body whole but not yet published.
-        failpoints::hit(failpoints::AFTER_CLAIM);
-        let half = len.unwrap_or(0) / 2;
-        let mut body = Pin::new(&mut body);
-        while let Some(frame) = self
-            .runtime
-            .block_on(std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)))
-        {
-            let Ok(data) = frame?.into_data() else {
-                continue;
-            };
-            let before = response.written();
-            let (first, second) =
-                data.split_at(half.saturating_sub(before).min(data.len() as u64) as usize);
-            std::io::Write::write_all(response, first)?;
-            if before < half && response.written() >= half {
-                failpoints::hit(failpoints::MID_COPY);
-            }
-            std::io::Write::write_all(response, second)?;
-        }
-        failpoints::hit(failpoints::BEFORE_PUBLISH);
-        count_publication(response);
+        metrics::counter!("shm_publications_total", "signal" => "channel").increment(1);
         Ok(())
     }
 }
 
-/// Counts an answered request the way users-service always has (a refusal after this point,
-/// when its tier finds no room, is counted by the producer's stats).
-fn count_publication(response: &ResponseWriter<'_>) {
-    metrics::counter!("shm_publications_total", "signal" => "channel").increment(1);
-    metrics::counter!("payload_bytes_total", "transport" => "shm").increment(response.written());
+/// Writes a body of `len` bytes (0: not known ahead) with `write`, through the fail points the
+/// chaos harness crashes the producer at: with its room held, halfway through the body, and
+/// with the body whole but not yet published.
+fn write_body(
+    response: &mut ResponseWriter<'_>,
+    len: u64,
+    write: impl FnOnce(&mut Halfway<'_, '_>) -> std::io::Result<()>,
+) -> Result<(), HandlerError> {
+    if len > 0 {
+        response.expect_len(len)?;
+    }
+    failpoints::hit(failpoints::AFTER_CLAIM);
+    write(&mut Halfway {
+        response,
+        half: len / 2,
+    })?;
+    failpoints::hit(failpoints::BEFORE_PUBLISH);
+    Ok(())
+}
+
+/// A response writer that hits the mid-copy fail point once its body passes `half`.
+struct Halfway<'w, 'p> {
+    response: &'w mut ResponseWriter<'p>,
+    half: u64,
+}
+
+impl Write for Halfway<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let before = self.response.written();
+        let to_half = self.half.saturating_sub(before);
+        if before < self.half && (buf.len() as u64) >= to_half {
+            self.response.write_all(&buf[..to_half as usize])?;
+            failpoints::hit(failpoints::MID_COPY);
+            self.response.write_all(&buf[to_half as usize..])?;
+            return Ok(buf.len());
+        }
+        self.response.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The content type and every header the channel carries, into `response`'s head.
