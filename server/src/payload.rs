@@ -51,6 +51,9 @@ impl Payload {
     }
 }
 
+/// The content type of a users body.
+pub const JSON: &str = "application/json";
+
 /// The length and crc32 of a body: what its response headers say, known without the body
 /// being held (a [`Checksummed`] writer computes it while the body goes by).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,10 +71,7 @@ impl BodySummary {
         metrics::counter!("payload_bytes_total", "transport" => transport.as_str())
             .increment(self.len);
         let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.len));
         headers.insert(
             CRC_HEADER,

@@ -123,7 +123,7 @@ async fn over_http_signal(
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
+        HeaderValue::from_static(crate::payload::JSON),
     );
     Ok(Answer {
         proxied: Proxied {

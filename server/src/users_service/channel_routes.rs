@@ -27,7 +27,7 @@ use tower::ServiceExt;
 
 use crate::blobs::{self, BlobQuery};
 use crate::failpoints;
-use crate::payload::BodySummary;
+use crate::payload::{BodySummary, JSON, Payload};
 use crate::query::UsersQuery;
 use crate::transport_header::Transport;
 
@@ -112,20 +112,24 @@ impl ChannelRoutes {
                     })?;
                     return Ok(true);
                 }
-                let payload = bodies.payload(query);
-                let summary = BodySummary {
-                    len: payload.bytes.len() as u64,
-                    crc32: payload.crc32,
-                };
-                write_head(&summary.response_headers(Transport::Shm), response)?;
-                if summary.len > self.slot_size && bodies.is_caching() {
+                let body = bodies.body(query);
+                if body.len() as u64 > self.slot_size && bodies.is_caching() {
                     // The kept sealed payload: the same immutable memfd every time, no copy.
+                    let payload = bodies.payload(query);
+                    write_head(
+                        &summary_of(&payload).response_headers(Transport::Shm),
+                        response,
+                    )?;
                     let sealed = self.sealed.payload(bodies, query)?;
                     failpoints::hit(failpoints::BEFORE_PUBLISH);
                     response.send_sealed(sealed)?;
                     return Ok(true);
                 }
-                write_body(response, summary.len, |out| out.write_all(&payload.bytes))?;
+                // No crc32 pass of its own: the channel's answer carries the one its tier
+                // computes as the body is written, which the gateway verifies and puts in
+                // `x-payload-crc32`.
+                response.set_content_type(JSON)?;
+                write_body(response, body.len() as u64, |out| out.write_all(&body))?;
                 Ok(true)
             }
             "/blobs" => {
@@ -226,6 +230,13 @@ impl Write for Halfway<'_, '_> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+fn summary_of(payload: &Payload) -> BodySummary {
+    BodySummary {
+        len: payload.bytes.len() as u64,
+        crc32: payload.crc32,
     }
 }
 
