@@ -67,9 +67,12 @@ pub struct ChannelOptions {
     pub inline_threshold: usize,
 }
 
-/// Bodies up to this many bytes travel inline by default: measured with
-/// `cargo bench -p shmbridge --bench tiers`, where inline and slot cost the same near 32 KiB on
-/// this kind of machine; below it inline saves the slot's claim, release and state changes.
+/// Bodies up to this many bytes travel inline by default. `cargo bench -p shmbridge --bench
+/// tiers` (request to verified response, interleaved medians) measured inline/slot at 0.96 for
+/// 256 B, 1.00 at 4 KiB, 1.09 at 8 KiB, 1.22 at 16 KiB and 2.4 at 32 KiB, on a machine under
+/// load: inline saves the slot's claim, release and state changes but copies the body twice
+/// more (into the frame, out of the kernel). So 16 KiB is the upper end of where inline pays;
+/// a measurement on a quiet machine is to settle it (see the closing note of issue 20).
 pub const DEFAULT_INLINE_THRESHOLD: usize = 16 * 1024;
 
 impl ChannelOptions {
