@@ -68,11 +68,12 @@ pub struct ChannelOptions {
 }
 
 /// Bodies up to this many bytes travel inline by default. `cargo bench -p shmbridge --bench
-/// tiers` (request to verified response, interleaved medians) measured inline/slot at 0.96 for
-/// 256 B, 1.00 at 4 KiB, 1.09 at 8 KiB, 1.22 at 16 KiB and 2.4 at 32 KiB, on a machine under
-/// load: inline saves the slot's claim, release and state changes but copies the body twice
-/// more (into the frame, out of the kernel). So 16 KiB is the upper end of where inline pays;
-/// a measurement on a quiet machine is to settle it (see the closing note of issue 20).
+/// tiers` (request to verified response in one process, interleaved medians) measured
+/// inline/slot on a quiet machine at 1.04 for 256 B to 4 KiB, 1.09 at 8 KiB, 1.19 at 16 KiB and
+/// 1.30 at 32 KiB: inline copies the body twice more (into the frame, out of the kernel) and
+/// saves only the slot's claim and state changes, so its case is that it holds no slot, not
+/// speed. 16 KiB is above where it costs within 5%; lowering it to 4 KiB waits on a
+/// cross-process measurement.
 pub const DEFAULT_INLINE_THRESHOLD: usize = 16 * 1024;
 
 impl ChannelOptions {
