@@ -4,7 +4,7 @@
 //!
 //! Each service is a folder ([`users_service`], [`gateway`]); the files beside them are what
 //! both use (errors, the dataset and its queries, the body and its headers, the segment info
-//! one serves and the other reads, serving, telemetry, fault points).
+//! one serves and the other reads, serving, telemetry and its `Server-Timing`, fault points).
 
 pub mod api_error;
 pub mod blobs;
@@ -17,6 +17,7 @@ pub mod query;
 pub mod query_cache;
 pub mod segment_info;
 pub mod serve;
+pub mod server_timing;
 pub mod slot_deadline;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -88,6 +88,11 @@ fn describe_metrics() {
         Unit::Seconds,
         "Time from receiving a request to its response headers, by route template"
     );
+    describe_histogram!(
+        "gateway_stage_seconds",
+        Unit::Seconds,
+        "Time a forwarded request spent in each stage in the gateway (attach, channel, redeem, upstream), as in its Server-Timing header"
+    );
     describe_gauge!(
         "http_requests_in_flight",
         Unit::Count,

@@ -22,6 +22,7 @@ use shmbridge::control::frame::MAX_REQUEST_LEN;
 use shmbridge::control::{ChannelOptions, Handler, HandlerError, ResponseWriter};
 use shmbridge::http::HttpRequest;
 use shmbridge::{ControlServer, Producer, ProducerOptions, Segment, SegmentConfig};
+use shmbridge_server::server_timing::SERVER_TIMING;
 use shmbridge_server::transport_header::TRANSPORT_HEADER;
 use tower::ServiceExt;
 
@@ -196,6 +197,17 @@ async fn requests_pass_whole_and_hop_by_hop_headers_pass_in_neither_direction() 
             "{uri}: x-hop was forwarded"
         );
         assert_eq!(headers["x-end-to-end"], "kept", "{uri}");
+        let stages: Vec<&str> = headers[SERVER_TIMING]
+            .to_str()
+            .unwrap()
+            .split(", ")
+            .map(|entry| entry.split_once(";dur=").expect("name;dur=ms").0)
+            .collect();
+        let timed: &[&str] = match transport {
+            "api" => &["upstream"],
+            _ => &["attach", "channel", "redeem"],
+        };
+        assert_eq!(stages, timed, "{uri}: the gateway's Server-Timing");
         for (name, _) in HOP_BY_HOP.iter().chain(&[("transfer-encoding", "")]) {
             assert!(
                 headers.get(*name).is_none(),

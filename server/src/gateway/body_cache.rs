@@ -122,6 +122,7 @@ mod tests {
                 crc32: crc32fast::hash(body),
             },
             transport: Transport::ShmInline,
+            stages: Default::default(),
         }
     }
 

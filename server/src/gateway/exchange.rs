@@ -20,6 +20,7 @@
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use axum::response::Response as HttpResponse;
 use shmbridge::Handle;
 use shmbridge::control::Response;
 
@@ -30,14 +31,16 @@ use crate::transport_header::Transport;
 use super::forward_request::ForwardRequest;
 use super::proxied_response::Proxied;
 use super::shm_consumer::Attachment;
+use super::stage_timing::{Stage, Stages};
 use super::state::Shared;
 use super::transport_choice::Route;
 
-/// An answer and the transport that carried it.
+/// An answer, the transport that carried it, and where its time went.
 #[derive(Debug)]
 pub struct Answer {
     pub proxied: Proxied,
     pub transport: Transport,
+    pub stages: Stages,
 }
 
 /// What the client may be sent.
@@ -88,11 +91,10 @@ pub async fn exchange(
     expect: Expect,
 ) -> Result<Answer, ApiError> {
     match route {
-        Route::Api => Answer {
-            proxied: over_rest(shared, request, expect).await?,
-            transport: Transport::Api,
-        }
-        .expecting(expect),
+        Route::Api => over_rest(shared, request, expect)
+            .await?
+            .carried_by(Transport::Api)
+            .expecting(expect),
         Route::Shm { fallback_to_api } => {
             let clock = Clock::start(shared.upstream.deadline());
             let shm = async {
@@ -131,15 +133,11 @@ pub async fn with_fallback(
         {
             metrics::counter!("shm_fallbacks_total", "code" => error.code()).increment(1);
             tracing::debug!(%error, reason = ?error.internal_reason(), "shared memory failed; forwarding over REST");
-            let proxied =
-                tokio::time::timeout(clock.remaining(), over_rest(shared, request, expect))
-                    .await
-                    .unwrap_or_else(|_| Err(clock.expired()))?;
-            Answer {
-                proxied,
-                transport: Transport::ApiFallback,
-            }
-            .expecting(expect)
+            tokio::time::timeout(clock.remaining(), over_rest(shared, request, expect))
+                .await
+                .unwrap_or_else(|_| Err(clock.expired()))?
+                .carried_by(Transport::ApiFallback)
+                .expecting(expect)
         }
         outcome => outcome,
     }
@@ -178,8 +176,31 @@ impl Answer {
             Expect::AnyAnswer => Ok(self),
             Expect::UsersBody => Ok(Answer {
                 proxied: self.proxied.ok_or_error()?,
-                transport: self.transport,
+                ..self
             }),
+        }
+    }
+
+    /// The response to send ([`Proxied::into_response`]) with the stages' `Server-Timing`.
+    pub fn into_response(self) -> HttpResponse {
+        let mut response = self.proxied.into_response(self.transport);
+        self.stages.report(&mut response);
+        response
+    }
+}
+
+/// An answer over REST before it is known which route asked for it.
+struct RestAnswered {
+    proxied: Proxied,
+    stages: Stages,
+}
+
+impl RestAnswered {
+    fn carried_by(self, transport: Transport) -> Answer {
+        Answer {
+            proxied: self.proxied,
+            transport,
+            stages: self.stages,
         }
     }
 }
@@ -189,8 +210,11 @@ async fn over_rest(
     shared: &Shared,
     request: &ForwardRequest,
     expect: Expect,
-) -> Result<Proxied, ApiError> {
+) -> Result<RestAnswered, ApiError> {
+    let mut stages = Stages::default();
+    let sent = Instant::now();
     let answer = shared.upstream.forward(request).await?;
+    stages.end(Stage::Upstream, sent);
     if expect == Expect::UsersBody
         && answer.status == StatusCode::OK
         && !answer.headers.contains_key(CRC_HEADER)
@@ -200,7 +224,10 @@ async fn over_rest(
             reason: BadAnswer::CrcHeader,
         });
     }
-    Proxied::from_rest(answer, request.is_head())
+    Ok(RestAnswered {
+        proxied: Proxied::from_rest(answer, request.is_head())?,
+        stages,
+    })
 }
 
 /// One request on the control channel: attach if needed, wait for room among the publications
@@ -211,6 +238,8 @@ async fn over_channel(
     head_request: bool,
     ends: tokio::time::Instant,
 ) -> Result<Answer, ApiError> {
+    let mut stages = Stages::default();
+    let started = Instant::now();
     let attachment = shared
         .shm
         .attachment(&shared.upstream, None, "not_attached")
@@ -218,15 +247,22 @@ async fn over_channel(
     // Held until the body is redeemed, so the gateway never holds more unredeemed
     // publications than it has permits, whichever way it asks for them.
     let _in_flight = shared.shm.in_flight_permit(ends).await?;
+    let sent = stages.end(Stage::Attach, started);
     let publication = attachment.request(request, ends).await?;
+    let answered = stages.end(Stage::Channel, sent);
     if let Some(handle) = publication.handle() {
         record_handle(handle);
     }
     let redeemed = Attachment::redeem(publication).await?;
+    stages.end(Stage::Redeem, answered);
     let Response { head, body } = redeemed.response;
     let transport = Transport::of_tier(body.tier());
     let proxied = Proxied::from_head(&head, body.into_bytes(), redeemed.crc32, head_request)?;
-    Ok(Answer { proxied, transport })
+    Ok(Answer {
+        proxied,
+        transport,
+        stages,
+    })
 }
 
 /// Notes the handle being redeemed in the request's span.

@@ -2,7 +2,8 @@
 //! memory. An index: the service is in `app` (routes, serving, readiness), its command line in
 //! `args`, what its handlers share in `state`; the routes in `proxy_routes` (any upstream path)
 //! and `users_routes` (the seed's); one exchange with the upstream in `exchange`, over
-//! `upstream` (REST) or `shm_consumer` (the control channel), the request and answer as they
+//! `upstream` (REST) or `shm_consumer` (the control channel), timed stage by stage in
+//! `stage_timing`, the request and answer as they
 //! pass in `forward_request`, `proxied_response` and `hop_by_hop`; which paths and which
 //! transport in `forward_policy` and `transport_choice`; the ceiling's cache in `body_cache`.
 
@@ -16,6 +17,7 @@ mod hop_by_hop;
 mod proxied_response;
 mod proxy_routes;
 pub mod shm_consumer;
+mod stage_timing;
 mod state;
 mod transport_choice;
 pub mod upstream;

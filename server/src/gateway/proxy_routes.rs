@@ -88,7 +88,7 @@ pub async fn via_cached(
             .await?
         {
             Cached::Hit(proxied) => proxied.into_response(Transport::Cached),
-            Cached::Fetched(answer) => answer.proxied.into_response(answer.transport),
+            Cached::Fetched(answer) => answer.into_response(),
         },
     )
 }
@@ -114,7 +114,7 @@ async fn proxy(
     route: Route,
 ) -> Result<Response, ApiError> {
     let answer = exchange::exchange(shared, request, route, Expect::AnyAnswer).await?;
-    Ok(answer.proxied.into_response(answer.transport))
+    Ok(answer.into_response())
 }
 
 /// The upstream's target for a request to `uri` under `prefix` (`""` for none): the path after

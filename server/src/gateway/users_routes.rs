@@ -11,6 +11,8 @@
 //! - `/api/users-cached`: a body the gateway serialized itself, once per query (the ceiling).
 //! - `/api/users`: by `--transport`.
 
+use std::time::Instant;
+
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -23,6 +25,7 @@ use crate::transport_header::Transport;
 use super::exchange::{self, Answer, Clock, Expect};
 use super::forward_request::ForwardRequest;
 use super::proxied_response::Proxied;
+use super::stage_timing::{Stage, Stages};
 use super::state::{AppState, Shared};
 use super::transport_choice::Route;
 
@@ -39,7 +42,7 @@ async fn users_over(
     let query = UsersQuery::parse(raw)?;
     let answer =
         exchange::exchange(shared, &users_request(query), route, Expect::UsersBody).await?;
-    Ok(answer.proxied.into_response(answer.transport))
+    Ok(answer.into_response())
 }
 
 /// `GET /api/users-via-api`: the body fetched from users-service over HTTP, verified.
@@ -94,7 +97,7 @@ pub async fn users_via_shm_http(
         shm,
     )
     .await?;
-    Ok(answer.proxied.into_response(answer.transport))
+    Ok(answer.into_response())
 }
 
 /// One `POST /shm/users` and the redemption of the handle it answers with.
@@ -106,7 +109,10 @@ async fn over_http_signal(
     let upstream = &shared.upstream;
     // Held until the bytes are copied out, so the gateway never holds more unredeemed
     // publications than it has permits, whichever way it asks for them.
+    let mut stages = Stages::default();
+    let started = Instant::now();
     let _in_flight = shared.shm.in_flight_permit(clock.ends()).await?;
+    let sent = stages.end(Stage::Attach, started);
     let handle = upstream.publish_users(query).await.inspect_err(|error| {
         // users-service has no segment: logged once per distinct reason, and kept for the
         // operators' status, like a failed attach.
@@ -114,12 +120,14 @@ async fn over_http_signal(
             shared.shm.note_problem(error);
         }
     })?;
+    let answered = stages.end(Stage::Upstream, sent);
     let attachment = shared
         .shm
         .attachment(upstream, Some(handle.epoch), "epoch_changed")
         .await?;
     exchange::record_handle(&handle);
     let bytes = attachment.redeem_handle(&handle)?;
+    stages.end(Stage::Redeem, answered);
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -133,6 +141,7 @@ async fn over_http_signal(
             crc32: handle.crc,
         },
         transport: Transport::ShmHttp,
+        stages,
     })
 }
 

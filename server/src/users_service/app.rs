@@ -17,7 +17,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{FromRef, RawQuery, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
@@ -33,6 +33,7 @@ use crate::payload::{BodySummary, CRC_HEADER, format_crc};
 use crate::query::UsersQuery;
 use crate::segment_info::{SegmentInfo, ShmStatsInfo};
 use crate::serve::{CommonArgs, ShutdownSignal, announce, bind, serve_until_signal};
+use crate::server_timing::{self, SERVER_TIMING};
 use crate::telemetry;
 use crate::transport_header::Transport;
 
@@ -217,8 +218,16 @@ async fn get_users(
     if state.inner.bodies.streams(query) {
         return streamed_users(state, query).await;
     }
-    let payload = off_the_workers(move || state.inner.bodies.payload(query)).await?;
-    Ok(payload.into_response(Transport::Api))
+    let (payload, made) = off_the_workers(move || {
+        let making = Instant::now();
+        (state.inner.bodies.payload(query), making.elapsed())
+    })
+    .await?;
+    let mut response = payload.into_response(Transport::Api);
+    let timing = HeaderValue::from_str(&server_timing::entry("make", made))
+        .expect("a name and decimal digits are a valid header value");
+    response.headers_mut().insert(SERVER_TIMING, timing);
+    Ok(response)
 }
 
 /// A large body, never held whole: one blocking task (the request's one hop off the workers)

@@ -17,6 +17,7 @@
 use std::io::Write;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Request, header};
@@ -29,6 +30,7 @@ use crate::blobs::{self, BlobQuery};
 use crate::failpoints;
 use crate::payload::{BodySummary, JSON, Payload};
 use crate::query::UsersQuery;
+use crate::server_timing::{self, SERVER_TIMING};
 use crate::transport_header::Transport;
 
 use super::app::{AppState, Shared, routes};
@@ -112,7 +114,9 @@ impl ChannelRoutes {
                     })?;
                     return Ok(true);
                 }
+                let making = Instant::now();
                 let body = bodies.body(query);
+                let made = making.elapsed();
                 if body.len() as u64 > self.slot_size && bodies.is_caching() {
                     // The kept sealed payload: the same immutable memfd every time, no copy.
                     let payload = bodies.payload(query);
@@ -129,6 +133,7 @@ impl ChannelRoutes {
                 // computes as the body is written, which the gateway verifies and puts in
                 // `x-payload-crc32`.
                 response.set_content_type(JSON)?;
+                response.add_header(SERVER_TIMING, &server_timing::entry("make", made))?;
                 write_body(response, body.len() as u64, |out| out.write_all(&body))?;
                 Ok(true)
             }
