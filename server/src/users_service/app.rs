@@ -683,32 +683,46 @@ mod tests {
         assert!(!path.exists(), "the failed creation leaves no file behind");
     }
 
-    /// The execution policy, observed on a single-threaded runtime: while a users request of
-    /// either path does its CPU work, the one async worker still answers `/healthz`. (Done on
-    /// the worker, the users request's first poll would run to completion before `/healthz`
-    /// is polled at all.)
-    #[tokio::test(flavor = "current_thread")]
-    async fn both_paths_do_their_cpu_work_off_the_async_worker() {
+    /// The execution policy, observed on a single-threaded runtime whose one blocking thread is
+    /// held busy: a users request of either path waits for that thread (done on the one async
+    /// worker, its CPU work would run to completion on its first poll), the worker answers
+    /// `/healthz` meanwhile, and the request completes once the blocking thread is free.
+    #[test]
+    fn both_paths_do_their_cpu_work_off_the_async_worker() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
         let streamed = format!("/users?count={}", MAX_KEPT_USERS + 1);
         for request in [
             Request::get("/users?count=2000"),
             Request::get(streamed.as_str()),
             Request::post("/shm/users?count=300"),
         ] {
-            let state = test_state(&["--slot-size", "262144"]);
-            let finished = std::sync::Mutex::new(Vec::new());
-            let users = async {
-                let (status, _, _) =
-                    send(app(state.clone()), request.body(Body::empty()).unwrap()).await;
-                assert_eq!(status, StatusCode::OK);
-                finished.lock().unwrap().push("users");
-            };
-            let health = async {
-                get(app(state.clone()), "/healthz").await;
-                finished.lock().unwrap().push("healthz");
-            };
-            tokio::join!(users, health);
-            assert_eq!(*finished.lock().unwrap(), ["healthz", "users"]);
+            let uri = request.uri_ref().unwrap().to_string();
+            runtime.block_on(async {
+                let (release, held) = std::sync::mpsc::channel::<()>();
+                let busy = tokio::task::spawn_blocking(move || held.recv());
+                let state = test_state(&["--slot-size", "262144"]);
+                let mut users = std::pin::pin!(send(
+                    app(state.clone()),
+                    request.body(Body::empty()).unwrap()
+                ));
+                let first_poll =
+                    std::future::poll_fn(|cx| std::task::Poll::Ready(users.as_mut().poll(cx)))
+                        .await;
+                assert!(
+                    first_poll.is_pending(),
+                    "{uri}: the users work ran on the worker"
+                );
+                let (health, _, _) = get(app(state.clone()), "/healthz").await;
+                assert_eq!(health, StatusCode::OK, "{uri}");
+                release.send(()).unwrap();
+                busy.await.unwrap().unwrap();
+                let (status, _, _) = users.await;
+                assert_eq!(status, StatusCode::OK, "{uri}");
+            });
         }
     }
 
