@@ -91,9 +91,8 @@ pub async fn exchange(
     expect: Expect,
 ) -> Result<Answer, ApiError> {
     match route {
-        Route::Api => over_rest(shared, request, expect)
+        Route::Api => over_rest(shared, request, expect, Transport::Api)
             .await?
-            .carried_by(Transport::Api)
             .expecting(expect),
         Route::Shm { fallback_to_api } => {
             let clock = Clock::start(shared.upstream.deadline());
@@ -133,10 +132,10 @@ pub async fn with_fallback(
         {
             metrics::counter!("shm_fallbacks_total", "code" => error.code()).increment(1);
             tracing::debug!(%error, reason = ?error.internal_reason(), "shared memory failed; forwarding over REST");
-            tokio::time::timeout(clock.remaining(), over_rest(shared, request, expect))
+            let rest = over_rest(shared, request, expect, Transport::ApiFallback);
+            tokio::time::timeout(clock.remaining(), rest)
                 .await
                 .unwrap_or_else(|_| Err(clock.expired()))?
-                .carried_by(Transport::ApiFallback)
                 .expecting(expect)
         }
         outcome => outcome,
@@ -189,28 +188,13 @@ impl Answer {
     }
 }
 
-/// An answer over REST before it is known which route asked for it.
-struct RestAnswered {
-    proxied: Proxied,
-    stages: Stages,
-}
-
-impl RestAnswered {
-    fn carried_by(self, transport: Transport) -> Answer {
-        Answer {
-            proxied: self.proxied,
-            transport,
-            stages: self.stages,
-        }
-    }
-}
-
-/// `request` over REST.
+/// `request` over REST, the answer marked as carried by `transport` (`api`, or `api-fallback`).
 async fn over_rest(
     shared: &Shared,
     request: &ForwardRequest,
     expect: Expect,
-) -> Result<RestAnswered, ApiError> {
+    transport: Transport,
+) -> Result<Answer, ApiError> {
     let mut stages = Stages::default();
     let sent = Instant::now();
     let answer = shared.upstream.forward(request).await?;
@@ -224,8 +208,9 @@ async fn over_rest(
             reason: BadAnswer::CrcHeader,
         });
     }
-    Ok(RestAnswered {
+    Ok(Answer {
         proxied: Proxied::from_rest(answer, request.is_head())?,
+        transport,
         stages,
     })
 }

@@ -43,7 +43,7 @@ impl Stage {
 }
 
 /// The stages one attempt went through, with their durations, in order.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Stages {
     timed: Vec<(Stage, Duration)>,
 }

@@ -107,10 +107,10 @@ async fn over_http_signal(
     clock: Clock,
 ) -> Result<Answer, ApiError> {
     let upstream = &shared.upstream;
-    // Held until the bytes are copied out, so the gateway never holds more unredeemed
-    // publications than it has permits, whichever way it asks for them.
     let mut stages = Stages::default();
     let started = Instant::now();
+    // Held until the bytes are copied out, so the gateway never holds more unredeemed
+    // publications than it has permits, whichever way it asks for them.
     let _in_flight = shared.shm.in_flight_permit(clock.ends()).await?;
     let sent = stages.end(Stage::Attach, started);
     let handle = upstream.publish_users(query).await.inspect_err(|error| {
