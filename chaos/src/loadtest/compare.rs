@@ -103,7 +103,8 @@ pub async fn run(args: &CompareArgs) -> Result<u64, CompareError> {
     if args.capacity.capacity && requests.only().is_none() {
         return Err(CompareError::MixedCapacity(requests));
     }
-    let services = Services::start(&args.services, http_signal, "compare").await?;
+    let services =
+        Services::start(&args.services, http_signal, args.profile.timeout, "compare").await?;
     let checker = Arc::new(BodyChecker::new(users_json));
     if args.capacity.capacity {
         run_capacity(args, services, &checker).await
@@ -208,10 +209,13 @@ pub(crate) struct Services {
 
 impl Services {
     /// Starts both for the subcommand `started_by`; `http_signal` also turns on the
-    /// HTTP-signalled shared-memory path on both.
+    /// HTTP-signalled shared-memory path on both. `request_timeout` is the run's own bound on a
+    /// request, given to the gateway as its `--deadline`, so that a slow answer is the run's
+    /// timeout and not, earlier, the gateway's default 2 s deadline as a 503.
     pub(crate) async fn start(
         args: &ServiceArgs,
         http_signal: bool,
+        request_timeout: Duration,
         started_by: &'static str,
     ) -> Result<Services, CompareError> {
         let program = std::env::current_exe().map_err(CompareError::OwnExecutable)?;
@@ -241,7 +245,8 @@ impl Services {
             ServiceProcess::start("users-service", users_command, args.startup_timeout).await?;
         users_service.wait_ready(args.startup_timeout).await?;
         let upstream = users_service.base_url().to_string();
-        let mut gateway_flags = vec!["--upstream", upstream.as_str()];
+        let deadline = humantime::format_duration(request_timeout).to_string();
+        let mut gateway_flags = vec!["--upstream", upstream.as_str(), "--deadline", &deadline];
         if http_signal {
             gateway_flags.push("--http-signal");
         }

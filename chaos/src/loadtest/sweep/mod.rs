@@ -375,7 +375,7 @@ pub async fn run(args: &SweepArgs) -> Result<u64, SweepError> {
     // Refused before any service starts: an endpoint with no route for a path (shm-http).
     let any_blob = UpstreamPath::blob(plan.blob(plan.patterns[0], plan.ladder.sizes()[0]));
     load::check_routes(&plan.endpoints, &RequestMix::path(any_blob))?;
-    let services = Services::start(&args.services, false, "sweep").await?;
+    let services = Services::start(&args.services, false, args.timeout, "sweep").await?;
     let result = measure(&plan, &services, args).await;
     let environment = services.describe();
     services.stop().await?;
