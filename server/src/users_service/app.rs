@@ -37,8 +37,6 @@ use crate::telemetry;
 use crate::transport_header::Transport;
 
 use super::bodies::Bodies;
-use super::channel_routes::ChannelRoutes;
-use super::sealed_bodies::SealedBodies;
 use super::shm_producer::{ShmArgs, ShmProducer, StartError};
 use super::streamed_body;
 
@@ -81,56 +79,16 @@ pub struct AppState {
 
 pub(super) struct Shared {
     pub(super) bodies: Arc<Bodies>,
-    http_signal: bool,
+    pub(super) http_signal: bool,
     /// The largest `GET /blobs` size: `--max-payload`, the limit of every users-service body.
     pub(super) max_blob_size: u64,
     /// The segment, or why it could not be created (always a [`StartError::Create`]): then
     /// only REST is served.
-    shm: Result<Arc<ShmProducer>, StartError>,
-    metrics: PrometheusHandle,
+    pub(super) shm: Result<Arc<ShmProducer>, StartError>,
+    pub(super) metrics: PrometheusHandle,
 }
 
 impl AppState {
-    /// Creates the shared-memory segment and starts serving its descriptor. A segment that
-    /// cannot be created (no space, no memory) is logged once and leaves users-service serving
-    /// REST only; a setting it must not start with is an error.
-    pub fn new(args: &Args) -> Result<AppState, StartError> {
-        let bodies = Arc::new(Bodies::new(args.cache));
-        let runtime = tokio::runtime::Handle::current();
-        // The channel answers with the app's own routes, so it refers back to the state that
-        // owns it: weakly, so that dropping the state drops the channel.
-        let inner = Arc::new_cyclic(|state| {
-            let routes = ChannelRoutes::new(
-                state.clone(),
-                runtime,
-                SealedBodies::new(args.cache, args.shm.max_payload),
-                u64::from(args.shm.slot_size),
-            );
-            Shared {
-                bodies,
-                http_signal: args.http_signal,
-                max_blob_size: args.shm.max_payload,
-                shm: ShmProducer::start(&args.shm, Arc::new(routes)).map(Arc::new),
-                metrics: telemetry::metrics_handle(),
-            }
-        });
-        match &inner.shm {
-            Err(error @ StartError::Create { .. }) => tracing::error!(
-                reason = error.to_string(),
-                "starting without shared memory: no control socket; POST /shm/users, GET \
-                 /shm/segment and /readyz answer 503"
-            ),
-            Err(_) => {
-                let Err(error) = Arc::into_inner(inner).expect("not shared yet").shm else {
-                    unreachable!("matched an error")
-                };
-                return Err(error);
-            }
-            Ok(_) => {}
-        }
-        Ok(AppState { inner })
-    }
-
     pub(super) fn from_shared(inner: Arc<Shared>) -> AppState {
         AppState { inner }
     }
@@ -158,7 +116,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// The routes both transports serve: over HTTP inside [`app`]'s telemetry, over the control
-/// channel as they are ([`ChannelRoutes`]).
+/// channel as they are ([`ChannelRoutes`](super::channel_routes::ChannelRoutes)).
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/users", get(get_users))
