@@ -16,8 +16,9 @@ use shmbridge_chaos::loadtest::compare::{self, CompareArgs, CompareError};
 use shmbridge_chaos::loadtest::load::progress::Progress;
 use shmbridge_chaos::loadtest::load::verify::BodyChecker;
 use shmbridge_chaos::loadtest::load::{self, LoadError, check_target};
-use shmbridge_chaos::loadtest::output::{OutputError, write_report};
+use shmbridge_chaos::loadtest::output::{OutputError, write_comparison, write_report, write_sweep};
 use shmbridge_chaos::loadtest::report::{RunReport, payload_sizes};
+use shmbridge_chaos::loadtest::services::{SERVE_GATEWAY, SERVE_USERS_SERVICE};
 use shmbridge_chaos::loadtest::sweep::{self, SweepArgs, SweepError};
 use shmbridge_server::dataset::users_json;
 use shmbridge_server::{gateway, users_service};
@@ -63,9 +64,9 @@ enum Command {
     HoldSlot(HoldSlotArgs),
     #[command(name = "rogue-hog", hide = true)]
     RogueHog(RogueHogArgs),
-    #[command(name = compare::SERVE_USERS_SERVICE, hide = true)]
+    #[command(name = SERVE_USERS_SERVICE, hide = true)]
     ServeUsersService(users_service::Args),
-    #[command(name = compare::SERVE_GATEWAY, hide = true)]
+    #[command(name = SERVE_GATEWAY, hide = true)]
     ServeGateway(gateway::Args),
 }
 
@@ -125,9 +126,13 @@ async fn serve(service: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
     }
 }
 
-/// Why `load` failed.
+/// Why `compare`, `sweep` or `load` failed: the run, or writing its report.
 #[derive(Debug, thiserror::Error)]
-enum LoadCommandError {
+enum MeasureError {
+    #[error(transparent)]
+    Compare(#[from] CompareError),
+    #[error(transparent)]
+    Sweep(#[from] SweepError),
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error(transparent)]
@@ -178,15 +183,19 @@ async fn run_command(args: RunArgs) -> Result<ExitCode, RunError> {
     }
 }
 
-async fn compare_command(args: CompareArgs) -> Result<ExitCode, CompareError> {
-    compare::run(&args).await.map(corrupt_exit)
+async fn compare_command(args: CompareArgs) -> Result<ExitCode, MeasureError> {
+    let comparison = compare::run(&args).await?;
+    write_comparison(&comparison, &args.output)?;
+    Ok(corrupt_exit(comparison.corrupt()))
 }
 
-async fn sweep_command(args: SweepArgs) -> Result<ExitCode, SweepError> {
-    sweep::run(&args).await.map(corrupt_exit)
+async fn sweep_command(args: SweepArgs) -> Result<ExitCode, MeasureError> {
+    let sweep = sweep::run(&args).await?;
+    write_sweep(&sweep, &args.output)?;
+    Ok(corrupt_exit(sweep.result.corrupt()))
 }
 
-async fn load_command(args: LoadArgs) -> Result<ExitCode, LoadCommandError> {
+async fn load_command(args: LoadArgs) -> Result<ExitCode, MeasureError> {
     check_target(&args.target, args.allow_remote)?;
     let config = args.profile.load_config(args.target.clone())?;
     let checker = Arc::new(BodyChecker::new(users_json));

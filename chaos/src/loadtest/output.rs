@@ -1,13 +1,19 @@
 //! Writes a finished run's report: Markdown to stdout, and the CSV, JSON and HTML files asked for
-//! (a capacity session: Markdown and JSON; a sweep: Markdown, JSON and HTML).
+//! (a capacity session: Markdown and JSON; a sweep: Markdown, JSON and HTML). The runners
+//! (`compare`, `sweep`, `load`) only measure and return what they measured; this is the one
+//! place that turns it into a report and writes it.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use crate::loadtest::cli::OutputArgs;
+use crate::loadtest::compare::Comparison;
 use crate::loadtest::report::capacity::{self, CapacityReport};
+use crate::loadtest::report::machine::MachineInfo;
 use crate::loadtest::report::sweep::{self, SweepReport};
 use crate::loadtest::report::{RunReport, csv, html, json, markdown};
+use crate::loadtest::sweep::SweepRun;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -19,6 +25,46 @@ pub enum OutputError {
     Chart(#[from] html::ChartError),
     #[error("cannot encode the JSON report: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+/// `compare`'s report, mixed or `--capacity`.
+pub fn write_comparison(comparison: &Comparison, output: &OutputArgs) -> Result<(), OutputError> {
+    match comparison {
+        Comparison::Mixed(run) => write_report(
+            &RunReport::new(
+                &run.config,
+                &run.stats,
+                run.payload_bytes.clone(),
+                run.environment.clone(),
+            ),
+            output,
+        ),
+        Comparison::Capacity(session) => write_capacity_report(
+            &CapacityReport::new(
+                &session.plan,
+                &session.base,
+                &session.result,
+                session.payload_bytes,
+                session.cache,
+                session.environment.clone(),
+            ),
+            output,
+        ),
+    }
+}
+
+/// `sweep`'s report, dated now.
+pub fn write_sweep(run: &SweepRun, output: &OutputArgs) -> Result<(), OutputError> {
+    write_sweep_report(
+        &SweepReport {
+            plan: &run.plan,
+            result: &run.result,
+            machine: MachineInfo::detect(),
+            date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            environment: run.environment.clone(),
+        },
+        output,
+    )
 }
 
 pub fn write_report(report: &RunReport<'_>, output: &OutputArgs) -> Result<(), OutputError> {
@@ -43,7 +89,7 @@ pub fn write_report(report: &RunReport<'_>, output: &OutputArgs) -> Result<(), O
 
 /// `compare --capacity`'s report; `--csv` and `--html` are refused by its command line, since
 /// their layouts describe one mixed run.
-pub fn write_capacity_report(
+fn write_capacity_report(
     report: &CapacityReport<'_>,
     output: &OutputArgs,
 ) -> Result<(), OutputError> {
@@ -55,10 +101,7 @@ pub fn write_capacity_report(
 }
 
 /// `sweep`'s report: Markdown, and the JSON and HTML asked for (its caller refuses `--csv`).
-pub fn write_sweep_report(
-    report: &SweepReport<'_>,
-    output: &OutputArgs,
-) -> Result<(), OutputError> {
+fn write_sweep_report(report: &SweepReport<'_>, output: &OutputArgs) -> Result<(), OutputError> {
     write_stdout(&sweep::render_markdown(report))?;
     if let Some(path) = &output.json {
         write_file(path, &sweep::render_json(report)?)?;

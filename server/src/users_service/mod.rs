@@ -7,6 +7,7 @@ mod channel_routes;
 mod sealed_bodies;
 pub mod shm_producer;
 pub mod stale_segment;
+mod start;
 mod streamed_body;
 
 pub use app::{AppState, Args, app, run};

@@ -4,6 +4,7 @@
 //! that never answers.
 
 mod control_frame;
+mod pick;
 mod sealed_tickets;
 mod segment_image;
 mod silent_socket;

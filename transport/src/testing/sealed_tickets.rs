@@ -20,7 +20,7 @@ use crate::producer::Producer;
 use crate::sealed::{SealedBytes, SealedPayload};
 use crate::segment::Segment;
 
-use super::slot_ops::index;
+use super::pick::index;
 
 /// The largest sealed payload a simulated producer publishes.
 pub(super) const MAX_PAYLOAD: usize = 1024;

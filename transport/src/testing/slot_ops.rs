@@ -26,6 +26,7 @@ use crate::producer::{Producer, ProducerOptions, WriteGuard};
 use crate::reaper::MAX_DEADLINE_AHEAD;
 use crate::segment::{Segment, SegmentConfig};
 use crate::testing::ManualHost;
+use crate::testing::pick::{index, pick};
 use crate::testing::sealed_tickets::{
     MAX_PAYLOAD, SEALED_ROOM, SealedModel, assert_no_payload_left,
 };
@@ -510,15 +511,6 @@ pub fn check_slot_ops(ops: &[Op]) {
         assert_eq!(in_flight, 0, "identity {id} still counts sealed bytes");
     }
     assert_no_payload_left(&payloads);
-}
-
-pub(super) fn index(len: usize, pick: u8) -> Option<usize> {
-    (len > 0).then(|| usize::from(pick) % len)
-}
-
-fn pick<T>(items: &mut [T], pick: u8) -> Option<&mut T> {
-    let len = items.len();
-    index(len, pick).map(|i| &mut items[i])
 }
 
 fn extract<T>(items: &mut Vec<T>, matches: impl Fn(&T) -> bool) -> Vec<T> {

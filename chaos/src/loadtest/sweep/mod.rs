@@ -20,7 +20,7 @@ pub mod summary;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use shmbridge::ProducerOptions;
 use shmbridge_server::blobs::{BlobPattern, BlobQuery};
@@ -28,7 +28,6 @@ use shmbridge_server::dataset::DEFAULT_SEED;
 
 use crate::loadtest::capacity::{self, CapacityPlan, CapacityResult, DEFAULT_ENDPOINTS, RoundLoad};
 use crate::loadtest::cli::OutputArgs;
-use crate::loadtest::compare::{CompareError, ServiceArgs, Services};
 use crate::loadtest::load::endpoint::{Endpoint, EndpointMix};
 use crate::loadtest::load::open_loop::OpenLoopProfile;
 use crate::loadtest::load::request::RequestContext;
@@ -37,9 +36,7 @@ use crate::loadtest::load::target::{RequestMix, Resource, UpstreamPath};
 use crate::loadtest::load::users::{ThinkTime, UsersProfile};
 use crate::loadtest::load::verify::BodyChecker;
 use crate::loadtest::load::{self, LoadConfig, LoadError, LoadModel};
-use crate::loadtest::output::{OutputError, write_sweep_report};
-use crate::loadtest::report::machine::MachineInfo;
-use crate::loadtest::report::sweep::SweepReport;
+use crate::loadtest::services::{ServiceArgs, Services, ServicesError};
 use ladder::{DEFAULT_LADDER, Ladder, Size};
 use rss::{PeakMethod, PeakRss, PeakStep};
 
@@ -207,11 +204,9 @@ impl fmt::Display for SizeSubset {
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
     #[error(transparent)]
-    Services(#[from] CompareError),
+    Services(#[from] ServicesError),
     #[error(transparent)]
     Load(#[from] LoadError),
-    #[error(transparent)]
-    Output(#[from] OutputError),
     #[error("sweep writes no CSV (its rows are sizes, not Locust's); use --json")]
     CsvUnsupported,
 }
@@ -366,8 +361,16 @@ impl SweepResult {
     }
 }
 
-/// Runs the whole sweep and returns the number of corrupt bodies seen.
-pub async fn run(args: &SweepArgs) -> Result<u64, SweepError> {
+/// A finished sweep, with the services already stopped.
+pub struct SweepRun {
+    pub plan: SweepPlan,
+    pub result: SweepResult,
+    /// Where the services ran, for the report.
+    pub environment: String,
+}
+
+/// Runs the whole sweep and returns what it measured; the caller writes the report.
+pub async fn run(args: &SweepArgs) -> Result<SweepRun, SweepError> {
     if args.output.csv.is_some() {
         return Err(SweepError::CsvUnsupported);
     }
@@ -379,16 +382,11 @@ pub async fn run(args: &SweepArgs) -> Result<u64, SweepError> {
     let result = measure(&plan, &services, args).await;
     let environment = services.describe();
     services.stop().await?;
-    let result = result?;
-    let report = SweepReport {
-        plan: &plan,
-        result: &result,
-        machine: MachineInfo::detect(),
-        date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+    Ok(SweepRun {
+        plan,
+        result: result?,
         environment,
-    };
-    write_sweep_report(&report, &args.output)?;
-    Ok(result.corrupt())
+    })
 }
 
 async fn measure(

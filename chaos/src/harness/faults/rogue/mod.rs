@@ -27,33 +27,26 @@
 //! recovery time then measures how long the gateway went without a verified shm answer while the
 //! hog held everything it could take, which the per-peer limit must keep short.
 
-use std::io;
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use rand::{Rng, RngCore, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use shmbridge::attach_via_socket_read_only;
-use shmbridge::control::frame::{Answer, MAX_REQUEST_FRAME_LEN};
-use shmbridge::control::{Refusal, RefusalCode};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
-use super::class::{ATTACH_TIMEOUT, Fault, FaultClass, FaultContext, Injected};
+use super::class::{Fault, FaultClass, FaultContext, Injected};
 use super::error::{FaultError, InjectError};
 use super::spec::DurationRange;
 use crate::loadtest::load::endpoint::Endpoint;
 use crate::process::role::Role;
-use crate::segment::SegmentError;
 
+mod garbage;
+mod hog;
 mod peer;
 
-use peer::publish_frame;
+pub use garbage::Garbage;
+pub use hog::{RogueHogArgs, judge_hog, rogue_hog};
+use hog::{hog_injected, hog_kill};
 pub use peer::{
     Closure, Hog, HogEnd, HogReport, RawPeer, Withdrawal, publish_len, send_garbage, send_truncated,
 };
@@ -63,20 +56,6 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long users-service may take to withdraw a closed connection's unredeemed publications.
 /// The transport's own test holds it to 100 ms on an idle machine; this allows for the load.
 pub const WITHDRAW_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a `rogue-hog` child may take to connect, hog and report.
-const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a `rogue-hog` child lives if nobody kills it: far longer than any hold.
-const HOG_LIFETIME: Duration = Duration::from_secs(60);
-/// Reserved bytes of a version-2 publish frame: in the common header and after `request_len`.
-const PUBLISH_RESERVED: [usize; 6] = [6, 7, 28, 29, 30, 31];
-/// The longest random garbage frame: past the producer's receive buffer, so the kernel cuts
-/// it (it never starts with the magic, so it is never taken for an oversized request).
-const MAX_GARBAGE_LEN: usize = MAX_REQUEST_FRAME_LEN + 16;
-/// The longest wrong-length frame: a publish frame longer than this is refused and answered,
-/// not closed.
-const MAX_WRONG_LENGTH: usize = MAX_REQUEST_FRAME_LEN;
-/// The magic every frame starts with (`shmbridge::control::frame`).
-const FRAME_MAGIC: &[u8] = b"SHMC";
 
 /// `[fault.rogue-peer]`: a same-uid process that is not the gateway misbehaving on the
 /// control socket.
@@ -140,86 +119,6 @@ pub enum Attack {
         #[serde(serialize_with = "crate::loadtest::load::serialize_seconds")]
         hold: Duration,
     },
-}
-
-/// A frame the producer must refuse to read, and close the connection for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "shape", rename_all = "kebab-case")]
-pub enum Garbage {
-    /// `len` random bytes drawn from `seed` (never a valid frame).
-    Random { len: usize, seed: u64 },
-    /// A valid publish frame cut or zero-padded to `len` bytes (at most the longest publish
-    /// frame).
-    WrongLength { len: usize },
-    /// A valid publish frame with the reserved byte at `offset` set to `value`.
-    Reserved { offset: usize, value: u8 },
-    /// A producer's answer, sent to the producer.
-    WrongDirection,
-}
-
-impl Garbage {
-    fn draw(rng: &mut ChaCha8Rng) -> Garbage {
-        match rng.random_range(0..4) {
-            0 => Garbage::Random {
-                len: rng.random_range(1..=MAX_GARBAGE_LEN),
-                seed: rng.random(),
-            },
-            1 => {
-                let len = rng.random_range(16..MAX_WRONG_LENGTH);
-                Garbage::WrongLength {
-                    len: if len >= publish_len() { len + 1 } else { len },
-                }
-            }
-            2 => Garbage::Reserved {
-                offset: PUBLISH_RESERVED[rng.random_range(0..PUBLISH_RESERVED.len())],
-                value: rng.random_range(1..=u8::MAX),
-            },
-            _ => Garbage::WrongDirection,
-        }
-    }
-
-    fn shape(&self) -> &'static str {
-        match self {
-            Garbage::Random { .. } => "random",
-            Garbage::WrongLength { .. } => "wrong length",
-            Garbage::Reserved { .. } => "reserved byte",
-            Garbage::WrongDirection => "wrong direction",
-        }
-    }
-
-    /// The bytes sent.
-    pub fn bytes(&self) -> Vec<u8> {
-        match *self {
-            Garbage::Random { len, seed } => {
-                let mut bytes = vec![0; len];
-                ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut bytes);
-                // Random bytes start with the magic once in 2^32 draws; never let them parse,
-                // nor be answered as another version's frame or an oversized request.
-                if bytes.starts_with(FRAME_MAGIC) {
-                    bytes[0] ^= 0xff;
-                }
-                bytes
-            }
-            Garbage::WrongLength { len } => {
-                let mut bytes = publish_frame();
-                bytes.resize(len, 0);
-                bytes
-            }
-            Garbage::Reserved { offset, value } => {
-                let mut bytes = publish_frame();
-                bytes[offset] = value;
-                bytes
-            }
-            Garbage::WrongDirection => Answer::Refused {
-                id: 1,
-                refusal: Refusal {
-                    code: RefusalCode::Exhausted,
-                    detail: 0,
-                },
-            }
-            .encode(),
-        }
-    }
 }
 
 impl FaultClass for RoguePeerSpec {
@@ -367,164 +266,13 @@ fn judge_truncated(len: usize, probe: Result<Duration, String>) -> (String, Opti
     }
 }
 
-/// The note and violation of a hog fault: the refusal must be the typed busy answer at the
-/// limit, and every publication must be withdrawn once the connection closed.
-pub fn judge_hog(report: &HogReport, withdrawal: Withdrawal) -> (String, Option<String>) {
-    let taken = report.held.len();
-    let mut violations = Vec::new();
-    let refusal = match &report.end {
-        HogEnd::PeerBusy { limit } => {
-            if taken as u64 != *limit {
-                violations.push(format!(
-                    "refused as peer-busy after {taken} publications, but its limit is {limit}"
-                ));
-            }
-            format!("refused peer-busy (limit {limit})")
-        }
-        HogEnd::SegmentBusy { limit } => format!("refused segment-busy (limit {limit})"),
-        HogEnd::OtherRefusal { refusal } => {
-            violations.push(format!(
-                "the hog was refused with {refusal:?}, not a busy answer"
-            ));
-            format!("refused: {refusal}")
-        }
-        HogEnd::Failed { error } => {
-            violations.push(format!("the hog's request failed unrefused: {error}"));
-            format!("failed: {error}")
-        }
-        HogEnd::NeverRefused => {
-            violations.push(format!(
-                "the hog took {taken} publications, more than the segment has slots, and was never refused"
-            ));
-            "never refused".to_owned()
-        }
-    };
-    let withdrawn = match withdrawal.after {
-        Some(after) => format!(
-            "{} withdrawn {:.1} ms after the close",
-            withdrawal.at_close,
-            after.as_secs_f64() * 1e3
-        ),
-        None => {
-            violations.push(format!(
-                "{} of the hog's {} publications still waited {WITHDRAW_TIMEOUT:?} after its connection closed",
-                withdrawal.left, withdrawal.at_close
-            ));
-            format!(
-                "{} of {} not withdrawn",
-                withdrawal.left, withdrawal.at_close
-            )
-        }
-    };
-    let expired = taken - withdrawal.at_close.min(taken);
-    let expired = if expired > 0 {
-        format!(" ({expired} gone before the close)")
-    } else {
-        String::new()
-    };
-    (
-        format!("took {taken} publications, {refusal}; {withdrawn}{expired}"),
-        (!violations.is_empty()).then(|| violations.join("; ")),
-    )
-}
-
-/// A hog fault's record: back from the moment it held its limit (see the module doc).
-fn hog_injected(
-    report: &HogReport,
-    withdrawal: Withdrawal,
-    holding: tokio::time::Instant,
-) -> Injected {
-    let (note, violation) = judge_hog(report, withdrawal);
-    Injected {
-        back: Some(holding),
-        note: Some(note),
-        violation,
-    }
-}
-
-/// Starts a `rogue-hog` child, lets it hold for `hold`, SIGKILLs it and watches its
-/// publications be withdrawn.
-async fn hog_kill(
-    program: &Path,
-    socket: &str,
-    hold: Duration,
-    context: &mut FaultContext<'_>,
-) -> Result<Injected, FaultError> {
-    let segment = attach_via_socket_read_only(socket, ATTACH_TIMEOUT)
-        .map_err(|source| SegmentError::Attach {
-            socket: socket.to_owned(),
-            source,
-        })
-        .map_err(InjectError::from)?;
-    let mut child = Command::new(program)
-        .args(["rogue-hog", "--socket", socket])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|error| InjectError::io("start the rogue-hog child", error))?;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let line = tokio::time::timeout(REPORT_TIMEOUT, BufReader::new(stdout).lines().next_line())
-        .await
-        .map_err(|_| InjectError::io("read the rogue-hog's report", io::ErrorKind::TimedOut))?
-        .map_err(|error| InjectError::io("read the rogue-hog's report", error))?
-        .ok_or_else(|| {
-            InjectError::io(
-                "read the rogue-hog's report",
-                io::Error::other("it exited without one"),
-            )
-        })?;
-    let report: HogReport = serde_json::from_str(&line)
-        .map_err(|error| InjectError::io(format!("read the rogue-hog's report {line:?}"), error))?;
-    let holding = tokio::time::Instant::now();
-    context.supervisor.watch(hold, None).await?;
-    let held = report.held.clone();
-    // SIGKILL, then reap: the kernel closes the child's connection as it dies. The blocking
-    // task must not reap it while the harness's runtime does, so it only sends the signal.
-    let pid = child.id().map(|pid| Pid::from_raw(pid as i32));
-    let withdrawal = blocking("hog-kill withdrawal", move || {
-        Ok(Withdrawal::close_and_wait(
-            &segment,
-            &held,
-            || {
-                if let Some(pid) = pid {
-                    let _ = kill(pid, Signal::SIGKILL);
-                }
-            },
-            WITHDRAW_TIMEOUT,
-        ))
-    })
-    .await?;
-    child
-        .wait()
-        .await
-        .map_err(|error| InjectError::io("reap the rogue-hog", error))?;
-    Ok(hog_injected(&report, withdrawal, holding))
-}
-
-/// The hidden `rogue-hog` subcommand: a hog in a process of its own, to be SIGKILLed.
-#[derive(clap::Args, Debug)]
-pub struct RogueHogArgs {
-    /// Abstract socket serving the segment and its control channel.
-    #[arg(long)]
-    pub socket: String,
-}
-
-/// Takes what it can, prints its [`HogReport`] as one JSON line, and holds it until killed
-/// (or [`HOG_LIFETIME`] passed).
-pub async fn rogue_hog(args: RogueHogArgs) -> anyhow::Result<()> {
-    let hog = tokio::task::spawn_blocking(move || Hog::take(&args.socket)).await??;
-    println!("{}", serde_json::to_string(&hog.report())?);
-    tokio::time::sleep(HOG_LIFETIME).await;
-    drop(hog);
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
-    use shmbridge::control::frame::Request;
+    use rand::SeedableRng;
+    use shmbridge::control::frame::{MAX_REQUEST_FRAME_LEN, Request};
 
+    use super::garbage::{FRAME_MAGIC, MAX_GARBAGE_LEN, MAX_WRONG_LENGTH, PUBLISH_RESERVED};
+    use super::peer::publish_frame;
     use super::*;
     use crate::harness::faults::{FaultAction, FaultSpec};
     use crate::harness::schedule::plan;
