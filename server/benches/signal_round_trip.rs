@@ -36,6 +36,7 @@ use shmbridge::control::Publication;
 use shmbridge::http::HttpRequest;
 use shmbridge::{ConsumerOptions, Handle};
 use shmbridge_server::dataset::{DEFAULT_COUNT, DEFAULT_SEED, users_json};
+use shmbridge_server::gateway::MemoryBudget;
 use shmbridge_server::gateway::shm_consumer::{Attachment, ShmClient};
 use shmbridge_server::gateway::upstream::Upstream;
 use shmbridge_server::query::UsersQuery;
@@ -158,7 +159,9 @@ impl Bench {
             .build()
             .expect("the client runtime starts");
         let base = service.url().parse().expect("the service's URL parses");
-        let upstream = Upstream::new(base, DEADLINE, 4).expect("the HTTP client builds");
+        // The bench holds one body at a time: any budget above the largest will do.
+        let budget = MemoryBudget::new(1 << 30);
+        let upstream = Upstream::new(base, DEADLINE, 4, budget).expect("the HTTP client builds");
         let shm = ShmClient::new(
             None,
             Vec::new(),

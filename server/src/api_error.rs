@@ -93,6 +93,10 @@ pub enum ApiError {
     /// A path the gateway neither serves nor forwards (private, or outside `--forward-prefix`).
     #[error("no such route")]
     NotForwarded,
+    /// Answering would take the gateway past its memory budget (`--memory-budget`): the bytes
+    /// of answers it holds for requests in flight. Refused at once, not queued.
+    #[error("the gateway is busy")]
+    GatewayBusy { wanted: u64, budget: u64 },
     /// A failure inside this service that the client cannot act on.
     #[error("internal error")]
     Internal { reason: String },
@@ -218,7 +222,8 @@ impl ApiError {
             | ApiError::ShmBusy { .. }
             | ApiError::ShmUnavailable { .. }
             | ApiError::SegmentUnavailable { .. }
-            | ApiError::ShmStale { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::ShmStale { .. }
+            | ApiError::GatewayBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::HttpSignalDisabled | ApiError::NotForwarded => StatusCode::NOT_FOUND,
             ApiError::RequestNotForwardable { .. } => StatusCode::BAD_REQUEST,
             ApiError::BadUpstream { .. } | ApiError::ShmCorrupt { .. } => StatusCode::BAD_GATEWAY,
@@ -257,6 +262,7 @@ impl ApiError {
             ApiError::RequestTooLarge { .. } => "request_too_large",
             ApiError::RequestNotForwardable { .. } => "request_not_forwardable",
             ApiError::NotForwarded => "not_found",
+            ApiError::GatewayBusy { .. } => "gateway_busy",
             ApiError::Internal { .. } => "internal",
         }
     }
@@ -284,6 +290,9 @@ impl ApiError {
                 humantime::format_duration(*deadline)
             ))),
             ApiError::ShmBusy { refusal } => Some(Cow::Owned(refusal.to_string())),
+            ApiError::GatewayBusy { wanted, budget } => Some(Cow::Owned(format!(
+                "{wanted} bytes more would take the answers in flight past the memory budget of {budget} bytes"
+            ))),
             ApiError::BadQuery(_)
             | ApiError::TooLargeForSlot { .. }
             | ApiError::PayloadTooLarge { .. }
@@ -347,7 +356,8 @@ impl IntoResponse for ApiError {
         let code = self.code();
         // Losing and regaining users-service is logged once by `Upstream`, attach problems once
         // by `ShmClient`, and a segment that could not be created once at start-up, not per
-        // request; a payload too large for a slot is the client's choice of count, not a fault.
+        // request; a payload too large for a slot is the client's choice of count, not a fault;
+        // load shed for the memory budget is counted in `gateway_busy_total`.
         let logged_elsewhere = matches!(
             self,
             ApiError::UpstreamUnavailable { .. }
@@ -357,6 +367,7 @@ impl IntoResponse for ApiError {
                 | ApiError::SegmentUnavailable { .. }
                 | ApiError::TooLargeForSlot { .. }
                 | ApiError::UpstreamRejected { .. }
+                | ApiError::GatewayBusy { .. }
         );
         let reason = self.internal_reason().unwrap_or_default();
         if status == StatusCode::INTERNAL_SERVER_ERROR {

@@ -102,11 +102,16 @@ pub struct Address {
 /// The exact JSON body (a compact array) both endpoints return for `count` users from `seed`,
 /// in memory: [`write_users_json`] into a `Vec`.
 pub fn users_json(count: u32, seed: u64) -> Vec<u8> {
-    // Records average ~365 bytes; reserving 512 each means one allocation instead of a dozen
-    // grow-and-copy steps, and untouched capacity costs no memory pages.
-    let mut body = Vec::with_capacity(2 + count as usize * 512);
+    let mut body = Vec::with_capacity(users_json_capacity(count));
     write_users_json(count, seed, &mut body).expect("writing into a Vec cannot fail");
     body
+}
+
+/// The buffer [`users_json`] allocates for `count` users, which the body never outgrows.
+/// Records average ~365 bytes; reserving 512 each means one allocation instead of a dozen
+/// grow-and-copy steps, and untouched capacity costs no memory pages.
+pub fn users_json_capacity(count: u32) -> usize {
+    2 + count as usize * 512
 }
 
 /// Writes the body of `count` users from `seed` (the bytes of [`users_json`]) into `out`,

@@ -43,11 +43,15 @@ impl Payload {
     /// The response every users endpoint sends for a payload: the headers of
     /// [`BodySummary::response_headers`] and the bytes.
     pub fn into_response(self, transport: Transport) -> Response {
-        let summary = BodySummary {
+        (self.summary().response_headers(transport), self.bytes).into_response()
+    }
+
+    /// Its length and crc32.
+    pub fn summary(&self) -> BodySummary {
+        BodySummary {
             len: self.bytes.len() as u64,
             crc32: self.crc32,
-        };
-        (summary.response_headers(transport), self.bytes).into_response()
+        }
     }
 }
 

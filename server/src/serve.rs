@@ -1,15 +1,20 @@
 //! Running a router the way both services do: bind (port 0 allowed), print the one
 //! machine-readable `listening on ADDR` line on stdout, serve until SIGTERM or Ctrl-C, then drain
-//! in-flight requests for at most the shutdown deadline.
+//! in-flight requests for at most the shutdown deadline. Every accepted connection has a write
+//! timeout: a client that stops reading has its connection closed, and the response it pinned
+//! (its bytes, a sealed mapping, the gateway's memory reservation) is dropped.
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use tokio::net::TcpListener;
+use axum::serve::Listener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio_io_timeout::TimeoutStream;
 
 /// Options every service shares, flattened into each service's `Args`.
 #[derive(clap::Args, Clone, Debug)]
@@ -20,6 +25,10 @@ pub struct CommonArgs {
     /// How long in-flight requests may run after SIGTERM/Ctrl-C before the process exits anyway.
     #[arg(long, env = "SHMBRIDGE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// How long a write to a client may make no progress before the connection is closed (a
+    /// client that stopped reading cannot keep a response's bytes in memory).
+    #[arg(long, env = "SHMBRIDGE_WRITE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
 }
 
 /// Binds `listen`, returning the listener and the address actually bound.
@@ -72,14 +81,43 @@ impl ShutdownSignal {
     }
 }
 
+/// Accepts as a `TcpListener` does, each connection with a write timeout.
+struct WriteTimeoutListener {
+    inner: TcpListener,
+    write_timeout: Duration,
+}
+
+impl Listener for WriteTimeoutListener {
+    // Pinned in a box: `TimeoutStream` holds its timers in place, and the server wants `Unpin`.
+    type Io = Pin<Box<TimeoutStream<TcpStream>>>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (stream, address) = Listener::accept(&mut self.inner).await;
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(self.write_timeout));
+        (Box::pin(stream), address)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` fires, then lets in-flight requests finish
-/// for at most `drain_timeout`. Returns once the server has stopped.
+/// for at most `common.shutdown_timeout`; every connection has `common.write_timeout`. Returns
+/// once the server has stopped.
 pub async fn serve_until_signal(
     listener: TcpListener,
     router: Router,
     shutdown: ShutdownSignal,
-    drain_timeout: Duration,
+    common: &CommonArgs,
 ) -> anyhow::Result<()> {
+    let drain_timeout = common.shutdown_timeout;
+    let listener = WriteTimeoutListener {
+        inner: listener,
+        write_timeout: common.write_timeout,
+    };
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, router)
         .with_graceful_shutdown(async move {

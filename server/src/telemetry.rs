@@ -140,6 +140,16 @@ fn describe_metrics() {
     );
     describe_gauge!("shm_slots", Unit::Count, "Segment slots by state");
     describe_counter!(
+        "gateway_busy_total",
+        Unit::Count,
+        "Requests the gateway refused (503 gateway_busy) because their answer would go past --memory-budget"
+    );
+    describe_gauge!(
+        "gateway_memory_reserved_bytes",
+        Unit::Bytes,
+        "Bytes of answers reserved in the gateway's --memory-budget now"
+    );
+    describe_counter!(
         "shm_reclaims_total",
         Unit::Count,
         "Slots the reaper took back, by reason"
@@ -153,6 +163,7 @@ fn describe_metrics() {
         "shm_stale_handles_total",
         "shm_retries_total",
         "shm_fallbacks_total",
+        "gateway_busy_total",
     ] {
         metrics::counter!(name).increment(0);
     }

@@ -106,7 +106,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     tracing::info!(%bound, upstream = %args.upstream, deadline = ?args.deadline, transport = ?args.transport, "gateway listening");
-    serve_until_signal(listener, app(state), shutdown, args.common.shutdown_timeout).await
+    serve_until_signal(listener, app(state), shutdown, &args.common).await
 }
 
 /// What readiness depends on: users-service answering its health check, and an attachment to

@@ -84,6 +84,15 @@ pub struct Args {
     /// checksummed again. 0 checks every payload.
     #[arg(long, env = "SHMBRIDGE_KEEP_VERIFIED_BYTES", default_value_t = 160 << 20)]
     pub keep_verified_bytes: u64,
+    /// Bytes of answers the gateway holds for requests in flight, whichever way they came (REST
+    /// bodies as they arrive, copies out of slots, inline bodies, sealed mappings a response
+    /// still pins, users bodies it serializes itself), until each response is written. A
+    /// request whose answer would go past it is refused at once: 503 `gateway_busy` with
+    /// `Retry-After`. The default serves one body of the largest size users-service makes
+    /// (128 MiB) beside others; a body larger than the budget is always refused. The caches
+    /// (`--keep-verified-bytes`, the cached routes' 160 MiB each) are bounded apart from it.
+    #[arg(long, env = "SHMBRIDGE_MEMORY_BUDGET", default_value_t = 256 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub memory_budget: u64,
     /// Serve `/api/users-via-shm` (and `/api/users-via-shm-http`) over the REST path when shared
     /// memory fails (marked `x-transport: api-fallback` and counted). Off by default so shm
     /// failures stay visible. `--transport auto` falls back so for the routes it governs.

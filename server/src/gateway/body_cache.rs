@@ -111,6 +111,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::gateway::MemoryBudget;
     use crate::transport_header::Transport;
 
     fn answer(status: StatusCode, body: &'static [u8]) -> Answer {
@@ -123,6 +124,9 @@ mod tests {
             },
             transport: Transport::ShmInline,
             stages: Default::default(),
+            reservation: MemoryBudget::new(1 << 20)
+                .reserve(body.len() as u64)
+                .unwrap(),
         }
     }
 

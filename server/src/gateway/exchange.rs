@@ -28,19 +28,24 @@ use crate::api_error::{ApiError, BadAnswer};
 use crate::payload::CRC_HEADER;
 use crate::transport_header::Transport;
 
+use super::upstream::Reserved;
+
 use super::forward_request::ForwardRequest;
+use super::memory_budget::Reservation;
 use super::proxied_response::Proxied;
 use super::shm_consumer::Attachment;
 use super::stage_timing::{Stage, Stages};
 use super::state::Shared;
 use super::transport_choice::Route;
 
-/// An answer, the transport that carried it, and where its time went.
+/// An answer, the transport that carried it, where its time went, and the memory its body
+/// holds in the gateway's budget until it is written.
 #[derive(Debug)]
 pub struct Answer {
     pub proxied: Proxied,
     pub transport: Transport,
     pub stages: Stages,
+    pub reservation: Reservation,
 }
 
 /// What the client may be sent.
@@ -180,9 +185,11 @@ impl Answer {
         }
     }
 
-    /// The response to send ([`Proxied::into_response`]) with the stages' `Server-Timing`.
+    /// The response to send ([`Proxied::into_held_response`]) with the stages' `Server-Timing`.
     pub fn into_response(self) -> HttpResponse {
-        let mut response = self.proxied.into_response(self.transport);
+        let mut response = self
+            .proxied
+            .into_held_response(self.transport, self.reservation);
         self.stages.report(&mut response);
         response
     }
@@ -197,7 +204,10 @@ async fn over_rest(
 ) -> Result<Answer, ApiError> {
     let mut stages = Stages::default();
     let sent = Instant::now();
-    let answer = shared.upstream.forward(request).await?;
+    let Reserved {
+        answer,
+        reservation,
+    } = shared.upstream.forward(request).await?;
     stages.end(Stage::Upstream, sent);
     if expect == Expect::UsersBody
         && answer.status == StatusCode::OK
@@ -212,6 +222,7 @@ async fn over_rest(
         proxied: Proxied::from_rest(answer, request.is_head())?,
         transport,
         stages,
+        reservation,
     })
 }
 
@@ -238,6 +249,8 @@ async fn over_channel(
     if let Some(handle) = publication.handle() {
         record_handle(handle);
     }
+    // Before the copy or the mapping: a refusal here releases the publication unread.
+    let reservation = shared.budget.reserve(publication.len() as u64)?;
     let redeemed = Attachment::redeem(publication).await?;
     stages.end(Stage::Redeem, answered);
     let Response { head, body } = redeemed.response;
@@ -247,6 +260,7 @@ async fn over_channel(
         proxied,
         transport,
         stages,
+        reservation,
     })
 }
 

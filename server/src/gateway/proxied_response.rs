@@ -19,6 +19,7 @@ use crate::telemetry;
 use crate::transport_header::{TRANSPORT_HEADER, Transport};
 
 use super::hop_by_hop::{self, MAX_RESPONSE_HEADER_BYTES, MAX_RESPONSE_HEADERS};
+use super::memory_budget::{HeldBody, Reservation};
 use super::upstream::{self, RestAnswer};
 
 /// A verified answer, ready to send.
@@ -137,13 +138,22 @@ impl Proxied {
 
     /// The response: the status, the headers, `content-length`, `x-payload-crc32` and
     /// `x-transport: transport`. Notes the transport in the request span and counts the bytes in
-    /// `payload_bytes_total{transport}`.
+    /// `payload_bytes_total{transport}`. For an answer a cache holds (and bounds).
     pub fn into_response(self, transport: Transport) -> Response {
+        self.respond(transport, Body::from)
+    }
+
+    /// As [`Proxied::into_response`], the body keeping `reservation` until it is written.
+    pub fn into_held_response(self, transport: Transport, reservation: Reservation) -> Response {
+        self.respond(transport, |bytes| HeldBody::body(bytes, reservation))
+    }
+
+    fn respond(self, transport: Transport, body: impl FnOnce(Bytes) -> Body) -> Response {
         telemetry::record_transport(transport);
         metrics::counter!("payload_bytes_total", "transport" => transport.as_str())
             .increment(self.body.len() as u64);
         let len = self.body.len();
-        let mut response = (self.status, Body::from(self.body)).into_response();
+        let mut response = (self.status, body(self.body)).into_response();
         let headers = response.headers_mut();
         *headers = self.headers;
         if !headers.contains_key(header::CONTENT_LENGTH) {

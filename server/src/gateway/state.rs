@@ -15,6 +15,7 @@ use crate::telemetry;
 use super::args::Args;
 use super::body_cache::BodyCache;
 use super::forward_policy::ForwardPolicy;
+use super::memory_budget::MemoryBudget;
 use super::shm_consumer::ShmClient;
 use super::transport_choice::TransportChoice;
 use super::upstream::Upstream;
@@ -35,6 +36,8 @@ pub(super) struct Shared {
     /// `--forward-prefix` and `--private-prefix`.
     pub(super) policy: ForwardPolicy,
     pub(super) http_signal: bool,
+    /// `--memory-budget`: bytes of answers held for requests in flight.
+    pub(super) budget: MemoryBudget,
     /// `/api/users-cached`: users bodies the gateway serialized itself.
     pub(super) cached_users: QueryCache<Payload>,
     /// `/via-cached/*`: the upstream's verified 200 answers, by path and query.
@@ -57,8 +60,14 @@ pub enum StartError {
 impl AppState {
     pub fn new(args: &Args) -> Result<AppState, StartError> {
         let lease = slot_deadline::check(args.lease).map_err(StartError::BadLease)?;
-        let upstream = Upstream::new(args.upstream.clone(), args.deadline, args.pool_max_idle)
-            .map_err(StartError::Client)?;
+        let budget = MemoryBudget::new(args.memory_budget);
+        let upstream = Upstream::new(
+            args.upstream.clone(),
+            args.deadline,
+            args.pool_max_idle,
+            budget.clone(),
+        )
+        .map_err(StartError::Client)?;
         Ok(AppState {
             inner: Arc::new(Shared {
                 upstream,
@@ -79,6 +88,7 @@ impl AppState {
                     args.private_prefixes.clone(),
                 ),
                 http_signal: args.http_signal,
+                budget,
                 cached_users: QueryCache::default(),
                 cached_bodies: BodyCache::default(),
                 metrics: telemetry::metrics_handle(),

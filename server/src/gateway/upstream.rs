@@ -2,7 +2,8 @@
 //! bounded by one deadline, and every answer checked (content-length, crc32 header, handle
 //! syntax) before it is trusted. [`Upstream::forward`] is the REST transport of the reverse
 //! proxy: any method, path, query, headers and body, and any answer passed back; the other
-//! exchanges are the gateway's own (health, the segment's socket, the HTTP signal).
+//! exchanges are the gateway's own (health, the segment's socket, the HTTP signal). Every body
+//! read is reserved in the gateway's memory budget as it arrives (its declared length up front).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,7 @@ use crate::segment_info::SegmentInfo;
 use shmbridge::Handle;
 
 use super::forward_request::ForwardRequest;
+use super::memory_budget::{MemoryBudget, Reservation};
 
 /// Largest body accepted from users-service: the `MAX_COUNT` body is 91.2 MiB at the default
 /// seed (users vary by a few percent between seeds), so anything past this is garbage, not data.
@@ -33,12 +35,20 @@ pub struct RestAnswer {
     pub body: Payload,
 }
 
+/// A REST answer and the memory reservation its body holds, to be kept until it is written.
+#[derive(Debug)]
+pub struct Reserved<T> {
+    pub answer: T,
+    pub reservation: Reservation,
+}
+
 /// A users-service reachable over HTTP.
 #[derive(Clone, Debug)]
 pub struct Upstream {
     client: reqwest::Client,
     base: Url,
     deadline: Duration,
+    budget: MemoryBudget,
     /// Whether the last exchange reached users-service, so a loss and a recovery are each
     /// logged once instead of once per failed request.
     reachable: Arc<AtomicBool>,
@@ -47,7 +57,13 @@ pub struct Upstream {
 impl Upstream {
     /// A client for `base` (e.g. `http://127.0.0.1:8081`) keeping up to `max_idle` idle
     /// keep-alive connections, so steady traffic never pays a TCP handshake.
-    pub fn new(base: Url, deadline: Duration, max_idle: usize) -> reqwest::Result<Upstream> {
+    /// Bodies are reserved in `budget` as they arrive.
+    pub fn new(
+        base: Url,
+        deadline: Duration,
+        max_idle: usize,
+        budget: MemoryBudget,
+    ) -> reqwest::Result<Upstream> {
         let client = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(max_idle)
@@ -59,6 +75,7 @@ impl Upstream {
             client,
             base,
             deadline,
+            budget,
             reachable: Arc::new(AtomicBool::new(true)),
         })
     }
@@ -75,8 +92,12 @@ impl Upstream {
     /// Sends `request` to the upstream's same target and reads the whole answer, whatever its
     /// status: the body bounded by [`MAX_UPSTREAM_BODY_BYTES`], its length checked against a
     /// declared `content-length`, its crc32 against `x-payload-crc32` when the upstream sent one
-    /// (a malformed one is refused too). The answer to a `HEAD` has no body to check.
-    pub async fn forward(&self, request: &ForwardRequest) -> Result<RestAnswer, ApiError> {
+    /// (a malformed one is refused too), and reserved in the memory budget as it arrives. The
+    /// answer to a `HEAD` has no body to check.
+    pub async fn forward(
+        &self,
+        request: &ForwardRequest,
+    ) -> Result<Reserved<RestAnswer>, ApiError> {
         let url = self.url(request.path(), request.query());
         self.bounded(async {
             let mut builder = self
@@ -91,17 +112,23 @@ impl Upstream {
             let status = response.status();
             let headers = response.headers().clone();
             if request.is_head() {
-                return Ok(RestAnswer {
-                    status,
-                    headers,
-                    body: Payload::from_bytes(Default::default()),
+                return Ok(Reserved {
+                    answer: RestAnswer {
+                        status,
+                        headers,
+                        body: Payload::from_bytes(Default::default()),
+                    },
+                    reservation: self.budget.reserve(0)?,
                 });
             }
             let claimed_crc = match response.headers().get(CRC_HEADER) {
                 Some(_) => Some(claimed_crc(&response)?),
                 None => None,
             };
-            let body = read_body(response).await?;
+            let Reserved {
+                answer: body,
+                reservation,
+            } = read_body(response, &self.budget).await?;
             if let Some(claimed) = claimed_crc.filter(|claimed| *claimed != body.crc32) {
                 metrics::counter!("checksum_failures_total", "transport" => "api").increment(1);
                 return Err(bad_upstream(BadAnswer::BodyCrc {
@@ -109,10 +136,13 @@ impl Upstream {
                     header: claimed,
                 }));
             }
-            Ok(RestAnswer {
-                status,
-                headers,
-                body,
+            Ok(Reserved {
+                answer: RestAnswer {
+                    status,
+                    headers,
+                    body,
+                },
+                reservation,
             })
         })
         .await
@@ -124,9 +154,9 @@ impl Upstream {
         let url = self.url("/shm/users", Some(&query.to_query_string()));
         self.bounded(async {
             let response = self.client.post(url).send().await.map_err(unreachable)?;
-            let response = accept_ok(response).await?;
+            let response = accept_ok(response, &self.budget).await?;
             let claimed_crc = claimed_crc(&response)?;
-            let body = read_body(response).await?.bytes;
+            let body = read_body(response, &self.budget).await?.answer.bytes;
             let text =
                 std::str::from_utf8(&body).map_err(|_| bad_upstream(BadAnswer::HandleNotUtf8))?;
             let handle: Handle = text.trim().parse().map_err(|error| {
@@ -151,7 +181,10 @@ impl Upstream {
         let url = self.url("/shm/segment", None);
         self.bounded(async {
             let response = self.client.get(url).send().await.map_err(unreachable)?;
-            let body = read_body(accept_ok(response).await?).await?.bytes;
+            let body = read_body(accept_ok(response, &self.budget).await?, &self.budget)
+                .await?
+                .answer
+                .bytes;
             serde_json::from_slice(&body)
                 .map_err(|error| bad_upstream(BadAnswer::SegmentInfo(error)))
         })
@@ -163,7 +196,7 @@ impl Upstream {
         let url = self.url("/healthz", None);
         self.bounded(async {
             let response = self.client.get(url).send().await.map_err(unreachable)?;
-            accept_ok(response).await.map(drop)
+            accept_ok(response, &self.budget).await.map(drop)
         })
         .await
     }
@@ -224,14 +257,17 @@ fn claimed_crc(response: &reqwest::Response) -> Result<u32, ApiError> {
 
 /// Passes a 200 through; turns any other status into the matching gateway error
 /// ([`status_error`]).
-async fn accept_ok(response: reqwest::Response) -> Result<reqwest::Response, ApiError> {
+async fn accept_ok(
+    response: reqwest::Response,
+    budget: &MemoryBudget,
+) -> Result<reqwest::Response, ApiError> {
     let status = response.status();
     if status == StatusCode::OK {
         return Ok(response);
     }
-    let body = read_body(response)
+    let body = read_body(response, budget)
         .await
-        .map(|payload| payload.bytes)
+        .map(|read| read.answer.bytes)
         .unwrap_or_default();
     Err(status_error(status, &body))
 }
@@ -285,10 +321,14 @@ pub fn status_error(status: StatusCode, body: &[u8]) -> ApiError {
 }
 
 /// Reads the whole body with its crc32, refusing one that disagrees with its content-length or
-/// exceeds [`MAX_UPSTREAM_BODY_BYTES`]. The crc32 is computed chunk by chunk as the body
-/// arrives, while each chunk is still in cache, and never as one long pass over a large body on
-/// the async worker.
-async fn read_body(mut response: reqwest::Response) -> Result<Payload, ApiError> {
+/// exceeds [`MAX_UPSTREAM_BODY_BYTES`], reserving it in `budget` (the declared length before
+/// the first byte, or chunk by chunk as it arrives). The crc32 is computed chunk by chunk as
+/// the body arrives, while each chunk is still in cache, and never as one long pass over a large
+/// body on the async worker.
+async fn read_body(
+    mut response: reqwest::Response,
+    budget: &MemoryBudget,
+) -> Result<Reserved<Payload>, ApiError> {
     let declared = response.content_length();
     if declared.is_some_and(|len| len > MAX_UPSTREAM_BODY_BYTES as u64) {
         return Err(bad_upstream(BadAnswer::DeclaredTooLarge {
@@ -296,6 +336,7 @@ async fn read_body(mut response: reqwest::Response) -> Result<Payload, ApiError>
             limit: MAX_UPSTREAM_BODY_BYTES,
         }));
     }
+    let mut reservation = budget.reserve(declared.unwrap_or(0))?;
     let mut body = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
     let mut crc = crc32fast::Hasher::new();
     while let Some(chunk) = response.chunk().await.map_err(|error| {
@@ -309,6 +350,10 @@ async fn read_body(mut response: reqwest::Response) -> Result<Payload, ApiError>
                 limit: MAX_UPSTREAM_BODY_BYTES,
             }));
         }
+        let needed = (body.len() + chunk.len()) as u64;
+        if needed > reservation.bytes() {
+            reservation.grow(needed - reservation.bytes())?;
+        }
         crc.update(&chunk);
         body.extend_from_slice(&chunk);
     }
@@ -318,9 +363,12 @@ async fn read_body(mut response: reqwest::Response) -> Result<Payload, ApiError>
             declared: declared.unwrap_or_default(),
         }));
     }
-    Ok(Payload {
-        bytes: body.freeze(),
-        crc32: crc.finalize(),
+    Ok(Reserved {
+        answer: Payload {
+            bytes: body.freeze(),
+            crc32: crc.finalize(),
+        },
+        reservation,
     })
 }
 
@@ -391,6 +439,7 @@ mod tests {
             parse_upstream_url("http://127.0.0.1:9").unwrap(),
             Duration::from_secs(1),
             4,
+            MemoryBudget::new(1 << 20),
         )
         .unwrap();
         let url = upstream.url("/users", Some("count=3&seed=4"));

@@ -15,15 +15,17 @@ use std::time::Instant;
 
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use crate::api_error::ApiError;
+use crate::dataset;
 use crate::payload::Payload;
 use crate::query::UsersQuery;
 use crate::transport_header::Transport;
 
 use super::exchange::{self, Answer, Clock, Expect};
 use super::forward_request::ForwardRequest;
+use super::memory_budget::HeldBody;
 use super::proxied_response::Proxied;
 use super::stage_timing::{Stage, Stages};
 use super::state::{AppState, Shared};
@@ -126,6 +128,7 @@ async fn over_http_signal(
         .attachment(upstream, Some(handle.epoch), "epoch_changed")
         .await?;
     exchange::record_handle(&handle);
+    let reservation = shared.budget.reserve(u64::from(handle.len))?;
     let bytes = attachment.redeem_handle(&handle)?;
     stages.end(Stage::Redeem, answered);
     let mut headers = HeaderMap::new();
@@ -142,28 +145,37 @@ async fn over_http_signal(
         },
         transport: Transport::ShmHttp,
         stages,
+        reservation,
     })
 }
 
 /// `GET /api/users-cached`: the same body, serialized once per query by the gateway itself; no
 /// users-service involved. The upper bound any transport can reach.
+///
+/// A miss reserves the body's buffer in the memory budget before it is made, and holds it
+/// until the response is written; the reservation travels with the work, so a client that
+/// leaves mid-generation does not release bytes still being written.
 pub async fn users_cached(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = UsersQuery::parse(raw.as_deref())?;
-    let payload = match state.inner.cached_users.get(query) {
-        Some(payload) => payload,
-        None => tokio::task::spawn_blocking(move || {
-            state
-                .inner
-                .cached_users
-                .get_or_insert_with(query, || Payload::generate(query))
-        })
-        .await
-        .map_err(|error| ApiError::Internal {
-            reason: format!("serializing task failed: {error}"),
-        })?,
-    };
-    Ok(payload.into_response(Transport::Cached))
+    if let Some(payload) = state.inner.cached_users.get(query) {
+        return Ok(payload.into_response(Transport::Cached));
+    }
+    let capacity = dataset::users_json_capacity(query.count) as u64;
+    let reservation = state.inner.budget.reserve(capacity)?;
+    let (payload, reservation) = tokio::task::spawn_blocking(move || {
+        let payload = state
+            .inner
+            .cached_users
+            .get_or_insert_with(query, || Payload::generate(query));
+        (payload, reservation)
+    })
+    .await
+    .map_err(|error| ApiError::Internal {
+        reason: format!("serializing task failed: {error}"),
+    })?;
+    let headers = payload.summary().response_headers(Transport::Cached);
+    Ok((headers, HeldBody::body(payload.bytes, reservation)).into_response())
 }

@@ -144,8 +144,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = ShutdownSignal::install()?;
     announce(bound)?;
     tracing::info!(%bound, cache = args.cache, "users-service listening");
-    let served =
-        serve_until_signal(listener, app(state), shutdown, args.common.shutdown_timeout).await;
+    let served = serve_until_signal(listener, app(state), shutdown, &args.common).await;
     // The reporter holds the segment too; stopping it lets the segment (and a segment file)
     // go with the router rather than only when the runtime is torn down.
     if let Some(reporter) = reporter {
