@@ -36,9 +36,9 @@ use shmbridge::control::Publication;
 use shmbridge::http::HttpRequest;
 use shmbridge::{ConsumerOptions, Handle};
 use shmbridge_server::dataset::{DEFAULT_COUNT, DEFAULT_SEED, users_json};
-use shmbridge_server::gateway::MemoryBudget;
 use shmbridge_server::gateway::shm_consumer::{Attachment, ShmClient};
 use shmbridge_server::gateway::upstream::Upstream;
+use shmbridge_server::memory_budget::{BudgetKind, MemoryBudget};
 use shmbridge_server::query::UsersQuery;
 use shmbridge_system_tests::process::ServiceProcess;
 use tokio::runtime::Runtime;
@@ -160,7 +160,7 @@ impl Bench {
             .expect("the client runtime starts");
         let base = service.url().parse().expect("the service's URL parses");
         // The bench holds one body at a time: any budget above the largest will do.
-        let budget = MemoryBudget::new(1 << 30);
+        let budget = MemoryBudget::new(BudgetKind::GatewayMemory, 1 << 30);
         let upstream = Upstream::new(base, DEADLINE, 4, budget).expect("the HTTP client builds");
         let shm = ShmClient::new(
             None,

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use shmbridge::control::{Refusal, RequestError};
 use shmbridge::{AcquireError, HandleParseError, PublishError, ReadError, RedeemError};
 
+use crate::memory_budget::BudgetKind;
 use crate::payload::CRC_HEADER;
 use crate::query::QueryError;
 
@@ -93,10 +94,15 @@ pub enum ApiError {
     /// A path the gateway neither serves nor forwards (private, or outside `--forward-prefix`).
     #[error("no such route")]
     NotForwarded,
-    /// Answering would take the gateway past its memory budget (`--memory-budget`): the bytes
-    /// of answers it holds for requests in flight. Refused at once, not queued.
-    #[error("the gateway is busy")]
-    GatewayBusy { wanted: u64, budget: u64 },
+    /// Answering would take the service past its budget ([`crate::memory_budget`]): the
+    /// gateway's bytes of answers in flight, or users-service's bytes of bodies being made.
+    /// Refused at once, not queued.
+    #[error("{}", over_budget_message(*kind))]
+    OverBudget {
+        kind: BudgetKind,
+        wanted: u64,
+        budget: u64,
+    },
     /// A failure inside this service that the client cannot act on.
     #[error("internal error")]
     Internal { reason: String },
@@ -202,6 +208,13 @@ pub enum ShmFault {
 /// [`ApiError::ShmUnavailable`].
 pub const SEGMENT_UNAVAILABLE: &str = "segment_unavailable";
 
+fn over_budget_message(kind: BudgetKind) -> &'static str {
+    match kind {
+        BudgetKind::GatewayMemory => "the gateway is busy",
+        BudgetKind::Making => "users-service is busy",
+    }
+}
+
 fn rejected_message(status: StatusCode) -> &'static str {
     if status == StatusCode::INSUFFICIENT_STORAGE {
         "payload is larger than a shared-memory slot"
@@ -223,7 +236,7 @@ impl ApiError {
             | ApiError::ShmUnavailable { .. }
             | ApiError::SegmentUnavailable { .. }
             | ApiError::ShmStale { .. }
-            | ApiError::GatewayBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::OverBudget { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::HttpSignalDisabled | ApiError::NotForwarded => StatusCode::NOT_FOUND,
             ApiError::RequestNotForwardable { .. } => StatusCode::BAD_REQUEST,
             ApiError::BadUpstream { .. } | ApiError::ShmCorrupt { .. } => StatusCode::BAD_GATEWAY,
@@ -262,7 +275,14 @@ impl ApiError {
             ApiError::RequestTooLarge { .. } => "request_too_large",
             ApiError::RequestNotForwardable { .. } => "request_not_forwardable",
             ApiError::NotForwarded => "not_found",
-            ApiError::GatewayBusy { .. } => "gateway_busy",
+            ApiError::OverBudget {
+                kind: BudgetKind::GatewayMemory,
+                ..
+            } => "gateway_busy",
+            ApiError::OverBudget {
+                kind: BudgetKind::Making,
+                ..
+            } => "users_service_busy",
             ApiError::Internal { .. } => "internal",
         }
     }
@@ -290,8 +310,13 @@ impl ApiError {
                 humantime::format_duration(*deadline)
             ))),
             ApiError::ShmBusy { refusal } => Some(Cow::Owned(refusal.to_string())),
-            ApiError::GatewayBusy { wanted, budget } => Some(Cow::Owned(format!(
-                "{wanted} bytes more would take the answers in flight past the memory budget of {budget} bytes"
+            ApiError::OverBudget {
+                kind,
+                wanted,
+                budget,
+            } => Some(Cow::Owned(format!(
+                "{wanted} bytes would take the {} budget past its {budget} bytes",
+                kind.as_str()
             ))),
             ApiError::BadQuery(_)
             | ApiError::TooLargeForSlot { .. }
@@ -357,7 +382,7 @@ impl IntoResponse for ApiError {
         // Losing and regaining users-service is logged once by `Upstream`, attach problems once
         // by `ShmClient`, and a segment that could not be created once at start-up, not per
         // request; a payload too large for a slot is the client's choice of count, not a fault;
-        // load shed for the memory budget is counted in `gateway_busy_total`.
+        // load shed for a budget is counted in `budget_refusals_total`.
         let logged_elsewhere = matches!(
             self,
             ApiError::UpstreamUnavailable { .. }
@@ -367,7 +392,7 @@ impl IntoResponse for ApiError {
                 | ApiError::SegmentUnavailable { .. }
                 | ApiError::TooLargeForSlot { .. }
                 | ApiError::UpstreamRejected { .. }
-                | ApiError::GatewayBusy { .. }
+                | ApiError::OverBudget { .. }
         );
         let reason = self.internal_reason().unwrap_or_default();
         if status == StatusCode::INTERNAL_SERVER_ERROR {

@@ -12,6 +12,7 @@ pub mod dataset;
 pub mod failpoint_build;
 pub mod failpoints;
 pub mod gateway;
+pub mod memory_budget;
 pub mod payload;
 pub mod query;
 pub mod query_cache;

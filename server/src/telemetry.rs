@@ -140,14 +140,14 @@ fn describe_metrics() {
     );
     describe_gauge!("shm_slots", Unit::Count, "Segment slots by state");
     describe_counter!(
-        "gateway_busy_total",
+        "budget_refusals_total",
         Unit::Count,
-        "Requests the gateway refused (503 gateway_busy) because their answer would go past --memory-budget"
+        "Requests refused with a 503 because they would go past a budget, by budget (gateway_memory: the gateway's --memory-budget; making: users-service's --making-budget)"
     );
     describe_gauge!(
-        "gateway_memory_reserved_bytes",
+        "budget_reserved_bytes",
         Unit::Bytes,
-        "Bytes of answers reserved in the gateway's --memory-budget now"
+        "Bytes reserved in a budget now, by budget"
     );
     describe_counter!(
         "shm_reclaims_total",
@@ -163,7 +163,6 @@ fn describe_metrics() {
         "shm_stale_handles_total",
         "shm_retries_total",
         "shm_fallbacks_total",
-        "gateway_busy_total",
     ] {
         metrics::counter!(name).increment(0);
     }

@@ -98,3 +98,33 @@ async fn under_a_burst_each_answer_is_the_exact_body_or_a_clean_refusal() {
         assert!(body == users_json(count, 99), "{uri}: body differs");
     }
 }
+
+/// users-service's making budget, through the gateway: a body whose bound is past it is
+/// refused before any work on every path users-service makes bodies on (REST, the control
+/// channel's direct answers, `/blobs`), the seed routes as the gateway's `upstream_busy` and
+/// forwarded requests as users-service's own 503, `Retry-After` kept; a small body is made.
+#[tokio::test]
+async fn a_body_past_users_services_making_budget_is_refused_before_it_is_made() {
+    let upstream = users_service(&["--making-budget", "1048576"]).await;
+    let gateway = gateway(&upstream, &[]);
+    for (uri, code) in [
+        ("/api/users-via-api?count=3000", "upstream_busy"),
+        ("/api/users-via-shm?count=3000", "upstream_busy"),
+        ("/via-api/users?count=3000", "users_service_busy"),
+        ("/via-shm/users?count=3000", "users_service_busy"),
+        ("/via-api/blobs?size=2000000", "users_service_busy"),
+        ("/via-shm/blobs?size=2000000", "users_service_busy"),
+    ] {
+        let (status, headers, body) = get(&gateway, uri).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+        assert_eq!(error_code(&body), code, "{uri}");
+        assert_eq!(headers[header::RETRY_AFTER], "1", "{uri}");
+    }
+    let expected = users_json(30, 1);
+    for route in ROUTES {
+        let uri = format!("{route}?count=30&seed=1");
+        let (status, _, body) = get(&gateway, &uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert!(body == expected, "{uri}: body differs from the dataset");
+    }
+}

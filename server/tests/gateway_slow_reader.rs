@@ -1,7 +1,7 @@
 //! A client that stops reading, against the gateway's process: while it stalls, the response's
 //! bytes stay reserved in the memory budget and other clients are served; after
 //! `--write-timeout` without progress the gateway closes the connection and the bytes are given
-//! back (`gateway_memory_reserved_bytes` returns to 0).
+//! back (`budget_reserved_bytes{budget="gateway_memory"}` returns to 0).
 
 mod process;
 
@@ -23,7 +23,7 @@ async fn reserved_bytes(client: &reqwest::Client, gateway: &str) -> f64 {
         .await
         .unwrap();
     text.lines()
-        .find_map(|line| line.strip_prefix("gateway_memory_reserved_bytes "))
+        .find_map(|line| line.strip_prefix("budget_reserved_bytes{budget=\"gateway_memory\"} "))
         .map_or(0.0, |value| value.trim().parse().unwrap())
 }
 

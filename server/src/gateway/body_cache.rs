@@ -111,7 +111,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::gateway::MemoryBudget;
+    use crate::memory_budget::{BudgetKind, MemoryBudget};
     use crate::transport_header::Transport;
 
     fn answer(status: StatusCode, body: &'static [u8]) -> Answer {
@@ -124,7 +124,7 @@ mod tests {
             },
             transport: Transport::ShmInline,
             stages: Default::default(),
-            reservation: MemoryBudget::new(1 << 20)
+            reservation: MemoryBudget::new(BudgetKind::GatewayMemory, 1 << 20)
                 .reserve(body.len() as u64)
                 .unwrap(),
         }

@@ -31,12 +31,12 @@ use crate::transport_header::Transport;
 use super::upstream::Reserved;
 
 use super::forward_request::ForwardRequest;
-use super::memory_budget::Reservation;
 use super::proxied_response::Proxied;
 use super::shm_consumer::Attachment;
 use super::stage_timing::{Stage, Stages};
 use super::state::Shared;
 use super::transport_choice::Route;
+use crate::memory_budget::Reservation;
 
 /// An answer, the transport that carried it, where its time went, and the memory its body
 /// holds in the gateway's budget until it is written.

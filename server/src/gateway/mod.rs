@@ -5,8 +5,7 @@
 //! `upstream` (REST) or `shm_consumer` (the control channel), timed stage by stage in
 //! `stage_timing`, the request and answer as they
 //! pass in `forward_request`, `proxied_response` and `hop_by_hop`; which paths and which
-//! transport in `forward_policy` and `transport_choice`; the ceiling's cache in `body_cache`;
-//! the one bound on the bytes of answers in flight in `memory_budget`.
+//! transport in `forward_policy` and `transport_choice`; the ceiling's cache in `body_cache`.
 
 mod app;
 mod args;
@@ -15,7 +14,6 @@ mod exchange;
 mod forward_policy;
 mod forward_request;
 mod hop_by_hop;
-mod memory_budget;
 mod proxied_response;
 mod proxy_routes;
 pub mod shm_consumer;
@@ -30,6 +28,5 @@ pub use args::Args;
 pub use forward_policy::{PathPrefix, PathPrefixError, parse_path_prefix};
 pub use forward_request::MAX_REQUEST_BODY_BYTES;
 pub use hop_by_hop::{MAX_RESPONSE_HEADER_BYTES, MAX_RESPONSE_HEADERS};
-pub use memory_budget::MemoryBudget;
 pub use state::{AppState, StartError};
 pub use transport_choice::TransportChoice;

@@ -19,8 +19,8 @@ use crate::telemetry;
 use crate::transport_header::{TRANSPORT_HEADER, Transport};
 
 use super::hop_by_hop::{self, MAX_RESPONSE_HEADER_BYTES, MAX_RESPONSE_HEADERS};
-use super::memory_budget::{HeldBody, Reservation};
 use super::upstream::{self, RestAnswer};
+use crate::memory_budget::{HeldBody, Reservation};
 
 /// A verified answer, ready to send.
 #[derive(Clone, Debug)]

@@ -15,10 +15,10 @@ use crate::telemetry;
 use super::args::Args;
 use super::body_cache::BodyCache;
 use super::forward_policy::ForwardPolicy;
-use super::memory_budget::MemoryBudget;
 use super::shm_consumer::ShmClient;
 use super::transport_choice::TransportChoice;
 use super::upstream::Upstream;
+use crate::memory_budget::{BudgetKind, MemoryBudget};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -60,7 +60,7 @@ pub enum StartError {
 impl AppState {
     pub fn new(args: &Args) -> Result<AppState, StartError> {
         let lease = slot_deadline::check(args.lease).map_err(StartError::BadLease)?;
-        let budget = MemoryBudget::new(args.memory_budget);
+        let budget = MemoryBudget::new(BudgetKind::GatewayMemory, args.memory_budget);
         let upstream = Upstream::new(
             args.upstream.clone(),
             args.deadline,

@@ -20,7 +20,7 @@ use crate::segment_info::SegmentInfo;
 use shmbridge::Handle;
 
 use super::forward_request::ForwardRequest;
-use super::memory_budget::{MemoryBudget, Reservation};
+use crate::memory_budget::{MemoryBudget, Reservation};
 
 /// Largest body accepted from users-service: the `MAX_COUNT` body is 91.2 MiB at the default
 /// seed (users vary by a few percent between seeds), so anything past this is garbage, not data.
@@ -439,7 +439,7 @@ mod tests {
             parse_upstream_url("http://127.0.0.1:9").unwrap(),
             Duration::from_secs(1),
             4,
-            MemoryBudget::new(1 << 20),
+            MemoryBudget::new(crate::memory_budget::BudgetKind::GatewayMemory, 1 << 20),
         )
         .unwrap();
         let url = upstream.url("/users", Some("count=3&seed=4"));

@@ -25,11 +25,11 @@ use crate::transport_header::Transport;
 
 use super::exchange::{self, Answer, Clock, Expect};
 use super::forward_request::ForwardRequest;
-use super::memory_budget::HeldBody;
 use super::proxied_response::Proxied;
 use super::stage_timing::{Stage, Stages};
 use super::state::{AppState, Shared};
 use super::transport_choice::Route;
+use crate::memory_budget::HeldBody;
 
 /// The request users-service gets for `query`: `GET /users?<query>` in canonical form.
 fn users_request(query: UsersQuery) -> ForwardRequest {

@@ -29,6 +29,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::api_error::ApiError;
 use crate::blobs::{self, BlobQuery};
 use crate::failpoints;
+use crate::memory_budget::{MemoryBudget, Reservation};
 use crate::payload::{BodySummary, CRC_HEADER, format_crc};
 use crate::query::UsersQuery;
 use crate::segment_info::{SegmentInfo, ShmStatsInfo};
@@ -63,6 +64,14 @@ pub struct Args {
     /// local process that can reach the port could then hold slots until their TTL.
     #[arg(long, env = "SHMBRIDGE_HTTP_SIGNAL")]
     pub http_signal: bool,
+    /// Bytes of bodies made at once, on every path (a users body counted at its bound of 512
+    /// bytes a user, a blob at its size; a body kept under `--cache` costs nothing). A request
+    /// past it is refused at once (503 `users_service_busy`, `Retry-After`) instead of sharing
+    /// the cores with every other: a burst of large bodies made all together finishes none of
+    /// them within a gateway's deadline. The default makes three bodies of the largest count
+    /// at once, or six of 64 MiB.
+    #[arg(long, env = "SHMBRIDGE_MAKING_BUDGET", default_value_t = 384 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub making_budget: u64,
     #[command(flatten)]
     pub shm: ShmArgs,
     #[command(flatten)]
@@ -81,6 +90,8 @@ pub struct AppState {
 pub(super) struct Shared {
     pub(super) bodies: Arc<Bodies>,
     pub(super) http_signal: bool,
+    /// `--making-budget`: bytes of bodies being made.
+    pub(super) making: MemoryBudget,
     /// The largest `GET /blobs` size: `--max-payload`, the limit of every users-service body.
     pub(super) max_blob_size: u64,
     /// The segment, or why it could not be created (always a [`StartError::Create`]): then
@@ -172,12 +183,18 @@ async fn get_users(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = UsersQuery::parse(raw.as_deref())?;
+    let making = state
+        .inner
+        .making
+        .reserve(state.inner.bodies.making_bytes(query))?;
     if state.inner.bodies.streams(query) {
-        return streamed_users(state, query).await;
+        return streamed_users(state, query, making).await;
     }
     let (payload, made) = off_the_workers(move || {
-        let making = Instant::now();
-        (state.inner.bodies.payload(query), making.elapsed())
+        let started = Instant::now();
+        let payload = state.inner.bodies.payload(query);
+        drop(making);
+        (payload, started.elapsed())
     })
     .await?;
     let mut response = payload.into_response(Transport::Api);
@@ -190,11 +207,16 @@ async fn get_users(
 /// A large body, never held whole: one blocking task (the request's one hop off the workers)
 /// finds the body's length and crc32 for the headers (kept per query after the first time:
 /// see [`Bodies::summary`]), hands the response its body, then serializes into it in bounded
-/// chunks while the client reads.
-async fn streamed_users(state: AppState, query: UsersQuery) -> Result<Response, ApiError> {
+/// chunks while the client reads, holding `making` until the body is written or abandoned.
+async fn streamed_users(
+    state: AppState,
+    query: UsersQuery,
+    making: Reservation,
+) -> Result<Response, ApiError> {
     let (head_sender, head) = tokio::sync::oneshot::channel();
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let _making = making;
         let bodies = &state.inner.bodies;
         let summary = bodies.summary(query);
         let stall = streamed_body::STALL_TIMEOUT;
@@ -227,7 +249,10 @@ async fn streamed_users(state: AppState, query: UsersQuery) -> Result<Response, 
 /// above `--max-payload` is a 413, any other bad query a 400.
 async fn get_blobs(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
     match BlobQuery::parse(raw.as_deref(), state.inner.max_blob_size) {
-        Ok(query) => streamed_blob(query).await.into_response(),
+        Ok(query) => match state.inner.making.reserve(query.size) {
+            Ok(making) => streamed_blob(query, making).await.into_response(),
+            Err(busy) => busy.into_response(),
+        },
         Err(refused) => refused.into_response(),
     }
 }
@@ -235,11 +260,12 @@ async fn get_blobs(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Re
 /// A blob, never held whole: one blocking task (the request's one hop off the workers)
 /// generates it once into a checksumming sink for the headers' crc32 (cheaper than keeping it:
 /// see [`blobs`]), hands the response its body, then generates it again into the body in
-/// bounded chunks while the client reads.
-async fn streamed_blob(query: BlobQuery) -> Result<Response, ApiError> {
+/// bounded chunks while the client reads, holding `making` until it is written or abandoned.
+async fn streamed_blob(query: BlobQuery, making: Reservation) -> Result<Response, ApiError> {
     let (head_sender, head) = tokio::sync::oneshot::channel();
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let _making = making;
         let crc32 = blobs::blob_crc32(&query);
         let stall = streamed_body::STALL_TIMEOUT;
         let (body, mut chunks) = streamed_body::channel(query.size, stall, runtime);
@@ -277,10 +303,15 @@ async fn publish_users(
     }
     let query = UsersQuery::parse(raw.as_deref())?;
     let shm = Arc::clone(state.shm()?);
+    let making = state
+        .inner
+        .making
+        .reserve(state.inner.bodies.making_bytes(query))?;
     // Run inline, a few stalled publications froze the whole service on 2 cores (chaos
     // scenario slow-producer); the hop costs ~0.2 ms, and GET /users takes it too.
     let (handle, len) = off_the_workers(move || {
         let body = state.inner.bodies.body(query);
+        drop(making);
         shm.publish_for_http(&body)
             .map(|handle| (handle, body.len()))
     })

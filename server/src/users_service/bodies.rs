@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::dataset::{User, users, users_json, write_json_array, write_users_json};
+use crate::dataset::{
+    User, users, users_json, users_json_capacity, write_json_array, write_users_json,
+};
 use crate::payload::{BodySummary, Checksummed, Payload, serialize_body};
 use crate::query::UsersQuery;
 use crate::query_cache::QueryCache;
@@ -47,6 +49,21 @@ impl Bodies {
     /// Whether serialized bodies are kept (`--cache`).
     pub fn is_caching(&self) -> bool {
         self.serialized.is_some()
+    }
+
+    /// Bytes `query`'s body costs to make now, for the making budget: none for a body kept
+    /// under `--cache`, otherwise the bound on its length ([`users_json_capacity`]) — known
+    /// from the query before any work.
+    pub fn making_bytes(&self, query: UsersQuery) -> u64 {
+        let kept = self
+            .serialized
+            .as_ref()
+            .is_some_and(|bodies| bodies.get(query).is_some());
+        if kept {
+            0
+        } else {
+            users_json_capacity(query.count) as u64
+        }
     }
 
     /// Whether `query`'s REST body is streamed rather than held whole: a large query

@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Request, header};
+use axum::response::IntoResponse;
 use http_body::Body as _;
 use shmbridge::control::{Handler, HandlerError, ResponseWriter};
 use shmbridge::http::HttpRequest;
@@ -28,7 +29,7 @@ use tower::ServiceExt;
 
 use crate::blobs::{self, BlobQuery};
 use crate::failpoints;
-use crate::payload::{BodySummary, JSON, Payload};
+use crate::payload::{BodySummary, JSON};
 use crate::query::UsersQuery;
 use crate::server_timing::{self, SERVER_TIMING};
 use crate::transport_header::Transport;
@@ -106,6 +107,10 @@ impl ChannelRoutes {
                     return Ok(false);
                 };
                 let bodies = &state.bodies;
+                let _making = match state.making.reserve(bodies.making_bytes(query)) {
+                    Ok(making) => making,
+                    Err(busy) => return self.write_answer(busy.into_response(), response),
+                };
                 if bodies.streams(query) {
                     let summary = bodies.summary(query);
                     write_head(&summary.response_headers(Transport::Shm), response)?;
@@ -121,7 +126,7 @@ impl ChannelRoutes {
                     // The kept sealed payload: the same immutable memfd every time, no copy.
                     let payload = bodies.payload(query);
                     write_head(
-                        &summary_of(&payload).response_headers(Transport::Shm),
+                        &payload.summary().response_headers(Transport::Shm),
                         response,
                     )?;
                     let sealed = self.sealed.payload(bodies, query)?;
@@ -140,6 +145,10 @@ impl ChannelRoutes {
             "/blobs" => {
                 let Ok(query) = BlobQuery::parse(request.query(), state.max_blob_size) else {
                     return Ok(false);
+                };
+                let _making = match state.making.reserve(query.size) {
+                    Ok(making) => making,
+                    Err(busy) => return self.write_answer(busy.into_response(), response),
                 };
                 let summary = BodySummary {
                     len: query.size,
@@ -172,25 +181,38 @@ impl Handler for ChannelRoutes {
             .ok_or("users-service is shutting down")?;
         if !self.answer_directly(&request, &state, response)? {
             let answer = self.route(state, &request)?;
-            let (parts, mut body) = answer.into_parts();
-            response.set_status(parts.status.as_u16())?;
-            write_head(&parts.headers, response)?;
-            let len = body.size_hint().exact();
-            let mut body = Pin::new(&mut body);
-            write_body(response, len.unwrap_or(0), |out| {
-                while let Some(frame) = self
-                    .runtime
-                    .block_on(std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)))
-                {
-                    if let Ok(data) = frame.map_err(std::io::Error::other)?.into_data() {
-                        out.write_all(&data)?;
-                    }
-                }
-                Ok(())
-            })?;
+            self.write_answer(answer, response)?;
         }
         metrics::counter!("shm_publications_total", "signal" => "channel").increment(1);
         Ok(())
+    }
+}
+
+impl ChannelRoutes {
+    /// Writes an HTTP response as the channel's answer: status, head, body. `Ok(true)`: it is
+    /// answered.
+    fn write_answer(
+        &self,
+        answer: axum::response::Response,
+        response: &mut ResponseWriter<'_>,
+    ) -> Result<bool, HandlerError> {
+        let (parts, mut body) = answer.into_parts();
+        response.set_status(parts.status.as_u16())?;
+        write_head(&parts.headers, response)?;
+        let len = body.size_hint().exact();
+        let mut body = Pin::new(&mut body);
+        write_body(response, len.unwrap_or(0), |out| {
+            while let Some(frame) = self
+                .runtime
+                .block_on(std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)))
+            {
+                if let Ok(data) = frame.map_err(std::io::Error::other)?.into_data() {
+                    out.write_all(&data)?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(true)
     }
 }
 
@@ -235,13 +257,6 @@ impl Write for Halfway<'_, '_> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-fn summary_of(payload: &Payload) -> BodySummary {
-    BodySummary {
-        len: payload.bytes.len() as u64,
-        crc32: payload.crc32,
     }
 }
 

@@ -10,6 +10,7 @@ use super::bodies::Bodies;
 use super::channel_routes::ChannelRoutes;
 use super::sealed_bodies::SealedBodies;
 use super::shm_producer::{ShmProducer, StartError};
+use crate::memory_budget::{BudgetKind, MemoryBudget};
 use crate::telemetry;
 
 impl AppState {
@@ -31,6 +32,7 @@ impl AppState {
             Shared {
                 bodies,
                 http_signal: args.http_signal,
+                making: MemoryBudget::new(BudgetKind::Making, args.making_budget),
                 max_blob_size: args.shm.max_payload,
                 shm: ShmProducer::start(&args.shm, Arc::new(routes)).map(Arc::new),
                 metrics: telemetry::metrics_handle(),

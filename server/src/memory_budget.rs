@@ -1,18 +1,20 @@
-//! The gateway's one bound on the bytes it holds for answers in flight (`--memory-budget`):
-//! REST bodies as they arrive, bodies copied out of slots or received inline, sealed mappings
-//! pinned by a response still being written, and the users bodies it serializes itself.
+//! A bound on bytes a service holds or makes for requests in flight, refused at once past it:
+//! each service has one ([`BudgetKind`]).
 //!
-//! A request whose answer would take the total past the budget is refused at once —
-//! `503 gateway_busy` with `Retry-After`, counted in `gateway_busy_total` — and not queued:
-//! waiting would hold its connection and its upstream's work while the bytes ahead of it drain,
-//! and under a burst every waiter would miss its deadline together. A reservation is given back
-//! when it is dropped; a response carries its reservation in its body ([`HeldBody`]), so the
-//! bytes stay counted until the connection has taken the last frame of them, or the client
-//! left. `gateway_memory_reserved_bytes` is the sum reserved now.
+//! - The gateway's `--memory-budget`: the bytes of answers it holds — REST bodies as they
+//!   arrive, bodies copied out of slots or received inline, sealed mappings pinned by a response
+//!   still being written, the users bodies it serializes itself. A response carries its
+//!   reservation in its body ([`HeldBody`]), so the bytes stay counted until the connection has
+//!   taken the last frame of them, or the client left.
+//! - users-service's `--making-budget`: the bytes of bodies being made at once (their size
+//!   known, or bounded, from the query before any work), which is also the CPU they take: on a
+//!   small host, a burst of large bodies made all at once finishes none of them in time.
 //!
-//! The caches (`--keep-verified-bytes`, the two cached routes) have bounds of their own; a
-//! response served from one still reserves its length here while it is being written, because
-//! an entry evicted meanwhile stays alive in that response.
+//! A request past the budget gets `503` with `Retry-After` (`gateway_busy`, `users_service_busy`)
+//! at once, counted in `budget_refusals_total{budget}`, and is not queued: waiting would hold
+//! its connection and its work while the bytes ahead of it drain, and under a burst every
+//! waiter would miss its deadline together. `budget_reserved_bytes{budget}` is the sum reserved
+//! now. The caches have bounds of their own.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,11 +36,31 @@ const UNIT: u64 = 4096;
 /// released about when the client has read all but that much.
 const FRAME_BYTES: usize = 256 << 10;
 
+/// Which budget: what it counts, and how a refusal is named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BudgetKind {
+    /// The gateway's bytes of answers in flight (`--memory-budget`).
+    GatewayMemory,
+    /// users-service's bytes of bodies being made (`--making-budget`).
+    Making,
+}
+
+impl BudgetKind {
+    /// The `budget` label of the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetKind::GatewayMemory => "gateway_memory",
+            BudgetKind::Making => "making",
+        }
+    }
+}
+
 /// The budget, shared by every request (cheap to clone).
 #[derive(Clone, Debug)]
 pub struct MemoryBudget {
     units: Arc<Semaphore>,
     bytes: u64,
+    kind: BudgetKind,
 }
 
 /// Bytes counted against the budget until this is dropped.
@@ -50,13 +72,14 @@ pub struct Reservation {
 
 impl MemoryBudget {
     /// A budget of `bytes` (rounded up to whole pages).
-    pub fn new(bytes: u64) -> MemoryBudget {
+    pub fn new(kind: BudgetKind, bytes: u64) -> MemoryBudget {
         let units = usize::try_from(units(bytes))
             .unwrap_or(usize::MAX)
             .min(Semaphore::MAX_PERMITS);
         MemoryBudget {
             units: Arc::new(Semaphore::new(units)),
             bytes,
+            kind,
         }
     }
 
@@ -71,7 +94,7 @@ impl MemoryBudget {
         (total - self.units.available_permits() as u64) * UNIT
     }
 
-    /// Reserves `bytes`, or refuses at once with [`ApiError::GatewayBusy`] if they do not fit
+    /// Reserves `bytes`, or refuses at once with [`ApiError::OverBudget`] if they do not fit
     /// beside what is reserved now.
     pub fn reserve(&self, bytes: u64) -> Result<Reservation, ApiError> {
         let permit = self.take(bytes, 0)?;
@@ -85,12 +108,12 @@ impl MemoryBudget {
         let wanted = u32::try_from(units(bytes)).unwrap_or(u32::MAX);
         Arc::clone(&self.units)
             .try_acquire_many_owned(wanted)
-            .inspect(|permit| {
-                metrics::gauge!(RESERVED_GAUGE).increment(permit.num_permits() as f64 * UNIT as f64)
-            })
+            .inspect(|permit| self.kind.reserved_gauge().increment(bytes_of(permit)))
             .map_err(|_| {
-                metrics::counter!("gateway_busy_total").increment(1);
-                ApiError::GatewayBusy {
+                metrics::counter!("budget_refusals_total", "budget" => self.kind.as_str())
+                    .increment(1);
+                ApiError::OverBudget {
+                    kind: self.kind,
                     wanted: bytes + held,
                     budget: self.bytes,
                 }
@@ -114,14 +137,25 @@ impl Reservation {
     }
 }
 
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        metrics::gauge!(RESERVED_GAUGE).decrement(self.bytes() as f64);
+impl BudgetKind {
+    /// `budget_reserved_bytes{budget}`, kept by increments so that concurrent changes add up.
+    fn reserved_gauge(self) -> metrics::Gauge {
+        metrics::gauge!("budget_reserved_bytes", "budget" => self.as_str())
     }
 }
 
-/// The gauge of bytes reserved now, kept by increments so that concurrent changes add up.
-const RESERVED_GAUGE: &str = "gateway_memory_reserved_bytes";
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget
+            .kind
+            .reserved_gauge()
+            .decrement(bytes_of(&self.permit));
+    }
+}
+
+fn bytes_of(permit: &OwnedSemaphorePermit) -> f64 {
+    (permit.num_permits() as u64 * UNIT) as f64
+}
 
 fn units(bytes: u64) -> u64 {
     bytes.div_ceil(UNIT)
@@ -179,7 +213,7 @@ mod tests {
 
     #[test]
     fn a_reservation_past_the_budget_is_refused_and_one_dropped_is_given_back() {
-        let budget = MemoryBudget::new(10 * UNIT);
+        let budget = MemoryBudget::new(BudgetKind::GatewayMemory, 10 * UNIT);
         let first = budget.reserve(6 * UNIT).unwrap();
         let error = budget.reserve(5 * UNIT).unwrap_err();
         assert_eq!(error.code(), "gateway_busy");
@@ -196,7 +230,7 @@ mod tests {
 
     #[test]
     fn more_than_the_whole_budget_is_refused() {
-        let budget = MemoryBudget::new(1 << 20);
+        let budget = MemoryBudget::new(BudgetKind::Making, 1 << 20);
         assert!(budget.reserve((1 << 20) + 1).is_err());
         assert!(budget.reserve(u64::MAX).is_err());
         assert!(budget.reserve(1 << 20).is_ok());
@@ -205,7 +239,7 @@ mod tests {
     #[tokio::test]
     async fn a_held_body_gives_its_bytes_in_bounded_frames_and_its_reservation_back_at_the_end() {
         use http_body::Body as _;
-        let budget = MemoryBudget::new(4 << 20);
+        let budget = MemoryBudget::new(BudgetKind::GatewayMemory, 4 << 20);
         let bytes = Bytes::from(
             (0..FRAME_BYTES * 2 + 7)
                 .map(|i| i as u8)

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The bounded-memory check of issue 21, from outside with curl: N clients at once ask one
+# gateway route for the same large users body (each its own seed, so nothing is shared), every
+# 200's body is checked against its x-payload-crc32 by Python's zlib (not our code), and the
+# gateway's peak RSS (VmHWM) is read from /proc. One fresh gateway per route, so each peak is
+# that route's alone; users-service is shared.
+#
+# Usage: bash docs/memory-burst.sh [COUNT] [CLIENTS] [ROUTE...]
+#   COUNT    users per body (default 200000: ~73 MB)
+#   CLIENTS  concurrent requests (default 64)
+#   ROUTE    gateway paths (default: the cached, REST and shared-memory users routes)
+# Extra gateway flags can be given in GATEWAY_FLAGS (e.g. "--memory-budget 536870912").
+set -euo pipefail
+
+count=${1:-200000}
+clients=${2:-64}
+shift $(( $# > 2 ? 2 : $# ))
+routes=("$@")
+if [ ${#routes[@]} -eq 0 ]; then
+    routes=(/api/users-cached /api/users-via-api /api/users-via-shm)
+fi
+
+cd "$(dirname "$0")/.."
+cargo build --release --quiet -p shmbridge-server --bins
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Starts a service in the background; prints its address once it has announced it.
+start() {
+    local name=$1
+    shift
+    "target/release/$name" --listen 127.0.0.1:0 "$@" >"$work/$name.out" 2>"$work/$name.err" &
+    pids+=($!)
+    echo $! >"$work/$name.pid"
+    for _ in $(seq 100); do
+        if grep -q '^listening on ' "$work/$name.out"; then
+            sed -n 's/^listening on //p' "$work/$name.out" | head -1
+            return
+        fi
+        sleep 0.1
+    done
+    echo "$name did not start: $(cat "$work/$name.err")" >&2
+    exit 1
+}
+
+# One request: "STATUS VERDICT SECONDS", the verdict `verified` or `CORRUPT` for a 200 (its
+# body against its x-payload-crc32), otherwise the error's code.
+one() {
+    local url=$1 index=$2
+    local verdict
+    verdict=$(curl -s --max-time 120 -D "$work/h.$index" -w '%{stderr}%{http_code} %{time_total}' \
+        "$url" 2>"$work/w.$index" | python3 -c 'import json, sys, zlib
+body = sys.stdin.buffer.read()
+print(format(zlib.crc32(body), "08x"), json.loads(body).get("code", "?") if len(body) < 512 else "-")')
+    local status seconds crc code claimed
+    read -r status seconds <"$work/w.$index"
+    read -r crc code <<<"$verdict"
+    claimed=$(tr -d '\r' <"$work/h.$index" | sed -n 's/^x-payload-crc32: //Ip' | head -1)
+    if [ "$status" = 200 ]; then
+        if [ "$crc" = "$claimed" ]; then code=verified; else code=CORRUPT; fi
+    fi
+    rm -f "$work/h.$index" "$work/w.$index"
+    echo "$status $code $seconds"
+}
+export -f one
+export work
+
+users=$(start users-service)
+echo "users-service on $users; $clients clients x $count users per body"
+printf '%-22s %8s %13s %8s %6s %12s %9s %14s\n' route verified gateway_busy corrupt other "peak RSS" "wall (s)" "max 503 (s)"
+for route in "${routes[@]}"; do
+    gateway=$(start gateway --upstream "http://$users" ${GATEWAY_FLAGS:-})
+    gateway_pid=$(cat "$work/gateway.pid")
+    started=$(date +%s.%N)
+    seq "$clients" | xargs -P "$clients" -I{} bash -c \
+        "one 'http://$gateway$route?count=$count&seed={}' {}" >"$work/results"
+    ended=$(date +%s.%N)
+    peak=$(sed -n 's/^VmHWM:\s*//p' "/proc/$gateway_pid/status")
+    # Still serving afterwards.
+    curl -sf -o /dev/null "http://$gateway/api/users-via-api?count=10"
+    printf '%-22s %8d %13d %8d %6d %12s %9.2f %14s\n' "$route" \
+        "$(grep -c '^200 verified ' "$work/results" || true)" \
+        "$(grep -c '^503 gateway_busy ' "$work/results" || true)" \
+        "$(grep -c ' CORRUPT ' "$work/results" || true)" \
+        "$(grep -vc -e '^200 verified ' -e '^503 gateway_busy ' -e ' CORRUPT ' "$work/results" || true)" \
+        "$peak" "$(echo "$ended - $started" | bc)" \
+        "$(awk '$1 == 503 { if ($3 > max) max = $3 } END { print max + 0 }' "$work/results")"
+    grep -v -e '^200 verified ' -e '^503 gateway_busy ' "$work/results" | cut -d' ' -f1,2 |
+        sort | uniq -c | sed 's/^/    other: /' || true
+    kill "$gateway_pid"
+    wait "$gateway_pid" 2>/dev/null || true
+done
