@@ -107,6 +107,12 @@ pub fn users_json(count: u32, seed: u64) -> Vec<u8> {
     body
 }
 
+/// The fewest bytes a body of `count` users can have, whatever the seed ([`MIN_USER_BYTES`]
+/// each, the first without its comma, and the brackets).
+pub fn users_json_min_len(count: u32) -> u64 {
+    2 + (u64::from(count) * MIN_USER_BYTES).saturating_sub(1)
+}
+
 /// The buffer [`users_json`] allocates for `count` users, which the body never outgrows.
 /// Records average ~365 bytes; reserving 512 each means one allocation instead of a dozen
 /// grow-and-copy steps, and untouched capacity costs no memory pages.
@@ -789,7 +795,26 @@ mod tests {
     /// commas and `]`, so at least 1 + n x MIN_USER_BYTES bytes.
     #[test]
     fn every_seed_reaches_64_mib_at_the_cap() {
-        let at_least = 1 + u64::from(MAX_COUNT) * MIN_USER_BYTES;
+        let at_least = users_json_min_len(MAX_COUNT);
+        assert_eq!(at_least, 1 + u64::from(MAX_COUNT) * MIN_USER_BYTES);
         assert!(at_least >= 64 << 20, "{at_least}");
+    }
+
+    /// The two bounds the services size bodies by, before making them, hold around real ones.
+    #[test]
+    fn bodies_lie_between_their_bounds() {
+        for (count, seed) in [
+            (0, 1),
+            (1, 2),
+            (DEFAULT_COUNT, DEFAULT_SEED),
+            (3_000, u64::MAX),
+        ] {
+            let len = users_json(count, seed).len();
+            assert!(
+                users_json_min_len(count) <= len as u64,
+                "{count} users: {len}"
+            );
+            assert!(len <= users_json_capacity(count), "{count} users: {len}");
+        }
     }
 }

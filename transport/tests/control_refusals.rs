@@ -162,6 +162,50 @@ fn a_body_above_the_largest_payload_is_refused_too_large_before_it_is_made() {
     served.assert_nothing_leaked();
 }
 
+/// A handler that knows only a lower bound on its body's length (`expect_min_len`) is refused
+/// at once when even the bound is past the largest payload, before it makes a byte; under the
+/// limit the bound changes nothing, and the body is published in its tier.
+#[test]
+fn a_lower_bound_past_the_largest_payload_is_refused_before_the_body_is_made() {
+    let max = MIB;
+    let producer = producer_with(
+        4,
+        SLOT_SIZE,
+        ProducerOptions {
+            max_payload: max,
+            ..ProducerOptions::default()
+        },
+    );
+    let made = Arc::new(AtomicU64::new(0));
+    let handler = {
+        let made = Arc::clone(&made);
+        move |request: &[u8], response: &mut ResponseWriter<'_>| -> Result<(), HandlerError> {
+            let ask = Ask::decode(request).ok_or("not an ask")?;
+            response.expect_min_len(ask.len as u64)?;
+            made.fetch_add(ask.len as u64, Ordering::Relaxed);
+            response.write_all(&ask.body())?;
+            Ok(())
+        }
+    };
+    let options = channel_options(&producer);
+    let served = Served::with_handler("min-len", producer, Arc::new(handler), options);
+    let client = served.connect();
+
+    let ask = Ask::new(max + 1, 1).writing(Writing::Whole);
+    let too_large = Refusal::new(RefusalCode::TooLarge, max as u64);
+    assert_eq!(refusal_of(send_ask(&client, &ask)), too_large);
+    assert_eq!(made.load(Ordering::Relaxed), 0, "a byte was made");
+    for (len, tier) in [
+        (max, Tier::Sealed),
+        (SLOT_SIZE, Tier::Slot),
+        (10, Tier::Inline),
+    ] {
+        let ask = Ask::new(len, 2).writing(Writing::Whole);
+        assert_answers(&send_ask(&client, &ask).unwrap(), &ask, tier);
+    }
+    served.assert_nothing_leaked();
+}
+
 /// A request above [`MAX_REQUEST_LEN`] never leaves the client; the connection stays usable.
 #[test]
 fn a_request_above_the_bound_is_refused_by_the_client() {

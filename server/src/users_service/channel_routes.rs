@@ -28,6 +28,7 @@ use shmbridge::http::HttpRequest;
 use tower::ServiceExt;
 
 use crate::blobs::{self, BlobQuery};
+use crate::dataset;
 use crate::failpoints;
 use crate::payload::{BodySummary, JSON};
 use crate::query::UsersQuery;
@@ -106,6 +107,9 @@ impl ChannelRoutes {
                 let Ok(query) = UsersQuery::parse(request.query()) else {
                     return Ok(false);
                 };
+                // A count whose every body is past the producer's limit is refused before
+                // anything is made.
+                response.expect_min_len(dataset::users_json_min_len(query.count))?;
                 let bodies = &state.bodies;
                 let _making = match state.making.reserve(bodies.making_bytes(query)) {
                     Ok(making) => making,

@@ -146,6 +146,17 @@ impl<'p> ResponseWriter<'p> {
         Ok(())
     }
 
+    /// The body will be at least `len` bytes (its exact length not known yet): refused at once
+    /// ([`RefusalCode::TooLarge`]) when even that is more than the producer publishes, before
+    /// the handler makes any of it. Changes nothing else; [`ResponseWriter::expect_len`] may
+    /// follow.
+    pub fn expect_min_len(&mut self, len: u64) -> io::Result<()> {
+        if len > self.slot_size() as u64 {
+            self.check_sealed_len(len)?;
+        }
+        Ok(())
+    }
+
     /// Answers with `payload`, an immutable sealed payload the handler keeps (a cache hands the
     /// same one to every request for it), instead of writing a body. It must be larger than a
     /// slot, and nothing may have been written.
