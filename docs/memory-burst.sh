@@ -5,15 +5,21 @@
 # gateway's peak RSS (VmHWM) is read from /proc. One fresh gateway per route, so each peak is
 # that route's alone; users-service is shared.
 #
+# 0.2 s into each burst one small request (10 users) is timed beside it. Goodput is verified
+# bodies per second of the burst's wall time.
+#
 # Usage: bash docs/memory-burst.sh [COUNT] [CLIENTS] [ROUTE...]
 #   COUNT    users per body (default 200000: ~73 MB)
 #   CLIENTS  concurrent requests (default 64)
 #   ROUTE    gateway paths (default: the cached, REST and shared-memory users routes)
-# Extra gateway flags can be given in GATEWAY_FLAGS (e.g. "--memory-budget 536870912").
+# REQUESTS=N sends N requests, CLIENTS at a time (default: CLIENTS, all at once); e.g.
+# REQUESTS=12 with CLIENTS=4 is the 4-at-a-time baseline. Extra flags for each service in
+# GATEWAY_FLAGS and USERS_FLAGS (e.g. GATEWAY_FLAGS="--memory-budget 536870912").
 set -euo pipefail
 
 count=${1:-200000}
 clients=${2:-64}
+requests=${REQUESTS:-$clients}
 shift $(( $# > 2 ? 2 : $# ))
 routes=("$@")
 if [ ${#routes[@]} -eq 0 ]; then
@@ -71,26 +77,34 @@ print(format(zlib.crc32(body), "08x"), json.loads(body).get("code", "?") if len(
 export -f one
 export work
 
-users=$(start users-service)
-echo "users-service on $users; $clients clients x $count users per body"
-printf '%-22s %8s %13s %8s %6s %12s %9s %14s\n' route verified gateway_busy corrupt other "peak RSS" "wall (s)" "max 503 (s)"
+users=$(start users-service ${USERS_FLAGS:-})
+echo "users-service on $users; $requests requests, $clients at a time, of $count users each"
+printf '%-22s %8s %13s %8s %6s %12s %9s %13s %12s %10s\n' route verified gateway_busy corrupt other \
+    "peak RSS" "wall (s)" "goodput (/s)" "max 503 (s)" "small (s)"
 for route in "${routes[@]}"; do
     gateway=$(start gateway --upstream "http://$users" ${GATEWAY_FLAGS:-})
     gateway_pid=$(cat "$work/gateway.pid")
     started=$(date +%s.%N)
-    seq "$clients" | xargs -P "$clients" -I{} bash -c \
+    (sleep 0.2 && curl -s -o /dev/null -w '%{http_code} %{time_total}' \
+        "http://$gateway$route?count=10" >"$work/small") &
+    small=$!
+    seq "$requests" | xargs -P "$clients" -I{} bash -c \
         "one 'http://$gateway$route?count=$count&seed={}' {}" >"$work/results"
     ended=$(date +%s.%N)
+    wait "$small"
     peak=$(sed -n 's/^VmHWM:\s*//p' "/proc/$gateway_pid/status")
     # Still serving afterwards.
     curl -sf -o /dev/null "http://$gateway/api/users-via-api?count=10"
-    printf '%-22s %8d %13d %8d %6d %12s %9.2f %14s\n' "$route" \
-        "$(grep -c '^200 verified ' "$work/results" || true)" \
+    verified=$(grep -c '^200 verified ' "$work/results" || true)
+    wall=$(echo "$ended - $started" | bc)
+    printf '%-22s %8d %13d %8d %6d %12s %9.2f %13.2f %12s %10s\n' "$route" \
+        "$verified" \
         "$(grep -c '^503 gateway_busy ' "$work/results" || true)" \
         "$(grep -c ' CORRUPT ' "$work/results" || true)" \
         "$(grep -vc -e '^200 verified ' -e '^503 gateway_busy ' -e ' CORRUPT ' "$work/results" || true)" \
-        "$peak" "$(echo "$ended - $started" | bc)" \
-        "$(awk '$1 == 503 { if ($3 > max) max = $3 } END { print max + 0 }' "$work/results")"
+        "$peak" "$wall" "$(echo "$verified / $wall" | bc -l)" \
+        "$(awk '$1 == 503 { if ($3 > max) max = $3 } END { print max + 0 }' "$work/results")" \
+        "$(cat "$work/small")"
     grep -v -e '^200 verified ' -e '^503 gateway_busy ' "$work/results" | cut -d' ' -f1,2 |
         sort | uniq -c | sed 's/^/    other: /' || true
     kill "$gateway_pid"

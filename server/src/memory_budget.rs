@@ -3,7 +3,8 @@
 //!
 //! - The gateway's `--memory-budget`: the bytes of answers it holds — REST bodies as they
 //!   arrive, bodies copied out of slots or received inline, sealed mappings pinned by a response
-//!   still being written, the users bodies it serializes itself. A response carries its
+//!   still being written, and the users bodies it serializes itself while it makes them (a
+//!   cache then holds them, under its own bound). A response carries its
 //!   reservation in its body ([`HeldBody`]), so the bytes stay counted until the connection has
 //!   taken the last frame of them, or the client left.
 //! - users-service's `--making-budget`: the bytes of bodies being made at once (their size

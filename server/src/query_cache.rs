@@ -8,12 +8,17 @@
 //! emptied when full, so a client cycling through seeds made every client regenerate its body
 //! on every request.) A value heavier than the whole byte bound is returned but not kept.
 //!
+//! Single flight: while one caller makes a key's value, the others asking for that key wait for
+//! it (blocking: call it off the async workers) and then find it, so a burst on a cold key
+//! makes its value once instead of once per request.
+//!
 //! LRU is not scan-resistant: a client that asks for more than `MAX_ENTRIES` new queries
 //! between two requests for a hot one still pushes the hot one out. It only ever costs a
 //! regeneration, never a wrong body.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -49,6 +54,8 @@ impl Weigh for Arc<[User]> {
 #[derive(Debug)]
 pub struct QueryCache<V, K = UsersQuery> {
     state: Mutex<Entries<K, V>>,
+    /// One lock per key being made, held by the caller making it.
+    filling: Mutex<HashMap<K, Arc<Mutex<()>>>>,
     max_entries: usize,
     max_bytes: usize,
 }
@@ -92,6 +99,7 @@ impl<V, K> QueryCache<V, K> {
                 bytes: 0,
                 clock: 0,
             }),
+            filling: Mutex::default(),
             max_entries,
             max_bytes,
         }
@@ -115,15 +123,32 @@ impl<V: Clone + Weigh, K: Eq + Hash + Clone> QueryCache<V, K> {
         Some(entry.value.clone())
     }
 
-    /// The value for `query`, computing it with `make` if absent.
+    /// The value for `query`, computing it with `make` if absent (once for concurrent callers).
     pub fn get_or_insert_with(&self, query: K, make: impl FnOnce() -> V) -> V {
+        let made = self.try_get_or_insert_with(query, || Ok::<V, Infallible>(make()));
+        made.unwrap_or_else(|never| match never {})
+    }
+
+    /// The value for `query`, computing it with `make` if absent; `make`'s error is returned
+    /// and nothing kept (a caller waiting meanwhile then tries `make` itself). A caller making a
+    /// key's value holds that key's turn, outside the cache's lock, so `make` may take long
+    /// while every other key is served; it must not ask this cache for the same key.
+    pub fn try_get_or_insert_with<E>(
+        &self,
+        query: K,
+        make: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, E> {
         if let Some(value) = self.get(&query) {
-            return value;
+            return Ok(value);
         }
-        // Compute outside the lock: two first requests may both do it, and that is harmless.
-        let value = make();
-        self.insert(query, value.clone());
-        value
+        let turn = Turn::take(self, &query);
+        let _making = turn.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(value) = self.get(&query) {
+            return Ok(value);
+        }
+        let value = make()?;
+        self.insert(query.clone(), value.clone());
+        Ok(value)
     }
 
     /// Number of queries cached now.
@@ -176,6 +201,41 @@ impl<V: Clone + Weigh, K: Eq + Hash + Clone> QueryCache<V, K> {
     }
 }
 
+/// One caller's share of a key's turn; the last share out removes the lock, also when `make`
+/// fails or panics.
+struct Turn<'a, V, K: Eq + Hash> {
+    cache: &'a QueryCache<V, K>,
+    key: &'a K,
+    lock: Arc<Mutex<()>>,
+}
+
+impl<'a, V, K: Eq + Hash + Clone> Turn<'a, V, K> {
+    fn take(cache: &'a QueryCache<V, K>, key: &'a K) -> Self {
+        let lock = Arc::clone(cache.filling().entry(key.clone()).or_default());
+        Turn { cache, key, lock }
+    }
+}
+
+impl<V, K: Eq + Hash> Drop for Turn<'_, V, K> {
+    fn drop(&mut self) {
+        let mut filling = self.cache.filling();
+        // Shares are taken under the same mutex, so two (the map's and this one) means no other
+        // caller holds or waits for this lock.
+        let last = filling
+            .get(self.key)
+            .is_some_and(|lock| Arc::ptr_eq(lock, &self.lock) && Arc::strong_count(lock) == 2);
+        if last {
+            filling.remove(self.key);
+        }
+    }
+}
+
+impl<V, K> QueryCache<V, K> {
+    fn filling(&self) -> MutexGuard<'_, HashMap<K, Arc<Mutex<()>>>> {
+        self.filling.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +252,39 @@ mod tests {
 
     fn query(seed: u64) -> UsersQuery {
         UsersQuery { count: 1, seed }
+    }
+
+    /// Eight threads asking for one cold key at once: one makes it while the others wait, and
+    /// all get it; a failed make keeps nothing and the next caller makes it.
+    #[test]
+    fn concurrent_callers_of_a_cold_key_make_it_once() {
+        let cache = QueryCache::<Weighs>::default();
+        let made = std::sync::atomic::AtomicUsize::new(0);
+        let started = std::sync::Barrier::new(8);
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    started.wait();
+                    let value = cache.get_or_insert_with(query(1), || {
+                        made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        Weighs(3)
+                    });
+                    assert_eq!(value, Weighs(3));
+                });
+            }
+        });
+        assert_eq!(made.into_inner(), 1);
+        assert!(cache.filling().is_empty(), "every turn was given back");
+
+        let failed = cache.try_get_or_insert_with(query(2), || Err::<Weighs, _>("no room"));
+        assert_eq!(failed, Err("no room"));
+        assert_eq!(cache.get(query(2)), None);
+        assert_eq!(
+            cache.try_get_or_insert_with(query(2), || Ok::<_, ()>(Weighs(4))),
+            Ok(Weighs(4))
+        );
+        assert!(cache.filling().is_empty());
     }
 
     #[test]

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// ~22 MB of users: more than loopback's socket buffers can absorb for a client that reads
-/// nothing.
-const STALLED_URI: &str = "/api/users-cached?count=60000&seed=3";
+/// ~22 MB of users over REST, held whole by the gateway: more than loopback's socket buffers
+/// can absorb for a client that reads nothing.
+const STALLED_URI: &str = "/api/users-via-api?count=60000&seed=3";
 
 async fn reserved_bytes(client: &reqwest::Client, gateway: &str) -> f64 {
     let text = client
@@ -38,6 +38,9 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_bytes_are_given_back() {
         &upstream,
         "--write-timeout",
         "2s",
+        // A debug build makes the body in a few seconds: past the default deadline of 2 s.
+        "--deadline",
+        "60s",
     ]);
     let base = gateway.url();
     let client = process::client();

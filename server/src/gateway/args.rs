@@ -86,7 +86,8 @@ pub struct Args {
     pub keep_verified_bytes: u64,
     /// Bytes of answers the gateway holds for requests in flight, whichever way they came (REST
     /// bodies as they arrive, copies out of slots, inline bodies, sealed mappings a response
-    /// still pins, users bodies it serializes itself), until each response is written. A
+    /// still pins), until each response is written, and the users bodies it serializes itself
+    /// while it makes them (then its cache holds them). A
     /// request whose answer would go past it is refused at once: 503 `gateway_busy` with
     /// `Retry-After`. The default serves one body of the largest size users-service makes
     /// (128 MiB) beside others; a body larger than the budget is always refused. The caches

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use crate::api_error::ApiError;
 use crate::dataset;
@@ -29,7 +29,6 @@ use super::proxied_response::Proxied;
 use super::stage_timing::{Stage, Stages};
 use super::state::{AppState, Shared};
 use super::transport_choice::Route;
-use crate::memory_budget::HeldBody;
 
 /// The request users-service gets for `query`: `GET /users?<query>` in canonical form.
 fn users_request(query: UsersQuery) -> ForwardRequest {
@@ -152,30 +151,28 @@ async fn over_http_signal(
 /// `GET /api/users-cached`: the same body, serialized once per query by the gateway itself; no
 /// users-service involved. The upper bound any transport can reach.
 ///
-/// A miss reserves the body's buffer in the memory budget before it is made, and holds it
-/// until the response is written; the reservation travels with the work, so a client that
-/// leaves mid-generation does not release bytes still being written.
+/// A miss is made once however many ask for it at once (the others wait for it), its buffer
+/// reserved in the memory budget while it is made (a refusal is the one maker's, and the next
+/// caller tries); the bytes then belong to the cache, which bounds them, as a hit's do.
 pub async fn users_cached(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = UsersQuery::parse(raw.as_deref())?;
-    if let Some(payload) = state.inner.cached_users.get(query) {
-        return Ok(payload.into_response(Transport::Cached));
-    }
-    let capacity = dataset::users_json_capacity(query.count) as u64;
-    let reservation = state.inner.budget.reserve(capacity)?;
-    let (payload, reservation) = tokio::task::spawn_blocking(move || {
-        let payload = state
-            .inner
-            .cached_users
-            .get_or_insert_with(query, || Payload::generate(query));
-        (payload, reservation)
-    })
-    .await
-    .map_err(|error| ApiError::Internal {
-        reason: format!("serializing task failed: {error}"),
-    })?;
-    let headers = payload.summary().response_headers(Transport::Cached);
-    Ok((headers, HeldBody::body(payload.bytes, reservation)).into_response())
+    let payload = match state.inner.cached_users.get(query) {
+        Some(payload) => payload,
+        None => tokio::task::spawn_blocking(move || {
+            let shared = &state.inner;
+            shared.cached_users.try_get_or_insert_with(query, || {
+                let capacity = dataset::users_json_capacity(query.count) as u64;
+                let _making = shared.budget.reserve(capacity)?;
+                Ok::<_, ApiError>(Payload::generate(query))
+            })
+        })
+        .await
+        .map_err(|error| ApiError::Internal {
+            reason: format!("serializing task failed: {error}"),
+        })??,
+    };
+    Ok(payload.into_response(Transport::Cached))
 }
