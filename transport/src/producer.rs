@@ -278,25 +278,22 @@ impl Producer {
     }
 
     /// Reserves `len` sealed bytes, waiting until `deadline` for earlier sealed publications to
-    /// be redeemed, withdrawn or reclaimed (reaping meanwhile, as [`Producer::claim`] does).
+    /// be redeemed, withdrawn or reclaimed (reaping meanwhile, as [`Producer::claim`] does: one
+    /// more look after a reap that took something back, then the deadline and the backoff, so a
+    /// reap that succeeds every time, as against a scribbler, cannot make this spin).
     fn reserve_sealed(&self, len: u64, deadline: u64) -> Result<SealedRoom<'_>, ClaimError> {
         let max = self.options.max_sealed_bytes;
         let mut backoff = Duration::from_micros(10);
         loop {
-            let in_flight = {
-                let mut sealed = self.lock_sealed();
-                let in_flight = sealed.prune(&self.segment);
-                if in_flight + len <= max {
-                    sealed.reserved += len;
-                    return Ok(SealedRoom {
-                        producer: self,
-                        len,
-                    });
-                }
-                in_flight
+            let mut in_flight = match self.try_reserve_sealed(len) {
+                Ok(room) => return Ok(room),
+                Err(in_flight) => in_flight,
             };
             if self.reap().total() > 0 {
-                continue;
+                match self.try_reserve_sealed(len) {
+                    Ok(room) => return Ok(room),
+                    Err(now_in_flight) => in_flight = now_in_flight,
+                }
             }
             let now = self.host.now_ns();
             if now >= deadline {
@@ -307,6 +304,20 @@ impl Producer {
                 .sleep(backoff.min(Duration::from_nanos(deadline - now)));
             backoff = (backoff * 2).min(Duration::from_millis(1));
         }
+    }
+
+    /// Room for `len` sealed bytes now, or the bytes in flight that leave none.
+    fn try_reserve_sealed(&self, len: u64) -> Result<SealedRoom<'_>, u64> {
+        let mut sealed = self.lock_sealed();
+        let in_flight = sealed.prune(&self.segment);
+        if in_flight + len > self.options.max_sealed_bytes {
+            return Err(in_flight);
+        }
+        sealed.reserved += len;
+        Ok(SealedRoom {
+            producer: self,
+            len,
+        })
     }
 
     fn lock_sealed(&self) -> sync::MutexGuard<'_, SealedTickets> {

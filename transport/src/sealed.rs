@@ -208,24 +208,32 @@ pub struct SealedBytes {
     map: Option<Arc<Mmap>>,
 }
 
+/// Refuses `fd` unless it is sealed against writing, shrinking and growing: the first check on a
+/// received descriptor, before anything else (a `fstat`) asks its file system about it, so a
+/// descriptor of a FUSE file, say, costs its daemon no request before it is refused.
+pub(crate) fn check_seals(fd: &impl AsFd) -> Result<(), SealedError> {
+    let seals = match fcntl(fd, FcntlArg::F_GET_SEALS) {
+        Ok(seals) => seals as u32,
+        // Only memfds know seals; anything else answers EINVAL and has none.
+        Err(Errno::EINVAL) => 0,
+        Err(errno) => return Err(io_error("read payload seals")(errno)),
+    };
+    let required = REQUIRED_SEALS.bits() as u32;
+    if seals & required != required {
+        return Err(SealedError::NotSealed {
+            missing: required & !seals,
+            found: seals,
+        });
+    }
+    Ok(())
+}
+
 impl SealedBytes {
     /// Checks `fd` against the `len` and `crc` a handle carries and maps it read-only. The
     /// descriptor is closed on return, whatever the outcome.
     pub fn verify(fd: OwnedFd, len: u64, crc: u32) -> Result<Self, SealedError> {
         let file = File::from(fd);
-        let seals = match fcntl(&file, FcntlArg::F_GET_SEALS) {
-            Ok(seals) => seals as u32,
-            // Only memfds know seals; anything else answers EINVAL and has none.
-            Err(Errno::EINVAL) => 0,
-            Err(errno) => return Err(io_error("read payload seals")(errno)),
-        };
-        let required = REQUIRED_SEALS.bits() as u32;
-        if seals & required != required {
-            return Err(SealedError::NotSealed {
-                missing: required & !seals,
-                found: seals,
-            });
-        }
+        check_seals(&file)?;
         // Sealed against shrinking and growing: this size is the file's for good.
         let actual = file
             .metadata()

@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 
-use crate::sealed::{SealedBytes, SealedError};
+use crate::sealed::{SealedBytes, SealedError, check_seals};
 use crate::sync::{AtomicU64, Mutex, Ordering};
 
 /// A verified payload and the identity of its file.
@@ -96,6 +96,7 @@ impl VerifiedPayloads {
         if self.max_bytes == 0 {
             return SealedBytes::verify(fd, len, crc);
         }
+        check_seals(&fd)?;
         let stat = rustix::fs::fstat(&fd).map_err(|errno| SealedError::Io {
             op: "stat payload",
             source: errno.into(),
@@ -237,6 +238,22 @@ mod tests {
         // Still kept, and still served for the true claim.
         check(&verified, &cached);
         assert_eq!(verified.reused(), 1);
+    }
+
+    /// A descriptor that is not sealed is refused, whether or not payloads are kept (when they
+    /// are, `check_seals` now runs before the `fstat` that looks it up).
+    #[test]
+    fn an_unsealed_file_is_refused_whether_or_not_payloads_are_kept() {
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(10).unwrap();
+        for keep in [0, 1 << 20] {
+            let verified = VerifiedPayloads::new(keep);
+            let fd = std::os::fd::OwnedFd::from(file.try_clone().unwrap());
+            assert!(matches!(
+                verified.verify(fd, 10, 0),
+                Err(SealedError::NotSealed { found: 0, .. })
+            ));
+        }
     }
 
     #[test]
