@@ -65,7 +65,8 @@ pub struct Args {
     #[arg(long, env = "SHMBRIDGE_HTTP_SIGNAL")]
     pub http_signal: bool,
     /// Bytes of bodies made at once, on every path (a users body counted at its bound of 512
-    /// bytes a user, a blob at its size; a body kept under `--cache` costs nothing). A request
+    /// bytes a user, twice where REST makes it twice for its headers; a blob at its size; a
+    /// body kept under `--cache` costs nothing), which is also the CPU they take. A request
     /// past it is refused at once (503 `users_service_busy`, `Retry-After`) instead of sharing
     /// the cores with every other: a burst of large bodies made all together finishes none of
     /// them within a gateway's deadline. The default makes three bodies of the largest count
@@ -183,11 +184,13 @@ async fn get_users(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = UsersQuery::parse(raw.as_deref())?;
+    let bodies = &state.inner.bodies;
+    let streams = bodies.streams(query);
     let making = state
         .inner
         .making
-        .reserve(state.inner.bodies.making_bytes(query))?;
-    if state.inner.bodies.streams(query) {
+        .reserve(bodies.making_bytes(query, streams))?;
+    if streams {
         return streamed_users(state, query, making).await;
     }
     let (payload, made) = off_the_workers(move || {
@@ -306,7 +309,7 @@ async fn publish_users(
     let making = state
         .inner
         .making
-        .reserve(state.inner.bodies.making_bytes(query))?;
+        .reserve(state.inner.bodies.making_bytes(query, false))?;
     // Run inline, a few stalled publications froze the whole service on 2 cores (chaos
     // scenario slow-producer); the hop costs ~0.2 ms, and GET /users takes it too.
     let (handle, len) = off_the_workers(move || {

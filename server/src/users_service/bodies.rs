@@ -52,18 +52,24 @@ impl Bodies {
     }
 
     /// Bytes `query`'s body costs to make now, for the making budget: none for a body kept
-    /// under `--cache`, otherwise the bound on its length ([`users_json_capacity`]) — known
-    /// from the query before any work.
-    pub fn making_bytes(&self, query: UsersQuery) -> u64 {
+    /// under `--cache`, otherwise the bound on its length ([`users_json_capacity`]), known
+    /// from the query before any work, and twice that where the body is made twice: streamed
+    /// with its headers (`with_summary`) while its summary is not yet known
+    /// ([`Bodies::summary`]).
+    pub fn making_bytes(&self, query: UsersQuery, with_summary: bool) -> u64 {
         let kept = self
             .serialized
             .as_ref()
             .is_some_and(|bodies| bodies.get(query).is_some());
         if kept {
-            0
-        } else {
-            users_json_capacity(query.count) as u64
+            return 0;
         }
+        let passes = if with_summary && self.summaries.get(query).is_none() {
+            2
+        } else {
+            1
+        };
+        passes * users_json_capacity(query.count) as u64
     }
 
     /// Whether `query`'s REST body is streamed rather than held whole: a large query

@@ -111,14 +111,17 @@ impl ChannelRoutes {
                 // anything is made.
                 response.expect_min_len(dataset::users_json_min_len(query.count))?;
                 let bodies = &state.bodies;
-                let _making = match state.making.reserve(bodies.making_bytes(query)) {
+                let _making = match state.making.reserve(bodies.making_bytes(query, false)) {
                     Ok(making) => making,
                     Err(busy) => return self.write_answer(busy.into_response(), response),
                 };
                 if bodies.streams(query) {
-                    let summary = bodies.summary(query);
-                    write_head(&summary.response_headers(Transport::Shm), response)?;
-                    write_body(response, summary.len, |out| {
+                    // No summary pass (REST needs one for its headers): the answer carries the
+                    // crc32 its tier computes as the body is written, and the writer moves the
+                    // body up a tier as it grows, so the body is made once.
+                    response.set_content_type(JSON)?;
+                    let at_least = dataset::users_json_min_len(query.count);
+                    write_body(response, BodyLen::AtLeast(at_least), |out| {
                         bodies.write_body(query, out).map(drop)
                     })?;
                     return Ok(true);
@@ -143,7 +146,8 @@ impl ChannelRoutes {
                 // `x-payload-crc32`.
                 response.set_content_type(JSON)?;
                 response.add_header(SERVER_TIMING, &server_timing::entry("make", made))?;
-                write_body(response, body.len() as u64, |out| out.write_all(&body))?;
+                let len = BodyLen::Exact(body.len() as u64);
+                write_body(response, len, |out| out.write_all(&body))?;
                 Ok(true)
             }
             "/blobs" => {
@@ -164,7 +168,8 @@ impl ChannelRoutes {
                     HeaderValue::from_static(blobs::content_type(query.pattern)),
                 );
                 write_head(&headers, response)?;
-                write_body(response, query.size, |out| blobs::write_blob(&query, out))?;
+                let len = BodyLen::Exact(query.size);
+                write_body(response, len, |out| blobs::write_blob(&query, out))?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -205,7 +210,8 @@ impl ChannelRoutes {
         write_head(&parts.headers, response)?;
         let len = body.size_hint().exact();
         let mut body = Pin::new(&mut body);
-        write_body(response, len.unwrap_or(0), |out| {
+        let len = len.map_or(BodyLen::AtLeast(0), BodyLen::Exact);
+        write_body(response, len, |out| {
             while let Some(frame) = self
                 .runtime
                 .block_on(std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)))
@@ -220,21 +226,34 @@ impl ChannelRoutes {
     }
 }
 
-/// Writes a body of `len` bytes (0: not known ahead) with `write`, through the fail points the
-/// chaos harness crashes the producer at: with its room held, halfway through the body, and
-/// with the body whole but not yet published.
+/// What is known of a body's length before it is written.
+#[derive(Clone, Copy, Debug)]
+enum BodyLen {
+    /// Exactly this: its tier is chosen before the first byte.
+    Exact(u64),
+    /// At least this: the writer moves it up a tier as it grows.
+    AtLeast(u64),
+}
+
+/// Writes a body with `write`, through the fail points the chaos harness crashes the producer
+/// at: with its room held, halfway through the body (half its known length, or of its lower
+/// bound), and with the body whole but not yet published.
 fn write_body(
     response: &mut ResponseWriter<'_>,
-    len: u64,
+    len: BodyLen,
     write: impl FnOnce(&mut Halfway<'_, '_>) -> std::io::Result<()>,
 ) -> Result<(), HandlerError> {
-    if len > 0 {
-        response.expect_len(len)?;
-    }
+    let known = match len {
+        BodyLen::Exact(len) => {
+            response.expect_len(len)?;
+            len
+        }
+        BodyLen::AtLeast(len) => len,
+    };
     failpoints::hit(failpoints::AFTER_CLAIM);
     write(&mut Halfway {
         response,
-        half: len / 2,
+        half: known / 2,
     })?;
     failpoints::hit(failpoints::BEFORE_PUBLISH);
     Ok(())
