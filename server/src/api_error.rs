@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use shmbridge::control::{Refusal, RequestError};
 use shmbridge::{AcquireError, HandleParseError, PublishError, ReadError, RedeemError};
 
-use crate::memory_budget::BudgetKind;
+use crate::memory_budget::{BudgetKind, OverBudget};
 use crate::payload::CRC_HEADER;
 use crate::query::QueryError;
 
@@ -97,12 +97,8 @@ pub enum ApiError {
     /// Answering would take the service past its budget ([`crate::memory_budget`]): the
     /// gateway's bytes of answers in flight, or users-service's bytes of bodies being made.
     /// Refused at once, not queued.
-    #[error("{}", over_budget_message(*kind))]
-    OverBudget {
-        kind: BudgetKind,
-        wanted: u64,
-        budget: u64,
-    },
+    #[error("{}", over_budget_message(.0.kind))]
+    OverBudget(#[from] OverBudget),
     /// A failure inside this service that the client cannot act on.
     #[error("internal error")]
     Internal { reason: String },
@@ -236,7 +232,7 @@ impl ApiError {
             | ApiError::ShmUnavailable { .. }
             | ApiError::SegmentUnavailable { .. }
             | ApiError::ShmStale { .. }
-            | ApiError::OverBudget { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::OverBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::HttpSignalDisabled | ApiError::NotForwarded => StatusCode::NOT_FOUND,
             ApiError::RequestNotForwardable { .. } => StatusCode::BAD_REQUEST,
             ApiError::BadUpstream { .. } | ApiError::ShmCorrupt { .. } => StatusCode::BAD_GATEWAY,
@@ -275,14 +271,10 @@ impl ApiError {
             ApiError::RequestTooLarge { .. } => "request_too_large",
             ApiError::RequestNotForwardable { .. } => "request_not_forwardable",
             ApiError::NotForwarded => "not_found",
-            ApiError::OverBudget {
-                kind: BudgetKind::GatewayMemory,
-                ..
-            } => "gateway_busy",
-            ApiError::OverBudget {
-                kind: BudgetKind::Making,
-                ..
-            } => "users_service_busy",
+            ApiError::OverBudget(refused) => match refused.kind {
+                BudgetKind::GatewayMemory => "gateway_busy",
+                BudgetKind::Making => "users_service_busy",
+            },
             ApiError::Internal { .. } => "internal",
         }
     }
@@ -310,14 +302,7 @@ impl ApiError {
                 humantime::format_duration(*deadline)
             ))),
             ApiError::ShmBusy { refusal } => Some(Cow::Owned(refusal.to_string())),
-            ApiError::OverBudget {
-                kind,
-                wanted,
-                budget,
-            } => Some(Cow::Owned(format!(
-                "{wanted} bytes would take the {} budget past its {budget} bytes",
-                kind.as_str()
-            ))),
+            ApiError::OverBudget(refused) => Some(Cow::Owned(refused.to_string())),
             ApiError::BadQuery(_)
             | ApiError::TooLargeForSlot { .. }
             | ApiError::PayloadTooLarge { .. }
@@ -392,7 +377,7 @@ impl IntoResponse for ApiError {
                 | ApiError::SegmentUnavailable { .. }
                 | ApiError::TooLargeForSlot { .. }
                 | ApiError::UpstreamRejected { .. }
-                | ApiError::OverBudget { .. }
+                | ApiError::OverBudget(_)
         );
         let reason = self.internal_reason().unwrap_or_default();
         if status == StatusCode::INTERNAL_SERVER_ERROR {

@@ -26,8 +26,6 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::api_error::ApiError;
-
 /// Bytes per semaphore permit: `Semaphore` counts `u32` permits per call, so a budget in
 /// bytes would stop at 4 GiB; in pages it reaches 16 TiB.
 const UNIT: u64 = 4096;
@@ -54,6 +52,16 @@ impl BudgetKind {
             BudgetKind::Making => "making",
         }
     }
+}
+
+/// A reservation refused: `wanted` bytes do not fit beside what `kind`'s budget of `budget`
+/// bytes holds now (the client's 503 is `ApiError::OverBudget`).
+#[derive(Debug, thiserror::Error)]
+#[error("{wanted} bytes would take the {} budget past its {budget} bytes", kind.as_str())]
+pub struct OverBudget {
+    pub kind: BudgetKind,
+    pub wanted: u64,
+    pub budget: u64,
 }
 
 /// The budget, shared by every request (cheap to clone).
@@ -95,9 +103,9 @@ impl MemoryBudget {
         (total - self.units.available_permits() as u64) * UNIT
     }
 
-    /// Reserves `bytes`, or refuses at once with [`ApiError::OverBudget`] if they do not fit
-    /// beside what is reserved now.
-    pub fn reserve(&self, bytes: u64) -> Result<Reservation, ApiError> {
+    /// Reserves `bytes`, or refuses at once ([`OverBudget`]) if they do not fit beside what is
+    /// reserved now.
+    pub fn reserve(&self, bytes: u64) -> Result<Reservation, OverBudget> {
         let permit = self.take(bytes, 0)?;
         Ok(Reservation {
             permit,
@@ -105,7 +113,7 @@ impl MemoryBudget {
         })
     }
 
-    fn take(&self, bytes: u64, held: u64) -> Result<OwnedSemaphorePermit, ApiError> {
+    fn take(&self, bytes: u64, held: u64) -> Result<OwnedSemaphorePermit, OverBudget> {
         let wanted = u32::try_from(units(bytes)).unwrap_or(u32::MAX);
         Arc::clone(&self.units)
             .try_acquire_many_owned(wanted)
@@ -113,7 +121,7 @@ impl MemoryBudget {
             .map_err(|_| {
                 metrics::counter!("budget_refusals_total", "budget" => self.kind.as_str())
                     .increment(1);
-                ApiError::OverBudget {
+                OverBudget {
                     kind: self.kind,
                     wanted: bytes + held,
                     budget: self.bytes,
@@ -125,7 +133,7 @@ impl MemoryBudget {
 impl Reservation {
     /// Adds `bytes` to this reservation, or refuses as [`MemoryBudget::reserve`] does (what is
     /// held already stays held until the reservation is dropped).
-    pub fn grow(&mut self, bytes: u64) -> Result<(), ApiError> {
+    pub fn grow(&mut self, bytes: u64) -> Result<(), OverBudget> {
         let held = self.bytes();
         let more = self.budget.take(bytes, held)?;
         self.permit.merge(more);
@@ -217,7 +225,7 @@ mod tests {
         let budget = MemoryBudget::new(BudgetKind::GatewayMemory, 10 * UNIT);
         let first = budget.reserve(6 * UNIT).unwrap();
         let error = budget.reserve(5 * UNIT).unwrap_err();
-        assert_eq!(error.code(), "gateway_busy");
+        assert_eq!((error.wanted, error.budget), (5 * UNIT, 10 * UNIT));
         assert_eq!(budget.reserved(), 6 * UNIT);
         let mut second = budget.reserve(4 * UNIT).unwrap();
         assert!(second.grow(1).is_err(), "the budget is full");

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::api_error::ApiError;
 use crate::query_cache::QueryCache;
 
-use super::exchange::Answer;
+use super::answer::Answer;
 use super::proxied_response::Proxied;
 
 /// Verified 200 answers by `/path?query`, and the fetches in progress.

@@ -20,7 +20,6 @@
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use axum::response::Response as HttpResponse;
 use shmbridge::Handle;
 use shmbridge::control::Response;
 
@@ -28,35 +27,14 @@ use crate::api_error::{ApiError, BadAnswer};
 use crate::payload::CRC_HEADER;
 use crate::transport_header::Transport;
 
-use super::upstream::Reserved;
-
+use super::answer::{Answer, Expect};
 use super::forward_request::ForwardRequest;
 use super::proxied_response::Proxied;
 use super::shm_consumer::Attachment;
 use super::stage_timing::{Stage, Stages};
 use super::state::Shared;
 use super::transport_choice::Route;
-use crate::memory_budget::Reservation;
-
-/// An answer, the transport that carried it, where its time went, and the memory its body
-/// holds in the gateway's budget until it is written.
-#[derive(Debug)]
-pub struct Answer {
-    pub proxied: Proxied,
-    pub transport: Transport,
-    pub stages: Stages,
-    pub reservation: Reservation,
-}
-
-/// What the client may be sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Expect {
-    /// Whatever the upstream answers, status and all (the reverse proxy).
-    AnyAnswer,
-    /// A users body: a 200, over REST with users-service's `x-payload-crc32`; any other status
-    /// becomes the gateway's error for it (the seed's `/api/users-via-*` routes).
-    UsersBody,
-}
+use super::upstream::Reserved;
 
 /// The request's deadline, started when the exchange starts.
 #[derive(Clone, Copy, Debug)]
@@ -172,27 +150,6 @@ fn never_sent(error: &ApiError) -> bool {
             | ApiError::RequestTooLarge { .. }
             | ApiError::RequestNotForwardable { .. }
     )
-}
-
-impl Answer {
-    fn expecting(self, expect: Expect) -> Result<Answer, ApiError> {
-        match expect {
-            Expect::AnyAnswer => Ok(self),
-            Expect::UsersBody => Ok(Answer {
-                proxied: self.proxied.ok_or_error()?,
-                ..self
-            }),
-        }
-    }
-
-    /// The response to send ([`Proxied::into_held_response`]) with the stages' `Server-Timing`.
-    pub fn into_response(self) -> HttpResponse {
-        let mut response = self
-            .proxied
-            .into_held_response(self.transport, self.reservation);
-        self.stages.report(&mut response);
-        response
-    }
 }
 
 /// `request` over REST, the answer marked as carried by `transport` (`api`, or `api-fallback`).

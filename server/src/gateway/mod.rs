@@ -1,12 +1,14 @@
 //! The gateway, the front: a reverse proxy in front of users-service over REST or shared
 //! memory. An index: the service is in `app` (routes, serving, readiness), its command line in
 //! `args`, what its handlers share in `state`; the routes in `proxy_routes` (any upstream path)
-//! and `users_routes` (the seed's); one exchange with the upstream in `exchange`, over
+//! and `users_routes` (the seed's); one exchange with the upstream in `exchange` (its result in
+//! `answer`), over
 //! `upstream` (REST) or `shm_consumer` (the control channel), timed stage by stage in
 //! `stage_timing`, the request and answer as they
 //! pass in `forward_request`, `proxied_response` and `hop_by_hop`; which paths and which
 //! transport in `forward_policy` and `transport_choice`; the ceiling's cache in `body_cache`.
 
+mod answer;
 mod app;
 mod args;
 mod body_cache;

@@ -22,8 +22,9 @@ use axum::response::Response;
 use crate::api_error::ApiError;
 use crate::transport_header::Transport;
 
+use super::answer::Expect;
 use super::body_cache::Cached;
-use super::exchange::{self, Clock, Expect};
+use super::exchange::{self, Clock};
 use super::forward_request::ForwardRequest;
 use super::state::{AppState, Shared};
 use super::transport_choice::Route;

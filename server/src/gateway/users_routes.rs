@@ -23,7 +23,8 @@ use crate::payload::Payload;
 use crate::query::UsersQuery;
 use crate::transport_header::Transport;
 
-use super::exchange::{self, Answer, Clock, Expect};
+use super::answer::{Answer, Expect};
+use super::exchange::{self, Clock};
 use super::forward_request::ForwardRequest;
 use super::proxied_response::Proxied;
 use super::stage_timing::{Stage, Stages};

@@ -254,7 +254,7 @@ async fn get_blobs(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Re
     match BlobQuery::parse(raw.as_deref(), state.inner.max_blob_size) {
         Ok(query) => match state.inner.making.reserve(query.size) {
             Ok(making) => streamed_blob(query, making).await.into_response(),
-            Err(busy) => busy.into_response(),
+            Err(busy) => ApiError::from(busy).into_response(),
         },
         Err(refused) => refused.into_response(),
     }

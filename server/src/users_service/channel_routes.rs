@@ -27,6 +27,7 @@ use shmbridge::control::{Handler, HandlerError, ResponseWriter};
 use shmbridge::http::HttpRequest;
 use tower::ServiceExt;
 
+use crate::api_error::ApiError;
 use crate::blobs::{self, BlobQuery};
 use crate::dataset;
 use crate::failpoints;
@@ -113,7 +114,9 @@ impl ChannelRoutes {
                 let bodies = &state.bodies;
                 let _making = match state.making.reserve(bodies.making_bytes(query, false)) {
                     Ok(making) => making,
-                    Err(busy) => return self.write_answer(busy.into_response(), response),
+                    Err(busy) => {
+                        return self.write_answer(ApiError::from(busy).into_response(), response);
+                    }
                 };
                 if bodies.streams(query) {
                     // No summary pass (REST needs one for its headers): the answer carries the
@@ -156,7 +159,9 @@ impl ChannelRoutes {
                 };
                 let _making = match state.making.reserve(query.size) {
                     Ok(making) => making,
-                    Err(busy) => return self.write_answer(busy.into_response(), response),
+                    Err(busy) => {
+                        return self.write_answer(ApiError::from(busy).into_response(), response);
+                    }
                 };
                 let summary = BodySummary {
                     len: query.size,
