@@ -24,4 +24,5 @@ pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transport_header;
+pub mod turns;
 pub mod users_service;

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use crate::dataset::User;
 use crate::payload::{BodySummary, Payload};
 use crate::query::UsersQuery;
+use crate::turns::Turns;
 
 /// The memory a cached value holds, in bytes (close enough to bound the cache, not exact).
 pub trait Weigh {
@@ -55,7 +56,7 @@ impl Weigh for Arc<[User]> {
 pub struct QueryCache<V, K = UsersQuery> {
     state: Mutex<Entries<K, V>>,
     /// One lock per key being made, held by the caller making it.
-    filling: Mutex<HashMap<K, Arc<Mutex<()>>>>,
+    filling: Turns<K, Mutex<()>>,
     max_entries: usize,
     max_bytes: usize,
 }
@@ -99,7 +100,7 @@ impl<V, K> QueryCache<V, K> {
                 bytes: 0,
                 clock: 0,
             }),
-            filling: Mutex::default(),
+            filling: Turns::default(),
             max_entries,
             max_bytes,
         }
@@ -141,8 +142,8 @@ impl<V: Clone + Weigh, K: Eq + Hash + Clone> QueryCache<V, K> {
         if let Some(value) = self.get(&query) {
             return Ok(value);
         }
-        let turn = Turn::take(self, &query);
-        let _making = turn.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let turn = self.filling.take(&query);
+        let _making = turn.lock().lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(value) = self.get(&query) {
             return Ok(value);
         }
@@ -201,41 +202,6 @@ impl<V: Clone + Weigh, K: Eq + Hash + Clone> QueryCache<V, K> {
     }
 }
 
-/// One caller's share of a key's turn; the last share out removes the lock, also when `make`
-/// fails or panics.
-struct Turn<'a, V, K: Eq + Hash> {
-    cache: &'a QueryCache<V, K>,
-    key: &'a K,
-    lock: Arc<Mutex<()>>,
-}
-
-impl<'a, V, K: Eq + Hash + Clone> Turn<'a, V, K> {
-    fn take(cache: &'a QueryCache<V, K>, key: &'a K) -> Self {
-        let lock = Arc::clone(cache.filling().entry(key.clone()).or_default());
-        Turn { cache, key, lock }
-    }
-}
-
-impl<V, K: Eq + Hash> Drop for Turn<'_, V, K> {
-    fn drop(&mut self) {
-        let mut filling = self.cache.filling();
-        // Shares are taken under the same mutex, so two (the map's and this one) means no other
-        // caller holds or waits for this lock.
-        let last = filling
-            .get(self.key)
-            .is_some_and(|lock| Arc::ptr_eq(lock, &self.lock) && Arc::strong_count(lock) == 2);
-        if last {
-            filling.remove(self.key);
-        }
-    }
-}
-
-impl<V, K> QueryCache<V, K> {
-    fn filling(&self) -> MutexGuard<'_, HashMap<K, Arc<Mutex<()>>>> {
-        self.filling.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,7 +241,7 @@ mod tests {
             }
         });
         assert_eq!(made.into_inner(), 1);
-        assert!(cache.filling().is_empty(), "every turn was given back");
+        assert!(cache.filling.is_empty(), "every turn was given back");
 
         let failed = cache.try_get_or_insert_with(query(2), || Err::<Weighs, _>("no room"));
         assert_eq!(failed, Err("no room"));
@@ -284,7 +250,7 @@ mod tests {
             cache.try_get_or_insert_with(query(2), || Ok::<_, ()>(Weighs(4))),
             Ok(Weighs(4))
         );
-        assert!(cache.filling().is_empty());
+        assert!(cache.filling.is_empty());
     }
 
     #[test]

@@ -97,14 +97,7 @@ struct Counting {
 #[test]
 fn a_body_above_the_largest_payload_is_refused_too_large_before_it_is_made() {
     let max = MIB;
-    let producer = producer_with(
-        4,
-        SLOT_SIZE,
-        ProducerOptions {
-            max_payload: max,
-            ..ProducerOptions::default()
-        },
-    );
+    let producer = producer_publishing_at_most(max);
     let counting = Arc::new(Counting {
         made: AtomicU64::new(0),
         refused_at: AtomicU64::new(u64::MAX),
@@ -168,14 +161,7 @@ fn a_body_above_the_largest_payload_is_refused_too_large_before_it_is_made() {
 #[test]
 fn a_lower_bound_past_the_largest_payload_is_refused_before_the_body_is_made() {
     let max = MIB;
-    let producer = producer_with(
-        4,
-        SLOT_SIZE,
-        ProducerOptions {
-            max_payload: max,
-            ..ProducerOptions::default()
-        },
-    );
+    let producer = producer_publishing_at_most(max);
     let made = Arc::new(AtomicU64::new(0));
     let handler = {
         let made = Arc::clone(&made);
@@ -204,6 +190,18 @@ fn a_lower_bound_past_the_largest_payload_is_refused_before_the_body_is_made() {
         assert_answers(&send_ask(&client, &ask).unwrap(), &ask, tier);
     }
     served.assert_nothing_leaked();
+}
+
+/// A producer of 4 slots that publishes bodies of at most `max` bytes.
+fn producer_publishing_at_most(max: usize) -> Arc<shmbridge::Producer> {
+    producer_with(
+        4,
+        SLOT_SIZE,
+        ProducerOptions {
+            max_payload: max,
+            ..ProducerOptions::default()
+        },
+    )
 }
 
 /// A request above [`MAX_REQUEST_LEN`] never leaves the client; the connection stays usable.

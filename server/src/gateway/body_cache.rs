@@ -7,14 +7,12 @@
 //! Single flight: while one request fetches a key, the others for it wait (within their
 //! deadline) and then find it cached, so a burst on a cold key asks the upstream once.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-
 use axum::http::StatusCode;
 use tokio::time::Instant;
 
 use crate::api_error::ApiError;
 use crate::query_cache::QueryCache;
+use crate::turns::Turns;
 
 use super::answer::Answer;
 use super::proxied_response::Proxied;
@@ -24,7 +22,7 @@ use super::proxied_response::Proxied;
 pub struct BodyCache {
     entries: QueryCache<Proxied, String>,
     /// One lock per key being fetched, held by the request fetching it.
-    filling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    filling: Turns<String, tokio::sync::Mutex<()>>,
 }
 
 /// Where an answer came from.
@@ -50,55 +48,23 @@ impl BodyCache {
         if let Some(hit) = self.entries.get(key.to_owned()) {
             return Ok(Cached::Hit(hit));
         }
-        let turn = Turn::take(self, key);
+        let key = key.to_owned();
+        let turn = self.filling.take(&key);
         let waited = std::time::Instant::now();
-        let Ok(_fetching) = tokio::time::timeout_at(ends, turn.lock.lock()).await else {
+        let Ok(_fetching) = tokio::time::timeout_at(ends, turn.lock().lock()).await else {
             return Err(ApiError::UpstreamDeadline {
                 deadline: waited.elapsed(),
             });
         };
-        if let Some(hit) = self.entries.get(key.to_owned()) {
+        if let Some(hit) = self.entries.get(&key) {
             return Ok(Cached::Hit(hit));
         }
         let answer = fetch().await?;
         if answer.proxied.status == StatusCode::OK {
             let kept = answer.proxied.clone();
-            self.entries.get_or_insert_with(key.to_owned(), || kept);
+            self.entries.get_or_insert_with(key, || kept);
         }
         Ok(Cached::Fetched(answer))
-    }
-
-    fn filling(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
-        self.filling.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// One request's share of a key's fetch lock; the last share out removes the lock, also when
-/// the request is cancelled.
-struct Turn<'a> {
-    cache: &'a BodyCache,
-    key: &'a str,
-    lock: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl<'a> Turn<'a> {
-    fn take(cache: &'a BodyCache, key: &'a str) -> Turn<'a> {
-        let lock = Arc::clone(cache.filling().entry(key.to_owned()).or_default());
-        Turn { cache, key, lock }
-    }
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        let mut filling = self.cache.filling();
-        // Shares are taken under the same mutex, so two (the map's and this one) means no other
-        // request holds or waits for this lock.
-        let last = filling
-            .get(self.key)
-            .is_some_and(|lock| Arc::ptr_eq(lock, &self.lock) && Arc::strong_count(lock) == 2);
-        if last {
-            filling.remove(self.key);
-        }
     }
 }
 
@@ -151,7 +117,7 @@ mod tests {
             .filter(|answer| matches!(answer, Ok(Cached::Hit(_))))
             .count();
         assert_eq!(hits, 7);
-        assert!(cache.filling().is_empty(), "the fetch lock was removed");
+        assert!(cache.filling.is_empty(), "the fetch lock was removed");
 
         let refused = || async { Ok(answer(StatusCode::NOT_FOUND, b"no")) };
         for _ in 0..2 {
