@@ -57,10 +57,18 @@ async fn under_a_burst_each_answer_is_the_exact_body_or_a_clean_refusal() {
     let upstream = users_service(&[]).await;
     // At most the 4 unredeemed publications users-service allows a peer with 8 slots, so that
     // a refusal here is the budget's; users-service's own `shm_busy` is a clean refusal too,
-    // should it see a fifth before it has counted a redemption.
+    // should it see a fifth before it has counted a redemption. A deadline no busy test
+    // machine reaches, so that a refusal is never a timeout.
     let gateway = gateway(
         &upstream,
-        &["--memory-budget", "4194304", "--shm-max-in-flight", "4"],
+        &[
+            "--memory-budget",
+            "4194304",
+            "--shm-max-in-flight",
+            "4",
+            "--deadline",
+            "60s",
+        ],
     );
     let count = 2000;
     let requests = (0..24u64).map(|seed| {

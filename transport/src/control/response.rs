@@ -185,6 +185,9 @@ impl<'p> ResponseWriter<'p> {
         if let Some(refusal) = self.refusal {
             return Err(refusal);
         }
+        if Instant::now() >= self.deadline {
+            return Err(Refusal::new(RefusalCode::DeadlineExceeded, 0));
+        }
         if let Some(expected) = self.expected
             && expected != self.written()
         {
@@ -312,12 +315,19 @@ fn sealed(
 }
 
 impl Write for ResponseWriter<'_> {
+    /// Past the request's deadline a write is refused ([`RefusalCode::DeadlineExceeded`]): the
+    /// consumer has stopped waiting, so the handler stops making a body nobody will redeem,
+    /// and nothing is published late.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if let Some(refusal) = self.refusal {
             return Err(io::Error::other(refusal));
         }
         if buf.is_empty() {
             return Ok(0);
+        }
+        if Instant::now() >= self.deadline {
+            let late = Err(Refusal::new(RefusalCode::DeadlineExceeded, 0));
+            return self.or_refuse(late);
         }
         if let Some(expected) = self.expected
             && self.written() + buf.len() as u64 > expected
