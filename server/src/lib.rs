@@ -21,7 +21,7 @@ pub mod serve;
 pub mod server_timing;
 pub mod slot_deadline;
 pub mod telemetry;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod transport_header;
 pub mod turns;

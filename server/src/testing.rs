@@ -1,8 +1,12 @@
-//! The checker behind the `request_params` fuzz target (feature `testing`), so that `cargo test`
-//! replays its seeds and regressions too.
+//! What tests share (feature `testing`, and this crate's own unit tests): the checker behind the
+//! `request_params` fuzz target, so that `cargo test` replays its seeds and regressions too, and
+//! one in-process round trip through a router.
 
-use axum::http::{StatusCode, header};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Request, StatusCode, header};
 use axum::response::IntoResponse;
+use tower::ServiceExt;
 
 use crate::api_error::ApiError;
 use crate::dataset::MAX_COUNT;
@@ -48,4 +52,19 @@ pub fn check_query_text(raw: &str) {
             assert_eq!(json["code"], "bad_query", "the stable code");
         }
     }
+}
+
+/// Sends `request` through `app` in process and reads the whole answer (a body of up to
+/// 16 MiB).
+///
+/// # Panics
+/// When the router fails or the body cannot be read.
+pub async fn respond(app: Router, request: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
+    let response = app.oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), 16 << 20)
+        .await
+        .unwrap();
+    (status, headers, body)
 }

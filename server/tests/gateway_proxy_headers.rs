@@ -24,7 +24,6 @@ use shmbridge::http::HttpRequest;
 use shmbridge::{ControlServer, Producer, ProducerOptions, Segment, SegmentConfig};
 use shmbridge_server::server_timing::SERVER_TIMING;
 use shmbridge_server::transport_header::TRANSPORT_HEADER;
-use tower::ServiceExt;
 
 /// Hop-by-hop headers every echo answers with, to be dropped by the gateway; `x-secret` is
 /// named by `connection`.
@@ -156,13 +155,7 @@ async fn send(
     gateway: &Router,
     request: axum::http::Request<Body>,
 ) -> (StatusCode, HeaderMap, Bytes) {
-    let response = gateway.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = axum::body::to_bytes(response.into_body(), 16 << 20)
-        .await
-        .unwrap();
-    (status, headers, body)
+    shmbridge_server::testing::respond(gateway.clone(), request).await
 }
 
 fn post(uri: &str, body: Vec<u8>) -> axum::http::Request<Body> {

@@ -216,14 +216,7 @@ mod tests {
     }
 
     async fn get(app: Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, bytes::Bytes) {
-        let request = Request::get(uri).body(Body::empty()).unwrap();
-        let response = app.oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = axum::body::to_bytes(response.into_body(), 16 << 20)
-            .await
-            .unwrap();
-        (status, headers, body)
+        crate::testing::respond(app, Request::get(uri).body(Body::empty()).unwrap()).await
     }
 
     #[tokio::test]

@@ -11,7 +11,6 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use bytes::Bytes;
 use clap::Parser;
 use shmbridge_server::{gateway, users_service};
-use tower::ServiceExt;
 
 /// Serves `router` on 127.0.0.1:0 until the test's runtime ends; returns its base URL.
 pub async fn serve_in_background(router: Router) -> String {
@@ -45,13 +44,7 @@ pub fn gateway_with_admin(upstream: &str, extra: &[&str]) -> (Router, Router) {
 
 pub async fn get(app: &Router, uri: &str) -> (StatusCode, HeaderMap, Bytes) {
     let request = Request::get(uri).body(Body::empty()).unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = axum::body::to_bytes(response.into_body(), 16 << 20)
-        .await
-        .unwrap();
-    (status, headers, body)
+    shmbridge_server::testing::respond(app.clone(), request).await
 }
 
 pub fn error_message(body: &Bytes) -> String {

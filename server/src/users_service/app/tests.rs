@@ -1,6 +1,7 @@
 use super::*;
 use crate::dataset::{DEFAULT_COUNT, DEFAULT_SEED, MAX_COUNT, users_json};
 use crate::payload::{CRC_HEADER, format_crc};
+use crate::testing::respond;
 use crate::transport_header::TRANSPORT_HEADER;
 use crate::users_service::MAX_KEPT_USERS;
 use axum::body::Body;
@@ -27,24 +28,11 @@ fn test_app(extra_args: &[&str]) -> Router {
 }
 
 async fn get(app: Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, bytes::Bytes) {
-    send(app, Request::get(uri).body(Body::empty()).unwrap()).await
+    respond(app, Request::get(uri).body(Body::empty()).unwrap()).await
 }
 
 async fn post(app: Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, bytes::Bytes) {
-    send(app, Request::post(uri).body(Body::empty()).unwrap()).await
-}
-
-async fn send(
-    app: Router,
-    request: Request<Body>,
-) -> (StatusCode, axum::http::HeaderMap, bytes::Bytes) {
-    let response = app.oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = axum::body::to_bytes(response.into_body(), 16 << 20)
-        .await
-        .unwrap();
-    (status, headers, body)
+    respond(app, Request::post(uri).body(Body::empty()).unwrap()).await
 }
 
 #[tokio::test]
@@ -331,7 +319,7 @@ fn both_paths_do_their_cpu_work_off_the_async_worker() {
             let (release, held) = std::sync::mpsc::channel::<()>();
             let busy = tokio::task::spawn_blocking(move || held.recv());
             let state = test_state(&["--slot-size", "262144"]);
-            let mut users = std::pin::pin!(send(
+            let mut users = std::pin::pin!(respond(
                 app(state.clone()),
                 request.body(Body::empty()).unwrap()
             ));
