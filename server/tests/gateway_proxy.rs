@@ -14,6 +14,7 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::get as get_route;
 use bytes::Bytes;
+use clap::Parser;
 use common::{
     error_code, expected_shm_transport, gateway, get, serve_in_background, users_service,
 };
@@ -108,6 +109,38 @@ async fn every_answer_over_shm_equals_the_upstreams_rest_answer() {
         let (_, headers, _) = get(&auto, &format!("/via-shm{path}")).await;
         assert_eq!(headers[TRANSPORT_HEADER], tier, "{path}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inline_threshold_is_users_services_to_set() {
+    let path = "/blobs?size=4096&pattern=text&seed=2";
+    for (threshold, tier) in [
+        ("4096", "shm-inline"),
+        ("4095", "shm-slot"),
+        ("0", "shm-slot"),
+    ] {
+        let upstream = users_service(&["--inline-threshold", threshold]).await;
+        let (_, _, expected) = upstream_answer(&upstream, path).await;
+        let (status, headers, body) =
+            get(&gateway(&upstream, &[]), &format!("/via-shm{path}")).await;
+        assert_eq!(status, StatusCode::OK, "--inline-threshold {threshold}");
+        assert_eq!(
+            headers[TRANSPORT_HEADER], tier,
+            "--inline-threshold {threshold}"
+        );
+        assert_eq!(body, expected, "--inline-threshold {threshold}");
+    }
+    let error = shmbridge_server::users_service::Args::try_parse_from([
+        "users-service",
+        "--inline-threshold",
+        "65537",
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("at most 65536 bytes travel inline"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use shmbridge::control::{ChannelOptions, Handler, PeerLedger, PublicationLimits};
+use shmbridge::control::frame::MAX_INLINE_LEN;
+use shmbridge::control::{
+    ChannelOptions, DEFAULT_INLINE_THRESHOLD, Handler, PeerLedger, PublicationLimits,
+};
 use shmbridge::layout::GeometryError;
 use shmbridge::{
     ClaimError, ControlServer, CreateError, Handle, Producer, ProducerOptions, ReaperThread,
@@ -83,6 +86,20 @@ pub struct ShmArgs {
     /// waits (within the claim timeout) and is then refused as exhausted.
     #[arg(long, env = "SHMBRIDGE_MAX_SEALED_BYTES", default_value_t = ProducerOptions::default().max_sealed_bytes)]
     pub max_sealed_bytes: u64,
+    /// Bodies up to this many bytes travel inline in the channel's answer, holding no slot
+    /// (at most 65536; 0 sends every body through a slot or sealed).
+    #[arg(long, env = "SHMBRIDGE_INLINE_THRESHOLD", default_value_t = DEFAULT_INLINE_THRESHOLD, value_parser = parse_inline_threshold)]
+    pub inline_threshold: usize,
+}
+
+fn parse_inline_threshold(value: &str) -> Result<usize, String> {
+    let bytes: usize = value.parse().map_err(|error| format!("{error}"))?;
+    if bytes > MAX_INLINE_LEN {
+        return Err(format!(
+            "at most {MAX_INLINE_LEN} bytes travel inline, got {bytes}"
+        ));
+    }
+    Ok(bytes)
 }
 
 impl ShmArgs {
@@ -200,6 +217,7 @@ impl ShmProducer {
         let channel = ChannelOptions {
             allowed_uids: args.allow_uids.clone(),
             limits: args.limits(),
+            inline_threshold: args.inline_threshold,
             ..ChannelOptions::for_segment(producer.segment())
         };
         let control =

@@ -80,7 +80,7 @@ def test_exceptions_form_one_hierarchy():
     assert shmbridge.LAYOUT_VERSION == 2
     assert shmbridge.CONTROL_VERSION == 2
     assert shmbridge.MAX_REQUEST_LEN == 64 * 1024
-    assert shmbridge.DEFAULT_INLINE_THRESHOLD == 16 * 1024
+    assert shmbridge.DEFAULT_INLINE_THRESHOLD == 4 * 1024
 
 
 def test_handle_text_round_trips_and_refuses_non_canonical_text():
@@ -271,7 +271,7 @@ def test_a_response_body_must_be_bytes():
         shmbridge.Response(status=-1)
 
 
-# Each tier's bounds for a 64 KiB slot and the default 16 KiB inline threshold; sealed bodies
+# Each tier's bounds for a 64 KiB slot and the default 4 KiB inline threshold; sealed bodies
 # go well past a slot.
 TIERS = [
     (0, "inline"),
@@ -673,10 +673,10 @@ def _http(port, method, path):
 
 
 # Requests whose answers do not change between two asks (POST /shm/users publishes anew each
-# time), with the tier each body takes over shm (4 slots of 512 KiB, 16 KiB inline).
+# time), with the tier each body takes over shm (4 slots of 512 KiB, 4 KiB inline).
 SAME_OVER_SHM_AND_HTTP = [
     ("GET", "/users", "slot"),
-    ("GET", "/users?count=17&seed=5", "inline"),
+    ("GET", "/users?count=8&seed=5", "inline"),
     ("GET", "/users?count=50&seed=7", "slot"),
     ("GET", "/users?count=2000&seed=1", "sealed"),
     ("GET", "/users?count=0", "inline"),

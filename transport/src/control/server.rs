@@ -67,14 +67,14 @@ pub struct ChannelOptions {
     pub inline_threshold: usize,
 }
 
-/// Bodies up to this many bytes travel inline by default. `cargo bench -p shmbridge --bench
-/// tiers` (request to verified response in one process, interleaved medians) measured
-/// inline/slot on a quiet machine at 1.04 for 256 B to 4 KiB, 1.09 at 8 KiB, 1.19 at 16 KiB and
-/// 1.30 at 32 KiB: inline copies the body twice more (into the frame, out of the kernel) and
-/// saves only the slot's claim and state changes, so its case is that it holds no slot, not
-/// speed. 16 KiB is above where it costs within 5%; lowering it to 4 KiB waits on a
-/// cross-process measurement.
-pub const DEFAULT_INLINE_THRESHOLD: usize = 16 * 1024;
+/// Bodies up to this many bytes travel inline by default. Across processes, through the whole
+/// gateway (`bash docs/inline-threshold.sh 5 3s`: wrk, one connection, medians of 5 rounds, the
+/// two tiers side by side), inline/slot p50 was 0.82, 0.97 and 0.94 at 256 B, 1 KiB and 4 KiB,
+/// then 1.11, 1.01, 1.07 and 1.17 from 8 KiB to 64 KiB: below 4 KiB the slot's claim, state
+/// changes and release frame cost more than the two extra copies inline makes; above it the
+/// copies cost more. In one process (`cargo bench -p shmbridge --bench tiers`) inline never
+/// wins (1.04 up to 4 KiB), so its case there is only that it holds no slot.
+pub const DEFAULT_INLINE_THRESHOLD: usize = 4 * 1024;
 
 impl ChannelOptions {
     pub fn for_segment(segment: &Segment) -> Self {
