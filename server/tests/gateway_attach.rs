@@ -20,6 +20,7 @@ use shmbridge::testing::silent_listener;
 use shmbridge::{ControlServer, Producer, ProducerOptions, Segment, SegmentConfig};
 
 use common::{error_code, gateway, get};
+use shmbridge_server::gateway::shm_consumer::LATE_ANSWER_GRACE;
 
 const DEADLINE: &str = "10s";
 const ATTACH_TIMEOUT: &str = "100ms";
@@ -179,4 +180,92 @@ async fn a_request_pending_when_the_connection_closes_is_answered_at_once() {
         .unwrap();
     drop(release);
     assert_quick_503s(&[answer]);
+}
+
+/// A request that has no answer by its deadline keeps its in-flight permit while the producer
+/// may still be working on it: with one permit, the next request is not sent to a producer
+/// still holding the first (before, the permit came back at the deadline and the producer got
+/// one request more for each one it was too slow for). A producer that never answers gets the
+/// permit back [`LATE_ANSWER_GRACE`] after the deadline, when the request is abandoned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_request_keeps_its_permit_until_answered_or_abandoned() {
+    let segment = Segment::create(&SegmentConfig {
+        // Room for more than one request of one peer: the producer would not refuse the second.
+        slot_count: 8,
+        slot_size: 4096,
+    })
+    .unwrap();
+    let producer = Arc::new(Producer::new(Arc::new(segment), ProducerOptions::default()).unwrap());
+    let (arrived, arrival) = mpsc::channel();
+    let (release, held) = mpsc::channel();
+    let publisher = Arc::new(Holding {
+        arrived,
+        release: Mutex::new(held),
+    });
+    let socket = format!(
+        "shmbridge-test-gateway-permits-{}-{:016x}",
+        std::process::id(),
+        producer.segment().epoch()
+    );
+    let _server = ControlServer::spawn_channel(
+        Arc::clone(&producer),
+        publisher,
+        ChannelOptions::for_segment(producer.segment()),
+        &socket,
+    )
+    .unwrap();
+    let gateway = gateway(
+        NO_UPSTREAM,
+        &[
+            "--shm-socket",
+            &socket,
+            "--deadline",
+            "300ms",
+            "--shm-max-in-flight",
+            "1",
+        ],
+    );
+    let arrival = Arc::new(Mutex::new(arrival));
+    let next_arrival = |within: Duration| {
+        let arrival = Arc::clone(&arrival);
+        tokio::task::spawn_blocking(move || {
+            arrival
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .recv_timeout(within)
+        })
+    };
+
+    let (status, _, body) = get(&gateway, "/api/users-via-shm").await;
+    let first_deadline = Instant::now();
+    assert_eq!(error_code(&body), "upstream_timeout", "{status}");
+    next_arrival(VERDICT_WITHIN)
+        .await
+        .unwrap()
+        .expect("the first request never reached the producer");
+
+    let (status, _, body) = get(&gateway, "/api/users-via-shm").await;
+    assert_eq!(error_code(&body), "upstream_timeout", "{status}");
+    assert!(
+        first_deadline.elapsed() < LATE_ANSWER_GRACE,
+        "the second request ended after the first was abandoned: the test says nothing"
+    );
+    assert_eq!(
+        next_arrival(Duration::ZERO).await.unwrap(),
+        Err(mpsc::RecvTimeoutError::Timeout),
+        "a second request reached the producer while it still held the first"
+    );
+
+    tokio::time::sleep_until((first_deadline + LATE_ANSWER_GRACE).into()).await;
+    let third = tokio::spawn({
+        let gateway = gateway.clone();
+        async move { get(&gateway, "/api/users-via-shm").await }
+    });
+    next_arrival(VERDICT_WITHIN)
+        .await
+        .unwrap()
+        .expect("the permit never came back from the abandoned request");
+    drop(release);
+    let (status, _, _) = third.await.unwrap();
+    assert!(status.is_server_error(), "{status}");
 }

@@ -59,7 +59,9 @@ pub struct Args {
     )]
     pub producer_uids: Vec<u32>,
     /// Publications the gateway asks for at once (over either signal); more requests wait
-    /// for one of these to be redeemed (within their deadline). Keep it at or below
+    /// for one of these to be redeemed (within their deadline). A request unanswered at its
+    /// deadline holds its permit until the answer comes, one second past the deadline at
+    /// most. Keep it at or below
     /// users-service's `--max-unredeemed-per-peer` (by default half its slots, 32), or a burst
     /// is refused there as busy instead of waiting here.
     #[arg(long, env = "SHMBRIDGE_SHM_MAX_IN_FLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]

@@ -197,11 +197,12 @@ async fn over_channel(
         .shm
         .attachment(&shared.upstream, None, "not_attached")
         .await?;
-    // Held until the body is redeemed, so the gateway never holds more unredeemed
-    // publications than it has permits, whichever way it asks for them.
-    let _in_flight = shared.shm.in_flight_permit(ends).await?;
+    // Held until the body is redeemed (or, unanswered, by the request: see
+    // `Attachment::request`), so the gateway never has more publications asked for and not
+    // redeemed than it has permits, whichever way it asks for them.
+    let permit = shared.shm.in_flight_permit(ends).await?;
     let sent = stages.end(Stage::Attach, started);
-    let publication = attachment.request(request, ends).await?;
+    let (publication, _in_flight) = attachment.request(request, ends, permit).await?;
     let answered = stages.end(Stage::Channel, sent);
     if let Some(handle) = publication.handle() {
         record_handle(handle);

@@ -9,7 +9,7 @@
 //! (stopped, starved, still starting) thus costs the requests that meet it a quick 503, not
 //! every shared-memory request the whole deadline behind one attach.
 
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use humantime::format_duration;
@@ -22,6 +22,7 @@ use shmbridge::{
 };
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::api_error::{ApiError, BadAnswer, ShmFault};
@@ -54,14 +55,20 @@ impl Attachment {
 
     /// Sends `request` (opaque to the channel: the gateway's are HTTP requests in
     /// `shmbridge::http`'s encoding) and waits for the answer until `deadline`, which the
-    /// producer is told too. If this future is dropped (deadline, client gone), the answer's
-    /// publication is released when it arrives; so is the returned one if it is dropped
-    /// unredeemed.
+    /// producer is told too. `permit` (one of `--shm-max-in-flight`) comes back with the answer,
+    /// to be held until the body is redeemed. If no answer comes by the deadline, or this future
+    /// is dropped (client gone), the permit stays with the request until the producer answers
+    /// (the answer's publication is then released) or [`LATE_ANSWER_GRACE`] after the deadline
+    /// passes, when the request is abandoned: so the permits bound what the producer is still
+    /// working on, not only what the gateway still waits for, and a producer that reads
+    /// requests and never answers holds at most `--shm-max-in-flight` of them, each for a
+    /// bounded time.
     pub async fn request(
-        &self,
+        self: &Arc<Self>,
         request: &[u8],
         deadline: Instant,
-    ) -> Result<Publication, ApiError> {
+        permit: OwnedSemaphorePermit,
+    ) -> Result<(Publication, OwnedSemaphorePermit), ApiError> {
         let budget = deadline.saturating_duration_since(Instant::now());
         let deadline_ns = monotonic_now_ns().saturating_add(budget.as_nanos() as u64);
         let (answered, answer) = tokio::sync::oneshot::channel();
@@ -69,16 +76,21 @@ impl Attachment {
             .channel
             .request_with(request, deadline_ns, move |result| {
                 // The requester is gone: dropping the publication releases it.
-                let _ = answered.send(result);
+                let _ = answered.send(result.map(|publication| (publication, permit)));
             })
             .map_err(|error| channel_error(error, budget))?;
+        let mut waiting = Waiting {
+            attachment: Arc::downgrade(self),
+            id: Some(id),
+            abandon_at: deadline + LATE_ANSWER_GRACE,
+        };
         let result = match tokio::time::timeout_at(deadline, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(RequestError::Closed),
-            Err(_) => {
-                self.channel.abandon(id);
-                Err(RequestError::TimedOut(budget))
+            Ok(Ok(result)) => {
+                waiting.id = None;
+                result
             }
+            Ok(Err(_)) => Err(RequestError::Closed),
+            Err(_) => Err(RequestError::TimedOut(budget)),
         };
         result.map_err(|error| channel_error(error, budget))
     }
@@ -249,6 +261,47 @@ fn redeem_error(error: RedeemError) -> ApiError {
     }
 }
 
+/// How long past its deadline a request keeps its in-flight permit while the producer has not
+/// answered. The producer refuses a request whose deadline has passed at its handler's next
+/// write (`DeadlineExceeded`), so a late answer normally comes within milliseconds; this bounds
+/// the wait for one whose handler never writes again.
+pub const LATE_ANSWER_GRACE: Duration = Duration::from_secs(1);
+
+/// A request sent and not answered yet: dropped with its id still set (deadline passed, or the
+/// requester gone), it abandons the request [`LATE_ANSWER_GRACE`] after its deadline, unless
+/// the answer comes first.
+struct Waiting {
+    attachment: Weak<Attachment>,
+    id: Option<u64>,
+    abandon_at: Instant,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else {
+            return;
+        };
+        let attachment = self.attachment.clone();
+        let abandon = move || {
+            // A closed attachment failed its requests already, and dropped their permits.
+            if let Some(attachment) = attachment.upgrade() {
+                attachment.channel.abandon(id);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let abandon_at = self.abandon_at;
+                runtime.spawn(async move {
+                    tokio::time::sleep_until(abandon_at).await;
+                    abandon();
+                });
+            }
+            // Dropped outside the runtime (at shutdown): nothing waits for the permit any more.
+            Err(_) => abandon(),
+        }
+    }
+}
+
 /// Receives the control channel's answers on the runtime's own event loop, as the socket becomes
 /// readable, rather than on a thread that would then have to wake a worker: one thread wake less
 /// per request. Runs until the connection closes (the [`ControlClient`] is dropped, or the
@@ -327,7 +380,7 @@ impl ShmClient {
     pub async fn in_flight_permit(
         &self,
         deadline: Instant,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    ) -> Result<OwnedSemaphorePermit, ApiError> {
         let waited = Instant::now();
         match tokio::time::timeout_at(deadline, Arc::clone(&self.in_flight).acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
