@@ -143,7 +143,9 @@
 //!    then verifies the descriptor before it trusts a byte: `F_GET_SEALS` contains at least
 //!    `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW` (`F_SEAL_SEAL` is not required), `fstat`'s size
 //!    equals the handle's `len`, and the crc32 over a read-only mapping equals the handle's `crc`.
-//!    Whatever the outcome it releases the ticket (READING -> FREE); if that exchange fails the
+//!    The mapping is made through the descriptor reopened read-only (`/proc/self/fd/N`): the one
+//!    received was opened for writing, and kernels before 6.7 refuse a read-only shared mapping
+//!    of a write-sealed memfd through such a descriptor (EPERM). Whatever the outcome it releases the ticket (READING -> FREE); if that exchange fails the
 //!    ticket was reclaimed and the bytes are discarded. A handle is redeemable once: the second
 //!    take finds the generation moved on.
 //! 5. With those seals the mapping's bytes can never change (write(2), writable mappings and

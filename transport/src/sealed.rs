@@ -23,7 +23,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::ops::Deref;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use memmap2::{Mmap, MmapOptions};
@@ -228,6 +228,20 @@ pub(crate) fn check_seals(fd: &impl AsFd) -> Result<(), SealedError> {
     Ok(())
 }
 
+/// A descriptor of `file` opened read-only, to map, or `None` where there is no `/proc` to
+/// reopen it through. Before Linux 6.7 the kernel refuses a shared read-only mapping of a
+/// write-sealed memfd through a descriptor opened for writing (EPERM), and the producer's
+/// descriptor, which SCM_RIGHTS hands over, was opened for writing; reopening
+/// `/proc/self/fd/N` gives a read-only one that every kernel maps. Without `/proc` (a container
+/// that does not mount it) `file` itself is mapped, which works from 6.7 on.
+fn read_only(file: &File) -> io::Result<Option<File>> {
+    match File::open(format!("/proc/self/fd/{}", file.as_raw_fd())) {
+        Ok(reopened) => Ok(Some(reopened)),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 impl SealedBytes {
     /// Checks `fd` against the `len` and `crc` a handle carries and maps it read-only. The
     /// descriptor is closed on return, whatever the outcome.
@@ -255,6 +269,11 @@ impl SealedBytes {
                 expected: len,
                 actual,
             })?;
+            let read_only = read_only(&file).map_err(|source| SealedError::Io {
+                op: "reopen payload read-only",
+                source,
+            })?;
+            let mappable = read_only.as_ref().unwrap_or(&file);
             // SAFETY: reading this mapping through `&[u8]` (here for the crc, and for as long
             // as the `SealedBytes` lives) is sound only because of the seals checked above, on
             // this very file: F_SEAL_WRITE means no process can change the bytes by any means
@@ -262,8 +281,9 @@ impl SealedBytes {
             // mapping existed when the seal was added, or adding it would have failed), and
             // F_SEAL_SHRINK means the file stays at least `len` bytes long, so no page of the
             // mapping can ever fault with SIGBUS. Seals cannot be removed. The mapping is
-            // read-only and shared only by this value's clones.
-            let map = unsafe { MmapOptions::new().len(map_len).populate().map(&file) }.map_err(
+            // read-only and shared only by this value's clones. `mappable` is `file` or a
+            // reopening of that same descriptor (the same file, so the same seals).
+            let map = unsafe { MmapOptions::new().len(map_len).populate().map(mappable) }.map_err(
                 |source| SealedError::Io {
                     op: "map payload",
                     source,
@@ -371,6 +391,37 @@ mod tests {
     }
 
     /// A memfd written but never sealed: the producer could still change it under the mapping.
+    /// The path every kernel maps: the received descriptor is writable (the producer's, as
+    /// SCM_RIGHTS hands it over; before Linux 6.7 a read-only shared mapping of a write-sealed
+    /// memfd through it fails with EPERM), the one mapped is a read-only reopening of the same
+    /// file, and a payload verifies through it.
+    #[test]
+    fn a_payload_is_mapped_through_a_read_only_reopening() {
+        use nix::fcntl::OFlag;
+        use std::os::unix::fs::MetadataExt;
+
+        let bytes = pattern(10_000);
+        let payload = SealedPayload::from_bytes(&bytes).unwrap();
+        let access = |file: &File| {
+            OFlag::from_bits_truncate(fcntl(file, FcntlArg::F_GETFL).unwrap()) & OFlag::O_ACCMODE
+        };
+        let received = File::from(payload.as_fd().try_clone_to_owned().unwrap());
+        assert_eq!(access(&received), OFlag::O_RDWR);
+        let reopened = read_only(&received)
+            .unwrap()
+            .expect("/proc is mounted here");
+        assert_eq!(access(&reopened), OFlag::O_RDONLY);
+        let (received_meta, reopened_meta) =
+            (received.metadata().unwrap(), reopened.metadata().unwrap());
+        assert_eq!(
+            (received_meta.dev(), received_meta.ino()),
+            (reopened_meta.dev(), reopened_meta.ino())
+        );
+        let verified =
+            SealedBytes::verify(OwnedFd::from(received), payload.len(), payload.crc()).unwrap();
+        assert_eq!(&verified[..], &bytes[..]);
+    }
+
     #[test]
     fn an_unsealed_descriptor_is_refused() {
         let fd = sealable_memfd(c"unsealed").unwrap();
