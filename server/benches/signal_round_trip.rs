@@ -94,6 +94,7 @@ impl Regime {
 
 /// The gateway's two ways to users-service: the control channel and HTTP.
 struct Clients {
+    shm: ShmClient,
     attachment: Arc<Attachment>,
     upstream: Upstream,
 }
@@ -113,8 +114,12 @@ impl Clients {
                 let target = format!("/users?{}", query.to_query_string());
                 let request = HttpRequest::get(&target).encode().expect("a valid request");
                 let deadline = tokio::time::Instant::now() + DEADLINE;
-                let publication = self.attachment.request(&request, deadline).await;
-                publication.map(Signalled::Channel)
+                let permit = self.shm.in_flight_permit(deadline).await;
+                match permit {
+                    Ok(permit) => self.attachment.request(&request, deadline, permit).await,
+                    Err(error) => Err(error),
+                }
+                .map(|(publication, _permit)| Signalled::Channel(publication))
             }
             Signal::Http => self
                 .upstream
@@ -177,6 +182,7 @@ impl Bench {
             .unwrap_or_else(|error| panic!("cannot attach to users-service: {error}"));
         let bench = Bench {
             clients: Arc::new(Clients {
+                shm,
                 attachment,
                 upstream,
             }),

@@ -208,7 +208,7 @@ async fn over_channel(
         record_handle(handle);
     }
     // Before the copy or the mapping: a refusal here releases the publication unread.
-    let reservation = shared.budget.reserve(publication.len() as u64)?;
+    let reservation = shared.budget.reserve(publication.len())?;
     let redeemed = Attachment::redeem(publication).await?;
     stages.end(Stage::Redeem, answered);
     let Response { head, body } = redeemed.response;
