@@ -81,7 +81,10 @@ impl ShutdownSignal {
     }
 }
 
-/// Accepts as a `TcpListener` does, each connection with a write timeout.
+/// Accepts as a `TcpListener` does, each connection with a write timeout and with Nagle's
+/// algorithm off: a body streamed in several writes (users-service's `/blobs`, a large
+/// `/users`) otherwise waits for the peer's delayed ACK between them, which measured as a p99 of
+/// 43 ms on REST for 1 to 16 KiB blobs in the sweep.
 struct WriteTimeoutListener {
     inner: TcpListener,
     write_timeout: Duration,
@@ -94,6 +97,9 @@ impl Listener for WriteTimeoutListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (stream, address) = Listener::accept(&mut self.inner).await;
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot turn Nagle's algorithm off on a connection");
+        }
         let mut stream = TimeoutStream::new(stream);
         stream.set_write_timeout(Some(self.write_timeout));
         (Box::pin(stream), address)
@@ -144,5 +150,23 @@ pub async fn serve_until_signal(
             );
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off_and_a_write_timeout() {
+        let (inner, bound) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let mut listener = WriteTimeoutListener {
+            inner,
+            write_timeout: Duration::from_secs(7),
+        };
+        let _client = TcpStream::connect(bound).await.unwrap();
+        let (accepted, _) = listener.accept().await;
+        assert!(accepted.get_ref().nodelay().unwrap());
+        assert_eq!(accepted.write_timeout(), Some(Duration::from_secs(7)));
     }
 }
