@@ -11,6 +11,7 @@ mod body;
 mod client;
 pub(crate) mod head;
 mod ledger;
+mod log_throttle;
 mod response;
 mod server;
 

@@ -38,6 +38,7 @@ use crate::control::frame::{
     Refusal, RefusalCode, Request, other_version_id, oversized_publish_id,
 };
 use crate::control::ledger::{PeerLedger, PublicationLimits};
+use crate::control::log_throttle::LogThrottle;
 use crate::control::response::{Finished, Handler, ResponseWriter};
 use crate::fdpass::{
     PeerView, ReceiveError, connect_within, receive_message, send_fd, send_message, timeval,
@@ -46,6 +47,9 @@ use crate::host::{ProcView, monotonic_now_ns};
 use crate::producer::Producer;
 use crate::segment::Segment;
 
+/// How often at most a refused or failed connection is logged: any local process can cause
+/// one, so logging each would let it flood the log.
+const NOT_SERVED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Threads one connection may have reading and publishing at once.
 pub const MAX_THREADS_PER_PEER: u32 = 64;
 /// How long dropping a [`ControlServer`] waits to connect to its own socket to wake its thread.
@@ -240,6 +244,7 @@ impl Shared {
 }
 
 fn accept_loop(listener: &OwnedFd, shared: &Arc<Shared>) {
+    let mut not_served = LogThrottle::new(NOT_SERVED_LOG_INTERVAL);
     loop {
         let accepted = accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC);
         if shared.stop.load(Ordering::Acquire) {
@@ -256,8 +261,11 @@ fn accept_loop(listener: &OwnedFd, shared: &Arc<Shared>) {
                 continue;
             }
         };
-        if let Err(error) = greet(stream, shared) {
-            tracing::warn!(%error, "peer not served");
+        if let Err(error) = greet(stream, shared)
+            && let Some(occurrences) = not_served.occurred(Instant::now())
+        {
+            // `error` is the latest one's; `occurrences` counts it and those not logged before.
+            tracing::warn!(%error, occurrences, "peer not served");
         }
     }
 }
