@@ -131,35 +131,62 @@ impl Handler for Holding {
     }
 }
 
+/// A producer serving [`Holding`] on a socket of its own, with the ends the test keeps: each
+/// publish frame's arrival, and the handlers' release (dropping it lets them all go).
+struct HeldProducer {
+    server: ControlServer,
+    socket: String,
+    arrival: mpsc::Receiver<()>,
+    release: mpsc::Sender<()>,
+}
+
+impl HeldProducer {
+    fn start(test: &str, slot_count: u32) -> Self {
+        let segment = Segment::create(&SegmentConfig {
+            slot_count,
+            slot_size: 4096,
+        })
+        .unwrap();
+        let producer =
+            Arc::new(Producer::new(Arc::new(segment), ProducerOptions::default()).unwrap());
+        let (arrived, arrival) = mpsc::channel();
+        let (release, held) = mpsc::channel();
+        let publisher = Arc::new(Holding {
+            arrived,
+            release: Mutex::new(held),
+        });
+        let socket = format!(
+            "shmbridge-test-gateway-{test}-{}-{:016x}",
+            std::process::id(),
+            producer.segment().epoch()
+        );
+        let server = ControlServer::spawn_channel(
+            Arc::clone(&producer),
+            publisher,
+            ChannelOptions::for_segment(producer.segment()),
+            &socket,
+        )
+        .unwrap();
+        Self {
+            server,
+            socket,
+            arrival,
+            release,
+        }
+    }
+}
+
 /// A producer whose connection closes while a publish request waits for its answer (it
 /// crashed, or dropped the connection): the request is woken by the close and answered at
 /// once, with the retry's attach finding no producer, rather than at its deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_pending_when_the_connection_closes_is_answered_at_once() {
-    let segment = Segment::create(&SegmentConfig {
-        slot_count: 2,
-        slot_size: 4096,
-    })
-    .unwrap();
-    let producer = Arc::new(Producer::new(Arc::new(segment), ProducerOptions::default()).unwrap());
-    let (arrived, arrival) = mpsc::channel();
-    let (release, held) = mpsc::channel();
-    let publisher = Arc::new(Holding {
-        arrived,
-        release: Mutex::new(held),
-    });
-    let socket = format!(
-        "shmbridge-test-gateway-closes-{}-{:016x}",
-        std::process::id(),
-        producer.segment().epoch()
-    );
-    let server = ControlServer::spawn_channel(
-        Arc::clone(&producer),
-        publisher,
-        ChannelOptions::for_segment(producer.segment()),
-        &socket,
-    )
-    .unwrap();
+    let HeldProducer {
+        server,
+        socket,
+        arrival,
+        release,
+    } = HeldProducer::start("closes", 2);
     let gateway = gateway_on_socket(&socket);
     let request = tokio::spawn(async move {
         let started = Instant::now();
@@ -189,31 +216,13 @@ async fn a_request_pending_when_the_connection_closes_is_answered_at_once() {
 /// permit back [`LATE_ANSWER_GRACE`] after the deadline, when the request is abandoned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unanswered_request_keeps_its_permit_until_answered_or_abandoned() {
-    let segment = Segment::create(&SegmentConfig {
-        // Room for more than one request of one peer: the producer would not refuse the second.
-        slot_count: 8,
-        slot_size: 4096,
-    })
-    .unwrap();
-    let producer = Arc::new(Producer::new(Arc::new(segment), ProducerOptions::default()).unwrap());
-    let (arrived, arrival) = mpsc::channel();
-    let (release, held) = mpsc::channel();
-    let publisher = Arc::new(Holding {
-        arrived,
-        release: Mutex::new(held),
-    });
-    let socket = format!(
-        "shmbridge-test-gateway-permits-{}-{:016x}",
-        std::process::id(),
-        producer.segment().epoch()
-    );
-    let _server = ControlServer::spawn_channel(
-        Arc::clone(&producer),
-        publisher,
-        ChannelOptions::for_segment(producer.segment()),
-        &socket,
-    )
-    .unwrap();
+    // Room for more than one request of one peer: the producer would not refuse the second.
+    let HeldProducer {
+        server: _server,
+        socket,
+        arrival,
+        release,
+    } = HeldProducer::start("permits", 8);
     let gateway = gateway(
         NO_UPSTREAM,
         &[
