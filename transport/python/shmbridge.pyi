@@ -58,7 +58,7 @@ CONTROL_VERSION: int
 MAX_REQUEST_LEN: int
 """The longest request the control channel carries (65536 bytes)."""
 DEFAULT_INLINE_THRESHOLD: int
-"""Bodies up to this many bytes (16384) travel inline in the answer unless ``serve`` says
+"""Bodies up to this many bytes (4096) travel inline in the answer unless ``serve`` says
 otherwise; larger ones in a slot, and those larger than a slot as a sealed memfd."""
 
 class Error(Exception):
