@@ -1,0 +1,3 @@
+module shmbridge
+
+go 1.19

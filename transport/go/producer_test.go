@@ -1,0 +1,313 @@
+package shmbridge
+
+// Tests against the real Rust producer: users-service, started as its own process on an
+// ephemeral port and a socket name of its own, its bodies compared byte for byte with what it
+// answers over HTTP.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// usersService is a running users-service: its HTTP address and its control socket's name.
+type usersService struct {
+	cmd    *exec.Cmd
+	addr   string
+	socket string
+}
+
+// startUsersService starts the Rust producer with extra flags and waits (bounded) for its
+// "listening on ADDR" line. SHMBRIDGE_USERS_SERVICE_BIN names the binary (transport/go/ci.sh
+// builds it); the default is the workspace's debug build.
+func startUsersService(t *testing.T, flags ...string) *usersService {
+	t.Helper()
+	bin := os.Getenv("SHMBRIDGE_USERS_SERVICE_BIN")
+	if bin == "" {
+		bin, _ = filepath.Abs("../../target/debug/users-service")
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("users-service is not built at %s: run `cargo build -p shmbridge-server --bin users-service` "+
+			"or set SHMBRIDGE_USERS_SERVICE_BIN", bin)
+	}
+	socket := fmt.Sprintf("shmbridge-go-test-%d-%d", os.Getpid(), time.Now().UnixNano())
+	args := append([]string{"--listen", "127.0.0.1:0", "--shm-socket", socket}, flags...)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "RUST_LOG=warn")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	lines := make(chan string, 1)
+	go func() {
+		scanner := bufio.NewScanner(stdout)
+		for scanner.Scan() {
+			if line := scanner.Text(); strings.HasPrefix(line, "listening on ") {
+				lines <- strings.TrimPrefix(line, "listening on ")
+			}
+		}
+		io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case addr := <-lines:
+		return &usersService{cmd: cmd, addr: addr, socket: socket}
+	case <-time.After(20 * time.Second):
+		t.Fatal("users-service did not announce its address within 20 s")
+		return nil
+	}
+}
+
+func (s *usersService) rest(t *testing.T, target string) []byte {
+	t.Helper()
+	response, err := http.Get("http://" + s.addr + target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer response.Body.Close()
+	body, err := io.ReadAll(response.Body)
+	if err != nil || response.StatusCode != 200 {
+		t.Fatalf("REST %s: status %d, %v", target, response.StatusCode, err)
+	}
+	return body
+}
+
+func connect(t *testing.T, socket string) *Client {
+	t.Helper()
+	client, err := Connect(socket, Options{})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return client
+}
+
+func get(target string) []byte {
+	return []byte("GET " + target + "\r\n\r\n")
+}
+
+func TestEveryTierCarriesTheProducersExactBytes(t *testing.T) {
+	service := startUsersService(t, "--slot-size", "65536")
+	client := connect(t, service.socket)
+	for _, c := range []struct {
+		target string
+		tier   Tier
+	}{
+		{"/blobs?size=0", TierInline},
+		{"/blobs?size=100&pattern=text", TierInline},
+		{"/blobs?size=4096", TierInline},
+		{"/blobs?size=4097", TierSlot},
+		{"/blobs?size=65536&pattern=zeros", TierSlot},
+		{"/blobs?size=65537", TierSealed},
+		{"/blobs?size=3000000&seed=9", TierSealed},
+		{"/users?count=20&seed=3", TierSlot},
+	} {
+		want := service.rest(t, c.target)
+		response, err := client.Do(context.Background(), get(c.target))
+		if err != nil {
+			t.Fatalf("%s: %v", c.target, err)
+		}
+		if response.Status != 200 || response.Tier != c.tier {
+			t.Errorf("%s: status %d tier %s, want 200 %s", c.target, response.Status, response.Tier, c.tier)
+		}
+		if !bytes.Equal(response.Body, want) {
+			t.Errorf("%s: %d bytes differ from REST's %d", c.target, len(response.Body), len(want))
+		}
+		if response.ContentType == "" {
+			t.Errorf("%s: no content type", c.target)
+		}
+		if err := response.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestAHandleIsRedeemedOnceAndEverySlotComesBack(t *testing.T) {
+	service := startUsersService(t, "--slot-count", "4", "--slot-size", "65536")
+	client := connect(t, service.socket)
+	// Four slots: forty slot and sealed redemptions in a row only succeed if each gave its
+	// slot or ticket back.
+	for i := 0; i < 40; i++ {
+		size := 10000 + i*5000
+		response, err := client.Do(context.Background(), get(fmt.Sprintf("/blobs?size=%d&seed=%d", size, i)))
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if len(response.Body) != size {
+			t.Fatalf("request %d: %d bytes", i, len(response.Body))
+		}
+		response.Close()
+	}
+}
+
+func TestConcurrentRequestsGetTheirOwnAnswers(t *testing.T) {
+	service := startUsersService(t)
+	client := connect(t, service.socket)
+	sizes := []int{10, 5000, 200000, 700000}
+	want := map[int][]byte{}
+	for _, size := range sizes {
+		want[size] = service.rest(t, fmt.Sprintf("/blobs?size=%d", size))
+	}
+	errs := make(chan error, 64)
+	for g := 0; g < 8; g++ {
+		go func(g int) {
+			for i := 0; i < 8; i++ {
+				size := sizes[(g+i)%len(sizes)]
+				response, err := client.Do(context.Background(), get(fmt.Sprintf("/blobs?size=%d", size)))
+				if err == nil && !bytes.Equal(response.Body, want[size]) {
+					err = fmt.Errorf("size %d: wrong bytes", size)
+				}
+				if response != nil {
+					response.Close()
+				}
+				errs <- err
+			}
+		}(g)
+	}
+	for i := 0; i < 64; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestRefusalsAreTyped(t *testing.T) {
+	service := startUsersService(t, "--slot-size", "65536", "--max-payload", "100000")
+	client := connect(t, service.socket)
+
+	// 1,000 users are about 250 KB: above a slot, so sealed, and above --max-payload.
+	_, err := client.Do(context.Background(), get("/users?count=1000"))
+	var refused *RefusedError
+	if !errors.As(err, &refused) || refused.Code != RefusedTooLarge || refused.Detail != 100000 {
+		t.Errorf("above --max-payload: %v, want a TooLarge refusal naming 100000", err)
+	}
+	// A blob's size is checked before it is made: the service's own 413, an answer.
+	response, err := client.Do(context.Background(), get("/blobs?size=200000"))
+	if err != nil || response.Status != 413 {
+		t.Errorf("a blob above the limit: %v", err)
+	}
+
+	_, err = client.Do(context.Background(), bytes.Repeat([]byte("x"), MaxRequestLen+1))
+	if !errors.As(err, &refused) || refused.Code != RefusedRequestTooLarge {
+		t.Errorf("a request above MaxRequestLen: %v", err)
+	}
+
+	// The channel survives both.
+	response, err = client.Do(context.Background(), get("/blobs?size=10"))
+	if err != nil || response.Status != 200 {
+		t.Fatalf("after refusals: %v", err)
+	}
+	// A route that does not exist is an answer, not a refusal: the service's own 404.
+	response, err = client.Do(context.Background(), get("/no-such-route"))
+	if err != nil || response.Status != 404 {
+		t.Errorf("unknown route: %v, %+v", err, response)
+	}
+}
+
+func TestAPassedDeadlineIsATimeout(t *testing.T) {
+	service := startUsersService(t)
+	client := connect(t, service.socket)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Nanosecond)
+	defer cancel()
+	time.Sleep(time.Millisecond)
+	if _, err := client.Do(ctx, get("/blobs?size=10")); !errors.Is(err, ErrTimeout) {
+		t.Errorf("expired deadline: %v", err)
+	}
+	// A deadline too short for a large body: either answered in time or a timeout, never
+	// wrong bytes; and the channel keeps working after it.
+	ctx, cancel = context.WithTimeout(context.Background(), 200*time.Microsecond)
+	defer cancel()
+	if response, err := client.Do(ctx, get("/blobs?size=8000000")); err == nil {
+		if len(response.Body) != 8000000 {
+			t.Errorf("%d bytes", len(response.Body))
+		}
+		response.Close()
+	} else if !errors.Is(err, ErrTimeout) {
+		var refused *RefusedError
+		if !errors.As(err, &refused) || refused.Code != RefusedDeadlineExceeded {
+			t.Errorf("short deadline: %v", err)
+		}
+	}
+	response, err := client.Do(context.Background(), get("/blobs?size=100000"))
+	if err != nil || len(response.Body) != 100000 {
+		t.Fatalf("after a timeout: %v", err)
+	}
+}
+
+func TestAKilledProducerClosesTheChannelAndNoRequestHangs(t *testing.T) {
+	service := startUsersService(t)
+	client := connect(t, service.socket)
+	done := make(chan error, 16)
+	for i := 0; i < 16; i++ {
+		go func(i int) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			response, err := client.Do(ctx, get(fmt.Sprintf("/blobs?size=%d", 1000000+i)))
+			if err == nil {
+				if len(response.Body) != 1000000+i {
+					err = fmt.Errorf("wrong length %d", len(response.Body))
+				}
+				response.Close()
+			}
+			done <- err
+		}(i)
+	}
+	time.Sleep(5 * time.Millisecond)
+	service.cmd.Process.Signal(syscall.SIGKILL)
+	for i := 0; i < 16; i++ {
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrTimeout) {
+				var redeem *RedeemError
+				if !errors.As(err, &redeem) {
+					t.Errorf("request during the kill: %v", err)
+				}
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a request hung after its producer was killed")
+		}
+	}
+	service.cmd.Wait()
+	if _, err := client.Do(context.Background(), get("/blobs?size=10")); !errors.Is(err, ErrClosed) {
+		t.Errorf("after the kill: %v, want ErrClosed", err)
+	}
+}
+
+func TestReverseProxyOverTheTransport(t *testing.T) {
+	service := startUsersService(t)
+	transport := &Transport{SocketName: service.socket}
+	defer transport.Close()
+	client := &http.Client{Transport: transport, Timeout: 5 * time.Second}
+	for _, target := range []string{"/blobs?size=300", "/blobs?size=300000", "/blobs?size=900000"} {
+		response, err := client.Get("http://users" + target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(response.Body)
+		response.Body.Close()
+		if err != nil || !bytes.Equal(body, service.rest(t, target)) {
+			t.Errorf("%s: %v, %d bytes differ", target, err, len(body))
+		}
+		if !strings.HasPrefix(response.Header.Get(TransportHeader), "shm-") {
+			t.Errorf("%s: %s = %q", target, TransportHeader, response.Header.Get(TransportHeader))
+		}
+	}
+}
