@@ -43,6 +43,8 @@ type Response struct {
 	Head
 	Tier Tier
 	Body []byte
+	// CRC32 is the body's crc32 (IEEE), as the producer computed it and this side checked it.
+	CRC32 uint32
 
 	mapping []byte
 }

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net/http"
 	"os"
@@ -308,6 +309,9 @@ func TestReverseProxyOverTheTransport(t *testing.T) {
 		}
 		if !strings.HasPrefix(response.Header.Get(TransportHeader), "shm-") {
 			t.Errorf("%s: %s = %q", target, TransportHeader, response.Header.Get(TransportHeader))
+		}
+		if got, want := response.Header.Get(CRCHeader), fmt.Sprintf("%08x", crc32.ChecksumIEEE(body)); got != want {
+			t.Errorf("%s: %s = %q, the body's is %s", target, CRCHeader, got, want)
 		}
 	}
 }

@@ -19,7 +19,7 @@ func (c *Client) redeem(d delivery) (*Response, error) {
 	if a.refusal != nil {
 		return nil, a.refusal
 	}
-	response := &Response{Head: a.head, Tier: a.tier}
+	response := &Response{Head: a.head, Tier: a.tier, CRC32: a.handle.crc}
 	switch a.tier {
 	case TierInline:
 		if crc32.ChecksumIEEE(a.inline) != a.handle.crc {

@@ -18,6 +18,11 @@ import (
 // "shm-sealed"), as the Rust gateway names it.
 const TransportHeader = "X-Transport"
 
+// CRCHeader carries the body's verified crc32 as 8 lowercase hex digits, unless the producer's
+// head already has one, as the Rust gateway writes it, so that a client can check the bytes end
+// to end.
+const CRCHeader = "X-Payload-Crc32"
+
 // hopByHop are the headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 var hopByHop = map[string]bool{
 	"Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
@@ -67,6 +72,12 @@ func (t *Transport) connected() (*Client, error) {
 	return t.client, nil
 }
 
+// Ready connects if no channel is up, and says why it cannot.
+func (t *Transport) Ready() error {
+	_, err := t.connected()
+	return err
+}
+
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	request, err := EncodeHTTPRequest(req)
@@ -90,6 +101,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	header.Set("Content-Length", strconv.Itoa(len(response.Body)))
 	header.Set(TransportHeader, "shm-"+response.Tier.String())
+	if header.Get(CRCHeader) == "" {
+		header.Set(CRCHeader, fmt.Sprintf("%08x", response.CRC32))
+	}
 	return &http.Response{
 		Status:        fmt.Sprintf("%d %s", response.Status, http.StatusText(response.Status)),
 		StatusCode:    response.Status,

@@ -109,6 +109,7 @@ pub async fn run(args: &CompareArgs) -> Result<Comparison, CompareError> {
             .endpoints()
     };
     load::check_routes(&endpoints, &requests)?;
+    args.services.check_endpoints(&endpoints)?;
     if args.capacity.capacity && requests.only().is_none() {
         return Err(CompareError::MixedCapacity(requests));
     }

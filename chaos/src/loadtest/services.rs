@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::loadtest::capacity::cpu::Processes;
+use crate::loadtest::load::endpoint::Endpoint;
+use crate::process::go::{self, GatewayKind, GoError};
 use crate::process::python::{self, PythonError, UsersServiceKind};
 use crate::process::service::{STOP_GRACE, ServiceError, ServiceProcess, ServiceProgram, Stopped};
 
@@ -28,6 +30,24 @@ pub struct ServiceArgs {
     /// `target/python-venv` first: needs python3 with venv and pip).
     #[arg(long, value_enum, default_value_t = UsersServiceKind::Rust)]
     pub users_service: UsersServiceKind,
+    /// Which gateway to measure: this program's Rust one, or the seed's kind, a Go gateway
+    /// (`transport/go/cmd/gateway` over the Go package, built into `target/go-gateway` first:
+    /// needs Go ≥ 1.19, installed from Debian's golang-go when missing). It serves the `api` and
+    /// `shm` endpoints only.
+    #[arg(long, value_enum, default_value_t = GatewayKind::Rust)]
+    pub gateway: GatewayKind,
+}
+
+impl ServiceArgs {
+    /// Refuses, before anything starts, endpoints the chosen gateway does not serve.
+    pub fn check_endpoints(&self, endpoints: &[Endpoint]) -> Result<(), ServicesError> {
+        match endpoints.iter().find(|endpoint| {
+            self.gateway == GatewayKind::Go && !matches!(endpoint, Endpoint::Api | Endpoint::Shm)
+        }) {
+            Some(&endpoint) => Err(ServicesError::NotServed(endpoint)),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +58,10 @@ pub enum ServicesError {
     Service(#[from] ServiceError),
     #[error(transparent)]
     Python(#[from] PythonError),
+    #[error(transparent)]
+    Go(#[from] GoError),
+    #[error("the Go gateway serves the api and shm endpoints only, not {0}")]
+    NotServed(Endpoint),
 }
 
 /// users-service and the gateway in front of it, children of this process on loopback ports.
@@ -45,6 +69,7 @@ pub(crate) struct Services {
     pub(crate) users_service: ServiceProcess,
     pub(crate) gateway: ServiceProcess,
     kind: UsersServiceKind,
+    gateway_kind: GatewayKind,
     /// The subcommand that started them (`compare`, `sweep`), for the report.
     started_by: &'static str,
 }
@@ -92,12 +117,12 @@ impl Services {
         if http_signal {
             gateway_flags.push("--http-signal");
         }
-        let mut gateway = ServiceProcess::start(
-            "gateway",
-            service(SERVE_GATEWAY, &gateway_flags),
-            args.startup_timeout,
-        )
-        .await?;
+        let gateway_command = match args.gateway {
+            GatewayKind::Rust => service(SERVE_GATEWAY, &gateway_flags),
+            GatewayKind::Go => go::gateway().await?.command(listen, &gateway_flags),
+        };
+        let mut gateway =
+            ServiceProcess::start("gateway", gateway_command, args.startup_timeout).await?;
         gateway.wait_ready(args.startup_timeout).await?;
         eprintln!(
             "users-service on {}, gateway on {}",
@@ -108,6 +133,7 @@ impl Services {
             users_service,
             gateway,
             kind: args.users_service,
+            gateway_kind: args.gateway,
             started_by,
         })
     }
@@ -126,7 +152,7 @@ impl Services {
     /// Where the services ran, for the report.
     pub(crate) fn describe(&self) -> String {
         format!(
-            "users-service{} ({}) and gateway ({}) started by `{}` as child processes on loopback, load generated from the same machine",
+            "users-service{} ({}) and gateway{} ({}) started by `{}` as child processes on loopback, load generated from the same machine",
             match self.kind {
                 UsersServiceKind::Rust => "",
                 UsersServiceKind::Python => {
@@ -134,6 +160,10 @@ impl Services {
                 }
             },
             self.users_service.address(),
+            match self.gateway_kind {
+                GatewayKind::Rust => "",
+                GatewayKind::Go => " in Go (transport/go/cmd/gateway)",
+            },
             self.gateway.address(),
             self.started_by,
         )

@@ -4,10 +4,11 @@
 //! (`transport/python/install.sh`) each time, so it always matches the Rust side it is measured
 //! against.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::checkout;
 use super::service::ServiceProgram;
 
 /// The implementations of users-service the harness can start.
@@ -36,14 +37,6 @@ pub enum PythonError {
          and the package registry"
     )]
     Install(std::process::ExitStatus),
-}
-
-/// The checkout this binary was built from.
-fn checkout() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the chaos crate sits inside the workspace")
-        .to_owned()
 }
 
 /// Builds the package into a fresh virtual environment and returns the program that runs the

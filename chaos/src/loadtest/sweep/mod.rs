@@ -378,6 +378,7 @@ pub async fn run(args: &SweepArgs) -> Result<SweepRun, SweepError> {
     // Refused before any service starts: an endpoint with no route for a path (shm-http).
     let any_blob = UpstreamPath::blob(plan.blob(plan.patterns[0], plan.ladder.sizes()[0]));
     load::check_routes(&plan.endpoints, &RequestMix::path(any_blob))?;
+    args.services.check_endpoints(&plan.endpoints)?;
     let services = Services::start(&args.services, false, args.timeout, "sweep").await?;
     let result = measure(&plan, &services, args).await;
     let environment = services.describe();
