@@ -35,7 +35,7 @@
 // Design notes for maintainers:
 // - Readers copy out and checksum the private copy (`ReadGuard::copy_out`); the crc the reader
 //   compares with comes from the handle, never from shared memory, so a scribbled descriptor
-//   cannot make corrupt bytes look right. The checksum costs less than the copy (MACHINE-NOTES).
+//   cannot make corrupt bytes look right. The checksum costs less than the copy.
 // - Holders stamp owner and deadline after winning the exchange; the reaper trusts a stamp only
 //   when it names the current generation, and gives unstamped slots one lease of grace.
 // - The reaper runs in the producer only: consumers never reclaim, so the producer's view of its

@@ -1,5 +1,6 @@
-//! The seed's figures, copied from `shared/reference/seed-load-test-report.md`, printed beside
-//! ours in every table. Only the REST and shared-memory endpoints existed in the seed.
+//! The seed's figures (the Locust report of the Go gateway and Python data service this project
+//! rebuilds), printed beside ours in every table. Only the REST and shared-memory endpoints
+//! existed in the seed.
 
 use serde::Serialize;
 
