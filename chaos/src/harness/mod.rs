@@ -20,6 +20,7 @@ use std::time::Duration;
 use shmbridge_server::failpoint_build::{self, FailpointBinaries, FailpointBuildError};
 
 use crate::loadtest::load::progress::ProgressMode;
+use crate::process::go::{self, GatewayKind, GoError};
 use crate::process::python::{self, PythonError, UsersServiceKind};
 use crate::process::supervisor::ServicePrograms;
 use scenario::{Scenario, ScenarioError, scenario_files};
@@ -79,6 +80,8 @@ pub enum RunError {
     BuildTask(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Python(#[from] PythonError),
+    #[error(transparent)]
+    Go(#[from] GoError),
 }
 
 /// Runs the scenarios; `Ok(true)` when every invariant of every scenario held.
@@ -113,9 +116,18 @@ pub async fn run(args: &RunArgs) -> Result<bool, RunError> {
     } else {
         None
     };
+    let go_gateway = if scenarios
+        .iter()
+        .any(|(_, scenario)| scenario.gateway == GatewayKind::Go)
+    {
+        Some(go::gateway().await?)
+    } else {
+        None
+    };
     let options = RunOptions {
         services: ServicePrograms::failpoint_build(&binaries),
         python_users_service,
+        go_gateway,
         program,
         startup_timeout: args.startup_timeout,
         progress: args.progress,

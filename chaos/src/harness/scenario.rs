@@ -20,6 +20,7 @@ use crate::loadtest::load::open_loop::OpenLoopProfile;
 use crate::loadtest::load::target::{RequestMix, UpstreamPath};
 use crate::loadtest::load::users::{ThinkTime, UsersProfile};
 use crate::loadtest::load::{LoadConfig, LoadModel};
+use crate::process::go::GatewayKind;
 use crate::process::python::UsersServiceKind;
 
 /// The seed of a scenario file that names none.
@@ -39,6 +40,10 @@ pub struct Scenario {
     /// Python users-service, which has none: fail-point faults cannot reach it).
     #[serde(default)]
     pub users_service: UsersServiceKind,
+    /// Which gateway runs: `"rust"` (the default, with fail points) or `"go"` (the Go gateway,
+    /// which has none and serves the `api` and `shm` endpoints only).
+    #[serde(default)]
+    pub gateway: GatewayKind,
     pub load: LoadSection,
     pub fault: FaultSpec,
     /// What `--quick` changes: a shorter run with fewer faults, for CI.
@@ -260,8 +265,11 @@ impl Scenario {
             return Err(("load.timeout", "must be above 0".into()));
         }
         let requests = load.requests().map_err(|reason| ("load.paths", reason))?;
-        crate::loadtest::load::check_routes(&load.endpoints.endpoints(), &requests)
+        let endpoints = load.endpoints.endpoints();
+        crate::loadtest::load::check_routes(&endpoints, &requests)
             .map_err(|error| ("load.paths", error.to_string()))?;
+        crate::loadtest::services::check_gateway_serves(self.gateway, &endpoints)
+            .map_err(|error| ("gateway", error.to_string()))?;
         self.fault.validate()
     }
 }
@@ -544,9 +552,11 @@ max_recovery = "1500ms"
                 path.display()
             );
             let kind = scenario.fault.kind();
-            let expected = match scenario.users_service {
-                UsersServiceKind::Rust => kind.to_owned(),
-                UsersServiceKind::Python => format!("{kind}-python"),
+            let expected = match (scenario.users_service, scenario.gateway) {
+                (UsersServiceKind::Rust, GatewayKind::Rust) => kind.to_owned(),
+                (UsersServiceKind::Python, GatewayKind::Rust) => format!("{kind}-python"),
+                (UsersServiceKind::Rust, GatewayKind::Go) => format!("{kind}-go"),
+                (UsersServiceKind::Python, GatewayKind::Go) => format!("{kind}-go-python"),
             };
             assert_eq!(scenario.name, expected);
             if scenario.users_service == UsersServiceKind::Rust {

@@ -24,6 +24,7 @@ use crate::inspect::SlotRow;
 use crate::loadtest::load::progress::{Progress, ProgressMode};
 use crate::loadtest::load::verify::BodyChecker;
 use crate::loadtest::load::{self, LoadConfig, LoadError};
+use crate::process::go::GatewayKind;
 use crate::process::python::UsersServiceKind;
 use crate::process::service::ServiceProgram;
 use crate::process::supervisor::{ServicePrograms, Supervisor, SupervisorError, UnexpectedDeath};
@@ -54,6 +55,8 @@ pub struct RunOptions {
     pub services: ServicePrograms,
     /// The Python users-service, for scenarios that ask for it (prepared only if one does).
     pub python_users_service: Option<ServiceProgram>,
+    /// The Go gateway, for scenarios that ask for it (prepared only if one does).
+    pub go_gateway: Option<ServiceProgram>,
     pub startup_timeout: Duration,
     pub progress: ProgressMode,
     pub quick: bool,
@@ -213,6 +216,12 @@ async fn run_checked(
             .python_users_service
             .clone()
             .expect("prepared for every run with a Python scenario");
+    }
+    if scenario.gateway == GatewayKind::Go {
+        services.gateway = options
+            .go_gateway
+            .clone()
+            .expect("prepared for every run with a Go scenario");
     }
     let mut supervisor = Supervisor::start(
         options.program.clone(),

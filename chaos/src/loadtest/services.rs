@@ -41,12 +41,20 @@ pub struct ServiceArgs {
 impl ServiceArgs {
     /// Refuses, before anything starts, endpoints the chosen gateway does not serve.
     pub fn check_endpoints(&self, endpoints: &[Endpoint]) -> Result<(), ServicesError> {
-        match endpoints.iter().find(|endpoint| {
-            self.gateway == GatewayKind::Go && !matches!(endpoint, Endpoint::Api | Endpoint::Shm)
-        }) {
-            Some(&endpoint) => Err(ServicesError::NotServed(endpoint)),
-            None => Ok(()),
-        }
+        check_gateway_serves(self.gateway, endpoints)
+    }
+}
+
+/// Refuses endpoints `gateway` does not serve: the Go gateway has the `api` and `shm` routes only.
+pub fn check_gateway_serves(
+    gateway: GatewayKind,
+    endpoints: &[Endpoint],
+) -> Result<(), ServicesError> {
+    match endpoints.iter().find(|endpoint| {
+        gateway == GatewayKind::Go && !matches!(endpoint, Endpoint::Api | Endpoint::Shm)
+    }) {
+        Some(&endpoint) => Err(ServicesError::NotServed(endpoint)),
+        None => Ok(()),
     }
 }
 
