@@ -24,7 +24,8 @@ started=$SECONDS
 # The Rust users-service, for the tests of a Python consumer of the Rust producer.
 cargo build --quiet -p shmbridge-server --bin users-service
 export SHMBRIDGE_USERS_SERVICE_BIN="$CARGO_TARGET_DIR/debug/users-service"
-bash transport/python/install.sh "$venv" pytest mypy
+# Flask only for the WSGI adapter's tests: the package itself depends on nothing.
+bash transport/python/install.sh "$venv" pytest mypy flask
 echo "wheel built and installed in $((SECONDS - started)) s"
 # Run from outside the source tree, so `import shmbridge` can only find the installed package.
 cd "$venv"

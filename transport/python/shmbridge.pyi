@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import (
     Callable,
     Dict,
+    Iterable,
     List,
     Optional,
     Sequence,
@@ -202,7 +203,7 @@ class Publication:
     def release(self) -> None:
         """Gives the publication back unread. Idempotent."""
 
-_Handler = Callable[[bytes], Union[bytes, Response]]
+_Handler = Callable[[bytes], Union[bytes, Response, Tuple[Response, Iterable[bytes]]]]
 
 @final
 class Producer:
@@ -245,7 +246,10 @@ class Producer:
         """Serves the segment on an abstract Unix socket (default ``shmbridge-py-PID-EPOCH``)
         from background threads and returns its name. With ``handler``, also answers
         control-channel requests: ``handler(request)`` gets the request ``bytes`` and returns the
-        body ``bytes`` or a ``Response``. The body travels inline up to ``inline_threshold``
+        body ``bytes``, a ``Response``, or a ``(Response, chunks)`` pair: the head of a response
+        with an empty body, and an iterable of ``bytes`` written one by one into the body as it
+        grows, never joined (``shmbridge.wsgi.serve(app, producer)`` serves any WSGI
+        application this way; see ``help(shmbridge.wsgi)``). The body travels inline up to ``inline_threshold``
         bytes (default ``DEFAULT_INLINE_THRESHOLD``, at most 65536), in a slot up to the slot
         size, and above it (up to 64 MiB) as a sealed memfd. An exception from the handler, or a
         result of another type, fails that request only (the consumer gets HandlerFailed); it is

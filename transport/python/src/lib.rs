@@ -49,6 +49,29 @@ fn shmbridge_module(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<publication::PyPublication>()?;
     module.add_function(wrap_pyfunction!(http::http_request_parse, module)?)?;
     module.add_function(wrap_pyfunction!(http::http_request_encode, module)?)?;
+    add_wsgi(module)
+}
+
+/// `shmbridge.wsgi`, the WSGI adapter: plain Python (`src/wsgi.py`) compiled into the native
+/// module, registered in `sys.modules` so that `import shmbridge.wsgi` finds it, and set on
+/// the package maturin wraps this module in (in `sys.modules` while its `__init__.py` imports
+/// this), since `import shmbridge.wsgi` binds only what the package holds. An attribute, not
+/// an export: it stays out of `__all__`; its types are in its docstrings, since the one-file
+/// `shmbridge.pyi` cannot describe a submodule.
+fn add_wsgi(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = module.py();
+    let wsgi = PyModule::from_code(
+        py,
+        pyo3::ffi::c_str!(include_str!("wsgi.py")),
+        c"shmbridge/wsgi.py",
+        c"shmbridge.wsgi",
+    )?;
+    module.setattr("wsgi", &wsgi)?;
+    let modules = py.import("sys")?.getattr("modules")?;
+    modules.set_item("shmbridge.wsgi", &wsgi)?;
+    if let Ok(package) = modules.get_item("shmbridge") {
+        package.setattr("wsgi", &wsgi)?;
+    }
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyIterator};
 use shmbridge::control::frame::MAX_INLINE_LEN;
 use shmbridge::control::{
     ChannelOptions, DEFAULT_INLINE_THRESHOLD, Handler, HandlerError, PublicationLimits,
@@ -356,6 +356,9 @@ struct PyHandler {
 enum Made<'py> {
     Bytes(Bound<'py, PyBytes>),
     Response(Bound<'py, PyResponse>),
+    /// A head (a `Response` with an empty body) and an iterable of `bytes` chunks, written one
+    /// by one into whichever tier the body grows into, so that it is never held whole here.
+    Streamed(Bound<'py, PyResponse>, Bound<'py, PyIterator>),
 }
 
 impl Handler for PyHandler {
@@ -379,51 +382,75 @@ impl PyHandler {
         response: &mut ResponseWriter<'_>,
     ) -> Result<(), HandlerError> {
         let handler = self.handler.bind(py);
+        // A bug in the handler, or its own refusal: either way this request fails
+        // (HandlerFailed), and the exception is reported through sys.unraisablehook, since
+        // there is no Python caller to raise it to.
+        let failed = |error: PyErr| -> HandlerError {
+            let text = error.to_string();
+            error.write_unraisable(py, Some(handler));
+            text.into()
+        };
         let made = handler
             .call1((PyBytes::new(py, request),))
-            .and_then(|made| Made::extract(&made));
-        let made = match made {
-            Ok(made) => made,
-            Err(error) => {
-                // A bug in the handler, or its own refusal: either way this request fails
-                // (HandlerFailed), and the exception is reported through sys.unraisablehook,
-                // since there is no Python caller to raise it to.
-                let text = error.to_string();
-                error.write_unraisable(py, Some(handler));
-                return Err(text.into());
-            }
-        };
+            .and_then(|made| Made::extract(&made))
+            .map_err(failed)?;
         let body = match &made {
             Made::Bytes(body) => body.clone(),
-            Made::Response(made) => {
-                let made = made.get();
-                let head = made.head();
-                response.set_status(head.status())?;
-                if !head.content_type().is_empty() {
-                    response.set_content_type(head.content_type())?;
+            Made::Response(head) => {
+                write_head(head.get(), response)?;
+                head.get().body_object().bind(py).clone()
+            }
+            Made::Streamed(head, chunks) => {
+                write_head(head.get(), response)?;
+                for chunk in chunks.clone() {
+                    let chunk = chunk.and_then(|chunk| {
+                        chunk.cast_into::<PyBytes>().map_err(|chunk| {
+                            PyTypeError::new_err(format!(
+                                "a streamed body's chunks are bytes, not {}",
+                                chunk.into_inner().get_type()
+                            ))
+                        })
+                    });
+                    self.write(py, chunk.map_err(failed)?.as_bytes(), response)?;
                 }
-                for (name, value) in head.headers() {
-                    response.add_header(name, value)?;
-                }
-                made.body_object().bind(py).clone()
+                return Ok(());
             }
         };
-        let data = body.as_bytes();
-        // A body the writer buffers is copied at once; one headed for a slot or a memfd may
-        // wait for room and copies megabytes, so it is written detached (`bytes` are
-        // immutable, and `body` keeps them alive meanwhile). The length is known, so the
-        // writer picks the tier up front and refuses a body too large before any copy.
-        let write = |response: &mut ResponseWriter<'_>| -> std::io::Result<()> {
-            response.expect_len(data.len() as u64)?;
-            response.write_all(data)
-        };
+        // The length is known, so the writer picks the tier up front and refuses a body too
+        // large before any copy.
+        response.expect_len(body.as_bytes().len() as u64)?;
+        self.write(py, body.as_bytes(), response)
+    }
+
+    /// Writes `data` into the body. A piece the writer buffers is copied at once; one headed
+    /// for a slot or a memfd may wait for room and copies megabytes, so it is written detached
+    /// (`bytes` are immutable, and the caller keeps them alive meanwhile).
+    fn write(
+        &self,
+        py: Python<'_>,
+        data: &[u8],
+        response: &mut ResponseWriter<'_>,
+    ) -> Result<(), HandlerError> {
         if data.len() <= self.inline_threshold {
-            write(response)?;
+            response.write_all(data)?;
         } else {
-            py.detach(|| write(response))?;
+            py.detach(|| response.write_all(data))?;
         }
         Ok(())
     }
+}
+
+/// The status, content type and headers of a handler's `Response`.
+fn write_head(made: &PyResponse, response: &mut ResponseWriter<'_>) -> Result<(), HandlerError> {
+    let head = made.head();
+    response.set_status(head.status())?;
+    if !head.content_type().is_empty() {
+        response.set_content_type(head.content_type())?;
+    }
+    for (name, value) in head.headers() {
+        response.add_header(name, value)?;
+    }
+    Ok(())
 }
 
 impl<'py> Made<'py> {
@@ -434,8 +461,23 @@ impl<'py> Made<'py> {
         if let Ok(response) = made.cast::<PyResponse>() {
             return Ok(Self::Response(response.clone()));
         }
+        if let Ok((head, chunks)) = made.extract::<(Bound<'py, PyResponse>, Bound<'py, PyAny>)>() {
+            if !head
+                .get()
+                .body_object()
+                .bind(made.py())
+                .as_bytes()
+                .is_empty()
+            {
+                return Err(PyTypeError::new_err(
+                    "a streamed response's head has an empty body: its bytes are the chunks",
+                ));
+            }
+            return Ok(Self::Streamed(head, chunks.try_iter()?));
+        }
         Err(PyTypeError::new_err(format!(
-            "a handler returns bytes or a shmbridge.Response, not {}",
+            "a handler returns bytes, a shmbridge.Response, or a (Response, iterable of bytes) \
+             pair, not {}",
             made.get_type().name()?
         )))
     }

@@ -369,7 +369,7 @@ def test_a_raising_handler_fails_only_its_request_with_handler_failed(producer, 
     assert [type(unraisable.exc_value) for unraisable in reported] == [
         RuntimeError, ValueError, TypeError, KeyError,
     ]  # fmt: skip
-    assert "bytes or a shmbridge.Response, not str" in str(reported[2].exc_value)
+    assert "iterable of bytes) pair, not str" in str(reported[2].exc_value)
     stats = producer.stats()
     assert stats["slots"]["free"] == 8
     assert stats["sealed_bytes_in_flight"] == 0
