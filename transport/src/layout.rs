@@ -109,10 +109,13 @@
 //! 3. Payload bytes may be written only while holding WRITING; readers copy them while holding
 //!    READING and then release with an exchange: if that exchange fails, the slot was reclaimed and
 //!    the bytes read must be discarded. Readers check the crc32 against the handle, not the descriptor.
-//!    A paused holder can still be copying after a reclaim, so payload bytes are only ever
-//!    accessed as whole aligned little-endian 64-bit words with atomic loads and stores (relaxed):
-//!    racing copies then read some mix of whole words, which the crc32 rejects, and never undefined
-//!    behaviour. The words of a payload past its length are unspecified.
+//!    A paused holder can still be copying after a reclaim, so every access to payload bytes
+//!    must be one that a racing store in another process can only make return other bytes, never
+//!    undefined behaviour in the reader's language: relaxed atomic accesses (this crate: whole
+//!    words, or `rep movsb`, which moves each byte single-copy-atomically; see `payload.rs`), or,
+//!    where a language's memory model gives a racing copy of pointer-free memory some value (Go),
+//!    a plain copy into private memory. Either way the crc32 is computed over the private copy,
+//!    never over the shared bytes. The bytes of a payload past its length are unspecified.
 //! 4. Treat every byte of the segment as untrusted: bounds-check whatever you read from it.
 //! 5. An all-zero state word is no state (a page that was never initialized, or was punched out
 //!    with `fallocate(FALLOC_FL_PUNCH_HOLE)`): never claim it. The producer's reaper restores it to

@@ -13,6 +13,29 @@
 //! | 24     | 8    | `peer_pidfs_ino`  | pidfs inode number of `peer_pid` as the producer sees it; 0 unless visible and known |
 //! | 32     | 8    | `producer_now_ns` | the producer's `CLOCK_MONOTONIC` just before sending       |
 //!
+//! # What a writable peer checks before it holds a slot
+//!
+//! In this order; any failure closes the connection and every descriptor received:
+//!
+//! 1. The greeting: magic, then `layout_version` (before the length, so that another version is
+//!    named as such), then exactly 40 bytes, a `peer_visibility` of 0, 1 or 2, and exactly one
+//!    descriptor on the message (`SCM_RIGHTS`; a message with none, more, or `MSG_CTRUNC` is
+//!    refused). A zero-length read is the producer closing unanswered: this uid is not allowed.
+//! 2. The producer's view of this process (below): `peer_pid` is this process's pid; with
+//!    visibility 0, the start time (or both pidfs inodes, when both are known) names this
+//!    process; visibility 1 is refused, 2 accepted; `producer_now_ns` is at most 10 s behind this
+//!    process's `CLOCK_MONOTONIC` read after receiving, and not ahead of it.
+//! 3. The producer, by `SO_PEERCRED`: its uid is this process's effective uid or one the peer
+//!    was told to trust.
+//! 4. The descriptor, before it is mapped: a memfd must carry at least `F_SEAL_SHRINK |
+//!    F_SEAL_GROW` (`F_GET_SEALS`); anything that answers `F_GET_SEALS` with `EINVAL` (not a
+//!    memfd) must be a regular file owned by this process's effective uid with no group or other
+//!    permission bits. Then its header, read with `pread` before mapping, passes every check of
+//!    [`crate::layout`]'s header table, and `fstat`'s size equals `total_size`.
+//! 5. The header's `creator_pid` and `creator_uid` equal the answering process's pid and uid
+//!    (`SO_PEERCRED`): a process squatting on the socket name cannot hand over someone else's
+//!    segment as its own.
+//!
 //! # Why the greeting describes the peer
 //!
 //! Liveness is judged by the producer's reaper, in the producer's PID namespace, through its
