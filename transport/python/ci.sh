@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the shmbridge wheel into a fresh virtual environment and runs the Python test suite
-# (the package's tests, the users-service example's and its dataset's) against it, as a user
-# would after `pip install ./transport/python`. Called by .ci/run; runs from any directory.
+# against it, as a user would after `pip install ./transport/python`: the package's tests
+# (transport/python/tests) and those of the Python users-service and its dataset
+# (server/python/tests, beside the Rust users-service they mirror). Called by .ci/run; runs from
+# any directory.
 #
 # The venv is made in a temporary directory and removed afterwards, unless SHMBRIDGE_PY_VENV
 # names one to (re)create and keep. maturin builds the wheel in release mode into the
@@ -32,5 +34,7 @@ cd "$venv"
 # The stubs editors read (shmbridge.pyi) against the module as built: names, signatures, defaults.
 "$venv/bin/python" -m mypy.stubtest shmbridge \
     --allowlist "$root/transport/python/tests/stubtest-allowlist.txt"
-"$venv/bin/python" -m pytest -q -p no:cacheprovider "$root/transport/python/tests"
+# --rootdir: test ids name their file from the repository root (server/python/tests/...).
+"$venv/bin/python" -m pytest -q -p no:cacheprovider --rootdir "$root" \
+    "$root/transport/python/tests" "$root/server/python/tests"
 echo "python build + tests took $((SECONDS - started)) s"

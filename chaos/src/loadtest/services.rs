@@ -26,7 +26,7 @@ pub struct ServiceArgs {
     #[arg(long)]
     pub cache: bool,
     /// Which users-service to measure behind our gateway: this program's Rust one, or the
-    /// seed's kind, a Python service (`transport/python/examples/users_service.py`, built into
+    /// seed's kind, a Python service (`server/python/users_service.py`, its package built into
     /// `target/python-venv` first: needs python3 with venv and pip).
     #[arg(long, value_enum, default_value_t = UsersServiceKind::Rust)]
     pub users_service: UsersServiceKind,
@@ -164,7 +164,7 @@ impl Services {
             match self.kind {
                 UsersServiceKind::Rust => "",
                 UsersServiceKind::Python => {
-                    " in Python (transport/python/examples/users_service.py)"
+                    " in Python (server/python/users_service.py)"
                 }
             },
             self.users_service.address(),

@@ -1,8 +1,7 @@
-//! The Python users-service (`transport/python/examples/users_service.py`, standard-library
-//! Python over the `shmbridge` package) as a service program: a virtual environment under
-//! `target/`, with the package built and installed from this checkout
-//! (`transport/python/install.sh`) each time, so it always matches the Rust side it is measured
-//! against.
+//! The Python users-service (`server/python/users_service.py`, standard-library Python over the
+//! `shmbridge` package) as a service program: a virtual environment under `target/`, with the
+//! package built and installed from this checkout (`transport/python/install.sh`) each time, so
+//! it always matches the Rust side it is measured against.
 
 use std::path::PathBuf;
 
@@ -18,7 +17,7 @@ pub enum UsersServiceKind {
     /// This program's own (server/src/users_service).
     #[default]
     Rust,
-    /// `transport/python/examples/users_service.py` over the `shmbridge` package: no fail points.
+    /// `server/python/users_service.py` over the `shmbridge` package: no fail points.
     Python,
 }
 
@@ -43,7 +42,7 @@ pub enum PythonError {
 /// Python users-service in it.
 pub async fn users_service() -> Result<ServiceProgram, PythonError> {
     let root = checkout();
-    let script = root.join("transport/python/examples/users_service.py");
+    let script = root.join("server/python/users_service.py");
     if !script.is_file() {
         return Err(PythonError::NoCheckout(root));
     }

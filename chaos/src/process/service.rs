@@ -77,8 +77,7 @@ pub enum ServiceProgram {
     /// (`shmbridge_server::failpoint_build`).
     Binary(PathBuf),
     /// A script run by an interpreter: the Python users-service
-    /// (`transport/python/examples/users_service.py`) in a virtual environment with the
-    /// `shmbridge` package.
+    /// (`server/python/users_service.py`) in a virtual environment with the `shmbridge` package.
     Script {
         interpreter: PathBuf,
         script: PathBuf,

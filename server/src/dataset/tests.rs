@@ -67,7 +67,7 @@ fn zero_users_is_an_empty_array() {
     assert_eq!(users_json(0, DEFAULT_SEED), b"[]");
 }
 
-/// The pins the Python port (transport/python/tests/test_dataset.py) checks against too.
+/// The pins the Python port (server/python/tests/test_dataset.py) checks against too.
 #[test]
 fn larger_bodies_are_pinned() {
     for (count, seed, len, pinned) in [

@@ -19,10 +19,12 @@ PAYLOAD_LEN = 256_873
 
 
 def seed_payload() -> bytes:
-    """The seed report's users JSON when the example dataset is beside this file's package,
-    else random bytes of the same length (the timing depends on the length only)."""
-    examples = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples")
-    sys.path.insert(0, examples)
+    """The seed report's users JSON when the Python users dataset (server/python) is in this
+    checkout, else random bytes of the same length (the timing depends on the length only)."""
+    service_dir = os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "server", "python"
+    )
+    sys.path.insert(0, service_dir)
     try:
         from users_dataset import users_json
     except ImportError:

@@ -18,8 +18,11 @@ import pytest
 # Not importorskip: without the package these tests must fail, not pass as skipped.
 import shmbridge
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples")
-sys.path.insert(0, EXAMPLES)
+# The Python users-service and its dataset, beside the Rust users-service they mirror.
+SERVICE_DIR = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "server", "python"
+)
+sys.path.insert(0, SERVICE_DIR)
 
 from users_dataset import DEFAULT_COUNT, DEFAULT_SEED, users_json
 
@@ -627,7 +630,8 @@ def test_a_consumer_killed_holding_publications_leaves_no_slot_held(producer):
     assert producer.stats()["withdrawn"] == 3
 
 
-# users_service.py with the real package: the wiring the other tests check against a stand-in.
+# server/python/users_service.py with the real package: the wiring its own tests
+# (server/python/tests/test_users_service.py) check against a stand-in.
 
 
 @pytest.fixture
@@ -641,7 +645,7 @@ def users_service():
             if k != "PYTHONPATH" and not k.startswith("SHMBRIDGE_")
         }
         process = subprocess.Popen(
-            [sys.executable, os.path.join(EXAMPLES, "users_service.py"), "--listen",
+            [sys.executable, os.path.join(SERVICE_DIR, "users_service.py"), "--listen",
              "127.0.0.1:0", "--slot-count", "4", *flags],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
         )  # fmt: skip
@@ -731,7 +735,7 @@ def test_users_service_answers_every_route_over_the_channel_as_over_http(users_s
 
 def test_users_service_refuses_a_bad_geometry_with_the_rust_message(users_service):
     refused = subprocess.run(
-        [sys.executable, os.path.join(EXAMPLES, "users_service.py"), "--listen", "127.0.0.1:0",
+        [sys.executable, os.path.join(SERVICE_DIR, "users_service.py"), "--listen", "127.0.0.1:0",
          "--slot-size", "1000"],
         capture_output=True, check=False, timeout=10,
     )  # fmt: skip

@@ -15,8 +15,9 @@ import pytest
 
 import shmbridge
 
-EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
-sys.path.insert(0, EXAMPLES)
+# The Python users dataset, beside the Rust users-service it mirrors.
+SERVICE_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "server", "python")
+sys.path.insert(0, SERVICE_DIR)
 
 from users_dataset import DEFAULT_COUNT, DEFAULT_SEED, users_json  # noqa: E402
 

@@ -1,6 +1,6 @@
-"""The Python users dataset (examples/users_dataset.py) against the Rust one: sizes and crc32s
-obtained from the Rust users-service (`GET /users?count=N&seed=S`), so any drift in the ChaCha8
-port, the draw order, the word lists or the JSON formatting fails here."""
+"""The Python users dataset (server/python/users_dataset.py) against the Rust one: sizes and
+crc32s obtained from the Rust users-service (`GET /users?count=N&seed=S`), so any drift in the
+ChaCha8 port, the draw order, the word lists or the JSON formatting fails here."""
 
 import json
 import os
@@ -9,7 +9,7 @@ import zlib
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import users_dataset  # noqa: E402
 from users_dataset import ChaCha8, users, users_json  # noqa: E402

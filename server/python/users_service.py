@@ -1,9 +1,10 @@
 """users-service in Python: the seed's architecture rerun with a Python producer.
 
-Serves the deterministic users dataset (``users_dataset``, byte-identical to the Rust
-users-service for the same ``count``/``seed``) over HTTP and through shmbridge shared memory,
-with the Rust service's routes, headers, error bodies and start-up contract, so the gateway
-and the chaos harness can run against either:
+The Python twin of the Rust users-service (``server/src/users_service/``), kept beside it in
+the server crate. Serves the deterministic users dataset (``users_dataset.py`` beside this file,
+byte-identical to the Rust users-service for the same ``count``/``seed``) over HTTP and through
+shmbridge shared memory, with the Rust service's routes, headers, error bodies and start-up
+contract, so the gateway and the chaos harness can run against either:
 
 - ``GET /users?count=N&seed=S``: the JSON array; ``content-type: application/json``,
   ``content-length``, ``x-payload-crc32`` (8 lowercase hex digits), ``x-transport: api``.
@@ -20,7 +21,8 @@ and the chaos harness can run against either:
   included; the body travels inline, in a slot or sealed, as its size says. Bytes that are not
   such a request get a 400 ``{"code":"bad_request",...}``.
 
-Run: ``python3 users_service.py --listen 127.0.0.1:0``; it prints one line ``listening on
+Run: ``python3 server/python/users_service.py --listen 127.0.0.1:0`` (shared memory needs the
+``shmbridge`` package: ``pip install ./transport/python``); it prints one line ``listening on
 HOST:PORT`` on stdout once it accepts connections. SIGTERM or SIGINT: stop accepting, let
 in-flight requests finish for up to ``--shutdown-timeout``, close the producer, exit 0.
 """

@@ -1,4 +1,6 @@
-"""The deterministic users dataset, ported from server/src/dataset.rs to standard-library Python.
+"""The deterministic users dataset, ported from server/src/dataset.rs to standard-library Python
+(server/python/users_service.py serves it; server/python/tests/test_dataset.py checks it
+against the Rust users-service's bodies).
 
 The same ``(count, seed)`` gives byte-for-byte the same JSON as the Rust users-service, so a
 Python producer and a Rust one are interchangeable behind the gateway, and a checker knows the

@@ -1,7 +1,7 @@
-"""The Python users-service (examples/users_service.py) over real HTTP, for the routes that need
-no shared memory: started as a subprocess on port 0 (the address read from its one `listening
-on` line), always killed afterwards. The expected bytes of every error body are the Rust
-users-service's answers to the same requests."""
+"""The Python users-service (server/python/users_service.py) over real HTTP, for the routes that
+need no shared memory: started as a subprocess on port 0 (the address read from its one
+`listening on` line), always killed afterwards. The expected bytes of every error body are the
+Rust users-service's answers to the same requests."""
 
 import http.client
 import json
@@ -15,12 +15,12 @@ import zlib
 
 import pytest
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples")
-sys.path.insert(0, EXAMPLES)
+SERVICE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, SERVICE_DIR)
 
 from users_dataset import users_json  # noqa: E402
 
-SERVICE = os.path.join(EXAMPLES, "users_service.py")
+SERVICE = os.path.join(SERVICE_DIR, "users_service.py")
 START_TIMEOUT = 10.0
 EXIT_TIMEOUT = 10.0
 
@@ -246,7 +246,8 @@ def test_a_port_in_use_is_a_clean_exit_1(service):
 
 
 # The shared-memory wiring, against tests/fake_shmbridge (the package API's shape) so that it is
-# checked without the native package; test_package.py runs the service with the real one.
+# checked without the native package; transport/python/tests/test_package.py runs the service
+# with the real one.
 
 FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_shmbridge")
 FAKE_EPOCH = "0123456789abcdef"
