@@ -15,11 +15,12 @@ contract, so the gateway and the chaos harness can run against either:
 - ``GET /shm/segment``: socket, epoch (16 hex digits), layout_version, slot_count, slot_size.
 - ``POST /shm/users`` (only with ``--http-signal``): publishes into a slot and answers with the
   handle's text form.
-- The control channel (``shmbridge.Producer.serve``): every route above, asked for as an HTTP
-  request in the HTTP-over-shm convention (``METHOD SP /target CRLF (name: value CRLF)* CRLF
-  body``), answers with the same status, content type, headers and bytes as over HTTP, errors
-  included; the body travels inline, in a slot or sealed, as its size says. Bytes that are not
-  such a request get a 400 ``{"code":"bad_request",...}``.
+- The control channel (``shmbridge.wsgi``, serving the same WSGI application as HTTP): every
+  route above, asked for as an HTTP request in the HTTP-over-shm convention (``METHOD SP
+  /target CRLF (name: value CRLF)* CRLF body``), answers with the same status, content type,
+  headers and bytes as over HTTP, errors included; the body travels inline, in a slot or
+  sealed, as its size says. Bytes that are not such a request fail that request
+  (HandlerFailed), as in Rust.
 
 Run: ``python3 server/python/users_service.py --listen 127.0.0.1:0`` (shared memory needs the
 ``shmbridge`` package: ``pip install ./transport/python``); it prints one line ``listening on
@@ -41,14 +42,16 @@ in-flight requests finish for up to ``--shutdown-timeout``, close the producer, 
 # - The shared-memory part needs the native `shmbridge` package (transport/python). Without it,
 #   or when the segment cannot be created, the service serves REST only and says why on
 #   /readyz, like the Rust service with an uncreatable segment.
-# - HTTP and the control channel share one router (`Service.answer`), so a route cannot answer
-#   differently over the two. The channel's requests are parsed by the package's
-#   `http_request_parse`, the Rust reference of the convention, rather than by a port of it
-#   here: a Python service then accepts exactly the requests the Rust services accept. An
-#   answer over shm leaves out content-length and date (HTTP framing) and x-transport (the
-#   gateway says which tier carried the body); the content type travels in its own field.
+# - The service is one WSGI application (`Service.wsgi`, over one router, `Service.answer`),
+#   served over HTTP by `Handler` and over the control channel by `shmbridge.wsgi`, so a route
+#   cannot answer differently over the two. The channel's requests are parsed by the package's
+#   `http_request_parse`, the Rust reference of the convention: a Python service accepts
+#   exactly the requests the Rust services accept. An answer over shm leaves out content-length
+#   and date (HTTP framing) and x-transport (the gateway says which tier carried the body); the
+#   content type travels in its own field.
 
 import argparse
+import io
 import json
 import os
 import re
@@ -334,45 +337,6 @@ class SegmentUnavailable(Exception):
 # Headers an HTTP answer has that an answer over shared memory does not: the content type
 # travels in its own field, content-length and date belong to the HTTP framing, and which
 # transport carried a body is for the one that carried it (the gateway) to say.
-_NOT_OVER_SHM = {"content-type", "content-length", "date", TRANSPORT_HEADER}
-
-
-def channel_handler(service: "Service"):
-    """What the producer calls for a request over the control channel: the request bytes are
-    an HTTP request in the HTTP-over-shm convention (``shmbridge.http_request_parse``), and the
-    answer is the one HTTP gives for it, in status, content type, headers and bytes, errors
-    included. Bytes that are not such a request get a 400, as a malformed HTTP request does."""
-
-    def handle(request: bytes):
-        service.begin()
-        try:
-            try:
-                method, target, _headers, _body = shmbridge.http_request_parse(request)
-            except ValueError as error:
-                status, headers, body = _error_answer(
-                    ApiError(
-                        HTTPStatus.BAD_REQUEST,
-                        "bad_request",
-                        f"not an HTTP request in the HTTP-over-shm convention: {error}",
-                    )
-                )
-            else:
-                status, headers, body = service.answer(method, target)
-                if method == "HEAD":
-                    body = b""
-            content_type = next((v for n, v in headers if n.lower() == "content-type"), "")
-            return shmbridge.Response(
-                status=int(status),
-                body=body,
-                content_type=content_type,
-                headers=[(n, v) for n, v in headers if n.lower() not in _NOT_OVER_SHM],
-            )
-        finally:
-            service.end()
-
-    return handle
-
-
 # ---------------------------------------------------------------------------------------------
 # HTTP.
 
@@ -435,6 +399,27 @@ class Service:
         """Waits for in-flight requests to finish; False when ``timeout`` passed first."""
         with self._idle:
             return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def wsgi(self, environ, start_response):
+        """The service as one WSGI application (PEP 3333), served both ways: over HTTP by
+        ``Handler`` and over the control channel by ``shmbridge.wsgi``, so that a route answers
+        the same status, headers and bytes on either."""
+        self.begin()
+        try:
+            method = environ["REQUEST_METHOD"]
+            query = environ.get("QUERY_STRING", "")
+            target = environ.get("PATH_INFO", "/") + (f"?{query}" if query else "")
+            status, headers, body = self.answer(method, target)
+        finally:
+            self.end()
+        status = HTTPStatus(status)
+        if environ.get("shmbridge.channel"):
+            # Over the channel the gateway names the tier that carried the body.
+            headers = [(name, value) for name, value in headers if name != TRANSPORT_HEADER]
+        headers = list(headers) + [("content-length", str(len(body)))]
+        start_response(f"{status.value} {status.phrase}", headers)
+        # HEAD is answered as GET without the body, as axum does.
+        return [] if method == "HEAD" else [body]
 
     def answer(self, method: str, target: str) -> tuple:
         """``(status, headers, body)`` for ``method`` on ``target`` (``/path?query``). HEAD is
@@ -536,13 +521,39 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch("OPTIONS")
 
     def _dispatch(self, method: str) -> None:
-        self.service.begin()
-        try:
-            self._discard_request_body()
-            status, headers, body = self.service.answer(method, self.path)
-            self._respond(status, headers, body, head=method == "HEAD")
-        finally:
-            self.service.end()
+        """Runs the service's WSGI application for this request: the smallest WSGI server that
+        keeps this server's HTTP/1.1 keep-alive (wsgiref's answers one request a connection).
+        No route takes a request body or reads a header, so the environ carries neither."""
+        self._discard_request_body()
+        path, _, query = self.path.partition("?")
+        environ = {
+            "REQUEST_METHOD": method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+            "QUERY_STRING": query,
+            "SERVER_NAME": self.server.server_address[0],
+            "SERVER_PORT": str(self.server.server_address[1]),
+            "SERVER_PROTOCOL": self.request_version,
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
+        started = []
+        body = b"".join(
+            self.service.wsgi(environ, lambda status, headers, exc_info=None: started.extend((status, headers)))
+        )
+        status, headers = started
+        self.send_response_only(int(status.split(" ", 1)[0]))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("date", self.date_time_string())
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
 
     def _discard_request_body(self) -> None:
         if "transfer-encoding" in self.headers:
@@ -565,16 +576,6 @@ class Handler(BaseHTTPRequestHandler):
             if not chunk:
                 break
             remaining -= len(chunk)
-
-    def _respond(self, status, headers, body: bytes, head: bool = False) -> None:
-        self.send_response_only(status)
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("content-length", str(len(body)))
-        self.send_header("date", self.date_time_string())
-        self.end_headers()
-        if not head and body:
-            self.wfile.write(body)
 
     def log_message(self, format, *args):  # noqa: A002  (the base class's signature)
         # Per-request lines would only fill the harness's pipes (it keeps warnings only).
@@ -776,7 +777,7 @@ def main(argv=None) -> int:
         try:
             # The control channel answers through the service's routes; /shm/segment and
             # /readyz describe the segment once it is set below, before anything is announced.
-            segment = Segment.start(args, channel_handler(service))
+            segment = Segment.start(args, shmbridge.wsgi.handler(service.wsgi))
             service.segment = segment
         except StartError as error:
             print(f"error: {error}", file=sys.stderr, flush=True)

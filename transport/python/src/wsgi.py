@@ -1,8 +1,9 @@
 """Serve any WSGI application (PEP 3333) over a shmbridge producer's control channel.
 
 ``serve(app, producer)`` answers each control-channel request, an HTTP request in the channel's
-encoding (``shmbridge.http_request_parse``), by calling ``app`` with the environ that request
-makes, and hands back its status and headers as the response head and its body iterable as
+encoding (``shmbridge.http_request_parse``; bytes that are not one fail that request with
+HandlerFailed, as in the Rust users-service), by calling ``app`` with the environ that request
+makes (with ``environ["shmbridge.channel"]`` set), and hands back its status and headers as the response head and its body iterable as
 the body, each chunk written straight into the tier the body grows into (inline, a slot, a
 sealed memfd), so a large body is never joined in Python. The app's ordinary HTTP server runs
 alongside, unchanged: the same app answers both ways.
@@ -40,6 +41,9 @@ def environ_for(request, server_name="localhost", server_port="80"):
         "wsgi.multithread": True,
         "wsgi.multiprocess": False,
         "wsgi.run_once": False,
+        # PEP 3333 lets a server add its own keys: this one tells an app that wants to know
+        # (to leave out a header naming its HTTP carrier, say) that the channel asked.
+        "shmbridge.channel": True,
         "CONTENT_LENGTH": str(len(body)) if body else "",
     }
     for name, value in headers:

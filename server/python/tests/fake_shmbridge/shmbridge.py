@@ -36,43 +36,9 @@ class Closed(Error):
     pass
 
 
-def _answer(response):
-    """What the consumer of a handler's answer would see of it."""
-    if isinstance(response, bytes):
-        response = Response(body=response)
-    return {
-        "status": response.status,
-        "content_type": response.content_type,
-        "headers": response.headers,
-        "len": len(response.body),
-        "crc": zlib.crc32(response.body),
-    }
-
-
 def _log(event, **fields):
     with open(os.environ["FAKE_SHMBRIDGE_LOG"], "a") as log:
         log.write(json.dumps({"event": event, **fields}) + "\n")
-
-
-class Response:
-    def __init__(self, status=200, body=b"", content_type="", headers=()):
-        if not isinstance(body, bytes):
-            raise TypeError("body must be bytes")
-        self.status, self.body, self.content_type = status, body, content_type
-        self.headers = [tuple(header) for header in headers]
-        self.tier = None
-
-
-def http_request_parse(request):
-    """The convention's shape, without the native package's checks of every rule."""
-    head, separator, body = request.partition(b"\r\n\r\n")
-    if not separator:
-        raise ValueError("the head does not end with an empty line")
-    line, *lines = head.decode("ascii").split("\r\n")
-    method, space, target = line.partition(" ")
-    if not space or not target.startswith("/"):
-        raise ValueError("the request line is not `METHOD /target`")
-    return method, target, [tuple(header.split(": ", 1)) for header in lines], body
 
 
 class Handle:
@@ -106,18 +72,9 @@ class Producer:
     def serve(self, handler, socket_name=None):
         if socket_name == "taken":
             raise Error("address already in use")
-        # What the control channel would ask: a good query, one over the cap, and bytes that
-        # are no HTTP request.
-        answers = [
-            _answer(handler(request))
-            for request in (
-                b"GET /users?count=17&seed=5\r\n\r\n",
-                b"GET /users?count=10001\r\n\r\n",
-                b"no request",
-            )
-        ]
+        served = "wsgi" if isinstance(handler, _WsgiHandler) else type(handler).__name__
         self.socket_name = socket_name or "fake-default"
-        _log("serve", socket=self.socket_name, answers=answers)
+        _log("serve", socket=self.socket_name, handler=served)
         return self.socket_name
 
     def publish(self, data, timeout=0.2):
@@ -131,3 +88,19 @@ class Producer:
 
     def close(self):
         _log("close")
+
+
+class _WsgiHandler:
+    """What ``wsgi.handler`` made: the app it serves, for ``serve`` to record."""
+
+    def __init__(self, app):
+        self.app = app
+
+
+class wsgi:  # noqa: N801  (stands in for the package's submodule)
+    """``shmbridge.wsgi``: what the real one answers over the channel is the real package's to
+    test (transport/python/tests); here only that the service hands its WSGI app to it."""
+
+    @staticmethod
+    def handler(app, server_name="localhost", server_port="80"):
+        return _WsgiHandler(app)
