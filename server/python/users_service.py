@@ -29,16 +29,13 @@ in-flight requests finish for up to ``--shutdown-timeout``, close the producer, 
 """
 
 # Design notes for maintainers:
-# - As in Rust, generated users are kept per (count, seed) in a small LRU and serialized per
-#   request (the seed system's per-request work); `--cache` keeps the serialized bodies too.
-#   Both caches hold at most 16 queries and 32 MiB; a generated user weighs ~1 KiB of Python
-#   objects (measured with tracemalloc), which is what the dataset cache counts.
+# - One module per part, each named for the Rust file it mirrors: `users_query.py` (query.rs),
+#   `users_bodies.py` (bodies.rs: generated users kept per query, serialized per request or,
+#   with `--cache`, once), `users_http.py` (the HTTP server), `users_dataset.py` (dataset.rs);
+#   this file holds the routes, the segment and the command line.
 # - JSON bodies of errors and of /readyz come from serde_json `json!` maps in Rust, whose keys
 #   are sorted (no `preserve_order`), while /shm/segment serializes a struct in field order;
 #   the dumps below reproduce each, so the bytes match the Rust service's.
-# - ThreadingHTTPServer: one thread per connection, HTTP/1.1 keep-alive (the gateway pools
-#   connections), Nagle off so a header write and a body write are not held back by delayed
-#   ACKs.
 # - The shared-memory part needs the native `shmbridge` package (transport/python). Without it,
 #   or when the segment cannot be created, the service serves REST only and says why on
 #   /readyz, like the Rust service with an uncreatable segment.
@@ -51,25 +48,20 @@ in-flight requests finish for up to ``--shutdown-timeout``, close the producer, 
 #   content type travels in its own field.
 
 import argparse
-import io
 import json
 import os
 import re
 import signal
-import socket
-import socketserver
 import sys
 import threading
-import zlib
-from collections import OrderedDict
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote_to_bytes
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import users_dataset  # noqa: E402  (beside this file, found through the path set above)
-from users_dataset import DEFAULT_COUNT, DEFAULT_SEED, MAX_COUNT, U64_MAX  # noqa: E402
+# The modules beside this file, found through the path set above.
+from users_bodies import Bodies  # noqa: E402
+from users_http import make_server  # noqa: E402
+from users_query import QueryError, parse_query  # noqa: E402
 
 try:
     import shmbridge
@@ -93,178 +85,6 @@ DEFAULT_LEASE = "1s"
 DEFAULT_READY_TTL = "5s"
 DEFAULT_SHUTDOWN_TIMEOUT = "10s"
 
-CACHE_MAX_ENTRIES = 16
-CACHE_MAX_BYTES = 32 << 20
-USER_WEIGHT_BYTES = 1024
-
-
-# ---------------------------------------------------------------------------------------------
-# Query parsing: server/src/query.rs, message for message.
-
-
-class QueryError(Exception):
-    """A bad query string; ``str(error)`` is the message sent to the client."""
-
-
-def _shown(text: str) -> str:
-    """Client text quoted in an error: at most 40 characters, then an ellipsis, in Rust's
-    ``{:?}`` form (``"..."`` with backslash escapes)."""
-    cut = text[:40] + ("…" if len(text) > 40 else "")
-    return '"' + "".join(_debug_char(char) for char in cut) + '"'
-
-
-_DEBUG_ESCAPES = {"\t": "\\t", "\r": "\\r", "\n": "\\n", "\\": "\\\\", '"': '\\"', "\0": "\\0"}
-
-
-def _debug_char(char: str) -> str:
-    # Rust's str Debug escapes these, and shows other non-printable characters as \u{hex};
-    # Python's isprintable() draws the same line (control, format, separator, unassigned).
-    if char in _DEBUG_ESCAPES:
-        return _DEBUG_ESCAPES[char]
-    if char.isprintable():
-        return char
-    return f"\\u{{{ord(char):x}}}"
-
-
-def _not_a_number(name: str, value: str) -> QueryError:
-    upper = MAX_COUNT if name == "count" else U64_MAX
-    return QueryError(
-        f"query parameter {name} must be a non-negative integer from 0 to {upper}, "
-        f"got {_shown(value)}"
-    )
-
-
-_DIGITS = re.compile(r"[0-9]+\Z", re.ASCII)
-_U64_TEXT = re.compile(r"\+?[0-9]+\Z", re.ASCII)  # Rust's u64::from_str takes a leading +
-
-
-def _form_pairs(raw: str):
-    """``application/x-www-form-urlencoded`` pairs as the Rust `form_urlencoded` crate reads
-    them: split on ``&``, empty pieces skipped, ``+`` is a space, percent-decoded, invalid UTF-8
-    replaced."""
-    for piece in raw.split("&"):
-        if not piece:
-            continue
-        name, _, value = piece.partition("=")
-        yield _form_decode(name), _form_decode(value)
-
-
-def _form_decode(text: str) -> str:
-    return unquote_to_bytes(text.replace("+", " ")).decode("utf-8", "replace")
-
-
-def _u64(text: str):
-    """The value of ``[+]digits`` if it fits in a u64, else None. Leading zeros are allowed
-    (as by Rust's parser), and no more than 20 significant digits reach int(), which refuses
-    strings over 4300 digits."""
-    significant = text.lstrip("+").lstrip("0") or "0"
-    if len(significant) > 20:
-        return None
-    number = int(significant)
-    return number if number <= U64_MAX else None
-
-
-def parse_query(raw: str) -> tuple:
-    """``(count, seed)`` from a raw query string (without the ``?``); empty gives defaults."""
-    count, seed = DEFAULT_COUNT, DEFAULT_SEED
-    seen = set()
-    for name, value in _form_pairs(raw):
-        if name not in ("count", "seed"):
-            raise QueryError(
-                f"unknown query parameter {_shown(name)}; accepted parameters are count and seed"
-            )
-        if name in seen:
-            raise QueryError(f"query parameter {name} is given more than once")
-        seen.add(name)
-        if name == "count":
-            if not _DIGITS.match(value):
-                raise _not_a_number("count", value)
-            # A digit string too long for u64 is still a number, just far over the cap.
-            number = _u64(value)
-            if number is None or number > MAX_COUNT:
-                raise QueryError(f"count {_shown(value)} is above the maximum of {MAX_COUNT}")
-            count = number
-        else:
-            number = _u64(value) if _U64_TEXT.match(value) else None
-            if number is None:
-                raise _not_a_number("seed", value)
-            seed = number
-    return count, seed
-
-
-# ---------------------------------------------------------------------------------------------
-# Bodies: generated once per query, serialized per request or (--cache) once.
-
-
-class QueryCache:
-    """A thread-safe LRU bounded by entries and by the summed weight of its values; a value
-    heavier than the whole bound is returned but not kept (server/src/query_cache.rs)."""
-
-    def __init__(self, max_entries: int = CACHE_MAX_ENTRIES, max_bytes: int = CACHE_MAX_BYTES):
-        self._entries: OrderedDict = OrderedDict()
-        self._bytes = 0
-        self._max_entries = max_entries
-        self._max_bytes = max_bytes
-        self._lock = threading.Lock()
-
-    def get_or_insert(self, key, make, weigh):
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-                return entry[0]
-        # Made outside the lock: a slow query must not stall hits on others. Two threads
-        # missing the same key both make it; the values are equal, the last one is kept.
-        value = make()
-        weight = weigh(value)
-        if weight > self._max_bytes:
-            return value
-        with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._bytes -= old[1]
-            self._entries[key] = (value, weight)
-            self._bytes += weight
-            while len(self._entries) > self._max_entries or self._bytes > self._max_bytes:
-                _, (_, dropped) = self._entries.popitem(last=False)
-                self._bytes -= dropped
-        return value
-
-
-class Bodies:
-    """The users bodies every path serves (GET /users, the control channel, POST /shm/users)."""
-
-    def __init__(self, cache: bool):
-        self._datasets = QueryCache()
-        self._payloads = QueryCache() if cache else None
-
-    def payload(self, count: int, seed: int) -> tuple:
-        """``(body, crc32)`` for GET /users."""
-        if self._payloads is None:
-            body = self._serialize(count, seed)
-            return body, zlib.crc32(body)
-        return self._cached_payload(count, seed)
-
-    def body(self, count: int, seed: int) -> bytes:
-        """The body alone, for POST /shm/users (the slot's writer checksums it as it copies)."""
-        if self._payloads is None:
-            return self._serialize(count, seed)
-        return self._cached_payload(count, seed)[0]
-
-    def _cached_payload(self, count: int, seed: int) -> tuple:
-        def make():
-            body = self._serialize(count, seed)
-            return body, zlib.crc32(body)
-
-        return self._payloads.get_or_insert((count, seed), make, lambda payload: len(payload[0]))
-
-    def _serialize(self, count: int, seed: int) -> bytes:
-        users = self._datasets.get_or_insert(
-            (count, seed),
-            lambda: users_dataset.users(count, seed),
-            lambda users: len(users) * USER_WEIGHT_BYTES,
-        )
-        return users_dataset.serialize(users)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,94 +314,6 @@ def _json_answer(value, sort_keys: bool, status=HTTPStatus.OK):
     return status, [("content-type", "application/json")], _compact(value, sort_keys)
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    service: Service  # set on the subclass that `make_server` builds
-
-    def do_GET(self):
-        self._dispatch("GET")
-
-    def do_HEAD(self):
-        self._dispatch("HEAD")
-
-    def do_POST(self):
-        self._dispatch("POST")
-
-    def do_PUT(self):
-        self._dispatch("PUT")
-
-    def do_DELETE(self):
-        self._dispatch("DELETE")
-
-    def do_PATCH(self):
-        self._dispatch("PATCH")
-
-    def do_OPTIONS(self):
-        self._dispatch("OPTIONS")
-
-    def _dispatch(self, method: str) -> None:
-        """Runs the service's WSGI application for this request: the smallest WSGI server that
-        keeps this server's HTTP/1.1 keep-alive (wsgiref's answers one request a connection).
-        No route takes a request body or reads a header, so the environ carries neither."""
-        self._discard_request_body()
-        path, _, query = self.path.partition("?")
-        environ = {
-            "REQUEST_METHOD": method,
-            "SCRIPT_NAME": "",
-            "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
-            "QUERY_STRING": query,
-            "SERVER_NAME": self.server.server_address[0],
-            "SERVER_PORT": str(self.server.server_address[1]),
-            "SERVER_PROTOCOL": self.request_version,
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(),
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": False,
-            "wsgi.run_once": False,
-        }
-        started = []
-        body = b"".join(
-            self.service.wsgi(environ, lambda status, headers, exc_info=None: started.extend((status, headers)))
-        )
-        status, headers = started
-        self.send_response_only(int(status.split(" ", 1)[0]))
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("date", self.date_time_string())
-        self.end_headers()
-        if body:
-            self.wfile.write(body)
-
-    def _discard_request_body(self) -> None:
-        if "transfer-encoding" in self.headers:
-            # No route takes a body; rather than parse chunks, read no further requests.
-            self.close_connection = True
-            return
-        length = self.headers.get("content-length")
-        if length is None:
-            return
-        try:
-            remaining = int(length)
-        except ValueError:
-            self.close_connection = True
-            return
-        if remaining > 1 << 20:
-            self.close_connection = True
-            return
-        while remaining > 0:
-            chunk = self.rfile.read(min(remaining, 1 << 16))
-            if not chunk:
-                break
-            remaining -= len(chunk)
-
-    def log_message(self, format, *args):  # noqa: A002  (the base class's signature)
-        # Per-request lines would only fill the harness's pipes (it keeps warnings only).
-        pass
-
-
 def _with_head(method: str):
     return ("GET", "HEAD") if method == "GET" else (method,)
 
@@ -620,28 +352,6 @@ def _publish(segment: Segment, body: bytes, timeout: float, slot_size: int):
     except shmbridge.Error as error:
         print(f"users-service: publication failed: {error}", file=sys.stderr, flush=True)
         raise ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, "internal", "internal error") from error
-
-
-class Server(ThreadingHTTPServer):
-    # The load generator opens 50+ connections at once; the default backlog of 5 refuses some.
-    request_queue_size = 128
-
-    def server_bind(self):
-        # HTTPServer.server_bind also resolves the host's fully qualified name, a reverse DNS
-        # lookup that can stall start-up for seconds; nothing here uses the name.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
-
-
-class Server6(Server):
-    address_family = socket.AF_INET6
-
-
-def make_server(args, service: Service) -> ThreadingHTTPServer:
-    host, port = args.listen
-    handler = type("UsersHandler", (Handler,), {"service": service})
-    server_class = Server6 if ":" in host else Server
-    return server_class((host, port), handler)
 
 
 # ---------------------------------------------------------------------------------------------
