@@ -63,55 +63,52 @@ func (c *Client) take(h handle) (word, error) {
 	return held, nil
 }
 
-// giveBack moves the slot from held to FREE; false when the reaper took it during the read, so
-// that what was read may belong to a later publication and must be discarded.
-func (c *Client) giveBack(h handle, held word) bool {
-	_, released := c.seg.transition(h.slot, held, stateFree)
-	return released
+// whileHeld takes h's slot (or ticket), reads it with read while holding it, and gives it
+// back whatever read found. If the give-back fails, the reaper took the slot during the read,
+// so what was read may belong to a later publication: it is discarded (discard, when read gave
+// one, frees it) and the redeem fails.
+func (c *Client) whileHeld(h handle, read func() (body []byte, discard func(), err error)) ([]byte, error) {
+	c.life.RLock()
+	defer c.life.RUnlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	held, err := c.take(h)
+	if err != nil {
+		return nil, err
+	}
+	body, discard, readErr := read()
+	if _, released := c.seg.transition(h.slot, held, stateFree); !released {
+		if discard != nil {
+			discard()
+		}
+		return nil, &RedeemError{Slot: h.slot, Reason: "reclaimed during the read"}
+	}
+	return body, readErr
 }
 
 func (c *Client) copySlot(h handle) ([]byte, error) {
-	c.life.RLock()
-	defer c.life.RUnlock()
-	if c.closed {
-		return nil, ErrClosed
-	}
-	held, err := c.take(h)
-	if err != nil {
-		return nil, err
-	}
-	body := c.seg.copyPayload(h.slot, h.len)
-	found := crc32.ChecksumIEEE(body)
-	if !c.giveBack(h, held) {
-		return nil, &RedeemError{Slot: h.slot, Reason: "slot reclaimed during the read"}
-	}
-	if found != h.crc {
-		return nil, &RedeemError{Slot: h.slot, Reason: fmt.Sprintf("crc32 %08x, the handle says %08x", found, h.crc)}
-	}
-	return body, nil
+	return c.whileHeld(h, func() ([]byte, func(), error) {
+		body := c.seg.copyPayload(h.slot, h.len)
+		if found := crc32.ChecksumIEEE(body); found != h.crc {
+			return nil, nil, &RedeemError{Slot: h.slot, Reason: fmt.Sprintf("crc32 %08x, the handle says %08x", found, h.crc)}
+		}
+		return body, nil, nil
+	})
 }
 
-// redeemSealed takes the ticket, verifies the memfd fd (closed on return) and gives the ticket
-// back whatever the verification said; it returns the verified read-only mapping.
+// redeemSealed verifies the memfd fd (closed on return) while holding the ticket, and returns
+// the verified read-only mapping.
 func (c *Client) redeemSealed(h handle, fd int) ([]byte, error) {
 	defer syscall.Close(fd)
-	c.life.RLock()
-	defer c.life.RUnlock()
-	if c.closed {
-		return nil, ErrClosed
-	}
-	held, err := c.take(h)
-	if err != nil {
-		return nil, err
-	}
-	mapping, verifyErr := verifySealed(fd, h)
-	if !c.giveBack(h, held) {
-		if mapping != nil {
-			syscall.Munmap(mapping)
-		}
-		return nil, &RedeemError{Slot: h.slot, Reason: "ticket reclaimed during the read"}
-	}
-	return mapping, verifyErr
+	return c.whileHeld(h, func() ([]byte, func(), error) {
+		mapping, err := verifySealed(fd, h)
+		return mapping, func() {
+			if mapping != nil {
+				syscall.Munmap(mapping)
+			}
+		}, err
+	})
 }
 
 // verifySealed checks a sealed payload before trusting a byte: write, shrink and grow seals,
