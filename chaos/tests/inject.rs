@@ -18,6 +18,7 @@ use shmbridge_chaos::harness::faults::resize;
 use shmbridge_chaos::harness::faults::scribble::{ScribbleTarget, Scribbler};
 use shmbridge_chaos::harness::faults::stale::{self, StaleKind};
 use shmbridge_chaos::harness::faults::tmpfs::FullTmpfsMount;
+use shmbridge_server::serve::{StartupLine, announced};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const SMALL: SegmentConfig = SegmentConfig {
@@ -172,7 +173,7 @@ async fn a_squatter_on_a_dead_holders_pid_does_not_keep_its_slot() {
     let stdout = std::io::BufReader::new(guard.0.stdout.take().unwrap());
     let address = std::io::BufRead::lines(stdout)
         .map_while(Result::ok)
-        .find_map(|line| Some(line.strip_prefix("listening on ")?.trim().to_owned()))
+        .find_map(|line| announced(&line, StartupLine::Public)?.ok())
         .expect("users-service announces its address");
     let url: url::Url = format!("http://{address}").parse().unwrap();
     let info = shmbridge_chaos::segment::segment_info(&url, TIMEOUT)

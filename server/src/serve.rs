@@ -5,7 +5,7 @@
 //! (its bytes, a sealed mapping, the gateway's memory reservation) is dropped.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{AddrParseError, SocketAddr};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -42,19 +42,45 @@ pub async fn bind(listen: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr
     Ok((listener, bound))
 }
 
-/// Prints `listening on ADDR` as one flushed line: the contract tests and the load harness read.
-pub fn announce(bound: SocketAddr) -> anyhow::Result<()> {
+/// The listeners a service announces on stdout once it accepts connections, each as one line
+/// `PREFIX ADDR` ([`announce`]); the one definition of that line, which the tests and the load
+/// harness read back with [`announced`] (the Go and Python peers print the same line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartupLine {
+    /// `listening on ADDR`: the service's own address, always announced first.
+    Public,
+    /// `admin listening on ADDR`: the operators' listener, announced next where there is one.
+    Admin,
+}
+
+impl StartupLine {
+    fn prefix(self) -> &'static str {
+        match self {
+            StartupLine::Public => "listening on ",
+            StartupLine::Admin => "admin listening on ",
+        }
+    }
+}
+
+impl StartupLine {
+    /// The line announcing `bound`.
+    fn text(self, bound: SocketAddr) -> String {
+        format!("{}{bound}", self.prefix())
+    }
+}
+
+/// Prints the start-up line `line` for `bound`, as one flushed line.
+pub fn announce(line: StartupLine, bound: SocketAddr) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening on {bound}").context("cannot write to stdout")?;
+    writeln!(stdout, "{}", line.text(bound)).context("cannot write to stdout")?;
     stdout.flush().context("cannot flush stdout")
 }
 
-/// Prints `admin listening on ADDR` the same way, after [`announce`], for a service that also
-/// serves an operators' listener.
-pub fn announce_admin(bound: SocketAddr) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "admin listening on {bound}").context("cannot write to stdout")?;
-    stdout.flush().context("cannot flush stdout")
+/// What `line` says as a start-up line of kind `kind`: `None` for any other line, else the
+/// address, or why what follows the prefix is not one.
+pub fn announced(line: &str, kind: StartupLine) -> Option<Result<SocketAddr, AddrParseError>> {
+    line.strip_prefix(kind.prefix())
+        .map(|address| address.trim().parse())
 }
 
 /// SIGTERM and SIGINT (Ctrl-C) handlers, installed before the service announces itself so a
@@ -156,6 +182,23 @@ pub async fn serve_until_signal(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_up_line_reads_back_as_the_address_it_announced() {
+        for bound in ["127.0.0.1:8081", "[::1]:9"] {
+            let bound: SocketAddr = bound.parse().unwrap();
+            for kind in [StartupLine::Public, StartupLine::Admin] {
+                assert_eq!(announced(&kind.text(bound), kind), Some(Ok(bound)));
+            }
+        }
+        let admin = StartupLine::Admin.text("127.0.0.1:1".parse().unwrap());
+        assert_eq!(announced(&admin, StartupLine::Public), None);
+        assert_eq!(announced("starting", StartupLine::Public), None);
+        assert!(matches!(
+            announced("listening on nowhere", StartupLine::Public),
+            Some(Err(_))
+        ));
+    }
 
     #[tokio::test]
     async fn accepted_connections_have_nagle_off_and_a_write_timeout() {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use shmbridge_server::serve::{StartupLine, announced};
 
 use crate::binary::workspace_binary;
 
@@ -65,9 +66,8 @@ impl ServiceProcess {
             Ok(line) => line,
             Err(error) => panic!("{binary} printed no address within {STARTUP_TIMEOUT:?}: {error}"),
         };
-        process.address = first
-            .strip_prefix("listening on ")
-            .and_then(|address| address.parse().ok())
+        process.address = announced(&first, StartupLine::Public)
+            .and_then(Result::ok)
             .unwrap_or_else(|| panic!("{binary} printed {first:?}, not `listening on ADDR`"));
         process
     }

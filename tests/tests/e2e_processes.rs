@@ -9,6 +9,7 @@ use nix::sys::signal::Signal;
 use reqwest::StatusCode;
 use shmbridge_server::dataset::{DEFAULT_COUNT, DEFAULT_SEED, users_json};
 use shmbridge_server::payload::{CRC_HEADER, format_crc};
+use shmbridge_server::serve::{StartupLine, announced};
 use shmbridge_system_tests::process::{ServiceProcess, client, gateway, users_service};
 
 fn start_pair(gateway_args: &[&str]) -> (ServiceProcess, ServiceProcess) {
@@ -66,7 +67,7 @@ async fn dead_users_service_gives_503_within_the_deadline_then_recovers_after_re
     let (mut users, gateway) = start_pair(&["--deadline", "1s", "--admin-listen", "127.0.0.1:0"]);
     let admin = gateway
         .extra_stdout_line(Duration::from_secs(5))
-        .and_then(|line| Some(line.strip_prefix("admin listening on ")?.to_owned()))
+        .and_then(|line| announced(&line, StartupLine::Admin)?.ok())
         .expect("with --admin-listen the gateway announces the operators' address second");
     let http = client();
     let expected = users_json(DEFAULT_COUNT, DEFAULT_SEED);

@@ -14,13 +14,12 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use shmbridge_server::serve::{StartupLine, announced};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use url::Url;
 
-/// The line each service prints on stdout once it accepts connections.
-const LISTENING_PREFIX: &str = "listening on ";
 /// Lines of child output kept to explain a failure.
 const OUTPUT_LINES_KEPT: usize = 40;
 const READY_POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -176,8 +175,8 @@ impl ServiceProcess {
         );
         let announced = tokio::time::timeout(startup_timeout, async {
             while let Ok(Some(line)) = stdout.next_line().await {
-                if let Some(address) = line.strip_prefix(LISTENING_PREFIX) {
-                    return Some((line.clone(), address.trim().parse::<SocketAddr>()));
+                if let Some(address) = announced(&line, StartupLine::Public) {
+                    return Some((line.clone(), address));
                 }
                 remember(&output, line);
             }

@@ -30,7 +30,7 @@ use axum::routing::{any, get};
 
 use crate::api_error::ApiError;
 use crate::failpoints;
-use crate::serve::{ShutdownSignal, announce, announce_admin, bind, serve_until_signal};
+use crate::serve::{ShutdownSignal, StartupLine, announce, bind, serve_until_signal};
 use crate::telemetry;
 
 use super::args::Args;
@@ -92,9 +92,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let shutdown = ShutdownSignal::install()?;
-    announce(bound)?;
+    announce(StartupLine::Public, bound)?;
     if let Some((admin_listener, admin_bound)) = admin {
-        announce_admin(admin_bound)?;
+        announce(StartupLine::Admin, admin_bound)?;
         tracing::info!(%admin_bound, "operators' status listening");
         let admin_router = admin_app(state.clone());
         // Served until the process exits: a status request in flight at shutdown is cut off,

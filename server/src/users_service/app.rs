@@ -33,7 +33,7 @@ use crate::memory_budget::{MemoryBudget, Reservation};
 use crate::payload::{BodySummary, CRC_HEADER, format_crc};
 use crate::query::UsersQuery;
 use crate::segment_info::{SegmentInfo, ShmStatsInfo};
-use crate::serve::{CommonArgs, ShutdownSignal, announce, bind, serve_until_signal};
+use crate::serve::{CommonArgs, ShutdownSignal, StartupLine, announce, bind, serve_until_signal};
 use crate::server_timing::{self, SERVER_TIMING};
 use crate::telemetry;
 use crate::transport_header::Transport;
@@ -154,7 +154,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map(|shm| Arc::clone(shm).spawn_reporter(SHM_REPORT_INTERVAL));
     let (listener, bound) = bind(args.listen).await?;
     let shutdown = ShutdownSignal::install()?;
-    announce(bound)?;
+    announce(StartupLine::Public, bound)?;
     tracing::info!(%bound, cache = args.cache, "users-service listening");
     let served = serve_until_signal(listener, app(state), shutdown, &args.common).await;
     // The reporter holds the segment too; stopping it lets the segment (and a segment file)
