@@ -30,30 +30,22 @@ fn run_within(args: &[&str], limit: Duration) -> Output {
 #[test]
 fn compare_reports_both_endpoints_with_no_corruption() {
     let dir = tempfile::tempdir().unwrap();
-    let json_path = dir.path().join("run.json");
     let html_path = dir.path().join("run.html");
     let csv_prefix = dir.path().join("run");
-    let output = run_bounded(&[
-        "compare",
-        "--duration",
-        "5s",
-        "--users",
-        "10",
-        "--progress",
-        "lines",
-        "--json",
-        json_path.to_str().unwrap(),
-        "--html",
-        html_path.to_str().unwrap(),
-        "--csv",
-        csv_prefix.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstderr:\n{stderr}\nstdout:\n{stdout}",
-        output.status
+    let CompareRun { stdout, report, .. } = compare_run(
+        &[
+            "--duration",
+            "5s",
+            "--users",
+            "10",
+            "--progress",
+            "lines",
+            "--html",
+            html_path.to_str().unwrap(),
+            "--csv",
+            csv_prefix.to_str().unwrap(),
+        ],
+        RUN_LIMIT,
     );
 
     for heading in [
@@ -69,8 +61,6 @@ fn compare_reports_both_endpoints_with_no_corruption() {
     }
     assert!(stdout.contains("| REST API |") && stdout.contains("| Shared Memory |"));
 
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     let endpoints = report["endpoints"].as_array().unwrap();
     let names: Vec<&str> = endpoints
         .iter()
@@ -98,42 +88,33 @@ fn compare_reports_both_endpoints_with_no_corruption() {
 /// shm tier (the blob sealed, the users inline) and the report counts them by `x-transport`.
 #[test]
 fn compare_loads_any_path_through_every_transport_and_counts_the_tiers() {
-    let dir = tempfile::tempdir().unwrap();
-    let json_path = dir.path().join("paths.json");
     // Small enough for a debug build to serve many in the run: with a few slow requests per
     // endpoint, one could see only blobs and never count the inline tier.
     let blob = "/blobs?size=600000&pattern=random&seed=9";
     let users = "/users?count=3&seed=7";
-    let output = run_bounded(&[
-        "compare",
-        "--path",
-        blob,
-        "--path",
-        users,
-        "--endpoints",
-        "api,shm,cached,auto",
-        "--duration",
-        "5s",
-        "--users",
-        "4",
-        "--wait",
-        "0",
-        "--rng-seed",
-        "7",
-        // a debug build moving large bodies beside other tests on 2 cores
-        "--timeout",
-        "20s",
-        "--progress",
-        "quiet",
-        "--json",
-        json_path.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstderr:\n{stderr}\nstdout:\n{stdout}",
-        output.status
+    let CompareRun { stdout, report, .. } = compare_run(
+        &[
+            "--path",
+            blob,
+            "--path",
+            users,
+            "--endpoints",
+            "api,shm,cached,auto",
+            "--duration",
+            "5s",
+            "--users",
+            "4",
+            "--wait",
+            "0",
+            "--rng-seed",
+            "7",
+            // a debug build moving large bodies beside other tests on 2 cores
+            "--timeout",
+            "20s",
+            "--progress",
+            "quiet",
+        ],
+        RUN_LIMIT,
     );
     for text in [
         "`/blobs?size=600000&pattern=random&seed=9` (600,000 bytes) weight 1",
@@ -142,8 +123,6 @@ fn compare_loads_any_path_through_every_transport_and_counts_the_tiers() {
     ] {
         assert!(stdout.contains(text), "report lacks {text:?}:\n{stdout}");
     }
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     assert_eq!(
         report["config"]["paths"],
         serde_json::json!([{"path": blob, "weight": 1}, {"path": users, "weight": 1}])
@@ -225,28 +204,23 @@ fn compare_refuses_what_a_path_cannot_run_before_starting_services() {
 /// services started once, and a report of per-round figures, medians and ratios, 0 corrupt.
 #[test]
 fn capacity_runs_each_endpoint_alone_in_interleaved_rounds() {
-    let dir = tempfile::tempdir().unwrap();
-    let json_path = dir.path().join("capacity.json");
-    let output = run_bounded(&[
-        "compare",
-        "--capacity",
-        "--rounds",
-        "2",
-        "--round-duration",
-        "2s",
-        "--users",
-        "4",
-        "--progress",
-        "quiet",
-        "--json",
-        json_path.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "exit {:?}\nstderr:\n{stderr}\nstdout:\n{stdout}",
-        output.status
+    let CompareRun {
+        stdout,
+        stderr,
+        report,
+    } = compare_run(
+        &[
+            "--capacity",
+            "--rounds",
+            "2",
+            "--round-duration",
+            "2s",
+            "--users",
+            "4",
+            "--progress",
+            "quiet",
+        ],
+        RUN_LIMIT,
     );
 
     // The runs happened in the interleaved order, against one pair of services.
@@ -282,8 +256,6 @@ fn capacity_runs_each_endpoint_alone_in_interleaved_rounds() {
         assert!(stdout.contains(text), "report lacks {text:?}:\n{stdout}");
     }
 
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     let endpoints = report["endpoints"].as_array().unwrap();
     let names: Vec<&str> = endpoints
         .iter()
@@ -415,30 +387,42 @@ fn startup_timeout_is_a_clear_error() {
     assert!(output.stdout.is_empty());
 }
 
-/// Runs `compare` with `args` and a JSON report, within `limit`, asserts it succeeded with
-/// 0 corrupt and 0 failed requests on every endpoint, and returns its stdout and the report.
-fn compare_cleanly(args: &[&str], limit: Duration) -> (String, serde_json::Value) {
+/// What a `compare` run that exited 0 printed and reported.
+struct CompareRun {
+    stdout: String,
+    stderr: String,
+    report: serde_json::Value,
+}
+
+/// Runs `compare` with `args` and a JSON report, within `limit`, and asserts it exited 0.
+fn compare_run(args: &[&str], limit: Duration) -> CompareRun {
     let dir = tempfile::tempdir().unwrap();
     let json_path = dir.path().join("report.json");
-    let mut all = vec!["compare", "--progress", "lines", "--json"];
-    all.push(json_path.to_str().unwrap());
+    let mut all = vec!["compare", "--json", json_path.to_str().unwrap()];
     all.extend_from_slice(args);
     let output = run_within(&all, limit);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
         output.status.success(),
         "exit {:?}\nstderr:\n{stderr}\nstdout:\n{stdout}",
         output.status
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let report = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    CompareRun {
+        stdout,
+        stderr,
+        report,
+    }
+}
+
+/// Asserts that every endpoint of `report` made requests, with 0 corrupt and 0 failed.
+fn assert_every_endpoint_clean(report: &serde_json::Value) {
     for endpoint in report["endpoints"].as_array().unwrap() {
         assert_eq!(endpoint["corrupt"], 0, "{endpoint}");
         assert_eq!(endpoint["failed"], 0, "{endpoint}");
         assert!(endpoint["requests"].as_u64().unwrap() > 0, "{endpoint}");
     }
-    (stdout, report)
 }
 
 /// The seed's own architecture: a Python users-service (the `shmbridge` package, built into a
@@ -447,7 +431,7 @@ fn compare_cleanly(args: &[&str], limit: Duration) -> (String, serde_json::Value
 #[test]
 fn compare_runs_the_seed_profile_against_the_python_users_service() {
     // Building the wheel from a cold target dir takes about a minute on 2 cores.
-    let (stdout, _) = compare_cleanly(
+    let run = compare_run(
         &[
             "--users-service",
             "python",
@@ -455,12 +439,16 @@ fn compare_runs_the_seed_profile_against_the_python_users_service() {
             "5s",
             "--users",
             "10",
+            "--progress",
+            "lines",
         ],
         Duration::from_secs(600),
     );
+    assert_every_endpoint_clean(&run.report);
     assert!(
-        stdout.contains("users-service in Python"),
-        "the report names the Python service:\n{stdout}"
+        run.stdout.contains("users-service in Python"),
+        "the report names the Python service:\n{}",
+        run.stdout
     );
 }
 
@@ -469,15 +457,26 @@ fn compare_runs_the_seed_profile_against_the_python_users_service() {
 /// redeemed by the Go package and verified byte for byte by the load tool.
 #[test]
 fn compare_runs_the_seed_profile_through_the_go_gateway() {
-    let (stdout, report) = compare_cleanly(
-        &["--gateway", "go", "--duration", "5s", "--users", "10"],
+    let run = compare_run(
+        &[
+            "--gateway",
+            "go",
+            "--duration",
+            "5s",
+            "--users",
+            "10",
+            "--progress",
+            "lines",
+        ],
         Duration::from_secs(300),
     );
+    assert_every_endpoint_clean(&run.report);
     assert!(
-        stdout.contains("gateway in Go"),
-        "the report names the Go gateway:\n{stdout}"
+        run.stdout.contains("gateway in Go"),
+        "the report names the Go gateway:\n{}",
+        run.stdout
     );
-    let shm = report["endpoints"]
+    let shm = run.report["endpoints"]
         .as_array()
         .unwrap()
         .iter()
