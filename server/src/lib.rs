@@ -9,7 +9,6 @@
 pub mod api_error;
 pub mod blobs;
 pub mod dataset;
-pub mod failpoint_build;
 pub mod failpoints;
 pub mod gateway;
 pub mod memory_budget;

@@ -8,7 +8,7 @@ use std::sync::{LazyLock, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use shmbridge_server::failpoint_build;
+use shmbridge_chaos::harness::failpoint_build;
 use shmbridge_system_tests::binary::workspace_binary;
 use shmbridge_system_tests::process::finish_bounded;
 

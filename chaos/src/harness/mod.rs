@@ -1,11 +1,12 @@
 //! `run`: the chaos harness. Reads scenario files, builds the services with fault points in a
-//! cargo invocation and target directory of their own (`shmbridge_server::failpoint_build`: no
+//! cargo invocation and target directory of their own ([`failpoint_build`]: no
 //! other build may contain fault points), runs each scenario (services started and supervised
 //! here, load driven through the load engine, faults injected from the seeded
 //! schedule), prints a Markdown table per scenario and a summary across them, optionally
 //! writes everything as JSON, and reports whether every invariant held.
 
 pub mod detections;
+pub mod failpoint_build;
 pub mod faults;
 pub mod invariants;
 pub mod leaks;
@@ -17,7 +18,7 @@ pub mod schedule;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use shmbridge_server::failpoint_build::{self, FailpointBinaries, FailpointBuildError};
+use failpoint_build::{FailpointBinaries, FailpointBuildError};
 
 use crate::loadtest::load::progress::ProgressMode;
 use crate::process::go::{self, GatewayKind, GoError};

@@ -73,7 +73,7 @@ pub enum ServiceProgram {
         subcommand: &'static str,
     },
     /// A service binary of its own: the fail-point build that `run` makes
-    /// (`shmbridge_server::failpoint_build`).
+    /// (`harness::failpoint_build`).
     Binary(PathBuf),
     /// A script run by an interpreter: the Python users-service
     /// (`server/python/users_service.py`) in a virtual environment with the `shmbridge` package.

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use url::Url;
 
-use shmbridge_server::failpoint_build::FailpointBinaries;
+use crate::harness::failpoint_build::FailpointBinaries;
 
 use super::role::Role;
 use super::service::{
@@ -78,7 +78,7 @@ pub struct ServicePrograms {
 }
 
 impl ServicePrograms {
-    /// The services of a fail-point build (`shmbridge_server::failpoint_build`): the only ones
+    /// The services of a fail-point build (`harness::failpoint_build`): the only ones
     /// whose `FAILPOINTS` can fire.
     pub fn failpoint_build(binaries: &FailpointBinaries) -> ServicePrograms {
         ServicePrograms {

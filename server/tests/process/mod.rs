@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use shmbridge_server::failpoint_build::{self, FailpointBinaries};
+use shmbridge_chaos::harness::failpoint_build::{self, FailpointBinaries};
 pub use shmbridge_system_tests::process::{ServiceProcess, client};
 
 /// How long the fail-point build may take: from scratch on a busy 2-core machine it compiles

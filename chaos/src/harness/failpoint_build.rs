@@ -1,9 +1,10 @@
 //! Getting users-service and gateway binaries *with* fault points: a cargo invocation of its own
 //! (`cargo build -p shmbridge-server --features failpoints`) into a target directory of its own,
-//! for the chaos harness's `run` and for the tests that arm fault points.
+//! for the chaos harness's `run`, whose tooling this is, and for the tests that arm fault points
+//! (the server's own among them, through a dev-dependency on this crate).
 //!
 //! Why not a Cargo feature on a dependency: Cargo unifies features across everything one
-//! invocation builds, so any workspace member depending on this crate with `failpoints` would
+//! invocation builds, so any workspace member depending on the server crate with `failpoints` would
 //! put fault points into the binaries `cargo build --release` hands to users, and into the
 //! services `compare` measures. A separate invocation keeps them apart; a separate target
 //! directory (`<target>/chaos-services`) keeps it from replacing the ordinary binaries, which
@@ -18,8 +19,9 @@ use std::time::{Duration, Instant};
 /// fail-point build.
 pub const TARGET_SUBDIR: &str = "chaos-services";
 
-/// This crate's manifest: the separate build is of this package.
-const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+/// The server package's manifest: the separate build is of that package, beside this one in
+/// the workspace.
+const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../server/Cargo.toml");
 
 /// How often the build is checked for completion while waiting for it.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
