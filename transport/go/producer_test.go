@@ -124,13 +124,38 @@ func get(target string) []byte {
 	return []byte("GET " + target + "\r\n\r\n")
 }
 
-func TestEveryTierCarriesTheProducersExactBytes(t *testing.T) {
-	service := startUsersService(t, "--slot-size", "65536")
+// tierCase is a target and the tier its body must travel in.
+type tierCase struct {
+	target string
+	tier   Tier
+}
+
+// checkTiers asks service for each case over the channel: a 200 with a content type, in the
+// case's tier, with exactly the bytes the service answers over REST.
+func checkTiers(t *testing.T, service *usersService, cases []tierCase) {
+	t.Helper()
 	client := connect(t, service.socket)
-	for _, c := range []struct {
-		target string
-		tier   Tier
-	}{
+	for _, c := range cases {
+		want := service.rest(t, c.target)
+		response, err := client.Do(context.Background(), get(c.target))
+		if err != nil {
+			t.Fatalf("%s: %v", c.target, err)
+		}
+		if response.Status != 200 || response.Tier != c.tier || response.ContentType == "" {
+			t.Errorf("%s: status %d tier %s content type %q, want 200 %s and one",
+				c.target, response.Status, response.Tier, response.ContentType, c.tier)
+		}
+		if !bytes.Equal(response.Body, want) {
+			t.Errorf("%s: %d bytes differ from REST's %d", c.target, len(response.Body), len(want))
+		}
+		if err := response.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestEveryTierCarriesTheProducersExactBytes(t *testing.T) {
+	checkTiers(t, startUsersService(t, "--slot-size", "65536"), []tierCase{
 		{"/blobs?size=0", TierInline},
 		{"/blobs?size=100&pattern=text", TierInline},
 		{"/blobs?size=4096", TierInline},
@@ -139,50 +164,16 @@ func TestEveryTierCarriesTheProducersExactBytes(t *testing.T) {
 		{"/blobs?size=65537", TierSealed},
 		{"/blobs?size=3000000&seed=9", TierSealed},
 		{"/users?count=20&seed=3", TierSlot},
-	} {
-		want := service.rest(t, c.target)
-		response, err := client.Do(context.Background(), get(c.target))
-		if err != nil {
-			t.Fatalf("%s: %v", c.target, err)
-		}
-		if response.Status != 200 || response.Tier != c.tier {
-			t.Errorf("%s: status %d tier %s, want 200 %s", c.target, response.Status, response.Tier, c.tier)
-		}
-		if !bytes.Equal(response.Body, want) {
-			t.Errorf("%s: %d bytes differ from REST's %d", c.target, len(response.Body), len(want))
-		}
-		if response.ContentType == "" {
-			t.Errorf("%s: no content type", c.target)
-		}
-		if err := response.Close(); err != nil {
-			t.Error(err)
-		}
-	}
+	})
 }
 
 func TestThePythonProducersBodiesInEveryTier(t *testing.T) {
-	service := startPythonUsersService(t)
-	client := connect(t, service.socket)
-	for _, c := range []struct {
-		target string
-		tier   Tier
-	}{
+	checkTiers(t, startPythonUsersService(t), []tierCase{
 		{"/users?count=1&seed=5", TierInline},
 		{"/users?count=708&seed=28", TierSlot},
 		{"/users?count=10000&seed=2", TierSealed},
 		{"/healthz", TierInline},
-	} {
-		want := service.rest(t, c.target)
-		response, err := client.Do(context.Background(), get(c.target))
-		if err != nil {
-			t.Fatalf("%s: %v", c.target, err)
-		}
-		if response.Status != 200 || response.Tier != c.tier || !bytes.Equal(response.Body, want) {
-			t.Errorf("%s: status %d tier %s, %d bytes; want 200 %s and REST's %d bytes",
-				c.target, response.Status, response.Tier, len(response.Body), c.tier, len(want))
-		}
-		response.Close()
-	}
+	})
 }
 
 func TestAHandleIsRedeemedOnceAndEverySlotComesBack(t *testing.T) {

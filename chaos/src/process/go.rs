@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::checkout;
 use super::service::ServiceProgram;
+use super::{checkout, run_build_script};
 
 /// The implementations of the gateway the harness can start.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -46,10 +46,7 @@ pub async fn gateway() -> Result<ServiceProgram, GoError> {
     }
     let binary = root.join("target/go-gateway/gateway");
     eprintln!("building the Go gateway into {}", binary.display());
-    let status = tokio::process::Command::new("bash")
-        .arg(&script)
-        .arg(&binary)
-        .status()
+    let status = run_build_script(&script, &binary)
         .await
         .map_err(GoError::Spawn)?;
     if !status.success() {

@@ -11,6 +11,19 @@ pub mod role;
 pub mod service;
 pub mod supervisor;
 
+/// Runs `bash SCRIPT OUTPUT`: how a peer in another language is built into `output` before it
+/// is started (`transport/python/install.sh`, `transport/go/build.sh`).
+async fn run_build_script(
+    script: &Path,
+    output: &Path,
+) -> std::io::Result<std::process::ExitStatus> {
+    tokio::process::Command::new("bash")
+        .arg(script)
+        .arg(output)
+        .status()
+        .await
+}
+
 /// The checkout this binary was built from, where the peers in other languages live.
 fn checkout() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::checkout;
 use super::service::ServiceProgram;
+use super::{checkout, run_build_script};
 
 /// The implementations of users-service the harness can start.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -51,10 +51,7 @@ pub async fn users_service() -> Result<ServiceProgram, PythonError> {
         "building the shmbridge Python package into {}",
         venv.display()
     );
-    let status = tokio::process::Command::new("bash")
-        .arg(root.join("transport/python/install.sh"))
-        .arg(&venv)
-        .status()
+    let status = run_build_script(&root.join("transport/python/install.sh"), &venv)
         .await
         .map_err(PythonError::Spawn)?;
     if !status.success() {
