@@ -40,7 +40,7 @@ use shmbridge_server::gateway::shm_consumer::{Attachment, ShmClient};
 use shmbridge_server::gateway::upstream::Upstream;
 use shmbridge_server::memory_budget::{BudgetKind, MemoryBudget};
 use shmbridge_server::query::UsersQuery;
-use shmbridge_system_tests::process::ServiceProcess;
+use shmbridge_system_tests::process::{ServiceProcess, start};
 use tokio::runtime::Runtime;
 
 /// The pause before each request of the idle regime.
@@ -155,14 +155,16 @@ struct Bench {
 
 impl Bench {
     fn start() -> Bench {
-        let service = ServiceProcess::start(
-            env!("CARGO_BIN_EXE_users-service"),
-            &["--listen", "127.0.0.1:0", "--cache", "--http-signal"],
-        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .expect("the client runtime starts");
+        let service = runtime.block_on(start(
+            "users-service",
+            env!("CARGO_BIN_EXE_users-service"),
+            &["--listen", "127.0.0.1:0", "--cache", "--http-signal"],
+            &[],
+        ));
         let base = service.url().parse().expect("the service's URL parses");
         // The bench holds one body at a time: any budget above the largest will do.
         let budget = MemoryBudget::new(BudgetKind::GatewayMemory, 1 << 30);

@@ -9,7 +9,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use process::{ServiceProcess, client, failpoint_binaries};
+use process::{client, failpoint_binaries, start};
 use reqwest::StatusCode;
 use shmbridge_server::failpoints;
 use shmbridge_system_tests::process::finish_bounded;
@@ -58,7 +58,8 @@ async fn a_panic_armed_mid_copy_unwinds_out_of_the_publication_and_frees_the_slo
     let armed = format!("{}=1*panic(armed by test)", failpoints::MID_COPY);
     // One slot and a claim timeout far below the 1 s lease: the second publication finds the
     // slot free only if the unwound write guard gave it back (the reaper would be too late).
-    let users = ServiceProcess::start_with_env(
+    let users = start(
+        "users-service",
         binary,
         &[
             "--listen",
@@ -72,7 +73,8 @@ async fn a_panic_armed_mid_copy_unwinds_out_of_the_publication_and_frees_the_slo
             "--http-signal",
         ],
         &[(failpoints::ENV_VAR, &armed)],
-    );
+    )
+    .await;
     let http = client();
     let publish = format!("{}/shm/users?count=5", users.url());
     let first = http.post(&publish).send().await.unwrap();
@@ -80,6 +82,7 @@ async fn a_panic_armed_mid_copy_unwinds_out_of_the_publication_and_frees_the_slo
     assert!(
         users
             .log_line_containing("armed by test", Duration::from_secs(5))
+            .await
             .is_some(),
         "the armed point fired inside the publication"
     );
@@ -94,7 +97,8 @@ async fn a_panic_armed_mid_copy_unwinds_out_of_the_publication_and_frees_the_slo
 async fn return_mid_copy_kills_users_service_with_sigkill() {
     let binary = failpoint_binaries().users_service.to_str().unwrap();
     let armed = format!("{}=1*return", failpoints::MID_COPY);
-    let mut users = ServiceProcess::start_with_env(
+    let mut users = start(
+        "users-service",
         binary,
         &[
             "--listen",
@@ -106,7 +110,8 @@ async fn return_mid_copy_kills_users_service_with_sigkill() {
             "--http-signal",
         ],
         &[(failpoints::ENV_VAR, &armed)],
-    );
+    )
+    .await;
     // The process dies mid-request: the connection closes (or resets) without an answer.
     let answer = client()
         .post(format!("{}/shm/users?count=5", users.url()))
@@ -115,6 +120,7 @@ async fn return_mid_copy_kills_users_service_with_sigkill() {
     assert!(answer.is_err(), "{answer:?}");
     let status = users
         .wait_exit(Duration::from_secs(10))
+        .await
         .expect("users-service died at the armed point");
     assert_eq!(
         status.signal(),
@@ -126,6 +132,7 @@ async fn return_mid_copy_kills_users_service_with_sigkill() {
                 "fault point users-service::mid-copy: crashing with SIGKILL",
                 Duration::from_secs(5)
             )
+            .await
             .is_some()
     );
 }

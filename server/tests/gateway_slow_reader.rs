@@ -29,7 +29,7 @@ async fn reserved_bytes(client: &reqwest::Client, gateway: &str) -> f64 {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_off_and_its_bytes_are_given_back() {
-    let users = process::users_service(&["--listen", "127.0.0.1:0"]);
+    let users = process::users_service(&["--listen", "127.0.0.1:0"]).await;
     let upstream = users.url();
     let gateway = process::gateway(&[
         "--listen",
@@ -41,11 +41,12 @@ async fn a_client_that_stops_reading_is_cut_off_and_its_bytes_are_given_back() {
         // A debug build makes the body in a few seconds: past the default deadline of 2 s.
         "--deadline",
         "60s",
-    ]);
+    ])
+    .await;
     let base = gateway.url();
     let client = process::client();
 
-    let mut stalled = tokio::net::TcpStream::connect(gateway.address)
+    let mut stalled = tokio::net::TcpStream::connect(gateway.address())
         .await
         .unwrap();
     let request = format!("GET {STALLED_URI} HTTP/1.1\r\nhost: gateway\r\n\r\n");

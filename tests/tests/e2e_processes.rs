@@ -12,12 +12,12 @@ use shmbridge_server::payload::{CRC_HEADER, format_crc};
 use shmbridge_server::serve::{StartupLine, announced};
 use shmbridge_system_tests::process::{ServiceProcess, client, gateway, users_service};
 
-fn start_pair(gateway_args: &[&str]) -> (ServiceProcess, ServiceProcess) {
-    let users = users_service(&["--listen", "127.0.0.1:0", "--slot-count", "16"]);
+async fn start_pair(gateway_args: &[&str]) -> (ServiceProcess, ServiceProcess) {
+    let users = users_service(&["--listen", "127.0.0.1:0", "--slot-count", "16"]).await;
     let upstream = users.url();
     let mut args = vec!["--listen", "127.0.0.1:0", "--upstream", upstream.as_str()];
     args.extend_from_slice(gateway_args);
-    let gateway = gateway(&args);
+    let gateway = gateway(&args).await;
     (users, gateway)
 }
 
@@ -33,7 +33,7 @@ async fn fetch_verified(http: &reqwest::Client, url: &str, expected: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_endpoints_return_identical_verified_json() {
-    let (users, gateway) = start_pair(&[]);
+    let (users, gateway) = start_pair(&[]).await;
     let http = client();
     for (count, seed) in [
         (DEFAULT_COUNT, DEFAULT_SEED),
@@ -54,7 +54,7 @@ async fn both_endpoints_return_identical_verified_json() {
         .unwrap();
     assert_eq!(default.bytes().await.unwrap().len(), 256_873);
     for service in [&users, &gateway] {
-        let extra = service.extra_stdout_line(Duration::from_millis(100));
+        let extra = service.next_stdout_line(Duration::from_millis(100)).await;
         assert_eq!(
             extra, None,
             "stdout must carry only the `listening on` line"
@@ -64,9 +64,11 @@ async fn both_endpoints_return_identical_verified_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_users_service_gives_503_within_the_deadline_then_recovers_after_restart() {
-    let (mut users, gateway) = start_pair(&["--deadline", "1s", "--admin-listen", "127.0.0.1:0"]);
+    let (mut users, gateway) =
+        start_pair(&["--deadline", "1s", "--admin-listen", "127.0.0.1:0"]).await;
     let admin = gateway
-        .extra_stdout_line(Duration::from_secs(5))
+        .next_stdout_line(Duration::from_secs(5))
+        .await
         .and_then(|line| announced(&line, StartupLine::Admin)?.ok())
         .expect("with --admin-listen the gateway announces the operators' address second");
     let http = client();
@@ -75,10 +77,11 @@ async fn dead_users_service_gives_503_within_the_deadline_then_recovers_after_re
         fetch_verified(&http, &format!("{}{route}", gateway.url()), &expected).await;
     }
 
-    let port = users.address.port().to_string();
-    users.signal(Signal::SIGKILL);
+    let port = users.address().port().to_string();
+    users.send_signal(Signal::SIGKILL);
     users
         .wait_exit(Duration::from_secs(5))
+        .await
         .expect("SIGKILL ends users-service");
     for route in ["/api/users-via-api", "/api/users-via-shm"] {
         let started = Instant::now();
@@ -101,7 +104,7 @@ async fn dead_users_service_gives_503_within_the_deadline_then_recovers_after_re
     }
 
     let listen = format!("127.0.0.1:{port}");
-    let restarted = users_service(&["--listen", &listen, "--slot-count", "16"]);
+    let restarted = users_service(&["--listen", &listen, "--slot-count", "16"]).await;
     // The new producer has a new segment epoch: the shm route must re-attach by itself.
     for route in ["/api/users-via-shm", "/api/users-via-api"] {
         let url = format!("{}{route}", gateway.url());
@@ -164,13 +167,13 @@ async fn dead_users_service_gives_503_within_the_deadline_then_recovers_after_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_users_service_gives_503_within_the_deadline_then_recovers() {
-    let (users, gateway) = start_pair(&["--deadline", "500ms"]);
+    let (users, gateway) = start_pair(&["--deadline", "500ms"]).await;
     let http = client();
     let expected = users_json(DEFAULT_COUNT, DEFAULT_SEED);
     for route in ["/api/users-via-api", "/api/users-via-shm"] {
         fetch_verified(&http, &format!("{}{route}", gateway.url()), &expected).await;
     }
-    users.signal(Signal::SIGSTOP);
+    users.send_signal(Signal::SIGSTOP);
     for route in ["/api/users-via-api", "/api/users-via-shm"] {
         let started = Instant::now();
         let response = http
@@ -193,7 +196,7 @@ async fn hung_users_service_gives_503_within_the_deadline_then_recovers() {
             "{route} took {elapsed:?}"
         );
     }
-    users.signal(Signal::SIGCONT);
+    users.send_signal(Signal::SIGCONT);
     for route in ["/api/users-via-api", "/api/users-via-shm"] {
         fetch_verified(&http, &format!("{}{route}", gateway.url()), &expected).await;
     }
@@ -206,7 +209,7 @@ const WRONG_VERSION: u32 = shmbridge::layout::LAYOUT_VERSION + 1;
 async fn segment_of_another_layout_version_is_refused_with_a_clear_log_line() {
     let socket = format!("shmbridge-e2e-wrong-version-{}", std::process::id());
     shmbridge_system_tests::fake_producer::serve_layout_version(&socket, WRONG_VERSION, 2);
-    let (_users, gateway) = start_pair(&["--shm-socket", &socket]);
+    let (_users, gateway) = start_pair(&["--shm-socket", &socket]).await;
     let http = client();
     let response = http
         .get(format!("{}/api/users-via-shm", gateway.url()))
@@ -218,7 +221,9 @@ async fn segment_of_another_layout_version_is_refused_with_a_clear_log_line() {
         "layout version {WRONG_VERSION}, expected {}",
         shmbridge::layout::LAYOUT_VERSION
     );
-    let line = gateway.log_line_containing(&expected, Duration::from_secs(5));
+    let line = gateway
+        .log_line_containing(&expected, Duration::from_secs(5))
+        .await;
     let line = line.expect("the gateway logs why it refused the segment");
     assert!(line.contains("WARN") && line.contains(&socket), "{line}");
     let readiness = http
@@ -228,7 +233,9 @@ async fn segment_of_another_layout_version_is_refused_with_a_clear_log_line() {
         .unwrap();
     assert_eq!(readiness.status(), StatusCode::SERVICE_UNAVAILABLE);
     // The same problem again is not logged again.
-    let repeated = gateway.log_line_containing(&expected, Duration::from_millis(300));
+    let repeated = gateway
+        .log_line_containing(&expected, Duration::from_millis(300))
+        .await;
     assert_eq!(repeated, None);
 }
 
@@ -251,10 +258,10 @@ async fn wait_until_in_flight(http: &reqwest::Client, base: &str, route: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests() {
-    let (users, mut gateway) = start_pair(&["--deadline", "5s"]);
+    let (users, mut gateway) = start_pair(&["--deadline", "5s"]).await;
     let http = client();
     // A paused users-service keeps the gateway's request in flight while SIGTERM arrives.
-    users.signal(Signal::SIGSTOP);
+    users.send_signal(Signal::SIGSTOP);
     let url = format!("{}/api/users-via-api?count=10&seed=2", gateway.url());
     let in_flight = tokio::spawn({
         let http = http.clone();
@@ -264,10 +271,10 @@ async fn sigterm_drains_in_flight_requests() {
         }
     });
     wait_until_in_flight(&http, &gateway.url(), "/api/users-via-api").await;
-    gateway.signal(Signal::SIGTERM);
+    gateway.send_signal(Signal::SIGTERM);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        gateway.wait_exit(Duration::ZERO).is_none(),
+        gateway.wait_exit(Duration::ZERO).await.is_none(),
         "gateway exited with a request in flight"
     );
     let refused = reqwest::Client::new()
@@ -280,7 +287,7 @@ async fn sigterm_drains_in_flight_requests() {
         "a draining gateway must not accept new connections"
     );
 
-    users.signal(Signal::SIGCONT);
+    users.send_signal(Signal::SIGCONT);
     let (status, body) = tokio::time::timeout(Duration::from_secs(10), in_flight)
         .await
         .expect("the in-flight request finishes")
@@ -289,6 +296,7 @@ async fn sigterm_drains_in_flight_requests() {
     assert_eq!(body, users_json(10, 2));
     let exit = gateway
         .wait_exit(Duration::from_secs(5))
+        .await
         .expect("gateway exits after draining");
     assert!(exit.success(), "{exit:?}");
 }
@@ -375,7 +383,7 @@ fn sum_samples(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_prometheus_text_and_counters_move() {
-    let (users, gateway) = start_pair(&[]);
+    let (users, gateway) = start_pair(&[]).await;
     let http = client();
     let scrape = |url: String| {
         let http = http.clone();

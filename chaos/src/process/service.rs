@@ -1,15 +1,17 @@
-//! A service (users-service or gateway) run as a child process: started from this binary's
-//! hidden subcommand (`compare`, no fail points) or from a service binary of the fail-point
-//! build (`run`), its `listening on ADDR` line awaited, `/readyz` polled, its output kept
-//! for error messages, and stopped with SIGTERM, a bounded wait, then SIGKILL — also from
-//! `Drop`, so an error or Ctrl-C never leaves an orphan behind.
+//! A service (users-service or gateway) run as a child process, for the harness and for the
+//! whole-system tests alike: started from this binary's hidden subcommand (`compare`, no fail
+//! points), from a service binary (the fail-point build that `run` makes, or a test's own), or
+//! by an interpreter; its `listening on ADDR` line awaited, `/readyz` polled, its last lines of
+//! output kept for error messages and for tests that wait for a line, and stopped with SIGTERM,
+//! a bounded wait, then SIGKILL — also from `Drop`, so an error, a failed test or Ctrl-C never
+//! leaves an orphan behind.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -17,11 +19,12 @@ use nix::unistd::Pid;
 use shmbridge_server::serve::{StartupLine, announced};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use url::Url;
 
-/// Lines of child output kept to explain a failure.
-const OUTPUT_LINES_KEPT: usize = 40;
+/// Lines of child output kept to explain a failure or to be waited for.
+const OUTPUT_LINES_KEPT: usize = 64;
 const READY_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How long a stopping service may drain before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -149,7 +152,7 @@ pub struct ServiceProcess {
     name: &'static str,
     child: Child,
     address: SocketAddr,
-    output: Arc<Mutex<VecDeque<String>>>,
+    output: Arc<KeptOutput>,
 }
 
 impl ServiceProcess {
@@ -167,10 +170,11 @@ impl ServiceProcess {
         let mut child = command
             .spawn()
             .map_err(|source| ServiceError::Spawn { name, source })?;
-        let output = Arc::new(Mutex::new(VecDeque::new()));
+        let output = Arc::new(KeptOutput::default());
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
         keep_output(
             child.stderr.take().expect("stderr is piped"),
+            Stream::Stderr,
             output.clone(),
         );
         let announced = tokio::time::timeout(startup_timeout, async {
@@ -178,7 +182,7 @@ impl ServiceProcess {
                 if let Some(address) = announced(&line, StartupLine::Public) {
                     return Some((line.clone(), address));
                 }
-                remember(&output, line);
+                output.remember(Stream::Stdout, line);
             }
             None
         })
@@ -206,7 +210,10 @@ impl ServiceProcess {
             }
             Err(_elapsed) => return Err(service.not_ready("announce its address", startup_timeout)),
         }
-        keep_output(stdout.into_inner(), output);
+        // What it printed before its address line is kept for error messages, but is not
+        // "printed after start-up" for `next_stdout_line`.
+        output.take_unread(Stream::Stdout, |_| false);
+        keep_output(stdout.into_inner(), Stream::Stdout, output);
         Ok(service)
     }
 
@@ -218,8 +225,13 @@ impl ServiceProcess {
         self.address
     }
 
-    pub fn base_url(&self) -> Url {
+    /// `http://ADDR`, without a trailing slash, to put a path after.
+    pub fn url(&self) -> String {
         format!("http://{}", self.address)
+    }
+
+    pub fn base_url(&self) -> Url {
+        self.url()
             .parse()
             .expect("a socket address forms a valid URL")
     }
@@ -307,6 +319,33 @@ impl ServiceProcess {
             .map_err(|source| ServiceError::Stop { name, source })
     }
 
+    /// Waits at most `timeout` for the process to exit (reaping it); `None` if it still runs.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
+    /// The next line the service prints on stdout after its address line, waiting at most
+    /// `timeout` (the start-up contract is that there is none).
+    pub async fn next_stdout_line(&self, timeout: Duration) -> Option<String> {
+        self.output
+            .next_matching(Stream::Stdout, |_| true, timeout)
+            .await
+    }
+
+    /// The next log line (stderr) containing `needle`, waiting at most `timeout` for it. Lines
+    /// passed over on the way are not offered again.
+    pub async fn log_line_containing(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.output
+            .next_matching(Stream::Stderr, |line| line.contains(needle), timeout)
+            .await
+    }
+
     /// SIGKILL now and reap; the caller decided this death, so it reports the status rather
     /// than treating it as a failure.
     pub async fn kill(mut self) -> Result<ExitStatus, ServiceError> {
@@ -334,11 +373,7 @@ impl ServiceProcess {
 
     /// The service's last lines of output, oldest first.
     pub fn recent_output(&self) -> String {
-        let lines = self
-            .output
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        lines.iter().cloned().collect::<Vec<_>>().join("\n")
+        self.output.recent()
     }
 
     fn not_ready(&self, what: &'static str, timeout: Duration) -> ServiceError {
@@ -373,22 +408,97 @@ impl Drop for ServiceProcess {
     }
 }
 
+/// Which of a child's output streams a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// The last [`OUTPUT_LINES_KEPT`] lines of a child's output, and how far each stream has been
+/// read by the waits of [`KeptOutput::next_matching`].
+#[derive(Default)]
+struct KeptOutput {
+    lines: Mutex<OutputLines>,
+    /// Woken after every new line.
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct OutputLines {
+    kept: VecDeque<(Stream, String)>,
+    /// Lines dropped from the front so far: the number of the first kept line.
+    dropped: u64,
+    /// Per stream (stdout, stderr), the number of the first line a wait has not passed yet.
+    unread: [u64; 2],
+}
+
+impl KeptOutput {
+    fn remember(&self, stream: Stream, line: String) {
+        let mut lines = self.lock();
+        if lines.kept.len() == OUTPUT_LINES_KEPT {
+            lines.kept.pop_front();
+            lines.dropped += 1;
+        }
+        lines.kept.push_back((stream, line));
+        drop(lines);
+        self.changed.notify_waiters();
+    }
+
+    fn recent(&self) -> String {
+        let lines = self.lock();
+        let text: Vec<&str> = lines.kept.iter().map(|(_, line)| line.as_str()).collect();
+        text.join("\n")
+    }
+
+    /// The next unread line of `stream` that `matches`, waiting at most `timeout`.
+    async fn next_matching(
+        &self,
+        stream: Stream,
+        matches: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Registered before the look, so a line remembered in between still wakes it.
+            let changed = self.changed.notified();
+            if let Some(line) = self.take_unread(stream, &matches) {
+                return Some(line);
+            }
+            tokio::time::timeout_at(deadline, changed).await.ok()?;
+        }
+    }
+
+    /// Reads `stream`'s unread lines up to the first that `matches`, or to the end.
+    fn take_unread(&self, stream: Stream, matches: impl Fn(&str) -> bool) -> Option<String> {
+        let mut lines = self.lock();
+        let lines = &mut *lines;
+        let unread = &mut lines.unread[stream as usize];
+        let first = usize::try_from(unread.saturating_sub(lines.dropped)).unwrap_or(usize::MAX);
+        *unread = lines.dropped + lines.kept.len() as u64;
+        for (number, (from, line)) in lines.kept.iter().enumerate().skip(first) {
+            if *from == stream && matches(line) {
+                *unread = lines.dropped + number as u64 + 1;
+                return Some(line.clone());
+            }
+        }
+        None
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutputLines> {
+        self.lines.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 fn keep_output(
     stream: impl AsyncRead + Unpin + Send + 'static,
-    output: Arc<Mutex<VecDeque<String>>>,
+    from: Stream,
+    output: Arc<KeptOutput>,
 ) {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            remember(&output, line);
+            output.remember(from, line);
         }
     });
-}
-
-fn remember(output: &Mutex<VecDeque<String>>, line: String) {
-    let mut lines = output.lock().unwrap_or_else(|poison| poison.into_inner());
-    if lines.len() == OUTPUT_LINES_KEPT {
-        lines.pop_front();
-    }
-    lines.push_back(line);
 }

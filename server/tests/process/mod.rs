@@ -9,20 +9,26 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use shmbridge_chaos::harness::failpoint_build::{self, FailpointBinaries};
-pub use shmbridge_system_tests::process::{ServiceProcess, client};
+pub use shmbridge_system_tests::process::{ServiceProcess, client, start};
 
 /// How long the fail-point build may take: from scratch on a busy 2-core machine it compiles
 /// the whole dependency tree once.
 const FAILPOINT_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// This package's users-service, started with `args`.
-pub fn users_service(args: &[&str]) -> ServiceProcess {
-    ServiceProcess::start(env!("CARGO_BIN_EXE_users-service"), args)
+pub async fn users_service(args: &[&str]) -> ServiceProcess {
+    start(
+        "users-service",
+        env!("CARGO_BIN_EXE_users-service"),
+        args,
+        &[],
+    )
+    .await
 }
 
 /// This package's gateway, started with `args`.
-pub fn gateway(args: &[&str]) -> ServiceProcess {
-    ServiceProcess::start(env!("CARGO_BIN_EXE_gateway"), args)
+pub async fn gateway(args: &[&str]) -> ServiceProcess {
+    start("gateway", env!("CARGO_BIN_EXE_gateway"), args, &[]).await
 }
 
 /// Both services built with fault points, by the separate cargo invocation the chaos harness
