@@ -502,3 +502,64 @@ fn keep_output(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wait_takes_each_streams_lines_once_in_order_and_skips_what_was_dropped() {
+        let output = KeptOutput::default();
+        output.remember(Stream::Stderr, "warn one".into());
+        output.remember(Stream::Stdout, "out one".into());
+        output.remember(Stream::Stderr, "warn two".into());
+        let quick = Duration::from_millis(10);
+        let contains = |needle: &'static str| move |line: &str| line.contains(needle);
+
+        assert_eq!(
+            output
+                .next_matching(Stream::Stderr, contains("two"), quick)
+                .await,
+            Some("warn two".into())
+        );
+        // "warn one" was passed over on the way to "warn two": not offered again.
+        assert_eq!(
+            output
+                .next_matching(Stream::Stderr, contains("one"), quick)
+                .await,
+            None
+        );
+        assert_eq!(
+            output.next_matching(Stream::Stdout, |_| true, quick).await,
+            Some("out one".into())
+        );
+
+        for number in 0..OUTPUT_LINES_KEPT + 5 {
+            output.remember(Stream::Stderr, format!("later {number}"));
+        }
+        // The first five later lines fell out of the window; the wait starts at what is kept.
+        assert_eq!(
+            output.next_matching(Stream::Stderr, |_| true, quick).await,
+            Some("later 5".into())
+        );
+        assert_eq!(output.recent().lines().count(), OUTPUT_LINES_KEPT);
+    }
+
+    #[tokio::test]
+    async fn a_wait_wakes_for_a_line_that_arrives_while_it_waits() {
+        let output = Arc::new(KeptOutput::default());
+        let writer = output.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            writer.remember(Stream::Stderr, "late".into());
+        });
+        let line = output
+            .next_matching(
+                Stream::Stderr,
+                |line| line == "late",
+                Duration::from_secs(10),
+            )
+            .await;
+        assert_eq!(line.as_deref(), Some("late"));
+    }
+}
