@@ -263,19 +263,10 @@ mod tests {
     use crate::loadtest::load::stats::Outcome;
     use crate::loadtest::report::fixture;
 
-    fn plan() -> CapacityPlan {
-        CapacityPlan {
-            endpoints: DEFAULT_ENDPOINTS.to_vec(),
-            load: RoundLoad::Closed { users: 50 },
-            rounds: 2,
-            round_duration: Duration::from_secs(20),
-        }
-    }
-
     #[test]
     fn a_round_is_one_endpoint_closed_loop() {
         let base = fixture::config();
-        let config = plan().round_config(&base, Endpoint::Shm);
+        let config = fixture::capacity_plan().round_config(&base, Endpoint::Shm);
         assert_eq!(config.mix.endpoints(), [Endpoint::Shm]);
         assert_eq!(config.duration, Duration::from_secs(20));
         let LoadModel::Users(users) = config.model else {
@@ -298,7 +289,7 @@ mod tests {
         };
         let plan = CapacityPlan {
             load: RoundLoad::Open(open),
-            ..plan()
+            ..fixture::capacity_plan()
         };
         let config = plan.round_config(&fixture::config(), Endpoint::Cached);
         assert_eq!(config.model, LoadModel::OpenLoop(open));
@@ -313,7 +304,7 @@ mod tests {
 
     #[test]
     fn results_keep_rounds_per_endpoint_and_sum_corrupt() {
-        let plan = plan();
+        let plan = fixture::capacity_plan();
         let mut result = CapacityResult::new(&plan.endpoints);
         for (index, scheduled) in plan.schedule().into_iter().enumerate() {
             let mut stats = EndpointStats::default();

@@ -7,13 +7,13 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use super::json::{JsonFailure, json_failures, json_transports};
 use super::machine::MachineInfo;
 use super::{describe_resource, format_ms, request_flags, thousands, transports_text};
 use crate::loadtest::capacity::summary::{Medians, Ratio, RoundFigures};
 use crate::loadtest::capacity::{CapacityPlan, CapacityResult, RoundLoad};
 use crate::loadtest::load::LoadConfig;
 use crate::loadtest::load::endpoint::Endpoint;
-use crate::loadtest::load::stats::Failure;
 use crate::loadtest::load::target::RequestMix;
 use crate::loadtest::load::verify::Corruption;
 
@@ -366,13 +366,6 @@ struct JsonEndpoint<'a> {
     transports: BTreeMap<String, u64>,
 }
 
-#[derive(Serialize)]
-struct JsonFailure<'a> {
-    #[serde(flatten)]
-    failure: &'a Failure,
-    occurrences: u64,
-}
-
 pub fn render_json(report: &CapacityReport<'_>) -> serde_json::Result<String> {
     let json = JsonCapacity {
         mode: "capacity",
@@ -401,22 +394,9 @@ pub fn render_json(report: &CapacityReport<'_>) -> serde_json::Result<String> {
                 failed: rounds.all.failed(),
                 corrupt: rounds.all.corrupt,
                 rounds: &rounds.rounds,
-                failures: rounds
-                    .all
-                    .failures
-                    .iter()
-                    .map(|(failure, &occurrences)| JsonFailure {
-                        failure,
-                        occurrences,
-                    })
-                    .collect(),
+                failures: json_failures(&rounds.all.failures),
                 corruption_samples: &rounds.all.corruption_samples,
-                transports: rounds
-                    .all
-                    .transports
-                    .iter()
-                    .map(|(transport, &count)| (transport.to_string(), count))
-                    .collect(),
+                transports: json_transports(&rounds.all.transports),
             })
             .collect(),
         ratios: report.result.ratios(),
@@ -429,8 +409,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::loadtest::capacity::{DEFAULT_ENDPOINTS, EndpointRounds};
-    use crate::loadtest::load::stats::{EndpointStats, FailureClass, Outcome};
+    use crate::loadtest::capacity::EndpointRounds;
+    use crate::loadtest::load::stats::{EndpointStats, Failure, FailureClass, Outcome};
     use crate::loadtest::report::fixture;
 
     fn round(round: u32, run: u32, rate: f64, p50_ms: f64, p99_ms: f64) -> RoundFigures {
@@ -489,18 +469,9 @@ mod tests {
         CapacityResult { endpoints }
     }
 
-    fn plan() -> CapacityPlan {
-        CapacityPlan {
-            endpoints: DEFAULT_ENDPOINTS.to_vec(),
-            load: RoundLoad::Closed { users: 50 },
-            rounds: 2,
-            round_duration: Duration::from_secs(20),
-        }
-    }
-
     #[test]
     fn markdown_says_how_it_ran_and_shows_medians_ratios_and_rounds() {
-        let (plan, base, result) = (plan(), fixture::config(), result());
+        let (plan, base, result) = (fixture::capacity_plan(), fixture::config(), result());
         let report = CapacityReport::new(&plan, &base, &result, Some(256_873), true, "test".into());
         let text = render_markdown(&report);
         for line in [
@@ -531,7 +502,7 @@ mod tests {
         use crate::loadtest::load::target::RequestMix;
         use shmbridge_server::transport_header::Transport;
 
-        let (plan, mut base, mut result) = (plan(), fixture::config(), result());
+        let (plan, mut base, mut result) = (fixture::capacity_plan(), fixture::config(), result());
         base.requests = RequestMix::path("/blobs?size=65536&pattern=text&seed=1".parse().unwrap());
         for _ in 0..3 {
             result.endpoints[1]
@@ -568,7 +539,7 @@ mod tests {
 
     #[test]
     fn json_carries_rounds_medians_and_ratios() {
-        let (plan, base, result) = (plan(), fixture::config(), result());
+        let (plan, base, result) = (fixture::capacity_plan(), fixture::config(), result());
         let report =
             CapacityReport::new(&plan, &base, &result, Some(256_873), false, "test".into());
         let json: serde_json::Value = serde_json::from_str(&render_json(&report).unwrap()).unwrap();

@@ -5,6 +5,8 @@ use serde::Serialize;
 
 use std::collections::BTreeMap;
 
+use shmbridge_server::transport_header::Transport;
+
 use super::RunReport;
 use super::machine::MachineInfo;
 use super::seed::{self, SeedFigures};
@@ -60,11 +62,31 @@ struct JsonEndpoint<'a> {
     seed: Option<&'static SeedFigures>,
 }
 
+/// A failure class and how often it happened, as every JSON report lists them.
 #[derive(Serialize)]
-struct JsonFailure<'a> {
+pub(super) struct JsonFailure<'a> {
     #[serde(flatten)]
     failure: &'a Failure,
     occurrences: u64,
+}
+
+/// `failures` as every JSON report lists them.
+pub(super) fn json_failures(failures: &BTreeMap<Failure, u64>) -> Vec<JsonFailure<'_>> {
+    failures
+        .iter()
+        .map(|(failure, &occurrences)| JsonFailure {
+            failure,
+            occurrences,
+        })
+        .collect()
+}
+
+/// 200 responses by `x-transport`, keyed by the header's value.
+pub(super) fn json_transports(transports: &BTreeMap<Transport, u64>) -> BTreeMap<String, u64> {
+    transports
+        .iter()
+        .map(|(transport, &count)| (transport.to_string(), count))
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -145,20 +167,9 @@ fn endpoint_json<'a>(
         failure_percent: stats.failure_percent(),
         body_bytes: stats.body_bytes,
         latency: stats.summary(elapsed),
-        failures: stats
-            .failures
-            .iter()
-            .map(|(failure, &occurrences)| JsonFailure {
-                failure,
-                occurrences,
-            })
-            .collect(),
+        failures: json_failures(&stats.failures),
         corruption_samples: &stats.corruption_samples,
-        transports: stats
-            .transports
-            .iter()
-            .map(|(transport, &count)| (transport.to_string(), count))
-            .collect(),
+        transports: json_transports(&stats.transports),
         timeline: stats
             .timeline
             .iter()

@@ -147,6 +147,7 @@ pub fn thousands(value: u64) -> String {
 pub(crate) mod fixture {
     use std::time::Duration;
 
+    use crate::loadtest::capacity::{CapacityPlan, DEFAULT_ENDPOINTS, RoundLoad};
     use crate::loadtest::load::counts::CountMix;
     use crate::loadtest::load::endpoint::{Endpoint, EndpointMix};
     use crate::loadtest::load::stats::{EndpointStats, Failure, FailureClass, Outcome, RunStats};
@@ -154,6 +155,16 @@ pub(crate) mod fixture {
     use crate::loadtest::load::users::{ThinkTime, UsersProfile};
     use crate::loadtest::load::verify::Corruption;
     use crate::loadtest::load::{LoadConfig, LoadModel};
+
+    /// Two 20 s rounds of every default endpoint, 50 closed-loop users each.
+    pub fn capacity_plan() -> CapacityPlan {
+        CapacityPlan {
+            endpoints: DEFAULT_ENDPOINTS.to_vec(),
+            load: RoundLoad::Closed { users: 50 },
+            rounds: 2,
+            round_duration: Duration::from_secs(20),
+        }
+    }
 
     pub fn config() -> LoadConfig {
         LoadConfig {

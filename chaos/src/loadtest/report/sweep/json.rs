@@ -4,14 +4,13 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use shmbridge_server::transport_header::Transport;
 
 use super::{SweepReport, model_crossover, shm_transports};
 use crate::loadtest::capacity::summary::Ratio;
 use crate::loadtest::capacity::{CapacityResult, RoundLoad};
 use crate::loadtest::load::endpoint::Endpoint;
-use crate::loadtest::load::stats::Failure;
 use crate::loadtest::load::target::UpstreamPath;
+use crate::loadtest::report::json::{JsonFailure, json_failures, json_transports};
 use crate::loadtest::report::machine::MachineInfo;
 use crate::loadtest::sweep::StepOutcome;
 use crate::loadtest::sweep::ladder::Size;
@@ -76,7 +75,7 @@ struct JsonModel<'a> {
     transports: Vec<JsonTransports>,
     ratios: Vec<Ratio>,
     shm_wins: Option<bool>,
-    failures: Vec<JsonFailure<'a>>,
+    failures: Vec<JsonEndpointFailure<'a>>,
 }
 
 #[derive(Serialize)]
@@ -86,11 +85,10 @@ struct JsonTransports {
 }
 
 #[derive(Serialize)]
-struct JsonFailure<'a> {
+struct JsonEndpointFailure<'a> {
     endpoint: Endpoint,
     #[serde(flatten)]
-    failure: &'a Failure,
-    occurrences: u64,
+    failure: JsonFailure<'a>,
 }
 
 #[derive(Serialize)]
@@ -99,13 +97,6 @@ struct JsonCrossover {
     pattern: &'static str,
     /// The size from which shm wins at every larger measured size; `null`: none.
     crossover_bytes: Option<Size>,
-}
-
-fn named(transports: &BTreeMap<Transport, u64>) -> BTreeMap<String, u64> {
-    transports
-        .iter()
-        .map(|(transport, &count)| (transport.to_string(), count))
-        .collect()
 }
 
 fn json_model<'a>(load: RoundLoad, result: &'a CapacityResult, bytes: u64) -> JsonModel<'a> {
@@ -119,7 +110,7 @@ fn json_model<'a>(load: RoundLoad, result: &'a CapacityResult, bytes: u64) -> Js
             .iter()
             .map(|rounds| JsonTransports {
                 endpoint: rounds.endpoint,
-                transports: named(&rounds.all.transports),
+                transports: json_transports(&rounds.all.transports),
             })
             .collect(),
         ratios: result.ratios(),
@@ -127,14 +118,11 @@ fn json_model<'a>(load: RoundLoad, result: &'a CapacityResult, bytes: u64) -> Js
             .endpoints
             .iter()
             .flat_map(|rounds| {
-                rounds
-                    .all
-                    .failures
-                    .iter()
-                    .map(|(failure, &occurrences)| JsonFailure {
+                json_failures(&rounds.all.failures)
+                    .into_iter()
+                    .map(|failure| JsonEndpointFailure {
                         endpoint: rounds.endpoint,
                         failure,
-                        occurrences,
                     })
             })
             .collect(),
@@ -154,7 +142,7 @@ pub fn render_json(report: &SweepReport<'_>) -> serde_json::Result<String> {
                 StepOutcome::Measured { sessions, peak_rss } => JsonOutcome::Measured {
                     bytes: step.target.bytes(),
                     path: UpstreamPath::blob(plan.blob(step.pattern, step.target)).to_string(),
-                    shm_transports: named(&shm_transports(step)),
+                    shm_transports: json_transports(&shm_transports(step)),
                     peak_rss: *peak_rss,
                     models: sessions
                         .iter()
