@@ -5,12 +5,11 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use crate::loadtest::cli::OutputArgs;
 use crate::loadtest::compare::Comparison;
 use crate::loadtest::report::capacity::{self, CapacityReport};
-use crate::loadtest::report::machine::MachineInfo;
+use crate::loadtest::report::machine::Provenance;
 use crate::loadtest::report::sweep::{self, SweepReport};
 use crate::loadtest::report::{RunReport, csv, html, json, markdown};
 use crate::loadtest::sweep::SweepRun;
@@ -59,9 +58,7 @@ pub fn write_sweep(run: &SweepRun, output: &OutputArgs) -> Result<(), OutputErro
         &SweepReport {
             plan: &run.plan,
             result: &run.result,
-            machine: MachineInfo::detect(),
-            date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            environment: run.environment.clone(),
+            provenance: Provenance::now(run.environment.clone()),
         },
         output,
     )

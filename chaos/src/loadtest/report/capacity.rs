@@ -3,13 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::SystemTime;
 
 use serde::Serialize;
 
 use super::json::{JsonFailure, json_failures, json_transports};
-use super::machine::MachineInfo;
-use super::{describe_resource, format_ms, request_flags, thousands, transports_text};
+use super::machine::Provenance;
+use super::{describe_resource, format_ms, request_flags, rounds_line, thousands, transports_text};
 use crate::loadtest::capacity::summary::{Medians, Ratio, RoundFigures};
 use crate::loadtest::capacity::{CapacityPlan, CapacityResult, RoundLoad};
 use crate::loadtest::load::LoadConfig;
@@ -32,11 +31,7 @@ pub struct CapacityReport<'a> {
     pub payload_bytes: Option<usize>,
     /// Whether users-service ran with `--cache`.
     pub cache: bool,
-    pub machine: MachineInfo,
-    /// When the session ended, RFC 3339 UTC.
-    pub date: String,
-    /// Where the services ran.
-    pub environment: String,
+    pub provenance: Provenance,
 }
 
 impl<'a> CapacityReport<'a> {
@@ -54,9 +49,7 @@ impl<'a> CapacityReport<'a> {
             result,
             payload_bytes,
             cache,
-            machine: MachineInfo::detect(),
-            date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            environment,
+            provenance: Provenance::now(environment),
         }
     }
 
@@ -98,25 +91,18 @@ pub fn render_markdown(report: &CapacityReport<'_>) -> String {
 
 fn how_it_was_run(out: &mut String, report: &CapacityReport<'_>) {
     let plan = report.plan;
-    let order: Vec<String> = report
-        .plan
-        .schedule()
-        .iter()
-        .map(|run| run.endpoint.to_string())
-        .collect();
     out.push_str("## How it was run\n\n");
     let _ = writeln!(
         out,
         "- **Mode**: capacity: each endpoint alone (never mixed with another), {}",
         plan.load
     );
-    let _ = writeln!(
-        out,
-        "- **Rounds**: {} of {} per endpoint, interleaved so drift over the session hits every endpoint alike; run order: {}",
+    out.push_str(&rounds_line(
+        &plan.endpoints,
         plan.rounds,
-        humantime::format_duration(plan.round_duration),
-        order.join(" ")
-    );
+        plan.round_duration,
+        "per endpoint, interleaved so drift over the session hits every endpoint alike",
+    ));
     let _ = writeln!(out, "- **Bodies**: {}", report.bodies());
     match report.base.requests.only() {
         Some(crate::loadtest::load::target::Resource::Users(count)) => {
@@ -143,9 +129,7 @@ fn how_it_was_run(out: &mut String, report: &CapacityReport<'_>) {
         "- **Request Timeout**: {}",
         humantime::format_duration(report.base.timeout)
     );
-    let _ = writeln!(out, "- **Test Environment**: {}", report.environment);
-    let _ = writeln!(out, "- **Machine**: {}", report.machine.describe());
-    let _ = writeln!(out, "- **Test Date**: {}", report.date);
+    report.provenance.write_markdown(out);
     out.push_str(&super::markdown::verification_line(&report.base.requests));
     out.push_str("- **Medians**: across rounds, each column on its own (the round with the median req/s need not be the one with the median p99); with an even number of rounds, the mean of the middle two\n");
     let _ = writeln!(out, "- **Command**: `{}`\n", report.command());
@@ -328,9 +312,8 @@ fn corruptions(out: &mut String, report: &CapacityReport<'_>) {
 #[derive(Serialize)]
 struct JsonCapacity<'a> {
     mode: &'static str,
-    date: &'a str,
-    environment: &'a str,
-    machine: &'a MachineInfo,
+    #[serde(flatten)]
+    provenance: &'a Provenance,
     command: String,
     cache: bool,
     /// Flattened: a closed-loop session keeps its top-level `users`.
@@ -369,9 +352,7 @@ struct JsonEndpoint<'a> {
 pub fn render_json(report: &CapacityReport<'_>) -> serde_json::Result<String> {
     let json = JsonCapacity {
         mode: "capacity",
-        date: &report.date,
-        environment: &report.environment,
-        machine: &report.machine,
+        provenance: &report.provenance,
         command: report.command(),
         cache: report.cache,
         load: report.plan.load,
@@ -550,6 +531,10 @@ mod tests {
             (&"closed".into(), &50.into())
         );
         assert_eq!(json["order"], serde_json::json!(["api", "shm", "cached"]));
+        // Where and when, at the top level as in every JSON report.
+        assert_eq!(json["environment"], "test");
+        assert!(json["date"].is_string(), "{json}");
+        assert!(json["machine"]["logical_cores"].is_u64(), "{json}");
         let shm = &json["endpoints"][1];
         assert_eq!(shm["endpoint"], "shm");
         assert_eq!(shm["medians"]["requests_per_second"], 1600.0);

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use shmbridge_server::transport_header::Transport;
 
 use super::RunReport;
-use super::machine::MachineInfo;
+use super::machine::Provenance;
 use super::seed::{self, SeedFigures};
 use crate::loadtest::load::LoadConfig;
 use crate::loadtest::load::endpoint::Endpoint;
@@ -18,9 +18,8 @@ use crate::loadtest::load::verify::Corruption;
 
 #[derive(Serialize)]
 struct JsonReport<'a> {
-    date: &'a str,
-    environment: &'a str,
-    machine: &'a MachineInfo,
+    #[serde(flatten)]
+    provenance: &'a Provenance,
     config: &'a LoadConfig,
     /// The body size when the run has one resource (and it is known); `null` for a mix (see
     /// `payload_sizes`).
@@ -104,9 +103,7 @@ pub fn render(report: &RunReport<'_>) -> serde_json::Result<String> {
     let elapsed = report.stats.elapsed;
     let total = report.stats.total();
     let json = JsonReport {
-        date: &report.date,
-        environment: &report.environment,
-        machine: &report.machine,
+        provenance: &report.provenance,
         config: report.config,
         payload_bytes: match report.payload_bytes[..] {
             [bytes] => bytes,

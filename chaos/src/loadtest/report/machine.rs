@@ -1,8 +1,40 @@
-//! A short description of the machine a run measured, so its numbers are read in context.
+//! Where and when a report's figures were measured (the machine, the services' environment,
+//! the date), so its numbers are read in context.
 
+use std::fmt::Write as _;
 use std::fs;
+use std::time::SystemTime;
 
 use serde::Serialize;
+
+/// What every report says about where and when it was measured. Serialized as its three
+/// fields, which the JSON reports flatten into their top level.
+#[derive(Clone, Debug, Serialize)]
+pub struct Provenance {
+    /// When the run ended, RFC 3339 UTC.
+    pub date: String,
+    /// Where the services ran, e.g. "users-service and gateway started by `compare` on loopback".
+    pub environment: String,
+    pub machine: MachineInfo,
+}
+
+impl Provenance {
+    /// This machine, dated now.
+    pub fn now(environment: String) -> Self {
+        Provenance {
+            date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            environment,
+            machine: MachineInfo::detect(),
+        }
+    }
+
+    /// The markdown reports' three lines for it.
+    pub fn write_markdown(&self, out: &mut String) {
+        let _ = writeln!(out, "- **Test Environment**: {}", self.environment);
+        let _ = writeln!(out, "- **Machine**: {}", self.machine.describe());
+        let _ = writeln!(out, "- **Test Date**: {}", self.date);
+    }
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct MachineInfo {

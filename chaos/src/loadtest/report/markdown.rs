@@ -166,9 +166,7 @@ fn configuration(out: &mut String, report: &RunReport<'_>) {
         "- **Random Seed**: {} (`--rng-seed {}` replays the same think times and endpoint picks)",
         config.rng_seed, config.rng_seed
     );
-    let _ = writeln!(out, "- **Test Environment**: {}", report.environment);
-    let _ = writeln!(out, "- **Machine**: {}", report.machine.describe());
-    let _ = writeln!(out, "- **Test Date**: {}", report.date);
+    report.provenance.write_markdown(out);
     out.push_str(&verification_line(&config.requests));
     out.push('\n');
 }

@@ -12,15 +12,17 @@ pub mod seed;
 pub mod sweep;
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::Duration;
 
 use shmbridge_server::transport_header::Transport;
 
+use crate::loadtest::capacity::summary::schedule;
 use crate::loadtest::load::LoadConfig;
+use crate::loadtest::load::endpoint::Endpoint;
 use crate::loadtest::load::stats::RunStats;
 use crate::loadtest::load::target::{Resource, UpstreamPath};
 use crate::loadtest::load::verify::BodyChecker;
-use machine::MachineInfo;
+use machine::Provenance;
 
 /// Everything a report shows about one run.
 pub struct RunReport<'a> {
@@ -29,11 +31,7 @@ pub struct RunReport<'a> {
     /// Size of the expected body of each resource of the run's mix, in the mix's order; `None`
     /// for a path whose bytes are not known (checked by checksum only).
     pub payload_bytes: Vec<Option<usize>>,
-    pub machine: MachineInfo,
-    /// When the run ended, RFC 3339 UTC.
-    pub date: String,
-    /// Where the services ran, e.g. "users-service and gateway started by `compare` on loopback".
-    pub environment: String,
+    pub provenance: Provenance,
 }
 
 impl<'a> RunReport<'a> {
@@ -47,9 +45,7 @@ impl<'a> RunReport<'a> {
             config,
             stats,
             payload_bytes,
-            machine: MachineInfo::detect(),
-            date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            environment,
+            provenance: Provenance::now(environment),
         }
     }
 }
@@ -140,6 +136,20 @@ pub fn thousands(value: u64) -> String {
         grouped.push(digit);
     }
     grouped
+}
+
+/// The `- **Rounds**` line of a report's "How it was run": how many rounds of what length each
+/// endpoint ran, `per` what, and the order [`schedule`] runs them in.
+fn rounds_line(endpoints: &[Endpoint], rounds: u32, round_duration: Duration, per: &str) -> String {
+    let order: Vec<String> = schedule(endpoints, rounds)
+        .iter()
+        .map(|run| run.endpoint.to_string())
+        .collect();
+    format!(
+        "- **Rounds**: {rounds} of {} {per}; run order: {}\n",
+        humantime::format_duration(round_duration),
+        order.join(" ")
+    )
 }
 
 /// A small run with hand-picked numbers, shared by the report formats' tests.

@@ -11,7 +11,7 @@ use crate::loadtest::capacity::{CapacityResult, RoundLoad};
 use crate::loadtest::load::endpoint::Endpoint;
 use crate::loadtest::load::target::UpstreamPath;
 use crate::loadtest::report::json::{JsonFailure, json_failures, json_transports};
-use crate::loadtest::report::machine::MachineInfo;
+use crate::loadtest::report::machine::Provenance;
 use crate::loadtest::sweep::StepOutcome;
 use crate::loadtest::sweep::ladder::Size;
 use crate::loadtest::sweep::rss::{PeakMethod, PeakRss};
@@ -20,9 +20,8 @@ use crate::loadtest::sweep::summary::{Cell, cells, shm_wins};
 #[derive(Serialize)]
 struct JsonSweep<'a> {
     mode: &'static str,
-    date: &'a str,
-    environment: &'a str,
-    machine: &'a MachineInfo,
+    #[serde(flatten)]
+    provenance: &'a Provenance,
     command: String,
     cache: bool,
     sizes: Vec<Size>,
@@ -157,9 +156,7 @@ pub fn render_json(report: &SweepReport<'_>) -> serde_json::Result<String> {
         .collect();
     let json = JsonSweep {
         mode: "sweep",
-        date: &report.date,
-        environment: &report.environment,
-        machine: &report.machine,
+        provenance: &report.provenance,
         command: report.command(),
         cache: plan.cache,
         sizes: plan.ladder.sizes().to_vec(),

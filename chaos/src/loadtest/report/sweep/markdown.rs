@@ -4,10 +4,9 @@
 use std::fmt::Write as _;
 
 use super::{ModelAtSize, NO_VALUE, SweepReport, model_crossover, shm_transports};
-use crate::loadtest::capacity::summary::schedule;
 use crate::loadtest::load::endpoint::Endpoint;
 use crate::loadtest::report::capacity::format_ratio;
-use crate::loadtest::report::{format_ms, thousands, transports_text};
+use crate::loadtest::report::{format_ms, rounds_line, thousands, transports_text};
 use crate::loadtest::sweep::ladder::Size;
 use crate::loadtest::sweep::rss::PeakMethod;
 use crate::loadtest::sweep::summary::{shm_over, shm_wins};
@@ -69,10 +68,6 @@ fn capitalized(text: &str) -> String {
 fn how_it_was_run(out: &mut String, report: &SweepReport<'_>) {
     let plan = report.plan;
     let sizes: Vec<String> = plan.ladder.sizes().iter().map(Size::to_string).collect();
-    let order: Vec<String> = schedule(&plan.endpoints, plan.rounds)
-        .iter()
-        .map(|run| run.endpoint.to_string())
-        .collect();
     out.push_str("## How it was run\n\n");
     let _ = writeln!(out, "- **Sizes**: {}", sizes.join(", "));
     let patterns: Vec<&str> = plan.patterns.iter().map(|p| p.as_str()).collect();
@@ -109,13 +104,12 @@ fn how_it_was_run(out: &mut String, report: &SweepReport<'_>) {
         out,
         "- **Load at each step**: each endpoint alone, first {first}; then {then}"
     );
-    let _ = writeln!(
-        out,
-        "- **Rounds**: {} of {} per endpoint, per step and load model, interleaved; run order: {}",
+    out.push_str(&rounds_line(
+        &plan.endpoints,
         plan.rounds,
-        humantime::format_duration(plan.round_duration),
-        order.join(" ")
-    );
+        plan.round_duration,
+        "per endpoint, per step and load model, interleaved",
+    ));
     let _ = writeln!(
         out,
         "- **Peak RSS**: per step (all rounds of both load models), {}",
@@ -129,9 +123,7 @@ fn how_it_was_run(out: &mut String, report: &SweepReport<'_>) {
         "- **Request Timeout**: {}",
         humantime::format_duration(plan.timeout)
     );
-    let _ = writeln!(out, "- **Test Environment**: {}", report.environment);
-    let _ = writeln!(out, "- **Machine**: {}", report.machine.describe());
-    let _ = writeln!(out, "- **Test Date**: {}", report.date);
+    report.provenance.write_markdown(out);
     out.push_str("- **Body Verification**: every 200 body compared byte for byte with the blob generator's bytes (`shmbridge_server::blobs::blob_bytes`) and with `x-payload-crc32`\n");
     out.push_str("- **Transport**: what the gateway's `x-transport` named for the 200 responses: `api` for REST, and for shared memory the tier that carried the body (`shm-inline` in the answer, `shm-slot` in a slot of the segment, `shm-sealed` in a sealed memfd; `api-fallback` when shared memory could not serve it); with counts when several did\n");
     out.push_str("- **Figures**: medians across rounds, each column on its own; req/s counts every answer, MB/s only verified bodies (10^6 bytes/s); Errors: answers that were not a verified body, summed over rounds\n");

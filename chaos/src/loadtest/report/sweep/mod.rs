@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use shmbridge_server::blobs::BlobPattern;
 use shmbridge_server::transport_header::Transport;
 
-use super::machine::MachineInfo;
+use super::machine::Provenance;
 use super::transports_text;
 use crate::loadtest::capacity::summary::Ratio;
 use crate::loadtest::capacity::{CapacityResult, RoundLoad};
@@ -36,11 +36,7 @@ const NO_VALUE: &str = "—";
 pub struct SweepReport<'a> {
     pub plan: &'a SweepPlan,
     pub result: &'a SweepResult,
-    pub machine: MachineInfo,
-    /// When the sweep ended, RFC 3339 UTC.
-    pub date: String,
-    /// Where the services ran.
-    pub environment: String,
+    pub provenance: Provenance,
 }
 
 /// One load model at one measured step.

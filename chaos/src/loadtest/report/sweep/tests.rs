@@ -135,9 +135,10 @@ fn report<'a>(plan: &'a SweepPlan, result: &'a SweepResult) -> SweepReport<'a> {
     SweepReport {
         plan,
         result,
-        machine: MachineInfo::detect(),
-        date: "2026-12-02T00:00:00Z".into(),
-        environment: "test".into(),
+        provenance: Provenance {
+            date: "2026-12-02T00:00:00Z".into(),
+            ..Provenance::now("test".into())
+        },
     }
 }
 
