@@ -77,26 +77,32 @@ pub fn render(report: &RunReport<'_>) -> Result<String, ChartError> {
     }
     let charts = [
         line_chart(
-            "latency over time",
-            "Latency per second of the run (p50 dark, p99 light)",
-            "second of the run",
-            "latency (ms)",
+            Titles {
+                chart: "latency over time",
+                caption: "Latency per second of the run (p50 dark, p99 light)",
+                x_description: "second of the run",
+                y_description: "latency (ms)",
+            },
             &latency_series,
             None,
         )?,
         line_chart(
-            "throughput",
-            "Throughput per second of the run",
-            "second of the run",
-            "requests/s",
+            Titles {
+                chart: "throughput",
+                caption: "Throughput per second of the run",
+                x_description: "second of the run",
+                y_description: "requests/s",
+            },
             &throughput_series,
             None,
         )?,
         line_chart(
-            "latency distribution",
-            "Latency distribution (x: percentile)",
-            "percentile",
-            "latency (ms)",
+            Titles {
+                chart: "latency distribution",
+                caption: "Latency distribution (x: percentile)",
+                x_description: "percentile",
+                y_description: "latency (ms)",
+            },
             &distribution_series,
             Some(&nines_label),
         )?,
@@ -127,40 +133,24 @@ pub(super) fn page(title: &str, charts: &[String], report: &str) -> String {
 }
 
 fn line_chart(
-    chart: &'static str,
-    caption: &str,
-    x_description: &str,
-    y_description: &str,
+    titles: Titles<'_>,
     series: &[Series],
     x_label: Option<&dyn Fn(&f64) -> String>,
 ) -> Result<String, ChartError> {
     let points = series.iter().flat_map(|(_, _, points)| points);
-    let x_max = points.clone().map(|(x, _)| *x).fold(1.0, f64::max);
-    let y_max = points.map(|(_, y)| *y).fold(0.0, f64::max).max(0.001) * 1.1;
+    let x_max = bounds(points.clone().map(|(x, _)| *x)).map_or(1.0, |(_, high)| high.max(1.0));
+    let y_max = bounds(points.map(|(_, y)| *y)).map_or(0.0, |(_, high)| high.max(0.0));
+    let y_max = y_max.max(0.001) * 1.1;
     // One label per whole "nine" (0%, 90%, 99%, ...): the distribution's x range always ends
     // on a whole nine.
-    let labels = x_label.map(|formatter| (x_max as usize + 1, formatter));
-    draw(
-        Axes {
-            chart,
-            caption,
-            x_description,
-            y_description,
-            x_labels: labels,
-        },
-        series,
-        0.0..x_max,
-        0.0..y_max,
-    )
+    let x_labels = x_label.map(|formatter| (x_max as usize + 1, formatter));
+    draw(Axes { titles, x_labels }, series, 0.0..x_max, 0.0..y_max)
 }
 
 /// A chart whose axes are both logarithmic: x in powers of 2 (sizes), y in powers of 10.
 /// Points at or below 0 cannot be placed and are left out.
 pub(super) fn log_log_chart(
-    chart: &'static str,
-    caption: &str,
-    x_description: &str,
-    y_description: &str,
+    titles: Titles<'_>,
     series: &[Series],
     x_label: &dyn Fn(&f64) -> String,
 ) -> Result<String, ChartError> {
@@ -172,21 +162,11 @@ pub(super) fn log_log_chart(
         })
         .collect();
     let points = series.iter().flat_map(|(_, _, points)| points);
-    let bounds = |values: &mut dyn Iterator<Item = f64>| {
-        values.fold(None, |range: Option<(f64, f64)>, value| {
-            Some(range.map_or((value, value), |(low, high)| {
-                (low.min(value), high.max(value))
-            }))
-        })
-    };
-    let (x_min, x_max) = bounds(&mut points.clone().map(|(x, _)| *x)).unwrap_or((1.0, 2.0));
-    let (y_min, y_max) = bounds(&mut points.map(|(_, y)| *y)).unwrap_or((1.0, 10.0));
+    let (x_min, x_max) = bounds(points.clone().map(|(x, _)| *x)).unwrap_or((1.0, 2.0));
+    let (y_min, y_max) = bounds(points.map(|(_, y)| *y)).unwrap_or((1.0, 10.0));
     draw(
         Axes {
-            chart,
-            caption,
-            x_description,
-            y_description,
+            titles,
             x_labels: Some((LOG_X_LABELS, x_label)),
         },
         &series,
@@ -195,15 +175,30 @@ pub(super) fn log_log_chart(
     )
 }
 
+/// The lowest and highest of `values`; `None` when there are none.
+fn bounds(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    values.fold(None, |range, value| {
+        Some(range.map_or((value, value), |(low, high): (f64, f64)| {
+            (low.min(value), high.max(value))
+        }))
+    })
+}
+
 /// Writes an axis label.
 type Formatter<'a> = &'a dyn Fn(&f64) -> String;
 
+/// The words around a chart.
+pub(super) struct Titles<'a> {
+    /// Names the chart in an error.
+    pub chart: &'static str,
+    pub caption: &'a str,
+    pub x_description: &'a str,
+    pub y_description: &'a str,
+}
+
 /// The words and labels around a chart.
 struct Axes<'a> {
-    chart: &'static str,
-    caption: &'a str,
-    x_description: &'a str,
-    y_description: &'a str,
+    titles: Titles<'a>,
     /// How many x labels at most, and how each is written (plotters' numbers otherwise).
     x_labels: Option<(usize, Formatter<'a>)>,
 }
@@ -215,7 +210,7 @@ where
     X::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
     Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
-    let chart = axes.chart;
+    let chart = axes.titles.chart;
     let failed = |reason: String| ChartError { chart, reason };
     let mut svg = String::new();
     {
@@ -223,14 +218,15 @@ where
         root.fill(&WHITE)
             .map_err(|error| failed(error.to_string()))?;
         let mut context = ChartBuilder::on(&root)
-            .caption(axes.caption, ("sans-serif", 20))
+            .caption(axes.titles.caption, ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d(x, y)
             .map_err(|error| failed(error.to_string()))?;
         let mut mesh = context.configure_mesh();
-        mesh.x_desc(axes.x_description).y_desc(axes.y_description);
+        mesh.x_desc(axes.titles.x_description)
+            .y_desc(axes.titles.y_description);
         if let Some((count, formatter)) = axes.x_labels {
             mesh.x_labels(count).x_label_formatter(formatter);
         }

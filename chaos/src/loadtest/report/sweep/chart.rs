@@ -78,14 +78,13 @@ pub fn render_html(report: &SweepReport<'_>) -> Result<String, ChartError> {
                 &rate,
             ),
         ] {
-            charts.push(html::log_log_chart(
+            let titles = html::Titles {
                 chart,
-                &format!("{caption}, {model}"),
-                "body size",
-                y,
-                series,
-                &size_label,
-            )?);
+                caption: &format!("{caption}, {model}"),
+                x_description: "body size",
+                y_description: y,
+            };
+            charts.push(html::log_log_chart(titles, series, &size_label)?);
         }
     }
     Ok(html::page(
