@@ -230,39 +230,37 @@ pub fn scenario_markdown(result: &ScenarioResult) -> String {
     if left_out > 0 {
         let _ = writeln!(out, "- … {left_out} more fault notes in the JSON report");
     }
-    if !invariants.clean_failures.is_empty() {
-        out.push_str("\n| Clean failure | Count |\n|---|---:|\n");
-        for (class, count) in &invariants.clean_failures {
-            let _ = writeln!(out, "| {class} | {count} |");
-        }
-    }
-    if !result.detections.is_empty() {
-        out.push_str(
-            "\n| Caught by the services (counters since each one's last start) | Service | Count |\n|---|---|---:|\n",
-        );
-        for detection in &result.detections {
-            let _ = writeln!(
-                out,
+    write_table(
+        &mut out,
+        "| Clean failure | Count |\n|---|---:|",
+        invariants
+            .clean_failures
+            .iter()
+            .map(|(class, count)| format!("| {class} | {count} |")),
+    );
+    write_table(
+        &mut out,
+        "| Caught by the services (counters since each one's last start) | Service | Count |\n|---|---|---:|",
+        result.detections.iter().map(|detection| {
+            format!(
                 "| `{}` | {} | {} |",
                 detection.counter, detection.service, detection.value
-            );
-        }
-    }
+            )
+        }),
+    );
     for error in &result.detection_errors {
         let _ = writeln!(out, "- counters not read: {error}");
     }
-    if !result.leaked.is_empty() {
-        out.push_str(
-            "\n| Leaked slot | State | Generation | Owner pid | Len |\n|---:|---|---:|---:|---:|\n",
-        );
-        for row in &result.leaked {
-            let _ = writeln!(
-                out,
+    write_table(
+        &mut out,
+        "| Leaked slot | State | Generation | Owner pid | Len |\n|---:|---|---:|---:|---:|",
+        result.leaked.iter().map(|row| {
+            format!(
                 "| {} | {} | {} | {} | {} |",
                 row.slot, row.state, row.generation, row.owner_pid, row.len
-            );
-        }
-    }
+            )
+        }),
+    );
     if result
         .payload_memfds
         .iter()
@@ -332,6 +330,19 @@ pub fn summary_markdown(results: &[ScenarioResult]) -> String {
         let _ = writeln!(out, "- `{}`", result.replay);
     }
     out
+}
+
+/// A markdown table after a blank line: `head` (its header and separator rows), then `rows`;
+/// nothing at all when there are no rows.
+fn write_table(out: &mut String, head: &str, rows: impl Iterator<Item = String>) {
+    let mut rows = rows.peekable();
+    if rows.peek().is_none() {
+        return;
+    }
+    let _ = writeln!(out, "\n{head}");
+    for row in rows {
+        let _ = writeln!(out, "{row}");
+    }
 }
 
 fn verdict(result: &ScenarioResult) -> &'static str {
