@@ -385,3 +385,21 @@ fn seconds(duration: Option<Duration>) -> String {
         None => "–".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_stands_after_a_blank_line_and_is_left_out_without_rows() {
+        let mut out = String::from("text\n");
+        write_table(&mut out, "| A |\n|---|", std::iter::empty());
+        assert_eq!(out, "text\n");
+        write_table(
+            &mut out,
+            "| A |\n|---|",
+            ["| 1 |", "| 2 |"].map(String::from).into_iter(),
+        );
+        assert_eq!(out, "text\n\n| A |\n|---|\n| 1 |\n| 2 |\n");
+    }
+}
