@@ -4,7 +4,7 @@
 //! wait and every copy of megabytes runs detached from the interpreter, and every wait has a
 //! timeout.
 
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -12,17 +12,20 @@ use pyo3::types::PyBytes;
 use shmbridge::control::{ClientOptions, Publication, RequestError};
 use shmbridge::{ConsumerOptions, ControlClient};
 
+use crate::closable::{Closable, closes_on_exit};
 use crate::errors;
 use crate::handle::PyHandle;
 use crate::publication::PyPublication;
 use crate::response::{PyResponse, bytes_of};
-use crate::{lock, seconds};
+use crate::seconds;
 
 #[pyclass(name = "Consumer", module = "shmbridge", frozen)]
 pub struct PyConsumer {
     epoch: u64,
-    live: Mutex<Option<Arc<ControlClient>>>,
+    live: Closable<ControlClient>,
 }
+
+closes_on_exit!(PyConsumer);
 
 #[pymethods]
 impl PyConsumer {
@@ -47,7 +50,7 @@ impl PyConsumer {
             .map_err(errors::attach)?;
         Ok(Self {
             epoch: client.segment().epoch(),
-            live: Mutex::new(Some(Arc::new(client))),
+            live: Closable::new(client, "consumer", drop),
         })
     }
 
@@ -68,7 +71,7 @@ impl PyConsumer {
         timeout: f64,
     ) -> PyResult<PyResponse> {
         let timeout = seconds::positive("timeout", timeout)?;
-        let client = self.live()?;
+        let client = self.live.get()?;
         let request = request.as_bytes();
         let response = py
             .detach(|| client.request(request, timeout))
@@ -88,7 +91,7 @@ impl PyConsumer {
         timeout: f64,
     ) -> PyResult<PyPublication> {
         let timeout = seconds::positive("timeout", timeout)?;
-        let client = self.live()?;
+        let client = self.live.get()?;
         let request = request.as_bytes();
         let publication = py
             .detach(|| ask(&client, request, timeout))
@@ -104,7 +107,7 @@ impl PyConsumer {
         handle: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let handle = PyHandle::from_python(handle)?;
-        let client = self.live()?;
+        let client = self.live.get()?;
         let bytes = py.detach(|| {
             let guard = client
                 .consumer()
@@ -118,63 +121,22 @@ impl PyConsumer {
     /// Whether the control channel is still up (the producer has not closed it or exited).
     #[getter]
     fn is_open(&self) -> bool {
-        lock(&self.live)
-            .as_ref()
-            .is_some_and(|client| client.is_open())
+        self.live.current().is_some_and(|client| client.is_open())
     }
 
     /// Closes the connection (the producer withdraws publications made for it and not yet
     /// redeemed) and unmaps the segment once no `Publication` of it is left. Closing twice does
-    /// nothing.
+    /// nothing. Dropping the client joins its reader thread, so it is dropped detached.
     fn close(&self, py: Python<'_>) {
-        let live = lock(&self.live).take();
-        // Detached: dropping the client joins its reader thread.
-        py.detach(|| drop(live));
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
-        self.close(py);
-        false
+        self.live.close(py);
     }
 
     fn __repr__(&self) -> String {
-        let state = if lock(&self.live).is_some() {
-            "open"
-        } else {
-            "closed"
-        };
-        format!("<shmbridge.Consumer epoch={:016x} {state}>", self.epoch)
-    }
-}
-
-impl Drop for PyConsumer {
-    /// Dropped without `close()`: the reader thread is joined detached, as `close()` does,
-    /// where the interpreter still lets this thread detach.
-    fn drop(&mut self) {
-        let live = self
-            .live
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(client) = live {
-            let close = move || drop(client);
-            // Not attachable (the interpreter is gone): `close` is dropped unrun, which drops
-            // the client here, no GIL held.
-            Python::try_attach(|py| py.detach(close));
-        }
-    }
-}
-
-impl PyConsumer {
-    fn live(&self) -> PyResult<Arc<ControlClient>> {
-        lock(&self.live)
-            .clone()
-            .ok_or_else(|| errors::Closed::new_err("the consumer is closed"))
+        format!(
+            "<shmbridge.Consumer epoch={:016x} {}>",
+            self.epoch,
+            self.live.state()
+        )
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use pyo3::prelude::*;
 
+mod closable;
 mod consumer;
 mod errors;
 mod handle;

@@ -9,7 +9,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -25,6 +25,7 @@ use shmbridge::{
     ReclaimReason, Segment, SegmentConfig,
 };
 
+use crate::closable::{Closable, closes_on_exit};
 use crate::errors;
 use crate::handle::PyHandle;
 use crate::response::PyResponse;
@@ -76,12 +77,12 @@ struct Live {
 }
 
 impl Live {
-    /// Stops serving. The server is taken out under the lock and dropped after it, so the lock
-    /// is not held while the server's threads are joined.
-    fn stop(self: Arc<Self>) -> Arc<Self> {
+    /// Stops serving, then lets this reference go (the reaper stops with the last one). The
+    /// server is taken out under the lock and dropped after it, so the lock is not held while
+    /// the server's threads are joined.
+    fn stop(self: Arc<Self>) {
         let server = lock(&self.control).take();
         drop(server);
-        self
     }
 }
 
@@ -89,8 +90,10 @@ impl Live {
 pub struct PyProducer {
     epoch: u64,
     socket_name: Mutex<Option<String>>,
-    live: Mutex<Option<Arc<Live>>>,
+    live: Closable<Live>,
 }
+
+closes_on_exit!(PyProducer);
 
 #[pymethods]
 impl PyProducer {
@@ -137,7 +140,7 @@ impl PyProducer {
         Ok(Self {
             epoch: live.producer.segment().epoch(),
             socket_name: Mutex::new(None),
-            live: Mutex::new(Some(Arc::new(live))),
+            live: Closable::new(live, "producer", Live::stop),
         })
     }
 
@@ -155,12 +158,12 @@ impl PyProducer {
 
     #[getter]
     fn slot_count(&self) -> PyResult<u32> {
-        Ok(self.live()?.producer.segment().slot_count())
+        Ok(self.live.get()?.producer.segment().slot_count())
     }
 
     #[getter]
     fn slot_size(&self) -> PyResult<u32> {
-        Ok(self.live()?.producer.segment().slot_size())
+        Ok(self.live.get()?.producer.segment().slot_size())
     }
 
     /// Copies `data` into a free slot (waiting at most `timeout` seconds for one) and publishes
@@ -173,7 +176,7 @@ impl PyProducer {
         timeout: f64,
     ) -> PyResult<PyHandle> {
         let wait = seconds::non_negative("timeout", timeout)?;
-        let live = self.live()?;
+        let live = self.live.get()?;
         let data = data.as_bytes();
         let handle = py.detach(|| write_publication(&live.producer, data, wait))?;
         Ok(PyHandle(handle))
@@ -206,7 +209,7 @@ impl PyProducer {
                 "inline_threshold must be at most {MAX_INLINE_LEN} bytes, got {inline_threshold}"
             )));
         }
-        let live = self.live()?;
+        let live = self.live.get()?;
         let name = socket_name
             .unwrap_or_else(|| format!("shmbridge-py-{}-{:016x}", std::process::id(), self.epoch));
         // Detached for the whole of it, the lock included: `stats` and `close` take the same
@@ -253,13 +256,13 @@ impl PyProducer {
     /// Runs one reaper pass now (the background reaper runs every `reap_interval`) and returns
     /// how many slots it took back; it also restores a scribbled header.
     fn reap(&self, py: Python<'_>) -> PyResult<u64> {
-        let live = self.live()?;
+        let live = self.live.get()?;
         Ok(py.detach(|| live.producer.reap().total()))
     }
 
     /// Slot states now, and what this producer has counted since it started.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let live = self.live()?;
+        let live = self.live.get()?;
         // Detached: the scan reads every slot's state, and the control lock may be held by
         // `serve` (never while it waits for the GIL, and never waited for with it held).
         let (stats, peers) = py.detach(|| {
@@ -291,57 +294,18 @@ impl PyProducer {
 
     /// Stops the control socket and the reaper. The segment goes away once nothing in this
     /// process still uses it (a segment file is removed then). Closing twice does nothing.
+    /// Detached: stopping the server and the reaper joins their threads, and a channel thread
+    /// may be waiting for the GIL to call the handler.
     fn close(&self, py: Python<'_>) {
-        let live = lock(&self.live).take();
-        // Detached: stopping the server and the reaper joins their threads, and a channel
-        // thread may be waiting for the GIL to call the handler.
-        py.detach(|| drop(live.map(Live::stop)));
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
-        self.close(py);
-        false
+        self.live.close(py);
     }
 
     fn __repr__(&self) -> String {
-        let state = if lock(&self.live).is_some() {
-            "open"
-        } else {
-            "closed"
-        };
-        format!("<shmbridge.Producer epoch={:016x} {state}>", self.epoch)
-    }
-}
-
-impl Drop for PyProducer {
-    /// Dropped without `close()` (by the garbage collector, or at interpreter exit): the
-    /// threads are stopped and joined detached, as `close()` does, where the interpreter still
-    /// lets this thread detach.
-    fn drop(&mut self) {
-        let live = self
-            .live
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(live) = live {
-            let stop = move || drop(live.stop());
-            // Not attachable (the interpreter is gone): `stop` is dropped unrun, which drops
-            // `live` here, no GIL held.
-            Python::try_attach(|py| py.detach(stop));
-        }
-    }
-}
-
-impl PyProducer {
-    fn live(&self) -> PyResult<Arc<Live>> {
-        lock(&self.live)
-            .clone()
-            .ok_or_else(|| errors::Closed::new_err("the producer is closed"))
+        format!(
+            "<shmbridge.Producer epoch={:016x} {}>",
+            self.epoch,
+            self.live.state()
+        )
     }
 }
 
