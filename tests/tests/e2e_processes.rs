@@ -31,6 +31,28 @@ async fn fetch_verified(http: &reqwest::Client, url: &str, expected: &[u8]) {
     assert_eq!(crc, format_crc(crc32fast::hash(&body)), "{url}");
 }
 
+/// GETs `route` from the gateway, checks it answers 503, and returns the answer and how long
+/// it took.
+async fn unavailable(
+    http: &reqwest::Client,
+    gateway: &ServiceProcess,
+    route: &str,
+) -> (reqwest::Response, Duration) {
+    let started = Instant::now();
+    let response = http
+        .get(format!("{}{route}", gateway.url()))
+        .send()
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(
+        response.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{route}"
+    );
+    (response, elapsed)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_endpoints_return_identical_verified_json() {
     let (users, gateway) = start_pair(&[]).await;
@@ -84,18 +106,7 @@ async fn dead_users_service_gives_503_within_the_deadline_then_recovers_after_re
         .await
         .expect("SIGKILL ends users-service");
     for route in ["/api/users-via-api", "/api/users-via-shm"] {
-        let started = Instant::now();
-        let response = http
-            .get(format!("{}{route}", gateway.url()))
-            .send()
-            .await
-            .unwrap();
-        let elapsed = started.elapsed();
-        assert_eq!(
-            response.status(),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{route}"
-        );
+        let (response, elapsed) = unavailable(&http, &gateway, route).await;
         assert_eq!(response.headers()["retry-after"], "1", "{route}");
         assert!(
             elapsed < Duration::from_millis(1500),
@@ -175,18 +186,7 @@ async fn hung_users_service_gives_503_within_the_deadline_then_recovers() {
     }
     users.send_signal(Signal::SIGSTOP);
     for route in ["/api/users-via-api", "/api/users-via-shm"] {
-        let started = Instant::now();
-        let response = http
-            .get(format!("{}{route}", gateway.url()))
-            .send()
-            .await
-            .unwrap();
-        let elapsed = started.elapsed();
-        assert_eq!(
-            response.status(),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{route}"
-        );
+        let (_, elapsed) = unavailable(&http, &gateway, route).await;
         assert!(
             elapsed >= Duration::from_millis(500),
             "{route} took {elapsed:?}"
