@@ -63,6 +63,7 @@ fn producer(
             ready_ttl: ttl,
             max_payload: 1024,
             max_sealed_bytes: ROOM_FOR_ONE,
+            max_sealed_bytes_per_peer: None,
         },
         ManualHost::process(process),
         host.clone(),
