@@ -133,7 +133,9 @@ pub enum ClaimError {
     #[error("payload of {len} bytes fits a slot ({slot_size} bytes): publish it in a slot")]
     FitsInSlot { len: usize, slot_size: usize },
     /// Sealed payloads not yet redeemed held so many bytes until the deadline that this one
-    /// would have passed `max` (`ProducerOptions::max_sealed_bytes`).
+    /// would have passed `max`: the publishing peer's share
+    /// (`ProducerOptions::max_sealed_bytes_per_peer`) when its own payloads hold it all, else
+    /// the whole budget (`ProducerOptions::max_sealed_bytes`).
     #[error(
         "sealed payloads in flight stayed at {in_flight} of at most {max} bytes until the deadline"
     )]

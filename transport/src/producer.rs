@@ -1,10 +1,10 @@
 //! The producer side: claim a free slot, write the payload into it, publish it as a [`Handle`];
 //! or publish a sealed payload larger than a slot on a ticket (a slot claimed and published
-//! without its payload area), keeping count of the sealed bytes in flight.
+//! without its payload area), keeping count of the sealed bytes in flight, in all and per peer.
 
 use std::io;
-use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -34,20 +34,46 @@ pub struct ProducerOptions {
     /// a handle's length holds).
     pub max_payload: usize,
     /// How many bytes of sealed payloads may wait for their consumers at once; a publication that
-    /// would pass it waits for room, then fails with [`ClaimError::BytesExhausted`].
+    /// would pass it waits for room, then fails with [`ClaimError::BytesExhausted`]. A payload
+    /// published on several tickets at once (a cache hands one to many requests) counts once.
     pub max_sealed_bytes: u64,
+    /// How many of those bytes the publications made for one peer (one control connection) may
+    /// hold at once: past it, that peer's publication waits for its own to be redeemed, then
+    /// fails with [`ClaimError::BytesExhausted`] naming this share (the channel refuses it
+    /// [`Exhausted`](crate::control::RefusalCode::Exhausted)), while other peers go on
+    /// publishing. Without it a peer that redeems nothing could hold the whole budget: four
+    /// unredeemed 64 MiB payloads take the default 256 MiB. `None`
+    /// ([`ProducerOptions::sealed_share`]): half of `max_sealed_bytes`, so one such peer leaves
+    /// the others at least the other half, but never less than one of the largest payloads.
+    /// [`Producer::publish_sealed`] called directly publishes for no peer, within
+    /// `max_sealed_bytes` only.
+    pub max_sealed_bytes_per_peer: Option<u64>,
+}
+
+impl ProducerOptions {
+    /// The sealed bytes one peer's publications may hold:
+    /// [`max_sealed_bytes_per_peer`](ProducerOptions::max_sealed_bytes_per_peer), or by default
+    /// half of `max_sealed_bytes` but room for one of the largest payloads.
+    pub fn sealed_share(&self) -> u64 {
+        self.max_sealed_bytes_per_peer.unwrap_or_else(|| {
+            let largest = (self.max_payload as u64).min(self.max_sealed_bytes);
+            (self.max_sealed_bytes / 2).max(largest)
+        })
+    }
 }
 
 impl Default for ProducerOptions {
     /// A hand-off takes well under a millisecond; a one-second lease only ever expires on a
     /// paused or hung writer. The TTL covers a consumer that is slow to redeem under load.
-    /// Sealed payloads: 64 MiB each, 256 MiB in flight, so four of the largest can wait at once.
+    /// Sealed payloads: 64 MiB each, 256 MiB in flight, so four of the largest can wait at once,
+    /// two of them for any one peer.
     fn default() -> Self {
         Self {
             lease: Duration::from_secs(1),
             ready_ttl: Duration::from_secs(5),
             max_payload: 64 << 20,
             max_sealed_bytes: 256 << 20,
+            max_sealed_bytes_per_peer: None,
         }
     }
 }
@@ -67,34 +93,104 @@ pub struct Producer {
     counters: Counters,
 }
 
-/// The producer's record of its sealed publications not known to be over.
-#[derive(Debug, Default)]
-struct SealedTickets {
-    tickets: Vec<Ticket>,
-    /// Bytes of publications being made now, counted before their ticket exists so that
-    /// publishers racing for the last room cannot all pass the limit.
-    reserved: u64,
+/// The peer a sealed publication is made for, whose share of the sealed bytes it counts
+/// against (see [`ProducerOptions::max_sealed_bytes_per_peer`]): one per control connection, in
+/// its [`PeerLedger`](crate::control::PeerLedger).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SealedPeer(u64);
+
+impl SealedPeer {
+    /// A peer no other in this process is, nor ever will be: publications of a closed
+    /// connection may still count when the next one opens. Std atomics, not the loom shim: no
+    /// model races on it.
+    pub(crate) fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Self(NEXT.fetch_add(1, Relaxed))
+    }
 }
 
-/// One sealed publication: its slot, its READY generation and its length.
+/// The producer's record of its sealed publications not known to be over, and of those being
+/// made now: counted from before their ticket exists, so that publishers racing for the last
+/// room cannot all pass the limit.
+#[derive(Debug, Default)]
+struct SealedTickets {
+    publications: Vec<SealedPublication>,
+}
+
+/// One sealed publication, made or being made.
 #[derive(Clone, Copy, Debug)]
-struct Ticket {
-    slot: u32,
-    ready: u64,
+struct SealedPublication {
+    /// [`SealedPayload::id`]: the tickets of one payload count its bytes once.
+    payload: u64,
     bytes: u64,
+    peer: Option<SealedPeer>,
+    /// Its slot and READY generation; `None` while it is being made.
+    ticket: Option<(u32, u64)>,
 }
 
 impl SealedTickets {
     /// Forgets every ticket that no longer waits or is being redeemed (state word past
-    /// READY(g) and READING(g+1): released, withdrawn or reclaimed); returns the bytes still in
-    /// flight, reservations included.
-    fn prune(&mut self, segment: &Segment) -> u64 {
-        self.tickets.retain(|ticket| {
-            let word = segment.descriptor(ticket.slot).word();
-            word == Word::new(ticket.ready, SlotState::Ready)
-                || word == Word::new(ticket.ready.wrapping_add(1), SlotState::Reading)
+    /// READY(g) and READING(g+1): released, withdrawn or reclaimed).
+    fn prune(&mut self, segment: &Segment) {
+        self.publications.retain(|publication| {
+            let Some((slot, ready)) = publication.ticket else {
+                return true;
+            };
+            let word = segment.descriptor(slot).word();
+            word == Word::new(ready, SlotState::Ready)
+                || word == Word::new(ready.wrapping_add(1), SlotState::Reading)
         });
-        self.tickets.iter().map(|ticket| ticket.bytes).sum::<u64>() + self.reserved
+    }
+
+    /// Bytes of the publications `counted` picks, each payload's once however many of them
+    /// publish it.
+    fn bytes(&self, counted: impl Fn(&SealedPublication) -> bool) -> u64 {
+        let mut payloads: Vec<(u64, u64)> = (self.publications.iter())
+            .filter(|publication| counted(publication))
+            .map(|publication| (publication.payload, publication.bytes))
+            .collect();
+        payloads.sort_unstable_by_key(|&(payload, _)| payload);
+        payloads.dedup_by_key(|&mut (payload, _)| payload);
+        payloads.iter().map(|&(_, bytes)| bytes).sum()
+    }
+
+    /// Counts `new` (not yet published) if its peer's share and the whole budget have room for
+    /// it; or the bytes in flight and the limit that leave none, the peer's share first. A
+    /// publication for no peer is held to the whole budget only.
+    fn reserve(&mut self, new: SealedPublication, share: u64, max: u64) -> Result<(), (u64, u64)> {
+        if new.peer.is_some() {
+            self.room(&new, |publication| publication.peer == new.peer, share)?;
+        }
+        self.room(&new, |_| true, max)?;
+        self.publications.push(new);
+        Ok(())
+    }
+
+    /// Whether the publications `counted` picks leave room under `max` for `new`, whose payload
+    /// takes none where one of them counts it already; if not, the bytes they hold.
+    fn room(
+        &self,
+        new: &SealedPublication,
+        counted: impl Fn(&SealedPublication) -> bool,
+        max: u64,
+    ) -> Result<(), (u64, u64)> {
+        let in_flight = self.bytes(&counted);
+        let counted_already = (self.publications.iter())
+            .any(|publication| counted(publication) && publication.payload == new.payload);
+        if counted_already || in_flight + new.bytes <= max {
+            Ok(())
+        } else {
+            Err((in_flight, max))
+        }
+    }
+
+    /// The publication being made that `made` is, to record its ticket on or to forget.
+    /// Publications being made of one payload for one peer are interchangeable.
+    fn being_made(&mut self, made: &SealedPublication) -> Option<usize> {
+        self.publications.iter().position(|publication| {
+            publication.ticket.is_none()
+                && (publication.payload, publication.peer) == (made.payload, made.peer)
+        })
     }
 }
 
@@ -229,14 +325,27 @@ impl Producer {
     /// [`Consumer::redeem_sealed`](crate::Consumer::redeem_sealed).
     ///
     /// Waits at most `timeout`, first for room under
-    /// [`ProducerOptions::max_sealed_bytes`] ([`ClaimError::BytesExhausted`]), then for a free
-    /// slot ([`ClaimError::Exhausted`]). Refuses a payload above
-    /// [`ProducerOptions::max_payload`] (or `max_sealed_bytes`) with [`ClaimError::TooLarge`],
-    /// and one a slot holds with [`ClaimError::FitsInSlot`]: that one goes through
-    /// [`Producer::claim`], since a handle whose length fits a slot names slot bytes.
+    /// [`ProducerOptions::max_sealed_bytes`] ([`ClaimError::BytesExhausted`]; a payload already
+    /// published on a ticket that still counts takes no more room), then for a free slot
+    /// ([`ClaimError::Exhausted`]). Refuses a payload above [`ProducerOptions::max_payload`] (or
+    /// what `max_sealed_bytes` or [`ProducerOptions::sealed_share`] hold) with
+    /// [`ClaimError::TooLarge`], and one a slot holds with [`ClaimError::FitsInSlot`]: that one
+    /// goes through [`Producer::claim`], since a handle whose length fits a slot names slot
+    /// bytes.
     pub fn publish_sealed(
         &self,
         payload: &SealedPayload,
+        timeout: Duration,
+    ) -> Result<Handle, ClaimError> {
+        self.publish_sealed_for(payload, None, timeout)
+    }
+
+    /// [`Producer::publish_sealed`] for `peer`, whose publications' bytes are also held to
+    /// [`ProducerOptions::sealed_share`].
+    pub(crate) fn publish_sealed_for(
+        &self,
+        payload: &SealedPayload,
+        peer: Option<SealedPeer>,
         timeout: Duration,
     ) -> Result<Handle, ClaimError> {
         let len = payload.len();
@@ -255,7 +364,7 @@ impl Producer {
             });
         }
         let deadline = self.host.now_ns().saturating_add(nanos(timeout));
-        let room = self.reserve_sealed(len, deadline)?;
+        let room = self.reserve_sealed(payload, peer, deadline)?;
         // `len <= max <= u32::MAX`, checked above.
         let len = len as u32;
         loop {
@@ -270,29 +379,42 @@ impl Producer {
         }
     }
 
-    /// The largest sealed payload this producer publishes.
+    /// The largest sealed payload this producer publishes: [`ProducerOptions::max_payload`],
+    /// and no more than the whole budget or one peer's share could ever hold.
     pub(crate) fn max_sealed_len(&self) -> u64 {
         (self.options.max_payload as u64)
             .min(self.options.max_sealed_bytes)
+            .min(self.options.sealed_share())
             .min(u64::from(u32::MAX))
     }
 
-    /// Reserves `len` sealed bytes, waiting until `deadline` for earlier sealed publications to
-    /// be redeemed, withdrawn or reclaimed (reaping meanwhile, as [`Producer::claim`] does: one
-    /// more look after a reap that took something back, then the deadline and the backoff, so a
-    /// reap that succeeds every time, as against a scribbler, cannot make this spin).
-    fn reserve_sealed(&self, len: u64, deadline: u64) -> Result<SealedRoom<'_>, ClaimError> {
-        let max = self.options.max_sealed_bytes;
+    /// Reserves room for publishing `payload` for `peer`, waiting until `deadline` for earlier
+    /// sealed publications to be redeemed, withdrawn or reclaimed (reaping meanwhile, as
+    /// [`Producer::claim`] does: one more look after a reap that took something back, then the
+    /// deadline and the backoff, so a reap that succeeds every time, as against a scribbler,
+    /// cannot make this spin).
+    fn reserve_sealed(
+        &self,
+        payload: &SealedPayload,
+        peer: Option<SealedPeer>,
+        deadline: u64,
+    ) -> Result<SealedRoom<'_>, ClaimError> {
+        let publication = SealedPublication {
+            payload: payload.id(),
+            bytes: payload.len(),
+            peer,
+            ticket: None,
+        };
         let mut backoff = Duration::from_micros(10);
         loop {
-            let mut in_flight = match self.try_reserve_sealed(len) {
+            let (mut in_flight, mut max) = match self.try_reserve_sealed(publication) {
                 Ok(room) => return Ok(room),
-                Err(in_flight) => in_flight,
+                Err(full) => full,
             };
             if self.reap().total() > 0 {
-                match self.try_reserve_sealed(len) {
+                match self.try_reserve_sealed(publication) {
                     Ok(room) => return Ok(room),
-                    Err(now_in_flight) => in_flight = now_in_flight,
+                    Err(full) => (in_flight, max) = full,
                 }
             }
             let now = self.host.now_ns();
@@ -306,17 +428,18 @@ impl Producer {
         }
     }
 
-    /// Room for `len` sealed bytes now, or the bytes in flight that leave none.
-    fn try_reserve_sealed(&self, len: u64) -> Result<SealedRoom<'_>, u64> {
+    /// Room for `publication` now, or the bytes in flight and the limit that leave none.
+    fn try_reserve_sealed(
+        &self,
+        publication: SealedPublication,
+    ) -> Result<SealedRoom<'_>, (u64, u64)> {
         let mut sealed = self.lock_sealed();
-        let in_flight = sealed.prune(&self.segment);
-        if in_flight + len > self.options.max_sealed_bytes {
-            return Err(in_flight);
-        }
-        sealed.reserved += len;
+        sealed.prune(&self.segment);
+        let (share, max) = (self.options.sealed_share(), self.options.max_sealed_bytes);
+        sealed.reserve(publication, share, max)?;
         Ok(SealedRoom {
             producer: self,
-            len,
+            publication,
         })
     }
 
@@ -326,9 +449,12 @@ impl Producer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Bytes of sealed publications still waiting for, or being redeemed by, their consumers.
+    /// Bytes of sealed publications still waiting for, or being redeemed by, their consumers,
+    /// or being made; each payload's once.
     fn sealed_in_flight(&self) -> u64 {
-        self.lock_sealed().prune(&self.segment)
+        let mut sealed = self.lock_sealed();
+        sealed.prune(&self.segment);
+        sealed.bytes(|_| true)
     }
 
     /// Runs [`Producer::reap`] every `interval` on a background thread until the returned
@@ -388,28 +514,28 @@ impl Producer {
 /// given back if dropped unrecorded.
 struct SealedRoom<'a> {
     producer: &'a Producer,
-    len: u64,
+    publication: SealedPublication,
 }
 
 impl SealedRoom<'_> {
-    /// Turns the reservation into the ticket of `handle`, under one lock so that the bytes are
-    /// never counted twice nor not at all.
-    fn record(mut self, handle: &Handle) {
+    /// Gives the publication being made the ticket of `handle`, under one lock so that its bytes
+    /// are never counted twice nor not at all.
+    fn record(self, handle: &Handle) {
         let mut sealed = self.producer.lock_sealed();
-        sealed.tickets.push(Ticket {
-            slot: handle.slot,
-            ready: handle.generation,
-            bytes: self.len,
-        });
-        sealed.reserved -= self.len;
-        self.len = 0;
+        if let Some(index) = sealed.being_made(&self.publication) {
+            sealed.publications[index].ticket = Some((handle.slot, handle.generation));
+        }
+        drop(sealed);
+        // Recorded: nothing to give back. The room holds only a reference and plain data.
+        std::mem::forget(self);
     }
 }
 
 impl Drop for SealedRoom<'_> {
     fn drop(&mut self) {
-        if self.len > 0 {
-            self.producer.lock_sealed().reserved -= self.len;
+        let mut sealed = self.producer.lock_sealed();
+        if let Some(index) = sealed.being_made(&self.publication) {
+            sealed.publications.swap_remove(index);
         }
     }
 }

@@ -25,6 +25,7 @@ use std::io::{self, Write};
 use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use memmap2::{Mmap, MmapOptions};
 use nix::errno::Errno;
@@ -138,10 +139,15 @@ impl SealedWriter {
             sealed = seal();
         }
         sealed.map_err(io_error("seal payload"))?;
+        // Process-local and never reused, unlike a descriptor number or the `Arc`'s address,
+        // which a later payload may get while a ticket of this one still counts. Std atomics,
+        // not the loom shim: no model races on it.
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Ok(SealedPayload {
             fd: Arc::new(OwnedFd::from(self.file)),
             len: self.len,
             crc: self.hasher.finalize(),
+            id: NEXT_ID.fetch_add(1, Relaxed),
         })
     }
 }
@@ -166,6 +172,9 @@ pub struct SealedPayload {
     fd: Arc<OwnedFd>,
     len: u64,
     crc: u32,
+    /// Which payload this is, shared by its clones: the producer counts the bytes of one
+    /// payload in flight once, however many tickets publish it.
+    id: u64,
 }
 
 impl SealedPayload {
@@ -189,6 +198,10 @@ impl SealedPayload {
 
     pub fn crc(&self) -> u32 {
         self.crc
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 }
 

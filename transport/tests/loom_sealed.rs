@@ -1,9 +1,10 @@
 //! Loom models of sealed publications: the producer's byte budget and its list of outstanding
-//! tickets, raced by publishers, a consumer's release and the reaper. They run the real
-//! `Producer::publish_sealed`, `Consumer::redeem_sealed` and reaper code: the ticket is a slot
-//! descriptor (loom atomics through `sync.rs`) and the list of tickets sits behind the
-//! `sync.rs` mutex, so loom explores every order of the bookkeeping. The payloads are real
-//! sealed memfds, made once outside the models; the syscalls on them are not what is modelled.
+//! tickets (a payload on several of them counted once), raced by publishers, a consumer's
+//! release and the reaper. They run the real `Producer::publish_sealed`,
+//! `Consumer::redeem_sealed` and reaper code: the ticket is a slot descriptor (loom atomics
+//! through `sync.rs`) and the list of tickets sits behind the `sync.rs` mutex, so loom explores
+//! every order of the bookkeeping. The payloads are real sealed memfds, made once outside the
+//! models; the syscalls on them are not what is modelled.
 //!
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
 //!     cargo test -p shmbridge --release --test loom_sealed`
@@ -63,6 +64,7 @@ fn producer(
             ready_ttl: ttl,
             max_payload: 1024,
             max_sealed_bytes: ROOM_FOR_ONE,
+            max_sealed_bytes_per_peer: None,
         },
         ManualHost::process(process),
         host.clone(),
@@ -114,6 +116,31 @@ fn two_sealed_publishers_race_for_room_for_one() {
                 Err(error) => panic!("unexpected refusal: {error}"),
             }
         }
+        assert_eq!(in_flight(&producer), LEN);
+    });
+}
+
+/// A cache publishes the payload of a ticket again while a consumer redeems that ticket, with
+/// room for one: the second publication is never refused (while the first ticket counts, the
+/// payload is counted already; once it is over, there is room), and the count ends at the one
+/// ticket still outstanding. Refused in some orders if each ticket counts its payload again.
+#[test]
+fn one_payload_published_again_while_its_first_ticket_is_redeemed() {
+    loom::model(|| {
+        let host = Arc::new(ManualHost::new());
+        let segment = Arc::new(Segment::in_memory(&TWO_SLOTS));
+        let producer = producer(&host, &segment, 1, LONG);
+        let shared = payload(0);
+        let first = producer.publish_sealed(&shared, Duration::ZERO).unwrap();
+        let reader = consumer(&host, &segment, 2);
+        let fd = received(&shared);
+        let redeem =
+            thread::spawn(move || reader.redeem_sealed(&first, fd).map(|bytes| bytes.len()));
+        let again = producer.publish_sealed(&shared, Duration::ZERO);
+        assert!(in_flight(&producer) <= LEN, "one payload counted twice");
+        let redeemed = redeem.join().unwrap();
+        assert_eq!(redeemed.expect("nothing reclaims the ticket"), LEN as usize);
+        again.expect("refused a payload that was already counted");
         assert_eq!(in_flight(&producer), LEN);
     });
 }

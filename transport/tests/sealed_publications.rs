@@ -2,7 +2,7 @@
 //! descriptor travels with the answer) and through the producer and consumer directly. Covers
 //! exact bytes at 1, 8 and 64 MiB; the consumer's refusals (unsealed, wrong size, wrong crc,
 //! redeemed twice); the producer's limits (TooLarge, FitsInSlot, the byte budget with its bounded
-//! wait and recovery); mixed slot and sealed publications run to exhaustion and back to empty
+//! wait and recovery, one peer's share of it); mixed slot and sealed publications run to exhaustion and back to empty
 //! with nothing leaked; a closed consumer's publications withdrawn with their bytes; and the
 //! memory given back to the kernel once every descriptor and mapping is gone.
 #![cfg(not(loom))]
@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shmbridge::control::{RefusalCode, RequestError, Tier};
+use shmbridge::control::{Refusal, RefusalCode, RequestError, Tier};
 use shmbridge::{
     ClaimError, Consumer, ConsumerOptions, ControlClient, Handle, Producer, ProducerOptions,
     RedeemError, SealedError, SealedPayload, Segment, SegmentConfig,
@@ -23,7 +23,7 @@ use shmbridge::{
 
 use channel_support::{
     Ask, SLOT_LEN, Served, TIMEOUT, Writing, assert_answers, channel_options, payload, producer,
-    publication, send_ask, wait_until,
+    publication, publication_within, send_ask, wait_until,
 };
 
 const MIB: usize = 1 << 20;
@@ -206,6 +206,42 @@ fn the_byte_budget_waits_its_timeout_then_recovers_once_bytes_are_redeemed() {
             .iter()
             .all(|&b| b == 2)
     );
+}
+
+/// A peer that redeems nothing holds at most its share of the sealed budget (half of it by
+/// default): its next body waits until its deadline and is refused `Exhausted`, while another
+/// peer's bodies of the same size are published in the other half.
+#[test]
+fn a_peer_holding_its_share_leaves_the_others_room() {
+    let producer = producer_with(8, options(MIB, 4 * MIB));
+    let (served, hog) = serve(&producer, "sealed-share");
+    let other = served.connect();
+    let held: Vec<_> = (1..=2)
+        .map(|seed| publication(&hog, &Ask::new(MIB, seed).encode()).unwrap())
+        .collect();
+    let wait = Duration::from_millis(200);
+    let start = Instant::now();
+    match publication_within(&hog, &Ask::new(MIB, 3).encode(), wait) {
+        Err(RequestError::Refused(refusal)) => {
+            assert_eq!(refusal, Refusal::new(RefusalCode::Exhausted, 0));
+        }
+        other => panic!("the hog's third body: {other:?}"),
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= wait / 2,
+        "refused after {took:?}, before its deadline"
+    );
+    let asks = [4, 5].map(|seed| Ask::new(MIB, seed));
+    let published = asks
+        .each_ref()
+        .map(|ask| publication(&other, &ask.encode()).unwrap());
+    assert_eq!(producer.stats().sealed_bytes_in_flight, 4 * MIB as u64);
+    for (publication, ask) in published.into_iter().zip(&asks) {
+        assert_answers(&publication.redeem().unwrap(), ask, Tier::Sealed);
+    }
+    drop(held);
+    served.assert_nothing_leaked();
 }
 
 /// The wait is for room, not a fixed sleep: a redemption on another thread lets the waiting

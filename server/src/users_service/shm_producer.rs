@@ -86,6 +86,11 @@ pub struct ShmArgs {
     /// waits (within the claim timeout) and is then refused as exhausted.
     #[arg(long, env = "SHMBRIDGE_MAX_SEALED_BYTES", default_value_t = ProducerOptions::default().max_sealed_bytes)]
     pub max_sealed_bytes: u64,
+    /// Of those, the bytes one control connection's unredeemed sealed payloads may hold; past
+    /// it that peer's publication waits, then is refused as exhausted, while other peers' go on.
+    /// Default: half of `--max-sealed-bytes`, but at least one `--max-payload`.
+    #[arg(long, env = "SHMBRIDGE_MAX_SEALED_BYTES_PER_PEER")]
+    pub max_sealed_bytes_per_peer: Option<u64>,
     /// Bodies up to this many bytes travel inline in the channel's answer, holding no slot
     /// (at most 65536; 0 sends every body through a slot or sealed).
     #[arg(long, env = "SHMBRIDGE_INLINE_THRESHOLD", default_value_t = DEFAULT_INLINE_THRESHOLD, value_parser = parse_inline_threshold)]
@@ -103,6 +108,16 @@ fn parse_inline_threshold(value: &str) -> Result<usize, String> {
 }
 
 impl ShmArgs {
+    fn producer_options(&self) -> ProducerOptions {
+        ProducerOptions {
+            lease: self.lease,
+            ready_ttl: self.ready_ttl,
+            max_payload: usize::try_from(self.max_payload).unwrap_or(usize::MAX),
+            max_sealed_bytes: self.max_sealed_bytes,
+            max_sealed_bytes_per_peer: self.max_sealed_bytes_per_peer,
+        }
+    }
+
     fn limits(&self) -> PublicationLimits {
         let defaults = PublicationLimits::for_slots(self.slot_count);
         PublicationLimits {
@@ -207,13 +222,9 @@ impl ShmProducer {
             .shm_socket
             .clone()
             .unwrap_or_else(|| format!("shmbridge-users-{}-{epoch:016x}", std::process::id()));
-        let options = ProducerOptions {
-            lease: args.lease,
-            ready_ttl: args.ready_ttl,
-            max_payload: usize::try_from(args.max_payload).unwrap_or(usize::MAX),
-            max_sealed_bytes: args.max_sealed_bytes,
-        };
-        let producer = Arc::new(Producer::new(segment, options).map_err(StartError::Producer)?);
+        let producer = Arc::new(
+            Producer::new(segment, args.producer_options()).map_err(StartError::Producer)?,
+        );
         let channel = ChannelOptions {
             allowed_uids: args.allow_uids.clone(),
             limits: args.limits(),
@@ -405,6 +416,19 @@ mod tests {
         ];
         let cli = Cli::try_parse_from(args.iter().chain(extra)).unwrap();
         ShmProducer::start(&cli.shm, no_routes()).unwrap()
+    }
+
+    /// Each channel peer's share of the sealed bytes: half of `--max-sealed-bytes` unless
+    /// `--max-sealed-bytes-per-peer` says otherwise.
+    #[test]
+    fn the_sealed_share_per_peer_is_half_the_budget_or_the_flag() {
+        let share = |flags: &[&str]| {
+            let args = ["test", "--max-sealed-bytes", "1000", "--max-payload", "100"];
+            let cli = Cli::try_parse_from(args.iter().chain(flags)).unwrap();
+            cli.shm.producer_options().sealed_share()
+        };
+        assert_eq!(share(&[]), 500);
+        assert_eq!(share(&["--max-sealed-bytes-per-peer", "300"]), 300);
     }
 
     #[test]

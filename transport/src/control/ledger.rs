@@ -1,12 +1,14 @@
 //! Which unredeemed publications one peer holds: the producer's record that lets it free them the
 //! moment the peer says it will not redeem them or closes its connection, and the limits that
-//! keep one peer, or all of them together, from taking every slot.
+//! keep one peer, or all of them together, from taking every slot. The peer's share of the
+//! sealed bytes is the producer's to count (with every other sealed byte, under one lock); the
+//! ledger only names the peer its publications are made for ([`PeerLedger::sealed_peer`]).
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::control::frame::{Refusal, RefusalCode};
 use crate::handle::Handle;
-use crate::producer::Producer;
+use crate::producer::{Producer, SealedPeer};
 use crate::stats::SlotCounts;
 
 /// How many unredeemed publications the producer lets stand.
@@ -35,6 +37,7 @@ impl PublicationLimits {
 #[derive(Debug)]
 pub struct PeerLedger {
     limits: PublicationLimits,
+    sealed_peer: SealedPeer,
     state: Mutex<LedgerState>,
 }
 
@@ -52,8 +55,15 @@ impl PeerLedger {
     pub fn new(limits: PublicationLimits) -> Self {
         Self {
             limits,
+            sealed_peer: SealedPeer::new(),
             state: Mutex::default(),
         }
+    }
+
+    /// Who this peer is to the producer's count of sealed bytes, which holds its publications
+    /// to its share ([`ProducerOptions::sealed_share`](crate::ProducerOptions::sealed_share)).
+    pub(crate) fn sealed_peer(&self) -> SealedPeer {
+        self.sealed_peer
     }
 
     /// Makes room for one more publication, or refuses with [`RefusalCode::PeerBusy`] or

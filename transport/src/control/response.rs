@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::control::frame::{HeadError, Refusal, RefusalCode, ResponseHead};
 use crate::handle::Handle;
-use crate::producer::{Producer, WriteGuard};
+use crate::producer::{Producer, SealedPeer, WriteGuard};
 use crate::sealed::{SealedPayload, SealedWriter};
 
 /// What a handler's error is: anything, reported to the consumer as
@@ -53,6 +53,8 @@ where
 /// A response being written: its head, and its body in the tier it has reached.
 pub struct ResponseWriter<'p> {
     producer: &'p Producer,
+    /// Whose share of the sealed bytes a sealed body counts against.
+    peer: SealedPeer,
     head: ResponseHead,
     inline_threshold: usize,
     deadline: Instant,
@@ -79,9 +81,15 @@ pub(crate) enum Finished {
 }
 
 impl<'p> ResponseWriter<'p> {
-    pub(crate) fn new(producer: &'p Producer, inline_threshold: usize, deadline: Instant) -> Self {
+    pub(crate) fn new(
+        producer: &'p Producer,
+        peer: SealedPeer,
+        inline_threshold: usize,
+        deadline: Instant,
+    ) -> Self {
         Self {
             producer,
+            peer,
             head: ResponseHead::default(),
             inline_threshold,
             deadline,
@@ -212,9 +220,9 @@ impl<'p> ResponseWriter<'p> {
                     tracing::warn!(%error, "sealed payload not made");
                     internal
                 })?;
-                sealed(self.producer, payload, wait)?
+                sealed(self.producer, self.peer, payload, wait)?
             }
-            Body::Shared(payload) => sealed(self.producer, payload, wait)?,
+            Body::Shared(payload) => sealed(self.producer, self.peer, payload, wait)?,
         };
         Ok((self.head, finished))
     }
@@ -304,13 +312,14 @@ impl<'p> ResponseWriter<'p> {
     }
 }
 
-/// Publishes `payload` on a ticket.
+/// Publishes `payload` on a ticket for `peer`.
 fn sealed(
     producer: &Producer,
+    peer: SealedPeer,
     payload: SealedPayload,
     wait: Duration,
 ) -> Result<Finished, Refusal> {
-    let handle = producer.publish_sealed(&payload, wait)?;
+    let handle = producer.publish_sealed_for(&payload, Some(peer), wait)?;
     Ok(Finished::Sealed(handle, payload))
 }
 

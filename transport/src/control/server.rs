@@ -483,8 +483,12 @@ impl Connection {
         let deadline = Instant::now() + Duration::from_nanos(left);
         let channel = self.channel();
         let room = self.ledger.reserve(&channel.producer)?;
-        let mut response =
-            ResponseWriter::new(&channel.producer, channel.inline_threshold, deadline);
+        let mut response = ResponseWriter::new(
+            &channel.producer,
+            self.ledger.sealed_peer(),
+            channel.inline_threshold,
+            deadline,
+        );
         // A panicking handler costs its request, not the connection's thread: the slot its
         // writer held is given back as the panic unwinds.
         let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {

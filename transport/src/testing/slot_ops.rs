@@ -170,6 +170,7 @@ pub fn check_slot_ops(ops: &[Op]) {
         ready_ttl: TTL,
         max_payload: MAX_PAYLOAD,
         max_sealed_bytes: SEALED_ROOM,
+        max_sealed_bytes_per_peer: None,
     };
     // Every identity a process can have, made up front so that guards can borrow them.
     let processes: Vec<Process> = (0..PROCESSES * INCARNATIONS)

@@ -376,7 +376,17 @@ pub fn send_ask(client: &ControlClient, ask: &Ask) -> Result<Response, RequestEr
 /// Sends `request` with a deadline [`TIMEOUT`] away and waits at most [`TIMEOUT`] for its
 /// publication, unredeemed.
 pub fn publication(client: &ControlClient, request: &[u8]) -> Result<Publication, RequestError> {
-    let deadline_ns = monotonic_now_ns() + TIMEOUT.as_nanos() as u64;
+    publication_within(client, request, TIMEOUT)
+}
+
+/// [`publication`] with a deadline `wait` away (still waiting up to [`TIMEOUT`] for the answer,
+/// so the producer's refusal at the deadline is not raced by the client giving up).
+pub fn publication_within(
+    client: &ControlClient,
+    request: &[u8],
+    wait: Duration,
+) -> Result<Publication, RequestError> {
+    let deadline_ns = monotonic_now_ns() + wait.as_nanos() as u64;
     let (answered, answer) = mpsc::sync_channel(1);
     client.request_with(request, deadline_ns, move |result| {
         let _ = answered.send(result);
