@@ -502,6 +502,17 @@ impl Producer {
             && self.segment.descriptor(slot).word() == Word::new(generation, SlotState::Ready)
     }
 
+    /// Whether the publication at `slot` and `generation` still holds its slot: it waits for its
+    /// consumer, or the consumer reads it (READING(generation + 1)) and has not released it.
+    pub fn is_outstanding(&self, slot: u32, generation: u64) -> bool {
+        if slot >= self.segment.slot_count() {
+            return false;
+        }
+        let word = self.segment.descriptor(slot).word();
+        word == Word::new(generation, SlotState::Ready)
+            || word == Word::new(generation.wrapping_add(1), SlotState::Reading)
+    }
+
     pub fn stats(&self) -> Stats {
         Stats {
             sealed_bytes_in_flight: self.sealed_in_flight(),

@@ -70,12 +70,13 @@ pub struct ShmArgs {
         value_delimiter = ','
     )]
     pub allow_uids: Vec<u32>,
-    /// Unredeemed publications one peer may hold (a control connection, or the HTTP-signalled
-    /// path as a whole); more answer "busy". Default: half the slots.
+    /// Publications one peer may hold (a control connection, or the HTTP-signalled path as a
+    /// whole), counted until their slot is given back: waiting to be redeemed, or being read;
+    /// more answer "busy". Default: half the slots.
     #[arg(long, env = "SHMBRIDGE_MAX_UNREDEEMED_PER_PEER")]
     pub max_unredeemed_per_peer: Option<u32>,
-    /// Unredeemed publications the whole segment may hold; more answer "busy". Default: three
-    /// quarters of the slots.
+    /// Publications the whole segment may hold, waiting or being read; more answer "busy".
+    /// Default: three quarters of the slots.
     #[arg(long, env = "SHMBRIDGE_MAX_UNREDEEMED")]
     pub max_unredeemed: Option<u32>,
     /// Largest body published through shared memory, as a sealed payload when it is above a

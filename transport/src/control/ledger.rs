@@ -1,6 +1,8 @@
-//! Which unredeemed publications one peer holds: the producer's record that lets it free them the
-//! moment the peer says it will not redeem them or closes its connection, and the limits that
-//! keep one peer, or all of them together, from taking every slot. The peer's share of the
+//! Which publications one peer holds: the producer's record that lets it free them the moment
+//! the peer says it will not redeem them or closes its connection, and the limits that keep one
+//! peer, or all of them together, from taking every slot. A publication counts until its slot
+//! is given back: while it waits for its consumer and while the consumer reads it, so that a
+//! peer redeeming with a long lease and never releasing is held to its limit too. The peer's share of the
 //! sealed bytes is the producer's to count (with every other sealed byte, under one lock); the
 //! ledger only names the peer its publications are made for ([`PeerLedger::sealed_peer`]).
 
@@ -11,7 +13,7 @@ use crate::handle::Handle;
 use crate::producer::{Producer, SealedPeer};
 use crate::stats::SlotCounts;
 
-/// How many unredeemed publications the producer lets stand.
+/// How many publications not yet given back (waiting or being read) the producer lets stand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PublicationLimits {
     /// Per peer (one control connection, or the HTTP-signalled path as a whole).
@@ -67,21 +69,23 @@ impl PeerLedger {
     }
 
     /// Makes room for one more publication, or refuses with [`RefusalCode::PeerBusy`] or
-    /// [`RefusalCode::SegmentBusy`]. Redeemed publications are forgotten first, by reading their
-    /// state words. The segment-wide count is a scan, not a reservation, so peers publishing at
-    /// the same moment can pass it together: it holds to within the publications in progress.
+    /// [`RefusalCode::SegmentBusy`]. Publications whose slot was given back (released, withdrawn
+    /// or reclaimed) are forgotten first, by reading their state words. The segment-wide count
+    /// (READY and READING slots) is a scan, not a reservation, so peers publishing at the same
+    /// moment can pass it together: it holds to within the publications in progress.
     pub fn reserve<'a>(&'a self, producer: &Producer) -> Result<Reservation<'a>, Refusal> {
         let mut state = self.lock();
         state
             .held
-            .retain(|&(slot, generation)| producer.is_unredeemed(slot, generation));
+            .retain(|&(slot, generation)| producer.is_outstanding(slot, generation));
         if state.held.len() as u32 + state.reserved >= self.limits.per_peer {
             return Err(Refusal {
                 code: RefusalCode::PeerBusy,
                 detail: self.limits.per_peer.into(),
             });
         }
-        if SlotCounts::scan(producer.segment()).ready >= self.limits.segment {
+        let slots = SlotCounts::scan(producer.segment());
+        if slots.ready + slots.reading >= self.limits.segment {
             return Err(Refusal {
                 code: RefusalCode::SegmentBusy,
                 detail: self.limits.segment.into(),
@@ -217,6 +221,46 @@ mod tests {
         let busy = publish(&producer, &other).unwrap_err();
         assert_eq!(busy.code, RefusalCode::SegmentBusy);
         assert_eq!(busy.detail, 3);
+    }
+
+    #[test]
+    fn a_publication_being_read_counts_until_its_slot_is_released() {
+        let producer = producer(8);
+        let consumer = Consumer::new(
+            Arc::clone(producer.segment()),
+            ConsumerOptions {
+                lease: Duration::from_secs(3600),
+                ..ConsumerOptions::default()
+            },
+        )
+        .unwrap();
+        let greedy = PeerLedger::new(PublicationLimits {
+            per_peer: 2,
+            segment: 3,
+        });
+        // Redeemed with an hour's lease and never released: both still hold their slots.
+        let reading = [(); 2].map(|()| {
+            let handle = publish(&producer, &greedy).unwrap();
+            consumer.acquire(&handle).unwrap()
+        });
+        let busy = publish(&producer, &greedy).unwrap_err();
+        assert_eq!(busy.code, RefusalCode::PeerBusy);
+
+        let other = PeerLedger::new(PublicationLimits {
+            per_peer: 8,
+            segment: 3,
+        });
+        publish(&producer, &other).unwrap();
+        let busy = publish(&producer, &other).unwrap_err();
+        assert_eq!(
+            busy.code,
+            RefusalCode::SegmentBusy,
+            "two being read, one waiting"
+        );
+
+        let [first, _second] = reading;
+        assert_eq!(first.copy_out().unwrap(), b"abc");
+        publish(&producer, &greedy).unwrap();
     }
 
     #[test]
