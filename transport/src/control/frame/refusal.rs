@@ -43,14 +43,16 @@ pub enum RefusalCode {
     #[error("payload too large")]
     TooLarge = 1,
     /// No slot came free before the deadline, or (for a sealed payload) no room under the
-    /// producer's limit on sealed bytes in flight. `detail`: 0.
+    /// producer's limit on sealed bytes in flight or the peer's share of it. `detail`: 0.
     #[error("every slot is busy")]
     Exhausted = 2,
-    /// This connection already holds as many unredeemed publications as it may. `detail`: the limit.
+    /// This connection already holds as many unredeemed publications as it may: publications
+    /// whose slot is not given back yet, waiting for their consumer or being read. `detail`: the
+    /// limit.
     #[error("this peer holds too many unredeemed publications")]
     PeerBusy = 3,
-    /// The segment already holds as many unredeemed publications as the producer allows.
-    /// `detail`: the limit.
+    /// The segment already holds as many unredeemed publications (waiting or being read) as the
+    /// producer allows. `detail`: the limit.
     #[error("too many unredeemed publications in the segment")]
     SegmentBusy = 4,
     /// The request was read after its deadline, or the deadline passed while it waited. `detail`: 0.
