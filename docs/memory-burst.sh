@@ -31,9 +31,12 @@ fi
 cd "$(dirname "$0")/.."
 cargo build --release --quiet -p shmbridge-server --bins
 work=$(mktemp -d)
-pids=()
+# `start` runs in a command substitution (a subshell), so each service's pid is known only from
+# the file it writes there.
 cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for file in "$work"/*.pid; do
+        [ -e "$file" ] && kill "$(cat "$file")" 2>/dev/null || true
+    done
     wait 2>/dev/null || true
     rm -rf "$work"
 }
@@ -44,7 +47,6 @@ start() {
     local name=$1
     shift
     "target/release/$name" --listen 127.0.0.1:0 "$@" >"$work/$name.out" 2>"$work/$name.err" &
-    pids+=($!)
     echo $! >"$work/$name.pid"
     for _ in $(seq 100); do
         if grep -q '^listening on ' "$work/$name.out"; then
