@@ -16,9 +16,12 @@ use url::Url;
 pub enum SegmentError {
     #[error("cannot ask users-service at {url} for its segment: {reason}")]
     SegmentInfo { url: Url, reason: String },
-    #[error("cannot attach to the segment on @{socket}: {source}")]
+    #[error("cannot attach to the segment on {}: {source}", shmbridge::display_socket(.socket))]
     Attach { socket: String, source: AttachError },
-    #[error("the segment on @{socket} has no descriptor (not a memfd or file segment)")]
+    #[error(
+        "the segment on {} has no descriptor (not a memfd or file segment)",
+        shmbridge::display_socket(.socket)
+    )]
     NoDescriptor { socket: String },
     #[error("cannot duplicate the segment descriptor: {0}")]
     Duplicate(io::Error),

@@ -50,13 +50,15 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// A consumer for this process on the real machine.
+    /// A consumer for this process on the real machine, holding slots under the name the
+    /// producer's reaper knows it by ([`Segment::holder_name`]).
     pub fn new(segment: Arc<Segment>, options: ConsumerOptions) -> io::Result<Self> {
         segment.require_writable("consumer")?;
+        let owner = segment.holder_name()?;
         Ok(Self::with_host(
             segment,
             options,
-            Owner::current()?,
+            owner,
             Arc::new(SystemHost),
         ))
     }

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::host::Owner;
 use crate::layout::{GeometryError, SlotState};
 use crate::sealed::SealedError;
 
@@ -81,23 +80,6 @@ pub enum AttachError {
     },
     #[error("{op} did not finish within {timeout:?}")]
     TimedOut { op: &'static str, timeout: Duration },
-    #[error(
-        "this process is pid {own} but the producer sees it as pid {seen_by_producer} (0: not at \
-         all): it runs in another PID namespace, where the producer's reaper would take its \
-         slots for a dead holder's"
-    )]
-    ForeignPidNamespace { seen_by_producer: u32, own: u32 },
-    #[error(
-        "the producer's /proc does not show pid {pid} (hidepid=2, and this process is not \
-         dumpable or not the producer's uid): its reaper would take this process's slots for a \
-         dead holder's"
-    )]
-    InvisibleToProducer { pid: u32 },
-    #[error(
-        "the producer names this pid {seen_by_producer:?}, this process is {own:?}: its reaper \
-         would take this process for another one (a different time namespace?)"
-    )]
-    UnrecognizedByProducer { seen_by_producer: Owner, own: Owner },
     // Whole seconds in the message, so that repeated attempts log one stable line.
     #[error(
         "CLOCK_MONOTONIC here runs {} the producer's: another time namespace, in which leases \

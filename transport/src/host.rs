@@ -25,6 +25,22 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// The name a holder stamps when the producer's reaper cannot look it up (it lies outside
+    /// the producer's PID namespace, or the producer's `/proc` hides it): no process has pid 0,
+    /// so the reaper judges such a holder by its lease alone (see "Holder identity" in
+    /// [`crate::layout`]). A dead holder's slot then comes back at the end of its lease rather
+    /// than at the next pass.
+    pub const LEASE_ONLY: Self = Self {
+        pid: 0,
+        start_time: 0,
+        pidfs_ino: 0,
+    };
+
+    /// Whether the reaper can ask the process table about this holder at all.
+    pub(crate) fn can_be_looked_up(&self) -> bool {
+        self.pid != 0
+    }
+
     /// The calling process, with the pid it has in its own PID namespace.
     pub fn current() -> io::Result<Self> {
         let pid = std::process::id();
@@ -170,6 +186,21 @@ fn pidfs_ino(pid: u32) -> io::Result<Option<u64>> {
     Ok(Some(rustix::fs::fstat(&pidfd)?.st_ino))
 }
 
+/// The pid that the process this process sees as `pid` has in its own PID namespace: the last
+/// entry of the `NSpid` line of `/proc/PID/status` (the first is `pid` itself).
+pub(crate) fn innermost_pid(pid: u32) -> io::Result<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_innermost_pid(&status)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no NSpid line in /proc status"))
+}
+
+fn parse_innermost_pid(status: &str) -> Option<u32> {
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("NSpid:"))?;
+    line.split_ascii_whitespace().last()?.parse().ok()
+}
+
 struct ProcStat {
     is_zombie: bool,
     start_time: u64,
@@ -209,6 +240,16 @@ mod tests {
         let stat = parse_stat(line).unwrap();
         assert_eq!(stat.start_time, 987654);
         assert!(!stat.is_zombie);
+    }
+
+    #[test]
+    fn the_innermost_pid_is_the_last_of_nspid() {
+        let nested = "Name:\tusers-service\nTgid:\t4321\nNSpid:\t4321\t17\t1\nNSpgid:\t4321\n";
+        assert_eq!(parse_innermost_pid(nested), Some(1));
+        assert_eq!(parse_innermost_pid("NSpid:\t88\n"), Some(88));
+        assert_eq!(parse_innermost_pid("Name:\tx\n"), None);
+        let own = std::process::id();
+        assert_eq!(innermost_pid(own).unwrap(), own);
     }
 
     #[test]

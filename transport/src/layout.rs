@@ -79,6 +79,13 @@
 //! pid and either both `owner_pidfs_ino` and the live process's pidfs inode are known and equal,
 //! or (one of them unknown) the start times are equal.
 //!
+//! The three fields name the holder *as the producer's reaper sees it*, which is not always as
+//! the holder sees itself: a consumer in another PID namespace (a sidecar container) stamps the
+//! pid, start time and pidfs inode the producer's greeting reported for it. A holder the reaper
+//! cannot look up at all (outside the producer's PID namespace, or hidden by `hidepid`) stamps
+//! pid 0, start time 0, pidfs inode 0: no process has pid 0, so the reaper judges that holder by
+//! its lease alone, and a dead one's slot comes back when the lease ends.
+//!
 //! # States and transitions
 //!
 //! The low 8 bits of the state word are the state (FREE 1, WRITING 2, READY 3, READING 4; every

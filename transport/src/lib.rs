@@ -66,7 +66,7 @@ pub use control::{ControlClient, ControlServer};
 pub use error::{
     AcquireError, AttachError, ClaimError, CreateError, PublishError, ReadError, RedeemError,
 };
-pub use fdpass::{attach_via_socket, attach_via_socket_read_only};
+pub use fdpass::{attach_via_socket, attach_via_socket_read_only, display_socket, is_socket_path};
 pub use handle::{Handle, HandleParseError};
 pub use host::{Host, Owner, SystemHost, monotonic_now_ns};
 pub use layout::SlotState;

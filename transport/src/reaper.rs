@@ -3,7 +3,8 @@
 //!
 //! A non-free slot is reclaimed when
 //! - it is WRITING or READING and its stamped owner no longer exists (or its pid was reused: see
-//!   "Holder identity" in [`crate::layout`]),
+//!   "Holder identity" in [`crate::layout`]; a holder stamped [`Owner::LEASE_ONLY`] is never
+//!   looked up),
 //! - it is WRITING or READING past its stamped lease, or READY past its stamped TTL,
 //! - its state byte holds no known state (then it is restored at a generation
 //!   [`GENERATION_JUMP`] beyond the highest this reaper saw, so that no handle issued before the
@@ -77,7 +78,7 @@ impl Reaper {
             };
             let reason = match stamp {
                 Some((owner, deadline)) => {
-                    if owner.is_some_and(|owner| !is_alive(owner)) {
+                    if owner.is_some_and(|owner| owner.can_be_looked_up() && !is_alive(owner)) {
                         Some(ReclaimReason::DeadOwner)
                     } else if deadline.saturating_sub(now) > nanos(MAX_DEADLINE_AHEAD) {
                         Some(ReclaimReason::Corrupt)

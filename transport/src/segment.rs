@@ -66,6 +66,10 @@ pub struct Segment {
     /// False for a read-only (PROT_READ) attach: producers and consumers refuse such a segment,
     /// so nothing ever stores through its pointers.
     writable: bool,
+    /// How the producer's reaper names this process, when an attach over the producer's socket
+    /// learned it from the greeting (another PID namespace, a hidden `/proc` entry); `None`:
+    /// as the process names itself.
+    holder_name: Option<Owner>,
 }
 
 impl Segment {
@@ -105,6 +109,7 @@ impl Segment {
             ),
             backing: Backing::Heap,
             writable: true,
+            holder_name: None,
         }
     }
 
@@ -141,6 +146,7 @@ impl Segment {
             header,
             backing,
             writable: true,
+            holder_name: None,
         };
         for slot in 0..geometry.slot_count() {
             segment
@@ -208,12 +214,27 @@ impl Segment {
             header,
             backing,
             writable,
+            holder_name: None,
         })
     }
 
     /// Whether this segment may be written: false for a read-only attach.
     pub fn is_writable(&self) -> bool {
         self.writable
+    }
+
+    /// The name a consumer of this process stamps in the slots it holds: the one the producer's
+    /// greeting gave for it ([`crate::attach_via_socket`]), else the process's own.
+    pub fn holder_name(&self) -> std::io::Result<Owner> {
+        self.holder_name.map_or_else(Owner::current, Ok)
+    }
+
+    /// This segment, its holders named `name` (see [`Segment::holder_name`]).
+    pub(crate) fn named_by_producer(self, name: Owner) -> Self {
+        Self {
+            holder_name: Some(name),
+            ..self
+        }
     }
 
     /// An error for the writing roles (producer, consumer) that a read-only segment cannot take.

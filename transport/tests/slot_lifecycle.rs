@@ -343,6 +343,36 @@ fn a_dead_reader_is_reclaimed_before_its_lease_ends() {
     assert_eq!(w.producer.stats().slots.free, 1);
 }
 
+/// A reader the producer cannot look up (another PID namespace) stamps `Owner::LEASE_ONLY`: the
+/// reaper never asks the process table about it, so only its lease ends its hold, even where
+/// the table has no such process.
+#[test]
+fn a_lease_only_reader_is_reclaimed_at_its_lease_end_only() {
+    let w = world(1);
+    let sidecar = Consumer::with_host(
+        Arc::clone(&w.segment),
+        ConsumerOptions {
+            lease: LEASE,
+            ..ConsumerOptions::default()
+        },
+        Owner::LEASE_ONLY,
+        w.host.clone(),
+    );
+    let handle = publish(&w.producer, b"data");
+    let reader = sidecar.acquire(&handle).unwrap();
+    w.host.kill(Owner::LEASE_ONLY);
+    assert_eq!(w.producer.reap().total(), 0);
+    w.host.advance(LEASE - Duration::from_millis(1));
+    assert_eq!(w.producer.reap().total(), 0);
+    assert_eq!(reader.copy_out().unwrap(), b"data");
+
+    let handle = publish(&w.producer, b"more");
+    let reader = sidecar.acquire(&handle).unwrap();
+    w.host.advance(LEASE + Duration::from_millis(1));
+    assert_eq!(w.producer.reap().get(ReclaimReason::LeaseExpired), 1);
+    std::mem::forget(reader);
+}
+
 #[test]
 fn unredeemed_publications_expire_after_the_ttl_only() {
     let w = world(1);

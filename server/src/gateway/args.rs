@@ -45,8 +45,8 @@ pub struct Args {
     /// Idle keep-alive connections kept open to users-service.
     #[arg(long, env = "SHMBRIDGE_POOL_MAX_IDLE", default_value_t = 64)]
     pub pool_max_idle: usize,
-    /// Abstract socket serving users-service's segment and control channel. Default: ask
-    /// users-service (`GET /shm/segment`) at every attach.
+    /// Socket serving users-service's segment and control channel: an abstract name, or a path
+    /// when it holds a `/`. Default: ask users-service (`GET /shm/segment`) at every attach.
     #[arg(long, env = "SHMBRIDGE_SHM_SOCKET")]
     pub shm_socket: Option<String>,
     /// A uid, besides the gateway's own, trusted to answer on the control socket (repeat for

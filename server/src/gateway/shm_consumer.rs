@@ -524,7 +524,10 @@ impl ShmClient {
                     reason: format!("attach task failed: {error}"),
                 })?
                 .map_err(|error| ApiError::ShmUnavailable {
-                    reason: format!("cannot attach via @{socket}: {error}"),
+                    reason: format!(
+                        "cannot attach via {}: {error}",
+                        shmbridge::display_socket(&socket)
+                    ),
                 })?;
         receive_answers(answers).map_err(|error| ApiError::Internal {
             reason: format!("cannot watch the control socket: {error}"),

@@ -41,8 +41,10 @@ pub struct ShmArgs {
     /// channel (`--max-payload`); the HTTP-signalled path refuses them with 507.
     #[arg(long, env = "SHMBRIDGE_SLOT_SIZE", default_value_t = SegmentConfig::default().slot_size)]
     pub slot_size: u32,
-    /// Abstract Unix socket name that serves the segment descriptor and the control channel to
-    /// gateways. Default: `shmbridge-users-PID-EPOCH`, announced on `GET /shm/segment`.
+    /// Unix socket that serves the segment descriptor and the control channel to gateways: an
+    /// abstract name, or a path when it holds a `/` (for a gateway in another network namespace,
+    /// through a shared directory). Default: the abstract `shmbridge-users-PID-EPOCH`, announced
+    /// on `GET /shm/segment`.
     #[arg(long, env = "SHMBRIDGE_SHM_SOCKET")]
     pub shm_socket: Option<String>,
     /// Create the segment as a file at this path (e.g. on a tmpfs) instead of a sealed memfd; it
@@ -158,7 +160,7 @@ pub enum StartError {
     InvalidGeometry(GeometryError),
     /// The control socket could not take its name (already taken, or no such abstract socket
     /// support).
-    #[error("cannot serve the segment on abstract socket @{socket}: {error}")]
+    #[error("cannot serve the segment on socket {}: {error}", shmbridge::display_socket(.socket))]
     Socket {
         socket: String,
         error: std::io::Error,

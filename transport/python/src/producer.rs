@@ -182,10 +182,10 @@ impl PyProducer {
         Ok(PyHandle(handle))
     }
 
-    /// Serves the segment's descriptor on the abstract socket `socket_name` (default
-    /// `shmbridge-py-PID-EPOCH`) and, with a `handler`, the control channel: a consumer's
-    /// request (bytes) is answered with what `handler(request)` returns, `bytes` or a
-    /// `Response`. Returns the socket name.
+    /// Serves the segment's descriptor on the socket `socket_name` (abstract, or a path when it
+    /// holds a `/`; default `shmbridge-py-PID-EPOCH`) and, with a `handler`, the control channel:
+    /// a consumer's request (bytes) is answered with what `handler(request)` returns, `bytes` or
+    /// a `Response`. Returns the socket name.
     #[pyo3(signature = (handler=None, socket_name=None, *, max_unredeemed_per_peer=None, max_unredeemed=None, allowed_uids=None, inline_threshold=None))]
     #[allow(clippy::too_many_arguments)]
     fn serve(

@@ -127,7 +127,7 @@ struct Inner {
 }
 
 impl ControlClient {
-    /// Connects to `@socket_name`, attaches to the segment it hands over after the checks of
+    /// Connects to `socket_name` (abstract, or a path: [`crate::is_socket_path`]), attaches to the segment it hands over after the checks of
     /// [`attach_via_socket`](crate::attach_via_socket), and starts the reader thread.
     pub fn connect(socket_name: &str, options: &ClientOptions) -> Result<Self, AttachError> {
         let (mut client, reader) = Self::connect_driven(socket_name, options)?;

@@ -1,4 +1,4 @@
-//! The producer's socket: an abstract `SOCK_SEQPACKET` listener that greets every connection of
+//! The producer's socket: a `SOCK_SEQPACKET` listener (abstract or a path) that greets every connection of
 //! an allowed uid with the segment's descriptor ([`crate::fdpass`]) and then, when it serves a
 //! channel, answers that connection's [frames](super::frame) until it closes.
 //!
@@ -28,8 +28,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    AddressFamily, Backlog, Shutdown, SockFlag, SockType, UnixAddr, accept4, bind, getsockopt,
-    listen, setsockopt, shutdown, socket,
+    Shutdown, SockFlag, accept4, getsockopt, setsockopt, shutdown,
     sockopt::{PeerCredentials, SendTimeout},
 };
 
@@ -41,7 +40,8 @@ use crate::control::ledger::{PeerLedger, PublicationLimits};
 use crate::control::log_throttle::LogThrottle;
 use crate::control::response::{Finished, Handler, ResponseWriter};
 use crate::fdpass::{
-    PeerView, ReceiveError, connect_within, receive_message, send_fd, send_message, timeval,
+    Listener, PeerView, ReceiveError, connect_within, receive_message, send_fd, send_message,
+    timeval,
 };
 use crate::host::{ProcView, monotonic_now_ns};
 use crate::producer::Producer;
@@ -116,13 +116,13 @@ struct Channel {
 }
 
 impl ControlServer {
-    /// Binds `@socket_name` and hands the descriptor to every connection of this uid, closing
+    /// Binds `socket_name` (abstract, or a path: [`crate::is_socket_path`]) and hands the descriptor to every connection of this uid, closing
     /// each after the greeting: no channel.
     pub fn spawn(segment: Arc<Segment>, socket_name: &str) -> io::Result<Self> {
         Self::start(segment, None, Vec::new(), socket_name)
     }
 
-    /// Binds `@socket_name`, greets every connection of an allowed uid with the descriptor of
+    /// Binds `socket_name`, greets every connection of an allowed uid with the descriptor of
     /// `producer`'s segment and answers its requests with `handler`.
     pub fn spawn_channel(
         producer: Arc<Producer>,
@@ -157,7 +157,7 @@ impl ControlServer {
                 "segment has no descriptor to serve",
             ));
         }
-        let listener = listen_on(socket_name)?;
+        let listener = Listener::bind(socket_name, !allowed_uids.is_empty())?;
         let shared = Arc::new(Shared {
             segment,
             channel,
@@ -205,19 +205,6 @@ impl Drop for ControlServer {
     }
 }
 
-fn listen_on(socket_name: &str) -> io::Result<OwnedFd> {
-    let addr = UnixAddr::new_abstract(socket_name.as_bytes())?;
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    bind(fd.as_raw_fd(), &addr)?;
-    listen(&fd, Backlog::new(128)?)?;
-    Ok(fd)
-}
-
 impl Shared {
     fn live_connections(&self) -> Vec<Arc<Connection>> {
         let mut connections = self
@@ -243,10 +230,10 @@ impl Shared {
     }
 }
 
-fn accept_loop(listener: &OwnedFd, shared: &Arc<Shared>) {
+fn accept_loop(listener: &Listener, shared: &Arc<Shared>) {
     let mut not_served = LogThrottle::new(NOT_SERVED_LOG_INTERVAL);
     loop {
-        let accepted = accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC);
+        let accepted = accept4(listener.as_fd().as_raw_fd(), SockFlag::SOCK_CLOEXEC);
         if shared.stop.load(Ordering::Acquire) {
             return;
         }

@@ -1,6 +1,6 @@
-//! The socket primitives every message of the crate goes through: connecting to an abstract
-//! `SOCK_SEQPACKET` socket within a deadline, and sending or receiving one whole message with at
-//! most one descriptor (SCM_RIGHTS) attached.
+//! The socket primitives every message of the crate goes through: what a socket name stands
+//! for, connecting to a `SOCK_SEQPACKET` socket within a deadline, and sending or receiving one
+//! whole message with at most one descriptor (SCM_RIGHTS) attached.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -14,6 +14,30 @@ use nix::sys::socket::{
 use nix::sys::time::TimeVal;
 
 use crate::error::AttachError;
+
+/// Whether `socket_name` names a socket file (it holds a `/`: `/run/shmbridge/users.sock`,
+/// `./users.sock`) rather than an abstract socket.
+pub fn is_socket_path(socket_name: &str) -> bool {
+    socket_name.contains('/')
+}
+
+/// `socket_name` as people read it: an abstract name with its conventional `@`, a path as is.
+pub fn display_socket(socket_name: &str) -> String {
+    if is_socket_path(socket_name) {
+        socket_name.to_owned()
+    } else {
+        format!("@{socket_name}")
+    }
+}
+
+/// The address `socket_name` stands for ([`is_socket_path`]).
+pub(crate) fn socket_address(socket_name: &str) -> nix::Result<UnixAddr> {
+    if is_socket_path(socket_name) {
+        UnixAddr::new(socket_name)
+    } else {
+        UnixAddr::new_abstract(socket_name.as_bytes())
+    }
+}
 
 /// Sends `bytes` as one message, with `fd` attached as SCM_RIGHTS when given: the one way the
 /// crate sends on its sockets (the greeting, and the control channel's answers). Fails rather
@@ -93,7 +117,7 @@ pub(crate) fn remaining_until(deadline: Instant) -> Option<Duration> {
     (!left.is_zero()).then(|| left.max(Duration::from_millis(1)))
 }
 
-/// Connects to `@socket_name`, giving up at `deadline`.
+/// Connects to the socket `socket_name` stands for, giving up at `deadline`.
 ///
 /// A blocking `connect` to a Unix socket whose listener does not accept waits, without limit,
 /// for room in the listener's backlog; a non-blocking one fails at once with EAGAIN and gives
@@ -110,7 +134,7 @@ pub(crate) fn connect_within(
             source: source.into(),
         }
     };
-    let addr = UnixAddr::new_abstract(socket_name.as_bytes()).map_err(io_error("socket name"))?;
+    let addr = socket_address(socket_name).map_err(io_error("socket name"))?;
     let fd = socket(
         AddressFamily::Unix,
         SockType::SeqPacket,
