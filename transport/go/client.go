@@ -62,7 +62,6 @@ func (r *Response) Close() error {
 // Client is one attached control channel. It is safe for concurrent use.
 type Client struct {
 	options    Options
-	self       owner
 	seg        *segment
 	readerDone chan struct{}
 
@@ -86,20 +85,18 @@ type delivery struct {
 	err    error
 }
 
-// Connect attaches to the producer listening on the abstract socket socketName.
+// Connect attaches to the producer listening on socketName: a socket file when the name holds a
+// '/' (/run/shmbridge/users.sock, which reaches a producer in another network namespace through a
+// directory both see), else an abstract socket (@socketName). The client holds slots under the
+// name the producer's reaper knows this process by, whatever PID namespace either runs in.
 func Connect(socketName string, options Options) (*Client, error) {
 	options = options.withDefaults()
-	self, err := currentOwner()
-	if err != nil {
-		return nil, &AttachError{Reason: "read /proc/self/stat", Err: err}
-	}
 	fd, seg, err := attach(socketName, options.ConnectTimeout, options.TrustedUIDs)
 	if err != nil {
 		return nil, err
 	}
 	c := &Client{
 		options:    options,
-		self:       self,
 		seg:        seg,
 		fd:         fd,
 		pending:    make(map[uint64]chan delivery),

@@ -5,14 +5,17 @@
 // transport/src/http.rs). It links no Rust: it is the second, independent reading of those
 // specifications.
 //
-// A Client attaches to a producer through its abstract Unix socket: the greeting hands it the
-// segment's descriptor, both sides check who is at the other end (the producer reports how it
-// sees this process, and the client checks the producer is the segment's creator, running as a
-// trusted uid), and the connection stays open as the control channel. Client.Do sends an opaque
-// request with a deadline and returns the producer's response head and the body, verified, from
-// whichever tier the producer chose: inline in the answer, a slot of the segment, or a sealed
-// memfd. Every refusal and every failed check is a typed error (see errors.go); a request whose
-// deadline passes is abandoned, and a publication that arrives for it later is released.
+// A Client attaches to a producer through its Unix socket: an abstract name, or a path when the
+// name holds a '/' (containers that share a directory but no network namespace). The greeting
+// hands it the segment's descriptor and says how the producer sees this process; the client holds
+// slots under that name, so that the producer's reaper judges it rightly from another PID
+// namespace too (by its lease alone where the producer cannot see it). The client checks that the
+// producer runs on its clock and is the segment's creator, running as a trusted uid, and the
+// connection stays open as the control channel. Client.Do sends an opaque request with a deadline
+// and returns the producer's response head and the body, verified, from whichever tier the
+// producer chose: inline in the answer, a slot of the segment, or a sealed memfd. Every refusal
+// and every failed check is a typed error (see errors.go); a request whose deadline passes is
+// abandoned, and a publication that arrives for it later is released.
 //
 // Transport wraps a Client as an http.RoundTripper, so httputil.ReverseProxy or any http.Client
 // can fetch over shared memory unchanged.

@@ -2,7 +2,8 @@ package shmbridge
 
 // A scripted producer, in this test process, for what the real one never does: a squatter on the
 // socket, a sealed answer whose memfd is unsealed or of the wrong size, a slot whose bytes fail
-// their crc, a descriptor where none belongs, an answer that arrives after its deadline.
+// their crc, a descriptor where none belongs, an answer that arrives after its deadline; and for
+// what the real one does only across PID namespaces: seeing this process under another name.
 
 import (
 	"context"
@@ -62,6 +63,9 @@ type fakeProducer struct {
 	epoch    uint64
 	listener int
 	conn     int
+	// seesPeer is the view of the consumer the greeting reports: by default the consumer as it
+	// is, this very process.
+	seesPeer peerView
 }
 
 // newFakeProducer lays out a segment whose header names creatorPID as its creator.
@@ -91,8 +95,13 @@ func newFakeProducer(t *testing.T, creatorPID uint32) *fakeProducer {
 		le.PutUint64(mem[headerSize+slot*descriptorSize:], uint64(makeWord(0, stateFree)))
 	}
 	seal(t, fd, sealShrink|sealGrow)
+	self, err := currentOwner()
+	if err != nil {
+		t.Fatal(err)
+	}
 	p := &fakeProducer{t: t, segFD: fd, mem: mem, epoch: 0xfeed,
-		name: fmt.Sprintf("shmbridge-go-fake-%d-%d", os.Getpid(), time.Now().UnixNano())}
+		name:     fmt.Sprintf("shmbridge-go-fake-%d-%d", os.Getpid(), time.Now().UnixNano()),
+		seesPeer: peerView{pid: self.pid, visibility: visible, seen: self}}
 	p.listener, err = syscall.Socket(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -114,8 +123,8 @@ func newFakeProducer(t *testing.T, creatorPID uint32) *fakeProducer {
 	return p
 }
 
-// greetOne accepts a consumer and greets it as the real producer would: how it sees the peer,
-// its clock, the segment's descriptor.
+// greetOne accepts a consumer and greets it as the real producer would: how it sees the peer
+// (seesPeer), its clock, the segment's descriptor.
 func (p *fakeProducer) greetOne() {
 	conn, _, err := syscall.Accept4(p.listener, syscall.SOCK_CLOEXEC)
 	if err != nil {
@@ -124,14 +133,14 @@ func (p *fakeProducer) greetOne() {
 	}
 	p.conn = conn
 	setTimeout(conn, syscall.SO_RCVTIMEO, 5*time.Second)
-	self, _ := currentOwner()
 	g := make([]byte, greetingLen)
 	copy(g, greetingMagic[:])
 	le := binary.LittleEndian
 	le.PutUint32(g[4:], layoutVersion)
-	le.PutUint32(g[8:], self.pid)
-	le.PutUint64(g[16:], self.startTime)
-	le.PutUint64(g[24:], self.pidfsIno)
+	le.PutUint32(g[8:], p.seesPeer.pid)
+	le.PutUint32(g[12:], p.seesPeer.visibility)
+	le.PutUint64(g[16:], p.seesPeer.seen.startTime)
+	le.PutUint64(g[24:], p.seesPeer.seen.pidfsIno)
 	le.PutUint64(g[32:], monotonicNow())
 	if err := syscall.Sendmsg(conn, g, syscall.UnixRights(p.segFD), nil, 0); err != nil {
 		p.t.Error(err)
@@ -163,6 +172,11 @@ func (p *fakeProducer) nextFrame() (uint8, uint64, []byte) {
 
 func (p *fakeProducer) state(slot int) word {
 	return word(atomic.LoadUint64((*uint64)(unsafe.Pointer(&p.mem[headerSize+slot*descriptorSize]))))
+}
+
+// field is the 64-bit word at byte offset at of slot's descriptor.
+func (p *fakeProducer) field(slot, at int) uint64 {
+	return atomic.LoadUint64((*uint64)(unsafe.Pointer(&p.mem[headerSize+slot*descriptorSize+at])))
 }
 
 func (p *fakeProducer) setReady(slot int, generation uint64) {
@@ -202,6 +216,52 @@ func TestASquatterThatDidNotCreateTheSegmentIsRefused(t *testing.T) {
 	var attach *AttachError
 	if !errors.As(err, &attach) || !strings.Contains(attach.Reason, "creator") {
 		t.Fatalf("a squatter: %v", err)
+	}
+}
+
+// A client holds a slot under the name the producer's greeting gave for it: the pid it has in a
+// parent PID namespace, or pid 0 (by lease alone) where the producer cannot see it. Stamped with
+// its own pid, the producer's reaper would look up another process, or none.
+func TestARedeemedSlotIsStampedWithTheProducersNameForThisProcess(t *testing.T) {
+	own, err := currentOwner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No pidfs inode in the view: the start times name this process, and every stamped field
+	// is small enough to check as it is.
+	above := owner{pid: own.pid + 1000, startTime: own.startTime}
+	for _, c := range []struct {
+		name  string
+		sees  peerView
+		stamp owner
+	}{
+		{"from a parent PID namespace", peerView{pid: above.pid, visibility: visible, seen: above}, above},
+		{"from outside its PID namespace", peerView{pid: 0, visibility: absent}, leaseOnly},
+	} {
+		p := newFakeProducer(t, uint32(os.Getpid()))
+		p.seesPeer = c.sees
+		client, err := connectToFake(t, p)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		body := []byte("held under the producer's name")
+		copy(p.mem[4096:], body)
+		p.setReady(0, 2)
+		h := handle{epoch: p.epoch, slot: 0, len: uint32(len(body)), generation: 2, crc: crc32.ChecksumIEEE(body)}
+		go p.answerWith(func(id uint64) []byte { return published(id, TierSlot, h) }, -1)
+		response, err := client.Do(context.Background(), get("/x"))
+		if err != nil || string(response.Body) != string(body) {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		// Generation 3 is the READING the client stamped; giving the slot back leaves the stamp.
+		for _, f := range []struct {
+			at   int
+			want uint64
+		}{{descOwnerPID, uint64(c.stamp.pid)}, {descOwnerStart, c.stamp.startTime}, {descOwnerPidfs, c.stamp.pidfsIno}} {
+			if got := p.field(0, f.at); got != tagged(3, f.want) {
+				t.Errorf("%s: descriptor field at %d is %#x, want %d tagged for generation 3", c.name, f.at, got, f.want)
+			}
+		}
 	}
 }
 

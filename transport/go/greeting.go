@@ -1,9 +1,10 @@
 package shmbridge
 
 // The greeting (transport/src/fdpass/greeting.rs): the one message a producer's socket sends a
-// connecting peer, carrying the segment's descriptor and how the producer sees the peer, and the
-// checks this side makes before it holds a slot: the producer sees this very process on this
-// clock, and the producer is the segment's creator, running as a trusted uid.
+// connecting peer, carrying the segment's descriptor and how the producer sees the peer; the name
+// that view gives this side to hold slots under, so that the producer's reaper recognises it from
+// whatever PID namespace; and the checks this side makes before it holds a slot: the producer
+// runs on this clock, and is the segment's creator, running as a trusted uid.
 
 import (
 	"encoding/binary"
@@ -55,23 +56,32 @@ func parseGreeting(b []byte) (peerView, error) {
 	return view, nil
 }
 
-// check refuses to attach where the producer's reaper would take this live process's slots for a
-// dead holder's: another PID namespace, a /proc entry it cannot see, another start time, or
-// another monotonic clock. A /proc entry it cannot read (hidepid=1) is accepted: the reaper then
-// leaves this process's slots to their leases.
-func (v peerView) check(own owner, ownNowNS uint64) error {
-	switch {
-	case v.pid != own.pid:
-		return &AttachError{Reason: fmt.Sprintf(
-			"the producer sees this process as pid %d, not %d (another PID namespace)", v.pid, own.pid)}
-	case v.visibility == absent:
-		return &AttachError{Reason: "the producer cannot see this process in its /proc"}
-	case v.visibility == visible && !own.sameProcess(v.seen):
-		return &AttachError{Reason: "the producer names this process differently (start time or pidfs inode)"}
-	case ownNowNS < v.producerNowNS || ownNowNS-v.producerNowNS > uint64(clockAgreement):
-		return &AttachError{Reason: "the producer's CLOCK_MONOTONIC is not this process's (a time namespace?)"}
+// holderName is the name this process stamps in the slots it holds, so that the producer's
+// reaper, which judges holders in the producer's PID namespace through its /proc, recognises it
+// as the live process it is (greeting.rs, "How a peer names itself in the slots it holds"),
+// given own, this process's own name, and ownNowNS, its clock read on receiving the view. Only
+// another clock is refused: leases would be misread whatever name is stamped. The Rust peer warns
+// when it holds by lease only; this package logs nothing, so that degradation is silent here.
+func (v peerView) holderName(own owner, ownNowNS uint64) (owner, error) {
+	if ownNowNS < v.producerNowNS || ownNowNS-v.producerNowNS > uint64(clockAgreement) {
+		return owner{}, &AttachError{Reason: "the producer's CLOCK_MONOTONIC is not this process's (a time namespace?)"}
 	}
-	return nil
+	switch v.visibility {
+	case visible:
+		// SO_PEERCRED gave the producer this process's pid in its PID namespace, and pidfs
+		// inodes (else start times) are the same in every PID namespace: the reaper's rule says
+		// whether the view is this process.
+		if v.seen.sameProcess(own) {
+			return v.seen, nil
+		}
+		// The producer's /proc is not its PID namespace's: it reads another process there.
+		return leaseOnly, nil
+	case unreadable:
+		// hidepid=1: the reaper leaves the slot to its lease, but this is what it would read.
+		return owner{pid: v.pid, startTime: own.startTime, pidfsIno: own.pidfsIno}, nil
+	}
+	// Outside the producer's PID namespace (pid 0), or hidden from its /proc (hidepid=2).
+	return leaseOnly, nil
 }
 
 // attach connects to socketName, receives the greeting and the segment, and makes every check
@@ -80,7 +90,7 @@ func attach(socketName string, timeout time.Duration, trustedUIDs []uint32) (int
 	deadline := time.Now().Add(timeout)
 	fd, err := connectSeqpacket(socketName, timeout)
 	if err != nil {
-		return -1, nil, &AttachError{Reason: "connect to @" + socketName, Err: err}
+		return -1, nil, &AttachError{Reason: "connect to " + displaySocket(socketName), Err: err}
 	}
 	seg, err := greet(fd, deadline, trustedUIDs)
 	if err != nil {
@@ -127,7 +137,7 @@ func greet(fd int, deadline time.Time, trustedUIDs []uint32) (*segment, error) {
 		}
 		return nil, err
 	}
-	cred, err := checkProducer(fd, view, receivedAt, trustedUIDs)
+	holder, cred, err := checkProducer(fd, view, receivedAt, trustedUIDs)
 	if err != nil {
 		syscall.Close(msg.fd)
 		return nil, err
@@ -136,36 +146,57 @@ func greet(fd int, deadline time.Time, trustedUIDs []uint32) (*segment, error) {
 	if err != nil {
 		return nil, err
 	}
-	if seg.header.creatorPID != uint32(cred.Pid) || seg.header.creatorUID != cred.Uid {
+	if err := checkCreator(cred, seg.header); err != nil {
 		seg.close()
-		return nil, &AttachError{Reason: fmt.Sprintf(
-			"the answering process (pid %d, uid %d) is not the segment's creator (pid %d, uid %d)",
-			cred.Pid, cred.Uid, seg.header.creatorPID, seg.header.creatorUID)}
+		return nil, err
 	}
+	seg.holderName = holder
 	return seg, nil
 }
 
-// checkProducer checks how the producer sees this process, and that it runs as a trusted uid;
-// it returns the producer's credentials (SO_PEERCRED).
-func checkProducer(fd int, view peerView, receivedAt uint64, trustedUIDs []uint32) (*syscall.Ucred, error) {
+// checkProducer learns from view the name the producer's reaper knows this process by, and
+// checks that the producer runs on this clock as a trusted uid; it returns that name and the
+// producer's credentials (SO_PEERCRED).
+func checkProducer(fd int, view peerView, receivedAt uint64, trustedUIDs []uint32) (owner, *syscall.Ucred, error) {
 	own, err := currentOwner()
 	if err != nil {
-		return nil, &AttachError{Reason: "read /proc/self/stat", Err: err}
+		return owner{}, nil, &AttachError{Reason: "read /proc/self/stat", Err: err}
 	}
-	if err := view.check(own, receivedAt); err != nil {
-		return nil, err
+	holder, err := view.holderName(own, receivedAt)
+	if err != nil {
+		return owner{}, nil, err
 	}
 	cred, err := syscall.GetsockoptUcred(fd, syscall.SOL_SOCKET, syscall.SO_PEERCRED)
 	if err != nil {
-		return nil, &AttachError{Reason: "read the producer's credentials", Err: err}
+		return owner{}, nil, &AttachError{Reason: "read the producer's credentials", Err: err}
 	}
 	if cred.Uid == uint32(syscall.Geteuid()) {
-		return cred, nil
+		return holder, cred, nil
 	}
 	for _, uid := range trustedUIDs {
 		if cred.Uid == uid {
-			return cred, nil
+			return holder, cred, nil
 		}
 	}
-	return nil, &AttachError{Reason: fmt.Sprintf("the producer runs as uid %d, which is not trusted", cred.Uid)}
+	return owner{}, nil, &AttachError{Reason: fmt.Sprintf("the producer runs as uid %d, which is not trusted", cred.Uid)}
+}
+
+// checkCreator refuses a producer (cred, from SO_PEERCRED) that did not create the segment it
+// hands over, so that a process squatting on the socket name cannot pass someone else's segment
+// off as its own: its uid must be the creator's, and its pid the creator's, as this process sees
+// it or, for a producer in a PID namespace below this one, as the producer sees itself (the
+// last NSpid entry). A producer outside this process's PID namespace (pid 0) cannot be named
+// at all: its uid alone is checked, the one thing then standing between it and a squatter.
+func checkCreator(cred *syscall.Ucred, h header) error {
+	if cred.Uid == h.creatorUID {
+		if cred.Pid == 0 || uint32(cred.Pid) == h.creatorPID {
+			return nil
+		}
+		if inner, err := innermostPid(uint32(cred.Pid)); err == nil && inner == h.creatorPID {
+			return nil
+		}
+	}
+	return &AttachError{Reason: fmt.Sprintf(
+		"the answering process (pid %d, uid %d) is not the segment's creator (pid %d, uid %d)",
+		cred.Pid, cred.Uid, h.creatorPID, h.creatorUID)}
 }

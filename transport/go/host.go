@@ -1,7 +1,8 @@
 package shmbridge
 
-// This process as the layout names a slot's holder (pid, start time, pidfs inode), and the
-// CLOCK_MONOTONIC clock that deadlines and leases are written in.
+// This process as the layout names a slot's holder (pid, start time, pidfs inode), another
+// process by the pid it has in its own PID namespace, and the CLOCK_MONOTONIC clock that
+// deadlines and leases are written in.
 
 import (
 	"fmt"
@@ -18,6 +19,13 @@ type owner struct {
 	startTime uint64
 	pidfsIno  uint64
 }
+
+// leaseOnly is the name a holder stamps when the producer's reaper cannot look it up (it lies
+// outside the producer's PID namespace, or the producer's /proc hides it or shows another process
+// under its pid): no process has pid 0, so the reaper judges such a holder by its lease alone, and
+// a dead one's slot comes back at the end of its lease rather than at the next pass (Rust's
+// Owner::LEASE_ONLY).
+var leaseOnly = owner{pid: 0, startTime: 0, pidfsIno: 0}
 
 // sameProcess is the reaper's rule: by pidfs inode where both are known, else by start time.
 func (o owner) sameProcess(live owner) bool {
@@ -55,6 +63,31 @@ func parseStartTime(stat string) (uint64, error) {
 		return 0, fmt.Errorf("truncated /proc stat")
 	}
 	return strconv.ParseUint(fields[19], 10, 64)
+}
+
+// innermostPid is the pid that the process this process sees as pid has in its own PID
+// namespace: the last entry of the NSpid line of /proc/PID/status (the first is pid itself).
+func innermostPid(pid uint32) (uint32, error) {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseInnermostPid(string(status))
+}
+
+func parseInnermostPid(status string) (uint32, error) {
+	for _, line := range strings.Split(status, "\n") {
+		if !strings.HasPrefix(line, "NSpid:") {
+			continue
+		}
+		pids := strings.Fields(strings.TrimPrefix(line, "NSpid:"))
+		if len(pids) == 0 {
+			break
+		}
+		pid, err := strconv.ParseUint(pids[len(pids)-1], 10, 32)
+		return uint32(pid), err
+	}
+	return 0, fmt.Errorf("no NSpid line in /proc status")
 }
 
 const (

@@ -29,9 +29,15 @@ type usersService struct {
 	socket string
 }
 
-// startUsersService starts the Rust producer with extra flags. SHMBRIDGE_USERS_SERVICE_BIN
-// names the binary (transport/go/ci.sh builds it); the default is the workspace's debug build.
+// startUsersService starts the Rust producer with extra flags, on an abstract socket of its own.
 func startUsersService(t *testing.T, flags ...string) *usersService {
+	t.Helper()
+	return startProducer(t, testSocketName(), append([]string{usersServiceBin(t)}, flags...))
+}
+
+// usersServiceBin is the Rust producer's binary: SHMBRIDGE_USERS_SERVICE_BIN (transport/go/ci.sh
+// builds it), else the workspace's debug build.
+func usersServiceBin(t *testing.T) string {
 	t.Helper()
 	bin := os.Getenv("SHMBRIDGE_USERS_SERVICE_BIN")
 	if bin == "" {
@@ -41,7 +47,12 @@ func startUsersService(t *testing.T, flags ...string) *usersService {
 		t.Fatalf("users-service is not built at %s: run `cargo build -p shmbridge-server --bin users-service` "+
 			"or set SHMBRIDGE_USERS_SERVICE_BIN", bin)
 	}
-	return startProducer(t, append([]string{bin}, flags...))
+	return bin
+}
+
+// testSocketName is an abstract socket name no other test or run uses.
+func testSocketName() string {
+	return fmt.Sprintf("shmbridge-go-test-%d-%d", os.Getpid(), time.Now().UnixNano())
 }
 
 // startPythonUsersService starts the Python producer (server/python/users_service.py) with the
@@ -54,14 +65,13 @@ func startPythonUsersService(t *testing.T) *usersService {
 		t.Fatal("SHMBRIDGE_PYTHON must name a python with the shmbridge package: run transport/go/ci.sh")
 	}
 	script, _ := filepath.Abs("../../server/python/users_service.py")
-	return startProducer(t, []string{python, script})
+	return startProducer(t, testSocketName(), []string{python, script})
 }
 
-// startProducer runs argv with an ephemeral port and a socket name of its own, and waits
+// startProducer runs argv with an ephemeral port and the control socket socket, and waits
 // (bounded) for its "listening on ADDR" line.
-func startProducer(t *testing.T, argv []string) *usersService {
+func startProducer(t *testing.T, socket string, argv []string) *usersService {
 	t.Helper()
-	socket := fmt.Sprintf("shmbridge-go-test-%d-%d", os.Getpid(), time.Now().UnixNano())
 	args := append(argv[1:len(argv):len(argv)], "--listen", "127.0.0.1:0", "--shm-socket", socket)
 	cmd := exec.Command(argv[0], args...)
 	cmd.Env = append(os.Environ(), "RUST_LOG=warn")
@@ -338,6 +348,17 @@ func killMidRequest(t *testing.T, service *usersService, target func(int) string
 	if _, err := client.Do(context.Background(), get(target(0))); !errors.Is(err, ErrClosed) {
 		t.Errorf("after the kill: %v, want ErrClosed", err)
 	}
+}
+
+// A socket name with a '/' is a file: the Rust producer listens there and the client connects
+// there, as containers sharing a directory but no network namespace do.
+func TestASocketNameWithASlashIsAFile(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "users.sock")
+	service := startProducer(t, socket, []string{usersServiceBin(t)})
+	if info, err := os.Stat(socket); err != nil || info.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("users-service made no socket file at %s: %v", socket, err)
+	}
+	checkTiers(t, service, []tierCase{{"/blobs?size=10", TierInline}, {"/users?count=20&seed=3", TierSlot}})
 }
 
 func TestReverseProxyOverTheTransport(t *testing.T) {

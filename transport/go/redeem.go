@@ -45,8 +45,8 @@ func (c *Client) redeem(d delivery) (*Response, error) {
 }
 
 // take moves h's slot from READY at exactly h's generation to READING, and stamps this process
-// as its holder until the lease ends. A handle is redeemable once: a second take finds the
-// generation moved on.
+// (as the producer's reaper knows it) as its holder until the lease ends. A handle is redeemable
+// once: a second take finds the generation moved on.
 func (c *Client) take(h handle) (word, error) {
 	hdr := c.seg.header
 	if h.epoch != hdr.epoch {
@@ -59,7 +59,7 @@ func (c *Client) take(h handle) (word, error) {
 	if !won {
 		return 0, &RedeemError{Slot: h.slot, Reason: fmt.Sprintf("stale handle: generation %d is no longer READY", h.generation)}
 	}
-	c.seg.stampHolder(h.slot, held, c.self, monotonicNow()+uint64(c.options.Lease))
+	c.seg.stampHolder(h.slot, held, monotonicNow()+uint64(c.options.Lease))
 	return held, nil
 }
 

@@ -20,6 +20,10 @@ const (
 type segment struct {
 	mem    []byte
 	header header
+	// holderName is this process as the producer's reaper knows it, which the greeting told
+	// (peerView.holderName): what it stamps in the slots it holds. In another PID namespace
+	// than the producer's, that is not its own pid.
+	holderName owner
 }
 
 // mapSegment checks the segment descriptor a producer handed over and maps it. It takes fd
@@ -99,10 +103,11 @@ func (s *segment) transition(slot uint32, from word, state uint8) (word, bool) {
 	return to, atomic.CompareAndSwapUint64(s.field(slot, 0), uint64(from), uint64(to))
 }
 
-// stampHolder records who holds slot at held and until when, right after winning the exchange:
-// each field by a compare-and-swap loop that stops once held is gone and leaves alone a value
-// written for a later generation ("Tagged fields").
-func (s *segment) stampHolder(slot uint32, held word, who owner, deadlineNS uint64) {
+// stampHolder records this process, by its holderName, as slot's holder at held until deadlineNS,
+// right after winning the exchange: each field by a compare-and-swap loop that stops once held is
+// gone and leaves alone a value written for a later generation ("Tagged fields").
+func (s *segment) stampHolder(slot uint32, held word, deadlineNS uint64) {
+	who := s.holderName
 	ino := who.pidfsIno
 	if ino > taggedValueMax {
 		ino = 0

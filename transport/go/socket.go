@@ -1,14 +1,46 @@
 package shmbridge
 
-// The socket primitives every message goes through: connecting to an abstract SOCK_SEQPACKET
-// socket, and sending or receiving one whole message with at most one descriptor (SCM_RIGHTS).
+// The socket primitives every message goes through: what a socket name stands for, connecting to
+// a SOCK_SEQPACKET socket, and sending or receiving one whole message with at most one descriptor
+// (SCM_RIGHTS).
 
 import (
+	"strings"
 	"syscall"
 	"time"
 )
 
-// connectSeqpacket connects to the abstract socket name, with connecting bounded by timeout
+// isSocketPath tells whether name is a socket file (it holds a '/': /run/shmbridge/users.sock,
+// ./users.sock) rather than an abstract socket, the rule of transport/src/fdpass/socket.rs. A
+// path reaches a producer in another network namespace through a directory both see; an
+// abstract name does not cross network namespaces.
+func isSocketPath(name string) bool {
+	return strings.Contains(name, "/")
+}
+
+// displaySocket is name as people read it: an abstract name with its conventional '@', a path as
+// it is.
+func displaySocket(name string) string {
+	if isSocketPath(name) {
+		return name
+	}
+	return "@" + name
+}
+
+// socketAddress is the address name stands for (isSocketPath).
+func socketAddress(name string) *syscall.SockaddrUnix {
+	switch {
+	case !isSocketPath(name):
+		// A leading '@' makes Go's SockaddrUnix an abstract name.
+		return &syscall.SockaddrUnix{Name: "@" + name}
+	case strings.HasPrefix(name, "@"):
+		// A relative path: the same file, without the '@' Go would take for abstract.
+		return &syscall.SockaddrUnix{Name: "./" + name}
+	}
+	return &syscall.SockaddrUnix{Name: name}
+}
+
+// connectSeqpacket connects to the socket name stands for, with connecting bounded by timeout
 // (a Unix connect waits while the listener's backlog is full, for at most SO_SNDTIMEO).
 func connectSeqpacket(name string, timeout time.Duration) (int, error) {
 	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
@@ -19,8 +51,7 @@ func connectSeqpacket(name string, timeout time.Duration) (int, error) {
 		syscall.Close(fd)
 		return -1, err
 	}
-	// A leading '@' makes Go's SockaddrUnix an abstract name.
-	if err := syscall.Connect(fd, &syscall.SockaddrUnix{Name: "@" + name}); err != nil {
+	if err := syscall.Connect(fd, socketAddress(name)); err != nil {
 		syscall.Close(fd)
 		return -1, err
 	}

@@ -30,10 +30,10 @@ var hopByHop = map[string]bool{
 	"Transfer-Encoding": true, "Upgrade": true,
 }
 
-// Transport is an http.RoundTripper that asks the producer on SocketName over shared memory.
-// It connects on first use and again after the channel is gone (the producer restarted). A
-// request that does not fit the channel (above MaxRequestLen, or a header the encoding cannot
-// carry) fails with an error and reaches no producer.
+// Transport is an http.RoundTripper that asks the producer on SocketName (a name or a path, as
+// Connect reads it) over shared memory. It connects on first use and again after the channel is
+// gone (the producer restarted). A request that does not fit the channel (above MaxRequestLen, or
+// a header the encoding cannot carry) fails with an error and reaches no producer.
 type Transport struct {
 	SocketName string
 	Options    Options

@@ -31,7 +31,7 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:8080", "address to listen on; port 0 picks a free one")
 	upstream := flag.String("upstream", "http://127.0.0.1:8081", "users-service's base URL")
 	deadline := flag.String("deadline", "2s", "how long a request may take end to end")
-	socket := flag.String("shm-socket", "", "users-service's control socket (default: asked of GET /shm/segment)")
+	socket := flag.String("shm-socket", "", "users-service's control socket: an abstract name, or a path when it holds a '/' (default: asked of GET /shm/segment)")
 	flag.Parse()
 	// The load tool writes durations as humantime does ("1m 30s"); Go wants "1m30s".
 	timeout, err := time.ParseDuration(strings.ReplaceAll(*deadline, " ", ""))
