@@ -2,7 +2,8 @@
 //! failures by class, corrupt bodies, requests that outlived their deadline, unexpected
 //! process deaths, leaked slots and sealed bytes, leftover payload memfds, faults injected, and the recovery time after each fault
 //! (from the faulted service being back to the first verified answer on every path through
-//! it). The arithmetic here is pure so it is tested without processes.
+//! it), and for a run under memory budgets the checks of [`memory`](super::memory). The
+//! arithmetic here is pure so it is tested without processes.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::harness::memory::{Answers, MemoryChecks};
 use crate::harness::scenario::Expectations;
 use crate::loadtest::load::endpoint::Endpoint;
 use crate::loadtest::load::recorder::{RequestObserver, RequestRecord};
@@ -136,6 +138,8 @@ pub struct Invariants {
     pub latency_p99: Duration,
     #[serde(serialize_with = "crate::loadtest::load::serialize_seconds")]
     pub latency_max: Duration,
+    /// A run under memory budgets: peaks, refusals, holds.
+    pub memory: Option<MemoryChecks>,
 }
 
 impl Invariants {
@@ -168,6 +172,19 @@ impl Invariants {
             fault_violations: Vec::new(),
             latency_p99: Duration::from_micros(total.latency.value_at_quantile(0.99)),
             latency_max: Duration::from_micros(total.latency.max()),
+            memory: None,
+        }
+    }
+
+    /// Counts the requests of clients beside the load (a fault's own): their answers join the
+    /// load's in every count, and a hang counts as a request that outlived its deadline.
+    pub fn count_clients(&mut self, answers: &Answers) {
+        self.requests += answers.requests;
+        self.ok += answers.verified;
+        self.corrupt += answers.corrupt;
+        self.outlived_deadline += answers.timed_out;
+        for (kind, count) in &answers.failures {
+            *self.clean_failures.entry(kind.clone()).or_default() += count;
         }
     }
 
@@ -244,6 +261,9 @@ impl Invariants {
                 "a request took {:?} (expected at most {limit:?})",
                 self.latency_max
             ));
+        }
+        if let Some(memory) = &self.memory {
+            violations.extend(memory.violations());
         }
         violations
     }
@@ -339,6 +359,7 @@ mod tests {
             fault_violations: Vec::new(),
             latency_p99: ms(100),
             latency_max: ms(2100),
+            memory: None,
         }
     }
 
@@ -391,5 +412,33 @@ mod tests {
             ..Expectations::default()
         };
         assert!(passing().violations(&strict)[0].contains("a request took"));
+        let mut starved = passing();
+        starved.memory = Some(MemoryChecks::new(
+            Vec::new(),
+            &BTreeMap::new(),
+            [&crate::harness::memory::PressureRound::default()],
+        ));
+        assert_eq!(starved.violations(&expect).len(), 1);
+        assert!(starved.violations(&expect)[0].starts_with("round 1: no large body"));
+    }
+
+    #[test]
+    fn a_faults_own_clients_join_every_count() {
+        use crate::loadtest::load::stats::{Failure, FailureClass, Outcome};
+        let mut run = passing();
+        let mut answers = Answers::default();
+        answers.record(&Outcome::Verified);
+        answers.record(&Outcome::Failed(Failure {
+            class: FailureClass::Status(503),
+            detail: String::new(),
+        }));
+        answers.record(&Outcome::Failed(Failure {
+            class: FailureClass::Timeout,
+            detail: String::new(),
+        }));
+        run.count_clients(&answers);
+        assert_eq!((run.requests, run.ok, run.outlived_deadline), (103, 91, 1));
+        assert_eq!(run.clean_failures["HTTP 503"], 11);
+        assert!(run.violations(&Expectations::default())[0].contains("1 requests outlived"));
     }
 }

@@ -10,6 +10,7 @@ pub mod failpoint_build;
 pub mod faults;
 pub mod invariants;
 pub mod leaks;
+pub mod memory;
 pub mod report;
 pub mod scenario;
 pub mod scenario_run;

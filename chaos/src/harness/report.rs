@@ -1,5 +1,6 @@
 //! The harness's output: a Markdown table per scenario (every invariant with its value and
-//! limit, faults by kind, clean failures by class, unexpected deaths), a summary table across
+//! limit, the memory checks of a run under budgets among them, faults by kind, clean failures
+//! by class, unexpected deaths), a summary table across
 //! scenarios with the replay command of each, and the JSON document with everything.
 
 use std::fmt::Write;
@@ -9,8 +10,10 @@ use serde::Serialize;
 
 use super::invariants::Invariants;
 use super::leaks::SealedBytesSource;
+use super::memory::{MemoryChecks, mib};
 use super::scenario_run::ScenarioResult;
 use crate::loadtest::load::target::RequestMix;
+use crate::process::role::Role;
 
 /// Fault notes listed per scenario besides those of faults that showed a violation.
 const NOTES_SHOWN: usize = 8;
@@ -85,7 +88,7 @@ pub fn scenario_markdown(result: &ScenarioResult) -> String {
         return out;
     };
     let max_recovery = result.expect.max_recovery;
-    let rows: Vec<(&str, String, String, bool)> = vec![
+    let mut rows: Vec<(&str, String, String, bool)> = vec![
         (
             "requests",
             invariants.requests.to_string(),
@@ -197,6 +200,9 @@ pub fn scenario_markdown(result: &ScenarioResult) -> String {
                 .is_none_or(|limit| invariants.latency_max <= limit),
         ),
     ];
+    if let Some(memory) = &invariants.memory {
+        rows.extend(memory_rows(memory));
+    }
     out.push_str("| Checker | Value | Expected | |\n|---|---:|---:|---|\n");
     for (name, value, expected, ok) in rows {
         let mark = if ok { "ok" } else { "**VIOLATED**" };
@@ -332,6 +338,52 @@ pub fn summary_markdown(results: &[ScenarioResult]) -> String {
     out
 }
 
+/// The rows of a run under memory budgets: each service's peak against its limit, the
+/// refusals, and the large bodies served to the gateway while the hog held its share.
+fn memory_rows(memory: &MemoryChecks) -> Vec<(&'static str, String, String, bool)> {
+    let mut rows: Vec<_> = memory
+        .peaks
+        .iter()
+        .map(|peak| {
+            (
+                match peak.service {
+                    Role::Gateway => "peak RSS, gateway (VmHWM)",
+                    Role::UsersService => "peak RSS, users-service (VmHWM)",
+                },
+                peak.peak.map_or_else(|| "unread".to_owned(), mib),
+                format!("≤ {}", peak.limit),
+                peak.within_limit(),
+            )
+        })
+        .collect();
+    let served: Vec<String> = memory
+        .served_during_holds
+        .iter()
+        .map(u64::to_string)
+        .collect();
+    rows.extend([
+        (
+            "clean refusals (503 with Retry-After, 413)",
+            memory.refused.to_string(),
+            String::new(),
+            true,
+        ),
+        (
+            "answers neither 200 nor a clean refusal",
+            memory.unclean_total().to_string(),
+            "0".to_owned(),
+            memory.unclean.is_empty(),
+        ),
+        (
+            "large shm bodies served while the hog held its share, per round",
+            served.join(", "),
+            "≥ 1 each".to_owned(),
+            memory.served_during_holds.iter().all(|&served| served > 0),
+        ),
+    ]);
+    rows
+}
+
 /// A markdown table after a blank line: `head` (its header and separator rows), then `rows`;
 /// nothing at all when there are no rows.
 fn write_table(out: &mut String, head: &str, rows: impl Iterator<Item = String>) {
@@ -388,7 +440,58 @@ fn seconds(duration: Option<Duration>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::harness::memory::{MemoryLimit, PeakRss};
+
+    #[test]
+    fn memory_rows_mark_what_failed() {
+        let limit = MemoryLimit {
+            budget: 256 << 20,
+            caches: 0,
+            overhead: 64 << 20,
+        };
+        let peak = |service, bytes: u64| PeakRss {
+            service,
+            limit,
+            peak: Some(bytes),
+            error: None,
+        };
+        let memory = MemoryChecks {
+            peaks: vec![
+                peak(Role::Gateway, 321 << 20),
+                peak(Role::UsersService, 40 << 20),
+            ],
+            refused: 12,
+            unclean: BTreeMap::from([("timeout".to_owned(), 1)]),
+            holds: vec![1, 3],
+            served_during_holds: vec![2, 0],
+        };
+        let rows = memory_rows(&memory);
+        let marks: Vec<(&str, &str, bool)> = rows
+            .iter()
+            .map(|(name, value, _, ok)| (*name, value.as_str(), *ok))
+            .collect();
+        assert_eq!(
+            marks,
+            [
+                ("peak RSS, gateway (VmHWM)", "321 MiB", false),
+                ("peak RSS, users-service (VmHWM)", "40 MiB", true),
+                ("clean refusals (503 with Retry-After, 413)", "12", true),
+                ("answers neither 200 nor a clean refusal", "1", false),
+                (
+                    "large shm bodies served while the hog held its share, per round",
+                    "2, 0",
+                    false
+                ),
+            ]
+        );
+        assert_eq!(
+            rows[0].2,
+            "≤ 320 MiB (256 MiB budget + 0 MiB caches + 64 MiB overhead)"
+        );
+    }
 
     #[test]
     fn a_table_stands_after_a_blank_line_and_is_left_out_without_rows() {

@@ -3,9 +3,7 @@
 //! CI, and the expectations the run is judged by. Parsing is strict (`deny_unknown_fields`)
 //! and every error names the file and the field.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -13,7 +11,7 @@ use shmbridge_server::dataset::{DEFAULT_COUNT, DEFAULT_SEED};
 use url::Url;
 
 use super::faults::FaultSpec;
-use super::faults::spec::{duration, from_str};
+use super::faults::spec::{duration, from_str, optional_from_str};
 use crate::loadtest::load::counts::CountMix;
 use crate::loadtest::load::endpoint::EndpointMix;
 use crate::loadtest::load::open_loop::OpenLoopProfile;
@@ -315,14 +313,6 @@ fn default_timeout() -> Duration {
 
 fn default_max_recovery() -> Duration {
     DEFAULT_MAX_RECOVERY
-}
-
-fn optional_from_str<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: FromStr<Err: fmt::Display>,
-{
-    from_str(deserializer).map(Some)
 }
 
 fn optional_duration<'de, D: Deserializer<'de>>(

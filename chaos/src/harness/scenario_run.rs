@@ -1,8 +1,9 @@
 //! One scenario from start to verdict: start both services (armed if the first fault needs
-//! it), drive the load with an observer while the fault schedule runs beside it, keep a
-//! fault-free tail so the last fault's recovery is seen, then wait for both services to be
-//! healthy, read the leaked slots, sealed bytes and payload memfds, stop the services and judge
-//! the counts.
+//! it, with the flags its fault class gives them), drive the load with an observer while the
+//! fault schedule runs beside it, keep a fault-free tail so the last fault's recovery is seen,
+//! then wait for both services to be healthy, read each one's peak RSS (for a class that runs
+//! them under memory budgets), the leaked slots, sealed bytes and payload memfds, stop the
+//! services and judge the counts, the requests a fault made itself among them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use super::faults::class::{FaultContext, Injected};
 use super::faults::error::{FaultError, InjectError};
 use super::invariants::{Invariants, RecoverySummary, SuccessLog, recovery_time};
 use super::leaks::{self, PayloadMemfds, SealedBytesSource};
+use super::memory::{MemoryChecks, PeakRss, PressureRound};
 use super::scenario::{Expectations, Scenario};
 use super::schedule::{self, PlannedFault};
 use crate::inspect::SlotRow;
@@ -26,6 +28,7 @@ use crate::loadtest::load::verify::BodyChecker;
 use crate::loadtest::load::{self, LoadConfig, LoadError};
 use crate::process::go::GatewayKind;
 use crate::process::python::UsersServiceKind;
+use crate::process::role::Role;
 use crate::process::service::ServiceProgram;
 use crate::process::supervisor::{ServicePrograms, Supervisor, SupervisorError, UnexpectedDeath};
 
@@ -75,6 +78,8 @@ pub struct FaultRecord {
     pub note: Option<String>,
     /// The invariant this fault showed violated, if any.
     pub violation: Option<String>,
+    /// What a round of memory pressure measured.
+    pub pressure: Option<PressureRound>,
     #[serde(skip)]
     back: Option<Instant>,
 }
@@ -203,10 +208,15 @@ async fn run_checked(
         None
     };
     let segment_path = segment_dir.as_ref().map(|dir| dir.path().join("segment"));
-    let users_service_args = segment_path
-        .iter()
-        .flat_map(|path| ["--shm-path".to_owned(), path.display().to_string()])
-        .collect();
+    let service_args = |role| {
+        let mut args = scenario.fault.service_args(role);
+        if role == Role::UsersService
+            && let Some(path) = &segment_path
+        {
+            args.extend(["--shm-path".to_owned(), path.display().to_string()]);
+        }
+        args
+    };
     let first_arming = plan
         .first()
         .and_then(|fault| fault.action.arming_in_advance());
@@ -228,7 +238,7 @@ async fn run_checked(
         services,
         options.startup_timeout,
         restart_delay,
-        users_service_args,
+        service_args,
         |role| {
             first_arming
                 .clone()
@@ -260,6 +270,7 @@ async fn run_checked(
             .max(load_started),
         end,
         segment_path,
+        checker: Arc::clone(&checker),
         progress: verbose.then(|| progress.clone()),
     };
     let (stats, faults) = tokio::join!(
@@ -270,6 +281,21 @@ async fn run_checked(
     let mut faults = faults?;
 
     supervisor.wait_healthy().await?;
+    // Before anything else: the whole run's peaks, while both processes still run.
+    let peaks: Vec<PeakRss> = scenario
+        .fault
+        .memory_limits()
+        .into_iter()
+        .map(|(role, limit)| match supervisor.pid(role) {
+            Ok(pid) => PeakRss::read(role, pid, limit),
+            Err(error) => PeakRss {
+                service: role,
+                limit,
+                peak: None,
+                error: Some(error.to_string()),
+            },
+        })
+        .collect();
     let leaks = leaks::check(&supervisor).await;
     (result.detections, result.detection_errors) = detections::read(&supervisor).await;
     let unexpected = supervisor.shutdown().await?;
@@ -278,6 +304,16 @@ async fn run_checked(
     let completions = successes.sorted();
     let mut recoveries = Vec::new();
     let mut invariants = Invariants::from_stats(&stats, scenario.fault.count());
+    let rounds: Vec<&PressureRound> = faults
+        .iter()
+        .filter_map(|record| record.pressure.as_ref())
+        .collect();
+    for round in &rounds {
+        invariants.count_clients(&round.answers);
+    }
+    if !peaks.is_empty() {
+        invariants.memory = Some(MemoryChecks::new(peaks, &stats.total().failures, rounds));
+    }
     for record in &mut faults {
         if record.back.is_some() {
             *invariants
@@ -341,6 +377,7 @@ struct FaultSchedule<'a> {
     /// The load's end: the services are watched until then.
     end: Instant,
     segment_path: Option<PathBuf>,
+    checker: Arc<BodyChecker>,
     progress: Option<Progress>,
 }
 
@@ -372,6 +409,7 @@ impl FaultSchedule<'_> {
                 stop_injecting: self.stop_injecting,
                 hold: fault.after,
                 segment_path: self.segment_path.clone(),
+                checker: Arc::clone(&self.checker),
             };
             let injected = match fault.action.inject(&mut context).await {
                 Ok(injected) => injected,
@@ -381,6 +419,7 @@ impl FaultSchedule<'_> {
                     back: None,
                     note: Some("not injected: the segment could not be reached".to_owned()),
                     violation: Some(format!("the segment is unreachable: {error}")),
+                    pressure: None,
                 },
                 Err(error) => return Err(error),
             };
@@ -407,6 +446,7 @@ impl FaultSchedule<'_> {
                 recovery_seconds: None,
                 note: injected.note,
                 violation: injected.violation,
+                pressure: injected.pressure,
                 back: injected.back,
             });
         }

@@ -109,14 +109,15 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts users-service, then the gateway pointed at it, each with its `FAILPOINTS` (if
-    /// any), and waits until both are ready.
+    /// Starts users-service, then the gateway pointed at it, each with the arguments
+    /// `service_args` gives it for every start and its `FAILPOINTS` (if any), and waits until
+    /// both are ready.
     pub async fn start(
         program: PathBuf,
         services: ServicePrograms,
         startup_timeout: Duration,
         restart_delay: Duration,
-        users_service_args: Vec<String>,
+        service_args: impl Fn(Role) -> Vec<String>,
         arming: impl Fn(Role) -> Option<String>,
     ) -> Result<Supervisor, SupervisorError> {
         let managed = || Managed {
@@ -137,8 +138,8 @@ impl Supervisor {
             started: Instant::now(),
             unexpected: Vec::new(),
         };
-        supervisor.users.extra_args = users_service_args;
         for role in Role::ALL {
+            supervisor.managed_mut(role).extra_args = service_args(role);
             supervisor.launch(role, arming(role)).await?;
         }
         Ok(supervisor)

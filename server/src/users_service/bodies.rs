@@ -22,8 +22,9 @@ use crate::query_cache::QueryCache;
 pub const MAX_KEPT_USERS: u32 = 10_000;
 
 /// Bytes of generated datasets kept (the pre-issue-14 bound: the serialized-body bound grew to
-/// hold 64 MiB bodies, datasets did not need to).
-const DATASETS_MAX_BYTES: usize = 32 << 20;
+/// hold 64 MiB bodies, datasets did not need to). Public for the chaos harness, which counts it
+/// in what users-service's memory may reach.
+pub const DATASETS_MAX_BYTES: usize = 32 << 20;
 
 /// (length, crc32) pairs kept for streamed bodies: 16 bytes each, so a sweep over many sizes
 /// and seeds pays the extra pass that finds them once per query.

@@ -11,4 +11,4 @@ mod start;
 mod streamed_body;
 
 pub use app::{AppState, Args, app, run};
-pub use bodies::{Bodies, MAX_KEPT_USERS};
+pub use bodies::{Bodies, DATASETS_MAX_BYTES, MAX_KEPT_USERS};

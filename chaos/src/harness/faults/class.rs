@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand_chacha::ChaCha8Rng;
@@ -19,7 +20,9 @@ use tokio::time::Instant;
 
 use super::error::{FaultError, InjectError};
 use super::spec::DurationRange;
+use crate::harness::memory::{MemoryLimit, PressureRound};
 use crate::loadtest::load::endpoint::Endpoint;
+use crate::loadtest::load::verify::BodyChecker;
 use crate::process::role::Role;
 use crate::process::supervisor::Supervisor;
 use crate::segment::segment_info;
@@ -57,6 +60,16 @@ pub trait FaultClass: Clone + fmt::Debug + Serialize + DeserializeOwned {
     /// Whether users-service must run with a segment file (`--shm-path`) for this class.
     fn needs_segment_file(&self) -> bool {
         false
+    }
+    /// Flags every start of `role` gets for this class (e.g. the budgets it runs under).
+    fn service_args(&self, _role: Role) -> Vec<String> {
+        Vec::new()
+    }
+    /// For a class that runs the services under memory budgets, what each service's resident
+    /// memory may reach: the run is then judged by the services' peaks and its refusals
+    /// ([`crate::harness::memory`]). Empty for the others.
+    fn memory_limits(&self) -> Vec<(Role, MemoryLimit)> {
+        Vec::new()
     }
 }
 
@@ -105,6 +118,8 @@ pub struct Injected {
     /// The fault itself showed a violated invariant (e.g. a resize the kernel allowed, a
     /// slot the reaper never took back from a dead holder).
     pub violation: Option<String>,
+    /// What a round of memory pressure measured, for the run's memory checks.
+    pub pressure: Option<PressureRound>,
 }
 
 impl Injected {
@@ -114,6 +129,7 @@ impl Injected {
             back: Some(Instant::now()),
             note: None,
             violation: None,
+            pressure: None,
         }
     }
 }
@@ -131,6 +147,9 @@ pub struct FaultContext<'a> {
     pub hold: Duration,
     /// users-service's `--shm-path`, when the scenario runs it with a segment file.
     pub segment_path: Option<PathBuf>,
+    /// The run's body checker (its expected bodies generated once per run), for faults that
+    /// send requests of their own.
+    pub checker: Arc<BodyChecker>,
 }
 
 impl FaultContext<'_> {
@@ -221,6 +240,22 @@ macro_rules! fault_classes {
             pub fn needs_segment_file(&self) -> bool {
                 match self {
                     $(FaultSpec::$class(spec) => spec.needs_segment_file(),)*
+                }
+            }
+
+            /// See `FaultClass::service_args`.
+            pub fn service_args(&self, role: $crate::process::role::Role) -> Vec<String> {
+                match self {
+                    $(FaultSpec::$class(spec) => spec.service_args(role),)*
+                }
+            }
+
+            /// See `FaultClass::memory_limits`.
+            pub fn memory_limits(
+                &self,
+            ) -> Vec<($crate::process::role::Role, $crate::harness::memory::MemoryLimit)> {
+                match self {
+                    $(FaultSpec::$class(spec) => spec.memory_limits(),)*
                 }
             }
         }

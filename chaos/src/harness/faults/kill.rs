@@ -173,6 +173,7 @@ impl Fault for Kill {
             back: Some(back),
             violation: None,
             note,
+            pressure: None,
         })
     }
 }

@@ -11,6 +11,7 @@ pub mod spec;
 pub mod kill;
 pub mod pause;
 pub mod pid_reuse;
+pub mod pressure;
 pub mod resize;
 pub mod rogue;
 pub mod scribble;
@@ -36,4 +37,7 @@ fault_classes! {
     StaleSegment(stale::StaleSegmentSpec),
     /// A same-uid process that is not the gateway misbehaving on the control socket.
     RoguePeer(rogue::RoguePeerSpec),
+    /// Rounds of the largest bodies at once, slow readers and a hog holding its sealed share,
+    /// with the services under the budgets the table gives them.
+    MemoryPressure(pressure::MemoryPressureSpec),
 }

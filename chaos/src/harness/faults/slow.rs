@@ -100,6 +100,7 @@ impl Fault for Slow {
             back: Some(back),
             violation: None,
             note: None,
+            pressure: None,
         })
     }
 }

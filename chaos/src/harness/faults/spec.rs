@@ -90,6 +90,15 @@ where
     text.parse().map_err(serde::de::Error::custom)
 }
 
+/// Reads an optional string through its type's `FromStr` (with `#[serde(default)]`).
+pub fn optional_from_str<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err: fmt::Display>,
+{
+    from_str(deserializer).map(Some)
+}
+
 /// Reads a duration the way operators write one (`"2s"`, `"500ms"`).
 pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;

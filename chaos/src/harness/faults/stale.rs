@@ -145,6 +145,7 @@ impl Fault for StaleSegment {
             back: Some(back),
             note: Some(format!("{kind:?}: {note}")),
             violation,
+            pressure: None,
         })
     }
 }

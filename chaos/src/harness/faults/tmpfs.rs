@@ -103,6 +103,7 @@ impl Fault for FullTmpfs {
                 ready.1.trim()
             )),
             violation: (!problems.is_empty()).then(|| problems.join("; ")),
+            pressure: None,
         })
     }
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::header::RETRY_AFTER;
 use reqwest::{Client, StatusCode, Url};
 use tokio::time::Instant;
 
@@ -118,14 +119,13 @@ impl RequestContext {
             })?;
         let status = response.status();
         if status != StatusCode::OK {
-            // Of the error body only its stable `code` is kept: the message may hold slot
-            // numbers or offsets, which would split one failure kind into many rows.
+            let retry_after = response.headers().contains_key(RETRY_AFTER);
             let body = response.bytes().await.unwrap_or_default();
-            return Err(failed(
-                FailureClass::Status(status.as_u16()),
-                status_detail(status, &body),
-                body.len() as u64,
-            ));
+            return Err(Completed {
+                outcome: Outcome::Failed(status_failure(status, retry_after, &body)),
+                body_bytes: body.len() as u64,
+                transport: None,
+            });
         }
         let crc_header = match response.headers().get(CRC_HEADER) {
             None => None,
@@ -174,6 +174,25 @@ fn failed(class: FailureClass, detail: String, body_bytes: u64) -> Completed {
         transport: None,
     }
 }
+
+/// The failure of an answer other than 200 (`retry_after`: whether it had a `Retry-After`
+/// header). Of the error body only its stable `code` is kept: the message may hold slot numbers
+/// or offsets, which would split one failure kind into many rows. A 503 without `Retry-After`
+/// ends its detail with [`NO_RETRY_AFTER`]: it does not tell the client when to come back, so
+/// it is no clean refusal, and it gets a row of its own.
+pub fn status_failure(status: StatusCode, retry_after: bool, body: &[u8]) -> Failure {
+    let mut detail = status_detail(status, body);
+    if status == StatusCode::SERVICE_UNAVAILABLE && !retry_after {
+        detail.push_str(NO_RETRY_AFTER);
+    }
+    Failure {
+        class: FailureClass::Status(status.as_u16()),
+        detail,
+    }
+}
+
+/// How the detail of a 503 without `Retry-After` ends ([`status_failure`]).
+pub const NO_RETRY_AFTER: &str = ", no Retry-After";
 
 /// The status's reason phrase, and the `code` of the gateway's JSON error body
 /// (`{"error": ..., "code": ...}`) when there is one, e.g. `Service Unavailable (upstream_timeout)`:
@@ -231,6 +250,19 @@ mod tests {
         assert_eq!(
             status_detail(StatusCode::BAD_GATEWAY, br#"{"code":"shm_corrupt"}"#),
             "Bad Gateway (shm_corrupt)"
+        );
+        let refused = br#"{"error": "the gateway is busy", "code": "gateway_busy"}"#;
+        let clean = status_failure(unavailable, true, refused);
+        assert_eq!(clean.class, FailureClass::Status(503));
+        assert_eq!(clean.detail, "Service Unavailable (gateway_busy)");
+        assert_eq!(
+            status_failure(unavailable, false, refused).detail,
+            "Service Unavailable (gateway_busy), no Retry-After"
+        );
+        assert_eq!(
+            status_failure(StatusCode::PAYLOAD_TOO_LARGE, false, b"").detail,
+            "Payload Too Large",
+            "only a 503 is told when to come back"
         );
         for not_a_code in [
             &b"<html>busy</html>"[..],

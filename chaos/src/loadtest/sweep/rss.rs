@@ -166,7 +166,8 @@ fn reset_works() -> Result<(), String> {
     }
 }
 
-fn status_field(pid: Pid, field: &str) -> Option<u64> {
+/// The value in kB of `field` in `/proc/PID/status`; `None` if the process or field is gone.
+pub fn status_field(pid: Pid, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     parse_status_kib(&status, field)
 }

@@ -13,8 +13,9 @@ use shmbridge::attach_via_socket_read_only;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+use super::WITHDRAW_TIMEOUT;
 use super::peer::{Hog, HogEnd, HogReport, Withdrawal};
-use super::{WITHDRAW_TIMEOUT, blocking};
+use crate::harness::faults::channel::blocking;
 use crate::harness::faults::class::{ATTACH_TIMEOUT, FaultContext, Injected};
 use crate::harness::faults::error::{FaultError, InjectError};
 use crate::segment::SegmentError;
@@ -39,6 +40,18 @@ pub fn judge_hog(report: &HogReport, withdrawal: Withdrawal) -> (String, Option<
             format!("refused peer-busy (limit {limit})")
         }
         HogEnd::SegmentBusy { limit } => format!("refused segment-busy (limit {limit})"),
+        HogEnd::Exhausted => {
+            violations.push(
+                "the hog was refused exhausted (no room came free), not a busy answer".to_owned(),
+            );
+            "refused exhausted".to_owned()
+        }
+        HogEnd::Answered { status } => {
+            violations.push(format!(
+                "users-service answered the hog {status} instead of publishing the load's body"
+            ));
+            format!("answered {status}")
+        }
         HogEnd::OtherRefusal { refusal } => {
             violations.push(format!(
                 "the hog was refused with {refusal:?}, not a busy answer"
@@ -96,6 +109,7 @@ pub(super) fn hog_injected(
         back: Some(holding),
         note: Some(note),
         violation,
+        pressure: None,
     }
 }
 

@@ -34,6 +34,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::channel::blocking;
 use super::class::{Fault, FaultClass, FaultContext, Injected};
 use super::error::{FaultError, InjectError};
 use super::spec::DurationRange;
@@ -204,17 +205,7 @@ impl Fault for RoguePeer {
                     .watch(hold.min(context.remaining()), None)
                     .await?;
                 let report = hog.report();
-                let segment = Arc::clone(hog.segment());
-                let held = report.held.clone();
-                let withdrawal = blocking("hog close", move || {
-                    Ok(Withdrawal::close_and_wait(
-                        &segment,
-                        &held,
-                        || drop(hog),
-                        WITHDRAW_TIMEOUT,
-                    ))
-                })
-                .await?;
+                let withdrawal = release_hog(hog).await?;
                 Ok(hog_injected(&report, withdrawal, holding))
             }
             &Attack::HogKill { hold } => {
@@ -225,14 +216,20 @@ impl Fault for RoguePeer {
     }
 }
 
-/// Runs a blocking socket exchange off the async workers.
-async fn blocking<T: Send + 'static>(
-    task: &'static str,
-    work: impl FnOnce() -> Result<T, InjectError> + Send + 'static,
-) -> Result<T, InjectError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|source| InjectError::Task { task, source })?
+/// Closes `hog`'s connection and watches its publications be withdrawn (for at most
+/// [`WITHDRAW_TIMEOUT`]), off the async workers.
+pub async fn release_hog(hog: Hog) -> Result<Withdrawal, InjectError> {
+    let segment = Arc::clone(hog.segment());
+    let held = hog.report().held;
+    blocking("hog close", move || {
+        Ok(Withdrawal::close_and_wait(
+            &segment,
+            &held,
+            || drop(hog),
+            WITHDRAW_TIMEOUT,
+        ))
+    })
+    .await
 }
 
 /// A note and maybe a violation, for a fault whose service never went away.
@@ -474,6 +471,16 @@ mod tests {
                 ),
                 withdrawn(2),
                 "failed unrefused",
+            ),
+            (
+                report(3, HogEnd::Exhausted),
+                withdrawn(3),
+                "refused exhausted",
+            ),
+            (
+                report(1, HogEnd::Answered { status: 503 }),
+                withdrawn(1),
+                "answered the hog 503",
             ),
             (
                 report(4, HogEnd::PeerBusy { limit: 4 }),

@@ -224,8 +224,14 @@ pub enum HogEnd {
     PeerBusy { limit: u64 },
     /// Refused because the segment holds its limit of unredeemed publications.
     SegmentBusy { limit: u64 },
+    /// Refused because no room came free before the deadline: no slot, or (for a sealed
+    /// payload) no room under the sealed bytes in flight or the hog's share of them.
+    Exhausted,
     /// Refused for another reason.
     OtherRefusal { refusal: String },
+    /// Answered with a status other than 200 (e.g. a 503 while users-service is busy) instead
+    /// of a body: published, but nothing a hog holds on to.
+    Answered { status: u16 },
     /// The request failed without a refusal (channel closed, no answer in time...).
     Failed { error: String },
     /// Took more publications than the segment has slots and was never refused.
@@ -233,21 +239,24 @@ pub enum HogEnd {
 }
 
 impl HogEnd {
-    fn of(result: Result<(), RequestError>) -> HogEnd {
-        match result {
-            Ok(()) => HogEnd::NeverRefused,
-            Err(RequestError::Refused(Refusal {
+    fn of(error: RequestError) -> HogEnd {
+        match error {
+            RequestError::Refused(Refusal {
                 code: RefusalCode::PeerBusy,
                 detail,
-            })) => HogEnd::PeerBusy { limit: detail },
-            Err(RequestError::Refused(Refusal {
+            }) => HogEnd::PeerBusy { limit: detail },
+            RequestError::Refused(Refusal {
                 code: RefusalCode::SegmentBusy,
                 detail,
-            })) => HogEnd::SegmentBusy { limit: detail },
-            Err(RequestError::Refused(refusal)) => HogEnd::OtherRefusal {
+            }) => HogEnd::SegmentBusy { limit: detail },
+            RequestError::Refused(Refusal {
+                code: RefusalCode::Exhausted,
+                ..
+            }) => HogEnd::Exhausted,
+            RequestError::Refused(refusal) => HogEnd::OtherRefusal {
                 refusal: refusal.to_string(),
             },
-            Err(error) => HogEnd::Failed {
+            error => HogEnd::Failed {
                 error: error.to_string(),
             },
         }
@@ -275,9 +284,16 @@ pub struct Hog {
 }
 
 impl Hog {
-    /// Connects to `@socket_name` as a gateway does and publishes the load's payload until
-    /// refused, or until it took one more publication than the segment has slots.
+    /// Connects to `@socket_name` as a gateway does and publishes the load's payload (a slot's
+    /// worth) until refused, or until it took one more publication than the segment has slots.
     pub fn take(socket_name: &str) -> Result<Hog, InjectError> {
+        Hog::take_with(socket_name, &users_request())
+    }
+
+    /// [`Hog::take`], asking for `request` every time: a body above a slot makes the hog hold
+    /// sealed payloads, until the producer refuses it [`HogEnd::Exhausted`] at its share of the
+    /// sealed bytes. An answer other than 200 ends the taking too ([`HogEnd::Answered`]).
+    pub fn take_with(socket_name: &str, request: &[u8]) -> Result<Hog, InjectError> {
         let options = ClientOptions {
             timeout: ATTACH_TIMEOUT,
             ..ClientOptions::default()
@@ -288,13 +304,18 @@ impl Hog {
                 source,
             }
         })?;
-        let request = users_request();
         let most = client.segment().slot_count() as usize + 1;
         let mut publications = Vec::new();
         let mut held = Vec::new();
-        let mut result = Ok(());
+        let mut end = HogEnd::NeverRefused;
         while publications.len() < most {
-            match ask(&client, &request, PUBLISH_TIMEOUT) {
+            match ask(&client, request, PUBLISH_TIMEOUT) {
+                Ok(publication) if publication.head().status() != 200 => {
+                    end = HogEnd::Answered {
+                        status: publication.head().status(),
+                    };
+                    break;
+                }
                 Ok(publication) => {
                     // An inline answer holds nothing: only handles are held.
                     if let Some(handle) = publication.handle() {
@@ -303,7 +324,7 @@ impl Hog {
                     publications.push(publication);
                 }
                 Err(error) => {
-                    result = Err(error);
+                    end = HogEnd::of(error);
                     break;
                 }
             }
@@ -312,7 +333,7 @@ impl Hog {
             client,
             publications,
             held,
-            end: HogEnd::of(result),
+            end,
         })
     }
 
@@ -324,6 +345,11 @@ impl Hog {
     /// Publications taken and held (inline ones included, which hold no slot).
     pub fn taken(&self) -> usize {
         self.publications.len()
+    }
+
+    /// Bytes of the bodies held, unredeemed.
+    pub fn held_bytes(&self) -> u64 {
+        self.publications.iter().map(Publication::len).sum()
     }
 
     pub fn report(&self) -> HogReport {
@@ -567,15 +593,9 @@ mod tests {
         let hog = Hog::take(server.socket_name()).unwrap();
         let report = hog.report();
         assert_eq!(report.held.len(), 4);
-        // Its fifth request waits for a slot until its deadline, which is also how long the
-        // hog waits for the answer: refused or timed out, it is no busy answer.
-        assert!(
-            matches!(
-                report.end,
-                HogEnd::OtherRefusal { .. } | HogEnd::Failed { .. }
-            ),
-            "{report:?}"
-        );
+        // Its fifth request waits for a slot until its deadline and is refused exhausted: no
+        // busy answer.
+        assert_eq!(report.end, HogEnd::Exhausted);
         let segment = Arc::clone(hog.segment());
         let withdrawal =
             Withdrawal::close_and_wait(&segment, &report.held, || drop(hog), ATTACH_TIMEOUT);
