@@ -6,16 +6,16 @@
 //! and a fixed overhead, every answer not a 200 a clean refusal, and in every round a large body
 //! served to the gateway while the hog held its share.
 //!
-//! A round ([`round`]): the hog takes its share while only the small load runs ([`share`]);
-//! then at once the slow readers ([`slow_reader`]), the burst and the prober ([`clients`]) while
-//! the hog holds; the hog lets go; then, if no large body reached the gateway during the hold,
-//! quiet holds with the prober alone until one does.
+//! A round ([`round`]): the slow readers start one after another and trickle ([`slow_reader`]);
+//! meanwhile the hog takes its share ([`share`]); then at once the burst and the prober
+//! ([`clients`]) while the hog holds; the hog lets go; then, if no large body reached the
+//! gateway during the hold, quiet holds with the prober alone until one does.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use shmbridge::SegmentConfig;
 use shmbridge_server::dataset::DEFAULT_SEED;
 use shmbridge_server::payload::Payload;
@@ -53,10 +53,11 @@ pub struct MemoryPressureSpec {
     pub budgets: Budgets,
     /// A round's burst: every client of every group sends its request at once.
     pub burst: Vec<ClientGroup>,
-    /// A round's slow readers, started with the burst.
+    /// A round's slow readers, started one after another before the burst.
     pub slow_readers: Vec<ClientGroup>,
-    /// How long a slow reader reads slowly before it reads the rest at full speed (drawn per
-    /// round).
+    /// How long the slow readers read slowly, together, once the last has begun (drawn per
+    /// round), before they read the rest at full speed: the hog takes its share meanwhile, and
+    /// the burst comes as they finish.
     pub slow: DurationRange,
     /// What the hog asks users-service for, until refused: a `/blobs` body above a slot, so
     /// that what it holds is sealed payloads.
@@ -78,9 +79,10 @@ pub struct Budgets {
     /// The gateway's `--memory-budget`.
     #[serde(deserialize_with = "from_str")]
     pub gateway: Size,
-    /// The gateway's `--keep-verified-bytes`: verified sealed payloads kept mapped.
-    #[serde(deserialize_with = "from_str")]
-    pub keep_verified: Size,
+    /// The gateway's `--keep-verified-bytes`: verified sealed payloads kept mapped (`"0"`:
+    /// none).
+    #[serde(deserialize_with = "size_or_zero")]
+    pub keep_verified: u64,
     /// users-service's `--making-budget`.
     #[serde(deserialize_with = "from_str")]
     pub making: Size,
@@ -116,6 +118,17 @@ pub struct ClientGroup {
 
 fn one() -> u32 {
     1
+}
+
+/// Reads a size (`"160MiB"`, see [`Size`]) or `"0"`.
+fn size_or_zero<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.trim() == "0" {
+        return Ok(0);
+    }
+    text.parse::<Size>()
+        .map(Size::bytes)
+        .map_err(serde::de::Error::custom)
 }
 
 impl ClientGroup {
@@ -243,21 +256,21 @@ impl FaultClass for MemoryPressureSpec {
 
     fn service_args(&self, role: Role) -> Vec<String> {
         let budgets = &self.budgets;
-        let flags: Vec<(&str, Size)> = match role {
+        let flags = match role {
             Role::Gateway => vec![
-                ("--memory-budget", budgets.gateway),
+                ("--memory-budget", budgets.gateway.bytes()),
                 ("--keep-verified-bytes", budgets.keep_verified),
             ],
             Role::UsersService => vec![
-                ("--making-budget", budgets.making),
-                ("--max-payload", budgets.max_payload),
-                ("--max-sealed-bytes", budgets.sealed),
-                ("--max-sealed-bytes-per-peer", budgets.sealed_share),
+                ("--making-budget", budgets.making.bytes()),
+                ("--max-payload", budgets.max_payload.bytes()),
+                ("--max-sealed-bytes", budgets.sealed.bytes()),
+                ("--max-sealed-bytes-per-peer", budgets.sealed_share.bytes()),
             ],
         };
         flags
             .into_iter()
-            .flat_map(|(flag, size)| [flag.to_owned(), size.bytes().to_string()])
+            .flat_map(|(flag, bytes)| [flag.to_owned(), bytes.to_string()])
             .collect()
     }
 
@@ -274,7 +287,7 @@ impl FaultClass for MemoryPressureSpec {
                 Role::Gateway,
                 MemoryLimit {
                     budget: self.budgets.gateway.bytes(),
-                    caches: self.budgets.keep_verified.bytes() + 2 * route_cache,
+                    caches: self.budgets.keep_verified + 2 * route_cache,
                     overhead: GATEWAY_OVERHEAD,
                 },
             ),
@@ -327,14 +340,14 @@ slow_readers = [{ endpoint = "api", users = 170000, clients = 2 }]
 
 [budgets]
 gateway = "256MiB"
-keep_verified = "160MiB"
+keep_verified = "0"
 making = "384MiB"
 max_payload = "64MiB"
 sealed = "256MiB"
 sealed_share = "128MiB"
 "#;
 
-    fn spec(text: &str) -> Result<MemoryPressureSpec, String> {
+    fn parse(text: &str) -> Result<MemoryPressureSpec, String> {
         let spec: MemoryPressureSpec = toml::from_str(text).map_err(|error| error.to_string())?;
         spec.validate()
             .map_err(|(field, reason)| format!("{field}: {reason}"))?;
@@ -343,15 +356,10 @@ sealed_share = "128MiB"
 
     #[test]
     fn the_budgets_become_flags_and_limits() {
-        let spec = spec(TABLE).unwrap();
+        let spec = parse(TABLE).unwrap();
         assert_eq!(
             spec.service_args(Role::Gateway),
-            [
-                "--memory-budget",
-                "268435456",
-                "--keep-verified-bytes",
-                "167772160"
-            ]
+            ["--memory-budget", "268435456", "--keep-verified-bytes", "0"]
         );
         assert_eq!(
             spec.service_args(Role::UsersService),
@@ -369,7 +377,11 @@ sealed_share = "128MiB"
         let limits = spec.memory_limits();
         assert_eq!(limits[0].0, Role::Gateway);
         assert_eq!(limits[0].1.budget, 256 << 20);
-        assert_eq!(limits[0].1.caches, (160 + 2 * 160) << 20);
+        assert_eq!(limits[0].1.caches, (2 * 160) << 20);
+        let keeping =
+            parse(&TABLE.replace("keep_verified = \"0\"", "keep_verified = \"160MiB\"")).unwrap();
+        assert_eq!(keeping.memory_limits()[0].1.caches, (160 + 2 * 160) << 20);
+        assert_eq!(keeping.service_args(Role::Gateway)[3], "167772160");
         assert_eq!(limits[1].0, Role::UsersService);
         assert_eq!(limits[1].1.budget, 384 << 20);
         assert_eq!(limits[1].1.caches, 32 << 20);
@@ -377,7 +389,7 @@ sealed_share = "128MiB"
 
     #[test]
     fn groups_ask_with_the_loads_seed_or_their_own() {
-        let spec = spec(TABLE).unwrap();
+        let spec = parse(TABLE).unwrap();
         let shm: Vec<_> = spec.burst[0].requests().collect();
         assert_eq!(shm, vec![(Resource::Users(170_000), DEFAULT_SEED); 4]);
         let cached: Vec<u64> = spec.burst[1].requests().map(|(_, seed)| seed).collect();
@@ -411,6 +423,12 @@ sealed_share = "128MiB"
             ("size=62914560", "size=200000000", "fault.hog: its body"),
             ("size=50331648", "size=3000", "fault.probe"),
             ("gateway = \"256MiB\"", "gateway = \"lots\"", "not a size"),
+            ("gateway = \"256MiB\"", "gateway = \"0\"", "is 0 bytes"),
+            (
+                "keep_verified = \"0\"",
+                "keep_verified = \"none\"",
+                "not a size",
+            ),
             (
                 "slow = \"1s..2s\"",
                 "slow = \"2s..1s\"",
@@ -419,7 +437,7 @@ sealed_share = "128MiB"
         ] {
             let text = TABLE.replacen(from, to, 1);
             assert_ne!(text, TABLE, "{from} not in the table");
-            let error = spec(&text).unwrap_err();
+            let error = parse(&text).unwrap_err();
             assert!(error.contains(expected), "{to}: {error}");
         }
         let shm_http = TABLE.replacen(
@@ -428,7 +446,7 @@ sealed_share = "128MiB"
             1,
         );
         assert!(
-            spec(&shm_http)
+            parse(&shm_http)
                 .unwrap_err()
                 .contains("shm-http cannot carry")
         );
@@ -436,7 +454,7 @@ sealed_share = "128MiB"
 
     #[test]
     fn rounds_draw_their_durations_within_range_and_carry_the_table() {
-        let spec = spec(TABLE).unwrap();
+        let spec = parse(TABLE).unwrap();
         let rounds = plan(&FaultSpec::MemoryPressure(spec.clone()), 4);
         assert_eq!(rounds.len(), 3);
         for round in rounds {

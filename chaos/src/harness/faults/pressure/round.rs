@@ -1,8 +1,13 @@
-//! One round of memory pressure, from the hog's take to the verdict: the hog takes its share of
-//! users-service's sealed bytes while only the small load runs (so that nothing but its share
-//! refuses it); then, at once, the slow readers, the burst and the prober, while the hog holds
-//! for the round's drawn time; the hog lets go; then, if no large body reached the gateway during
-//! that hold, quiet holds with the prober alone, until one does or [`QUIET_HOLDS`] are spent.
+//! One round of memory pressure, from the slow readers to the verdict: the slow readers start
+//! one after another, then all read slowly for the round's drawn time, holding what the
+//! gateway's budget let them have; meanwhile the hog takes its share of users-service's sealed
+//! bytes (with only the small load and the trickling readers beside it, nothing but its share
+//! refuses it), and holds it for the round's drawn time, the prober asking all along; as the
+//! slow readers read the rest at full speed, the burst, all at once; the hog lets go; then, if
+//! no large body reached the gateway during that hold, quiet holds with the prober alone, until
+//! one does or [`QUIET_HOLDS`] are spent. (The drawn times are such that the burst comes within
+//! the hold: the slow spell is at most 2 s past the last reader's start, the take about 1 s and
+//! the hold at least 1.5 s.)
 //! Every answer of the round's clients, and every hold, goes into the round's
 //! [`PressureRound`]; a hog refused other than at its share, or not withdrawn when it let go,
 //! is the round's violation.
@@ -15,7 +20,8 @@ use tokio::time::Instant;
 
 use super::clients::{self, Answered, Prober, large_bodies_between};
 use super::share::{self, Holding, Released, judge_share};
-use super::{Pressure, sealed_blob_size, slow_reader};
+use super::slow_reader::SlowReaders;
+use super::{Pressure, sealed_blob_size};
 use crate::harness::faults::channel::{self, blocking};
 use crate::harness::faults::class::{FaultContext, Injected};
 use crate::harness::faults::error::{FaultError, InjectError};
@@ -47,6 +53,7 @@ pub async fn run(
     let mut round = PressureRound::default();
     let mut violations = Vec::new();
 
+    let readers = SlowReaders::start(address, &spec.slow_readers, action.slow, &checker).await;
     let holding = take_share(&socket, &hog_request, hog_body, share, &mut violations).await?;
     let take_note = format!(
         "hog held {} of its {} share",
@@ -54,15 +61,18 @@ pub async fn run(
         mib(share)
     );
     let hold_end = Instant::now() + action.hold;
-    let (burst, slow, (probed, released)) = tokio::join!(
-        clients::burst(&gateway, &spec.burst, &checker),
-        slow_reader::slow_readers(address, &spec.slow_readers, action.slow, &checker),
-        async {
-            let probed = prober.until_served(hold_end).await;
-            tokio::time::sleep_until(hold_end).await;
-            (probed, holding.release().await)
-        },
-    );
+    let burst_at = readers.slow_until();
+    let burst = async {
+        tokio::time::sleep_until(burst_at).await;
+        clients::burst(&gateway, &spec.burst, &checker).await
+    };
+    let hold = async {
+        let probed = prober.until_served(hold_end).await;
+        tokio::time::sleep_until(hold_end).await;
+        (probed, holding.release().await)
+    };
+    let (burst, (probed, released)) = tokio::join!(burst, hold);
+    let slow = readers.finish().await;
     let (burst, released) = (burst?, released?);
     let answered: Vec<&Answered> = burst.iter().chain(&slow).chain(&probed).collect();
     record(&mut round, &mut violations, &answered, &released);

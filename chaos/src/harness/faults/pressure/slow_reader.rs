@@ -1,7 +1,7 @@
-//! Slow readers: clients that ask the gateway for a large body and read it very slowly through
-//! a small receive buffer, so that the gateway must hold the body (in its budget) as long as
-//! they take; after their slow spell they read the rest at full speed and check every byte
-//! against the expected body, as every client does. Raw TCP: the receive buffer is theirs to
+//! Slow readers: clients that ask the gateway for a large body, one after another, and read it
+//! very slowly through a small receive buffer, so that the gateway must hold each body (in its
+//! budget) as long as they take; after their slow spell they read the rest at full speed and
+//! check every byte against the expected body, as every client does. Raw TCP: the receive buffer is theirs to
 //! size (an HTTP client library's would grow), and the answer's head (its `Retry-After`) theirs
 //! to read.
 
@@ -14,6 +14,7 @@ use shmbridge_server::payload::CRC_HEADER;
 use shmbridge_server::transport_header::{TRANSPORT_HEADER, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -36,37 +37,74 @@ const HEAD_LIMIT: usize = 16 << 10;
 /// Response headers parsed at most.
 const MAX_HEADERS: usize = 32;
 
-/// Starts every slow reader of `groups` at once against the gateway at `gateway`, each reading
-/// slowly for `slow`, and returns every answer.
-pub async fn slow_readers(
-    gateway: SocketAddr,
-    groups: &[ClientGroup],
-    slow: Duration,
-    checker: &Arc<BodyChecker>,
-) -> Vec<Answered> {
-    let mut readers = JoinSet::new();
-    for group in groups {
-        for (resource, seed) in group.requests() {
-            let route = resource
-                .route(group.endpoint, seed)
-                .expect("checked when the scenario was parsed");
-            let expected = resource.expected(seed);
-            let checker = Arc::clone(checker);
-            readers.spawn(async move {
-                let exchange = read_slowly(gateway, &route, expected, slow, &checker);
-                match tokio::time::timeout(slow + CLIENT_TIMEOUT, exchange).await {
-                    Ok(Ok(answered) | Err(answered)) => answered,
-                    Err(_elapsed) => Answered::now(failed(FailureClass::Timeout, ""), None),
-                }
-            });
+/// The slow readers of a round, reading.
+pub struct SlowReaders {
+    readers: JoinSet<Answered>,
+    slow_until: Instant,
+}
+
+/// Until when the slow readers read slowly: set once the last of them has begun.
+type SlowUntil = watch::Receiver<Option<Instant>>;
+
+impl SlowReaders {
+    /// Starts the slow readers of `groups` against the gateway at `gateway`, one after another:
+    /// each once the answer of the one before has begun (or failed), so that users-service
+    /// makes their bodies one at a time and only the gateway's budget decides which it holds.
+    /// All read slowly until `slow` after the last one's answer has begun, when this returns,
+    /// so that they hold their bodies together however long their starts took; then each reads
+    /// the rest at full speed.
+    pub async fn start(
+        gateway: SocketAddr,
+        groups: &[ClientGroup],
+        slow: Duration,
+        checker: &Arc<BodyChecker>,
+    ) -> SlowReaders {
+        let (slow_until, until) = watch::channel(None);
+        let mut readers = JoinSet::new();
+        for group in groups {
+            for (resource, seed) in group.requests() {
+                let route = resource
+                    .route(group.endpoint, seed)
+                    .expect("checked when the scenario was parsed");
+                let expected = resource.expected(seed);
+                let checker = Arc::clone(checker);
+                let (began, beginning) = oneshot::channel();
+                let until = until.clone();
+                readers.spawn(async move {
+                    let exchange = read_slowly(gateway, &route, expected, until, began, &checker);
+                    match tokio::time::timeout(slow + CLIENT_TIMEOUT, exchange).await {
+                        Ok(Ok(answered) | Err(answered)) => answered,
+                        Err(_elapsed) => Answered::now(failed(FailureClass::Timeout, ""), None),
+                    }
+                });
+                // Ok, or the reader ended (its sender dropped) or hung: either way, the next.
+                let _ = tokio::time::timeout(CLIENT_TIMEOUT, beginning).await;
+            }
+        }
+        let until = Instant::now() + slow;
+        // Every reader still reading holds a receiver; one that ended needs no deadline.
+        let _ = slow_until.send(Some(until));
+        SlowReaders {
+            readers,
+            slow_until: until,
         }
     }
-    let mut answers = Vec::new();
-    while let Some(answered) = readers.join_next().await {
-        // A reader task only ends by returning its answer; a panic in it is the harness's bug.
-        answers.push(answered.expect("a slow reader does not panic"));
+
+    /// When they stop reading slowly.
+    pub fn slow_until(&self) -> Instant {
+        self.slow_until
     }
-    answers
+
+    /// Waits for every reader's answer.
+    pub async fn finish(mut self) -> Vec<Answered> {
+        let mut answers = Vec::new();
+        while let Some(answered) = self.readers.join_next().await {
+            // A reader task only ends by returning its answer; a panic in it is the harness's
+            // bug.
+            answers.push(answered.expect("a slow reader does not panic"));
+        }
+        answers
+    }
 }
 
 fn failed(class: FailureClass, detail: impl Into<String>) -> Outcome {
@@ -82,7 +120,8 @@ async fn read_slowly(
     gateway: SocketAddr,
     route: &str,
     expected: Expected,
-    slow: Duration,
+    until: SlowUntil,
+    began: oneshot::Sender<()>,
     checker: &BodyChecker,
 ) -> Result<Answered, Answered> {
     let connection = |error: std::io::Error| {
@@ -102,6 +141,7 @@ async fn read_slowly(
         .await
         .map_err(connection)?;
     let (head, mut body) = read_head(&mut stream).await?;
+    let _ = began.send(());
     let answered = |outcome| Answered::now(outcome, head.transport);
     let Some(length) = head.content_length else {
         return Err(answered(failed(
@@ -133,9 +173,8 @@ async fn read_slowly(
     let mut verification = checker.start_expecting(expected);
     verification.update(&body);
     let mut left = left;
-    let slow_until = Instant::now() + slow;
     let mut chunk = vec![0; TRICKLE_BYTES];
-    while left > 0 && Instant::now() < slow_until {
+    while left > 0 && until.borrow().is_none_or(|until| Instant::now() < until) {
         let read = read_some(&mut stream, &mut chunk, left)
             .await
             .map_err(|error| answered(failed(FailureClass::Body, error)))?;
