@@ -25,3 +25,4 @@ pub mod testing;
 pub mod transport_header;
 pub mod turns;
 pub mod users_service;
+pub mod waiting_room;

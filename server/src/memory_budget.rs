@@ -11,11 +11,13 @@
 //!   known, or bounded, from the query before any work), which is also the CPU they take: on a
 //!   small host, a burst of large bodies made all at once finishes none of them in time.
 //!
-//! A request past the budget gets `503` with `Retry-After` (`gateway_busy`, `users_service_busy`)
-//! at once, counted in `budget_refusals_total{budget}`, and is not queued: waiting would hold
-//! its connection and its work while the bytes ahead of it drain, and under a burst every
-//! waiter would miss its deadline together. `budget_reserved_bytes{budget}` is the sum reserved
-//! now. The caches have bounds of their own.
+//! A request past the budget gets `503` with `Retry-After` (`gateway_busy`, `users_service_busy`),
+//! counted in `budget_refusals_total{budget}`: at once, unless it may wait. users-service's
+//! requests wait in a [`crate::waiting_room::WaitingRoom`] when their turn is expected within
+//! `--making-wait`; a body the gateway has been handed already waits for room until its
+//! deadline ([`MemoryBudget::reserve_by`]), since refusing it would waste the work that made
+//! it. `budget_reserved_bytes{budget}` is the sum reserved now. The caches have bounds of their
+//! own.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Bytes per semaphore permit: `Semaphore` counts `u32` permits per call, so a budget in
 /// bytes would stop at 4 GiB; in pages it reaches 16 TiB.
@@ -68,6 +70,8 @@ pub struct OverBudget {
 #[derive(Clone, Debug)]
 pub struct MemoryBudget {
     units: Arc<Semaphore>,
+    /// Woken whenever a reservation is released, for [`MemoryBudget::reserve_by`].
+    released: Arc<Notify>,
     bytes: u64,
     kind: BudgetKind,
 }
@@ -87,6 +91,7 @@ impl MemoryBudget {
             .min(Semaphore::MAX_PERMITS);
         MemoryBudget {
             units: Arc::new(Semaphore::new(units)),
+            released: Arc::new(Notify::new()),
             bytes,
             kind,
         }
@@ -95,6 +100,11 @@ impl MemoryBudget {
     /// The budget in bytes, as configured.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Which budget this is.
+    pub fn kind(&self) -> BudgetKind {
+        self.kind
     }
 
     /// Bytes reserved now (in whole pages).
@@ -106,27 +116,59 @@ impl MemoryBudget {
     /// Reserves `bytes`, or refuses at once ([`OverBudget`]) if they do not fit beside what is
     /// reserved now.
     pub fn reserve(&self, bytes: u64) -> Result<Reservation, OverBudget> {
-        let permit = self.take(bytes, 0)?;
+        let permit = self.take(bytes).ok_or_else(|| self.refusal(bytes))?;
         Ok(Reservation {
             permit,
             budget: self.clone(),
         })
     }
 
-    fn take(&self, bytes: u64, held: u64) -> Result<OwnedSemaphorePermit, OverBudget> {
+    /// Reserves `bytes`, waiting until `until` for room if they do not fit now: for bytes
+    /// that exist already and only need counting (a made body, before it is read), where a
+    /// refusal would waste the work that made them.
+    pub async fn reserve_by(
+        &self,
+        bytes: u64,
+        until: tokio::time::Instant,
+    ) -> Result<Reservation, OverBudget> {
+        if bytes > self.bytes {
+            return self.reserve(bytes);
+        }
+        loop {
+            // Registered before trying, so that a release in between is not missed.
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if let Some(permit) = self.take(bytes) {
+                return Ok(Reservation {
+                    permit,
+                    budget: self.clone(),
+                });
+            }
+            if tokio::time::timeout_at(until, released).await.is_err() {
+                return self.reserve(bytes);
+            }
+        }
+    }
+
+    /// Takes room for `bytes` if there is some now.
+    fn take(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
         let wanted = u32::try_from(units(bytes)).unwrap_or(u32::MAX);
-        Arc::clone(&self.units)
+        let permit = Arc::clone(&self.units)
             .try_acquire_many_owned(wanted)
-            .inspect(|permit| self.kind.reserved_gauge().increment(bytes_of(permit)))
-            .map_err(|_| {
-                metrics::counter!("budget_refusals_total", "budget" => self.kind.as_str())
-                    .increment(1);
-                OverBudget {
-                    kind: self.kind,
-                    wanted: bytes + held,
-                    budget: self.bytes,
-                }
-            })
+            .ok()?;
+        self.kind.reserved_gauge().increment(bytes_of(&permit));
+        Some(permit)
+    }
+
+    /// The refusal of `wanted` bytes, counted in `budget_refusals_total{budget}`.
+    pub fn refusal(&self, wanted: u64) -> OverBudget {
+        metrics::counter!("budget_refusals_total", "budget" => self.kind.as_str()).increment(1);
+        OverBudget {
+            kind: self.kind,
+            wanted,
+            budget: self.bytes,
+        }
     }
 }
 
@@ -135,7 +177,10 @@ impl Reservation {
     /// held already stays held until the reservation is dropped).
     pub fn grow(&mut self, bytes: u64) -> Result<(), OverBudget> {
         let held = self.bytes();
-        let more = self.budget.take(bytes, held)?;
+        let more = self
+            .budget
+            .take(bytes)
+            .ok_or_else(|| self.budget.refusal(bytes + held))?;
         self.permit.merge(more);
         Ok(())
     }
@@ -159,6 +204,10 @@ impl Drop for Reservation {
             .kind
             .reserved_gauge()
             .decrement(bytes_of(&self.permit));
+        // The permit itself would go back only after this body, when a waiter woken here could
+        // already have found no room: its units go back first.
+        drop(self.permit.split(self.permit.num_permits()));
+        self.budget.released.notify_waiters();
     }
 }
 
@@ -235,6 +284,39 @@ mod tests {
         assert_eq!(second.bytes(), 6 * UNIT, "rounded up to whole pages");
         drop(second);
         assert_eq!(budget.reserved(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_made_body_waits_for_room_until_its_deadline() {
+        let budget = MemoryBudget::new(BudgetKind::GatewayMemory, 10 * UNIT);
+        let held = budget.reserve(8 * UNIT).unwrap();
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            let until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+            async move {
+                budget
+                    .reserve_by(4 * UNIT, until)
+                    .await
+                    .map(|held| held.bytes())
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(held);
+        assert_eq!(waiting.await.unwrap().unwrap(), 4 * UNIT);
+
+        let _full = budget.reserve(10 * UNIT).unwrap();
+        let asked = tokio::time::Instant::now();
+        let until = asked + std::time::Duration::from_millis(300);
+        assert!(budget.reserve_by(UNIT, until).await.is_err());
+        assert_eq!(
+            tokio::time::Instant::now(),
+            until,
+            "refused at its deadline"
+        );
+        let never = budget.reserve_by(11 * UNIT, until + std::time::Duration::from_secs(9));
+        assert!(never.await.is_err(), "more than the budget does not wait");
+        assert_eq!(tokio::time::Instant::now(), until);
     }
 
     #[test]

@@ -144,6 +144,16 @@ fn describe_metrics() {
         Unit::Count,
         "Requests refused with a 503 because they would go past a budget, by budget (gateway_memory: the gateway's --memory-budget; making: users-service's --making-budget)"
     );
+    describe_counter!(
+        "budget_waits_total",
+        Unit::Count,
+        "Requests that waited for room in users-service's --making-budget, by budget"
+    );
+    describe_histogram!(
+        "budget_wait_seconds",
+        Unit::Seconds,
+        "How long admitted requests waited for room in a budget, by budget (0 for most)"
+    );
     describe_gauge!(
         "budget_reserved_bytes",
         Unit::Bytes,

@@ -207,8 +207,10 @@ async fn over_channel(
     if let Some(handle) = publication.handle() {
         record_handle(handle);
     }
-    // Before the copy or the mapping: a refusal here releases the publication unread.
-    let reservation = shared.budget.reserve(publication.len())?;
+    // Before the copy or the mapping: a refusal here releases the publication unread. The
+    // body is made already, so it waits for room (answers being written drain the budget in
+    // milliseconds) rather than waste that work, but not past the deadline.
+    let reservation = shared.budget.reserve_by(publication.len(), ends).await?;
     let redeemed = Attachment::redeem(publication).await?;
     stages.end(Stage::Redeem, answered);
     let Response { head, body } = redeemed.response;

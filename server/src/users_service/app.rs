@@ -29,7 +29,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::api_error::ApiError;
 use crate::blobs::{self, BlobQuery};
 use crate::failpoints;
-use crate::memory_budget::{MemoryBudget, Reservation};
 use crate::payload::{BodySummary, CRC_HEADER, format_crc};
 use crate::query::UsersQuery;
 use crate::segment_info::{SegmentInfo, ShmStatsInfo};
@@ -37,6 +36,7 @@ use crate::serve::{CommonArgs, ShutdownSignal, StartupLine, announce, bind, serv
 use crate::server_timing::{self, SERVER_TIMING};
 use crate::telemetry;
 use crate::transport_header::Transport;
+use crate::waiting_room::{Admitted, WaitingRoom};
 
 use super::bodies::Bodies;
 use super::shm_producer::{ShmArgs, ShmProducer, StartError};
@@ -67,12 +67,18 @@ pub struct Args {
     /// Bytes of bodies made at once, on every path (a users body counted at its bound of 512
     /// bytes a user, twice where REST makes it twice for its headers; a blob at its size; a
     /// body kept under `--cache` costs nothing), which is also the CPU they take. A request
-    /// past it is refused at once (503 `users_service_busy`, `Retry-After`) instead of sharing
-    /// the cores with every other: a burst of large bodies made all together finishes none of
-    /// them within a gateway's deadline. The default makes three bodies of the largest count
-    /// at once, or six of 64 MiB.
+    /// past it waits its turn (`--making-wait`) or is refused (503 `users_service_busy`,
+    /// `Retry-After`) instead of sharing the cores with every other: a burst of large bodies
+    /// made all together finishes none of them within a gateway's deadline. The default makes
+    /// three bodies of the largest count at once, or six of 64 MiB.
     #[arg(long, env = "SHMBRIDGE_MAKING_BUDGET", default_value_t = 384 << 20, value_parser = clap::value_parser!(u64).range(1..))]
     pub making_budget: u64,
+    /// How long a request whose body does not fit in `--making-budget` now may wait for its
+    /// turn (`0s`: never; over the channel, never past the request's deadline). It waits only
+    /// if the budget, at the rate it has been making bodies, is expected to have room for it
+    /// by then, and is refused at once otherwise: see `waiting_room`.
+    #[arg(long, env = "SHMBRIDGE_MAKING_WAIT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub making_wait: Duration,
     #[command(flatten)]
     pub shm: ShmArgs,
     #[command(flatten)]
@@ -91,14 +97,34 @@ pub struct AppState {
 pub(super) struct Shared {
     pub(super) bodies: Arc<Bodies>,
     pub(super) http_signal: bool,
-    /// `--making-budget`: bytes of bodies being made.
-    pub(super) making: MemoryBudget,
+    /// `--making-budget`: bytes of bodies being made, and the requests waiting for it.
+    pub(super) making: WaitingRoom,
+    /// `--making-wait`: how long a request may wait for the making budget.
+    pub(super) making_wait: Duration,
     /// The largest `GET /blobs` size: `--max-payload`, the limit of every users-service body.
     pub(super) max_blob_size: u64,
     /// The segment, or why it could not be created (always a [`StartError::Create`]): then
     /// only REST is served.
     pub(super) shm: Result<Arc<ShmProducer>, StartError>,
     pub(super) metrics: PrometheusHandle,
+}
+
+impl Shared {
+    /// Room in the making budget for a body of `bytes` (its bound), waiting at most
+    /// `--making-wait` for it, and not past `deadline` (a channel request's).
+    pub(super) async fn admit_making(
+        &self,
+        bytes: u64,
+        deadline: Option<Instant>,
+    ) -> Result<Admitted, ApiError> {
+        let wait = match deadline {
+            Some(deadline) => self
+                .making_wait
+                .min(deadline.saturating_duration_since(Instant::now())),
+            None => self.making_wait,
+        };
+        Ok(self.making.admit(bytes, wait).await?)
+    }
 }
 
 impl AppState {
@@ -188,8 +214,8 @@ async fn get_users(
     let streams = bodies.streams(query);
     let making = state
         .inner
-        .making
-        .reserve(bodies.making_bytes(query, streams))?;
+        .admit_making(bodies.making_bytes(query, streams), None)
+        .await?;
     if streams {
         return streamed_users(state, query, making).await;
     }
@@ -214,7 +240,7 @@ async fn get_users(
 async fn streamed_users(
     state: AppState,
     query: UsersQuery,
-    making: Reservation,
+    making: Admitted,
 ) -> Result<Response, ApiError> {
     let (head_sender, head) = tokio::sync::oneshot::channel();
     let runtime = tokio::runtime::Handle::current();
@@ -252,9 +278,9 @@ async fn streamed_users(
 /// above `--max-payload` is a 413, any other bad query a 400.
 async fn get_blobs(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
     match BlobQuery::parse(raw.as_deref(), state.inner.max_blob_size) {
-        Ok(query) => match state.inner.making.reserve(query.size) {
+        Ok(query) => match state.inner.admit_making(query.size, None).await {
             Ok(making) => streamed_blob(query, making).await.into_response(),
-            Err(busy) => ApiError::from(busy).into_response(),
+            Err(busy) => busy.into_response(),
         },
         Err(refused) => refused.into_response(),
     }
@@ -264,7 +290,7 @@ async fn get_blobs(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Re
 /// generates it once into a checksumming sink for the headers' crc32 (cheaper than keeping it:
 /// see [`blobs`]), hands the response its body, then generates it again into the body in
 /// bounded chunks while the client reads, holding `making` until it is written or abandoned.
-async fn streamed_blob(query: BlobQuery, making: Reservation) -> Result<Response, ApiError> {
+async fn streamed_blob(query: BlobQuery, making: Admitted) -> Result<Response, ApiError> {
     let (head_sender, head) = tokio::sync::oneshot::channel();
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
@@ -308,8 +334,8 @@ async fn publish_users(
     let shm = Arc::clone(state.shm()?);
     let making = state
         .inner
-        .making
-        .reserve(state.inner.bodies.making_bytes(query, false))?;
+        .admit_making(state.inner.bodies.making_bytes(query, false), None)
+        .await?;
     // Run inline, a few stalled publications froze the whole service on 2 cores (chaos
     // scenario slow-producer); the hop costs ~0.2 ms, and GET /users takes it too.
     let (handle, len) = off_the_workers(move || {

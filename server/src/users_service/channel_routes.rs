@@ -27,7 +27,6 @@ use shmbridge::control::{Handler, HandlerError, ResponseWriter};
 use shmbridge::http::HttpRequest;
 use tower::ServiceExt;
 
-use crate::api_error::ApiError;
 use crate::blobs::{self, BlobQuery};
 use crate::dataset;
 use crate::failpoints;
@@ -112,11 +111,11 @@ impl ChannelRoutes {
                 // anything is made.
                 response.expect_min_len(dataset::users_json_min_len(query.count))?;
                 let bodies = &state.bodies;
-                let _making = match state.making.reserve(bodies.making_bytes(query, false)) {
+                let making = state
+                    .admit_making(bodies.making_bytes(query, false), Some(response.deadline()));
+                let _making = match self.runtime.block_on(making) {
                     Ok(making) => making,
-                    Err(busy) => {
-                        return self.write_answer(ApiError::from(busy).into_response(), response);
-                    }
+                    Err(busy) => return self.write_answer(busy.into_response(), response),
                 };
                 if bodies.streams(query) {
                     // No summary pass (REST needs one for its headers): the answer carries the
@@ -157,11 +156,10 @@ impl ChannelRoutes {
                 let Ok(query) = BlobQuery::parse(request.query(), state.max_blob_size) else {
                     return Ok(false);
                 };
-                let _making = match state.making.reserve(query.size) {
+                let making = state.admit_making(query.size, Some(response.deadline()));
+                let _making = match self.runtime.block_on(making) {
                     Ok(making) => making,
-                    Err(busy) => {
-                        return self.write_answer(ApiError::from(busy).into_response(), response);
-                    }
+                    Err(busy) => return self.write_answer(busy.into_response(), response),
                 };
                 let summary = BodySummary {
                     len: query.size,

@@ -12,6 +12,7 @@ use super::sealed_bodies::SealedBodies;
 use super::shm_producer::{ShmProducer, StartError};
 use crate::memory_budget::{BudgetKind, MemoryBudget};
 use crate::telemetry;
+use crate::waiting_room::WaitingRoom;
 
 impl AppState {
     /// Creates the shared-memory segment and starts serving its descriptor. A segment that
@@ -32,7 +33,8 @@ impl AppState {
             Shared {
                 bodies,
                 http_signal: args.http_signal,
-                making: MemoryBudget::new(BudgetKind::Making, args.making_budget),
+                making: WaitingRoom::new(MemoryBudget::new(BudgetKind::Making, args.making_budget)),
+                making_wait: args.making_wait,
                 max_blob_size: args.shm.max_payload,
                 shm: ShmProducer::start(&args.shm, Arc::new(routes)).map(Arc::new),
                 metrics: telemetry::metrics_handle(),
