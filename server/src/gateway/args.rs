@@ -91,7 +91,8 @@ pub struct Args {
     /// still pins), until each response is written, and the users bodies it serializes itself
     /// while it makes them (then its cache holds them). A
     /// request whose answer would go past it is refused at once: 503 `gateway_busy` with
-    /// `Retry-After`. The default serves one body of the largest size users-service makes
+    /// `Retry-After`; but a body users-service has already made over shared memory waits for
+    /// room until the deadline, since refusing it would waste the work. The default serves one body of the largest size users-service makes
     /// (128 MiB) beside others; a body larger than the budget is always refused. The caches
     /// (`--keep-verified-bytes`, the cached routes' 160 MiB each) are bounded apart from it.
     #[arg(long, env = "SHMBRIDGE_MEMORY_BUDGET", default_value_t = 256 << 20, value_parser = clap::value_parser!(u64).range(1..))]
