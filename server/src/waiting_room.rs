@@ -132,7 +132,8 @@ impl WaitingRoom {
     }
 
     /// Requests waiting now.
-    pub fn waiting(&self) -> usize {
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
         self.shared.state().queue.len()
     }
 }
@@ -242,7 +243,8 @@ impl Drop for Place<'_> {
 
 impl Admitted {
     /// Bytes held (in whole pages).
-    pub fn bytes(&self) -> u64 {
+    #[cfg(test)]
+    fn bytes(&self) -> u64 {
         self.reservation.as_ref().map_or(0, Reservation::bytes)
     }
 }
