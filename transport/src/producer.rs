@@ -16,7 +16,7 @@ use crate::host::{Host, Owner, SystemHost, nanos};
 use crate::layout::{SlotState, Word};
 use crate::payload;
 use crate::reaper::Reaper;
-use crate::sealed::SealedPayload;
+use crate::sealed::{SealedPayload, SealedWriter};
 use crate::segment::Segment;
 use crate::stats::{Counters, Reclaims, Stats};
 use crate::sync;
@@ -184,6 +184,44 @@ impl SealedTickets {
         }
     }
 
+    /// Sets the bytes of the publication being made at `index` to `bytes` if its peer's share and
+    /// the whole budget have room for the difference; or the bytes in flight and the limit that
+    /// leave none. Shrinking always succeeds.
+    fn resize(&mut self, index: usize, bytes: u64, share: u64, max: u64) -> Result<(), (u64, u64)> {
+        let made = self.publications[index];
+        if bytes > made.bytes {
+            let others = |counted: &dyn Fn(&SealedPublication) -> bool| {
+                self.bytes(|publication| counted(publication)) - made.bytes
+            };
+            if made.peer.is_some() {
+                let in_flight = others(&|publication| publication.peer == made.peer);
+                if in_flight + bytes > share {
+                    return Err((in_flight, share));
+                }
+            }
+            let in_flight = others(&|_| true);
+            if in_flight + bytes > max {
+                return Err((in_flight, max));
+            }
+        }
+        self.publications[index].bytes = bytes;
+        Ok(())
+    }
+
+    /// Whether room for `bytes` more could still come from publications being redeemed: the
+    /// bodies being made, which hold their room until they are published, leave it under the
+    /// peer's share and the whole budget.
+    fn could_make_room(&self, peer: Option<SealedPeer>, bytes: u64, share: u64, max: u64) -> bool {
+        let being_made = |counted: &dyn Fn(&SealedPublication) -> bool| -> u64 {
+            (self.publications.iter())
+                .filter(|publication| publication.ticket.is_none() && counted(publication))
+                .map(|publication| publication.bytes)
+                .sum()
+        };
+        (peer.is_none() || being_made(&|publication| publication.peer == peer) + bytes <= share)
+            && being_made(&|_| true) + bytes <= max
+    }
+
     /// The publication being made that `made` is, to record its ticket on or to forget.
     /// Publications being made of one payload for one peer are interchangeable.
     fn being_made(&mut self, made: &SealedPublication) -> Option<usize> {
@@ -348,7 +386,66 @@ impl Producer {
         peer: Option<SealedPeer>,
         timeout: Duration,
     ) -> Result<Handle, ClaimError> {
-        let len = payload.len();
+        self.check_sealed_len(payload.len())?;
+        let deadline = self.host.now_ns().saturating_add(nanos(timeout));
+        let room = self.reserve_sealed(payload.id(), payload.len(), peer, deadline)?;
+        self.publish_in(room, payload, deadline)
+    }
+
+    /// Reserves room for a sealed body of `bytes` that `writer` is about to write for `peer`,
+    /// before any of it is made, waiting at most `timeout` for it as
+    /// [`Producer::publish_sealed`] does. The body grows its room as it is written
+    /// ([`Producer::grow_sealed`]) and is published in it ([`Producer::publish_sealed_in`]);
+    /// dropping the room gives it back.
+    pub(crate) fn reserve_sealed_body(
+        &self,
+        writer: &SealedWriter,
+        bytes: u64,
+        peer: SealedPeer,
+        timeout: Duration,
+    ) -> Result<SealedRoom<'_>, ClaimError> {
+        let deadline = self.host.now_ns().saturating_add(nanos(timeout));
+        self.reserve_sealed(writer.id(), bytes, Some(peer), deadline)
+    }
+
+    /// Grows `room` to hold `needed` bytes, and to `wanted` (more) when that fits now. A body that
+    /// has room already waits at most `timeout` for more, and only while the bodies being made
+    /// leave room under the limits once every published payload is redeemed: otherwise bodies
+    /// holding room while each waits for the others' could wait for nothing until their
+    /// deadlines, so it is refused at once.
+    pub(crate) fn grow_sealed(
+        &self,
+        room: &mut SealedRoom<'_>,
+        needed: u64,
+        wanted: u64,
+        timeout: Duration,
+    ) -> Result<(), ClaimError> {
+        let deadline = self.host.now_ns().saturating_add(nanos(timeout));
+        self.resize_sealed(room, needed, wanted.max(needed), deadline)
+    }
+
+    /// Publishes `payload`, written by the writer `room` was reserved for, in that room (sized
+    /// to the payload first), waiting at most `timeout` for a ticket.
+    pub(crate) fn publish_sealed_in(
+        &self,
+        mut room: SealedRoom<'_>,
+        payload: &SealedPayload,
+        timeout: Duration,
+    ) -> Result<Handle, ClaimError> {
+        debug_assert_eq!(
+            room.publication.payload,
+            payload.id(),
+            "another payload's room"
+        );
+        self.check_sealed_len(payload.len())?;
+        let deadline = self.host.now_ns().saturating_add(nanos(timeout));
+        self.resize_sealed(&mut room, payload.len(), payload.len(), deadline)?;
+        self.publish_in(room, payload, deadline)
+    }
+
+    /// Refuses a sealed payload of `len` bytes above what this producer publishes, or one a slot
+    /// holds.
+    fn check_sealed_len(&self, len: u64) -> Result<(), ClaimError> {
         let max = self.max_sealed_len();
         if len > max {
             return Err(ClaimError::TooLarge {
@@ -363,10 +460,18 @@ impl Producer {
                 slot_size: slot_size as usize,
             });
         }
-        let deadline = self.host.now_ns().saturating_add(nanos(timeout));
-        let room = self.reserve_sealed(payload, peer, deadline)?;
-        // `len <= max <= u32::MAX`, checked above.
-        let len = len as u32;
+        Ok(())
+    }
+
+    /// Publishes `payload` on a ticket claimed by `deadline`, its bytes counted in `room`.
+    fn publish_in(
+        &self,
+        room: SealedRoom<'_>,
+        payload: &SealedPayload,
+        deadline: u64,
+    ) -> Result<Handle, ClaimError> {
+        // `len <= max <= u32::MAX`, checked by the caller.
+        let len = payload.len() as u32;
         loop {
             let ticket = self.claim_until(0, deadline)?;
             // Lost only to a reaper that judged the ticket's lease over between claim and
@@ -388,37 +493,79 @@ impl Producer {
             .min(u64::from(u32::MAX))
     }
 
-    /// Reserves room for publishing `payload` for `peer`, waiting until `deadline` for earlier
-    /// sealed publications to be redeemed, withdrawn or reclaimed (reaping meanwhile, as
-    /// [`Producer::claim`] does: one more look after a reap that took something back, then the
-    /// deadline and the backoff, so a reap that succeeds every time, as against a scribbler,
-    /// cannot make this spin).
+    /// Reserves room for publishing `bytes` of the payload `payload` for `peer`, waiting until
+    /// `deadline` for earlier sealed publications to be redeemed, withdrawn or reclaimed.
     fn reserve_sealed(
         &self,
-        payload: &SealedPayload,
+        payload: u64,
+        bytes: u64,
         peer: Option<SealedPeer>,
         deadline: u64,
     ) -> Result<SealedRoom<'_>, ClaimError> {
         let publication = SealedPublication {
-            payload: payload.id(),
-            bytes: payload.len(),
+            payload,
+            bytes,
             peer,
             ticket: None,
         };
+        self.until_room(deadline, || self.try_reserve_sealed(publication), || true)
+    }
+
+    /// Resizes `room` to `wanted` bytes if that fits now, otherwise to `needed`, waiting until
+    /// `deadline` for room only while waiting can bring it ([`Producer::grow_sealed`]).
+    fn resize_sealed(
+        &self,
+        room: &mut SealedRoom<'_>,
+        needed: u64,
+        wanted: u64,
+        deadline: u64,
+    ) -> Result<(), ClaimError> {
+        let (share, max) = (self.options.sealed_share(), self.options.max_sealed_bytes);
+        let publication = room.publication;
+        let bytes = self.until_room(
+            deadline,
+            || {
+                let mut sealed = self.lock_sealed();
+                sealed.prune(&self.segment);
+                let index = sealed
+                    .being_made(&publication)
+                    .expect("a room's publication is recorded until the room is dropped");
+                (sealed.resize(index, wanted, share, max).map(|()| wanted))
+                    .or_else(|_| sealed.resize(index, needed, share, max).map(|()| needed))
+            },
+            || {
+                let more = needed.saturating_sub(publication.bytes);
+                (self.lock_sealed()).could_make_room(publication.peer, more, share, max)
+            },
+        )?;
+        room.publication.bytes = bytes;
+        Ok(())
+    }
+
+    /// Tries `attempt` until it succeeds, reaping meanwhile as [`Producer::claim`] does (one
+    /// more try after a reap that took something back, then the deadline and the backoff, so a
+    /// reap that succeeds every time, as against a scribbler, cannot make this spin); gives up
+    /// at `deadline`, or at once when `may_wait` says waiting cannot bring the room.
+    fn until_room<T>(
+        &self,
+        deadline: u64,
+        mut attempt: impl FnMut() -> Result<T, (u64, u64)>,
+        may_wait: impl Fn() -> bool,
+    ) -> Result<T, ClaimError> {
         let mut backoff = Duration::from_micros(10);
         loop {
-            let (mut in_flight, mut max) = match self.try_reserve_sealed(publication) {
+            let (mut in_flight, mut max) = match attempt() {
                 Ok(room) => return Ok(room),
                 Err(full) => full,
             };
             if self.reap().total() > 0 {
-                match self.try_reserve_sealed(publication) {
+                match attempt() {
                     Ok(room) => return Ok(room),
                     Err(full) => (in_flight, max) = full,
                 }
             }
             let now = self.host.now_ns();
-            if now >= deadline {
+            if now >= deadline || !may_wait() {
                 Counters::bump(&self.counters.claims_exhausted);
                 return Err(ClaimError::BytesExhausted { in_flight, max });
             }
@@ -523,12 +670,17 @@ impl Producer {
 
 /// Sealed bytes reserved for one publication being made; recorded as a ticket once published,
 /// given back if dropped unrecorded.
-struct SealedRoom<'a> {
+pub(crate) struct SealedRoom<'a> {
     producer: &'a Producer,
     publication: SealedPublication,
 }
 
 impl SealedRoom<'_> {
+    /// The bytes it holds room for.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.publication.bytes
+    }
+
     /// Gives the publication being made the ticket of `handle`, under one lock so that its bytes
     /// are never counted twice nor not at all.
     fn record(self, handle: &Handle) {

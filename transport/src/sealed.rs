@@ -92,6 +92,17 @@ pub struct SealedWriter {
     file: File,
     len: u64,
     hasher: crc32fast::Hasher,
+    /// The [`SealedPayload::id`] the payload will have: given when the writer is made, so the
+    /// producer can count the bytes of a payload still being written as that payload's.
+    id: u64,
+}
+
+/// Process-local and never reused, unlike a descriptor number or the `Arc`'s address, which a
+/// later payload may get while a ticket of this one still counts. Std atomics, not the loom
+/// shim: no model races on it.
+fn next_payload_id() -> u64 {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+    NEXT_ID.fetch_add(1, Relaxed)
 }
 
 impl SealedWriter {
@@ -104,12 +115,18 @@ impl SealedWriter {
             file: File::from(fd),
             len: 0,
             hasher: crc32fast::Hasher::new(),
+            id: next_payload_id(),
         })
     }
 
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
         self.len
+    }
+
+    /// The id its payload will have ([`SealedPayload::id`]).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     pub fn is_empty(&self) -> bool {
@@ -139,15 +156,11 @@ impl SealedWriter {
             sealed = seal();
         }
         sealed.map_err(io_error("seal payload"))?;
-        // Process-local and never reused, unlike a descriptor number or the `Arc`'s address,
-        // which a later payload may get while a ticket of this one still counts. Std atomics,
-        // not the loom shim: no model races on it.
-        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Ok(SealedPayload {
             fd: Arc::new(OwnedFd::from(self.file)),
             len: self.len,
             crc: self.hasher.finalize(),
-            id: NEXT_ID.fetch_add(1, Relaxed),
+            id: self.id,
         })
     }
 }

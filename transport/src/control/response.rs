@@ -18,8 +18,11 @@ use std::time::{Duration, Instant};
 
 use crate::control::frame::{HeadError, Refusal, RefusalCode, ResponseHead};
 use crate::handle::Handle;
-use crate::producer::{Producer, SealedPeer, WriteGuard};
+use crate::producer::{Producer, SealedPeer, SealedRoom, WriteGuard};
 use crate::sealed::{SealedPayload, SealedWriter};
+
+/// How far ahead of a sealed body's writes its room grows, when that fits.
+const ROOM_STEP: u64 = 1 << 20;
 
 /// What a handler's error is: anything, reported to the consumer as
 /// [`RefusalCode::HandlerFailed`] and logged here.
@@ -61,6 +64,9 @@ pub struct ResponseWriter<'p> {
     body: Body<'p>,
     /// The length [`ResponseWriter::expect_len`] promised.
     expected: Option<u64>,
+    /// The least length [`ResponseWriter::expect_min_len`] said the body has, when that is more
+    /// than a slot holds: the body goes straight to a sealed payload with room for this much.
+    sealed_min_len: Option<u64>,
     /// Why the body cannot be published, once a write found out; the request's refusal.
     refusal: Option<Refusal>,
 }
@@ -68,7 +74,9 @@ pub struct ResponseWriter<'p> {
 enum Body<'p> {
     Buffer(Vec<u8>),
     Slot(WriteGuard<'p>),
-    Sealed(SealedWriter),
+    /// A sealed payload being written, and its room in the peer's share of the sealed bytes,
+    /// reserved before the first byte and grown ahead of the writes.
+    Sealed(SealedWriter, SealedRoom<'p>),
     Shared(SealedPayload),
 }
 
@@ -95,6 +103,7 @@ impl<'p> ResponseWriter<'p> {
             deadline,
             body: Body::Buffer(Vec::new()),
             expected: None,
+            sealed_min_len: None,
             refusal: None,
         }
     }
@@ -126,7 +135,7 @@ impl<'p> ResponseWriter<'p> {
         match &self.body {
             Body::Buffer(buffer) => buffer.len() as u64,
             Body::Slot(slot) => slot.written() as u64,
-            Body::Sealed(writer) => writer.len(),
+            Body::Sealed(writer, _) => writer.len(),
             Body::Shared(payload) => payload.len(),
         }
     }
@@ -141,6 +150,8 @@ impl<'p> ResponseWriter<'p> {
             return Err(io::Error::other("expect_len after the body was begun"));
         }
         self.expected = Some(len);
+        // The exact length supersedes a bound said before.
+        self.sealed_min_len = None;
         let slot_size = self.slot_size();
         if len <= self.inline_threshold as u64 {
             self.body = Body::Buffer(Vec::with_capacity(len as usize));
@@ -149,18 +160,23 @@ impl<'p> ResponseWriter<'p> {
             self.body = Body::Slot(self.or_refuse(slot.map_err(Refusal::from))?);
         } else {
             self.check_sealed_len(len)?;
-            self.body = Body::Sealed(self.sealed_writer()?);
+            self.body = self.sealed_body(len)?;
         }
         Ok(())
     }
 
     /// The body will be at least `len` bytes (its exact length not known yet): refused at once
     /// ([`RefusalCode::TooLarge`]) when even that is more than the producer publishes, before
-    /// the handler makes any of it. Changes nothing else; [`ResponseWriter::expect_len`] may
-    /// follow.
+    /// the handler makes any of it. A bound above a slot also sends the first write straight to
+    /// a sealed payload, with room for `len` reserved in the peer's share of the sealed bytes
+    /// before it (waiting for it as publishing does, [`RefusalCode::Exhausted`] without). Call
+    /// it before writing. It is a promise: a body that ends short of `len` fails the request
+    /// ([`RefusalCode::HandlerFailed`]). [`ResponseWriter::expect_len`] may follow and replaces
+    /// it (an error answer instead of the body, say).
     pub fn expect_min_len(&mut self, len: u64) -> io::Result<()> {
         if len > self.slot_size() as u64 {
             self.check_sealed_len(len)?;
+            self.sealed_min_len = Some(len);
         }
         Ok(())
     }
@@ -196,11 +212,14 @@ impl<'p> ResponseWriter<'p> {
         if Instant::now() >= self.deadline {
             return Err(Refusal::new(RefusalCode::DeadlineExceeded, 0));
         }
-        if let Some(expected) = self.expected
-            && expected != self.written()
-        {
+        let short = match (self.expected, self.sealed_min_len) {
+            (Some(expected), _) => expected != self.written(),
+            (None, Some(min_len)) => self.written() < min_len,
+            (None, None) => false,
+        };
+        if short {
             tracing::warn!(
-                expected,
+                expected = self.expected.or(self.sealed_min_len),
                 written = self.written(),
                 "the handler's body ended short of the length it promised"
             );
@@ -215,14 +234,18 @@ impl<'p> ResponseWriter<'p> {
                 body,
             },
             Body::Slot(slot) => Finished::Slot(slot.publish().map_err(|_| internal)?),
-            Body::Sealed(writer) => {
+            Body::Sealed(writer, room) => {
                 let payload = writer.finish().map_err(|error| {
                     tracing::warn!(%error, "sealed payload not made");
                     internal
                 })?;
-                sealed(self.producer, self.peer, payload, wait)?
+                let handle = self.producer.publish_sealed_in(room, &payload, wait)?;
+                Finished::Sealed(handle, payload)
             }
-            Body::Shared(payload) => sealed(self.producer, self.peer, payload, wait)?,
+            Body::Shared(payload) => {
+                let handle = (self.producer).publish_sealed_for(&payload, Some(self.peer), wait)?;
+                Finished::Sealed(handle, payload)
+            }
         };
         Ok((self.head, finished))
     }
@@ -255,12 +278,34 @@ impl<'p> ResponseWriter<'p> {
         self.or_refuse(checked)
     }
 
-    fn sealed_writer(&mut self) -> io::Result<SealedWriter> {
+    /// A sealed body with room for `len` bytes reserved before any is written (and for at
+    /// least what [`ResponseWriter::expect_min_len`] said).
+    fn sealed_body(&mut self, len: u64) -> io::Result<Body<'p>> {
         let writer = SealedWriter::new().map_err(|error| {
             tracing::warn!(%error, "no memfd for a sealed payload");
             Refusal::new(RefusalCode::Internal, 0)
         });
-        self.or_refuse(writer)
+        let writer = self.or_refuse(writer)?;
+        let len = len.max(self.sealed_min_len.unwrap_or(0));
+        let room = (self.producer).reserve_sealed_body(&writer, len, self.peer, self.wait());
+        let room = self.or_refuse(room.map_err(Refusal::from))?;
+        Ok(Body::Sealed(writer, room))
+    }
+
+    /// Grows the sealed body's room to hold `total` bytes, a step ahead of the writes when that
+    /// fits, so a body written in small pieces takes the producer's lock once a step, not once
+    /// per piece.
+    fn grow_room(&mut self, total: u64) -> io::Result<()> {
+        let wait = self.wait();
+        let Body::Sealed(_, room) = &mut self.body else {
+            unreachable!("only a sealed body has room")
+        };
+        if total <= room.bytes() {
+            return Ok(());
+        }
+        let ahead = (total + ROOM_STEP).min(self.producer.max_sealed_len());
+        let grown = self.producer.grow_sealed(room, total, ahead, wait);
+        self.or_refuse(grown.map_err(Refusal::from))
     }
 
     /// Moves the body to the tier that holds `more` bytes beyond what it has.
@@ -268,12 +313,12 @@ impl<'p> ResponseWriter<'p> {
         let total = self.written() as usize + more;
         let slot_size = self.slot_size();
         match &self.body {
-            Body::Buffer(_) if total > self.inline_threshold => {
+            Body::Buffer(_) if total > self.inline_threshold || self.sealed_min_len.is_some() => {
                 let buffered = match self.take_body() {
                     Body::Buffer(buffered) => buffered,
                     _ => unreachable!("matched a buffer"),
                 };
-                if total > slot_size {
+                if total > slot_size || self.sealed_min_len.is_some() {
                     return self.continue_sealed(&buffered, total);
                 }
                 let slot = self.producer.claim(slot_size, self.wait());
@@ -292,7 +337,10 @@ impl<'p> ResponseWriter<'p> {
                 let written = self.or_refuse(written)?;
                 self.continue_sealed(&written, total)
             }
-            Body::Sealed(_) => self.check_sealed_len(total as u64),
+            Body::Sealed(..) => {
+                self.check_sealed_len(total as u64)?;
+                self.grow_room(total as u64)
+            }
             Body::Shared(_) => Err(io::Error::other("write after send_sealed")),
             Body::Buffer(_) | Body::Slot(_) => Ok(()),
         }
@@ -305,22 +353,12 @@ impl<'p> ResponseWriter<'p> {
     /// Continues the body in a new sealed payload that starts with `written`.
     fn continue_sealed(&mut self, written: &[u8], total: usize) -> io::Result<()> {
         self.check_sealed_len(total as u64)?;
-        let mut writer = self.sealed_writer()?;
-        writer.write_all(written)?;
-        self.body = Body::Sealed(writer);
-        Ok(())
+        self.body = self.sealed_body(total as u64)?;
+        let Body::Sealed(writer, _) = &mut self.body else {
+            unreachable!("sealed_body makes a sealed body")
+        };
+        writer.write_all(written)
     }
-}
-
-/// Publishes `payload` on a ticket for `peer`.
-fn sealed(
-    producer: &Producer,
-    peer: SealedPeer,
-    payload: SealedPayload,
-    wait: Duration,
-) -> Result<Finished, Refusal> {
-    let handle = producer.publish_sealed_for(&payload, Some(peer), wait)?;
-    Ok(Finished::Sealed(handle, payload))
 }
 
 impl Write for ResponseWriter<'_> {
@@ -360,7 +398,7 @@ impl Write for ResponseWriter<'_> {
                 }
                 written
             }
-            Body::Sealed(writer) => writer.write(buf),
+            Body::Sealed(writer, _) => writer.write(buf),
             Body::Shared(_) => unreachable!("grow refuses writes after send_sealed"),
         }
     }
@@ -375,7 +413,7 @@ impl std::fmt::Debug for ResponseWriter<'_> {
         let tier = match self.body {
             Body::Buffer(_) => "buffer",
             Body::Slot(_) => "slot",
-            Body::Sealed(_) => "sealed",
+            Body::Sealed(..) => "sealed",
             Body::Shared(_) => "shared",
         };
         f.debug_struct("ResponseWriter")
@@ -386,3 +424,6 @@ impl std::fmt::Debug for ResponseWriter<'_> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests;
