@@ -6,7 +6,8 @@
 # that route's alone; users-service is shared.
 #
 # 0.2 s into each burst one small request (10 users) is timed beside it. Goodput is verified
-# bodies per second of the burst's wall time.
+# bodies per second of the burst's wall time. After each route: the CPU seconds each service
+# spent during the burst, and their refusal and wait counters from /metrics.
 #
 # Usage: bash docs/memory-burst.sh [COUNT] [CLIENTS] [ROUTE...]
 #   COUNT    users per body (default 200000: ~73 MB)
@@ -45,6 +46,11 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+
+# CPU seconds (user + system) a process has used so far.
+cpu_seconds() {
+    awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"
+}
 
 # Starts a service in the background; prints its address once it has announced it.
 start() {
@@ -118,12 +124,14 @@ PYTHON
 }
 
 users=$(start users-service ${USERS_FLAGS:-})
+users_pid=$(cat "$work/users-service.pid")
 echo "users-service on $users; $requests requests, $clients at a time, of $count users each"
 printf '%-22s %8s %13s %8s %6s %12s %9s %13s %12s %10s\n' route verified gateway_busy corrupt other \
     "peak RSS" "wall (s)" "goodput (/s)" "max 503 (s)" "small (s)"
 for route in "${routes[@]}"; do
     gateway=$(start gateway --upstream "http://$users" ${GATEWAY_FLAGS:-})
     gateway_pid=$(cat "$work/gateway.pid")
+    users_cpu=$(cpu_seconds "$users_pid")
     started=$(date +%s.%N)
     (sleep 0.2 && curl -s -o /dev/null -w '%{http_code} %{time_total}' \
         "http://$gateway$route?count=10" >"$work/small") &
@@ -135,6 +143,8 @@ for route in "${routes[@]}"; do
             "one 'http://$gateway$route?count=$count&seed={}' {}" >"$work/results"
     fi
     ended=$(date +%s.%N)
+    users_cpu=$(echo "$(cpu_seconds "$users_pid") - $users_cpu" | bc)
+    gateway_cpu=$(cpu_seconds "$gateway_pid")
     [ -n "${ONE_CURL:-}" ] && verdicts >"$work/results"
     wait "$small"
     peak=$(sed -n 's/^VmHWM:\s*//p' "/proc/$gateway_pid/status")
@@ -152,6 +162,15 @@ for route in "${routes[@]}"; do
         "$(cat "$work/small")"
     grep -v -e '^200 verified ' -e '^503 gateway_busy ' "$work/results" | cut -d' ' -f1,2 |
         sort | uniq -c | sed 's/^/    other: /' || true
+    # Where the time went: each service's CPU over the burst, and the refusals and deadline
+    # misses behind the retries (curl shows only each request's last answer); users-service's
+    # counts are since it started, as it serves every route.
+    echo "    CPU during the burst: users-service ${users_cpu} s, gateway ${gateway_cpu} s"
+    for service in "$gateway" "$users"; do
+        curl -s "http://$service/metrics" |
+            grep -E '^(upstream_errors_total|budget_refusals_total|budget_waits_total|shm_claims_exhausted_total)' |
+            sed "s|^|    $service: |" || true
+    done
     kill "$gateway_pid"
     wait "$gateway_pid" 2>/dev/null || true
 done
