@@ -33,9 +33,12 @@ pub struct ProducerOptions {
     /// The largest sealed payload [`Producer::publish_sealed`] accepts (at most `u32::MAX`, what
     /// a handle's length holds).
     pub max_payload: usize,
-    /// How many bytes of sealed payloads may wait for their consumers at once; a publication that
-    /// would pass it waits for room, then fails with [`ClaimError::BytesExhausted`]. A payload
-    /// published on several tickets at once (a cache hands one to many requests) counts once.
+    /// How many bytes of sealed payloads may wait for their consumers at once, or be being
+    /// written for them (a channel's response counts its body from before the first byte: see
+    /// [`ResponseWriter::expect_min_len`](crate::control::ResponseWriter::expect_min_len)); a
+    /// publication that would pass it waits for room, then fails with
+    /// [`ClaimError::BytesExhausted`]. A payload published on several tickets at once (a cache
+    /// hands one to many requests) counts once.
     pub max_sealed_bytes: u64,
     /// How many of those bytes the publications made for one peer (one control connection) may
     /// hold at once: past it, that peer's publication waits for its own to be redeemed, then
