@@ -425,5 +425,5 @@ impl std::fmt::Debug for ResponseWriter<'_> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests;
