@@ -118,6 +118,11 @@ impl SealedPeer {
 #[derive(Debug, Default)]
 struct SealedTickets {
     publications: Vec<SealedPublication>,
+    /// Reservations waiting for room, each its peer and its place in arrival order: one takes
+    /// room only once no earlier one of its peer still waits, so a late request cannot pass an
+    /// early one. Per peer: a peer waiting for its own share must not hold the others up.
+    waiting: Vec<(Option<SealedPeer>, u64)>,
+    next_place: u64,
 }
 
 /// One sealed publication, made or being made.
@@ -160,7 +165,28 @@ impl SealedTickets {
     /// Counts `new` (not yet published) if its peer's share and the whole budget have room for
     /// it; or the bytes in flight and the limit that leave none, the peer's share first. A
     /// publication for no peer is held to the whole budget only.
-    fn reserve(&mut self, new: SealedPublication, share: u64, max: u64) -> Result<(), (u64, u64)> {
+    fn reserve(
+        &mut self,
+        new: SealedPublication,
+        place: u64,
+        share: u64,
+        max: u64,
+    ) -> Result<(), (u64, u64)> {
+        let waits_behind =
+            (self.waiting.iter()).any(|&(peer, earlier)| peer == new.peer && earlier < place);
+        let counted_already = self
+            .publications
+            .iter()
+            .any(|publication| publication.payload == new.payload && publication.peer == new.peer);
+        if waits_behind && !counted_already {
+            return Err(match new.peer {
+                Some(_) => (
+                    self.bytes(|publication| publication.peer == new.peer),
+                    share,
+                ),
+                None => (self.bytes(|_| true), max),
+            });
+        }
         if new.peer.is_some() {
             self.room(&new, |publication| publication.peer == new.peer, share)?;
         }
@@ -223,6 +249,18 @@ impl SealedTickets {
         };
         (peer.is_none() || being_made(&|publication| publication.peer == peer) + bytes <= share)
             && being_made(&|_| true) + bytes <= max
+    }
+
+    /// Takes the next place among the reservations waiting for room for `peer`'s publications.
+    fn enter(&mut self, peer: Option<SealedPeer>) -> u64 {
+        let place = self.next_place;
+        self.next_place += 1;
+        self.waiting.push((peer, place));
+        place
+    }
+
+    fn leave(&mut self, place: u64) {
+        self.waiting.retain(|&(_, waiting)| waiting != place);
     }
 
     /// The publication being made that `made` is, to record its ticket on or to forget.
@@ -367,7 +405,8 @@ impl Producer {
     ///
     /// Waits at most `timeout`, first for room under
     /// [`ProducerOptions::max_sealed_bytes`] ([`ClaimError::BytesExhausted`]; a payload already
-    /// published on a ticket that still counts takes no more room), then for a free slot
+    /// published on a ticket that still counts takes no more room; publications for one peer
+    /// take room in the order they began waiting for it), then for a free slot
     /// ([`ClaimError::Exhausted`]). Refuses a payload above [`ProducerOptions::max_payload`] (or
     /// what `max_sealed_bytes` or [`ProducerOptions::sealed_share`] hold) with
     /// [`ClaimError::TooLarge`], and one a slot holds with [`ClaimError::FitsInSlot`]: that one
@@ -511,7 +550,29 @@ impl Producer {
             peer,
             ticket: None,
         };
-        self.until_room(deadline, || self.try_reserve_sealed(publication), || true)
+        let (share, max) = (self.options.sealed_share(), self.options.max_sealed_bytes);
+        // A place is taken on the first try that finds no room: until then this reservation
+        // waits behind everyone of its peer already waiting.
+        let mut place = Place {
+            producer: self,
+            place: None,
+        };
+        self.until_room(
+            deadline,
+            || {
+                let mut sealed = self.lock_sealed();
+                sealed.prune(&self.segment);
+                let reserved = sealed.reserve(publication, place.or_last(), share, max);
+                if reserved.is_err() && place.place.is_none() {
+                    place.place = Some(sealed.enter(peer));
+                }
+                reserved.map(|()| SealedRoom {
+                    producer: self,
+                    publication,
+                })
+            },
+            || true,
+        )
     }
 
     /// Resizes `room` to `wanted` bytes if that fits now, otherwise to `needed`, waiting until
@@ -576,21 +637,6 @@ impl Producer {
                 .sleep(backoff.min(Duration::from_nanos(deadline - now)));
             backoff = (backoff * 2).min(Duration::from_millis(1));
         }
-    }
-
-    /// Room for `publication` now, or the bytes in flight and the limit that leave none.
-    fn try_reserve_sealed(
-        &self,
-        publication: SealedPublication,
-    ) -> Result<SealedRoom<'_>, (u64, u64)> {
-        let mut sealed = self.lock_sealed();
-        sealed.prune(&self.segment);
-        let (share, max) = (self.options.sealed_share(), self.options.max_sealed_bytes);
-        sealed.reserve(publication, share, max)?;
-        Ok(SealedRoom {
-            producer: self,
-            publication,
-        })
     }
 
     fn lock_sealed(&self) -> sync::MutexGuard<'_, SealedTickets> {
@@ -667,6 +713,28 @@ impl Producer {
         Stats {
             sealed_bytes_in_flight: self.sealed_in_flight(),
             ..self.counters.snapshot(&self.segment)
+        }
+    }
+}
+
+/// A reservation's place among those waiting for room, once it has waited; given up when it is
+/// dropped (room taken, or the deadline passed).
+struct Place<'a> {
+    producer: &'a Producer,
+    place: Option<u64>,
+}
+
+impl Place<'_> {
+    /// Its place, or after everyone's while it has none.
+    fn or_last(&self) -> u64 {
+        self.place.unwrap_or(u64::MAX)
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if let Some(place) = self.place {
+            self.producer.lock_sealed().leave(place);
         }
     }
 }

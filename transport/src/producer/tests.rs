@@ -130,3 +130,47 @@ fn a_peer_holding_its_share_cannot_starve_the_others() {
     consumer.redeem_sealed(&held[1], fd).unwrap();
     publish(&payloads[2], hog, Duration::ZERO).unwrap();
 }
+
+/// Reservations for one peer take room in the order they came: one that comes while an earlier
+/// one waits does not take the room freed for it, whichever polls first; another peer's
+/// reservation is not held up by them.
+#[test]
+fn a_late_reservation_does_not_pass_an_early_one() {
+    let (producer, consumer) = producer_with(
+        8,
+        ProducerOptions {
+            max_payload: 100,
+            max_sealed_bytes: 400,
+            ..ProducerOptions::default()
+        },
+    );
+    let (peer, other) = (SealedPeer::new(), SealedPeer::new());
+    let payloads: Vec<_> = (0..5)
+        .map(|byte| SealedPayload::from_bytes(&[byte; 100]).unwrap())
+        .collect();
+    let publish = |payload: &SealedPayload, peer, wait| {
+        producer.publish_sealed_for(payload, Some(peer), wait)
+    };
+    let held = publish(&payloads[0], peer, Duration::ZERO).unwrap();
+    publish(&payloads[1], peer, Duration::ZERO).unwrap();
+    std::thread::scope(|scope| {
+        let early = scope.spawn(|| publish(&payloads[2], peer, Duration::from_secs(10)));
+        let give_up = std::time::Instant::now() + Duration::from_secs(10);
+        while producer.lock_sealed().waiting.is_empty() {
+            assert!(
+                std::time::Instant::now() < give_up,
+                "the early one never waited"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        publish(&payloads[4], other, Duration::ZERO).unwrap();
+        let fd = payloads[0].as_fd().try_clone_to_owned().unwrap();
+        consumer.redeem_sealed(&held, fd).unwrap();
+        assert!(matches!(
+            publish(&payloads[3], peer, Duration::ZERO),
+            Err(ClaimError::BytesExhausted { .. })
+        ));
+        early.join().unwrap().unwrap();
+    });
+    assert!(producer.lock_sealed().waiting.is_empty());
+}
