@@ -22,6 +22,9 @@
 # instead of a bash and a curl process per request, and checks the bodies after the burst: on
 # two cores, starting 64 client processes at once takes the CPU the services need, and a
 # client's own start-up counts in its time; with one process the times are the services'.
+# TIMELINE=1 also samples users-service's /metrics every 0.1 s during each burst and prints,
+# per quarter second, the bytes of bodies being made (its --making-budget's reservations) and
+# the requests it refused and let wait: when the cores idle and why.
 set -euo pipefail
 
 count=${1:-200000}
@@ -123,6 +126,31 @@ for line in open(sys.argv[1]):
 PYTHON
 }
 
+# `sample_making ADDRESS STARTED`: every 0.1 s until killed, "SECONDS MAKING_BYTES REFUSED
+# WAITED" from users-service's /metrics (its making budget's reservations, and its refusals and
+# waits so far).
+sample_making() {
+    while true; do
+        curl -s "http://$1/metrics" | awk -v t="$(echo "$(date +%s.%N) - $2" | bc)" '
+            /^budget_reserved_bytes\{budget="making"\}/ { making = $2 }
+            /^budget_refusals_total\{budget="making"\}/ { refused = $2 }
+            /^budget_waits_total\{budget="making"\}/ { waited = $2 }
+            END { printf "%.2f %d %d %d\n", t, making, refused, waited }'
+        sleep 0.1
+    done
+}
+# Reads sample_making's lines; prints per quarter second the least and most MiB being made and
+# the refusals and waits in it.
+print_timeline() {
+    awk 'NR == 1 { refused0 = $3; waited0 = $4 }
+        { q = int($1 * 4); mib = $2 / 1048576
+          if (!(q in lo) || mib < lo[q]) lo[q] = mib; if (mib > hi[q]) hi[q] = mib
+          refused[q] = $3 - refused0; waited[q] = $4 - waited0; if (q > last) last = q }
+        END { print "    timeline (s: MiB being made, least-most; refused, waited so far)"
+              for (q = 0; q <= last; q++) if (q in lo)
+                  printf "    %5.2f: %4.0f-%-4.0f %4d %4d\n", q / 4, lo[q], hi[q], refused[q], waited[q] }'
+}
+
 users=$(start users-service ${USERS_FLAGS:-})
 users_pid=$(cat "$work/users-service.pid")
 echo "users-service on $users; $requests requests, $clients at a time, of $count users each"
@@ -136,6 +164,10 @@ for route in "${routes[@]}"; do
     (sleep 0.2 && curl -s -o /dev/null -w '%{http_code} %{time_total}' \
         "http://$gateway$route?count=10" >"$work/small") &
     small=$!
+    if [ -n "${TIMELINE:-}" ]; then
+        sample_making "$users" "$started" >"$work/timeline" &
+        echo $! >"$work/timeline.pid"
+    fi
     if [ -n "${ONE_CURL:-}" ]; then
         burst "http://$gateway$route?count=$count"
     else
@@ -146,6 +178,10 @@ for route in "${routes[@]}"; do
     users_cpu=$(echo "$(cpu_seconds "$users_pid") - $users_cpu" | bc)
     gateway_cpu=$(cpu_seconds "$gateway_pid")
     [ -n "${ONE_CURL:-}" ] && verdicts >"$work/results"
+    if [ -n "${TIMELINE:-}" ]; then
+        kill "$(cat "$work/timeline.pid")" && rm "$work/timeline.pid"
+        print_timeline <"$work/timeline"
+    fi
     wait "$small"
     peak=$(sed -n 's/^VmHWM:\s*//p' "/proc/$gateway_pid/status")
     # Still serving afterwards.
