@@ -175,13 +175,13 @@ for route in "${routes[@]}"; do
             "one 'http://$gateway$route?count=$count&seed={}' {}" >"$work/results"
     fi
     ended=$(date +%s.%N)
+    if [ -n "${TIMELINE:-}" ]; then
+        kill "$(cat "$work/timeline.pid")" && rm "$work/timeline.pid"
+    fi
     users_cpu=$(echo "$(cpu_seconds "$users_pid") - $users_cpu" | bc)
     gateway_cpu=$(cpu_seconds "$gateway_pid")
     [ -n "${ONE_CURL:-}" ] && verdicts >"$work/results"
-    if [ -n "${TIMELINE:-}" ]; then
-        kill "$(cat "$work/timeline.pid")" && rm "$work/timeline.pid"
-        print_timeline <"$work/timeline"
-    fi
+    [ -n "${TIMELINE:-}" ] && print_timeline <"$work/timeline"
     wait "$small"
     peak=$(sed -n 's/^VmHWM:\s*//p' "/proc/$gateway_pid/status")
     # Still serving afterwards.
