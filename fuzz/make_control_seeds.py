@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 # Usage: python3 fuzz/make_control_seeds.py fuzz/seeds/control_frame
-# Writes valid control-channel frames of every kind (control version 2: publish with an opaque
-# request, release, published inline/slot/sealed with a response head, a refusal of every code),
-# plus one frame of version 1, built from the frame spec in the module doc of
+# Writes valid control-channel frames of every kind (control version 3: publish with an opaque
+# request, release, published inline/slot/sealed with a response head, a sealed body of a slot's
+# size included, a refusal of every code), plus one frame each of versions 1 and 2, built from the frame spec in the module doc of
 # transport/src/control/frame.rs alone, so that the replay in transport/tests/fuzz_replay.rs also
 # checks that the decoder agrees with the documented layout. Every multi-byte field is
 # little-endian.
 import os, struct, sys, zlib
 
-VERSION = 2
+VERSION = 3
 PUBLISH, RELEASE, PUBLISHED, REFUSED = 1, 2, 3, 4
 INLINE, SLOT, SEALED = 1, 2, 3
 
@@ -38,14 +38,14 @@ def head(content_type=b'', headers=()):
 
 
 def published(frame_id, tier, status, head_bytes, epoch=0, slot=0, length=0, generation=0,
-              crc=0, body=b''):
+              crc=0, body=b'', version=VERSION):
     # tier u8, reserved u8, status u16, head_len u32, epoch u64, slot u32, len u32,
     # generation u64, crc u32, reserved u32: 56 bytes; then the head, then an inline body
     assert tier == INLINE or not body
     if tier == INLINE:
         assert (epoch, slot, generation) == (0, 0, 0)
         length, crc = len(body), zlib.crc32(body)
-    return (header(PUBLISHED, frame_id)
+    return (header(PUBLISHED, frame_id, version)
             + struct.pack('<BBHIQIIQII', tier, 0, status, len(head_bytes), epoch, slot, length,
                           generation, crc, 0)
             + head_bytes + body)
@@ -73,6 +73,8 @@ frames = {
     'published_slot': published(11, SLOT, 201, head(b'text/plain; charset=utf-8'), EPOCH, 3,
                                 2000, 26, 0x5d41402a),
     'published_sealed': published(12, SEALED, 200, head(), EPOCH, 5, 256_873, 27, 0x1234abcd),
+    # A sealed body a slot would hold (an immutable one its producer hands out again).
+    'published_sealed_small': published(14, SEALED, 200, head(), EPOCH, 6, 2000, 28, 0x0badf00d),
     # One per refusal code; detail as the code's doc says.
     'refused_too_large': refused(1, 1, 4096),
     'refused_exhausted': refused(2, 2, 0),
@@ -86,6 +88,10 @@ frames = {
     # A version-1 publish (count u32, reserved u32, seed u64, deadline_ns u64): every decoder of
     # this version names it as another version, and a producer refuses it with `Version`.
     'v1_publish': header(PUBLISH, 13, version=1) + struct.pack('<IIQQ', 1000, 0, 42, 123_456_789),
+    # The same small sealed answer in version 2, whose receivers refused it as a protocol error:
+    # this version's decoders name it as another version.
+    'v2_published_sealed_small': published(15, SEALED, 200, head(), EPOCH, 6, 2000, 28, 0x0badf00d,
+                                           version=2),
 }
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)

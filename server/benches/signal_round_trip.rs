@@ -133,7 +133,9 @@ impl Clients {
     /// The verified body and the crc32 it was verified against.
     async fn redeem(&self, signalled: Signalled) -> (Vec<u8>, u32) {
         let redeemed = match signalled {
-            Signalled::Channel(publication) => Attachment::redeem(publication)
+            Signalled::Channel(publication) => self
+                .attachment
+                .redeem(publication)
                 .await
                 .map(|redeemed| (redeemed.response.body.to_vec(), redeemed.crc32)),
             Signalled::Http(handle) => self

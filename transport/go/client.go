@@ -300,8 +300,6 @@ func (c *Client) decode(b []byte, fd int) (delivery, error) {
 	case a.refusal != nil:
 	case a.tier == TierSlot && a.handle.len > c.seg.header.slotSize:
 		return delivery{}, protocolError("a slot answer of %d bytes, above the slot size", a.handle.len)
-	case sealed && a.handle.len <= c.seg.header.slotSize:
-		return delivery{}, protocolError("a sealed answer of %d bytes, which a slot holds", a.handle.len)
 	}
 	a.inline = append([]byte(nil), a.inline...)
 	return delivery{answer: a, fd: fd}, nil

@@ -6,6 +6,7 @@ package shmbridge
 // what the real one does only across PID namespaces: seeing this process under another name.
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -311,6 +312,33 @@ func TestSealedPayloadsThatFailTheirChecksAreRefusedAndTheTicketGivenBack(t *tes
 		}
 		if got, want := p.state(1), makeWord(generation+2, stateFree); got != want {
 			t.Errorf("case %d: ticket left at %#x, want FREE at generation %d", i, uint64(got), generation+2)
+		}
+	}
+}
+
+// A sealed answer may carry a body a slot would hold (an immutable one its producer hands out
+// again): its tier, not its length, says it is a ticket.
+func TestASealedAnswerOfASlotsSizeOrLessIsRedeemed(t *testing.T) {
+	p := newFakeProducer(t, uint32(os.Getpid()))
+	client, err := connectToFake(t, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, body := range [][]byte{[]byte("x"), bytes.Repeat([]byte{7}, fakeSlotSize)} {
+		fd := memfd(t, len(body))
+		syscall.Pwrite(fd, body, 0)
+		seal(t, fd, sealWrite|sealShrink|sealGrow)
+		generation := uint64(10 * (i + 1))
+		p.setReady(1, generation)
+		h := handle{epoch: p.epoch, slot: 1, len: uint32(len(body)), generation: generation, crc: crc32.ChecksumIEEE(body)}
+		go p.answerWith(func(id uint64) []byte { return published(id, TierSealed, h) }, fd)
+		response, err := client.Do(context.Background(), get("/x"))
+		if err != nil || !bytes.Equal(response.Body, body) || response.Tier != TierSealed {
+			t.Fatalf("a sealed body of %d bytes: %v", len(body), err)
+		}
+		response.Close()
+		if got, want := p.state(1), makeWord(generation+2, stateFree); got != want {
+			t.Errorf("%d bytes: ticket left at %#x, want FREE at generation %d", len(body), uint64(got), generation+2)
 		}
 	}
 }

@@ -11,7 +11,7 @@ import (
 )
 
 const (
-	controlVersion     = 2
+	controlVersion     = 3
 	kindPublish        = 1
 	kindRelease        = 2
 	kindPublished      = 3

@@ -86,7 +86,10 @@ impl Consumer {
     }
 
     /// Takes the slot `handle` names, if it is READY at exactly the handle's generation. A handle
-    /// is redeemable once: the first acquire moves the generation on.
+    /// is redeemable once: the first acquire moves the generation on. For slot handles only: a
+    /// handle that came as a sealed one is a ticket, redeemed with [`Consumer::redeem_sealed`];
+    /// read as a slot, its payload area holds no published bytes, which the crc32 check refuses
+    /// unless they happen to be the very bytes published.
     pub fn acquire(&self, handle: &Handle) -> Result<ReadGuard<'_>, AcquireError> {
         let segment = &self.segment;
         if handle.len > segment.slot_size() {
@@ -107,13 +110,6 @@ impl Consumer {
     /// are discarded ([`RedeemError::Reclaimed`]). `fd` is closed on return either way; the
     /// bytes stay mapped for the life of the result.
     pub fn redeem_sealed(&self, handle: &Handle, fd: OwnedFd) -> Result<SealedBytes, RedeemError> {
-        let slot_size = self.segment.slot_size();
-        if handle.len <= slot_size {
-            return Err(RedeemError::NotSealed {
-                len: handle.len,
-                slot_size,
-            });
-        }
         let mut ticket = self.take(handle)?;
         let verified = self.verified.verify(fd, handle.len.into(), handle.crc);
         if let Err(SealedError::ChecksumMismatch { expected, found }) = &verified {

@@ -110,10 +110,6 @@ pub enum ClaimError {
     TooLarge { len: usize, max: usize },
     #[error("all {slots} slots stayed busy until the deadline")]
     Exhausted { slots: u32 },
-    /// `publish_sealed` was given a payload a slot holds: it travels by `claim`, since a handle
-    /// whose length fits a slot names slot bytes, never a sealed payload.
-    #[error("payload of {len} bytes fits a slot ({slot_size} bytes): publish it in a slot")]
-    FitsInSlot { len: usize, slot_size: usize },
     /// Sealed payloads not yet redeemed held so many bytes until the deadline that this one
     /// would have passed `max`: the publishing peer's share
     /// (`ProducerOptions::max_sealed_bytes_per_peer`) when its own payloads hold it all, else
@@ -160,8 +156,6 @@ pub enum RedeemError {
     /// A slot's copy, or an inline body, did not verify.
     #[error(transparent)]
     Read(#[from] ReadError),
-    #[error("handle length {len} fits a slot ({slot_size} bytes): not a sealed publication")]
-    NotSealed { len: u32, slot_size: u32 },
     #[error(transparent)]
     Sealed(#[from] SealedError),
     #[error("the ticket of slot {slot} was reclaimed before its release; the bytes are discarded")]

@@ -47,7 +47,7 @@
 //! | 16     | 8    | `owner_start_time` | tagged: holder's start time, so a reused pid is not mistaken for it |
 //! | 24     | 8    | `owner_pidfs_ino`  | tagged: holder's pidfs inode number, or 0 when unknown  |
 //! | 32     | 8    | `deadline_ms`      | tagged: CLOCK_MONOTONIC ms, rounded up: lease end (writing, reading) or TTL end (ready) |
-//! | 40     | 8    | `len`              | tagged: published payload length (informational; above `slot_size`: a ticket, see "Sealed publications") |
+//! | 40     | 8    | `len`              | tagged: published payload length (informational; a ticket's is its sealed payload's, see "Sealed publications") |
 //! | 48     | 8    | `crc`              | tagged: published crc32 (informational; readers check the handle's) |
 //! | 56     | 8    | reserved           | zero                                                    |
 //!
@@ -132,17 +132,20 @@
 //! # Sealed publications
 //!
 //! A body larger than `slot_size` does not go into the segment: it travels as a *sealed
-//! payload*, a memfd of its own, and takes one slot of the segment as its *ticket*. A peer
-//! follows these rules:
+//! payload*, a memfd of its own, and takes one slot of the segment as its *ticket*. So may a
+//! smaller body its producer keeps and hands out again (an immutable one), so that a consumer
+//! keeping what it verified neither copies nor checks it twice. A peer follows these rules:
 //!
-//! 1. **A handle's `len` above `slot_size` means sealed.** Such a handle names a ticket, never
-//!    slot bytes; its payload area is not read or written. `len <= slot_size` always means the
-//!    bytes are in the slot. A producer never publishes a sealed payload a slot could hold.
+//! 1. **A sealed handle says so where it travels.** A ticket's handle names no slot bytes; its
+//!    payload area is not read or written. On the control channel the answer's tier says which
+//!    a handle is, whatever its `len` (see [`crate::control::frame`]). A handle that travels
+//!    alone (as text) is always a slot's, and `len` above `slot_size` is refused there before
+//!    any exchange.
 //! 2. **The producer** writes the payload into `memfd_create(MFD_CLOEXEC | MFD_ALLOW_SEALING)`
 //!    with write(2) (never through a writable mapping), computes the crc32 of the bytes written,
 //!    then adds `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`. It claims a ticket
 //!    exactly like a slot (FREE -> WRITING, stamping the holder), stamps `len` (the payload's
-//!    length, above `slot_size`), `crc` and the TTL for the READY generation, and publishes
+//!    length), `crc` and the TTL for the READY generation, and publishes
 //!    (WRITING -> READY) without touching the payload area. Every rule above (tags, leases, TTL,
 //!    reclamation, withdrawal) applies to tickets unchanged.
 //! 3. **The descriptor travels with the answer**: on the control channel, the published frame
@@ -166,10 +169,9 @@
 //!    state word is READY(g) or READING(g+1), and stop counting once it moves on.
 //!
 //! [`LAYOUT_VERSION`] stays 2: no byte of the segment changed meaning. A ticket is a slot
-//! descriptor used by the existing transitions, and a peer built before sealed publications
-//! refuses a handle whose `len` exceeds `slot_size` before any exchange (as it always has), so it
-//! never reads a ticket's payload area as a body; its reaper reclaims tickets as it reclaims
-//! slots.
+//! descriptor used by the existing transitions, and its handle reaches a consumer only on the
+//! control channel, tier and descriptor with it, so a peer built before sealed publications
+//! never sees one; its reaper reclaims tickets as it reclaims slots.
 //!
 //! What the protocol promises against a process that writes garbage into the segment: every read
 //! is the exact published bytes or an error (the crc32 comes from the handle, not the segment).

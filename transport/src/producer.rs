@@ -1,6 +1,6 @@
 //! The producer side: claim a free slot, write the payload into it, publish it as a [`Handle`];
-//! or publish a sealed payload larger than a slot on a ticket (a slot claimed and published
-//! without its payload area), keeping count of the sealed bytes in flight, in all and per peer.
+//! or publish a sealed payload (a body larger than a slot, or an immutable one handed out again)
+//! on a ticket (a slot claimed and published without its payload area), keeping count of the sealed bytes in flight, in all and per peer.
 
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
@@ -397,11 +397,11 @@ impl Producer {
         reclaims
     }
 
-    /// Publishes `payload`, a sealed payload larger than a slot, on a ticket: a slot claimed and
-    /// published with the payload's length and crc but without its payload area. The handle's
-    /// length above the slot size tells the consumer the bytes come as a descriptor (the
-    /// caller sends `payload`'s along with the handle), to redeem with
-    /// [`Consumer::redeem_sealed`](crate::Consumer::redeem_sealed).
+    /// Publishes `payload`, a sealed payload of any size, on a ticket: a slot claimed and
+    /// published with the payload's length and crc but without its payload area. The caller
+    /// sends the handle as a sealed one, with `payload`'s descriptor (a control answer of tier
+    /// sealed), to redeem with [`Consumer::redeem_sealed`](crate::Consumer::redeem_sealed): the
+    /// handle's length alone does not tell a ticket from a slot.
     ///
     /// Waits at most `timeout`, first for room under
     /// [`ProducerOptions::max_sealed_bytes`] ([`ClaimError::BytesExhausted`]; a payload already
@@ -409,9 +409,7 @@ impl Producer {
     /// take room in the order they began waiting for it), then for a free slot
     /// ([`ClaimError::Exhausted`]). Refuses a payload above [`ProducerOptions::max_payload`] (or
     /// what `max_sealed_bytes` or [`ProducerOptions::sealed_share`] hold) with
-    /// [`ClaimError::TooLarge`], and one a slot holds with [`ClaimError::FitsInSlot`]: that one
-    /// goes through [`Producer::claim`], since a handle whose length fits a slot names slot
-    /// bytes.
+    /// [`ClaimError::TooLarge`].
     pub fn publish_sealed(
         &self,
         payload: &SealedPayload,
@@ -485,21 +483,13 @@ impl Producer {
         self.publish_in(room, payload, deadline)
     }
 
-    /// Refuses a sealed payload of `len` bytes above what this producer publishes, or one a slot
-    /// holds.
+    /// Refuses a sealed payload of `len` bytes above what this producer publishes.
     fn check_sealed_len(&self, len: u64) -> Result<(), ClaimError> {
         let max = self.max_sealed_len();
         if len > max {
             return Err(ClaimError::TooLarge {
                 len: usize::try_from(len).unwrap_or(usize::MAX),
                 max: usize::try_from(max).unwrap_or(usize::MAX),
-            });
-        }
-        let slot_size = self.segment.slot_size();
-        if len <= u64::from(slot_size) {
-            return Err(ClaimError::FitsInSlot {
-                len: len as usize,
-                slot_size: slot_size as usize,
             });
         }
         Ok(())

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
-use shmbridge::control::frame::{Answer, Placement, Request};
+use shmbridge::control::frame::{Answer, CONTROL_VERSION, Placement, Request};
 use shmbridge::control::{
     ChannelOptions, Handler, HandlerError, PublicationLimits, Refusal, RefusalCode, RequestError,
     ResponseWriter, Tier,
@@ -275,7 +275,14 @@ fn a_garbage_frame_closes_only_its_connection_and_withdraws_what_it_held() {
     assert_eq!(served.server.peers(), 2);
 
     // The right magic and version, and nothing else right.
-    rogue.send(b"SHMC\x02\x01\0\0not a publish frame");
+    rogue.send(
+        &[
+            &b"SHMC"[..],
+            &[CONTROL_VERSION, 1, 0, 0],
+            b"not a publish frame",
+        ]
+        .concat(),
+    );
     assert_eq!(rogue.receive(), None, "the garbage connection stayed open");
     wait_until(
         "the garbage connection's publications withdrawn",

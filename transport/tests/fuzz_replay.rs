@@ -248,6 +248,14 @@ fn control_frame_seeds_are_the_documented_frames() {
                 placement: Placement::Sealed(handle(5, 256_873, 27, 0x1234_abcd)),
             },
         ),
+        (
+            "published_sealed_small",
+            Answer::Published {
+                id: 14,
+                head: ResponseHead::default(),
+                placement: Placement::Sealed(handle(6, 2000, 28, 0x0bad_f00d)),
+            },
+        ),
         ("refused_too_large", refused(1, RefusalCode::TooLarge, 4096)),
         ("refused_exhausted", refused(2, RefusalCode::Exhausted, 0)),
         ("refused_peer_busy", refused(3, RefusalCode::PeerBusy, 32)),
@@ -284,12 +292,14 @@ fn control_frame_seeds_are_the_documented_frames() {
     for (name, answer) in answers {
         assert_eq!(Answer::decode(&seed(name)), Ok(answer), "{name}");
     }
-    // The other version's frame: named by both decoders, and answerable by its id.
-    let v1 = seed("v1_publish");
-    assert_eq!(Request::decode(&v1), Err(FrameError::Version { found: 1 }));
-    assert_eq!(Answer::decode(&v1), Err(FrameError::Version { found: 1 }));
-    assert_eq!(other_version_id(&v1), Some(13));
-    named += 1;
+    // The other versions' frames: named by both decoders, and answerable by their ids.
+    for (name, found, id) in [("v1_publish", 1, 13), ("v2_published_sealed_small", 2, 15)] {
+        let other = seed(name);
+        assert_eq!(Request::decode(&other), Err(FrameError::Version { found }));
+        assert_eq!(Answer::decode(&other), Err(FrameError::Version { found }));
+        assert_eq!(other_version_id(&other), Some(id));
+        named += 1;
+    }
     // Every refusal code has its seed, and nothing in the directory goes unchecked.
     assert_eq!(RefusalCode::ALL.len(), 9);
     let committed = replay("control_frame", |_| {});

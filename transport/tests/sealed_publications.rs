@@ -1,7 +1,7 @@
-//! Sealed publications, bodies larger than a slot: through the control channel (the payload's
+//! Sealed publications, bodies larger than a slot (and smaller ones a producer keeps): through the control channel (the payload's
 //! descriptor travels with the answer) and through the producer and consumer directly. Covers
 //! exact bytes at 1, 8 and 64 MiB; the consumer's refusals (unsealed, wrong size, wrong crc,
-//! redeemed twice); the producer's limits (TooLarge, FitsInSlot, the byte budget with its bounded
+//! redeemed twice); the producer's limits (TooLarge, the byte budget with its bounded
 //! wait and recovery, one peer's share of it); mixed slot and sealed publications run to exhaustion and back to empty
 //! with nothing leaked; a closed consumer's publications withdrawn with their bytes; and the
 //! memory given back to the kernel once every descriptor and mapping is gone.
@@ -142,8 +142,9 @@ fn a_body_above_the_largest_payload_is_refused_too_large_naming_the_limit() {
 }
 
 #[test]
-fn publish_sealed_refuses_what_is_too_large_or_fits_a_slot() {
-    let producer = producer_with(2, options(MIB, 4 * MIB));
+fn publish_sealed_refuses_what_is_too_large_and_takes_any_smaller_size() {
+    let producer = producer_with(4, options(MIB, 4 * MIB));
+    let consumer = consumer(&producer);
     let over = SealedPayload::from_bytes(&vec![7; MIB + 1]).unwrap();
     assert_eq!(
         producer.publish_sealed(&over, Duration::ZERO),
@@ -152,21 +153,23 @@ fn publish_sealed_refuses_what_is_too_large_or_fits_a_slot() {
             max: MIB
         })
     );
-    let fits = SealedPayload::from_bytes(&[7; SLOT_SIZE as usize]).unwrap();
-    assert_eq!(
-        producer.publish_sealed(&fits, Duration::ZERO),
-        Err(ClaimError::FitsInSlot {
-            len: SLOT_SIZE as usize,
-            slot_size: SLOT_SIZE as usize
-        })
-    );
+    // A body a slot would hold travels sealed too when its producer hands out the payload it
+    // keeps: the handle's tier, not its length, says it is a ticket.
+    for len in [0, 1, SLOT_SIZE as usize] {
+        let bytes: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let small = SealedPayload::from_bytes(&bytes).unwrap();
+        let handle = producer.publish_sealed(&small, Duration::ZERO).unwrap();
+        assert_eq!(handle.len as usize, len);
+        let redeemed = consumer.redeem_sealed(&handle, dup(&small)).unwrap();
+        assert_eq!(&redeemed[..], &bytes[..], "{len}");
+    }
     // Ordinary claims above the slot size stay TooLarge against the slot.
     assert!(matches!(
         producer.claim(SLOT_SIZE as usize + 1, Duration::ZERO),
         Err(ClaimError::TooLarge { max, .. }) if max == SLOT_SIZE as usize
     ));
     let stats = producer.stats();
-    assert_eq!((stats.slots.free, stats.sealed_bytes_in_flight), (2, 0));
+    assert_eq!((stats.slots.free, stats.sealed_bytes_in_flight), (4, 0));
 }
 
 #[test]

@@ -80,9 +80,9 @@ pub struct Args {
     /// the main address. Off unless given; bind it to loopback.
     #[arg(long, env = "SHMBRIDGE_GATEWAY_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
-    /// Bytes of verified sealed payloads (bodies above a slot) kept mapped: users-service under
-    /// `--cache` hands the same immutable memfd for every publication of a body, and one the
-    /// gateway already verified is served from its kept mapping instead of being mapped and
+    /// Bytes of verified sealed payloads kept mapped: users-service under `--cache` hands the
+    /// same immutable memfd for every publication of a body (any size above the inline
+    /// threshold), and one the gateway already verified is served from its kept mapping instead of being mapped and
     /// checksummed again. 0 checks every payload.
     #[arg(long, env = "SHMBRIDGE_KEEP_VERIFIED_BYTES", default_value_t = 160 << 20)]
     pub keep_verified_bytes: u64,

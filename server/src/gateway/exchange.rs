@@ -30,7 +30,6 @@ use crate::transport_header::Transport;
 use super::answer::{Answer, Expect};
 use super::forward_request::ForwardRequest;
 use super::proxied_response::Proxied;
-use super::shm_consumer::Attachment;
 use super::stage_timing::{Stage, Stages};
 use super::state::Shared;
 use super::transport_choice::Route;
@@ -211,7 +210,7 @@ async fn over_channel(
     // body is made already, so it waits for room (answers being written drain the budget in
     // milliseconds) rather than waste that work, but not past the deadline.
     let reservation = shared.budget.reserve_by(publication.len(), ends).await?;
-    let redeemed = Attachment::redeem(publication).await?;
+    let redeemed = attachment.redeem(publication).await?;
     stages.end(Stage::Redeem, answered);
     let Response { head, body } = redeemed.response;
     let transport = Transport::of_tier(body.tier());

@@ -7,9 +7,9 @@
 //! same bytes both ways by construction. The data routes with a valid query (`GET /users`,
 //! `GET /blobs`) are answered on the channel thread itself, from the same bodies, head builder
 //! and writers the routes use (`ChannelRoutes::answer_directly` says why); the gateway's
-//! system tests compare both ways byte for byte. Under `--cache`, a `GET /users` body above a
-//! slot is handed over as the sealed payload kept for it ([`SealedBodies`]), the same
-//! immutable memfd every time, copying nothing.
+//! system tests compare both ways byte for byte. Under `--cache`, a `GET /users` body too large
+//! to travel inline is handed over as the sealed payload kept for it ([`SealedBodies`]), the
+//! same immutable memfd every time, copying nothing.
 //!
 //! Execution: the handler runs on the channel thread that read the frame (see
 //! [`shmbridge::control`]); for the router it drives the future there with the runtime's handle.
@@ -53,21 +53,14 @@ pub struct ChannelRoutes {
     state: Weak<Shared>,
     runtime: tokio::runtime::Handle,
     sealed: SealedBodies,
-    slot_size: u64,
 }
 
 impl ChannelRoutes {
-    pub fn new(
-        state: Weak<Shared>,
-        runtime: tokio::runtime::Handle,
-        sealed: SealedBodies,
-        slot_size: u64,
-    ) -> Self {
+    pub fn new(state: Weak<Shared>, runtime: tokio::runtime::Handle, sealed: SealedBodies) -> Self {
         Self {
             state,
             runtime,
             sealed,
-            slot_size,
         }
     }
 
@@ -131,8 +124,9 @@ impl ChannelRoutes {
                 let making = Instant::now();
                 let body = bodies.body(query);
                 let made = making.elapsed();
-                if body.len() as u64 > self.slot_size && bodies.is_caching() {
-                    // The kept sealed payload: the same immutable memfd every time, no copy.
+                if bodies.is_caching() && body.len() > response.inline_threshold() {
+                    // The kept sealed payload: the same immutable memfd every time, whatever
+                    // its size, so neither side copies it and the gateway checks its crc32 once.
                     let payload = bodies.payload(query);
                     write_head(
                         &payload.summary().response_headers(Transport::Shm),

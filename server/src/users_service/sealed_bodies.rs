@@ -1,8 +1,8 @@
-//! users-service's bodies above one slot, as sealed payloads (`shmbridge::SealedPayload`, a memfd
-//! the kernel keeps immutable): written straight into the memfd, a large query's users generated
-//! as they are written, so no such body is ever held whole in this process; under `--cache`
-//! kept sealed, so every publication of the query hands out the same immutable payload and
-//! copies nothing.
+//! users-service's bodies as sealed payloads (`shmbridge::SealedPayload`, a memfd the kernel
+//! keeps immutable): written straight into the memfd, a large query's users generated as they
+//! are written, so no such body is ever held whole in this process; under `--cache` kept
+//! sealed, so every publication of the query, whatever its size above the inline threshold,
+//! hands out the same immutable payload and copies nothing.
 
 use std::io::{self, Write};
 
@@ -33,7 +33,7 @@ pub enum SealError {
     Write(io::Error),
 }
 
-/// Makes and, under `--cache`, keeps the sealed payloads of bodies above a slot.
+/// Makes and, under `--cache`, keeps the sealed payloads of bodies.
 pub struct SealedBodies {
     /// `Some` under `--cache`: payloads kept within the serialized bodies' byte bound.
     cached: Option<QueryCache<SealedPayload>>,

@@ -362,7 +362,7 @@ fn write_publication(producer: &Producer, body: &[u8], wait: Duration) -> Result
         .map_err(|error| match error {
             ClaimError::TooLarge { len, max } => ApiError::TooLargeForSlot { len, max },
             ClaimError::Exhausted { .. } => ApiError::SlotsExhausted,
-            error @ (ClaimError::FitsInSlot { .. } | ClaimError::BytesExhausted { .. }) => {
+            error @ ClaimError::BytesExhausted { .. } => {
                 unreachable!("claim answered {error}, which only sealed publishing does")
             }
         })?;

@@ -28,7 +28,6 @@ impl AppState {
                 state.clone(),
                 runtime,
                 SealedBodies::new(args.cache, args.shm.max_payload),
-                u64::from(args.shm.slot_size),
             );
             Shared {
                 bodies,

@@ -132,7 +132,6 @@ pub fn claim(error: ClaimError) -> PyErr {
         ClaimError::Exhausted { .. } | ClaimError::BytesExhausted { .. } => {
             Exhausted::new_err(error.to_string())
         }
-        ClaimError::FitsInSlot { .. } => Error::new_err(error.to_string()),
     }
 }
 
@@ -167,7 +166,7 @@ pub fn redeem(error: RedeemError) -> PyErr {
             ChecksumMismatch::new_err(error.to_string())
         }
         RedeemError::Reclaimed { .. } => Stale::new_err(error.to_string()),
-        RedeemError::NotSealed { .. } | RedeemError::Sealed(_) => Error::new_err(error.to_string()),
+        RedeemError::Sealed(_) => Error::new_err(error.to_string()),
     }
 }
 

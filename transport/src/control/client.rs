@@ -81,12 +81,8 @@ pub enum ProtocolError {
     UnexpectedDescriptor,
     #[error("the sealed publication of {len} bytes came without its descriptor")]
     MissingDescriptor { len: u32 },
-    #[error("a {tier} body of {len} bytes does not fit that tier (slots hold {slot_size} bytes)")]
-    WrongTier {
-        tier: &'static str,
-        len: u32,
-        slot_size: u32,
-    },
+    #[error("a slot body of {len} bytes, but slots hold {slot_size}")]
+    SlotTooLarge { len: u32, slot_size: u32 },
 }
 
 type Completion = Box<dyn FnOnce(Result<Publication, RequestError>) + Send>;
@@ -331,11 +327,6 @@ impl Inner {
             } => (id, head, placement),
         };
         let slot_size = self.consumer.segment().slot_size();
-        let wrong_tier = |tier: Tier, len: u32| ProtocolError::WrongTier {
-            tier: tier.as_str(),
-            len,
-            slot_size,
-        };
         let body = match (placement, fd) {
             (Placement::Sealed(handle), None) => {
                 return Err(ProtocolError::MissingDescriptor { len: handle.len }.into());
@@ -348,12 +339,10 @@ impl Inner {
                 crc,
             },
             (Placement::Slot(handle), None) if handle.len > slot_size => {
-                return Err(wrong_tier(Tier::Slot, handle.len).into());
+                let len = handle.len;
+                return Err(ProtocolError::SlotTooLarge { len, slot_size }.into());
             }
             (Placement::Slot(handle), None) => Pending::Slot(self.ours(handle)?),
-            (Placement::Sealed(handle), Some(_)) if handle.len <= slot_size => {
-                return Err(wrong_tier(Tier::Sealed, handle.len).into());
-            }
             (Placement::Sealed(handle), Some(fd)) => Pending::Sealed(self.ours(handle)?, fd),
         };
         Ok(Publication {

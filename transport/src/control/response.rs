@@ -125,6 +125,13 @@ impl<'p> ResponseWriter<'p> {
         &self.head
     }
 
+    /// Bodies of at most this many bytes travel inline in the answer. Above it, a body the
+    /// handler keeps is cheaper handed over as its kept sealed payload
+    /// ([`ResponseWriter::send_sealed`]) than written again.
+    pub fn inline_threshold(&self) -> usize {
+        self.inline_threshold
+    }
+
     /// When the consumer stops waiting: waits for room end then, and work past it is wasted.
     pub fn deadline(&self) -> Instant {
         self.deadline
@@ -182,17 +189,12 @@ impl<'p> ResponseWriter<'p> {
     }
 
     /// Answers with `payload`, an immutable sealed payload the handler keeps (a cache hands the
-    /// same one to every request for it), instead of writing a body. It must be larger than a
-    /// slot, and nothing may have been written.
+    /// same one to every request for it), instead of writing a body. Nothing may have been
+    /// written. Whatever its size it travels as that sealed payload, so a consumer that keeps
+    /// what it verified reads it again with no copy and no crc32 pass.
     pub fn send_sealed(&mut self, payload: SealedPayload) -> io::Result<()> {
         if self.written() > 0 {
             return Err(io::Error::other("send_sealed after the body was written"));
-        }
-        if payload.len() <= self.slot_size() as u64 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a sealed payload a slot holds travels in the slot: write its bytes",
-            ));
         }
         self.check_sealed_len(payload.len())?;
         self.body = Body::Shared(payload);

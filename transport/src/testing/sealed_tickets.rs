@@ -68,7 +68,7 @@ impl SealedModel {
         self.inodes.push(inode(payload.as_fd()));
         match producer.publish_sealed(&payload, std::time::Duration::ZERO) {
             Ok(handle) => {
-                assert!(len > segment.slot_size() as usize && len <= MAX_PAYLOAD);
+                assert!(len <= MAX_PAYLOAD);
                 assert_eq!(
                     (handle.len as usize, handle.crc),
                     (len, crc32fast::hash(&bytes))
@@ -82,7 +82,6 @@ impl SealedModel {
                 });
             }
             Err(ClaimError::TooLarge { .. }) => assert!(len > MAX_PAYLOAD),
-            Err(ClaimError::FitsInSlot { .. }) => assert!(len <= segment.slot_size() as usize),
             Err(ClaimError::BytesExhausted { in_flight, max }) => {
                 assert!(in_flight + len as u64 > max, "refused with room left");
                 if !self.on_scribbled(publisher, descriptor_scribbled) {

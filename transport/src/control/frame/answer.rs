@@ -42,8 +42,8 @@ pub enum Placement<'a> {
     Inline { body: &'a [u8], crc: u32 },
     /// The handle of a slot publication (`len` at most the slot size).
     Slot(Handle),
-    /// The handle of a sealed publication's ticket (`len` above the slot size); the payload's
-    /// descriptor comes with the message.
+    /// The handle of a sealed publication's ticket (`len` any); the payload's descriptor comes
+    /// with the message.
     Sealed(Handle),
 }
 

@@ -25,11 +25,14 @@
 //!
 //! # Tiers
 //!
-//! The producer chooses where a body travels from its actual size: **inline** in the answer
-//! itself (at most [`MAX_INLINE_LEN`] bytes, and at most the producer's own threshold, below),
-//! in a **slot** of the segment (at most the slot size), or as a **sealed** memfd (above the slot
-//! size). A receiver checks that a body's tier fits its length: a slot answer above the slot
-//! size or a sealed answer within it is a protocol error.
+//! The producer chooses where a body travels: **inline** in the answer itself (at most
+//! [`MAX_INLINE_LEN`] bytes, and at most the producer's own threshold, below), in a **slot** of
+//! the segment (at most the slot size), or as a **sealed** memfd (any length). A body made for
+//! one answer takes the tier its actual size calls for: inline, then slot, then sealed above the
+//! slot size. A body the producer keeps and hands out again (immutable: a cache's) may travel
+//! sealed whatever its size, so a receiver that keeps what it verified copies and checks it
+//! once. A receiver checks that a slot answer's length fits a slot: one above it is a protocol
+//! error. The tier, never the length, tells a ticket from a slot.
 //!
 //! # Layout (little-endian; its version is [`CONTROL_VERSION`])
 //!
@@ -102,8 +105,10 @@
 //!
 //! # Version history
 //!
-//! 1: a publish frame carried the demo dataset's parameters, the answer only a handle. 2 (this):
-//! opaque requests, a response head, three tiers.
+//! 1: a publish frame carried the demo dataset's parameters, the answer only a handle. 2:
+//! opaque requests, a response head, three tiers, a sealed body always above the slot size. 3
+//! (this): a sealed body of any length; no byte moved, but a version 2 receiver would refuse
+//! such an answer as a protocol error, so it gets a version refusal instead.
 
 use thiserror::Error;
 
@@ -125,7 +130,7 @@ pub use refusal::{Refusal, RefusalCode};
 pub use request::{Request, other_version_id, oversized_publish_id};
 
 /// The version of the frames above; changes whenever their layout or meaning does.
-pub const CONTROL_VERSION: u8 = 2;
+pub const CONTROL_VERSION: u8 = 3;
 
 /// The longest request a publish frame carries.
 pub const MAX_REQUEST_LEN: usize = 64 * 1024;

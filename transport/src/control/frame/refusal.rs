@@ -102,8 +102,6 @@ impl From<ClaimError> for Refusal {
             ClaimError::Exhausted { .. } | ClaimError::BytesExhausted { .. } => {
                 Self::new(RefusalCode::Exhausted, 0)
             }
-            // The response writer routes by size and never asks for this.
-            ClaimError::FitsInSlot { .. } => Self::new(RefusalCode::Internal, 0),
         }
     }
 }

@@ -89,7 +89,7 @@ fn the_published_frame_matches_the_documented_layout() {
     head_bytes.extend_from_slice(b"5d41402a");
     let expected: Vec<u8> = [
         &b"SHMC"[..],
-        &[2, 3, 0, 0],
+        &[3, 3, 0, 0],
         &0x0102_0304_0506_0708u64.to_le_bytes(),
         &[2, 0],
         &200u16.to_le_bytes(),
