@@ -39,6 +39,7 @@ __all__ = [
     "Exhausted",
     "Handle",
     "HandlerFailed",
+    "KeptBody",
     "Producer",
     "Publication",
     "RequestTooLarge",
@@ -203,7 +204,24 @@ class Publication:
     def release(self) -> None:
         """Gives the publication back unread. Idempotent."""
 
-_Handler = Callable[[bytes], Union[bytes, Response, Tuple[Response, Iterable[bytes]]]]
+@final
+class KeptBody:
+    """A body a handler keeps and hands out again (a cache's), made once into a sealed memfd
+    that the kernel keeps immutable. A handler returning ``(Response, kept)`` (the ``Response``
+    giving the head, with an empty body) answers with that same memfd each time, whatever its
+    size: nothing is copied on either side, and a consumer that keeps what it verified checks
+    its crc32 once. Raises OSError when the memfd cannot be made, written or sealed."""
+
+    def __new__(cls, data: bytes) -> KeptBody: ...
+    def __len__(self) -> int: ...
+    @property
+    def crc(self) -> int:
+        """The body's crc32 (zlib's)."""
+
+_Handler = Callable[
+    [bytes],
+    Union[bytes, Response, Tuple[Response, KeptBody], Tuple[Response, Iterable[bytes]]],
+]
 
 @final
 class Producer:
@@ -246,9 +264,10 @@ class Producer:
         """Serves the segment on an abstract Unix socket (default ``shmbridge-py-PID-EPOCH``)
         from background threads and returns its name. With ``handler``, also answers
         control-channel requests: ``handler(request)`` gets the request ``bytes`` and returns the
-        body ``bytes``, a ``Response``, or a ``(Response, chunks)`` pair: the head of a response
-        with an empty body, and an iterable of ``bytes`` written one by one into the body as it
-        grows, never joined (``shmbridge.wsgi.serve(app, producer)`` serves any WSGI
+        body ``bytes``, a ``Response``, a ``(Response, KeptBody)`` pair (the head of a response
+        with an empty body, and a kept body handed over as its sealed memfd, whatever its size),
+        or a ``(Response, chunks)`` pair: the head, and an iterable of ``bytes`` written one by
+        one into the body as it grows, never joined (``shmbridge.wsgi.serve(app, producer)`` serves any WSGI
         application this way; see ``help(shmbridge.wsgi)``). The body travels inline up to ``inline_threshold``
         bytes (default ``DEFAULT_INLINE_THRESHOLD``, at most 65536), in a slot up to the slot
         size, and above it (up to 64 MiB) as a sealed memfd. An exception from the handler, or a

@@ -18,6 +18,7 @@ mod consumer;
 mod errors;
 mod handle;
 mod http;
+mod kept;
 mod producer;
 mod publication;
 mod response;
@@ -48,6 +49,7 @@ fn shmbridge_module(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<consumer::PyConsumer>()?;
     module.add_class::<response::PyResponse>()?;
     module.add_class::<publication::PyPublication>()?;
+    module.add_class::<kept::PyKeptBody>()?;
     module.add_function(wrap_pyfunction!(http::http_request_parse, module)?)?;
     module.add_function(wrap_pyfunction!(http::http_request_encode, module)?)?;
     add_wsgi(module)

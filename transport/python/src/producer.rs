@@ -28,6 +28,7 @@ use shmbridge::{
 use crate::closable::{Closable, closes_on_exit};
 use crate::errors;
 use crate::handle::PyHandle;
+use crate::kept::PyKeptBody;
 use crate::response::PyResponse;
 use crate::{lock, seconds};
 
@@ -323,6 +324,8 @@ enum Made<'py> {
     /// A head (a `Response` with an empty body) and an iterable of `bytes` chunks, written one
     /// by one into whichever tier the body grows into, so that it is never held whole here.
     Streamed(Bound<'py, PyResponse>, Bound<'py, PyIterator>),
+    /// A head (a `Response` with an empty body) and the kept body to hand over as it is.
+    Kept(Bound<'py, PyResponse>, Bound<'py, PyKeptBody>),
 }
 
 impl Handler for PyHandler {
@@ -379,6 +382,11 @@ impl PyHandler {
                 }
                 return Ok(());
             }
+            Made::Kept(head, kept) => {
+                write_head(head.get(), response)?;
+                response.send_sealed(kept.get().payload())?;
+                return Ok(());
+            }
         };
         // The length is known, so the writer picks the tier up front and refuses a body too
         // large before any copy.
@@ -425,7 +433,7 @@ impl<'py> Made<'py> {
         if let Ok(response) = made.cast::<PyResponse>() {
             return Ok(Self::Response(response.clone()));
         }
-        if let Ok((head, chunks)) = made.extract::<(Bound<'py, PyResponse>, Bound<'py, PyAny>)>() {
+        if let Ok((head, body)) = made.extract::<(Bound<'py, PyResponse>, Bound<'py, PyAny>)>() {
             if !head
                 .get()
                 .body_object()
@@ -434,14 +442,17 @@ impl<'py> Made<'py> {
                 .is_empty()
             {
                 return Err(PyTypeError::new_err(
-                    "a streamed response's head has an empty body: its bytes are the chunks",
+                    "a (Response, body) pair's head has an empty body: the body is the second",
                 ));
             }
-            return Ok(Self::Streamed(head, chunks.try_iter()?));
+            if let Ok(kept) = body.cast::<PyKeptBody>() {
+                return Ok(Self::Kept(head, kept.clone()));
+            }
+            return Ok(Self::Streamed(head, body.try_iter()?));
         }
         Err(PyTypeError::new_err(format!(
-            "a handler returns bytes, a shmbridge.Response, or a (Response, iterable of bytes) \
-             pair, not {}",
+            "a handler returns bytes, a shmbridge.Response, or a (Response, KeptBody) or \
+             (Response, iterable of bytes) pair, not {}",
             made.get_type().name()?
         )))
     }

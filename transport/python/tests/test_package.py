@@ -318,6 +318,37 @@ def test_a_responses_head_travels_with_a_body_of_every_tier(producer, size, tier
     assert response.body == payload(size, 3)
 
 
+@pytest.mark.parametrize("size", [10, 20_000, 70_000])
+def test_a_kept_body_travels_sealed_at_every_size_and_is_the_same_memfd_each_time(producer, size):
+    kept = shmbridge.KeptBody(payload(size, 4))
+    assert (len(kept), kept.crc) == (size, zlib.crc32(payload(size, 4)))
+    head = shmbridge.Response(status=203, content_type="application/octet-stream")
+
+    with shmbridge.Consumer.connect(producer.serve(lambda request: (head, kept))) as consumer:
+        for _ in range(3):
+            response = consumer.request(b"")
+            assert (response.status, response.content_type, response.tier) == (
+                203, "application/octet-stream", "sealed",
+            )  # fmt: skip
+            assert response.body == payload(size, 4)
+    stats = producer.stats()
+    assert stats["sealed_publications"] == 3
+    assert wait_for(lambda: producer.stats()["sealed_bytes_in_flight"] == 0)
+
+
+def test_a_kept_bodys_head_must_not_carry_a_body_of_its_own(producer, monkeypatch):
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: reported.append(unraisable))
+
+    def made(request):
+        return (shmbridge.Response(body=b"x"), shmbridge.KeptBody(b"y"))
+
+    with shmbridge.Consumer.connect(producer.serve(made)) as consumer:
+        with pytest.raises(shmbridge.HandlerFailed):
+            consumer.request(b"")
+    assert [type(unraisable.exc_value) for unraisable in reported] == [TypeError]
+
+
 def test_the_inline_threshold_is_the_producers_to_set():
     with shmbridge.Producer(slot_count=4, slot_size=4096) as producer:
         name = producer.serve(sized, inline_threshold=100)
