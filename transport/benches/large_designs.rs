@@ -16,7 +16,18 @@
 //!   `F_SEAL_WRITE` makes the bytes immutable for everyone, so the checksum holds for the reads
 //!   after it. The kernel frees the pages at the last close.
 //!
-//! Each of the three also computes the producer's crc32 of the body (the handle carries it), so
+//! - **sealed memfd, pages allocated ahead** (`sealed_ahead`): the same, into a memfd whose
+//!   pages a pool made beforehand (`fallocate` of the body's length, zeroed pages allocated off
+//!   the request path): the first candidate for issue 22's "fresh large bodies on warm pages". A
+//!   sealed memfd cannot be reused, so this moves the allocation and zeroing elsewhere (a
+//!   background thread), it does not save them: the table prints the preparation's own time
+//!   beside it.
+//! - **the same, freed elsewhere** (`sealed_ahead_freed_later`): and the consumer's mapping and
+//!   descriptor, the last references to the pages, are dropped after the timed batch, as the
+//!   gateway drops a large one off its request path: what is left is the copy, the two crc32
+//!   passes and the descriptor's trip.
+//!
+//! Each of them also computes the producer's crc32 of the body (the handle carries it), so
 //! all do two crc32 passes; the arenas add two copies, the sealed memfd one `write(2)` and the
 //! cost of a fresh file, a descriptor pass and a mapping. Bookkeeping both would need (a ticket's
 //! state word, an arena's free map) is left out: it is the same few atomics per body.
@@ -31,7 +42,7 @@ use std::io::{IoSlice, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput};
 use memmap2::{Mmap, MmapMut, MmapOptions};
 use nix::fcntl::{FallocateFlags, FcntlArg, SealFlag, fallocate, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
@@ -81,6 +92,10 @@ struct Bench {
     warm: Arena,
     punched: Arena,
     private: Vec<u8>,
+    /// Memfds with the body's pages allocated, for `sealed_ahead`: what a pool would hold.
+    ahead: Vec<File>,
+    /// Redeemed mappings whose pages `sealed_ahead_freed_later` frees after its batch.
+    freed_later: Vec<Mmap>,
     /// The control channel stand-in: a connected `SOCK_SEQPACKET` pair, as the transport uses.
     sender: OwnedFd,
     receiver: OwnedFd,
@@ -100,6 +115,8 @@ impl Bench {
             warm: Arena::new(len),
             punched: Arena::new(len),
             private: Vec::with_capacity(len),
+            ahead: Vec::new(),
+            freed_later: Vec::new(),
             sender,
             receiver,
         }
@@ -115,15 +132,31 @@ impl Bench {
     }
 
     fn sealed(&mut self) {
+        drop(self.sealed_in(sealable_memfd()));
+    }
+
+    fn sealed_ahead(&mut self) {
+        let memfd = self.ahead.pop().expect("a memfd allocated ahead");
+        drop(self.sealed_in(memfd));
+    }
+
+    fn sealed_ahead_freed_later(&mut self) {
+        let memfd = self.ahead.pop().expect("a memfd allocated ahead");
+        let map = self.sealed_in(memfd);
+        self.freed_later.push(map);
+    }
+
+    /// Makes `count` memfds with the body's pages allocated, for `sealed_ahead`.
+    fn allocate_ahead(&mut self, count: u32) {
+        let len = self.source.len();
+        self.ahead.extend((0..count).map(|_| allocated_memfd(len)));
+    }
+
+    /// The sealed hand-off of the body through `memfd`, a new memfd (its pages allocated or
+    /// not); returns the consumer's verified mapping, the pages' last reference.
+    fn sealed_in(&mut self, memfd: File) -> Mmap {
         let len = self.source.len();
         let written = crc32fast::hash(&self.source);
-        let memfd = File::from(
-            memfd_create(
-                c"large-designs-sealed",
-                MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-            )
-            .expect("memfd_create"),
-        );
         (&memfd).write_all(&self.source).expect("write the body");
         let seal = || {
             fcntl(
@@ -169,6 +202,7 @@ impl Bench {
         // bytes cannot change and no page of it can disappear (no SIGBUS).
         let map: Mmap = unsafe { MmapOptions::new().len(len).map(&received) }.expect("mmap");
         assert_eq!(black_box(crc32fast::hash(&map)), announced_crc);
+        map
     }
 
     /// One message from the socket pair: the descriptor it carries and its 12 bytes.
@@ -201,6 +235,24 @@ impl Bench {
     }
 }
 
+fn sealable_memfd() -> File {
+    File::from(
+        memfd_create(
+            c"large-designs-sealed",
+            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+        )
+        .expect("memfd_create"),
+    )
+}
+
+/// A sealable memfd of `len` bytes whose pages are allocated (and zeroed) now, so that writing
+/// the body into it faults nothing in.
+fn allocated_memfd(len: usize) -> File {
+    let memfd = sealable_memfd();
+    fallocate(&memfd, FallocateFlags::empty(), 0, len as i64).expect("allocate the pages");
+    memfd
+}
+
 /// The arena hand-off: crc32 of the body, copy into the shared run, copy out into a private
 /// buffer, crc32 of the private copy.
 fn copy_through(source: &[u8], run: &mut [u8], private: &mut Vec<u8>) {
@@ -214,11 +266,16 @@ fn copy_through(source: &[u8], run: &mut [u8], private: &mut Vec<u8>) {
 }
 
 type Op = fn(&mut Bench);
-const OPS: [(&str, Op); 3] = [
+const OPS: [(&str, Op); 5] = [
     ("page_run", Bench::page_run),
     ("page_run_punched", Bench::page_run_punched),
     ("sealed", Bench::sealed),
+    ("sealed_ahead", Bench::sealed_ahead),
+    ("sealed_ahead_freed_later", Bench::sealed_ahead_freed_later),
 ];
+/// [`OPS`]' index of `sealed_ahead`; it and the ops after it use memfds made before their
+/// batches are timed.
+const AHEAD: usize = 3;
 
 fn criterion_groups(c: &mut Criterion) {
     let mut group = c.benchmark_group("large");
@@ -226,24 +283,51 @@ fn criterion_groups(c: &mut Criterion) {
     for len in SIZES {
         let mut bench = Bench::new(len);
         group.throughput(Throughput::Bytes(len as u64));
-        for (name, op) in OPS {
-            group.bench_function(BenchmarkId::new(name, len), |b| b.iter(|| op(&mut bench)));
+        for (name, op) in &OPS[..AHEAD] {
+            group.bench_function(BenchmarkId::new(*name, len), |b| b.iter(|| op(&mut bench)));
         }
+        // criterion drops what a batched routine returns after timing it: `sealed_ahead` frees
+        // its pages inside the timed routine, `sealed_ahead_freed_later` outside.
+        group.bench_function(BenchmarkId::new(OPS[AHEAD].0, len), |b| {
+            b.iter_batched(
+                || allocated_memfd(len),
+                |memfd| drop(bench.sealed_in(memfd)),
+                BatchSize::PerIteration,
+            )
+        });
+        group.bench_function(BenchmarkId::new(OPS[AHEAD + 1].0, len), |b| {
+            b.iter_batched(
+                || allocated_memfd(len),
+                |memfd| bench.sealed_in(memfd),
+                BatchSize::PerIteration,
+            )
+        });
     }
     group.finish();
 }
 
-/// Median nanoseconds per operation of each of [`OPS`], timed in alternating batches.
-fn interleaved_medians(bench: &mut Bench, rounds: usize, batch: u32) -> [f64; 3] {
-    let mut samples: [Vec<f64>; 3] = Default::default();
+/// Median nanoseconds per operation of each of [`OPS`], timed in alternating batches; then that
+/// of allocating the memfds ahead, and of freeing the mappings freed later (each untimed in its
+/// op's own figure).
+fn interleaved_medians(bench: &mut Bench, rounds: usize, batch: u32) -> [f64; 7] {
+    let mut samples: [Vec<f64>; 7] = Default::default();
+    let per_op = |start: Instant| start.elapsed().as_nanos() as f64 / f64::from(batch);
     for _ in 0..rounds {
-        for ((_, op), times) in OPS.iter().zip(&mut samples) {
+        for (index, (_, op)) in OPS.iter().enumerate() {
+            if index >= AHEAD {
+                let start = Instant::now();
+                bench.allocate_ahead(batch);
+                samples[OPS.len()].push(per_op(start));
+            }
             let start = Instant::now();
             for _ in 0..batch {
                 op(bench);
             }
-            times.push(start.elapsed().as_nanos() as f64 / f64::from(batch));
+            samples[index].push(per_op(start));
         }
+        let start = Instant::now();
+        bench.freed_later.clear();
+        samples[OPS.len() + 1].push(per_op(start));
     }
     samples.map(|mut times| median(&mut times))
 }
@@ -264,24 +348,52 @@ fn main() {
 
     println!(
         "\nmedians of interleaved batches; a = page-run arena (warm), a' = punched after use, \
-         b = sealed memfd:"
+         b = sealed memfd, c = sealed memfd with its pages allocated ahead, d = c with its \
+         pages freed after the batch; off the request path: c+ = allocating a memfd's pages \
+         ahead, d+ = freeing them later:"
     );
     println!(
-        "{:>10} {:>11} {:>11} {:>11} {:>9} {:>9} {:>9}",
-        "bytes", "a µs", "a' µs", "b µs", "a'/a", "b/a", "b/a'"
+        "{:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6} {:>6} {:>6}",
+        "bytes",
+        "a µs",
+        "a' µs",
+        "b µs",
+        "c µs",
+        "d µs",
+        "c+ µs",
+        "d+ µs",
+        "b/a",
+        "c/b",
+        "d/b",
+        "d/a"
     );
     for len in SIZES {
         let mut bench = Bench::new(len);
         let batch = (4_000_000 / len).clamp(1, 1000) as u32;
-        let [warm, punched, sealed] = interleaved_medians(&mut bench, 31, batch);
+        let [
+            warm,
+            punched,
+            sealed,
+            ahead,
+            freed_later,
+            allocating,
+            freeing,
+        ] = interleaved_medians(&mut bench, 31, batch);
+        let us = |ns: f64| ns / 1e3;
         println!(
-            "{len:>10} {:>11.1} {:>11.1} {:>11.1} {:>9.3} {:>9.3} {:>9.3}",
-            warm / 1e3,
-            punched / 1e3,
-            sealed / 1e3,
-            punched / warm,
+            "{len:>9} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>6.2} {:>6.2} \
+             {:>6.2} {:>6.2}",
+            us(warm),
+            us(punched),
+            us(sealed),
+            us(ahead),
+            us(freed_later),
+            us(allocating),
+            us(freeing),
             sealed / warm,
-            sealed / punched
+            ahead / sealed,
+            freed_later / sealed,
+            freed_later / warm
         );
     }
 }
