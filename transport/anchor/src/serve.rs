@@ -56,7 +56,8 @@ pub fn serve(names: &Names, max_size: usize, cpu: usize) -> Result<()> {
         })?
     };
     let spin_thread = {
-        let (names, payload, state) = (names.clone(), Arc::clone(&payload), Arc::clone(&spin_state));
+        let (names, payload, state) =
+            (names.clone(), Arc::clone(&payload), Arc::clone(&spin_state));
         spawn("iceoryx2-spin", move || {
             spin_server(&names, &payload, &state, &ready_tx, &spin_ack_tx)
         })?
@@ -127,12 +128,17 @@ fn event_server(
         let responses = ice::create_event(&node, &names.iceoryx_response_event())?;
         let listener = ice(requests.listener_builder().create(), "create a listener")?;
         let notifier = ice(responses.notifier_builder().create(), "create a notifier")?;
-        Ok((node, service, server, requests, responses, listener, notifier))
+        Ok((
+            node, service, server, requests, responses, listener, notifier,
+        ))
     };
     let (_node, _service, server, _requests, _responses, listener, notifier) =
         report_ready(setup(), ready)?;
     while !quit.load(Ordering::Acquire) {
-        ice(listener.timed_wait(|_| {}, EVENT_POLL), "wait for a request")?;
+        ice(
+            listener.timed_wait(|_| {}, EVENT_POLL),
+            "wait for a request",
+        )?;
         while ice::answer_one(&server, payload)? {
             ice(notifier.notify(), "notify the client")?;
         }

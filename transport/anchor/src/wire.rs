@@ -110,12 +110,20 @@ pub fn decode_request(request: &[u8], max: usize) -> Result<usize> {
 /// crc32 check before this has already read every byte).
 pub fn check_body(body: &[u8], expected: &[u8]) -> Result<()> {
     if body.len() != expected.len() {
-        bail!("a body of {} bytes, expected {}", body.len(), expected.len());
+        bail!(
+            "a body of {} bytes, expected {}",
+            body.len(),
+            expected.len()
+        );
     }
     let edge = body.len().min(8);
-    if body[..edge] != expected[..edge] || body[body.len() - edge..] != expected[body.len() - edge..]
+    if body[..edge] != expected[..edge]
+        || body[body.len() - edge..] != expected[body.len() - edge..]
     {
-        bail!("a body of {} bytes whose edges differ from the payload", body.len());
+        bail!(
+            "a body of {} bytes whose edges differ from the payload",
+            body.len()
+        );
     }
     Ok(())
 }
