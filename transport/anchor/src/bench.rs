@@ -36,7 +36,7 @@ use crate::wire::{self, CTL_DONE, CTL_IDLE, CTL_SPIN, FLOOR_LEN, Names, READY_LI
 const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What is measured, in the order of the report.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Transport {
     Shmbridge,
     IceoryxSpin,
@@ -46,14 +46,6 @@ pub enum Transport {
 }
 
 impl Transport {
-    pub const ALL: [Transport; 5] = [
-        Transport::Shmbridge,
-        Transport::IceoryxSpin,
-        Transport::IceoryxEvent,
-        Transport::Floor,
-        Transport::Inherent,
-    ];
-
     pub fn label(self) -> &'static str {
         match self {
             Transport::Shmbridge => "shmbridge",
@@ -69,6 +61,8 @@ impl Transport {
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub sizes: Vec<usize>,
+    /// What to measure, each once (all five for the report's ratios and targets).
+    pub transports: Vec<Transport>,
     /// Round trips per transport for each size below `large_from`, and from it on.
     pub iterations: usize,
     pub large_iterations: usize,
@@ -139,7 +133,7 @@ fn measure_size(peers: &mut Peers, plan: &Plan, size: usize) -> Result<SizeResul
     let batch = plan.batch.clamp(1, iterations.max(1));
     let warmup = ((iterations as f64 * plan.warmup_fraction) as usize).max(batch);
     peers.tiers.clear();
-    for transport in Transport::ALL {
+    for &transport in &plan.transports {
         peers.enter(transport)?;
         for _ in 0..warmup {
             peers.round_trip(transport, size)?;
@@ -147,7 +141,7 @@ fn measure_size(peers: &mut Peers, plan: &Plan, size: usize) -> Result<SizeResul
         peers.leave(transport)?;
     }
     let mut histograms = Vec::new();
-    for transport in Transport::ALL {
+    for &transport in &plan.transports {
         let histogram = Histogram::new_with_bounds(1, 60_000_000_000, 3)
             .context("create a latency histogram")?;
         histograms.push((transport, histogram));
@@ -155,8 +149,8 @@ fn measure_size(peers: &mut Peers, plan: &Plan, size: usize) -> Result<SizeResul
     let rounds = iterations.div_ceil(batch);
     for round in 0..rounds {
         let in_round = batch.min(iterations - round * batch);
-        for turn in 0..Transport::ALL.len() {
-            let index = (round + turn) % Transport::ALL.len();
+        for turn in 0..histograms.len() {
+            let index = (round + turn) % histograms.len();
             let (transport, histogram) = &mut histograms[index];
             peers.enter(*transport)?;
             for _ in 0..in_round {

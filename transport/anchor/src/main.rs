@@ -29,6 +29,15 @@ struct Cli {
     /// Body sizes (bytes, or with a k/KiB or m/MiB suffix), comma-separated.
     #[arg(long, value_delimiter = ',', value_parser = parse_size, default_value = "4KiB,256KiB,4MiB")]
     sizes: Vec<usize>,
+    /// What to measure, comma-separated (all of them for the ratios and the targets; fewer to
+    /// profile one).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "shmbridge,iceoryx-spin,iceoryx-event,floor,inherent"
+    )]
+    transports: Vec<bench::Transport>,
     /// Measured round trips per transport for each size below --large-from.
     #[arg(long, default_value_t = 20_000)]
     iterations: usize,
@@ -100,8 +109,15 @@ fn main() -> Result<()> {
     if !(0.0..=10.0).contains(&cli.warmup_fraction) {
         bail!("--warmup-fraction must be between 0 and 10");
     }
+    let mut transports = Vec::new();
+    for transport in cli.transports {
+        if !transports.contains(&transport) {
+            transports.push(transport);
+        }
+    }
     let plan = bench::Plan {
         sizes: cli.sizes,
+        transports,
         iterations: cli.iterations,
         large_iterations: cli.large_iterations,
         large_from: cli.large_from,
