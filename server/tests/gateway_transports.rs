@@ -9,6 +9,7 @@ use common::{
     DEFAULT_SLOT_SIZE, assert_no_leak, error_code, error_message, expected_shm_transport, gateway,
     gateway_with_admin, get, users_service,
 };
+use shmbridge_server::blobs::{BlobQuery, blob_bytes};
 use shmbridge_server::dataset::{DEFAULT_COUNT, DEFAULT_SEED, users_json};
 use shmbridge_server::payload::{CRC_HEADER, format_crc};
 use shmbridge_server::transport_header::TRANSPORT_HEADER;
@@ -245,4 +246,34 @@ fn counter(exposition: &[u8], series: &str) -> u64 {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Under `--cache` a blob is kept: REST serves it from a mapping of its sealed payload, the
+/// channel hands that payload over (inline when small), and both give the bytes the blob's
+/// query names, again and again.
+#[tokio::test]
+async fn kept_blobs_arrive_exact_over_both_paths_and_travel_sealed_above_inline() {
+    let upstream = users_service(&["--slot-size", "65536", "--cache"]).await;
+    let gateway = gateway(&upstream, &[]);
+    for size in [0, 100, 5_000, 70_000] {
+        let target = format!("/blobs?size={size}&pattern=random&seed=5");
+        let query = BlobQuery::parse(target.split_once('?').map(|(_, q)| q), u64::MAX).unwrap();
+        let expected = blob_bytes(&query);
+        let shm_tier = if size <= shmbridge::control::DEFAULT_INLINE_THRESHOLD {
+            "shm-inline"
+        } else {
+            "shm-sealed"
+        };
+        for (prefix, tier) in [("/via-api", "api"), ("/via-shm", shm_tier)] {
+            for _ in 0..2 {
+                let uri = format!("{prefix}{target}");
+                let (status, headers, body) = get(&gateway, &uri).await;
+                assert_eq!(status, StatusCode::OK, "{uri}");
+                assert_eq!(headers[TRANSPORT_HEADER], tier, "{uri}");
+                assert!(body == expected, "{uri}: body differs");
+                assert_eq!(headers[CRC_HEADER], format_crc(crc32fast::hash(&expected)));
+                assert_eq!(headers["content-type"], "application/octet-stream", "{uri}");
+            }
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //! and through shared memory, where gateways ask for publications over the control socket
 //! ([`ShmProducer`]); with `--http-signal`, also the seed's way, `POST /shm/users` publishing
 //! into a slot and answering with the handle. It also serves test payloads of any size up to
-//! `--max-payload` (`GET /blobs`, see [`crate::blobs`]), always streamed. `run` is callable from
+//! `--max-payload` (`GET /blobs`, see [`crate::blobs`]), streamed, or under `--cache` kept once
+//! as a sealed payload whose pages both paths serve. `run` is callable from
 //! other crates, so a harness can re-execute itself as this service.
 //!
 //! Execution policy for CPU-heavy work, one rule on every path: generating a dataset,
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{FromRef, RawQuery, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -39,6 +40,7 @@ use crate::transport_header::Transport;
 use crate::waiting_room::{Admitted, WaitingRoom};
 
 use super::bodies::Bodies;
+use super::sealed_bodies::{KeptBlob, SealedBodies};
 use super::shm_producer::{ShmArgs, ShmProducer, StartError};
 use super::streamed_body;
 
@@ -55,8 +57,9 @@ pub struct Args {
     #[arg(long, env = "SHMBRIDGE_USERS_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
     /// Serve bodies serialized once per (count, seed) instead of serializing per request, on
-    /// every path alike. (Without it, users are generated once per (count, seed) and serialized
-    /// per request, as in the seed system.)
+    /// every path alike, and `/blobs` bodies made once per query. (Without it, users are
+    /// generated once per (count, seed) and serialized per request, as in the seed system, and
+    /// blobs made per request.)
     #[arg(long, env = "SHMBRIDGE_USERS_CACHE")]
     pub cache: bool,
     /// Also publish on `POST /shm/users`, answering with the handle over HTTP: the seed's
@@ -96,6 +99,9 @@ pub struct AppState {
 
 pub(super) struct Shared {
     pub(super) bodies: Arc<Bodies>,
+    /// Sealed payloads made and, under `--cache`, kept: `/users` bodies for the channel, `/blobs`
+    /// bodies for both paths.
+    pub(super) sealed: SealedBodies,
     pub(super) http_signal: bool,
     /// `--making-budget`: bytes of bodies being made, and the requests waiting for it.
     pub(super) making: WaitingRoom,
@@ -110,6 +116,30 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// Bytes `query`'s blob costs to make now, for the making budget: none for a blob kept
+    /// under `--cache`, its size otherwise.
+    pub(super) fn blob_making_bytes(&self, query: BlobQuery) -> u64 {
+        if self.sealed.keeps_blob(query) {
+            0
+        } else {
+            query.size
+        }
+    }
+
+    /// `query`'s blob kept under `--cache` (made now on a miss; blocking). Call only when
+    /// caching.
+    pub(super) fn kept_blob(&self, query: BlobQuery) -> Result<KeptBlob, ApiError> {
+        match self.sealed.kept_blob(query) {
+            Ok(Some(kept)) => Ok(kept),
+            Ok(None) => Err(ApiError::Internal {
+                reason: "a kept blob asked for without --cache".to_owned(),
+            }),
+            Err(error) => Err(ApiError::Internal {
+                reason: format!("the blob could not be kept: {error}"),
+            }),
+        }
+    }
+
     /// Room in the making budget for a body of `bytes` (its bound), waiting at most
     /// `--making-wait` for it, and not past `deadline` (a channel request's).
     pub(super) async fn admit_making(
@@ -274,16 +304,56 @@ async fn streamed_users(
 }
 
 /// `GET /blobs?size=N&pattern=random|zeros|text&seed=S`: `size` bytes of the pattern
-/// ([`crate::blobs`]), always streamed as a large users body is ([`streamed_users`]); a size
-/// above `--max-payload` is a 413, any other bad query a 400.
+/// ([`crate::blobs`]), streamed as a large users body is ([`streamed_users`]), or under
+/// `--cache` served from the kept blob's mapping; a size above `--max-payload` is a 413, any
+/// other bad query a 400.
 async fn get_blobs(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
-    match BlobQuery::parse(raw.as_deref(), state.inner.max_blob_size) {
-        Ok(query) => match state.inner.admit_making(query.size, None).await {
-            Ok(making) => streamed_blob(query, making).await.into_response(),
-            Err(busy) => busy.into_response(),
-        },
-        Err(refused) => refused.into_response(),
+    let query = match BlobQuery::parse(raw.as_deref(), state.inner.max_blob_size) {
+        Ok(query) => query,
+        Err(refused) => return refused.into_response(),
+    };
+    let making = state
+        .inner
+        .admit_making(state.inner.blob_making_bytes(query), None);
+    let making = match making.await {
+        Ok(making) => making,
+        Err(busy) => return busy.into_response(),
+    };
+    if state.inner.bodies.is_caching() {
+        let shared = Arc::clone(&state.inner);
+        let kept = tokio::task::spawn_blocking(move || {
+            let _making = making;
+            shared.kept_blob(query)
+        });
+        return match kept.await {
+            Ok(Ok(kept)) => (
+                blob_headers(&query, kept.payload.crc(), Transport::Api),
+                kept.bytes,
+            )
+                .into_response(),
+            Ok(Err(error)) => error.into_response(),
+            Err(error) => ApiError::Internal {
+                reason: format!("the kept blob's task failed: {error}"),
+            }
+            .into_response(),
+        };
     }
+    streamed_blob(query, making).await.into_response()
+}
+
+/// The headers of `query`'s blob, whose crc32 is `crc32`, as the REST route and the channel
+/// both give them.
+pub(super) fn blob_headers(query: &BlobQuery, crc32: u32, transport: Transport) -> HeaderMap {
+    let summary = BodySummary {
+        len: query.size,
+        crc32,
+    };
+    let mut headers = summary.response_headers(transport);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(blobs::content_type(query.pattern)),
+    );
+    headers
 }
 
 /// A blob, never held whole: one blocking task (the request's one hop off the workers)
@@ -308,15 +378,7 @@ async fn streamed_blob(query: BlobQuery, making: Admitted) -> Result<Response, A
     let (crc32, body) = head.await.map_err(|_| ApiError::Internal {
         reason: "the streamed blob's task ended before its headers".to_owned(),
     })?;
-    let summary = BodySummary {
-        len: query.size,
-        crc32,
-    };
-    let mut headers = summary.response_headers(Transport::Api);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(blobs::content_type(query.pattern)),
-    );
+    let headers = blob_headers(&query, crc32, Transport::Api);
     Ok((headers, axum::body::Body::new(body)).into_response())
 }
 

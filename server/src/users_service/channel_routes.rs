@@ -7,9 +7,10 @@
 //! same bytes both ways by construction. The data routes with a valid query (`GET /users`,
 //! `GET /blobs`) are answered on the channel thread itself, from the same bodies, head builder
 //! and writers the routes use (`ChannelRoutes::answer_directly` says why); the gateway's
-//! system tests compare both ways byte for byte. Under `--cache`, a `GET /users` body too large
-//! to travel inline is handed over as the sealed payload kept for it ([`SealedBodies`]), the
-//! same immutable memfd every time, copying nothing.
+//! system tests compare both ways byte for byte. Under `--cache`, a `GET /users` or `GET /blobs`
+//! body too large to travel inline is handed over as the sealed payload kept for it
+//! ([`super::sealed_bodies::SealedBodies`]), the same immutable memfd every time, copying
+//! nothing.
 //!
 //! Execution: the handler runs on the channel thread that read the frame (see
 //! [`shmbridge::control`]); for the router it drives the future there with the runtime's handle.
@@ -20,7 +21,7 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Request, header};
+use axum::http::{HeaderMap, Request, header};
 use axum::response::IntoResponse;
 use http_body::Body as _;
 use shmbridge::control::{Handler, HandlerError, ResponseWriter};
@@ -30,13 +31,12 @@ use tower::ServiceExt;
 use crate::blobs::{self, BlobQuery};
 use crate::dataset;
 use crate::failpoints;
-use crate::payload::{BodySummary, JSON};
+use crate::payload::JSON;
 use crate::query::UsersQuery;
 use crate::server_timing::{self, SERVER_TIMING};
 use crate::transport_header::Transport;
 
-use super::app::{AppState, Shared, routes};
-use super::sealed_bodies::SealedBodies;
+use super::app::{AppState, Shared, blob_headers, routes};
 
 /// Response headers the channel does not carry: its answer says the length, and the gateway
 /// names the transport.
@@ -52,16 +52,11 @@ const NOT_CARRIED: [&str; 4] = [
 pub struct ChannelRoutes {
     state: Weak<Shared>,
     runtime: tokio::runtime::Handle,
-    sealed: SealedBodies,
 }
 
 impl ChannelRoutes {
-    pub fn new(state: Weak<Shared>, runtime: tokio::runtime::Handle, sealed: SealedBodies) -> Self {
-        Self {
-            state,
-            runtime,
-            sealed,
-        }
+    pub fn new(state: Weak<Shared>, runtime: tokio::runtime::Handle) -> Self {
+        Self { state, runtime }
     }
 
     /// Routes `request` through the app and returns its response.
@@ -132,7 +127,7 @@ impl ChannelRoutes {
                         &payload.summary().response_headers(Transport::Shm),
                         response,
                     )?;
-                    let sealed = self.sealed.payload(bodies, query)?;
+                    let sealed = state.sealed.payload(bodies, query)?;
                     failpoints::hit(failpoints::BEFORE_PUBLISH);
                     response.send_sealed(sealed)?;
                     return Ok(true);
@@ -150,20 +145,29 @@ impl ChannelRoutes {
                 let Ok(query) = BlobQuery::parse(request.query(), state.max_blob_size) else {
                     return Ok(false);
                 };
-                let making = state.admit_making(query.size, Some(response.deadline()));
+                let bytes = state.blob_making_bytes(query);
+                let making = state.admit_making(bytes, Some(response.deadline()));
                 let _making = match self.runtime.block_on(making) {
                     Ok(making) => making,
                     Err(busy) => return self.write_answer(busy.into_response(), response),
                 };
-                let summary = BodySummary {
-                    len: query.size,
-                    crc32: blobs::blob_crc32(&query),
-                };
-                let mut headers = summary.response_headers(Transport::Shm);
-                headers.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static(blobs::content_type(query.pattern)),
-                );
+                if state.bodies.is_caching() {
+                    // Kept: the sealed payload itself, as a kept `/users` body travels.
+                    let kept = match state.kept_blob(query) {
+                        Ok(kept) => kept,
+                        Err(error) => return self.write_answer(error.into_response(), response),
+                    };
+                    let headers = blob_headers(&query, kept.payload.crc(), Transport::Shm);
+                    write_head(&headers, response)?;
+                    if kept.bytes.len() > response.inline_threshold() {
+                        response.send_sealed(kept.payload)?;
+                    } else {
+                        response.expect_len(query.size)?;
+                        response.write_all(&kept.bytes)?;
+                    }
+                    return Ok(true);
+                }
+                let headers = blob_headers(&query, blobs::blob_crc32(&query), Transport::Shm);
                 write_head(&headers, response)?;
                 let len = BodyLen::Exact(query.size);
                 write_body(response, len, |out| blobs::write_blob(&query, out))?;

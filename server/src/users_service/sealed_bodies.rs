@@ -2,12 +2,17 @@
 //! keeps immutable): written straight into the memfd, a large query's users generated as they
 //! are written, so no such body is ever held whole in this process; under `--cache` kept
 //! sealed, so every publication of the query, whatever its size above the inline threshold,
-//! hands out the same immutable payload and copies nothing.
+//! hands out the same immutable payload and copies nothing. Under `--cache` `/blobs` bodies are
+//! kept the same way ([`KeptBlob`]), and REST serves the very same pages from a read-only
+//! mapping of the payload, so a kept blob is in memory once for both paths.
 
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 
-use shmbridge::{SealedError, SealedPayload, SealedWriter};
+use bytes::Bytes;
+use shmbridge::{SealedBytes, SealedError, SealedPayload, SealedWriter};
 
+use crate::blobs::{self, BlobQuery};
 use crate::failpoints;
 use crate::query::UsersQuery;
 use crate::query_cache::{QueryCache, Weigh};
@@ -33,10 +38,26 @@ pub enum SealError {
     Write(io::Error),
 }
 
+/// A `/blobs` body kept under `--cache`: its sealed payload, handed over the channel, and a
+/// read-only mapping of the same pages, served over REST.
+#[derive(Clone)]
+pub struct KeptBlob {
+    pub payload: SealedPayload,
+    pub bytes: Bytes,
+}
+
+impl Weigh for KeptBlob {
+    fn weight(&self) -> usize {
+        self.payload.weight()
+    }
+}
+
 /// Makes and, under `--cache`, keeps the sealed payloads of bodies.
 pub struct SealedBodies {
     /// `Some` under `--cache`: payloads kept within the serialized bodies' byte bound.
     cached: Option<QueryCache<SealedPayload>>,
+    /// `Some` under `--cache`: `/blobs` bodies kept within the same bound, of their own.
+    blobs: Option<QueryCache<KeptBlob, BlobQuery>>,
     /// `--max-payload`.
     max_payload: u64,
 }
@@ -45,6 +66,7 @@ impl SealedBodies {
     pub fn new(cache: bool, max_payload: u64) -> Self {
         Self {
             cached: cache.then(QueryCache::default),
+            blobs: cache.then(QueryCache::default),
             max_payload,
         }
     }
@@ -61,6 +83,37 @@ impl SealedBodies {
             },
             None => self.write(bodies, query),
         }
+    }
+
+    /// The blob `query` names, kept: `None` unless under `--cache`. Made on a miss (once for
+    /// concurrent callers; blocking: call it off the async workers).
+    pub fn kept_blob(&self, query: BlobQuery) -> Result<Option<KeptBlob>, SealError> {
+        let Some(kept) = &self.blobs else {
+            return Ok(None);
+        };
+        kept.try_get_or_insert_with(query, || {
+            let mut writer = SealedWriter::new()?;
+            blobs::write_blob(&query, &mut writer).map_err(SealError::Write)?;
+            let payload = writer.finish()?;
+            let fd = payload
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(SealError::Write)?;
+            // Checks the seals and the crc32 once, as a consumer would, and maps the pages.
+            let mapped = SealedBytes::verify(fd, payload.len(), payload.crc())?;
+            Ok(KeptBlob {
+                payload,
+                bytes: Bytes::from_owner(mapped),
+            })
+        })
+        .map(Some)
+    }
+
+    /// Whether `query`'s blob is kept now (so serving it makes nothing).
+    pub fn keeps_blob(&self, query: BlobQuery) -> bool {
+        self.blobs
+            .as_ref()
+            .is_some_and(|kept| kept.get(query).is_some())
     }
 
     fn write(&self, bodies: &Bodies, query: UsersQuery) -> Result<SealedPayload, SealError> {

@@ -24,13 +24,10 @@ impl AppState {
         // The channel answers with the app's own routes, so it refers back to the state that
         // owns it: weakly, so that dropping the state drops the channel.
         let inner = Arc::new_cyclic(|state| {
-            let routes = ChannelRoutes::new(
-                state.clone(),
-                runtime,
-                SealedBodies::new(args.cache, args.shm.max_payload),
-            );
+            let routes = ChannelRoutes::new(state.clone(), runtime);
             Shared {
                 bodies,
+                sealed: SealedBodies::new(args.cache, args.shm.max_payload),
                 http_signal: args.http_signal,
                 making: WaitingRoom::new(MemoryBudget::new(BudgetKind::Making, args.making_budget)),
                 making_wait: args.making_wait,
