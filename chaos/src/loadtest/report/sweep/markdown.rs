@@ -89,14 +89,19 @@ fn how_it_was_run(out: &mut String, report: &SweepReport<'_>) {
     );
     let _ = writeln!(
         out,
-        "- **Bodies**: exactly the size asked, `GET /blobs?size=N&pattern=P&seed={}` of users-service through the gateway's prefixes: REST `/via-api/blobs?…`, shared memory `/via-shm/blobs?…`, the ceiling `/via-cached/blobs?…`{}; generated per request by users-service (`--cache` keeps only `/users` bodies{}); sizes above its payload limit ({} bytes) are reported, not measured",
+        "- **Bodies**: exactly the size asked, `GET /blobs?size=N&pattern=P&seed={}` of users-service through the gateway's prefixes: REST `/via-api/blobs?…`, shared memory `/via-shm/blobs?…`, the ceiling `/via-cached/blobs?…`{}; {}; sizes above its payload limit ({} bytes) are reported, not measured",
         plan.seed,
         if plan.endpoints.contains(&Endpoint::Auto) {
             ", the gateway's `--transport` `/blobs?…`"
         } else {
             ""
         },
-        if plan.cache { ", and was on" } else { "" },
+        if plan.cache {
+            "made once per query by users-service (`--cache`) and kept as one sealed payload, \
+             handed over the channel as itself and served over REST from its mapping"
+        } else {
+            "generated per request by users-service (without `--cache`)"
+        },
         thousands(plan.max_payload)
     );
     let [first, then] = &plan.loads;
