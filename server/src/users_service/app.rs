@@ -116,16 +116,6 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// Bytes `query`'s blob costs to make now, for the making budget: none for a blob kept
-    /// under `--cache`, its size otherwise.
-    pub(super) fn blob_making_bytes(&self, query: BlobQuery) -> u64 {
-        if self.sealed.keeps_blob(query) {
-            0
-        } else {
-            query.size
-        }
-    }
-
     /// `query`'s blob kept under `--cache` (made now on a miss; blocking). Call only when
     /// caching.
     pub(super) fn kept_blob(&self, query: BlobQuery) -> Result<KeptBlob, ApiError> {
@@ -312,25 +302,23 @@ async fn get_blobs(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Re
         Ok(query) => query,
         Err(refused) => return refused.into_response(),
     };
-    let making = state
-        .inner
-        .admit_making(state.inner.blob_making_bytes(query), None);
-    let making = match making.await {
+    let caching = state.inner.bodies.is_caching();
+    if let Some(kept) = state.inner.sealed.kept_blob_hit(query) {
+        // A hit is served from the mapping on this worker: nothing to make, nothing to wait for.
+        return kept_blob_response(&query, kept);
+    }
+    let making = match state.inner.admit_making(query.size, None).await {
         Ok(making) => making,
         Err(busy) => return busy.into_response(),
     };
-    if state.inner.bodies.is_caching() {
+    if caching {
         let shared = Arc::clone(&state.inner);
         let kept = tokio::task::spawn_blocking(move || {
             let _making = making;
             shared.kept_blob(query)
         });
         return match kept.await {
-            Ok(Ok(kept)) => (
-                blob_headers(&query, kept.payload.crc(), Transport::Api),
-                kept.bytes,
-            )
-                .into_response(),
+            Ok(Ok(kept)) => kept_blob_response(&query, kept),
             Ok(Err(error)) => error.into_response(),
             Err(error) => ApiError::Internal {
                 reason: format!("the kept blob's task failed: {error}"),
@@ -339,6 +327,12 @@ async fn get_blobs(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Re
         };
     }
     streamed_blob(query, making).await.into_response()
+}
+
+/// The REST answer for `query`'s kept blob: the kept mapping's pages themselves.
+fn kept_blob_response(query: &BlobQuery, kept: KeptBlob) -> Response {
+    let headers = blob_headers(query, kept.payload.crc(), Transport::Api);
+    (headers, kept.bytes).into_response()
 }
 
 /// The headers of `query`'s blob, whose crc32 is `crc32`, as the REST route and the channel

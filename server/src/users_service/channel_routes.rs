@@ -145,15 +145,22 @@ impl ChannelRoutes {
                 let Ok(query) = BlobQuery::parse(request.query(), state.max_blob_size) else {
                     return Ok(false);
                 };
-                let bytes = state.blob_making_bytes(query);
-                let making = state.admit_making(bytes, Some(response.deadline()));
-                let _making = match self.runtime.block_on(making) {
-                    Ok(making) => making,
-                    Err(busy) => return self.write_answer(busy.into_response(), response),
+                // A blob kept now costs nothing to make; any other is admitted for its size, from
+                // the same lookup, so an eviction in between cannot slip past the budget.
+                let kept = state.sealed.kept_blob_hit(query);
+                let _making = match kept {
+                    Some(_) => None,
+                    None => {
+                        let making = state.admit_making(query.size, Some(response.deadline()));
+                        match self.runtime.block_on(making) {
+                            Ok(making) => Some(making),
+                            Err(busy) => return self.write_answer(busy.into_response(), response),
+                        }
+                    }
                 };
                 if state.bodies.is_caching() {
                     // Kept: the sealed payload itself, as a kept `/users` body travels.
-                    let kept = match state.kept_blob(query) {
+                    let kept = match kept.map_or_else(|| state.kept_blob(query), Ok) {
                         Ok(kept) => kept,
                         Err(error) => return self.write_answer(error.into_response(), response),
                     };

@@ -109,11 +109,9 @@ impl SealedBodies {
         .map(Some)
     }
 
-    /// Whether `query`'s blob is kept now (so serving it makes nothing).
-    pub fn keeps_blob(&self, query: BlobQuery) -> bool {
-        self.blobs
-            .as_ref()
-            .is_some_and(|kept| kept.get(query).is_some())
+    /// The blob `query` names if it is kept now: serving it makes nothing and blocks on nothing.
+    pub fn kept_blob_hit(&self, query: BlobQuery) -> Option<KeptBlob> {
+        self.blobs.as_ref()?.get(query)
     }
 
     fn write(&self, bodies: &Bodies, query: UsersQuery) -> Result<SealedPayload, SealError> {
