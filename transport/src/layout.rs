@@ -178,11 +178,78 @@
 //! Exclusive ownership is promised only for descriptors nobody scribbled on: a scribbler can write
 //! any state word, including one a live holder already held, and generations cannot prevent that.
 //! crc32 catches accidents and random scribbles, not a forger who computes checksums.
+//!
+//! # Version board
+//!
+//! A producer may publish, per *object key* (a `u64` its handler chooses and names in the
+//! answer), which version of the object's body is current, so that a consumer holding a
+//! verified body of that version can serve it again without asking. The board is a memfd of
+//! its own, not part of the segment; the producer writes it through a shared mapping, every
+//! consumer maps it read-only. All integers little-endian.
+//!
+//! ```text
+//! offset 0              64           64 + 8          64 + 8 * (entry_count - 1)
+//! +---------------------+------------+----- ... -----+------------+
+//! | BoardHeader (64 B)  | entry 0    |               | entry N-1  |
+//! +---------------------+------------+----- ... -----+------------+
+//! ```
+//!
+//! | offset | size | field          | meaning                                                   |
+//! |-------:|-----:|----------------|-----------------------------------------------------------|
+//! | 0      | 8    | `magic`        | `b"SHMBOARD"`                                             |
+//! | 8      | 4    | `board_version`| [`BOARD_VERSION`]; any other value is refused             |
+//! | 12     | 4    | `entry_count`  | a power of two, 1 ..= [`MAX_BOARD_ENTRIES`]               |
+//! | 16     | 8    | `epoch`        | random, non-zero; new for every board                     |
+//! | 24     | 4    | `header_crc`   | crc32 (IEEE) of bytes 0..24                               |
+//! | 28     | 36   | reserved       | zero                                                      |
+//!
+//! The file is exactly `64 + 8 * entry_count` bytes ([`board_size`]), sealed with
+//! `F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL` before it is handed out (never `F_SEAL_WRITE`: the
+//! producer keeps writing it). Entry `i` is one 8-byte *version word*, accessed atomically, the
+//! current version of every key whose index ([`board_index`]) is `i`:
+//! `index = (key * 0x9E3779B97F4A7C15 mod 2^64) >> (64 - log2(entry_count))`, 0 when
+//! `entry_count` is 1. Version 0 is never current.
+//!
+//! 1. **Versions never repeat on a board.** The producer draws every version it writes from one
+//!    counter of its own (not in the file), starting at 1, one value per write, so a version
+//!    word that was replaced never comes back: an invalidation is final.
+//! 2. **Publishing.** Before it reads the data a body is made from, the producer loads the key's
+//!    entry (Acquire): the *observed* word. After making the body it replaces the observed word
+//!    with a fresh version by one compare-exchange (AcqRel), and names that version in the
+//!    answer. If the exchange fails, something was written in between (an invalidation, or
+//!    another key of the same index): the answer goes out naming no version.
+//! 3. **Invalidating.** After the data behind a key changed, the producer swaps a fresh version
+//!    into the key's entry (Release). A publication that observed the entry before that swap
+//!    fails its exchange; one that observed the swap (Acquire) reads the changed data. Either
+//!    way no body made from the old data is ever named current after the swap. Keys sharing an
+//!    index invalidate each other too, which costs a question, never a stale body.
+//! 4. **The consumer** checks, when it attaches, that the file has at least `F_SEAL_SHRINK |
+//!    F_SEAL_GROW` (so a mapping can never raise SIGBUS), a size of exactly [`board_size`], the
+//!    magic, version, entry count and crc. A body it verified, published as version `v` of key
+//!    `k` on a board of epoch `e`, is current while the consumer's board has epoch `e` and `k`'s
+//!    entry holds `v` (one Acquire load). Anything else (another epoch, another word, 0, a
+//!    board it does not have) means: ask the producer. Once an invalidation's swap is done, a
+//!    load that starts after it cannot return the replaced word, so no request that starts
+//!    after `invalidate` returned serves the old body.
+//! 5. **Untrusted.** The board never vouches for bytes: a body is verified (crc32, seals) when
+//!    it is redeemed, whatever the board says. A process that can write the board can make a
+//!    replaced version current again (a stale body, never a corrupt one); every other value it
+//!    writes reads as "ask". The producer hands consumers a read-only descriptor (a process of
+//!    its uid could still reopen the file for writing, as it could scribble on the segment).
+//!
+//! The board's size for the default 4,096 entries is 32,832 bytes.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::host::Owner;
 use crate::sync::AtomicU64;
+
+mod board;
+
+pub use board::{
+    BOARD_HEADER_SIZE, BOARD_MAGIC, BOARD_VERSION, BoardHeader, DEFAULT_BOARD_ENTRIES,
+    MAX_BOARD_ENTRIES, board_index, board_size,
+};
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("the shmbridge layout is little-endian");

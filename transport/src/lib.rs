@@ -41,6 +41,7 @@
 // - The reaper runs in the producer only: consumers never reclaim, so the producer's view of its
 //   slots is the single authority for reclamation counts.
 
+mod board;
 mod consumer;
 pub mod control;
 mod error;
@@ -61,6 +62,7 @@ mod sync;
 pub mod testing;
 mod verified_payloads;
 
+pub use board::{BoardError, BoardView, Observed, VersionBoard};
 pub use consumer::{Consumer, ConsumerOptions, ReadGuard};
 pub use control::{ControlClient, ControlServer};
 pub use error::{

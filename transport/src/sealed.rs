@@ -234,17 +234,17 @@ pub struct SealedBytes {
     map: Option<Arc<Mmap>>,
 }
 
-/// Refuses `fd` unless it is sealed against writing, shrinking and growing: the first check on a
-/// received descriptor, before anything else (a `fstat`) asks its file system about it, so a
+/// Refuses `fd` unless it has the `required` seals (a payload's: against writing, shrinking and
+/// growing): the first check on a received descriptor, before anything else (a `fstat`) asks its file system about it, so a
 /// descriptor of a FUSE file, say, costs its daemon no request before it is refused.
-pub(crate) fn check_seals(fd: &impl AsFd) -> Result<(), SealedError> {
+pub(crate) fn check_seals(fd: &impl AsFd, required: SealFlag) -> Result<(), SealedError> {
     let seals = match fcntl(fd, FcntlArg::F_GET_SEALS) {
         Ok(seals) => seals as u32,
         // Only memfds know seals; anything else answers EINVAL and has none.
         Err(Errno::EINVAL) => 0,
         Err(errno) => return Err(io_error("read payload seals")(errno)),
     };
-    let required = REQUIRED_SEALS.bits() as u32;
+    let required = required.bits() as u32;
     if seals & required != required {
         return Err(SealedError::NotSealed {
             missing: required & !seals,
@@ -260,7 +260,7 @@ pub(crate) fn check_seals(fd: &impl AsFd) -> Result<(), SealedError> {
 /// descriptor, which SCM_RIGHTS hands over, was opened for writing; reopening
 /// `/proc/self/fd/N` gives a read-only one that every kernel maps. Without `/proc` (a container
 /// that does not mount it) `file` itself is mapped, which works from 6.7 on.
-fn read_only(file: &File) -> io::Result<Option<File>> {
+pub(crate) fn read_only(file: &File) -> io::Result<Option<File>> {
     match File::open(format!("/proc/self/fd/{}", file.as_raw_fd())) {
         Ok(reopened) => Ok(Some(reopened)),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -273,7 +273,7 @@ impl SealedBytes {
     /// descriptor is closed on return, whatever the outcome.
     pub fn verify(fd: OwnedFd, len: u64, crc: u32) -> Result<Self, SealedError> {
         let file = File::from(fd);
-        check_seals(&file)?;
+        check_seals(&file, REQUIRED_SEALS)?;
         // Sealed against shrinking and growing: this size is the file's for good.
         let actual = file
             .metadata()

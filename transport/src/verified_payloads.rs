@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 
-use crate::sealed::{SealedBytes, SealedError, check_seals};
+use crate::sealed::{REQUIRED_SEALS, SealedBytes, SealedError, check_seals};
 use crate::sync::{AtomicU64, Mutex, Ordering};
 
 /// A verified payload and the identity of its file.
@@ -96,7 +96,7 @@ impl VerifiedPayloads {
         if self.max_bytes == 0 {
             return SealedBytes::verify(fd, len, crc);
         }
-        check_seals(&fd)?;
+        check_seals(&fd, REQUIRED_SEALS)?;
         let stat = rustix::fs::fstat(&fd).map_err(|errno| SealedError::Io {
             op: "stat payload",
             source: errno.into(),

@@ -13,7 +13,8 @@ use shmbridge::control::frame::{
 };
 use shmbridge::control::{Refusal, RefusalCode, ResponseHead};
 use shmbridge::testing::{
-    Op, check_control_frame, check_handle_text, check_segment_image, check_slot_ops,
+    BoardOp, Op, check_board_ops, check_control_frame, check_handle_text, check_segment_image,
+    check_slot_ops,
 };
 
 /// Calls `check` on every file under `fuzz/seeds/<target>` and `fuzz/regressions/<target>`.
@@ -109,6 +110,24 @@ fn slot_ops_named_seeds_are_the_documented_runs() {
 #[test]
 fn slot_ops_random_runs() {
     random_inputs(3000, 600, slot_ops_input);
+}
+
+fn board_ops_input(bytes: &[u8]) {
+    let ops = Vec::<BoardOp>::arbitrary_take_rest(Unstructured::new(bytes)).unwrap_or_default();
+    check_board_ops(&ops);
+}
+
+#[test]
+fn board_ops_seeds_and_regressions() {
+    assert!(
+        replay("board_ops", board_ops_input) > 0,
+        "no committed seeds"
+    );
+}
+
+#[test]
+fn board_ops_random_runs() {
+    random_inputs(2000, 400, board_ops_input);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! so that every fuzz input can also be replayed by plain `cargo test`, and a descriptor socket
 //! that never answers.
 
+mod board_ops;
 mod control_frame;
 mod pick;
 mod sealed_tickets;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use crate::handle::Handle;
 use crate::host::{Host, Owner, nanos};
 
+pub use board_ops::{BoardOp, check_board_ops};
 pub use control_frame::check_control_frame;
 pub use segment_image::check_segment_image;
 pub use silent_socket::silent_listener;
