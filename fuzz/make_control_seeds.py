@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 # Usage: python3 fuzz/make_control_seeds.py fuzz/seeds/control_frame
-# Writes valid control-channel frames of every kind (control version 3: publish with an opaque
+# Writes valid control-channel frames of every kind (control version 4: publish with an opaque
 # request, release, published inline/slot/sealed with a response head, a sealed body of a slot's
-# size included, a refusal of every code), plus one frame each of versions 1 and 2, built from the frame spec in the module doc of
+# size included, one naming an object version, a refusal of every code, board request and board),
+# plus one frame each of versions 1, 2 and 3, built from the frame spec in the module doc of
 # transport/src/control/frame.rs alone, so that the replay in transport/tests/fuzz_replay.rs also
 # checks that the decoder agrees with the documented layout. Every multi-byte field is
 # little-endian.
 import os, struct, sys, zlib
 
-VERSION = 3
-PUBLISH, RELEASE, PUBLISHED, REFUSED = 1, 2, 3, 4
+VERSION = 4
+PUBLISH, RELEASE, PUBLISHED, REFUSED, BOARD_REQUEST, BOARD = 1, 2, 3, 4, 5, 6
 INLINE, SLOT, SEALED = 1, 2, 3
 
 
@@ -38,17 +39,29 @@ def head(content_type=b'', headers=()):
 
 
 def published(frame_id, tier, status, head_bytes, epoch=0, slot=0, length=0, generation=0,
-              crc=0, body=b'', version=VERSION):
+              crc=0, body=b'', object_key=0, object_version=0, version=VERSION):
     # tier u8, reserved u8, status u16, head_len u32, epoch u64, slot u32, len u32,
-    # generation u64, crc u32, reserved u32: 56 bytes; then the head, then an inline body
+    # generation u64, crc u32, reserved u32: 56 bytes; from version 4 object_key u64 and
+    # object_version u64: 72 bytes; then the head, then an inline body
     assert tier == INLINE or not body
     if tier == INLINE:
         assert (epoch, slot, generation) == (0, 0, 0)
         length, crc = len(body), zlib.crc32(body)
-    return (header(PUBLISHED, frame_id, version)
-            + struct.pack('<BBHIQIIQII', tier, 0, status, len(head_bytes), epoch, slot, length,
-                          generation, crc, 0)
-            + head_bytes + body)
+    fixed = struct.pack('<BBHIQIIQII', tier, 0, status, len(head_bytes), epoch, slot, length,
+                        generation, crc, 0)
+    if version >= 4:
+        fixed += struct.pack('<QQ', object_key, object_version)
+    return header(PUBLISHED, frame_id, version) + fixed + head_bytes + body
+
+
+def board_request(frame_id):
+    # the header alone: 16 bytes
+    return header(BOARD_REQUEST, frame_id)
+
+
+def board(frame_id, epoch, entry_count):
+    # epoch u64, entry_count u32, reserved u32: 32 bytes
+    return header(BOARD, frame_id) + struct.pack('<QII', epoch, entry_count, 0)
 
 
 def refused(frame_id, code, detail):
@@ -85,6 +98,12 @@ frames = {
     'refused_request_too_large': refused(7, 7, 65536),
     'refused_handler_failed': refused(8, 8, 0),
     'refused_version': refused(9, 9, VERSION),
+    'refused_no_board': refused(10, 10, 0),
+    # A slot body published as version 0x2a of object 0x1122334455667788.
+    'published_object': published(16, SLOT, 200, head(), EPOCH, 2, 900, 30, 0x0c0ffee0,
+                                  object_key=0x1122334455667788, object_version=0x2a),
+    'board_request': board_request(17),
+    'board': board(17, 0x5eed5eed5eed5eed, 4096),
     # A version-1 publish (count u32, reserved u32, seed u64, deadline_ns u64): every decoder of
     # this version names it as another version, and a producer refuses it with `Version`.
     'v1_publish': header(PUBLISH, 13, version=1) + struct.pack('<IIQQ', 1000, 0, 42, 123_456_789),
@@ -92,6 +111,9 @@ frames = {
     # this version's decoders name it as another version.
     'v2_published_sealed_small': published(15, SEALED, 200, head(), EPOCH, 6, 2000, 28, 0x0badf00d,
                                            version=2),
+    # A version-3 slot answer (56 fixed bytes, no object fields): named as another version.
+    'v3_published_slot': published(18, SLOT, 200, head(), EPOCH, 2, 900, 30, 0x0c0ffee0,
+                                   version=3),
 }
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)

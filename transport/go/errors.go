@@ -67,6 +67,8 @@ const (
 	RefusedRequestTooLarge  RefusalCode = 7
 	RefusedHandlerFailed    RefusalCode = 8
 	RefusedVersion          RefusalCode = 9
+	// RefusedNoBoard answers a board request; this client sends none.
+	RefusedNoBoard RefusalCode = 10
 )
 
 var refusalNames = map[RefusalCode]string{
@@ -79,6 +81,7 @@ var refusalNames = map[RefusalCode]string{
 	RefusedRequestTooLarge:  "request too large",
 	RefusedHandlerFailed:    "the producer's handler failed",
 	RefusedVersion:          "control channel version mismatch",
+	RefusedNoBoard:          "the producer publishes no version board",
 }
 
 func (c RefusalCode) String() string {

@@ -2,7 +2,9 @@ package shmbridge
 
 // The control channel's frames (transport/src/control/frame/mod.rs): the publish and release
 // frames this side sends, and the published and refused answers it reads, every length checked
-// against its bound and against the message before it is used.
+// against its bound and against the message before it is used. This client does not read the
+// version board yet: it checks a published frame's object fields and otherwise ignores them, and
+// never sends a board request, so a board frame is a protocol error here.
 
 import (
 	"bytes"
@@ -11,14 +13,16 @@ import (
 )
 
 const (
-	controlVersion     = 3
+	controlVersion     = 4
 	kindPublish        = 1
 	kindRelease        = 2
 	kindPublished      = 3
 	kindRefused        = 4
+	kindBoardRequest   = 5
+	kindBoard          = 6
 	frameHeaderLen     = 16
 	publishFixedLen    = 32
-	publishedFixedLen  = 56
+	publishedFixedLen  = 72
 	releaseLen         = 32
 	refusedLen         = 32
 	tierInline         = 1
@@ -41,6 +45,8 @@ const (
 	answerLenAt        = 36
 	answerGenerationAt = 40
 	answerCRCAt        = 48
+	answerObjectKeyAt  = 56
+	answerVersionAt    = 64
 )
 
 // MaxRequestLen is the longest request a publish frame carries.
@@ -165,7 +171,7 @@ func decodeAnswer(b []byte) (answer, error) {
 		return a, nil
 	case kindPublished:
 		return decodePublished(a, b)
-	case kindPublish, kindRelease:
+	case kindPublish, kindRelease, kindBoardRequest, kindBoard:
 		return answer{}, protocolError("frame kind %d is not expected from a producer", kind)
 	default:
 		return answer{}, protocolError("unknown frame kind %d", kind)
@@ -179,6 +185,9 @@ func decodePublished(a answer, b []byte) (answer, error) {
 	}
 	if b[17] != 0 || !allZero(b[52:56]) {
 		return answer{}, protocolError("reserved bytes of a published frame are not zero")
+	}
+	if le.Uint64(b[answerVersionAt:]) == 0 && le.Uint64(b[answerObjectKeyAt:]) != 0 {
+		return answer{}, protocolError("an object key without a version")
 	}
 	a.tier = Tier(b[answerTierAt])
 	if a.tier < TierInline || a.tier > TierSealed {

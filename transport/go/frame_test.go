@@ -25,6 +25,8 @@ func TestMalformedAnswersAreRefusedBeforeUse(t *testing.T) {
 		"length":             func(b []byte) []byte { return append(b, 0) },
 		"generation":         func(b []byte) []byte { le.PutUint64(b[answerGenerationAt:], maxGeneration+1); return b },
 		"head trailing":      func(b []byte) []byte { le.PutUint16(b[publishedFixedLen:], 1); return b },
+		"key, no version":    func(b []byte) []byte { le.PutUint64(b[answerObjectKeyAt:], 1); return b },
+		"a board":            func(b []byte) []byte { b[5] = kindBoard; return b },
 		"inline handle": func(b []byte) []byte {
 			b[answerTierAt] = tierInline
 			le.PutUint32(b[answerLenAt:], 0)
@@ -35,6 +37,12 @@ func TestMalformedAnswersAreRefusedBeforeUse(t *testing.T) {
 		if _, err := decodeAnswer(mutate(good())); !errors.As(err, &protocol) {
 			t.Errorf("%s: %v, want a protocol error", name, err)
 		}
+	}
+	object := good()
+	le.PutUint64(object[answerObjectKeyAt:], 9)
+	le.PutUint64(object[answerVersionAt:], 2)
+	if _, err := decodeAnswer(object); err != nil {
+		t.Errorf("an answer naming an object version: %v", err)
 	}
 	other := good()
 	other[4] = 1

@@ -142,6 +142,15 @@ impl VersionBoard {
     }
 }
 
+impl std::fmt::Debug for VersionBoard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VersionBoard")
+            .field("epoch", &self.epoch())
+            .field("entry_count", &self.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A consumer's read-only view of a producer's board.
 #[derive(Clone)]
 pub struct BoardView {
@@ -155,6 +164,16 @@ impl BoardView {
         Ok(Self {
             memory: Arc::new(BoardMemory::attach(fd)?),
         })
+    }
+
+    /// [`BoardView::attach`], refusing a board whose header is not the `epoch` and
+    /// `entry_count` its producer announced with it.
+    pub fn attach_announced(fd: OwnedFd, epoch: u64, entry_count: u32) -> Result<Self, BoardError> {
+        let view = Self::attach(fd)?;
+        if view.epoch() != epoch || view.entry_count() != entry_count {
+            return Err(BoardError::Header("not the board its producer announced"));
+        }
+        Ok(view)
     }
 
     pub fn epoch(&self) -> u64 {

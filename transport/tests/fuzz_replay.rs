@@ -9,7 +9,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use shmbridge::Handle;
 use shmbridge::control::frame::{
     Answer, CONTROL_VERSION, FrameError, MAX_ANSWER_FRAME_LEN, MAX_HEAD_LEN, MAX_HEADER_VALUE_LEN,
-    MAX_INLINE_LEN, MAX_REQUEST_LEN, Placement, Request, other_version_id,
+    MAX_INLINE_LEN, MAX_REQUEST_LEN, ObjectVersion, Placement, Request, other_version_id,
 };
 use shmbridge::control::{Refusal, RefusalCode, ResponseHead};
 use shmbridge::testing::{
@@ -226,6 +226,7 @@ fn control_frame_seeds_are_the_documented_frames() {
                 generation: 26,
             },
         ),
+        ("board_request", Request::Board { id: 17 }),
     ];
     let refused = |id, code, detail| Answer::Refused {
         id,
@@ -241,6 +242,7 @@ fn control_frame_seeds_are_the_documented_frames() {
                     body: inline_body,
                     crc: crc32fast::hash(inline_body),
                 },
+                object: None,
             },
         ),
         (
@@ -249,6 +251,7 @@ fn control_frame_seeds_are_the_documented_frames() {
                 id: 10,
                 head: with_status(ResponseHead::default(), 204),
                 placement: Placement::Inline { body: b"", crc: 0 },
+                object: None,
             },
         ),
         (
@@ -257,6 +260,7 @@ fn control_frame_seeds_are_the_documented_frames() {
                 id: 11,
                 head: with_status(head("text/plain; charset=utf-8", &[]), 201),
                 placement: Placement::Slot(handle(3, 2000, 26, 0x5d41_402a)),
+                object: None,
             },
         ),
         (
@@ -265,6 +269,7 @@ fn control_frame_seeds_are_the_documented_frames() {
                 id: 12,
                 head: ResponseHead::default(),
                 placement: Placement::Sealed(handle(5, 256_873, 27, 0x1234_abcd)),
+                object: None,
             },
         ),
         (
@@ -273,6 +278,7 @@ fn control_frame_seeds_are_the_documented_frames() {
                 id: 14,
                 head: ResponseHead::default(),
                 placement: Placement::Sealed(handle(6, 2000, 28, 0x0bad_f00d)),
+                object: None,
             },
         ),
         ("refused_too_large", refused(1, RefusalCode::TooLarge, 4096)),
@@ -299,6 +305,27 @@ fn control_frame_seeds_are_the_documented_frames() {
             "refused_version",
             refused(9, RefusalCode::Version, CONTROL_VERSION.into()),
         ),
+        ("refused_no_board", refused(10, RefusalCode::NoBoard, 0)),
+        (
+            "published_object",
+            Answer::Published {
+                id: 16,
+                head: ResponseHead::default(),
+                placement: Placement::Slot(handle(2, 900, 30, 0x0c0f_fee0)),
+                object: Some(ObjectVersion {
+                    key: 0x1122_3344_5566_7788,
+                    version: 0x2a,
+                }),
+            },
+        ),
+        (
+            "board",
+            Answer::Board {
+                id: 17,
+                epoch: 0x5eed_5eed_5eed_5eed,
+                entry_count: 4096,
+            },
+        ),
     ];
     let seed = |name| {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/control_frame");
@@ -312,7 +339,11 @@ fn control_frame_seeds_are_the_documented_frames() {
         assert_eq!(Answer::decode(&seed(name)), Ok(answer), "{name}");
     }
     // The other versions' frames: named by both decoders, and answerable by their ids.
-    for (name, found, id) in [("v1_publish", 1, 13), ("v2_published_sealed_small", 2, 15)] {
+    for (name, found, id) in [
+        ("v1_publish", 1, 13),
+        ("v2_published_sealed_small", 2, 15),
+        ("v3_published_slot", 3, 18),
+    ] {
         let other = seed(name);
         assert_eq!(Request::decode(&other), Err(FrameError::Version { found }));
         assert_eq!(Answer::decode(&other), Err(FrameError::Version { found }));
@@ -320,7 +351,7 @@ fn control_frame_seeds_are_the_documented_frames() {
         named += 1;
     }
     // Every refusal code has its seed, and nothing in the directory goes unchecked.
-    assert_eq!(RefusalCode::ALL.len(), 9);
+    assert_eq!(RefusalCode::ALL.len(), 10);
     let committed = replay("control_frame", |_| {});
     assert_eq!(committed, named, "a seed is not checked here");
 }
@@ -361,6 +392,7 @@ fn control_frame_bounds_are_exact() {
             body: &body,
             crc: crc32fast::hash(&body),
         },
+        object: None,
     }
     .encode();
     assert!(at_bound.len() <= MAX_ANSWER_FRAME_LEN);

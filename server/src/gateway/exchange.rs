@@ -212,7 +212,7 @@ async fn over_channel(
     let reservation = shared.budget.reserve_by(publication.len(), ends).await?;
     let redeemed = attachment.redeem(publication).await?;
     stages.end(Stage::Redeem, answered);
-    let Response { head, body } = redeemed.response;
+    let Response { head, body, .. } = redeemed.response;
     let transport = Transport::of_tier(body.tier());
     let proxied = Proxied::from_head(&head, body.into_bytes(), redeemed.crc32, head_request)?;
     Ok(Answer {

@@ -179,9 +179,11 @@ fn channel_error(error: RequestError, deadline: Duration) -> ApiError {
             RefusalCode::Internal => ApiError::ShmStale {
                 reason: ShmFault::Channel(error),
             },
-            RefusalCode::HandlerFailed | RefusalCode::Version => ApiError::BadUpstream {
-                reason: BadAnswer::Refused(refusal),
-            },
+            RefusalCode::HandlerFailed | RefusalCode::Version | RefusalCode::NoBoard => {
+                ApiError::BadUpstream {
+                    reason: BadAnswer::Refused(refusal),
+                }
+            }
         },
         RequestError::RequestTooLarge { .. } => ApiError::RequestTooLarge {
             limit: shmbridge::control::frame::MAX_REQUEST_LEN,
@@ -194,9 +196,11 @@ fn channel_error(error: RequestError, deadline: Duration) -> ApiError {
             }
         }
         RequestError::Redeem(error) => redeem_error(error),
-        RequestError::ForeignHandle { .. } | RequestError::Protocol(_) => ApiError::BadUpstream {
-            reason: BadAnswer::Channel(error),
-        },
+        RequestError::ForeignHandle { .. } | RequestError::Protocol(_) | RequestError::Board(_) => {
+            ApiError::BadUpstream {
+                reason: BadAnswer::Channel(error),
+            }
+        }
     }
 }
 

@@ -181,7 +181,7 @@ pub fn request(error: RequestError) -> PyErr {
             RefusalCode::RequestTooLarge => RequestTooLarge::new_err(text),
             RefusalCode::HandlerFailed => HandlerFailed::new_err(text),
             RefusalCode::Version => ControlVersionMismatch::new_err(text),
-            RefusalCode::Internal => Error::new_err(text),
+            RefusalCode::Internal | RefusalCode::NoBoard => Error::new_err(text),
         },
         RequestError::RequestTooLarge { .. } => RequestTooLarge::new_err(text),
         RequestError::TimedOut(_) => TimedOut::new_err(text),
@@ -191,6 +191,8 @@ pub fn request(error: RequestError) -> PyErr {
         RequestError::ForeignHandle { .. } => Stale::new_err(text),
         // The body did not verify: the same exception as a handle redeemed by hand.
         RequestError::Redeem(error) => redeem(error),
-        RequestError::Send(_) | RequestError::Protocol(_) => Error::new_err(text),
+        RequestError::Send(_) | RequestError::Protocol(_) | RequestError::Board(_) => {
+            Error::new_err(text)
+        }
     }
 }

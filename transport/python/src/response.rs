@@ -102,7 +102,7 @@ impl PyResponse {
 impl PyResponse {
     /// A verified response as Python sees it: its body copied once into a `bytes` object.
     pub fn received(py: Python<'_>, response: control::Response) -> PyResult<Self> {
-        let control::Response { head, body } = response;
+        let control::Response { head, body, .. } = response;
         let tier = body.tier();
         let bytes = bytes_of(py, &body[..])?.unbind();
         if body.len() >= DETACHED_COPY_LEN {

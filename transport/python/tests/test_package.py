@@ -81,7 +81,7 @@ def test_exceptions_form_one_hierarchy():
     assert issubclass(shmbridge.VersionMismatch, shmbridge.AttachError)
     assert issubclass(shmbridge.Error, Exception)
     assert shmbridge.LAYOUT_VERSION == 2
-    assert shmbridge.CONTROL_VERSION == 3
+    assert shmbridge.CONTROL_VERSION == 4
     assert shmbridge.MAX_REQUEST_LEN == 64 * 1024
     assert shmbridge.DEFAULT_INLINE_THRESHOLD == 4 * 1024
 

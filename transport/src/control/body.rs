@@ -8,12 +8,15 @@ use std::ops::Deref;
 
 use bytes::Bytes;
 
-use crate::control::frame::{ResponseHead, Tier};
+use crate::control::frame::{ObjectVersion, ResponseHead, Tier};
 
 /// A verified response.
 #[derive(Clone, Debug)]
 pub struct Response {
     pub head: ResponseHead,
+    /// The object version the producer published the body as, if any: while the producer's
+    /// version board says it is current, the body may be served again without asking.
+    pub object: Option<ObjectVersion>,
     pub body: Body,
 }
 

@@ -30,11 +30,12 @@ use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, Shutdown, send, shutdown};
 use thiserror::Error;
 
+use crate::board::{BoardError, BoardView};
 use crate::consumer::{Consumer, ConsumerOptions};
 use crate::control::body::{Body, Response};
 use crate::control::frame::{
-    Answer, FrameError, MAX_ANSWER_FRAME_LEN, MAX_REQUEST_LEN, Placement, Refusal, Request,
-    ResponseHead, Tier,
+    Answer, FrameError, MAX_ANSWER_FRAME_LEN, MAX_REQUEST_LEN, ObjectVersion, Placement, Refusal,
+    Request, ResponseHead, Tier,
 };
 use crate::error::{AttachError, ReadError, RedeemError};
 use crate::fdpass::{ReceiveError, greet, receive_message};
@@ -63,6 +64,8 @@ pub enum RequestError {
     Protocol(#[from] ProtocolError),
     #[error("the body did not verify: {0}")]
     Redeem(#[from] RedeemError),
+    #[error("the producer's version board is not trusted: {0}")]
+    Board(#[from] BoardError),
 }
 
 /// How a producer's message broke the control protocol. The connection is closed after any of
@@ -83,9 +86,29 @@ pub enum ProtocolError {
     MissingDescriptor { len: u32 },
     #[error("a slot body of {len} bytes, but slots hold {slot_size}")]
     SlotTooLarge { len: u32, slot_size: u32 },
+    #[error("the board answer came without its descriptor")]
+    BoardWithoutDescriptor,
+    #[error("an answer of another kind than its request (a board for a publish, or the reverse)")]
+    AnswerMismatch,
 }
 
 type Completion = Box<dyn FnOnce(Result<Publication, RequestError>) + Send>;
+type BoardCompletion = Box<dyn FnOnce(Result<BoardView, RequestError>) + Send>;
+
+/// Who waits for the answer to a request id.
+enum Waiter {
+    Publication(Completion),
+    Board(BoardCompletion),
+}
+
+impl Waiter {
+    fn fail(self, error: RequestError) {
+        match self {
+            Waiter::Publication(completion) => completion(Err(error)),
+            Waiter::Board(completion) => completion(Err(error)),
+        }
+    }
+}
 
 /// How a [`ControlClient`] connects.
 #[derive(Clone, Debug)]
@@ -117,7 +140,7 @@ pub struct ControlClient {
 struct Inner {
     socket: OwnedFd,
     consumer: Consumer,
-    pending: Mutex<HashMap<u64, Completion>>,
+    pending: Mutex<HashMap<u64, Waiter>>,
     next_id: AtomicU64,
     open: AtomicBool,
 }
@@ -222,23 +245,41 @@ impl ControlClient {
         if request.len() > MAX_REQUEST_LEN {
             return Err(RequestError::RequestTooLarge { len: request.len() });
         }
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut pending = self.inner.pending();
-            if !self.is_open() {
-                return Err(RequestError::Closed);
-            }
-            pending.insert(id, Box::new(on_answer));
-        }
-        let frame = Request::Publish {
+        let waiter = Waiter::Publication(Box::new(on_answer));
+        self.inner.ask(waiter, |id| Request::Publish {
             id,
             deadline_ns,
             request,
-        };
-        self.inner.send(&frame).inspect_err(|_| {
-            self.inner.pending().remove(&id);
+        })
+    }
+
+    /// Asks the producer for its version board and waits at most `timeout` for it, checked and
+    /// mapped read-only. [`RefusalCode::NoBoard`](super::RefusalCode::NoBoard) when it has none.
+    pub fn board(&self, timeout: Duration) -> Result<BoardView, RequestError> {
+        let (answered, answer) = mpsc::sync_channel(1);
+        let id = self.board_with(move |result| {
+            let _ = answered.send(result);
         })?;
-        Ok(id)
+        answer.recv_timeout(timeout).unwrap_or_else(|error| {
+            self.abandon(id);
+            Err(match error {
+                mpsc::RecvTimeoutError::Timeout => RequestError::TimedOut(timeout),
+                mpsc::RecvTimeoutError::Disconnected => RequestError::Closed,
+            })
+        })
+    }
+
+    /// Asks the producer for its version board without waiting: `on_answer` gets it, or why
+    /// not, on whichever thread receives. Returns the request's id, as
+    /// [`ControlClient::request_with`] does.
+    pub fn board_with(
+        &self,
+        on_answer: impl FnOnce(Result<BoardView, RequestError>) + Send + 'static,
+    ) -> Result<u64, RequestError> {
+        self.inner
+            .ask(Waiter::Board(Box::new(on_answer)), |id| Request::Board {
+                id,
+            })
     }
 
     /// The requester of `id` no longer waits: its callback is dropped uncalled, and a
@@ -258,8 +299,28 @@ impl Drop for ControlClient {
 }
 
 impl Inner {
-    fn pending(&self) -> MutexGuard<'_, HashMap<u64, Completion>> {
+    fn pending(&self) -> MutexGuard<'_, HashMap<u64, Waiter>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers `waiter` under a new id and sends the request `frame` makes for that id.
+    fn ask<'r>(
+        &self,
+        waiter: Waiter,
+        frame: impl FnOnce(u64) -> Request<'r>,
+    ) -> Result<u64, RequestError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut pending = self.pending();
+            if !self.open.load(Ordering::Acquire) {
+                return Err(RequestError::Closed);
+            }
+            pending.insert(id, waiter);
+        }
+        self.send(&frame(id)).inspect_err(|_| {
+            self.pending().remove(&id);
+        })?;
+        Ok(id)
     }
 
     fn send(&self, request: &Request<'_>) -> Result<(), RequestError> {
@@ -281,30 +342,66 @@ impl Inner {
     /// trusted; the requester it answers, if it names one, gets the error too.
     fn deliver(self: &Arc<Self>, message: &[u8], fd: Option<OwnedFd>) -> Result<(), ProtocolError> {
         let answer = Answer::decode(message)?;
-        let completion = self.pending().remove(&answer.id());
-        let result = self.publication(answer, fd);
-        let broken = match &result {
-            Err(RequestError::Protocol(error)) => Some(error.clone()),
-            _ => None,
+        let waiter = self.pending().remove(&answer.id());
+        let broken = match (answer, waiter) {
+            (
+                Answer::Board {
+                    epoch, entry_count, ..
+                },
+                waiter,
+            ) => {
+                let result = match fd {
+                    None => Err(ProtocolError::BoardWithoutDescriptor.into()),
+                    Some(fd) => BoardView::attach_announced(fd, epoch, entry_count)
+                        .map_err(RequestError::Board),
+                };
+                let broken = protocol_error(&result);
+                match waiter {
+                    Some(Waiter::Board(completion)) => completion(result),
+                    Some(publication @ Waiter::Publication(_)) => {
+                        publication.fail(ProtocolError::AnswerMismatch.into());
+                        return Err(ProtocolError::AnswerMismatch);
+                    }
+                    None => {}
+                }
+                broken
+            }
+            (Answer::Refused { refusal, .. }, Some(Waiter::Board(completion))) => {
+                if fd.is_some() {
+                    completion(Err(ProtocolError::UnexpectedDescriptor.into()));
+                    return Err(ProtocolError::UnexpectedDescriptor);
+                }
+                completion(Err(RequestError::Refused(refusal)));
+                None
+            }
+            (_, Some(board @ Waiter::Board(_))) => {
+                board.fail(ProtocolError::AnswerMismatch.into());
+                return Err(ProtocolError::AnswerMismatch);
+            }
+            (answer, waiter) => {
+                let result = self.publication(answer, fd);
+                let broken = protocol_error(&result);
+                match waiter {
+                    Some(Waiter::Publication(completion)) => completion(result),
+                    // Abandoned: dropping the publication releases it.
+                    _ => drop(result),
+                }
+                broken
+            }
         };
-        match completion {
-            Some(completion) => completion(result),
-            // Abandoned: dropping the publication releases it.
-            None => drop(result),
-        }
         broken.map_or(Ok(()), Err)
     }
 
     /// The connection is over: no more requests, and every one still waiting is told.
     fn close(&self) {
         let _ = shutdown(self.socket.as_raw_fd(), Shutdown::Both);
-        let orphans: Vec<Completion> = {
+        let orphans: Vec<Waiter> = {
             let mut pending = self.pending();
             self.open.store(false, Ordering::Release);
-            pending.drain().map(|(_, completion)| completion).collect()
+            pending.drain().map(|(_, waiter)| waiter).collect()
         };
-        for completion in orphans {
-            completion(Err(RequestError::Closed));
+        for waiter in orphans {
+            waiter.fail(RequestError::Closed);
         }
     }
 
@@ -315,16 +412,18 @@ impl Inner {
         answer: Answer<'_>,
         fd: Option<OwnedFd>,
     ) -> Result<Publication, RequestError> {
-        let (id, head, placement) = match answer {
+        let (id, head, placement, object) = match answer {
             Answer::Refused { .. } if fd.is_some() => {
                 return Err(ProtocolError::UnexpectedDescriptor.into());
             }
             Answer::Refused { refusal, .. } => return Err(RequestError::Refused(refusal)),
+            Answer::Board { .. } => return Err(ProtocolError::AnswerMismatch.into()),
             Answer::Published {
                 id,
                 head,
                 placement,
-            } => (id, head, placement),
+                object,
+            } => (id, head, placement, object),
         };
         let slot_size = self.consumer.segment().slot_size();
         let body = match (placement, fd) {
@@ -348,6 +447,7 @@ impl Inner {
         Ok(Publication {
             id,
             head,
+            object,
             body: Some(body),
             channel: Arc::clone(self),
         })
@@ -440,6 +540,14 @@ impl AnswerReader {
     }
 }
 
+/// The protocol error in `result`, if that is what it holds.
+fn protocol_error<T>(result: &Result<T, RequestError>) -> Option<ProtocolError> {
+    match result {
+        Err(RequestError::Protocol(error)) => Some(error.clone()),
+        _ => None,
+    }
+}
+
 /// A body not yet read from its tier.
 enum Pending {
     Inline { body: Vec<u8>, crc: u32 },
@@ -452,6 +560,7 @@ enum Pending {
 pub struct Publication {
     id: u64,
     head: ResponseHead,
+    object: Option<ObjectVersion>,
     /// `None` once redeemed.
     body: Option<Pending>,
     channel: Arc<Inner>,
@@ -460,6 +569,12 @@ pub struct Publication {
 impl Publication {
     pub fn head(&self) -> &ResponseHead {
         &self.head
+    }
+
+    /// The object version the producer published this body as, if any (see
+    /// [`ResponseWriter::observe_object`](super::ResponseWriter::observe_object)).
+    pub fn object(&self) -> Option<ObjectVersion> {
+        self.object
     }
 
     /// The tier the producer chose for the body.
@@ -521,6 +636,7 @@ impl Publication {
         };
         Ok(Response {
             head: std::mem::take(&mut self.head),
+            object: self.object,
             body,
         })
     }

@@ -16,7 +16,8 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use crate::control::frame::{HeadError, Refusal, RefusalCode, ResponseHead};
+use crate::board::{Observed, VersionBoard};
+use crate::control::frame::{HeadError, ObjectVersion, Refusal, RefusalCode, ResponseHead};
 use crate::handle::Handle;
 use crate::producer::{Producer, SealedPeer, SealedRoom, WriteGuard};
 use crate::sealed::{SealedPayload, SealedWriter};
@@ -69,6 +70,10 @@ pub struct ResponseWriter<'p> {
     sealed_min_len: Option<u64>,
     /// Why the body cannot be published, once a write found out; the request's refusal.
     refusal: Option<Refusal>,
+    /// The channel's version board, if it has one.
+    board: Option<&'p VersionBoard>,
+    /// The object this response is a version of, and its board entry as observed.
+    object: Option<(u64, Observed)>,
 }
 
 enum Body<'p> {
@@ -94,6 +99,7 @@ impl<'p> ResponseWriter<'p> {
         peer: SealedPeer,
         inline_threshold: usize,
         deadline: Instant,
+        board: Option<&'p VersionBoard>,
     ) -> Self {
         Self {
             producer,
@@ -105,6 +111,8 @@ impl<'p> ResponseWriter<'p> {
             expected: None,
             sealed_min_len: None,
             refusal: None,
+            board,
+            object: None,
         }
     }
 
@@ -123,6 +131,20 @@ impl<'p> ResponseWriter<'p> {
 
     pub fn head(&self) -> &ResponseHead {
         &self.head
+    }
+
+    /// Names this response a version of object `key` (a key the application chooses, for
+    /// example a hash of the request), so that a consumer holding the body may serve it again
+    /// without asking until [`VersionBoard::invalidate`] of `key`. Call it **before** reading
+    /// the data the body is made from: an invalidation after this call and before the answer
+    /// leaves the answer naming no version. `false` when the channel has no version board
+    /// (the answer then names none).
+    pub fn observe_object(&mut self, key: u64) -> bool {
+        let Some(board) = self.board else {
+            return false;
+        };
+        self.object = Some((key, board.observe(key)));
+        true
     }
 
     /// Bodies of at most this many bytes travel inline in the answer. Above it, a body the
@@ -206,8 +228,8 @@ impl<'p> ResponseWriter<'p> {
         self.refusal
     }
 
-    /// Publishes the body in its tier.
-    pub(crate) fn finish(self) -> Result<(ResponseHead, Finished), Refusal> {
+    /// Publishes the body in its tier, and then, for a response named an object, its version.
+    pub(crate) fn finish(self) -> Result<(ResponseHead, Option<ObjectVersion>, Finished), Refusal> {
         if let Some(refusal) = self.refusal {
             return Err(refusal);
         }
@@ -249,7 +271,14 @@ impl<'p> ResponseWriter<'p> {
                 Finished::Sealed(handle, payload)
             }
         };
-        Ok((self.head, finished))
+        let object = self
+            .board
+            .zip(self.object)
+            .and_then(|(board, (key, observed))| {
+                let version = board.publish(observed)?;
+                Some(ObjectVersion { key, version })
+            });
+        Ok((self.head, object, finished))
     }
 
     fn slot_size(&self) -> usize {

@@ -32,9 +32,10 @@ use nix::sys::socket::{
     sockopt::{PeerCredentials, SendTimeout},
 };
 
+use crate::board::VersionBoard;
 use crate::control::frame::{
-    Answer, CONTROL_VERSION, MAX_INLINE_LEN, MAX_REQUEST_FRAME_LEN, MAX_REQUEST_LEN, Placement,
-    Refusal, RefusalCode, Request, other_version_id, oversized_publish_id,
+    Answer, CONTROL_VERSION, MAX_INLINE_LEN, MAX_REQUEST_FRAME_LEN, MAX_REQUEST_LEN, ObjectVersion,
+    Placement, Refusal, RefusalCode, Request, ResponseHead, other_version_id, oversized_publish_id,
 };
 use crate::control::ledger::{PeerLedger, PublicationLimits};
 use crate::control::log_throttle::LogThrottle;
@@ -69,6 +70,9 @@ pub struct ChannelOptions {
     /// Bodies up to this many bytes travel inline in the answer (at most [`MAX_INLINE_LEN`]);
     /// larger ones in a slot or sealed.
     pub inline_threshold: usize,
+    /// The version board handlers name objects on ([`ResponseWriter::observe_object`]) and
+    /// consumers may ask for; `None`: none, and a board request is refused.
+    pub board: Option<Arc<VersionBoard>>,
 }
 
 /// Bodies up to this many bytes travel inline by default. Across processes, through the whole
@@ -87,6 +91,7 @@ impl ChannelOptions {
             limits: PublicationLimits::for_slots(segment.slot_count()),
             max_peers: 16,
             inline_threshold: DEFAULT_INLINE_THRESHOLD,
+            board: None,
         }
     }
 }
@@ -113,6 +118,7 @@ struct Channel {
     limits: PublicationLimits,
     max_peers: u32,
     inline_threshold: usize,
+    board: Option<Arc<VersionBoard>>,
 }
 
 impl ControlServer {
@@ -136,6 +142,7 @@ impl ControlServer {
             limits: options.limits,
             max_peers: options.max_peers,
             inline_threshold: options.inline_threshold.min(MAX_INLINE_LEN),
+            board: options.board,
         };
         Self::start(
             Arc::clone(producer.segment()),
@@ -400,33 +407,36 @@ impl Connection {
                 request,
             } => {
                 let (answer, sealed) = match self.publish(request, deadline_ns) {
-                    Ok((head, Finished::Inline { body, crc })) => {
+                    Ok((head, object, Finished::Inline { body, crc })) => {
                         let placement = Placement::Inline { body: &body, crc };
                         let answer = Answer::Published {
                             id,
                             head,
                             placement,
+                            object,
                         };
                         return self.send(&answer, None);
                     }
-                    Ok((head, Finished::Slot(handle))) => {
+                    Ok((head, object, Finished::Slot(handle))) => {
                         let placement = Placement::Slot(handle);
                         (
                             Answer::Published {
                                 id,
                                 head,
                                 placement,
+                                object,
                             },
                             None,
                         )
                     }
-                    Ok((head, Finished::Sealed(handle, payload))) => {
+                    Ok((head, object, Finished::Sealed(handle, payload))) => {
                         let placement = Placement::Sealed(handle);
                         (
                             Answer::Published {
                                 id,
                                 head,
                                 placement,
+                                object,
                             },
                             Some(payload),
                         )
@@ -443,6 +453,30 @@ impl Connection {
                 self.ledger
                     .release(&self.channel().producer, slot, generation);
                 true
+            }
+            Request::Board { id } => self.hand_board(id),
+        }
+    }
+
+    /// Answers a board request: the board's read-only descriptor, or why there is none.
+    fn hand_board(&self, id: u64) -> bool {
+        let Some(board) = &self.channel().board else {
+            let refusal = Refusal::new(RefusalCode::NoBoard, 0);
+            return self.send(&Answer::Refused { id, refusal }, None);
+        };
+        match board.share() {
+            Ok(fd) => {
+                let answer = Answer::Board {
+                    id,
+                    epoch: board.epoch(),
+                    entry_count: board.entry_count(),
+                };
+                self.send(&answer, Some(fd.as_fd()))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the version board could not be shared");
+                let refusal = Refusal::new(RefusalCode::Internal, 0);
+                self.send(&Answer::Refused { id, refusal }, None)
             }
         }
     }
@@ -462,7 +496,7 @@ impl Connection {
         &self,
         request: &[u8],
         deadline_ns: u64,
-    ) -> Result<(crate::control::frame::ResponseHead, Finished), Refusal> {
+    ) -> Result<(ResponseHead, Option<ObjectVersion>, Finished), Refusal> {
         let left = deadline_ns.saturating_sub(monotonic_now_ns());
         if left == 0 {
             return Err(Refusal::new(RefusalCode::DeadlineExceeded, 0));
@@ -475,6 +509,7 @@ impl Connection {
             self.ledger.sealed_peer(),
             channel.inline_threshold,
             deadline,
+            channel.board.as_deref(),
         );
         // A panicking handler costs its request, not the connection's thread: the slot its
         // writer held is given back as the panic unwinds.
@@ -494,15 +529,15 @@ impl Connection {
                 Refusal::new(RefusalCode::HandlerFailed, 0)
             }));
         }
-        let (head, finished) = response.finish()?;
+        let (head, object, finished) = response.finish()?;
         let handle = match &finished {
-            Finished::Inline { .. } => return Ok((head, finished)),
+            Finished::Inline { .. } => return Ok((head, object, finished)),
             Finished::Slot(handle) | Finished::Sealed(handle, _) => *handle,
         };
         if !room.record(&channel.producer, &handle) {
             return Err(Refusal::new(RefusalCode::Internal, 0));
         }
-        Ok((head, finished))
+        Ok((head, object, finished))
     }
 
     /// The peer is gone or misbehaved: withdraws its unredeemed publications and wakes every

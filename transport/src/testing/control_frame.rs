@@ -37,9 +37,15 @@ pub fn check_control_frame(bytes: &[u8]) {
     if let Ok(answer) = &answer {
         match answer {
             Answer::Published {
-                head, placement, ..
+                head,
+                placement,
+                object,
+                ..
             } => {
                 check_head(head);
+                if let Some(object) = object {
+                    assert_ne!(object.version, 0, "an object version of 0 decoded");
+                }
                 if let Placement::Inline { body, .. } = placement {
                     assert!(
                         body.len() <= MAX_INLINE_LEN,
@@ -53,6 +59,7 @@ pub fn check_control_frame(bytes: &[u8]) {
             Answer::Refused { refusal, .. } => {
                 let _ = refusal.to_string();
             }
+            Answer::Board { .. } => {}
         }
         assert_eq!(
             answer.encode(),

@@ -148,6 +148,7 @@ fn published(id: u64, placement: Placement<'_>) -> Answer<'_> {
         id,
         head: ResponseHead::default(),
         placement,
+        object: None,
     }
 }
 
@@ -225,6 +226,7 @@ fn a_sealed_answer_carries_its_descriptor_to_redeem_and_releases_unless_redeemed
             id,
             head: head(),
             placement: Placement::Sealed(handle),
+            object: None,
         },
         &[payload.as_fd()],
     );
@@ -280,6 +282,7 @@ fn inline_and_slot_answers_redeem_to_their_bytes_and_a_bad_inline_crc_does_not_v
             id,
             head: head(),
             placement: Placement::Inline { body: &body, crc },
+            object: None,
         },
         &[],
     );
@@ -548,4 +551,74 @@ fn abandoned_slot_answers_are_released_and_inline_ones_need_not_be() {
     assert_eq!(rig.next_frame(), None);
     assert!(rig.client.is_open());
     rig.assert_nothing_held();
+}
+
+#[test]
+fn a_board_answer_without_its_descriptor_or_for_a_publish_request_fails_closed() {
+    let rig = Rig::new();
+    let (answered, answer) = mpsc::channel();
+    let id = rig
+        .client
+        .board_with(move |result| {
+            let _ = answered.send(result.map(|view| view.epoch()));
+        })
+        .unwrap();
+    let frame = rig.next_frame().expect("a board request");
+    assert_eq!(Request::decode(&frame), Ok(Request::Board { id }));
+    let board = Answer::Board {
+        id,
+        epoch: 1,
+        entry_count: 8,
+    };
+    rig.answer(&board, &[]);
+    assert!(!rig.reader.receive_ready());
+    assert!(matches!(
+        answer.try_recv().unwrap(),
+        Err(RequestError::Protocol(
+            ProtocolError::BoardWithoutDescriptor
+        ))
+    ));
+
+    let rig = Rig::new();
+    let (id, answers) = rig.request();
+    let real = crate::board::VersionBoard::create(8).unwrap();
+    let fd = real.share().unwrap();
+    let board = Answer::Board {
+        id,
+        epoch: real.epoch(),
+        entry_count: 8,
+    };
+    rig.answer(&board, &[fd.as_fd()]);
+    assert!(!rig.reader.receive_ready());
+    assert_eq!(
+        protocol_error(result(&answers)),
+        ProtocolError::AnswerMismatch
+    );
+}
+
+#[test]
+fn a_board_unlike_the_one_announced_is_refused_and_the_connection_kept() {
+    let rig = Rig::new();
+    let (answered, answer) = mpsc::channel();
+    let id = rig
+        .client
+        .board_with(move |result| {
+            let _ = answered.send(result.map(|view| view.epoch()));
+        })
+        .unwrap();
+    rig.next_frame().expect("a board request");
+    let real = crate::board::VersionBoard::create(8).unwrap();
+    let fd = real.share().unwrap();
+    let board = Answer::Board {
+        id,
+        epoch: real.epoch() ^ 1,
+        entry_count: 8,
+    };
+    rig.answer(&board, &[fd.as_fd()]);
+    assert!(rig.reader.receive_ready());
+    assert!(matches!(
+        answer.try_recv().unwrap(),
+        Err(RequestError::Board(BoardError::Header(_)))
+    ));
+    assert!(rig.client.is_open());
 }

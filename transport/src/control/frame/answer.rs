@@ -1,10 +1,11 @@
-//! The frames a producer sends back: **published** (a response head, and where its body
-//! travels: inline, slot or sealed) and **refused**, as the module's tables lay them out.
+//! The frames a producer sends back: **published** (a response head, where its body travels:
+//! inline, slot or sealed, and the object version it is), **refused** and **board**, as the
+//! module's tables lay them out.
 
 use super::fields::{Fields, bounded, header, parse_header};
 use super::{
-    FrameError, MAX_HEAD_LEN, MAX_INLINE_LEN, PUBLISH, PUBLISHED, PUBLISHED_FIXED_LEN, REFUSED,
-    REFUSED_LEN, RELEASE, Refusal, RefusalCode, ResponseHead,
+    BOARD, BOARD_LEN, BOARD_REQUEST, FrameError, MAX_HEAD_LEN, MAX_INLINE_LEN, PUBLISH, PUBLISHED,
+    PUBLISHED_FIXED_LEN, REFUSED, REFUSED_LEN, RELEASE, Refusal, RefusalCode, ResponseHead,
 };
 use crate::handle::Handle;
 
@@ -69,24 +70,42 @@ impl Placement<'_> {
     }
 }
 
-/// A producer's answer to a [`Request::Publish`](super::Request::Publish).
+/// The object a published body is a version of, as the producer's version board names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ObjectVersion {
+    pub key: u64,
+    /// Never 0.
+    pub version: u64,
+}
+
+/// A producer's answer to a [`Request::Publish`](super::Request::Publish) or a
+/// [`Request::Board`](super::Request::Board).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer<'a> {
     Published {
         id: u64,
         head: ResponseHead,
         placement: Placement<'a>,
+        object: Option<ObjectVersion>,
     },
     Refused {
         id: u64,
         refusal: Refusal,
+    },
+    /// The board's descriptor comes with the message.
+    Board {
+        id: u64,
+        epoch: u64,
+        entry_count: u32,
     },
 }
 
 impl Answer<'_> {
     pub fn id(&self) -> u64 {
         match self {
-            Answer::Published { id, .. } | Answer::Refused { id, .. } => *id,
+            Answer::Published { id, .. }
+            | Answer::Refused { id, .. }
+            | Answer::Board { id, .. } => *id,
         }
     }
 }
@@ -102,6 +121,7 @@ impl Answer<'_> {
                 id,
                 head,
                 placement,
+                object,
             } => {
                 let head_len = head.encoded_len();
                 let inline = match placement {
@@ -135,6 +155,10 @@ impl Answer<'_> {
                 frame[36..40].copy_from_slice(&handle.len.to_le_bytes());
                 frame[40..48].copy_from_slice(&handle.generation.to_le_bytes());
                 frame[48..52].copy_from_slice(&crc.to_le_bytes());
+                if let Some(object) = object {
+                    frame[56..64].copy_from_slice(&object.key.to_le_bytes());
+                    frame[64..72].copy_from_slice(&object.version.to_le_bytes());
+                }
                 head.encode_into(&mut frame);
                 frame.extend_from_slice(inline);
                 frame
@@ -143,6 +167,16 @@ impl Answer<'_> {
                 let mut frame = header(REFUSED, *id, REFUSED_LEN);
                 frame[16..18].copy_from_slice(&(refusal.code as u16).to_le_bytes());
                 frame[24..32].copy_from_slice(&refusal.detail.to_le_bytes());
+                frame
+            }
+            Answer::Board {
+                id,
+                epoch,
+                entry_count,
+            } => {
+                let mut frame = header(BOARD, *id, BOARD_LEN);
+                frame[16..24].copy_from_slice(&epoch.to_le_bytes());
+                frame[24..28].copy_from_slice(&entry_count.to_le_bytes());
                 frame
             }
         }
@@ -172,6 +206,11 @@ impl<'a> Answer<'a> {
                 let status = u16::from_le_bytes([bytes[18], bytes[19]]);
                 let head = ResponseHead::decode(status, &bytes[PUBLISHED_FIXED_LEN..head_end])?;
                 let crc = fields.u32_at(48);
+                let object = match (fields.u64_at(56), fields.u64_at(64)) {
+                    (0, 0) => None,
+                    (_, 0) => return Err(FrameError::KeyWithoutVersion),
+                    (key, version) => Some(ObjectVersion { key, version }),
+                };
                 let placement = if tier == Tier::Inline {
                     // Inline answers name no slot: the handle fields are zero, so that one
                     // meaning has one encoding.
@@ -200,6 +239,7 @@ impl<'a> Answer<'a> {
                     id,
                     head,
                     placement,
+                    object,
                 })
             }
             REFUSED => {
@@ -213,7 +253,16 @@ impl<'a> Answer<'a> {
                     refusal: Refusal::new(code, fields.u64_at(24)),
                 })
             }
-            PUBLISH | RELEASE => Err(FrameError::WrongDirection { kind }),
+            BOARD => {
+                fields.expect_len(kind, BOARD_LEN)?;
+                fields.zero(28..32)?;
+                Ok(Answer::Board {
+                    id,
+                    epoch: fields.u64_at(16),
+                    entry_count: fields.u32_at(24),
+                })
+            }
+            PUBLISH | RELEASE | BOARD_REQUEST => Err(FrameError::WrongDirection { kind }),
             kind => Err(FrameError::UnknownKind { kind }),
         }
     }

@@ -15,13 +15,14 @@
 //!
 //! # Descriptors
 //!
-//! Exactly one frame carries a descriptor: a **published** answer of tier `sealed` carries the
-//! payload's memfd as `SCM_RIGHTS` on the same message. No other frame carries one. A receiver
-//! leaves room for one descriptor (`CMSG_SPACE(sizeof(int))`, `MSG_CMSG_CLOEXEC`) and treats as
-//! a protocol error, closing the connection and every descriptor received: `MSG_CTRUNC`, more
-//! than one descriptor, a descriptor on any other frame (an inline or slot answer, a refusal,
-//! any request), and a sealed answer without one. The receiver then redeems it as "Sealed
-//! publications" in [`crate::layout`] says.
+//! Exactly two frames carry a descriptor, as `SCM_RIGHTS` on the same message: a **published**
+//! answer of tier `sealed` carries the payload's memfd, and a **board** answer the version
+//! board's. No other frame carries one. A receiver leaves room for one descriptor
+//! (`CMSG_SPACE(sizeof(int))`, `MSG_CMSG_CLOEXEC`) and treats as a protocol error, closing the
+//! connection and every descriptor received: `MSG_CTRUNC`, more than one descriptor, a
+//! descriptor on any other frame (an inline or slot answer, a refusal, any request), and a
+//! sealed or board answer without one. The receiver then redeems a payload as "Sealed
+//! publications" in [`crate::layout`] says, and checks a board as "Version board" there says.
 //!
 //! # Tiers
 //!
@@ -42,7 +43,7 @@
 //! |-------:|-----:|-----------|------------------------------------------------------------------|
 //! | 0      | 4    | `magic`   | `b"SHMC"`                                                        |
 //! | 4      | 1    | `version` | [`CONTROL_VERSION`]; a producer answers a frame of any other version with a `Version` refusal (in its own version, which the peer's decoder names as another version) and closes the connection |
-//! | 5      | 1    | `kind`    | 1 publish, 2 release, 3 published, 4 refused                     |
+//! | 5      | 1    | `kind`    | 1 publish, 2 release, 3 published, 4 refused, 5 board request, 6 board |
 //! | 6      | 2    | reserved  | 0                                                                |
 //! | 8      | 8    | `id`      | chosen by the consumer, unique among its requests in flight; answers carry the id of their request |
 //!
@@ -67,8 +68,9 @@
 //! | 20     | 4    | reserved     | 0                              |
 //! | 24     | 8    | `generation` | the handle's generation        |
 //!
-//! **published** (producer → consumer, 56 + `head_len` bytes, + `len` for an inline body): the
-//! response head and where its body is.
+//! **published** (producer → consumer, 72 + `head_len` bytes, + `len` for an inline body): the
+//! response head, where its body is, and which version of an object it is, if the producer
+//! published one.
 //!
 //! | offset | size       | field        | meaning                                                  |
 //! |-------:|-----------:|--------------|----------------------------------------------------------|
@@ -82,8 +84,10 @@
 //! | 40     | 8          | `generation` | the handle's; 0 for inline                               |
 //! | 48     | 4          | `crc`        | crc32 of the body, every tier                            |
 //! | 52     | 4          | reserved     | 0                                                        |
-//! | 56     | `head_len` | `head`       | content type and headers, below                          |
-//! | 56 + `head_len` | `len` | `body` | inline only: the body itself                              |
+//! | 56     | 8          | `object_key` | the key this body is a version of; 0 when `object_version` is 0 |
+//! | 64     | 8          | `object_version` | its version on the producer's version board (see "Version board" in [`crate::layout`]), current when the body was published; 0: none |
+//! | 72     | `head_len` | `head`       | content type and headers, below                          |
+//! | 72 + `head_len` | `len` | `body` | inline only: the body itself                              |
 //!
 //! **Head** (`head_len` bytes exactly): `u16` content-type length and its bytes (empty: none),
 //! `u16` header count (at most [`MAX_HEADERS`]), then per header `u16` name length, the name (1
@@ -99,6 +103,21 @@
 //! | 18     | 6    | reserved | 0                                              |
 //! | 24     | 8    | `detail` | a number that explains the refusal, or 0 ([`RefusalCode`] says which) |
 //!
+//! **board request** (consumer → producer, 16 bytes: the header alone): hand me your version
+//! board. Answered with a **board** frame, or refused with [`RefusalCode::NoBoard`].
+//!
+//! **board** (producer → consumer, 32 bytes, with the board's memfd, read-only): the board the
+//! `object_version` of every answer on this connection refers to.
+//!
+//! | offset | size | field         | meaning                                       |
+//! |-------:|-----:|---------------|-----------------------------------------------|
+//! | 16     | 8    | `epoch`       | the board's header's, non-zero                |
+//! | 24     | 4    | `entry_count` | the board's header's                          |
+//! | 28     | 4    | reserved      | 0                                             |
+//!
+//! A receiver trusts neither field: it checks the board file itself and refuses one whose
+//! header disagrees with them.
+//!
 //! Reserved bytes must be zero, and every length is checked against its bound and against the
 //! message before it is used: a decoder refuses a frame that breaks either, so that a later
 //! version can give reserved bytes a meaning without an old peer misreading it.
@@ -106,9 +125,10 @@
 //! # Version history
 //!
 //! 1: a publish frame carried the demo dataset's parameters, the answer only a handle. 2:
-//! opaque requests, a response head, three tiers, a sealed body always above the slot size. 3
-//! (this): a sealed body of any length; no byte moved, but a version 2 receiver would refuse
-//! such an answer as a protocol error, so it gets a version refusal instead.
+//! opaque requests, a response head, three tiers, a sealed body always above the slot size. 3:
+//! a sealed body of any length; no byte moved, but a version 2 receiver would refuse such an
+//! answer as a protocol error, so it gets a version refusal instead. 4 (this): the version
+//! board: board request and board frames, and the published frame's object key and version.
 
 use thiserror::Error;
 
@@ -125,12 +145,12 @@ mod tests;
 pub use super::head::{
     HeadError, MAX_HEAD_LEN, MAX_HEADER_NAME_LEN, MAX_HEADER_VALUE_LEN, MAX_HEADERS, ResponseHead,
 };
-pub use answer::{Answer, Placement, Tier};
+pub use answer::{Answer, ObjectVersion, Placement, Tier};
 pub use refusal::{Refusal, RefusalCode};
 pub use request::{Request, other_version_id, oversized_publish_id};
 
 /// The version of the frames above; changes whenever their layout or meaning does.
-pub const CONTROL_VERSION: u8 = 3;
+pub const CONTROL_VERSION: u8 = 4;
 
 /// The longest request a publish frame carries.
 pub const MAX_REQUEST_LEN: usize = 64 * 1024;
@@ -141,9 +161,11 @@ pub const MAX_INLINE_LEN: usize = 64 * 1024;
 const MAGIC: [u8; 4] = *b"SHMC";
 const HEADER_LEN: usize = 16;
 const PUBLISH_FIXED_LEN: usize = 32;
-const PUBLISHED_FIXED_LEN: usize = 56;
+const PUBLISHED_FIXED_LEN: usize = 72;
 const RELEASE_LEN: usize = 32;
 const REFUSED_LEN: usize = 32;
+const BOARD_REQUEST_LEN: usize = HEADER_LEN;
+const BOARD_LEN: usize = 32;
 
 /// The longest publish frame, for the producer's receive buffer. A buffer one byte longer tells
 /// a frame of this length from a longer one the kernel would otherwise cut to size.
@@ -155,6 +177,8 @@ const PUBLISH: u8 = 1;
 const RELEASE: u8 = 2;
 const PUBLISHED: u8 = 3;
 const REFUSED: u8 = 4;
+const BOARD_REQUEST: u8 = 5;
+const BOARD: u8 = 6;
 
 /// Why bytes are not a frame.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -189,6 +213,8 @@ pub enum FrameError {
     UnknownTier { tier: u8 },
     #[error("an inline answer with a non-zero handle field")]
     InlineHandle,
+    #[error("an object key without a version")]
+    KeyWithoutVersion,
     #[error("generation {generation} is beyond the largest a slot can have")]
     Generation { generation: u64 },
     #[error("response head: {0}")]

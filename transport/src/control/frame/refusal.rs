@@ -74,10 +74,13 @@ pub enum RefusalCode {
     /// this answer.
     #[error("control channel version mismatch")]
     Version = 9,
+    /// A board request to a producer that publishes no version board. `detail`: 0.
+    #[error("the producer publishes no version board")]
+    NoBoard = 10,
 }
 
 impl RefusalCode {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::TooLarge,
         Self::Exhausted,
         Self::PeerBusy,
@@ -87,6 +90,7 @@ impl RefusalCode {
         Self::RequestTooLarge,
         Self::HandlerFailed,
         Self::Version,
+        Self::NoBoard,
     ];
 
     pub(super) fn from_wire(value: u16) -> Option<Self> {

@@ -1,10 +1,10 @@
-//! The frames a consumer sends: **publish** (a request to answer) and **release** (a
-//! publication it will not redeem), as the module's tables lay them out.
+//! The frames a consumer sends: **publish** (a request to answer), **release** (a publication
+//! it will not redeem) and **board request**, as the module's tables lay them out.
 
 use super::fields::{Fields, bounded, header, parse_header};
 use super::{
-    CONTROL_VERSION, FrameError, HEADER_LEN, MAGIC, MAX_REQUEST_LEN, PUBLISH, PUBLISH_FIXED_LEN,
-    PUBLISHED, REFUSED, RELEASE, RELEASE_LEN,
+    BOARD, BOARD_REQUEST, BOARD_REQUEST_LEN, CONTROL_VERSION, FrameError, HEADER_LEN, MAGIC,
+    MAX_REQUEST_LEN, PUBLISH, PUBLISH_FIXED_LEN, PUBLISHED, REFUSED, RELEASE, RELEASE_LEN,
 };
 
 /// A consumer's request, borrowing its bytes from the message it was decoded from.
@@ -20,6 +20,9 @@ pub enum Request<'a> {
         id: u64,
         slot: u32,
         generation: u64,
+    },
+    Board {
+        id: u64,
     },
 }
 
@@ -52,6 +55,7 @@ impl Request<'_> {
                 frame[24..32].copy_from_slice(&generation.to_le_bytes());
                 frame
             }
+            Request::Board { id } => header(BOARD_REQUEST, id, BOARD_REQUEST_LEN),
         }
     }
 }
@@ -82,7 +86,11 @@ impl<'a> Request<'a> {
                     generation: fields.generation_at(24)?,
                 })
             }
-            PUBLISHED | REFUSED => Err(FrameError::WrongDirection { kind }),
+            BOARD_REQUEST => {
+                fields.expect_len(kind, BOARD_REQUEST_LEN)?;
+                Ok(Request::Board { id })
+            }
+            PUBLISHED | REFUSED | BOARD => Err(FrameError::WrongDirection { kind }),
             kind => Err(FrameError::UnknownKind { kind }),
         }
     }

@@ -37,6 +37,7 @@ fn every_frame_round_trips() {
             slot: 63,
             generation: MAX_GENERATION,
         },
+        Request::Board { id: 5 },
     ];
     for request in requests {
         assert_eq!(Request::decode(&request.encode()), Ok(request));
@@ -47,11 +48,13 @@ fn every_frame_round_trips() {
             id: 9,
             head: head(),
             placement: Placement::Slot(handle()),
+            object: None,
         },
         Answer::Published {
             id: 9,
             head: ResponseHead::default(),
             placement: Placement::Sealed(handle()),
+            object: None,
         },
         Answer::Published {
             id: 10,
@@ -60,8 +63,23 @@ fn every_frame_round_trips() {
                 body: &inline,
                 crc: 1,
             },
+            object: None,
         },
     ];
+    answers.push(Answer::Published {
+        id: 11,
+        head: head(),
+        placement: Placement::Sealed(handle()),
+        object: Some(ObjectVersion {
+            key: 0,
+            version: u64::MAX,
+        }),
+    });
+    answers.push(Answer::Board {
+        id: 12,
+        epoch: 3,
+        entry_count: 4096,
+    });
     answers.extend(RefusalCode::ALL.map(|code| Answer::Refused {
         id: 1,
         refusal: Refusal::new(code, 32),
@@ -77,6 +95,10 @@ fn the_published_frame_matches_the_documented_layout() {
         id: 0x0102_0304_0506_0708,
         head: head(),
         placement: Placement::Slot(handle()),
+        object: Some(ObjectVersion {
+            key: 0x1122_3344_5566_7788,
+            version: 0x2a,
+        }),
     }
     .encode();
     let mut head_bytes = Vec::new();
@@ -89,7 +111,7 @@ fn the_published_frame_matches_the_documented_layout() {
     head_bytes.extend_from_slice(b"5d41402a");
     let expected: Vec<u8> = [
         &b"SHMC"[..],
-        &[3, 3, 0, 0],
+        &[4, 3, 0, 0],
         &0x0102_0304_0506_0708u64.to_le_bytes(),
         &[2, 0],
         &200u16.to_le_bytes(),
@@ -100,6 +122,8 @@ fn the_published_frame_matches_the_documented_layout() {
         &0x1au64.to_le_bytes(),
         &0x5d41_402au32.to_le_bytes(),
         &[0; 4],
+        &0x1122_3344_5566_7788u64.to_le_bytes(),
+        &0x2au64.to_le_bytes(),
         &head_bytes,
     ]
     .concat();
@@ -178,6 +202,7 @@ fn malformed_answers_are_named() {
             body: b"hello",
             crc: 5,
         },
+        object: None,
     }
     .encode();
     let mut bad = inline.clone();
@@ -217,4 +242,43 @@ fn malformed_answers_are_named() {
     let mut bad = inline.clone();
     bad[17] = 1;
     assert_eq!(Answer::decode(&bad), Err(FrameError::Reserved));
+}
+
+#[test]
+fn an_object_key_without_a_version_and_odd_board_frames_are_refused() {
+    let mut frame = Answer::Published {
+        id: 1,
+        head: head(),
+        placement: Placement::Slot(handle()),
+        object: None,
+    }
+    .encode();
+    frame[56] = 1;
+    assert_eq!(Answer::decode(&frame), Err(FrameError::KeyWithoutVersion));
+
+    let mut board = Answer::Board {
+        id: 2,
+        epoch: 3,
+        entry_count: 8,
+    }
+    .encode();
+    board[30] = 1;
+    assert_eq!(Answer::decode(&board), Err(FrameError::Reserved));
+    board.push(0);
+    assert!(matches!(
+        Answer::decode(&board),
+        Err(FrameError::Length { .. })
+    ));
+
+    let mut ask = Request::Board { id: 4 }.encode();
+    ask.push(0);
+    assert!(matches!(
+        Request::decode(&ask),
+        Err(FrameError::Length { .. })
+    ));
+    let ask = Request::Board { id: 4 }.encode();
+    assert!(matches!(
+        Answer::decode(&ask),
+        Err(FrameError::WrongDirection { kind: 5 })
+    ));
 }

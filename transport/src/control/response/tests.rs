@@ -46,7 +46,7 @@ fn sealed_response(
     min_len: u64,
     wait: Duration,
 ) -> ResponseWriter<'_> {
-    let mut response = ResponseWriter::new(producer, peer, 16, Instant::now() + wait);
+    let mut response = ResponseWriter::new(producer, peer, 16, Instant::now() + wait, None);
     response.expect_min_len(min_len).unwrap();
     response
 }
@@ -93,7 +93,7 @@ fn a_sealed_body_reserves_its_room_before_a_byte_is_made() {
         let in_flight = producer.stats().sealed_bytes_in_flight;
         assert!(in_flight >= response.written(), "{in_flight} bytes of room");
     }
-    let (_, Finished::Sealed(handle, payload)) = response.finish().unwrap() else {
+    let (_, _, Finished::Sealed(handle, payload)) = response.finish().unwrap() else {
         panic!("a body above a slot is sealed")
     };
     assert_eq!(producer.stats().sealed_bytes_in_flight, 500);
@@ -123,7 +123,7 @@ fn bodies_that_would_wait_for_each_other_are_refused_at_once() {
     drop(first);
 
     second.write_all(&[2; 300]).unwrap();
-    assert!(matches!(second.finish(), Ok((_, Finished::Sealed(..)))));
+    assert!(matches!(second.finish(), Ok((_, _, Finished::Sealed(..)))));
 }
 
 /// A body that needs more room than its peer's published payloads leave waits for them to be
@@ -144,7 +144,7 @@ fn a_growing_body_waits_for_published_payloads_to_be_redeemed() {
         });
         response.write_all(&[2; 300]).unwrap();
     });
-    let (_, Finished::Sealed(_, payload)) = response.finish().unwrap() else {
+    let (_, _, Finished::Sealed(_, payload)) = response.finish().unwrap() else {
         panic!("a body above a slot is sealed")
     };
     assert_eq!(payload.len(), 400);
@@ -166,6 +166,9 @@ fn a_bound_is_kept_or_replaced_by_an_exact_length() {
     let mut error = sealed_response(&producer, peer, 300, LONG);
     error.expect_len(10).unwrap();
     error.write_all(&[2; 10]).unwrap();
-    assert!(matches!(error.finish(), Ok((_, Finished::Inline { .. }))));
+    assert!(matches!(
+        error.finish(),
+        Ok((_, _, Finished::Inline { .. }))
+    ));
     assert_eq!(producer.stats().sealed_bytes_in_flight, 0);
 }

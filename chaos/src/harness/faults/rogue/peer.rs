@@ -486,6 +486,7 @@ mod tests {
             limits,
             max_peers: 8,
             inline_threshold: 0,
+            board: None,
         };
         let server = ControlServer::spawn_channel(
             Arc::clone(&producer),
@@ -524,10 +525,10 @@ mod tests {
             );
         }
         // The same exchange with a valid frame is answered, which is what tells them apart: a
-        // published answer of 56 bytes and a 4-byte head (no content type, no headers).
+        // published answer of 72 bytes and a 4-byte head (no content type, no headers).
         let answered = send_garbage(server.socket_name(), &publish_frame(), ATTACH_TIMEOUT);
         assert!(
-            matches!(answered, Ok(Closure::Answered { len: 60 })),
+            matches!(answered, Ok(Closure::Answered { len: 76 })),
             "{answered:?}"
         );
     }
