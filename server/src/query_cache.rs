@@ -167,7 +167,17 @@ impl<V: Clone + Weigh, K: Eq + Hash + Clone> QueryCache<V, K> {
         self.lock().bytes
     }
 
-    fn insert(&self, query: K, value: V) {
+    /// Drops `query`'s value, if kept.
+    pub fn remove(&self, query: impl Borrow<K>) {
+        let mut entries = self.lock();
+        if let Some(removed) = entries.map.remove(query.borrow()) {
+            entries.bytes -= removed.weight;
+        }
+    }
+
+    /// Keeps `value` for `query`, replacing any, then evicts the least recently used until
+    /// both bounds hold; a value above the byte bound alone is not kept.
+    pub fn insert(&self, query: K, value: V) {
         let weight = value.weight();
         if weight > self.max_bytes || self.max_entries == 0 {
             return;

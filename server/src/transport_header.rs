@@ -31,10 +31,16 @@ pub enum Transport {
     ApiFallback,
     /// Served from a body the gateway made or received once and kept (benchmark ceiling).
     Cached,
+    /// Served from a body the producer published as an object version, kept by the gateway
+    /// and still current on the producer's version board: nothing was asked of the producer.
+    ShmPublished,
+    /// As [`Transport::ShmPublished`] while the producer is unreachable (`--stale-if-error`):
+    /// current on the board as the producer left it.
+    ShmStale,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 8] = [
+    pub const ALL: [Transport; 10] = [
         Transport::Api,
         Transport::Shm,
         Transport::ShmInline,
@@ -43,6 +49,8 @@ impl Transport {
         Transport::ShmHttp,
         Transport::ApiFallback,
         Transport::Cached,
+        Transport::ShmPublished,
+        Transport::ShmStale,
     ];
 
     /// The transport a header value names, as [`Transport::as_str`] writes it.
@@ -70,6 +78,8 @@ impl Transport {
                 | Transport::ShmSlot
                 | Transport::ShmSealed
                 | Transport::ShmHttp
+                | Transport::ShmPublished
+                | Transport::ShmStale
         )
     }
 
@@ -83,6 +93,8 @@ impl Transport {
             Transport::ShmHttp => "shm-http",
             Transport::ApiFallback => "api-fallback",
             Transport::Cached => "cached",
+            Transport::ShmPublished => "shm-published",
+            Transport::ShmStale => "shm-stale",
         }
     }
 }

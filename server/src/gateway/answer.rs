@@ -9,6 +9,7 @@ use crate::memory_budget::Reservation;
 use crate::transport_header::Transport;
 
 use super::proxied_response::Proxied;
+use super::published_objects::PublishedAs;
 use super::stage_timing::Stages;
 
 /// An answer, the transport that carried it, where its time went, and the memory its body
@@ -19,6 +20,8 @@ pub struct Answer {
     pub transport: Transport,
     pub stages: Stages,
     pub reservation: Reservation,
+    /// The object version the producer published the body as, if it named one.
+    pub published: Option<PublishedAs>,
 }
 
 /// What the client may be sent.

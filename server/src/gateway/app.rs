@@ -34,7 +34,7 @@ use crate::serve::{ShutdownSignal, StartupLine, announce, bind, serve_until_sign
 use crate::telemetry;
 
 use super::args::Args;
-use super::proxy_routes::{self, VIA_API, VIA_CACHED, VIA_SHM};
+use super::proxy_routes::{self, VIA_API, VIA_CACHED, VIA_PUBLISHED, VIA_SHM};
 use super::shm_consumer::AttachedTo;
 use super::state::{AppState, Shared};
 use super::users_routes;
@@ -52,10 +52,11 @@ pub fn app(state: AppState) -> Router {
         .route("/api/users-cached", get(users_routes::users_cached))
         .route("/readyz", get(readyz));
     // Each measuring prefix alone, with a slash, and with the upstream path after it.
-    for prefix in [VIA_API, VIA_SHM, VIA_CACHED] {
+    for prefix in [VIA_API, VIA_SHM, VIA_CACHED, VIA_PUBLISHED] {
         let handler = match prefix {
             VIA_API => any(proxy_routes::via_api),
             VIA_SHM => any(proxy_routes::via_shm),
+            VIA_PUBLISHED => get(proxy_routes::via_published),
             _ => get(proxy_routes::via_cached),
         };
         routes = routes

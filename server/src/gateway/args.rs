@@ -102,6 +102,11 @@ pub struct Args {
     /// failures stay visible. `--transport auto` falls back so for the routes it governs.
     #[arg(long, env = "SHMBRIDGE_SHM_FALLBACK_TO_API")]
     pub shm_fallback_to_api: bool,
+    /// How long after the producer becomes unreachable a kept published answer (one the
+    /// producer named an object version, still current on its board as it left it) is served
+    /// anyway, marked `x-transport: shm-stale`. 0 (the default): never.
+    #[arg(long, env = "SHMBRIDGE_STALE_IF_ERROR", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub stale_if_error: Duration,
     /// How forwarded requests and `GET /api/users` reach the upstream: `api` (REST), `shm`
     /// (shared memory, failures are the client's), or `auto`: shared memory, the producer
     /// choosing the tier from the body's size, and REST whenever shared memory is unavailable or

@@ -93,6 +93,7 @@ mod tests {
             reservation: MemoryBudget::new(BudgetKind::GatewayMemory, 1 << 20)
                 .reserve(body.len() as u64)
                 .unwrap(),
+            published: None,
         }
     }
 

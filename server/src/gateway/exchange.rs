@@ -20,6 +20,7 @@
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use axum::response::Response as HttpResponse;
 use shmbridge::Handle;
 use shmbridge::control::Response;
 
@@ -30,6 +31,7 @@ use crate::transport_header::Transport;
 use super::answer::{Answer, Expect};
 use super::forward_request::ForwardRequest;
 use super::proxied_response::Proxied;
+use super::published_objects::PublishedAs;
 use super::stage_timing::{Stage, Stages};
 use super::state::Shared;
 use super::transport_choice::Route;
@@ -89,6 +91,52 @@ pub async fn exchange(
             };
             with_fallback(shared, request, expect, fallback_to_api, clock, shm).await
         }
+    }
+}
+
+/// A `GET` over shared memory (`route`) that may be answered from a published object: its kept
+/// answer if the producer's board says it is current (nothing is asked of the producer), else
+/// the exchange, whose answer is kept if the producer published it as an object version. When
+/// shared memory fails, a kept answer current on the board as the producer left it is served
+/// within `--stale-if-error`.
+pub async fn published(
+    shared: &Shared,
+    request: &ForwardRequest,
+    route: Route,
+) -> Result<HttpResponse, ApiError> {
+    let Ok(encoded) = request.encode() else {
+        // A request the channel cannot carry is no object's: the exchange refuses it, or falls
+        // back to REST, as for any other.
+        let answer = exchange(shared, request, route, Expect::AnyAnswer).await?;
+        return Ok(answer.into_response());
+    };
+    let attachment = shared.shm.current();
+    if let Some(attachment) = attachment
+        .as_ref()
+        .filter(|attachment| attachment.is_open())
+        && let Some(board) = attachment.board()
+        && let Some(kept) = shared.published.current(&encoded, board)
+    {
+        return Ok(kept.into_response(Transport::ShmPublished));
+    }
+    match exchange(shared, request, route, Expect::AnyAnswer).await {
+        Ok(answer) => {
+            let published = answer.published;
+            shared.published.keep(encoded, published, &answer.proxied);
+            Ok(answer.into_response())
+        }
+        Err(error) if error.is_shm_failure() => {
+            // The attachment the exchange ended with: the one whose producer just failed, or
+            // (that failing) the last one that ever answered.
+            let stale = shared
+                .shm
+                .current()
+                .and_then(|attachment| shared.published.stale(&encoded, attachment.board()?));
+            stale
+                .map(|kept| kept.into_response(Transport::ShmStale))
+                .ok_or(error)
+        }
+        Err(error) => Err(error),
     }
 }
 
@@ -179,6 +227,7 @@ async fn over_rest(
         transport,
         stages,
         reservation,
+        published: None,
     })
 }
 
@@ -212,7 +261,13 @@ async fn over_channel(
     let reservation = shared.budget.reserve_by(publication.len(), ends).await?;
     let redeemed = attachment.redeem(publication).await?;
     stages.end(Stage::Redeem, answered);
-    let Response { head, body, .. } = redeemed.response;
+    let Response { head, object, body } = redeemed.response;
+    let published = object
+        .zip(attachment.board())
+        .map(|(object, board)| PublishedAs {
+            board_epoch: board.epoch(),
+            object,
+        });
     let transport = Transport::of_tier(body.tier());
     let proxied = Proxied::from_head(&head, body.into_bytes(), redeemed.crc32, head_request)?;
     Ok(Answer {
@@ -220,6 +275,7 @@ async fn over_channel(
         transport,
         stages,
         reservation,
+        published,
     })
 }
 

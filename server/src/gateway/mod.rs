@@ -6,7 +6,8 @@
 //! `upstream` (REST) or `shm_consumer` (the control channel), timed stage by stage in
 //! `stage_timing`, the request and answer as they
 //! pass in `forward_request`, `proxied_response` and `hop_by_hop`; which paths and which
-//! transport in `forward_policy` and `transport_choice`; the ceiling's cache in `body_cache`.
+//! transport in `forward_policy` and `transport_choice`; the ceiling's cache in `body_cache`;
+//! answers served again while the producer's version board says so in `published_objects`.
 
 mod answer;
 mod app;
@@ -18,6 +19,7 @@ mod forward_request;
 mod hop_by_hop;
 mod proxied_response;
 mod proxy_routes;
+mod published_objects;
 pub mod shm_consumer;
 mod stage_timing;
 mod state;

@@ -8,7 +8,14 @@
 //!   `shm-slot` or `shm-sealed`, the tier the producer chose);
 //! - `/via-cached/<path>` (GET): the ceiling, the upstream's verified 200 answer for that path
 //!   and query kept in memory after the first request ([`BodyCache`](super::body_cache)) and
-//!   served from there (`x-transport: cached`; the request that fetched it says how).
+//!   served from there (`x-transport: cached`; the request that fetched it says how);
+//! - `/via-published/<path>` (GET): shared memory, no fallback, answered from a kept published
+//!   object while the producer's version board says it is current
+//!   ([`published_objects`](super::published_objects): `x-transport: shm-published`, nothing
+//!   asked of the producer), otherwise asked as `/via-shm/` asks.
+//!
+//! A forwarded `GET` that `--transport` sends over shared memory is served as
+//! `/via-published/` serves it; `/via-shm/` never is, so that it measures the channel alone.
 //!
 //! `/via-shm/blobs?size=3000000&pattern=random&seed=9` is the upstream's
 //! `/blobs?size=3000000&pattern=random&seed=9` over shared memory. Whatever the prefix, a path
@@ -16,7 +23,7 @@
 //! own 404, and nothing is asked of the upstream.
 
 use axum::extract::{Request, State};
-use axum::http::Uri;
+use axum::http::{Method, Uri};
 use axum::response::Response;
 
 use crate::api_error::ApiError;
@@ -33,6 +40,7 @@ use super::transport_choice::Route;
 pub const VIA_API: &str = "/via-api";
 pub const VIA_SHM: &str = "/via-shm";
 pub const VIA_CACHED: &str = "/via-cached";
+pub const VIA_PUBLISHED: &str = "/via-published";
 
 /// Any path that is not the gateway's own: forwarded by `--transport`.
 pub async fn forward(
@@ -42,6 +50,9 @@ pub async fn forward(
     let target = upstream_target(request.uri(), "");
     let request = admit(&state.inner, request, target).await?;
     let route = state.inner.transport.route(request.is_head());
+    if request.method == Method::GET && matches!(route, Route::Shm { .. }) {
+        return exchange::published(&state.inner, &request, route).await;
+    }
     proxy(&state.inner, &request, route).await
 }
 
@@ -66,6 +77,20 @@ pub async fn via_shm(
         fallback_to_api: false,
     };
     proxy(&state.inner, &request, route).await
+}
+
+/// `GET /via-published/<path>`: the upstream's `/<path>` from a kept published object while it
+/// is current, otherwise over shared memory without a fallback.
+pub async fn via_published(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let target = upstream_target(request.uri(), VIA_PUBLISHED);
+    let request = admit(&state.inner, request, target).await?;
+    let route = Route::Shm {
+        fallback_to_api: false,
+    };
+    exchange::published(&state.inner, &request, route).await
 }
 
 /// `GET /via-cached/<path>`: the upstream's `/<path>` from the gateway's memory, fetched once

@@ -17,8 +17,8 @@ use shmbridge::control::{
     AnswerReader, ClientOptions, Publication, RefusalCode, RequestError, Response, Tier,
 };
 use shmbridge::{
-    AcquireError, ConsumerOptions, ControlClient, Handle, ReadError, RedeemError, SealedError,
-    monotonic_now_ns,
+    AcquireError, BoardView, ConsumerOptions, ControlClient, Handle, ReadError, RedeemError,
+    SealedError, monotonic_now_ns,
 };
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -35,6 +35,8 @@ use super::upstream::Upstream;
 pub struct Attachment {
     channel: ControlClient,
     socket: String,
+    /// The producer's version board, if it publishes one.
+    board: Option<BoardView>,
 }
 
 /// A body redeemed from whichever tier carried it, with the crc32 it was verified against.
@@ -51,6 +53,12 @@ impl Attachment {
     /// Whether the control connection is still up.
     pub fn is_open(&self) -> bool {
         self.channel.is_open()
+    }
+
+    /// The producer's version board, if it publishes one; still readable, as the producer left
+    /// it, after the connection closed.
+    pub fn board(&self) -> Option<&BoardView> {
+        self.board.as_ref()
     }
 
     /// Sends `request` (opaque to the channel: the gateway's are HTTP requests in
@@ -331,6 +339,32 @@ fn receive_answers(answers: AnswerReader) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The producer's version board, asked for once per attachment until `ends`: `None` when it
+/// publishes none, and (logged) when it cannot hand one over in time; the attachment serves
+/// without published objects then.
+async fn ask_board(channel: &ControlClient, ends: Instant) -> Option<BoardView> {
+    let (answered, answer) = tokio::sync::oneshot::channel();
+    let id = channel
+        .board_with(move |result| {
+            let _ = answered.send(result);
+        })
+        .ok()?;
+    match tokio::time::timeout_at(ends, answer).await {
+        Ok(Ok(Ok(board))) => Some(board),
+        Ok(Ok(Err(RequestError::Refused(refusal)))) if refusal.code == RefusalCode::NoBoard => None,
+        Ok(Ok(Err(error))) => {
+            tracing::warn!(%error, "no version board from the producer");
+            None
+        }
+        Ok(Err(_)) => None,
+        Err(_) => {
+            channel.abandon(id);
+            tracing::warn!("the producer did not hand over its version board in time");
+            None
+        }
+    }
+}
+
 /// Which segment the gateway is attached to, for the operators' `/status`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct AttachedTo {
@@ -538,7 +572,12 @@ impl ShmClient {
         receive_answers(answers).map_err(|error| ApiError::Internal {
             reason: format!("cannot watch the control socket: {error}"),
         })?;
-        Ok(Attachment { channel, socket })
+        let board = ask_board(&channel, ends).await;
+        Ok(Attachment {
+            channel,
+            socket,
+            board,
+        })
     }
 
     /// Logs a shared-memory failure once per distinct reason, and keeps it for the operators'

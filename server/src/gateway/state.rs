@@ -1,5 +1,6 @@
 //! What the gateway's handlers share: the upstream over REST, the shared-memory client, the
-//! forwarding policy and transport choice, and the two caches of the measuring routes.
+//! forwarding policy and transport choice, the two caches of the measuring routes, and the
+//! published answers.
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use crate::telemetry;
 use super::args::Args;
 use super::body_cache::BodyCache;
 use super::forward_policy::ForwardPolicy;
+use super::published_objects::PublishedObjects;
 use super::shm_consumer::ShmClient;
 use super::transport_choice::TransportChoice;
 use super::upstream::Upstream;
@@ -42,6 +44,9 @@ pub(super) struct Shared {
     pub(super) cached_users: QueryCache<Payload>,
     /// `/via-cached/*`: the upstream's verified 200 answers, by path and query.
     pub(super) cached_bodies: BodyCache,
+    /// Answers the producer published as object versions, served while its board says they
+    /// are current (`/via-published/*`, and forwarded `GET`s over shared memory).
+    pub(super) published: PublishedObjects,
     pub(super) metrics: PrometheusHandle,
 }
 
@@ -91,6 +96,7 @@ impl AppState {
                 budget,
                 cached_users: QueryCache::default(),
                 cached_bodies: BodyCache::default(),
+                published: PublishedObjects::new(args.stale_if_error),
                 metrics: telemetry::metrics_handle(),
             }),
         })

@@ -146,6 +146,7 @@ async fn over_http_signal(
         transport: Transport::ShmHttp,
         stages,
         reservation,
+        published: None,
     })
 }
 

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRef, RawQuery, State};
+use axum::extract::{FromRef, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -40,6 +40,7 @@ use crate::transport_header::Transport;
 use crate::waiting_room::{Admitted, WaitingRoom};
 
 use super::bodies::Bodies;
+use super::objects::object_key;
 use super::sealed_bodies::{KeptBlob, SealedBodies};
 use super::shm_producer::{ShmArgs, ShmProducer, StartError};
 use super::streamed_body;
@@ -183,6 +184,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/shm/users", post(publish_users))
         .route("/shm/segment", get(segment_info))
         .route("/shm/stats", get(shm_stats))
+        .route("/shm/invalidate", post(invalidate))
         .route("/readyz", get(readyz))
 }
 
@@ -425,6 +427,27 @@ async fn segment_info(State(state): State<AppState>) -> Result<Json<SegmentInfo>
 /// `GET /shm/stats`: the sealed payloads out now.
 async fn shm_stats(State(state): State<AppState>) -> Result<Json<ShmStatsInfo>, ApiError> {
     Ok(Json(state.shm()?.stats_info()))
+}
+
+/// `POST /shm/invalidate?target=T`: the kept body of request target `T` (as a gateway sends
+/// it: `/blobs?size=…`, percent-encoded here) is no longer the current version of its object:
+/// once this answers, no gateway serves it again without asking. Operational, like every
+/// `/shm/` route (the gateway keeps them private).
+async fn invalidate(
+    State(state): State<AppState>,
+    Query(query): Query<InvalidateQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let key = object_key(&query.target);
+    state.shm()?.board().invalidate(key);
+    metrics::counter!("objects_invalidated_total").increment(1);
+    Ok(Json(
+        serde_json::json!({ "target": query.target, "key": format!("{key:016x}") }),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct InvalidateQuery {
+    target: String,
 }
 
 /// `GET /readyz`: ready once the segment exists, which is from start-up on; 503 with the reason

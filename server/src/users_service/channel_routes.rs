@@ -10,7 +10,9 @@
 //! system tests compare both ways byte for byte. Under `--cache`, a `GET /users` or `GET /blobs`
 //! body too large to travel inline is handed over as the sealed payload kept for it
 //! ([`super::sealed_bodies::SealedBodies`]), the same immutable memfd every time, copying
-//! nothing.
+//! nothing; and every kept body's answer names an object version on the version board (its
+//! target's [`object_key`]), so a gateway may serve it again without asking until
+//! `POST /shm/invalidate` names that target.
 //!
 //! Execution: the handler runs on the channel thread that read the frame (see
 //! [`shmbridge::control`]); for the router it drives the future there with the runtime's handle.
@@ -37,6 +39,7 @@ use crate::server_timing::{self, SERVER_TIMING};
 use crate::transport_header::Transport;
 
 use super::app::{AppState, Shared, blob_headers, routes};
+use super::objects::object_key;
 
 /// Response headers the channel does not carry: its answer says the length, and the gateway
 /// names the transport.
@@ -116,6 +119,10 @@ impl ChannelRoutes {
                     })?;
                     return Ok(true);
                 }
+                if bodies.is_caching() {
+                    // Kept, so never made again from other data: the same object every time.
+                    response.observe_object(object_key(request.target));
+                }
                 let making = Instant::now();
                 let body = bodies.body(query);
                 let made = making.elapsed();
@@ -160,6 +167,7 @@ impl ChannelRoutes {
                 };
                 if state.bodies.is_caching() {
                     // Kept: the sealed payload itself, as a kept `/users` body travels.
+                    response.observe_object(object_key(request.target));
                     let kept = match kept.map_or_else(|| state.kept_blob(query), Ok) {
                         Ok(kept) => kept,
                         Err(error) => return self.write_answer(error.into_response(), response),

@@ -4,6 +4,7 @@
 mod app;
 mod bodies;
 mod channel_routes;
+mod objects;
 mod sealed_bodies;
 pub mod shm_producer;
 pub mod stale_segment;

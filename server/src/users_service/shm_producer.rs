@@ -18,10 +18,10 @@ use shmbridge::control::frame::MAX_INLINE_LEN;
 use shmbridge::control::{
     ChannelOptions, DEFAULT_INLINE_THRESHOLD, Handler, PeerLedger, PublicationLimits,
 };
-use shmbridge::layout::GeometryError;
+use shmbridge::layout::{DEFAULT_BOARD_ENTRIES, GeometryError};
 use shmbridge::{
     ClaimError, ControlServer, CreateError, Handle, Producer, ProducerOptions, ReaperThread,
-    ReclaimReason, Reclaims, Segment, SegmentConfig, Stats,
+    ReclaimReason, Reclaims, Segment, SegmentConfig, Stats, VersionBoard,
 };
 
 use crate::api_error::{ApiError, ShmFault};
@@ -168,6 +168,9 @@ pub enum StartError {
     /// The producer or its reaper thread could not start.
     #[error(transparent)]
     Producer(std::io::Error),
+    /// The version board's memfd could not be made.
+    #[error("cannot create the version board: {0}")]
+    Board(shmbridge::BoardError),
 }
 
 /// How [`StartError::Create`] names where the segment was to be: ` at PATH` or ` (memfd)`.
@@ -191,6 +194,9 @@ pub struct ShmProducer {
     reported_reclaims: Mutex<Reclaims>,
     /// Header repairs already logged.
     reported_header_repairs: AtomicU64,
+    /// The version board the channel hands gateways: kept bodies are named object versions on
+    /// it ([`super::channel_routes`]), and `POST /shm/invalidate` bumps them.
+    board: Arc<VersionBoard>,
     _reaper: ReaperThread,
     _control: ControlServer,
 }
@@ -228,10 +234,13 @@ impl ShmProducer {
         let producer = Arc::new(
             Producer::new(segment, args.producer_options()).map_err(StartError::Producer)?,
         );
+        let board =
+            Arc::new(VersionBoard::create(DEFAULT_BOARD_ENTRIES).map_err(StartError::Board)?);
         let channel = ChannelOptions {
             allowed_uids: args.allow_uids.clone(),
             limits: args.limits(),
             inline_threshold: args.inline_threshold,
+            board: Some(Arc::clone(&board)),
             ..ChannelOptions::for_segment(producer.segment())
         };
         let control =
@@ -265,6 +274,7 @@ impl ShmProducer {
             http_peer: PeerLedger::new(args.limits()),
             reported_reclaims: Mutex::new(Reclaims::default()),
             reported_header_repairs: AtomicU64::new(0),
+            board,
             _reaper: reaper,
             _control: control,
         })
@@ -272,6 +282,11 @@ impl ShmProducer {
 
     pub fn info(&self) -> &SegmentInfo {
         &self.info
+    }
+
+    /// The version board kept bodies are named on.
+    pub fn board(&self) -> &VersionBoard {
+        &self.board
     }
 
     /// Publishes `body` for the HTTP-signalled path (`POST /shm/users`), within the limits of
