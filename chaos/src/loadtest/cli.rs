@@ -73,7 +73,7 @@ pub struct ProfileArgs {
     #[arg(long, default_value_t = 50, requires = "rate")]
     pub connections: u32,
     /// Endpoints and weights, e.g. `api,shm` (50/50), `api=3,shm=1`, `api,shm,cached`
-    /// [default: api,shm; `compare --capacity`: api,shm,cached]
+    /// [default: api,shm; `compare --capacity`: api,shm,cached, and published under --cache]
     #[arg(long)]
     pub endpoints: Option<EndpointMix>,
     /// Per request; a request past it counts as a timeout failure.

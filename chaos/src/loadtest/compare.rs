@@ -10,9 +10,7 @@ use std::sync::Arc;
 use shmbridge_server::dataset::users_json;
 use tokio::time::Instant;
 
-use crate::loadtest::capacity::{
-    self, CapacityArgs, CapacityPlan, CapacityResult, DEFAULT_ENDPOINTS, RoundLoad,
-};
+use crate::loadtest::capacity::{self, CapacityArgs, CapacityPlan, CapacityResult, RoundLoad};
 use crate::loadtest::cli::{OutputArgs, ProfileArgs};
 use crate::loadtest::load::endpoint::{Endpoint, EndpointMix};
 use crate::loadtest::load::progress::Progress;
@@ -198,12 +196,12 @@ async fn run_capacity(
 }
 
 /// The endpoints `--capacity` measures, in report order: `--endpoints` without weights, or
-/// REST, shared memory and the ceiling.
+/// REST, shared memory and the ceiling (and, under `--cache`, the published path).
 fn capacity_endpoints(args: &CompareArgs) -> Vec<Endpoint> {
-    args.profile
-        .endpoints
-        .as_ref()
-        .map_or_else(|| DEFAULT_ENDPOINTS.to_vec(), EndpointMix::endpoints)
+    args.profile.endpoints.as_ref().map_or_else(
+        || capacity::default_endpoints(args.services.cache),
+        EndpointMix::endpoints,
+    )
 }
 
 /// One verified request per endpoint before the clock starts, so a misconfigured service

@@ -25,6 +25,17 @@ use summary::{Medians, Ratio, RoundFigures, ScheduledRun, ratios, schedule};
 /// and the gateway's cached body (the ceiling both are measured against).
 pub const DEFAULT_ENDPOINTS: [Endpoint; 3] = [Endpoint::Api, Endpoint::Shm, Endpoint::Cached];
 
+/// The endpoints measured when `--endpoints` is not given: [`DEFAULT_ENDPOINTS`], and under
+/// `--cache` (where users-service names its kept bodies object versions) the published path
+/// beside them, measured on its own, never mixed into shared memory's figures.
+pub fn default_endpoints(cache: bool) -> Vec<Endpoint> {
+    let mut endpoints = DEFAULT_ENDPOINTS.to_vec();
+    if cache {
+        endpoints.push(Endpoint::Published);
+    }
+    endpoints
+}
+
 /// Users start this fast in a capacity run: 50 users are all sending within 50 ms, so a round
 /// measures the endpoint at its full load instead of a ramp (the seed's 10/s would spend 5 s of
 /// each round ramping up).

@@ -28,20 +28,28 @@ pub enum Endpoint {
     /// `/api/users`: the transport the gateway's `--transport` picks per request (`auto`: by
     /// size, REST when shared memory fails); `x-transport` says which one it took.
     Auto,
+    /// `/via-published/users`: shared memory, answered from the gateway's kept copy with no
+    /// message to users-service while its version board says the body is current (kept bodies
+    /// are named objects only under users-service `--cache`).
+    Published,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 5] = [
+    pub const ALL: [Endpoint; 6] = [
         Endpoint::Api,
         Endpoint::Shm,
         Endpoint::ShmHttp,
         Endpoint::Cached,
         Endpoint::Auto,
+        Endpoint::Published,
     ];
 
     /// Whether the payload may pass through the shared-memory segment.
     pub fn uses_shm(self) -> bool {
-        matches!(self, Endpoint::Shm | Endpoint::ShmHttp | Endpoint::Auto)
+        matches!(
+            self,
+            Endpoint::Shm | Endpoint::ShmHttp | Endpoint::Auto | Endpoint::Published
+        )
     }
 
     /// The seed's route of this transport for the users dataset (`count` and `seed` in its query).
@@ -52,13 +60,15 @@ impl Endpoint {
             Endpoint::ShmHttp => "/api/users-via-shm-http",
             Endpoint::Cached => "/api/users-cached",
             Endpoint::Auto => "/api/users",
+            Endpoint::Published => "/via-published/users",
         }
     }
 
     /// What the gateway puts in front of an upstream path to carry it by this transport:
     /// `/via-api/blobs?size=3` over REST, `/via-shm/blobs?size=3` through shared memory,
-    /// `/via-cached/blobs?size=3` from the gateway's in-memory copy (the ceiling), and the path
-    /// itself under the gateway's `--transport`. `None` for `shm-http`, which only the users
+    /// `/via-cached/blobs?size=3` from the gateway's in-memory copy (the ceiling),
+    /// `/via-published/blobs?size=3` from a published object, and the path itself under the
+    /// gateway's `--transport`. `None` for `shm-http`, which only the users
     /// routes have.
     pub fn prefix(self) -> Option<&'static str> {
         match self {
@@ -67,6 +77,7 @@ impl Endpoint {
             Endpoint::ShmHttp => None,
             Endpoint::Cached => Some("/via-cached"),
             Endpoint::Auto => Some(""),
+            Endpoint::Published => Some("/via-published"),
         }
     }
 
@@ -78,6 +89,7 @@ impl Endpoint {
             Endpoint::ShmHttp => "Shared Memory (HTTP-signalled)",
             Endpoint::Cached => "Cached (ceiling)",
             Endpoint::Auto => "Hybrid (--transport)",
+            Endpoint::Published => "Published (version board)",
         }
     }
 
@@ -88,6 +100,7 @@ impl Endpoint {
             Endpoint::ShmHttp => "shm-http",
             Endpoint::Cached => "cached",
             Endpoint::Auto => "auto",
+            Endpoint::Published => "published",
         }
     }
 }
@@ -106,7 +119,10 @@ impl FromStr for Endpoint {
             .into_iter()
             .find(|endpoint| endpoint.short_name() == text)
             .ok_or_else(|| {
-                format!("unknown endpoint {text:?} (expected api, shm, shm-http, cached or auto)")
+                format!(
+                    "unknown endpoint {text:?} (expected api, shm, shm-http, cached, auto or \
+                     published)"
+                )
             })
     }
 }
@@ -189,7 +205,8 @@ mod tests {
                 Some("/via-shm"),
                 None,
                 Some("/via-cached"),
-                Some("")
+                Some(""),
+                Some("/via-published")
             ]
         );
     }

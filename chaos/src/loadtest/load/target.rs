@@ -34,7 +34,7 @@ pub const MAX_DISTINCT_PATHS: usize = MAX_DISTINCT_COUNTS;
 
 /// The gateway's own prefixes, which a path must not start with: the load tool puts them in
 /// front of the path itself.
-const GATEWAY_PREFIXES: [&str; 3] = ["/via-api", "/via-shm", "/via-cached"];
+const GATEWAY_PREFIXES: [&str; 4] = ["/via-api", "/via-shm", "/via-cached", "/via-published"];
 
 /// An upstream path with its query, e.g. `/blobs?size=1048576&pattern=random&seed=3`: starts
 /// with `/`, visible ASCII, no fragment. Cheap to clone. Compared, ordered and hashed by its
@@ -428,6 +428,7 @@ mod tests {
                 None,
                 Some("/via-cached/blobs?size=3".to_owned()),
                 Some("/blobs?size=3".to_owned()),
+                Some("/via-published/blobs?size=3".to_owned()),
             ]
         );
         assert_eq!(

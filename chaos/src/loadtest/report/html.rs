@@ -288,6 +288,7 @@ pub(super) fn endpoint_color(endpoint: Endpoint) -> RGBColor {
         Endpoint::ShmHttp => RGBColor(255, 127, 14),
         Endpoint::Cached => RGBColor(44, 160, 44),
         Endpoint::Auto => RGBColor(148, 103, 189),
+        Endpoint::Published => RGBColor(140, 86, 75),
     }
 }
 

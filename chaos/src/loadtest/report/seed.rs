@@ -76,7 +76,7 @@ pub fn seed_figures(endpoint: Endpoint) -> Option<&'static SeedFigures> {
         Endpoint::Api => Some(&SEED_REST),
         // The seed's shared-memory path was HTTP-signalled; both of ours stand beside it.
         Endpoint::Shm | Endpoint::ShmHttp => Some(&SEED_SHM),
-        Endpoint::Cached | Endpoint::Auto => None,
+        Endpoint::Cached | Endpoint::Auto | Endpoint::Published => None,
     }
 }
 

@@ -26,7 +26,7 @@ use shmbridge::ProducerOptions;
 use shmbridge_server::blobs::{BlobPattern, BlobQuery};
 use shmbridge_server::dataset::DEFAULT_SEED;
 
-use crate::loadtest::capacity::{self, CapacityPlan, CapacityResult, DEFAULT_ENDPOINTS, RoundLoad};
+use crate::loadtest::capacity::{self, CapacityPlan, CapacityResult, RoundLoad};
 use crate::loadtest::cli::OutputArgs;
 use crate::loadtest::load::endpoint::{Endpoint, EndpointMix};
 use crate::loadtest::load::open_loop::OpenLoopProfile;
@@ -64,7 +64,7 @@ pub struct SweepArgs {
     #[arg(long, default_value = DEFAULT_SUBSET_SIZES)]
     pub subset_sizes: SizeSubset,
     /// Endpoints, each alone in its rounds; weights are ignored; shm-http cannot carry /blobs
-    /// [default: api,shm,cached]
+    /// [default: api,shm,cached, and published under --cache]
     #[arg(long)]
     pub endpoints: Option<EndpointMix>,
     /// Closed loop: simulated users with no think time. Fewer than the seed's 50 by default: at
@@ -240,10 +240,10 @@ impl SweepPlan {
             ladder: args.sizes.clone(),
             patterns: args.patterns.0.clone(),
             subset: args.subset_sizes.clone(),
-            endpoints: args
-                .endpoints
-                .as_ref()
-                .map_or_else(|| DEFAULT_ENDPOINTS.to_vec(), EndpointMix::endpoints),
+            endpoints: args.endpoints.as_ref().map_or_else(
+                || capacity::default_endpoints(args.services.cache),
+                EndpointMix::endpoints,
+            ),
             loads: [
                 RoundLoad::Closed { users: args.users },
                 RoundLoad::Open(OpenLoopProfile {
@@ -513,7 +513,7 @@ mod tests {
             ladder: ladder.parse().unwrap(),
             patterns: patterns.parse::<Patterns>().unwrap().0,
             subset: subset.parse().unwrap(),
-            endpoints: DEFAULT_ENDPOINTS.to_vec(),
+            endpoints: capacity::DEFAULT_ENDPOINTS.to_vec(),
             loads: [
                 RoundLoad::Closed { users: 8 },
                 RoundLoad::Open(OpenLoopProfile {
