@@ -85,6 +85,21 @@ impl Rig {
         (id, answers)
     }
 
+    /// Sends a board request; returns its id, as the producer reads it, and where the epoch
+    /// of the board it is answered with goes.
+    fn ask_board(&self) -> (u64, mpsc::Receiver<Result<u64, RequestError>>) {
+        let (answered, answer) = mpsc::channel();
+        let id = self
+            .client
+            .board_with(move |result| {
+                let _ = answered.send(result.map(|view| view.epoch()));
+            })
+            .unwrap();
+        let frame = self.next_frame().expect("a board request");
+        assert_eq!(Request::decode(&frame), Ok(Request::Board { id }));
+        (id, answer)
+    }
+
     /// The next frame the client sent, if one is waiting.
     fn next_frame(&self) -> Option<Vec<u8>> {
         let mut buf = vec![0u8; MAX_REQUEST_FRAME_LEN + 1];
@@ -556,15 +571,7 @@ fn abandoned_slot_answers_are_released_and_inline_ones_need_not_be() {
 #[test]
 fn a_board_answer_without_its_descriptor_or_for_a_publish_request_fails_closed() {
     let rig = Rig::new();
-    let (answered, answer) = mpsc::channel();
-    let id = rig
-        .client
-        .board_with(move |result| {
-            let _ = answered.send(result.map(|view| view.epoch()));
-        })
-        .unwrap();
-    let frame = rig.next_frame().expect("a board request");
-    assert_eq!(Request::decode(&frame), Ok(Request::Board { id }));
+    let (id, answer) = rig.ask_board();
     let board = Answer::Board {
         id,
         epoch: 1,
@@ -599,14 +606,7 @@ fn a_board_answer_without_its_descriptor_or_for_a_publish_request_fails_closed()
 #[test]
 fn a_board_unlike_the_one_announced_is_refused_and_the_connection_kept() {
     let rig = Rig::new();
-    let (answered, answer) = mpsc::channel();
-    let id = rig
-        .client
-        .board_with(move |result| {
-            let _ = answered.send(result.map(|view| view.epoch()));
-        })
-        .unwrap();
-    rig.next_frame().expect("a board request");
+    let (id, answer) = rig.ask_board();
     let real = crate::board::VersionBoard::create(8).unwrap();
     let fd = real.share().unwrap();
     let board = Answer::Board {
