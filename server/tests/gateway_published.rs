@@ -95,3 +95,20 @@ async fn a_forwarded_get_over_shared_memory_is_served_from_its_published_object(
         assert_eq!(headers[TRANSPORT_HEADER], second, "--transport {transport}");
     }
 }
+
+#[tokio::test]
+async fn the_seed_style_users_route_serves_published_bodies_and_refuses_a_bad_query() {
+    let upstream = users_service(&["--cache"]).await;
+    let gateway = gateway(&upstream, &[]);
+    let expected = shmbridge_server::dataset::users_json(708, 28);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (status, headers, body) = get(&gateway, "/api/users-published?count=708&seed=28").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body == expected, "body differs from the dataset");
+        seen.push(headers[TRANSPORT_HEADER].to_str().unwrap().to_owned());
+    }
+    assert_eq!(seen, ["shm-sealed", "shm-published", "shm-published"]);
+    let (status, _, _) = get(&gateway, "/api/users-published?count=nope").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

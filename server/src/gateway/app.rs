@@ -50,6 +50,7 @@ pub fn app(state: AppState) -> Router {
             get(users_routes::users_via_shm_http),
         )
         .route("/api/users-cached", get(users_routes::users_cached))
+        .route("/api/users-published", get(users_routes::users_published))
         .route("/readyz", get(readyz));
     // Each measuring prefix alone, with a slash, and with the upstream path after it.
     for prefix in [VIA_API, VIA_SHM, VIA_CACHED, VIA_PUBLISHED] {

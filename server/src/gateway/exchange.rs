@@ -103,11 +103,12 @@ pub async fn published(
     shared: &Shared,
     request: &ForwardRequest,
     route: Route,
+    expect: Expect,
 ) -> Result<HttpResponse, ApiError> {
     let Ok(encoded) = request.encode() else {
         // A request the channel cannot carry is no object's: the exchange refuses it, or falls
         // back to REST, as for any other.
-        let answer = exchange(shared, request, route, Expect::AnyAnswer).await?;
+        let answer = exchange(shared, request, route, expect).await?;
         return Ok(answer.into_response());
     };
     let attachment = shared.shm.current();
@@ -119,7 +120,7 @@ pub async fn published(
     {
         return Ok(kept.into_response(Transport::ShmPublished));
     }
-    match exchange(shared, request, route, Expect::AnyAnswer).await {
+    match exchange(shared, request, route, expect).await {
         Ok(answer) => {
             let published = answer.published;
             shared.published.keep(encoded, published, &answer.proxied);

@@ -51,7 +51,7 @@ pub async fn forward(
     let request = admit(&state.inner, request, target).await?;
     let route = state.inner.transport.route(request.is_head());
     if request.method == Method::GET && matches!(route, Route::Shm { .. }) {
-        return exchange::published(&state.inner, &request, route).await;
+        return exchange::published(&state.inner, &request, route, Expect::AnyAnswer).await;
     }
     proxy(&state.inner, &request, route).await
 }
@@ -90,7 +90,7 @@ pub async fn via_published(
     let route = Route::Shm {
         fallback_to_api: false,
     };
-    exchange::published(&state.inner, &request, route).await
+    exchange::published(&state.inner, &request, route, Expect::AnyAnswer).await
 }
 
 /// `GET /via-cached/<path>`: the upstream's `/<path>` from the gateway's memory, fetched once

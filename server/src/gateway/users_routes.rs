@@ -9,6 +9,9 @@
 //!   (`POST /shm/users`), which carries the handle back: the seed's design, kept to be measured
 //!   beside the control channel.
 //! - `/api/users-cached`: a body the gateway serialized itself, once per query (the ceiling).
+//! - `/api/users-published`: as `/api/users-via-shm`, answered from the body users-service
+//!   published as an object version while its version board says it is current (under
+//!   users-service `--cache`; see `published_objects`).
 //! - `/api/users`: by `--transport`.
 
 use std::time::Instant;
@@ -65,6 +68,21 @@ pub async fn users_via_shm(
         fallback_to_api: state.inner.fallback_to_api,
     };
     users_over(&state.inner, raw.as_deref(), route).await
+}
+
+/// `GET /api/users-published`: as `/api/users-via-shm`, but a body users-service published as
+/// an object version is kept and served again (`x-transport: shm-published`) while its version
+/// board says it is current, with no message to users-service.
+pub async fn users_published(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let shared = &state.inner;
+    let query = UsersQuery::parse(raw.as_deref())?;
+    let route = Route::Shm {
+        fallback_to_api: shared.fallback_to_api,
+    };
+    exchange::published(shared, &users_request(query), route, Expect::UsersBody).await
 }
 
 /// `GET /api/users`: the body over the transport `--transport` picks.

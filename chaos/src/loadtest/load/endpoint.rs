@@ -28,7 +28,7 @@ pub enum Endpoint {
     /// `/api/users`: the transport the gateway's `--transport` picks per request (`auto`: by
     /// size, REST when shared memory fails); `x-transport` says which one it took.
     Auto,
-    /// `/via-published/users`: shared memory, answered from the gateway's kept copy with no
+    /// `/api/users-published`: shared memory, answered from the gateway's kept copy with no
     /// message to users-service while its version board says the body is current (kept bodies
     /// are named objects only under users-service `--cache`).
     Published,
@@ -60,7 +60,7 @@ impl Endpoint {
             Endpoint::ShmHttp => "/api/users-via-shm-http",
             Endpoint::Cached => "/api/users-cached",
             Endpoint::Auto => "/api/users",
-            Endpoint::Published => "/via-published/users",
+            Endpoint::Published => "/api/users-published",
         }
     }
 
