@@ -176,6 +176,10 @@ class Response:
     def tier(self) -> Optional[str]:
         """``"inline"``, ``"slot"`` or ``"sealed"``: how a received body travelled; None for a
         response made here."""
+    @property
+    def object(self) -> Optional[Tuple[int, int]]:
+        """``(key, version)``: the object version the producer named a received response (see
+        ``Producer.serve``'s ``object_key``); None when it named none, and for one made here."""
 
 @final
 class Publication:
@@ -260,6 +264,7 @@ class Producer:
         max_unredeemed: Optional[int] = None,
         allowed_uids: Optional[Sequence[int]] = None,
         inline_threshold: Optional[int] = None,
+        object_key: Optional[Callable[[bytes], Optional[int]]] = None,
     ) -> str:
         """Serves the segment on an abstract Unix socket (default ``shmbridge-py-PID-EPOCH``)
         from background threads and returns its name. With ``handler``, also answers
@@ -274,7 +279,14 @@ class Producer:
         result of another type, fails that request only (the consumer gets HandlerFailed); it is
         reported through ``sys.unraisablehook`` and the producer keeps serving. Unredeemed
         publications are limited per connection (default half the slots) and in all (default
-        three quarters)."""
+        three quarters). With ``object_key``, ``object_key(request)`` is called before the
+        handler: an ``int`` (0 to 2**64 - 1) names the answer the current version of that object
+        on the producer's version board, so a consumer keeping it (the gateway) may serve it
+        again without asking until ``invalidate(key)``; ``None`` names nothing."""
+    def invalidate(self, key: int) -> None:
+        """Makes every version of object ``key`` published so far non-current: call after the
+        data behind it changed. Once this returns, no consumer request that starts afterwards
+        serves them, and an answer whose handler was already running names no version."""
     def reap(self) -> int:
         """One reaper pass now; returns how many slots it took back."""
     def stats(self) -> _Stats: ...

@@ -1,6 +1,8 @@
 //! `shmbridge.Producer`: creates a segment (sealed memfd, or a file), runs its reaper, publishes
 //! bytes into it, and serves its descriptor socket and control channel with a Python callable
-//! answering the requests (`handler(request) -> bytes | Response`).
+//! answering the requests (`handler(request) -> bytes | Response`). It keeps a version board
+//! too: with `serve(..., object_key=f)` an answer is named the current version of object
+//! `f(request)` (observed before the handler reads anything), until `invalidate(key)`.
 //!
 //! The GIL is held only to touch Python objects: copying into a slot or memfd, waiting for one,
 //! and stopping the background threads all run detached. `bytes` are immutable and the call
@@ -20,9 +22,10 @@ use shmbridge::control::{
     ChannelOptions, DEFAULT_INLINE_THRESHOLD, Handler, HandlerError, PublicationLimits,
     ResponseWriter,
 };
+use shmbridge::layout::DEFAULT_BOARD_ENTRIES;
 use shmbridge::{
     ClaimError, ControlServer, Handle, Producer, ProducerOptions, PublishError, ReaperThread,
-    ReclaimReason, Segment, SegmentConfig,
+    ReclaimReason, Segment, SegmentConfig, VersionBoard,
 };
 
 use crate::closable::{Closable, closes_on_exit};
@@ -72,6 +75,8 @@ fn write_publication(
 /// waited for with the GIL held (every method takes it detached).
 struct Live {
     producer: Arc<Producer>,
+    /// The version board the channel hands consumers, made with the segment.
+    board: Arc<VersionBoard>,
     // Stopped before the reaper: dropping the server wakes its threads first.
     control: Mutex<Option<ControlServer>>,
     _reaper: ReaperThread,
@@ -132,8 +137,11 @@ impl PyProducer {
             let reaper = producer
                 .spawn_reaper(reap_interval)
                 .map_err(|error| errors::Error::new_err(format!("start the reaper: {error}")))?;
+            let board = VersionBoard::create(DEFAULT_BOARD_ENTRIES)
+                .map_err(|error| errors::Error::new_err(format!("version board: {error}")))?;
             Ok(Live {
                 producer,
+                board: Arc::new(board),
                 control: Mutex::new(None),
                 _reaper: reaper,
             })
@@ -186,8 +194,11 @@ impl PyProducer {
     /// Serves the segment's descriptor on the socket `socket_name` (abstract, or a path when it
     /// holds a `/`; default `shmbridge-py-PID-EPOCH`) and, with a `handler`, the control channel:
     /// a consumer's request (bytes) is answered with what `handler(request)` returns, `bytes` or
-    /// a `Response`. Returns the socket name.
-    #[pyo3(signature = (handler=None, socket_name=None, *, max_unredeemed_per_peer=None, max_unredeemed=None, allowed_uids=None, inline_threshold=None))]
+    /// a `Response`. With `object_key`, `object_key(request)` is called first: an `int` names the
+    /// answer the current version of that object on the version board (a consumer may serve it
+    /// again without asking until `invalidate(key)`), `None` names nothing. Returns the socket
+    /// name.
+    #[pyo3(signature = (handler=None, socket_name=None, *, max_unredeemed_per_peer=None, max_unredeemed=None, allowed_uids=None, inline_threshold=None, object_key=None))]
     #[allow(clippy::too_many_arguments)]
     fn serve(
         &self,
@@ -198,11 +209,17 @@ impl PyProducer {
         max_unredeemed: Option<u32>,
         allowed_uids: Option<Vec<u32>>,
         inline_threshold: Option<usize>,
+        object_key: Option<Py<PyAny>>,
     ) -> PyResult<String> {
-        if let Some(handler) = &handler
-            && !handler.bind(py).is_callable()
-        {
-            return Err(PyTypeError::new_err("handler must be callable"));
+        for (name, callable) in [("handler", &handler), ("object_key", &object_key)] {
+            if let Some(callable) = callable
+                && !callable.bind(py).is_callable()
+            {
+                return Err(PyTypeError::new_err(format!("{name} must be callable")));
+            }
+        }
+        if object_key.is_some() && handler.is_none() {
+            return Err(PyTypeError::new_err("object_key needs a handler"));
         }
         let inline_threshold = inline_threshold.unwrap_or(DEFAULT_INLINE_THRESHOLD);
         if inline_threshold > MAX_INLINE_LEN {
@@ -235,10 +252,12 @@ impl PyProducer {
                             segment: max_unredeemed.unwrap_or(defaults.segment),
                         },
                         inline_threshold,
+                        board: Some(Arc::clone(&live.board)),
                         ..ChannelOptions::for_segment(producer.segment())
                     };
                     let handler = Arc::new(PyHandler {
                         handler,
+                        object_key,
                         inline_threshold,
                     });
                     ControlServer::spawn_channel(producer, handler, options, &name)
@@ -252,6 +271,14 @@ impl PyProducer {
             *lock(&self.socket_name) = Some(name.clone());
             Ok(name)
         })
+    }
+
+    /// Makes every version of object `key` published so far non-current: call after the data
+    /// behind it changed. Once this returns, no consumer request that starts afterwards serves
+    /// them, and an answer whose handler was running names no version.
+    fn invalidate(&self, key: u64) -> PyResult<()> {
+        self.live.get()?.board.invalidate(key);
+        Ok(())
     }
 
     /// Runs one reaper pass now (the background reaper runs every `reap_interval`) and returns
@@ -313,6 +340,8 @@ impl PyProducer {
 /// Answers control-channel requests with what a Python callable returns.
 struct PyHandler {
     handler: Py<PyAny>,
+    /// `object_key(request) -> int | None`, called before the handler.
+    object_key: Option<Py<PyAny>>,
     /// The channel's: a body up to this long is buffered, not written into a slot or memfd.
     inline_threshold: usize,
 }
@@ -357,8 +386,21 @@ impl PyHandler {
             error.write_unraisable(py, Some(handler));
             text.into()
         };
+        let request = PyBytes::new(py, request);
+        if let Some(object_key) = &self.object_key {
+            // Before the handler reads anything: an invalidation from here on leaves this
+            // answer naming no version.
+            let key = object_key
+                .bind(py)
+                .call1((&request,))
+                .and_then(|key| key.extract::<Option<u64>>())
+                .map_err(failed)?;
+            if let Some(key) = key {
+                response.observe_object(key);
+            }
+        }
         let made = handler
-            .call1((PyBytes::new(py, request),))
+            .call1((request,))
             .and_then(|made| Made::extract(&made))
             .map_err(failed)?;
         let body = match &made {

@@ -10,6 +10,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use shmbridge::control::frame::ObjectVersion;
 use shmbridge::control::{self, ResponseHead, Tier};
 
 /// Bodies at least this long are copied into their `bytes` object with the interpreter released
@@ -23,6 +24,8 @@ pub struct PyResponse {
     body: Py<PyBytes>,
     /// The tier that carried a received response; `None` for one made in Python.
     tier: Option<Tier>,
+    /// The object version the producer named a received response, if any.
+    object: Option<ObjectVersion>,
 }
 
 #[pymethods]
@@ -53,6 +56,7 @@ impl PyResponse {
             head,
             body: body.unwrap_or_else(|| PyBytes::new(py, b"").unbind()),
             tier: None,
+            object: None,
         })
     }
 
@@ -85,6 +89,12 @@ impl PyResponse {
         self.tier.map(Tier::as_str)
     }
 
+    /// `(key, version)`: the object version the producer named this response, if it named one.
+    #[getter]
+    fn object(&self) -> Option<(u64, u64)> {
+        self.object.map(|object| (object.key, object.version))
+    }
+
     fn __repr__(&self, py: Python<'_>) -> String {
         let tier = self
             .tier
@@ -102,7 +112,7 @@ impl PyResponse {
 impl PyResponse {
     /// A verified response as Python sees it: its body copied once into a `bytes` object.
     pub fn received(py: Python<'_>, response: control::Response) -> PyResult<Self> {
-        let control::Response { head, body, .. } = response;
+        let control::Response { head, object, body } = response;
         let tier = body.tier();
         let bytes = bytes_of(py, &body[..])?.unbind();
         if body.len() >= DETACHED_COPY_LEN {
@@ -114,6 +124,7 @@ impl PyResponse {
             head,
             body: bytes,
             tier: Some(tier),
+            object,
         })
     }
 

@@ -349,6 +349,39 @@ def test_a_kept_bodys_head_must_not_carry_a_body_of_its_own(producer, monkeypatc
     assert [type(unraisable.exc_value) for unraisable in reported] == [TypeError]
 
 
+def test_an_answer_names_the_object_version_until_its_key_is_invalidated(producer):
+    data = {"revision": 1}
+
+    def handler(request):
+        if request == b"change-during":
+            # The data changes while the answer is being made: it must name no version.
+            producer.invalidate(7)
+        return f"revision {data['revision']}".encode()
+
+    def object_key(request):
+        return None if request == b"anonymous" else 7
+
+    name = producer.serve(handler, object_key=object_key)
+    with shmbridge.Consumer.connect(name) as consumer:
+        first = consumer.request(b"a")
+        assert first.object is not None and first.object[0] == 7
+        assert consumer.request(b"anonymous").object is None
+        data["revision"] = 2
+        producer.invalidate(7)
+        second = consumer.request(b"a")
+        assert second.body == b"revision 2"
+        assert second.object[0] == 7 and second.object[1] != first.object[1]
+        assert consumer.request(b"change-during").object is None
+    assert shmbridge.Response(body=b"x").object is None
+
+
+def test_object_key_must_be_callable_and_come_with_a_handler(producer):
+    with pytest.raises(TypeError, match="object_key must be callable"):
+        producer.serve(sized, object_key=7)
+    with pytest.raises(TypeError, match="object_key needs a handler"):
+        producer.serve(object_key=lambda request: 1)
+
+
 def test_the_inline_threshold_is_the_producers_to_set():
     with shmbridge.Producer(slot_count=4, slot_size=4096) as producer:
         name = producer.serve(sized, inline_threshold=100)
