@@ -262,6 +262,15 @@ impl Invariants {
                 self.latency_max
             ));
         }
+        if let Some(limit) = expect
+            .max_failures
+            .filter(|&limit| self.clean_failure_total() > limit)
+        {
+            violations.push(format!(
+                "{} requests failed (expected at most {limit})",
+                self.clean_failure_total()
+            ));
+        }
         if let Some(memory) = &self.memory {
             violations.extend(memory.violations());
         }
@@ -412,6 +421,14 @@ mod tests {
             ..Expectations::default()
         };
         assert!(passing().violations(&strict)[0].contains("a request took"));
+        let at_most = |failures| Expectations {
+            max_failures: Some(failures),
+            ..Expectations::default()
+        };
+        let failed = passing().clean_failure_total();
+        assert!(failed > 0);
+        assert!(passing().violations(&at_most(failed)).is_empty());
+        assert!(passing().violations(&at_most(failed - 1))[0].contains("requests failed"));
         let mut starved = passing();
         starved.memory = Some(MemoryChecks::new(
             Vec::new(),

@@ -42,6 +42,9 @@ pub struct Scenario {
     /// which has none and serves the `api` and `shm` endpoints only).
     #[serde(default)]
     pub gateway: GatewayKind,
+    /// Flags the services get on top of the harness's own, at every start.
+    #[serde(default)]
+    pub services: ServicesSection,
     pub load: LoadSection,
     pub fault: FaultSpec,
     /// What `--quick` changes: a shorter run with fewer faults, for CI.
@@ -49,6 +52,17 @@ pub struct Scenario {
     pub quick: QuickSection,
     #[serde(default)]
     pub expect: Expectations,
+}
+
+/// `[services]`: flags for each service, e.g. `users_service = ["--cache"]`,
+/// `gateway = ["--stale-if-error", "10s"]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicesSection {
+    #[serde(default)]
+    pub users_service: Vec<String>,
+    #[serde(default)]
+    pub gateway: Vec<String>,
 }
 
 /// The traffic a scenario drives: closed-loop `users` with a `wait`, or an open-loop `rate`.
@@ -130,6 +144,10 @@ pub struct Expectations {
     /// Longest latency any request may have (a pile-up shows here).
     #[serde(default, deserialize_with = "optional_duration")]
     pub max_latency: Option<Duration>,
+    /// Most requests that may end in a clean failure (an HTTP error...); by default any
+    /// number may, as long as each is clean.
+    #[serde(default)]
+    pub max_failures: Option<u64>,
 }
 
 impl Default for Expectations {
@@ -137,6 +155,7 @@ impl Default for Expectations {
         Expectations {
             max_recovery: DEFAULT_MAX_RECOVERY,
             max_latency: None,
+            max_failures: None,
         }
     }
 }
@@ -324,6 +343,7 @@ fn optional_duration<'de, D: Deserializer<'de>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::loadtest::load::endpoint::Endpoint;
 
     const GOOD: &str = r#"
 name = "pause"
@@ -542,7 +562,12 @@ max_recovery = "1500ms"
                 path.display()
             );
             let kind = scenario.fault.kind();
+            // A scenario of the published path alone says so.
+            let published = scenario.load.endpoints.endpoints() == [Endpoint::Published];
             let expected = match (scenario.users_service, scenario.gateway) {
+                (UsersServiceKind::Rust, GatewayKind::Rust) if published => {
+                    format!("{kind}-published")
+                }
                 (UsersServiceKind::Rust, GatewayKind::Rust) => kind.to_owned(),
                 (UsersServiceKind::Python, GatewayKind::Rust) => format!("{kind}-python"),
                 (UsersServiceKind::Rust, GatewayKind::Go) => format!("{kind}-go"),

@@ -210,6 +210,10 @@ async fn run_checked(
     let segment_path = segment_dir.as_ref().map(|dir| dir.path().join("segment"));
     let service_args = |role| {
         let mut args = scenario.fault.service_args(role);
+        args.extend_from_slice(match role {
+            Role::UsersService => &scenario.services.users_service,
+            Role::Gateway => &scenario.services.gateway,
+        });
         if role == Role::UsersService
             && let Some(path) = &segment_path
         {
