@@ -20,6 +20,8 @@ const COUNTERS: [(Role, &[&str]); 2] = [
             "shm_stale_handles_total",
             "shm_retries_total",
             "shm_reattaches_total",
+            "published_stale_total",
+            "published_dropped_total",
         ],
     ),
     (

@@ -104,8 +104,14 @@ pub fn scenario_markdown(result: &ScenarioResult) -> String {
         (
             "clean failures",
             invariants.clean_failure_total().to_string(),
-            String::new(),
-            true,
+            result
+                .expect
+                .max_failures
+                .map_or_else(String::new, |max| format!("≤ {max}")),
+            result
+                .expect
+                .max_failures
+                .is_none_or(|max| invariants.clean_failure_total() <= max),
         ),
         (
             "corrupt bodies",
@@ -148,8 +154,13 @@ pub fn scenario_markdown(result: &ScenarioResult) -> String {
         (
             "leftover payload memfds (gateway, users-service)",
             leftover_memfds(invariants),
-            "0".into(),
-            invariants.leftover_payload_memfds == Some(0),
+            match result.expect.max_payload_memfds {
+                0 => "0".into(),
+                max => format!("≤ {max}"),
+            },
+            invariants
+                .leftover_payload_memfds
+                .is_some_and(|left| left <= result.expect.max_payload_memfds),
         ),
         (
             "faults injected",

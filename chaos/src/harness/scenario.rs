@@ -148,6 +148,11 @@ pub struct Expectations {
     /// number may, as long as each is clean.
     #[serde(default)]
     pub max_failures: Option<u64>,
+    /// Sealed payload memfds the services may still map or hold at the end: 0 (the default)
+    /// unless a scenario runs them with caches that keep bodies (users-service `--cache`, the
+    /// gateway's published objects), whose count it then states.
+    #[serde(default)]
+    pub max_payload_memfds: u32,
 }
 
 impl Default for Expectations {
@@ -156,6 +161,7 @@ impl Default for Expectations {
             max_recovery: DEFAULT_MAX_RECOVERY,
             max_latency: None,
             max_failures: None,
+            max_payload_memfds: 0,
         }
     }
 }

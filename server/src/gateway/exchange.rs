@@ -97,8 +97,8 @@ pub async fn exchange(
 /// A `GET` over shared memory (`route`) that may be answered from a published object: its kept
 /// answer if the producer's board says it is current (nothing is asked of the producer), else
 /// the exchange, whose answer is kept if the producer published it as an object version. When
-/// shared memory fails, a kept answer current on the board as the producer left it is served
-/// within `--stale-if-error`.
+/// the producer cannot answer, a kept answer current on the board as the producer left it is
+/// served within `--stale-if-error`.
 pub async fn published(
     shared: &Shared,
     request: &ForwardRequest,
@@ -126,7 +126,9 @@ pub async fn published(
             shared.published.keep(encoded, published, &answer.proxied);
             Ok(answer.into_response())
         }
-        Err(error) if error.is_shm_failure() => {
+        // The producer could not answer (shared memory failed, or users-service is down or
+        // overloaded: any 5xx of the gateway's own); a client's error is never hidden.
+        Err(error) if error.is_shm_failure() || error.status_code().is_server_error() => {
             // The attachment the exchange ended with: the one whose producer just failed, or
             // (that failing) the last one that ever answered.
             let stale = shared

@@ -5,8 +5,10 @@
 //! Invariants checked at every read: a version is current exactly when the model's word for its
 //! entry is that version (so a publication that an invalidation overtook never is, and a
 //! replaced version never comes back); and a body that is current was made from the key's
-//! current data, unless a scribbler wrote that very version back (the one thing the layout
-//! admits a writer of the board can do).
+//! current data, unless a scribbler wrote on its entry: either that very version back, or,
+//! between a handler's observation and its publication, the word it observed (which lets the
+//! publication through from data an invalidation replaced meanwhile). Both are what the
+//! layout's rule 5 admits a writer of the board can do: a stale body, never a corrupt one.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -48,6 +50,8 @@ struct Handler {
     /// The model's word for the key's entry when it was observed.
     word_then: u64,
     made_from: u64,
+    /// A scribbler wrote on the key's entry since the observation.
+    scribbled_since: bool,
 }
 
 struct Answer {
@@ -87,6 +91,7 @@ pub fn check_board_ops(ops: &[BoardOp]) {
                     observed: board.observe(key),
                     word_then: words[entry_of(key)],
                     made_from: data[key as usize],
+                    scribbled_since: false,
                 });
             }
             BoardOp::Publish { handler } => {
@@ -101,6 +106,9 @@ pub fn check_board_ops(ops: &[BoardOp]) {
                         assert!(unchanged, "published over a word written since");
                         assert_ne!(version, 0);
                         words[entry] = version;
+                        if handler.scribbled_since {
+                            replayed[entry].push(version);
+                        }
                         answers.push(Answer {
                             key: handler.key,
                             version,
@@ -130,6 +138,7 @@ pub fn check_board_ops(ops: &[BoardOp]) {
             }
             BoardOp::Scribble { entry, word } => {
                 let entry = usize::from(entry) % ENTRIES as usize;
+                taint(&mut handlers, entry);
                 scribble(&scribbler, entry, word);
                 words[entry] = word;
                 replayed[entry].push(word);
@@ -139,6 +148,7 @@ pub fn check_board_ops(ops: &[BoardOp]) {
                 let Some(answer) = pick(&mut answers, version) else {
                     continue;
                 };
+                taint(&mut handlers, entry);
                 scribble(&scribbler, entry, answer.version);
                 words[entry] = answer.version;
                 replayed[entry].push(answer.version);
@@ -159,6 +169,16 @@ pub fn check_board_ops(ops: &[BoardOp]) {
                 assert!(!view.is_current(board.epoch() ^ 1, answer.key, answer.version));
             }
         }
+    }
+}
+
+/// Marks every pending handler of `entry` as having seen a scribble on it since observing.
+fn taint(handlers: &mut [Handler], entry: usize) {
+    for handler in handlers
+        .iter_mut()
+        .filter(|handler| board_index(handler.key, ENTRIES) == entry)
+    {
+        handler.scribbled_since = true;
     }
 }
 
