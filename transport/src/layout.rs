@@ -233,9 +233,10 @@
 //!    after `invalidate` returned serves the old body.
 //! 5. **Untrusted.** The board never vouches for bytes: a body is verified (crc32, seals) when
 //!    it is redeemed, whatever the board says. A process that can write the board can make a
-//!    replaced version current again, and by writing back the very word a handler observed it
-//!    lets that handler's exchange succeed after an invalidation (a stale body either way, never
-//!    a corrupt one); every other value it writes reads as "ask". The producer hands consumers a read-only descriptor (a process of
+//!    replaced version current again, and by writing the word a handler observes (back, or
+//!    ahead: a version an invalidation later draws) it lets that handler's exchange succeed
+//!    after an invalidation (a stale body either way, never a corrupt one); every other value
+//!    it writes reads as "ask". The producer hands consumers a read-only descriptor (a process of
 //!    its uid could still reopen the file for writing, as it could scribble on the segment).
 //!
 //! The board's size for the default 4,096 entries is 32,832 bytes.

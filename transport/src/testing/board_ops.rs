@@ -5,9 +5,10 @@
 //! Invariants checked at every read: a version is current exactly when the model's word for its
 //! entry is that version (so a publication that an invalidation overtook never is, and a
 //! replaced version never comes back); and a body that is current was made from the key's
-//! current data, unless a scribbler wrote on its entry: either that very version back, or,
-//! between a handler's observation and its publication, the word it observed (which lets the
-//! publication through from data an invalidation replaced meanwhile). Both are what the
+//! current data, unless a scribbler wrote on its entry: that very version back; or, between a
+//! handler's observation and its publication, the word it observed; or the word it observed
+//! in the first place, which an invalidation may then draw as its fresh version (either lets
+//! the publication through from data an invalidation replaced meanwhile). All are what the
 //! layout's rule 5 admits a writer of the board can do: a stale body, never a corrupt one.
 
 use std::fs::{File, OpenOptions};
@@ -50,7 +51,7 @@ struct Handler {
     /// The model's word for the key's entry when it was observed.
     word_then: u64,
     made_from: u64,
-    /// A scribbler wrote on the key's entry since the observation.
+    /// A scribbler wrote on the key's entry since the observation, or wrote the word observed.
     scribbled_since: bool,
 }
 
@@ -91,7 +92,10 @@ pub fn check_board_ops(ops: &[BoardOp]) {
                     observed: board.observe(key),
                     word_then: words[entry_of(key)],
                     made_from: data[key as usize],
-                    scribbled_since: false,
+                    // A word a scribbler wrote may come back as a fresh version an
+                    // invalidation draws: an exchange from it may then succeed after that
+                    // invalidation, as after a replay.
+                    scribbled_since: replayed[entry_of(key)].contains(&words[entry_of(key)]),
                 });
             }
             BoardOp::Publish { handler } => {
